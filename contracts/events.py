@@ -1,0 +1,329 @@
+"""Every event the platform publishes, version 1.
+
+Payloads carry scores, ids, tags and counts, never session notes or free-text feedback: those stay in
+the service that owns them. Each class name is the past-tense fact; ``TYPE`` is its CloudEvents type.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from enum import StrEnum
+from typing import ClassVar
+
+from pydantic import Field
+
+from contracts import topics
+from contracts.base import ContractModel, Id, Tag
+from contracts.policy import Form, MatchingPolicy, Role
+
+
+class Event(ContractModel):
+    """Base of all event payloads; subclasses set where they go and what they are called."""
+
+    TYPE: ClassVar[str]
+    TOPIC: ClassVar[topics.Topic]
+    SOURCE: ClassVar[str]
+    SUMMARY: ClassVar[str]
+
+    def partition_key(self) -> str:
+        return str(getattr(self, self.TOPIC.key_field))
+
+
+# --- enrollment --------------------------------------------------------------------------------
+
+
+class _EnrollmentEvent(Event):
+    TOPIC = topics.ENROLLMENT
+    SOURCE = "/mentoring/enrollment"
+    program_id: Id
+
+
+class ProgramOpened(_EnrollmentEvent):
+    TYPE = "org.mentoring.program.opened.v1"
+    SUMMARY = "A program was opened (or its settings changed: see program.updated) with its matching policy."
+    name: str = Field(max_length=200)
+    form: Form
+    cadence_days: int = Field(ge=1, le=366, description="agreed meeting cadence")
+    starts_on: date
+    ends_on: date | None = None
+    policy: MatchingPolicy
+    opened_at: datetime
+
+
+class ProgramUpdated(ProgramOpened):
+    TYPE = "org.mentoring.program.updated.v1"
+    SUMMARY = "A program's settings changed; carries the full new state."
+    status: str = Field(default="open", description="open | closed")
+
+
+class ParticipantProfile(ContractModel):
+    """What matching needs to know about one enrolled person; HRIS data plus what they declared."""
+
+    participant_id: Id = Field(description="the person's employee id")
+    role: Role
+    team_id: Id | None = Field(default=None, description="intact team, for team mentoring")
+    department: str = Field(max_length=120)
+    level: int = Field(ge=0, le=30, description="seniority level from the HRIS, higher is more senior")
+    manager_id: Id | None = None
+    manager_chain: list[Id] = Field(
+        default_factory=list, description="managers upwards from the direct one, from the org chart"
+    )
+    location: str | None = Field(default=None, max_length=120)
+    utc_offset_minutes: int = Field(default=0, ge=-720, le=840)
+    languages: list[Tag] = Field(default_factory=list)
+    skills_offered: list[Tag] = Field(default_factory=list)
+    skills_sought: list[Tag] = Field(default_factory=list)
+    goals: list[Tag] = Field(default_factory=list, description="goal tags, e.g. leadership, promotion")
+    capacity: int | None = Field(
+        default=None, ge=0, le=50, description="mentors: slots at once across all programs (a pair or a group each)"
+    )
+    conflicts_with: list[Id] = Field(default_factory=list, description="declared conflicts: never in one group")
+
+
+class ParticipantEnrolled(_EnrollmentEvent):
+    TYPE = "org.mentoring.participant.enrolled.v1"
+    SUMMARY = "A person enrolled in a program as mentor, mentee or peer."
+    profile: ParticipantProfile
+    enrolled_at: datetime
+
+
+class ParticipantUpdated(_EnrollmentEvent):
+    TYPE = "org.mentoring.participant.updated.v1"
+    SUMMARY = "An enrolment changed; carries the full new profile."
+    profile: ParticipantProfile
+    updated_at: datetime
+
+
+class ParticipantWithdrawn(_EnrollmentEvent):
+    TYPE = "org.mentoring.participant.withdrawn.v1"
+    SUMMARY = "A person left a program."
+    participant_id: Id
+    withdrawn_at: datetime
+
+
+# --- matching ----------------------------------------------------------------------------------
+
+
+class _MatchingEvent(Event):
+    TOPIC = topics.MATCHING
+    SOURCE = "/mentoring/matching"
+    program_id: Id
+    run_id: Id
+
+
+class SolverStats(ContractModel):
+    status: str = Field(description="OPTIMAL, FEASIBLE, INFEASIBLE, UNKNOWN, or GREEDY for a fallback")
+    objective: float | None = None
+    bound: float | None = None
+    gap: float | None = Field(default=None, description="relative gap between objective and bound, 0 = proven")
+    wall_time_seconds: float
+
+
+class MatchingCompleted(_MatchingEvent):
+    TYPE = "org.mentoring.matching.completed.v1"
+    SUMMARY = "A matching run finished; its groups and non-placements were published before it."
+    seed: int
+    input_digest: str
+    placed_count: int
+    unplaced_count: int
+    group_count: int
+    total_fit: float
+    max_load_ratio: float
+    solver: SolverStats
+    completed_at: datetime
+
+
+class GroupMember(ContractModel):
+    participant_id: Id
+    role: Role
+
+
+class FitContribution(ContractModel):
+    criterion: str = Field(description="skill | goal | cross_department")
+    points: float
+    detail: str = Field(description="e.g. 'negotiation sought by m1, offered by M7'")
+
+
+class GroupMatched(_MatchingEvent):
+    TYPE = "org.mentoring.group.matched.v1"
+    SUMMARY = "A group was formed by a matching run (one event per group)."
+    group_id: Id
+    form: Form
+    members: list[GroupMember]
+    fit: float
+    explanation: list[FitContribution]
+    cadence_days: int = Field(ge=1, le=366)
+    matched_at: datetime
+
+
+class UnmatchedReason(StrEnum):
+    NO_ELIGIBLE_PARTNER = "no_eligible_partner"
+    CAPACITY_EXHAUSTED = "capacity_exhausted"
+    LOST_LOTTERY = "lost_lottery"
+    GROUP_SIZE = "group_size"
+    OTHER = "other"
+
+
+class ParticipantUnmatched(_MatchingEvent):
+    TYPE = "org.mentoring.participant.unmatched.v1"
+    SUMMARY = "A person could not be placed by a run, with the reason."
+    participant_id: Id
+    reason_code: UnmatchedReason
+    reason: str = Field(description="generated explanation, e.g. 'lost the lottery to 3 equally eligible people'")
+
+
+# --- sessions ----------------------------------------------------------------------------------
+
+
+class _SessionsEvent(Event):
+    TOPIC = topics.SESSIONS
+    SOURCE = "/mentoring/sessions"
+    program_id: Id
+    group_id: Id
+
+
+class SessionScheduled(_SessionsEvent):
+    TYPE = "org.mentoring.session.scheduled.v1"
+    SUMMARY = "A group scheduled a session."
+    session_id: Id
+    scheduled_for: datetime
+    duration_minutes: int = Field(ge=1, le=1440)
+
+
+class SessionHeld(_SessionsEvent):
+    TYPE = "org.mentoring.session.held.v1"
+    SUMMARY = "A session took place; attendance only, never its notes."
+    session_id: Id
+    held_at: datetime
+    duration_minutes: int = Field(ge=1, le=1440)
+    attendees: list[Id]
+
+
+class CancellationKind(StrEnum):
+    CANCELLED = "cancelled"
+    RESCHEDULED = "rescheduled"
+
+
+class SessionCancelled(_SessionsEvent):
+    TYPE = "org.mentoring.session.cancelled.v1"
+    SUMMARY = "A session was cancelled or moved."
+    session_id: Id
+    kind: CancellationKind
+    rescheduled_to: datetime | None = None
+    cancelled_at: datetime
+
+
+class GoalCategory(StrEnum):
+    HARD_SKILL = "hard_skill"
+    LEADERSHIP = "leadership"
+    COMMUNICATION = "communication"
+    PROMOTION = "promotion"
+    OTHER = "other"
+
+
+class GoalSet(_SessionsEvent):
+    TYPE = "org.mentoring.goal.set.v1"
+    SUMMARY = "A participant set a goal in their group; its wording stays in the sessions service."
+    goal_id: Id
+    participant_id: Id
+    category: GoalCategory
+    steps_total: int = Field(ge=1, le=100)
+    set_at: datetime
+
+
+class GoalProgressed(_SessionsEvent):
+    TYPE = "org.mentoring.goal.progressed.v1"
+    SUMMARY = "A goal moved forward by one or more steps."
+    goal_id: Id
+    participant_id: Id
+    steps_done: int = Field(ge=0)
+    steps_total: int = Field(ge=1)
+    progressed_at: datetime
+
+
+class ClosureReason(StrEnum):
+    COMPLETED = "completed"
+    WITHDRAWN = "withdrawn"
+    FADED = "faded"
+    RENEWED = "renewed"
+
+
+class RelationshipClosed(_SessionsEvent):
+    TYPE = "org.mentoring.relationship.closed.v1"
+    SUMMARY = "A group's relationship ended (or was renewed as a new one); frees mentor capacity."
+    reason: ClosureReason
+    closed_at: datetime
+
+
+# --- feedback ----------------------------------------------------------------------------------
+
+
+class FeedbackGiven(Event):
+    TYPE = "org.mentoring.feedback.given.v1"
+    TOPIC = topics.FEEDBACK
+    SOURCE = "/mentoring/feedback"
+    SUMMARY = "A participant answered a survey; scores only, free text stays in the feedback service."
+    program_id: Id
+    group_id: Id
+    feedback_id: Id
+    respondent_role: Role
+    session_id: Id | None = None
+    rating: int = Field(ge=1, le=5)
+    would_recommend: int | None = Field(default=None, ge=0, le=10)
+    mentor_helps: int | None = Field(default=None, ge=1, le=5, description="'my mentor gives the help I need'")
+    given_at: datetime
+
+
+# --- metrics -----------------------------------------------------------------------------------
+
+
+class AlertKind(StrEnum):
+    NO_RECENT_SESSION = "no_recent_session"
+    REPEATED_RESCHEDULES = "repeated_reschedules"
+    FEEDBACK_DROP = "feedback_drop"
+
+
+class _AlertEvent(Event):
+    TOPIC = topics.ALERTS
+    SOURCE = "/mentoring/metrics"
+    alert_id: Id
+    program_id: Id
+    group_id: Id | None = None
+    kind: AlertKind
+
+
+class AlertRaised(_AlertEvent):
+    TYPE = "org.mentoring.alert.raised.v1"
+    SUMMARY = "A safety net fired: a group stopped meeting, keeps rescheduling, or its feedback dropped."
+    severity: str = Field(description="warning | critical")
+    detail: str = Field(description="generated text, e.g. 'no session for 45 days (cadence 14)'")
+    raised_at: datetime
+
+
+class AlertCleared(_AlertEvent):
+    TYPE = "org.mentoring.alert.cleared.v1"
+    SUMMARY = "The condition behind an alert is gone."
+    cleared_at: datetime
+
+
+ALL_EVENTS: tuple[type[Event], ...] = (
+    ProgramOpened,
+    ProgramUpdated,
+    ParticipantEnrolled,
+    ParticipantUpdated,
+    ParticipantWithdrawn,
+    MatchingCompleted,
+    GroupMatched,
+    ParticipantUnmatched,
+    SessionScheduled,
+    SessionHeld,
+    SessionCancelled,
+    GoalSet,
+    GoalProgressed,
+    RelationshipClosed,
+    FeedbackGiven,
+    AlertRaised,
+    AlertCleared,
+)
+
+EVENTS_BY_TYPE: dict[str, type[Event]] = {e.TYPE: e for e in ALL_EVENTS}

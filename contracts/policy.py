@@ -1,0 +1,107 @@
+"""A program's form and matching policy: published in ``program.opened`` and read by matching.
+
+Defined once here because enrollment owns it and matching obeys it; both must agree on every rule.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from pydantic import Field, model_validator
+
+from contracts.base import ContractModel
+
+
+class Form(StrEnum):
+    """The forms of mentoring a program can run (see shared/DOMAIN.md)."""
+
+    ONE_TO_ONE = "one_to_one"
+    FACILITATED_GROUP = "facilitated_group"
+    PEER_GROUP = "peer_group"
+    TEAM = "team"
+    REVERSE = "reverse"
+
+
+class Role(StrEnum):
+    MENTOR = "mentor"
+    MENTEE = "mentee"
+    PEER = "peer"
+
+
+class SeniorityRule(StrEnum):
+    """How levels must relate inside a group; chosen per form."""
+
+    NONE = "none"
+    MENTOR_ABOVE = "mentor_above"
+    """Every mentor's level exceeds every mentee's by at least ``min_level_gap``."""
+    MENTOR_BELOW = "mentor_below"
+    """Reverse mentoring: every mentor's level is below every mentee's by at least ``min_level_gap``."""
+    PEERS_WITHIN = "peers_within"
+    """Peers: levels differ by at most ``max_peer_level_spread`` inside a group."""
+
+
+class FitWeights(ContractModel):
+    """Points per fit criterion; administrators tune them and see the effect in a dry run."""
+
+    skill: int = Field(default=3, ge=0, le=100, description="per skill one side seeks and the other offers")
+    goal: int = Field(default=1, ge=0, le=100, description="per goal tag shared between members")
+    cross_department: int = Field(default=1, ge=0, le=100, description="per member pair from different departments")
+
+
+class SeedPolicy(StrEnum):
+    PER_RUN = "per_run"
+    """A fresh seed per run, published with the run so an auditor can replay it."""
+    FIXED = "fixed"
+    """The program's ``seed`` every time: re-running on the same pool gives the same groups."""
+
+
+class MatchingPolicy(ContractModel):
+    """Hard rules and objectives of one program's matching."""
+
+    mentors_per_group: int = Field(default=1, ge=0, le=5, description="0 for peer forms")
+    group_members_min: int = Field(default=1, ge=1, le=500, description="mentees (or peers) per group, lower bound")
+    group_members_max: int = Field(default=1, ge=1, le=500, description="mentees (or peers) per group, upper bound")
+    reporting_line_depth: int = Field(
+        default=2, ge=0, le=20, description="nobody shares a group with a manager up to this many levels, 0 = off"
+    )
+    max_same_department: int | None = Field(
+        default=None, ge=1, description="at most this many members of one department per group, None = no bound"
+    )
+    require_shared_language: bool = True
+    max_timezone_distance_hours: float | None = Field(default=6.0, ge=0, le=24)
+    seniority_rule: SeniorityRule = SeniorityRule.MENTOR_ABOVE
+    min_level_gap: int = Field(default=1, ge=0, le=20)
+    max_peer_level_spread: int = Field(default=2, ge=0, le=20)
+    weights: FitWeights = FitWeights()
+    seed_policy: SeedPolicy = SeedPolicy.PER_RUN
+    seed: int | None = Field(default=None, ge=0, le=2**63 - 1)
+    time_limit_seconds: float = Field(default=30.0, gt=0, le=3600)
+
+    @model_validator(mode="after")
+    def _coherent(self) -> MatchingPolicy:
+        if self.group_members_min > self.group_members_max:
+            raise ValueError("group_members_min must not exceed group_members_max")
+        if self.seed_policy is SeedPolicy.FIXED and self.seed is None:
+            raise ValueError("seed_policy 'fixed' needs a seed")
+        return self
+
+
+def default_policy(form: Form) -> MatchingPolicy:
+    """Sensible defaults per form, so an administrator only states what differs."""
+    match form:
+        case Form.ONE_TO_ONE:
+            return MatchingPolicy()
+        case Form.FACILITATED_GROUP:
+            return MatchingPolicy(group_members_min=3, group_members_max=8, max_same_department=3)
+        case Form.PEER_GROUP:
+            return MatchingPolicy(
+                mentors_per_group=0,
+                group_members_min=3,
+                group_members_max=6,
+                max_same_department=2,
+                seniority_rule=SeniorityRule.PEERS_WITHIN,
+            )
+        case Form.TEAM:
+            return MatchingPolicy(mentors_per_group=2, group_members_min=2, group_members_max=30)
+        case Form.REVERSE:
+            return MatchingPolicy(seniority_rule=SeniorityRule.MENTOR_BELOW)
