@@ -1,0 +1,66 @@
+"""Backward-compatibility check of a published event schema against the current model.
+
+A published version may only grow: new *optional* fields, new enum values. Removing, renaming or
+retyping a field, or making a new field required, breaks integration teams and needs a new version.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+Schema = dict[str, Any]
+_IGNORED = {"title", "description", "examples", "default"}
+
+
+def _resolve(node: Any, defs: Schema) -> Any:
+    """Inline ``$ref``s so two schemas compare by structure, not by how pydantic named the parts."""
+    if isinstance(node, dict):
+        if "$ref" in node:
+            name = node["$ref"].rsplit("/", 1)[-1]
+            return _resolve(defs[name], defs)
+        return {k: _resolve(v, defs) for k, v in node.items() if k not in _IGNORED and k != "$defs"}
+    if isinstance(node, list):
+        return [_resolve(v, defs) for v in node]
+    return node
+
+
+def _compare(old: Any, new: Any, path: str, problems: list[str]) -> None:
+    if isinstance(old, dict) and isinstance(new, dict) and "properties" in old:
+        if "properties" not in new:
+            problems.append(f"{path or '<root>'}: is no longer an object")
+            return
+        old_props, new_props = old["properties"], new["properties"]
+        for name, old_sub in old_props.items():
+            if name not in new_props:
+                problems.append(f"{path}{name}: field removed")
+            else:
+                _compare(old_sub, new_props[name], f"{path}{name}.", problems)
+        added_required = set(new.get("required", [])) - set(old.get("required", []))
+        for name in sorted(added_required):
+            problems.append(f"{path}{name}: became required")
+        return
+    if isinstance(old, dict) and isinstance(new, dict) and "enum" in old and "enum" in new:
+        removed = [v for v in old["enum"] if v not in new["enum"]]
+        if removed:
+            problems.append(f"{path.rstrip('.')}: enum values removed {removed}")
+        rest_old = {k: v for k, v in old.items() if k != "enum"}
+        rest_new = {k: v for k, v in new.items() if k != "enum"}
+        if rest_old != rest_new:
+            problems.append(f"{path.rstrip('.')}: type changed")
+        return
+    if isinstance(old, dict) and isinstance(new, dict) and len(old.get("anyOf", [])) == len(new.get("anyOf", [1])):
+        for old_branch, new_branch in zip(old["anyOf"], new["anyOf"], strict=True):
+            _compare(old_branch, new_branch, path, problems)
+        return
+    if isinstance(old, dict) and isinstance(new, dict) and old.get("type") == "array" == new.get("type"):
+        _compare(old.get("items"), new.get("items"), f"{path}[]." if path else "[].", problems)
+        return
+    if old != new:
+        problems.append(f"{path.rstrip('.') or '<root>'}: type changed")
+
+
+def breaking_changes(published: Schema, current: Schema) -> list[str]:
+    """Everything in ``current`` that a reader or writer of ``published`` would trip over."""
+    problems: list[str] = []
+    _compare(_resolve(published, published.get("$defs", {})), _resolve(current, current.get("$defs", {})), "", problems)
+    return problems

@@ -1,0 +1,121 @@
+"""CloudEvents 1.0 in Kafka binary mode: attributes in ``ce_*`` headers, the payload as JSON body.
+
+One module turns an event into a Kafka record and back, so every service speaks the same envelope and
+every reason a message is rejected is worded once (the dead-letter topic carries it).
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from pydantic import ValidationError
+
+from contracts.base import utcnow
+from contracts.events import EVENTS_BY_TYPE, Event
+
+SPEC_VERSION = "1.0"
+CONTENT_TYPE = "application/json"
+
+
+class InvalidMessage(Exception):
+    """A message that can never be applied: it goes to the dead-letter topic, with ``reason``."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class Envelope:
+    data: Event
+    id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    time: datetime = field(default_factory=utcnow)
+    traceparent: str | None = None
+
+    @property
+    def type(self) -> str:
+        return self.data.TYPE
+
+    @property
+    def source(self) -> str:
+        return self.data.SOURCE
+
+    @property
+    def subject(self) -> str:
+        return self.data.partition_key()
+
+    @property
+    def topic(self) -> str:
+        return self.data.TOPIC.name
+
+
+@dataclass(frozen=True)
+class KafkaRecord:
+    topic: str
+    key: bytes
+    value: bytes
+    headers: list[tuple[str, bytes]]
+
+
+def to_kafka(env: Envelope) -> KafkaRecord:
+    headers = {
+        "ce_specversion": SPEC_VERSION,
+        "ce_id": env.id,
+        "ce_source": env.source,
+        "ce_type": env.type,
+        "ce_time": env.time.isoformat(),
+        "ce_subject": env.subject,
+        "content-type": CONTENT_TYPE,
+    }
+    if env.traceparent:
+        headers["traceparent"] = env.traceparent
+    return KafkaRecord(
+        topic=env.topic,
+        key=env.subject.encode(),
+        value=env.data.model_dump_json().encode(),
+        headers=[(k, v.encode()) for k, v in headers.items()],
+    )
+
+
+def _header_map(headers: Mapping[str, bytes | str] | Iterable[tuple[str, bytes | str]]) -> dict[str, str]:
+    items = headers.items() if isinstance(headers, Mapping) else headers
+    out: dict[str, str] = {}
+    for k, v in items:
+        out[k] = v.decode("utf-8", "replace") if isinstance(v, bytes) else v
+    return out
+
+
+def from_kafka(headers: Mapping[str, bytes | str] | Iterable[tuple[str, bytes | str]], value: bytes | None) -> Envelope:
+    """Parse and validate; raise :class:`InvalidMessage` with a human reason for anything unusable."""
+    h = _header_map(headers)
+    if h.get("ce_specversion") != SPEC_VERSION:
+        raise InvalidMessage(f"ce_specversion must be {SPEC_VERSION!r}, got {h.get('ce_specversion')!r}")
+    for attr in ("ce_id", "ce_type", "ce_source", "ce_time"):
+        if not h.get(attr):
+            raise InvalidMessage(f"missing header {attr}")
+    event_type = h["ce_type"]
+    model = EVENTS_BY_TYPE.get(event_type)
+    if model is None:
+        raise InvalidMessage(f"unknown ce_type {event_type!r}")
+    try:
+        time = datetime.fromisoformat(h["ce_time"])
+    except ValueError as exc:
+        raise InvalidMessage(f"ce_time is not RFC 3339: {h['ce_time']!r}") from exc
+    if value is None:
+        raise InvalidMessage("empty body")
+    try:
+        raw = json.loads(value)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InvalidMessage(f"body is not JSON: {exc}") from exc
+    try:
+        data = model.model_validate(raw)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or '<body>'}: {err['msg']}" for err in exc.errors()[:10]
+        )
+        raise InvalidMessage(f"{event_type} failed validation: {problems}") from exc
+    return Envelope(data=data, id=h["ce_id"], time=time, traceparent=h.get("traceparent"))
