@@ -1,0 +1,72 @@
+"""Fixtures shared by every test folder: the real local stack (Kafka + PostgreSQL) and helpers.
+
+The stack is started (or reused) once per test session through the same launcher the README's
+commands use, so the tests prove the stack a developer runs.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+ROOT = Path(__file__).resolve().parent
+
+
+@dataclass(frozen=True)
+class StackEndpoints:
+    kafka_bootstrap: str
+    admin_dsn: str
+    service_dsn: dict[str, str]
+
+
+def _stack(*args: str) -> str:
+    result = subprocess.run(
+        [sys.executable, "-m", "deploy.local.stack", *args], cwd=ROOT, capture_output=True, text=True, check=False
+    )
+    if result.returncode != 0:
+        raise RuntimeError(f"stack {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
+    return result.stdout
+
+
+@pytest.fixture(scope="session")
+def stack() -> Iterator[StackEndpoints]:
+    _stack("up")
+    env: dict[str, str] = {}
+    for line in _stack("env").splitlines():
+        line = line.removeprefix("export ").strip()
+        if "=" in line:
+            key, value = line.split("=", 1)
+            env[key] = value.strip("'\"")
+    services = ("enrollment", "matching", "sessions", "feedback", "metrics")
+    yield StackEndpoints(
+        kafka_bootstrap=env["KAFKA_BOOTSTRAP"],
+        admin_dsn=env["PG_DSN_ADMIN"],
+        service_dsn={s: env[f"{s.upper()}_DATABASE_URL"] for s in services},
+    )
+    if os.environ.get("STACK_DOWN_AFTER_TESTS") == "1":
+        _stack("down")
+
+
+@pytest.fixture
+async def scratch_schemas(stack: StackEndpoints) -> AsyncIterator[list[str]]:
+    """Unique schemas for one test, dropped afterwards: tests never see each other's rows."""
+    created: list[str] = []
+    yield created
+    conn = await asyncpg.connect(stack.admin_dsn)
+    try:
+        for schema in created:
+            await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+    finally:
+        await conn.close()
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}_{uuid.uuid4().hex[:10]}"

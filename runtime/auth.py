@@ -1,0 +1,122 @@
+"""Bearer-JWT authentication for the HTTP APIs.
+
+Roles: ``admin`` (runs programs), ``participant`` (the token's subject is their participant id, so
+they reach only their own records) and ``integration`` (read-only systems). 401 when the token is
+missing, malformed, expired or not ours; 403 when it is valid but the role is not allowed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Annotated
+
+import jwt
+from fastapi import Depends, HTTPException, Request, status
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+ALGORITHM = "HS256"
+
+
+class ApiRole(StrEnum):
+    ADMIN = "admin"
+    PARTICIPANT = "participant"
+    INTEGRATION = "integration"
+
+
+@dataclass(frozen=True)
+class Principal:
+    subject: str
+    roles: frozenset[ApiRole]
+
+    def has(self, role: ApiRole) -> bool:
+        return role in self.roles
+
+
+@dataclass(frozen=True)
+class JwtConfig:
+    secret: str
+    issuer: str
+    audience: str
+
+
+def issue_token(config: JwtConfig, subject: str, roles: list[str], ttl_seconds: int = 8 * 3600) -> str:
+    now = int(time.time())
+    claims = {"sub": subject, "roles": roles, "iss": config.issuer, "aud": config.audience, "iat": now}
+    claims["exp"] = now + ttl_seconds
+    return jwt.encode(claims, config.secret, algorithm=ALGORITHM)
+
+
+def decode_token(config: JwtConfig, token: str) -> Principal:
+    """Raise 401 for anything but a valid, unexpired token from our issuer for our audience."""
+    try:
+        claims = jwt.decode(
+            token,
+            config.secret,
+            algorithms=[ALGORITHM],
+            audience=config.audience,
+            issuer=config.issuer,
+            options={"require": ["exp", "sub", "iss", "aud"]},
+        )
+    except jwt.ExpiredSignatureError as exc:
+        raise _unauthorized("token expired") from exc
+    except jwt.InvalidTokenError as exc:
+        raise _unauthorized("invalid token") from exc
+    roles = set()
+    for r in claims.get("roles", []):
+        try:
+            roles.add(ApiRole(r))
+        except ValueError:
+            continue
+    return Principal(subject=str(claims["sub"]), roles=frozenset(roles))
+
+
+def _unauthorized(detail: str) -> HTTPException:
+    return HTTPException(status.HTTP_401_UNAUTHORIZED, detail=detail, headers={"WWW-Authenticate": "Bearer"})
+
+
+_bearer = HTTPBearer(auto_error=False)
+
+
+def require(*allowed: ApiRole) -> Callable[..., Awaitable[Principal]]:
+    """A FastAPI dependency: the caller's principal, if it holds one of ``allowed``."""
+
+    async def dependency(
+        request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+    ) -> Principal:
+        if credentials is None or credentials.scheme.lower() != "bearer":
+            raise _unauthorized("missing bearer token")
+        config: JwtConfig = request.app.state.jwt
+        principal = decode_token(config, credentials.credentials)
+        if not any(principal.has(role) for role in allowed):
+            raise HTTPException(status.HTTP_403_FORBIDDEN, detail=f"needs role: {' or '.join(allowed)}")
+        return principal
+
+    return dependency
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m runtime.auth --role admin --sub alice``: a token for the local stack."""
+    from runtime.settings import ServiceSettings
+
+    parser = argparse.ArgumentParser(description="Issue a development JWT for the local stack.")
+    parser.add_argument("--role", action="append", choices=[r.value for r in ApiRole], required=True)
+    parser.add_argument("--sub", default="dev-admin", help="subject: the participant id for participant tokens")
+    parser.add_argument("--ttl", type=int, default=8 * 3600, help="seconds until it expires")
+    args = parser.parse_args(argv)
+    defaults = ServiceSettings.model_fields
+    config = JwtConfig(
+        secret=defaults["jwt_secret"].default.get_secret_value(),
+        issuer=str(defaults["jwt_issuer"].default),
+        audience=str(defaults["jwt_audience"].default),
+    )
+    print(issue_token(config, args.sub, args.role, args.ttl))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,71 @@
+"""asyncpg pool bound to the service's own schema, and versioned migrations applied at start-up."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import asyncpg
+
+RUNTIME_SQL = Path(__file__).parent / "sql"
+_MIGRATION = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
+
+
+async def create_pool(dsn: str, schema: str, *, min_size: int = 1, max_size: int = 10) -> asyncpg.Pool:
+    """Every connection's search_path is the service's schema: tables are named without a prefix."""
+    pool = await asyncpg.create_pool(
+        dsn,
+        min_size=min_size,
+        max_size=max_size,
+        server_settings={"search_path": schema, "application_name": schema},
+    )
+    assert pool is not None
+    return pool
+
+
+def _migrations(folder: Path) -> list[tuple[int, str, str]]:
+    found = []
+    for path in sorted(folder.glob("*.sql")):
+        match = _MIGRATION.match(path.name)
+        if not match:
+            raise ValueError(f"migration file {path} must be named NNNN_name.sql")
+        found.append((int(match.group(1)), path.name, path.read_text()))
+    versions = [v for v, _, _ in found]
+    if len(set(versions)) != len(versions):
+        raise ValueError(f"duplicate migration versions in {folder}")
+    return found
+
+
+async def migrate(pool: asyncpg.Pool, schema: str, folders: dict[str, Path]) -> list[str]:
+    """Apply what is missing, each file in its own transaction, under an advisory lock so that two
+    replicas starting together never apply the same file twice. Returns the names applied now."""
+    applied_now: list[str] = []
+    async with pool.acquire() as conn:
+        await conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
+        await conn.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations ("
+            " component TEXT NOT NULL, version INT NOT NULL, name TEXT NOT NULL,"
+            " applied_at TIMESTAMPTZ NOT NULL DEFAULT now(), PRIMARY KEY (component, version))"
+        )
+        await conn.execute("SELECT pg_advisory_lock(hashtext($1))", f"migrate:{schema}")
+        try:
+            for component, folder in {"runtime": RUNTIME_SQL, **folders}.items():
+                done = {
+                    r["version"]
+                    for r in await conn.fetch("SELECT version FROM schema_migrations WHERE component=$1", component)
+                }
+                for version, name, sql in _migrations(folder):
+                    if version in done:
+                        continue
+                    async with conn.transaction():
+                        await conn.execute(sql)
+                        await conn.execute(
+                            "INSERT INTO schema_migrations (component, version, name) VALUES ($1, $2, $3)",
+                            component,
+                            version,
+                            name,
+                        )
+                    applied_now.append(f"{component}/{name}")
+        finally:
+            await conn.execute("SELECT pg_advisory_unlock(hashtext($1))", f"migrate:{schema}")
+    return applied_now

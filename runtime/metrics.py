@@ -1,0 +1,33 @@
+"""Prometheus metrics of the runtime, named with the service prefix and base units.
+
+One registry per service instance (not the global one) so several services can share a test process.
+Labels name topics and outcomes, never participants.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+
+class RuntimeMetrics:
+    def __init__(self, service: str, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        p = service
+        self.outbox_published = Counter(
+            f"{p}_outbox_published_total", "Events relayed from the outbox to Kafka", ["topic"], registry=self.registry
+        )
+        self.outbox_pending = Gauge(
+            f"{p}_outbox_pending_events", "Outbox rows not yet published (relay lag)", registry=self.registry
+        )
+        self.consumed = Counter(
+            f"{p}_events_consumed_total",
+            "Events received, by outcome (applied, duplicate, dead_lettered, retried)",
+            ["topic", "outcome"],
+            registry=self.registry,
+        )
+        self.handle_seconds = Histogram(
+            f"{p}_event_handle_seconds", "Time to apply one event", ["topic"], registry=self.registry
+        )
+        self.http_requests = Counter(
+            f"{p}_http_requests_total", "HTTP requests", ["method", "route", "status"], registry=self.registry
+        )

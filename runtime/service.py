@@ -1,0 +1,147 @@
+"""Where a service is wired: pool, migrations, topics, outbox relay, consumers, HTTP, health, metrics.
+
+Each service declares a :class:`ServiceSpec` and gets a FastAPI app whose lifespan starts and stops
+everything in order. The FastStream broker runs inside the same process as the HTTP API.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import asyncpg
+from aiokafka import AIOKafkaProducer
+from fastapi import APIRouter, FastAPI, Request, Response
+from fastapi.responses import JSONResponse
+from faststream.kafka import KafkaBroker
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from runtime.auth import JwtConfig
+from runtime.consumer import EventConsumer
+from runtime.db import create_pool, migrate
+from runtime.kafka import ensure_topics
+from runtime.logging import configure_logging
+from runtime.metrics import RuntimeMetrics
+from runtime.outbox import OutboxRelay, make_producer
+from runtime.settings import ServiceSettings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ServiceContext:
+    """What handlers and routes reach for; one per running service."""
+
+    settings: ServiceSettings
+    pool: asyncpg.Pool
+    producer: AIOKafkaProducer
+    broker: KafkaBroker
+    metrics: RuntimeMetrics
+
+
+@dataclass
+class ServiceSpec:
+    name: str
+    settings: ServiceSettings
+    migrations: Path | None = None
+    routers: list[APIRouter] = field(default_factory=list)
+    consumers: Callable[[ServiceContext], list[EventConsumer]] = lambda _ctx: []
+    background: list[Callable[[ServiceContext], asyncio.Task[None]]] = field(default_factory=list)
+    description: str = ""
+
+
+def context(request: Request) -> ServiceContext:
+    """FastAPI dependency: the running service's context."""
+    ctx: ServiceContext = request.app.state.ctx
+    return ctx
+
+
+def create_app(spec: ServiceSpec) -> FastAPI:
+    settings = spec.settings
+    metrics = RuntimeMetrics(spec.name)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        configure_logging(spec.name, settings.log_level)
+        pool = await create_pool(
+            settings.database_url.get_secret_value(),
+            settings.db_schema,
+            min_size=settings.db_pool_min,
+            max_size=settings.db_pool_max,
+        )
+        applied = await migrate(pool, settings.db_schema, {spec.name: spec.migrations} if spec.migrations else {})
+        if applied:
+            log.info("migrations applied: %s", ", ".join(applied))
+        await ensure_topics(settings.kafka_bootstrap)
+        producer = make_producer(settings.kafka_bootstrap, spec.name)
+        await producer.start()
+        broker = KafkaBroker(settings.kafka_bootstrap, client_id=spec.name, logger=log)
+        ctx = ServiceContext(settings=settings, pool=pool, producer=producer, broker=broker, metrics=metrics)
+        app.state.ctx = ctx
+        for consumer in spec.consumers(ctx):
+            consumer.attach(broker)
+        await broker.start()
+        relay = OutboxRelay(
+            pool,
+            producer,
+            schema=settings.db_schema,
+            metrics=metrics,
+            batch_size=settings.outbox_batch_size,
+            poll_seconds=settings.outbox_poll_seconds,
+        )
+        tasks = [asyncio.create_task(relay.run(), name=f"{spec.name}-relay")]
+        tasks += [start(ctx) for start in spec.background]
+        log.info("service started")
+        try:
+            yield
+        finally:
+            relay.stop()
+            for task in tasks[1:]:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await broker.stop()
+            await producer.stop()
+            await pool.close()
+            log.info("service stopped")
+
+    app = FastAPI(title=f"Mentoring platform: {spec.name}", description=spec.description, lifespan=lifespan)
+    app.state.jwt = JwtConfig(
+        secret=settings.jwt_secret.get_secret_value(), issuer=settings.jwt_issuer, audience=settings.jwt_audience
+    )
+
+    @app.get("/health/live", include_in_schema=False)
+    async def live() -> dict[str, str]:
+        """Cheap and external-free: the process answers, that is all liveness means."""
+        return {"status": "ok"}
+
+    @app.get("/health/ready", include_in_schema=False)
+    async def ready(request: Request) -> JSONResponse:
+        ctx: ServiceContext | None = getattr(request.app.state, "ctx", None)
+        checks = {"database": False, "broker": False}
+        if ctx is not None:
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(2):
+                    checks["database"] = await ctx.pool.fetchval("SELECT 1") == 1
+            with contextlib.suppress(Exception):
+                checks["broker"] = await ctx.broker.ping(timeout=2)
+        ok = all(checks.values())
+        return JSONResponse({"status": "ok" if ok else "unavailable", "checks": checks}, status_code=200 if ok else 503)
+
+    @app.get("/metrics", include_in_schema=False)
+    async def prometheus() -> Response:
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.middleware("http")
+    async def count_requests(request: Request, call_next):  # type: ignore[no-untyped-def]
+        response = await call_next(request)
+        route = request.scope.get("route")
+        metrics.http_requests.labels(request.method, getattr(route, "path", "unmatched"), response.status_code).inc()
+        return response
+
+    for router in spec.routers:
+        app.include_router(router)
+    return app

@@ -1,0 +1,30 @@
+"""Settings every service shares; each service subclasses with its own env prefix (``MATCHING_...``).
+
+Validation runs at start-up, so a missing database URL or a bad port stops the process with a clear
+message instead of failing on the first request.
+"""
+
+from __future__ import annotations
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ServiceSettings(BaseSettings):
+    model_config = SettingsConfigDict(extra="ignore", frozen=True)
+
+    service_name: str = "service"
+    database_url: SecretStr = Field(description="postgresql://user:password@host:port/db")
+    db_schema: str = Field(default="public", description="the Postgres schema this service owns")
+    db_pool_min: int = Field(default=1, ge=1)
+    db_pool_max: int = Field(default=10, ge=1)
+    kafka_bootstrap: str = "127.0.0.1:19092"
+    http_host: str = "127.0.0.1"
+    http_port: int = Field(default=8080, ge=1, le=65535)
+    log_level: str = "INFO"
+    jwt_secret: SecretStr = SecretStr("dev-only-secret-change-me-in-any-real-deployment")
+    jwt_issuer: str = "mentoring-platform-dev"
+    jwt_audience: str = "mentoring-platform"
+    outbox_batch_size: int = Field(default=1000, ge=1, le=10_000)
+    outbox_poll_seconds: float = Field(default=0.5, gt=0)
+    consumer_max_attempts: int = Field(default=5, ge=1, description="transient failures before a dead letter")

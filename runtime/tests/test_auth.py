@@ -1,0 +1,78 @@
+"""HTTP authentication: who may call what."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import pytest
+from fastapi import Depends, FastAPI
+from fastapi.testclient import TestClient
+
+from runtime.auth import ApiRole, JwtConfig, Principal, issue_token, main, require
+
+CONFIG = JwtConfig(secret="test-secret-with-enough-length-for-hs256", issuer="test-issuer", audience="test-aud")
+
+
+@pytest.fixture
+def client() -> TestClient:
+    app = FastAPI()
+    app.state.jwt = CONFIG
+
+    @app.get("/admin-only")
+    async def admin_only(who: Annotated[Principal, Depends(require(ApiRole.ADMIN))]) -> dict[str, str]:
+        return {"sub": who.subject}
+
+    @app.get("/readers")
+    async def readers(
+        who: Annotated[Principal, Depends(require(ApiRole.ADMIN, ApiRole.INTEGRATION))],
+    ) -> dict[str, str]:
+        return {"sub": who.subject}
+
+    return TestClient(app)
+
+
+def _bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def test_no_token_is_401(client: TestClient) -> None:
+    response = client.get("/admin-only")
+    assert response.status_code == 401
+    assert response.headers["www-authenticate"] == "Bearer"
+
+
+def test_wrong_role_is_403(client: TestClient) -> None:
+    token = issue_token(CONFIG, "E1", ["participant"])
+    response = client.get("/admin-only", headers=_bearer(token))
+    assert response.status_code == 403
+    assert "admin" in response.json()["detail"]
+
+
+def test_expired_token_is_401(client: TestClient) -> None:
+    token = issue_token(CONFIG, "alice", ["admin"], ttl_seconds=-10)
+    response = client.get("/admin-only", headers=_bearer(token))
+    assert response.status_code == 401
+    assert response.json()["detail"] == "token expired"
+
+
+def test_token_from_another_issuer_or_key_is_401(client: TestClient) -> None:
+    other_issuer = JwtConfig(secret=CONFIG.secret, issuer="evil", audience=CONFIG.audience)
+    other_key = JwtConfig(
+        secret="another-secret-of-enough-length-xxxxxx", issuer=CONFIG.issuer, audience=CONFIG.audience
+    )
+    for cfg in (other_issuer, other_key):
+        assert client.get("/admin-only", headers=_bearer(issue_token(cfg, "alice", ["admin"]))).status_code == 401
+    assert client.get("/admin-only", headers=_bearer("not-a-jwt")).status_code == 401
+
+
+def test_valid_token_with_an_allowed_role_passes(client: TestClient) -> None:
+    assert client.get("/admin-only", headers=_bearer(issue_token(CONFIG, "alice", ["admin"]))).json() == {
+        "sub": "alice"
+    }
+    token = issue_token(CONFIG, "hris-sync", ["integration"])
+    assert client.get("/readers", headers=_bearer(token)).status_code == 200
+
+
+def test_dev_token_command_prints_a_token(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--role", "admin", "--sub", "alice"]) == 0
+    assert capsys.readouterr().out.count(".") == 2

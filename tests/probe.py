@@ -1,0 +1,104 @@
+"""A minimal service made only of runtime parts, run as a separate process by the runtime tests.
+
+``relay``: publishes the outbox of a schema. ``consume``: applies ParticipantWithdrawn events of the
+programs whose id starts with a prefix to a non-idempotent counter, so a double application shows.
+Killing either with SIGKILL at any moment must not lose or double an effect.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+
+import asyncpg
+from faststream.kafka import KafkaBroker
+
+from contracts.envelope import Envelope
+from contracts.events import ParticipantWithdrawn
+from contracts.topics import ENROLLMENT
+from runtime.consumer import EventConsumer
+from runtime.db import create_pool, migrate
+from runtime.outbox import OutboxRelay, make_producer
+
+CONSUMER_SQL = """
+CREATE TABLE IF NOT EXISTS applied (
+    seq BIGSERIAL PRIMARY KEY, event_id TEXT NOT NULL, program_id TEXT NOT NULL, participant_id TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS counter (id INT PRIMARY KEY, n BIGINT NOT NULL);
+INSERT INTO counter VALUES (1, 0) ON CONFLICT DO NOTHING;
+"""
+
+
+async def _wait_for_signal() -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+
+
+async def relay(dsn: str, schema: str, bootstrap: str, batch: int) -> None:
+    pool = await create_pool(dsn, schema)
+    await migrate(pool, schema, {})
+    producer = make_producer(bootstrap, "probe-relay")
+    await producer.start()
+    r = OutboxRelay(pool, producer, schema=schema, batch_size=batch, poll_seconds=0.2)
+    task = asyncio.create_task(r.run())
+    await _wait_for_signal()
+    r.stop()
+    await task
+    await producer.stop()
+    await pool.close()
+
+
+async def consume(dsn: str, schema: str, bootstrap: str, group: str, prefix: str) -> None:
+    pool = await create_pool(dsn, schema)
+    await migrate(pool, schema, {})
+    await pool.execute(CONSUMER_SQL)
+    producer = make_producer(bootstrap, "probe-consumer")
+    await producer.start()
+
+    async def on_withdrawn(conn: asyncpg.Connection, env: Envelope) -> None:
+        event = env.data
+        assert isinstance(event, ParticipantWithdrawn)
+        if not event.program_id.startswith(prefix):
+            return
+        await conn.execute(
+            "INSERT INTO applied (event_id, program_id, participant_id) VALUES ($1, $2, $3)",
+            env.id,
+            event.program_id,
+            event.participant_id,
+        )
+        await conn.execute("UPDATE counter SET n = n + 1 WHERE id = 1")
+
+    broker = KafkaBroker(bootstrap, client_id="probe-consumer")
+    EventConsumer(
+        name=group, pool=pool, producer=producer, topics=(ENROLLMENT,), handlers={ParticipantWithdrawn: on_withdrawn}
+    ).attach(broker)
+    await broker.start()
+    print("consumer ready", flush=True)
+    await _wait_for_signal()
+    await broker.stop()
+    await producer.stop()
+    await pool.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("mode", choices=["relay", "consume"])
+    parser.add_argument("--dsn", required=True)
+    parser.add_argument("--schema", required=True)
+    parser.add_argument("--bootstrap", required=True)
+    parser.add_argument("--batch", type=int, default=100)
+    parser.add_argument("--group", default="probe")
+    parser.add_argument("--prefix", default="")
+    a = parser.parse_args()
+    if a.mode == "relay":
+        asyncio.run(relay(a.dsn, a.schema, a.bootstrap, a.batch))
+    else:
+        asyncio.run(consume(a.dsn, a.schema, a.bootstrap, a.group, a.prefix))
+
+
+if __name__ == "__main__":
+    main()
