@@ -18,12 +18,14 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import asyncpg
 from aiokafka import AIOKafkaProducer
 from aiokafka.structs import ConsumerRecord
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker, KafkaMessage
+from faststream.message import StreamMessage
 
 from contracts.envelope import Envelope, InvalidMessage, from_kafka
 from contracts.events import Event
@@ -37,6 +39,12 @@ Handler = Callable[[asyncpg.Connection, Envelope], Awaitable[None]]
 
 class RejectEvent(Exception):
     """Raised by a handler for a well-formed event that can never be applied (e.g. unknown program)."""
+
+
+async def _raw_body(message: StreamMessage[Any]) -> bytes:
+    """Keep FastStream from decoding JSON itself: a malformed body must reach our dead-letter path."""
+    body: bytes = message.body
+    return body
 
 
 @dataclass
@@ -64,6 +72,7 @@ class EventConsumer:
             auto_offset_reset="earliest",
             ack_policy=AckPolicy.NACK_ON_ERROR,
             max_poll_records=200,
+            decoder=_raw_body,
         )(on_message)
 
     async def process(self, record: ConsumerRecord[bytes, bytes]) -> None:

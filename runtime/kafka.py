@@ -9,6 +9,8 @@ from collections.abc import Iterable
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
+from faststream.kafka import KafkaBroker
+
 from contracts.topics import ALL_TOPICS, Topic
 
 log = logging.getLogger(__name__)
@@ -32,3 +34,8 @@ async def ensure_topics(bootstrap: str, topics: Iterable[Topic] = ALL_TOPICS, re
         return [n.name for n in missing]
     finally:
         await admin.close()
+
+
+def make_broker(bootstrap: str, client_id: str) -> KafkaBroker:
+    """The service's FastStream broker; per-message logs at DEBUG so a busy consumer does not flood stdout."""
+    return KafkaBroker(bootstrap, client_id=client_id, log_level=logging.DEBUG, logger=log)

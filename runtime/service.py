@@ -23,7 +23,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from runtime.auth import JwtConfig
 from runtime.consumer import EventConsumer
 from runtime.db import create_pool, migrate
-from runtime.kafka import ensure_topics
+from runtime.kafka import ensure_topics, make_broker
 from runtime.logging import configure_logging
 from runtime.metrics import RuntimeMetrics
 from runtime.outbox import OutboxRelay, make_producer
@@ -79,7 +79,7 @@ def create_app(spec: ServiceSpec) -> FastAPI:
         await ensure_topics(settings.kafka_bootstrap)
         producer = make_producer(settings.kafka_bootstrap, spec.name)
         await producer.start()
-        broker = KafkaBroker(settings.kafka_bootstrap, client_id=spec.name, logger=log)
+        broker = make_broker(settings.kafka_bootstrap, spec.name)
         ctx = ServiceContext(settings=settings, pool=pool, producer=producer, broker=broker, metrics=metrics)
         app.state.ctx = ctx
         for consumer in spec.consumers(ctx):

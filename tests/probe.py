@@ -9,16 +9,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import signal
 
 import asyncpg
-from faststream.kafka import KafkaBroker
 
 from contracts.envelope import Envelope
 from contracts.events import ParticipantWithdrawn
 from contracts.topics import ENROLLMENT
 from runtime.consumer import EventConsumer
 from runtime.db import create_pool, migrate
+from runtime.kafka import make_broker
 from runtime.outbox import OutboxRelay, make_producer
 
 CONSUMER_SQL = """
@@ -52,7 +53,7 @@ async def relay(dsn: str, schema: str, bootstrap: str, batch: int) -> None:
     await pool.close()
 
 
-async def consume(dsn: str, schema: str, bootstrap: str, group: str, prefix: str) -> None:
+async def consume(dsn: str, schema: str, bootstrap: str, group: str, prefix: str, topic: str) -> None:
     pool = await create_pool(dsn, schema)
     await migrate(pool, schema, {})
     await pool.execute(CONSUMER_SQL)
@@ -72,9 +73,13 @@ async def consume(dsn: str, schema: str, bootstrap: str, group: str, prefix: str
         )
         await conn.execute("UPDATE counter SET n = n + 1 WHERE id = 1")
 
-    broker = KafkaBroker(bootstrap, client_id="probe-consumer")
+    broker = make_broker(bootstrap, "probe-consumer")
     EventConsumer(
-        name=group, pool=pool, producer=producer, topics=(ENROLLMENT,), handlers={ParticipantWithdrawn: on_withdrawn}
+        name=group,
+        pool=pool,
+        producer=producer,
+        topics=(dataclasses.replace(ENROLLMENT, name=topic),),
+        handlers={ParticipantWithdrawn: on_withdrawn},
     ).attach(broker)
     await broker.start()
     print("consumer ready", flush=True)
@@ -93,11 +98,12 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=100)
     parser.add_argument("--group", default="probe")
     parser.add_argument("--prefix", default="")
+    parser.add_argument("--topic", default=ENROLLMENT.name)
     a = parser.parse_args()
     if a.mode == "relay":
         asyncio.run(relay(a.dsn, a.schema, a.bootstrap, a.batch))
     else:
-        asyncio.run(consume(a.dsn, a.schema, a.bootstrap, a.group, a.prefix))
+        asyncio.run(consume(a.dsn, a.schema, a.bootstrap, a.group, a.prefix, a.topic))
 
 
 if __name__ == "__main__":

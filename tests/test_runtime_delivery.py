@@ -4,11 +4,13 @@ processes killed at awkward moments: nothing lost, nothing doubled, order kept p
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections import defaultdict
 from datetime import UTC, datetime
@@ -21,7 +23,7 @@ from conftest import ROOT, StackEndpoints, unique
 from contracts.envelope import Envelope, to_kafka
 from contracts.events import ParticipantWithdrawn, ProgramOpened
 from contracts.examples import EXAMPLES
-from contracts.topics import ENROLLMENT
+from contracts.topics import ENROLLMENT, Topic
 from runtime.db import create_pool, migrate
 from runtime.kafka import ensure_topics
 from runtime.outbox import add_to_outbox, make_producer
@@ -30,10 +32,12 @@ pytestmark = pytest.mark.stack
 
 
 def _spawn(stack: StackEndpoints, *args: str) -> subprocess.Popen[str]:
+    """Output goes to a file: an unread pipe would fill up and freeze the child."""
+    log = tempfile.NamedTemporaryFile(prefix="probe-", suffix=".log", delete=False)  # noqa: SIM115
     return subprocess.Popen(
         [sys.executable, "-m", "tests.probe", *args, "--dsn", stack.admin_dsn, "--bootstrap", stack.kafka_bootstrap],
         cwd=ROOT,
-        stdout=subprocess.PIPE,
+        stdout=log,
         stderr=subprocess.STDOUT,
         text=True,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
@@ -54,20 +58,26 @@ def _kill(proc: subprocess.Popen[str]) -> None:
     proc.wait(10)
 
 
-def _stop(proc: subprocess.Popen[str]) -> str:
+def _stop(proc: subprocess.Popen[str]) -> None:
     proc.send_signal(signal.SIGTERM)
     try:
-        out, _ = proc.communicate(timeout=20)
+        proc.wait(timeout=20)
     except subprocess.TimeoutExpired:
         proc.kill()
-        out, _ = proc.communicate()
-    return out
+        proc.wait()
 
 
 def _withdrawn(program: str, seq: int) -> Envelope:
     return Envelope(
         data=ParticipantWithdrawn(program_id=program, participant_id=f"p{seq:06d}", withdrawn_at=datetime.now(UTC))
     )
+
+
+async def _private_topic(stack: StackEndpoints) -> Topic:
+    """A topic of the test's own, so that history left by other runs cannot blur what is counted."""
+    topic = dataclasses.replace(ENROLLMENT, name=unique("test.enrollment"), partitions=3)
+    await ensure_topics(stack.kafka_bootstrap, [topic])
+    return topic
 
 
 async def test_outbox_events_are_applied_exactly_once_across_kills_and_redelivery(
@@ -78,7 +88,7 @@ async def test_outbox_events_are_applied_exactly_once_across_kills_and_redeliver
     prefix = unique("prg")
     programs = [f"{prefix}-{i}" for i in range(4)]
     total = 3000
-    await ensure_topics(stack.kafka_bootstrap)
+    topic = await _private_topic(stack)
 
     # State change and its events in ONE transaction; a rolled-back transaction leaves no event.
     pool = await create_pool(stack.admin_dsn, src)
@@ -96,10 +106,12 @@ async def test_outbox_events_are_applied_exactly_once_across_kills_and_redeliver
             await add_to_outbox(conn, _withdrawn(programs[0], 999_999))
             raise RuntimeError("the state change failed")
     assert await pool.fetchval("SELECT count(*) FROM outbox") == total
+    await pool.execute("UPDATE outbox SET topic = $1", topic.name)
 
     dst_pool = await create_pool(stack.admin_dsn, dst)
     group = unique("probe")
-    consumer = _spawn(stack, "consume", "--schema", dst, "--group", group, "--prefix", prefix)
+    consume = ("consume", "--schema", dst, "--group", group, "--prefix", prefix, "--topic", topic.name)
+    consumer = _spawn(stack, *consume)
     relay = _spawn(stack, "relay", "--schema", src, "--batch", "50")
 
     async def partly_published() -> bool:
@@ -119,7 +131,8 @@ async def test_outbox_events_are_applied_exactly_once_across_kills_and_redeliver
 
     await _until(applied_some, 60, "the consumer to apply events")
     _kill(consumer)  # effects stored but offsets maybe not committed: must replay without doubling
-    consumer = _spawn(stack, "consume", "--schema", dst, "--group", group, "--prefix", prefix)
+    consume = ("consume", "--schema", dst, "--group", group, "--prefix", prefix, "--topic", topic.name)
+    consumer = _spawn(stack, *consume)
     relay = _spawn(stack, "relay", "--schema", src, "--batch", "50")
 
     async def all_published() -> bool:
@@ -133,7 +146,7 @@ async def test_outbox_events_are_applied_exactly_once_across_kills_and_redeliver
     try:
         record = to_kafka(envelopes[0])
         for _ in range(2):
-            await producer.send_and_wait(record.topic, record.value, key=record.key, headers=record.headers)
+            await producer.send_and_wait(topic.name, record.value, key=record.key, headers=record.headers)
     finally:
         await producer.stop()
 
@@ -157,9 +170,9 @@ async def test_outbox_events_are_applied_exactly_once_across_kills_and_redeliver
     await dst_pool.close()
 
 
-async def _dead_letters(bootstrap: str, since_ms: int, group_marker: str) -> list[dict[str, str]]:
+async def _dead_letters(bootstrap: str, topic: Topic) -> list[dict[str, str]]:
     consumer = AIOKafkaConsumer(
-        ENROLLMENT.dead_letter, bootstrap_servers=bootstrap, auto_offset_reset="earliest", enable_auto_commit=False
+        topic.dead_letter, bootstrap_servers=bootstrap, auto_offset_reset="earliest", enable_auto_commit=False
     )
     await consumer.start()
     found: list[dict[str, str]] = []
@@ -167,9 +180,7 @@ async def _dead_letters(bootstrap: str, since_ms: int, group_marker: str) -> lis
         batches = await consumer.getmany(timeout_ms=3000, max_records=10_000)
         for records in batches.values():
             for r in records:
-                headers = {k: v.decode() for k, v in r.headers}
-                if r.timestamp >= since_ms and headers.get("dlt_consumer_group") == group_marker:
-                    found.append(headers)
+                found.append({k: v.decode() for k, v in r.headers})
     finally:
         await consumer.stop()
     return found
@@ -182,9 +193,8 @@ async def test_malformed_messages_go_to_the_dead_letter_topic_and_the_consumer_c
     scratch_schemas.append(dst)
     prefix = unique("prg")
     group = unique("probe-dlt")
-    await ensure_topics(stack.kafka_bootstrap)
-    started_ms = int(time.time() * 1000)
-    consumer = _spawn(stack, "consume", "--schema", dst, "--group", group, "--prefix", prefix)
+    topic = await _private_topic(stack)
+    consumer = _spawn(stack, "consume", "--schema", dst, "--group", group, "--prefix", prefix, "--topic", topic.name)
     pool = await create_pool(stack.admin_dsn, dst)
 
     good = to_kafka(_withdrawn(f"{prefix}-x", 1))
@@ -196,11 +206,11 @@ async def test_malformed_messages_go_to_the_dead_letter_topic_and_the_consumer_c
     await producer.start()
     try:
         key = good.key
-        await producer.send_and_wait(ENROLLMENT.name, b"{not json", key=key, headers=good.headers)
-        await producer.send_and_wait(ENROLLMENT.name, good.value, key=key, headers=wrong_type)
-        await producer.send_and_wait(ENROLLMENT.name, json.dumps(missing_field).encode(), key=key, headers=good.headers)
-        await producer.send_and_wait(ENROLLMENT.name, opened.value, key=key, headers=opened.headers)  # not handled
-        await producer.send_and_wait(ENROLLMENT.name, good.value, key=key, headers=good.headers)
+        await producer.send_and_wait(topic.name, b"{not json", key=key, headers=good.headers)
+        await producer.send_and_wait(topic.name, good.value, key=key, headers=wrong_type)
+        await producer.send_and_wait(topic.name, json.dumps(missing_field).encode(), key=key, headers=good.headers)
+        await producer.send_and_wait(topic.name, opened.value, key=key, headers=opened.headers)  # not handled
+        await producer.send_and_wait(topic.name, good.value, key=key, headers=good.headers)
     finally:
         await producer.stop()
 
@@ -214,13 +224,14 @@ async def test_malformed_messages_go_to_the_dead_letter_topic_and_the_consumer_c
     _stop(consumer)
     await pool.close()
 
-    letters = await _dead_letters(stack.kafka_bootstrap, started_ms, group)
+    letters = await _dead_letters(stack.kafka_bootstrap, topic)
     reasons = sorted(h["dlt_reason"] for h in letters)
     assert len(letters) == 3, reasons
     assert any("not JSON" in r for r in reasons)
     assert any("unknown ce_type 'org.mentoring.nonsense.v1'" in r for r in reasons)
     assert any("participant_id: Field required" in r for r in reasons)
     for h in letters:
-        assert h["dlt_original_topic"] == ENROLLMENT.name
+        assert h["dlt_original_topic"] == topic.name
+        assert h["dlt_consumer_group"] == group
         assert int(h["dlt_original_offset"]) >= 0
         assert h["dlt_attempts"] == "1"
