@@ -21,9 +21,7 @@ class Topic:
 
 
 ENROLLMENT = Topic("mentoring.enrollment.v1", 6, "program_id", "Programs and their participants.")
-MATCHING = Topic(
-    "mentoring.matching.v1", 6, "program_id", "Matching runs, the groups formed, who stayed unplaced."
-)
+MATCHING = Topic("mentoring.matching.v1", 6, "program_id", "Matching runs, the groups formed, who stayed unplaced.")
 SESSIONS = Topic("mentoring.sessions.v1", 6, "group_id", "Sessions, goals and the end of relationships, per group.")
 FEEDBACK = Topic("mentoring.feedback.v1", 6, "group_id", "Participants' scores (never their free text).")
 ALERTS = Topic("mentoring.alerts.v1", 3, "program_id", "Early alerts when a group fades, and their clearing.")

@@ -8,7 +8,6 @@ from collections.abc import Iterable
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
-
 from faststream.kafka import KafkaBroker
 
 from contracts.topics import ALL_TOPICS, Topic

@@ -142,9 +142,11 @@ class Stack:
         lines = {}
         pid = _read_pid(self.kafka_dir / "kafka.pid")
         if pid and kafka_answers(self.host, self.kafka_port):
-            startup = (self.kafka_dir / "startup_seconds").read_text().strip() if (
-                self.kafka_dir / "startup_seconds"
-            ).exists() else "?"
+            startup = (
+                (self.kafka_dir / "startup_seconds").read_text().strip()
+                if (self.kafka_dir / "startup_seconds").exists()
+                else "?"
+            )
             rss = _rss_mib(pid)
             lines["kafka"] = (
                 f"running pid={pid} addr={self.host}:{self.kafka_port} startup={startup}s "

@@ -1,0 +1,208 @@
+"""Postgres access for enrollment: plain SQL, one function per question, inside the caller's transaction."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+from contracts.events import ParticipantProfile
+from contracts.policy import Form, MatchingPolicy
+from services.enrollment.domain.model import EnrolmentRequest, OrgPerson, Program
+
+
+def _program(row: asyncpg.Record) -> Program:
+    return Program(
+        program_id=row["program_id"],
+        name=row["name"],
+        form=Form(row["form"]),
+        cadence_days=row["cadence_days"],
+        starts_on=row["starts_on"],
+        ends_on=row["ends_on"],
+        policy=MatchingPolicy.model_validate_json(row["policy"]),
+        status=row["status"],
+        opened_at=row["opened_at"],
+    )
+
+
+async def insert_program(conn: asyncpg.Connection, p: Program) -> None:
+    await conn.execute(
+        "INSERT INTO programs (program_id, name, form, cadence_days, starts_on, ends_on, policy, status, opened_at)"
+        " VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb, $8, $9)",
+        p.program_id, p.name, p.form.value, p.cadence_days, p.starts_on, p.ends_on,
+        p.policy.model_dump_json(), p.status, p.opened_at,
+    )  # fmt: skip
+
+
+async def update_program(conn: asyncpg.Connection, p: Program) -> None:
+    await conn.execute(
+        "UPDATE programs SET name=$2, cadence_days=$3, ends_on=$4, policy=$5::jsonb, status=$6, updated_at=now()"
+        " WHERE program_id=$1",
+        p.program_id, p.name, p.cadence_days, p.ends_on, p.policy.model_dump_json(), p.status,
+    )  # fmt: skip
+
+
+async def get_program(conn: asyncpg.Connection, program_id: str, *, for_update: bool = False) -> Program | None:
+    sql = "SELECT * FROM programs WHERE program_id = $1" + (" FOR UPDATE" if for_update else "")
+    row = await conn.fetchrow(sql, program_id)
+    return _program(row) if row else None
+
+
+async def list_programs(conn: asyncpg.Connection) -> list[Program]:
+    return [_program(r) for r in await conn.fetch("SELECT * FROM programs ORDER BY opened_at, program_id")]
+
+
+def _person(row: asyncpg.Record) -> OrgPerson:
+    return OrgPerson(
+        employee_id=row["employee_id"],
+        manager_id=row["manager_id"],
+        department=row["department"],
+        level=row["level"],
+        location=row["location"],
+        utc_offset_minutes=row["utc_offset_minutes"],
+        languages=list(row["languages"]),
+    )
+
+
+async def org_managers(conn: asyncpg.Connection) -> dict[str, str | None]:
+    return {
+        r["employee_id"]: r["manager_id"] for r in await conn.fetch("SELECT employee_id, manager_id FROM org_people")
+    }
+
+
+async def org_people(conn: asyncpg.Connection) -> dict[str, OrgPerson]:
+    return {r["employee_id"]: _person(r) for r in await conn.fetch("SELECT * FROM org_people")}
+
+
+async def get_person(conn: asyncpg.Connection, employee_id: str) -> OrgPerson | None:
+    row = await conn.fetchrow("SELECT * FROM org_people WHERE employee_id = $1", employee_id)
+    return _person(row) if row else None
+
+
+async def upsert_people(conn: asyncpg.Connection, people: Sequence[OrgPerson]) -> None:
+    """Bulk upsert through a temporary table: one COPY instead of one statement per person."""
+    await conn.execute("CREATE TEMP TABLE org_upload (LIKE org_people INCLUDING DEFAULTS) ON COMMIT DROP")
+    await conn.copy_records_to_table(
+        "org_upload",
+        records=[
+            (p.employee_id, p.manager_id, p.department, p.level, p.location, p.utc_offset_minutes, p.languages)
+            for p in people
+        ],
+        columns=["employee_id", "manager_id", "department", "level", "location", "utc_offset_minutes", "languages"],
+    )
+    await conn.execute(
+        "INSERT INTO org_people SELECT * FROM org_upload ON CONFLICT (employee_id) DO UPDATE SET"
+        " manager_id=EXCLUDED.manager_id, department=EXCLUDED.department, level=EXCLUDED.level,"
+        " location=EXCLUDED.location, utc_offset_minutes=EXCLUDED.utc_offset_minutes,"
+        " languages=EXCLUDED.languages, imported_at=now()"
+    )
+
+
+class EnrolmentRow:
+    """An enrolment as stored: the declared request and the last published profile."""
+
+    __slots__ = ("enrolled_at", "participant_id", "profile", "program_id", "request", "status")
+
+    def __init__(self, row: asyncpg.Record) -> None:
+        self.program_id: str = row["program_id"]
+        self.participant_id: str = row["participant_id"]
+        self.status: str = row["status"]
+        self.request = EnrolmentRequest.model_validate_json(row["request"])
+        self.profile = ParticipantProfile.model_validate_json(row["profile"])
+        self.enrolled_at: datetime = row["enrolled_at"]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "program_id": self.program_id,
+            "status": self.status,
+            "enrolled_at": self.enrolled_at,
+            **self.profile.model_dump(mode="json"),
+        }
+
+
+async def get_enrolment(
+    conn: asyncpg.Connection, program_id: str, participant_id: str, *, for_update: bool = False
+) -> EnrolmentRow | None:
+    sql = "SELECT * FROM enrolments WHERE program_id = $1 AND participant_id = $2" + (
+        " FOR UPDATE" if for_update else ""
+    )
+    row = await conn.fetchrow(sql, program_id, participant_id)
+    return EnrolmentRow(row) if row else None
+
+
+async def list_enrolments(
+    conn: asyncpg.Connection, program_id: str, *, limit: int, after: str | None, status: str | None
+) -> list[EnrolmentRow]:
+    rows = await conn.fetch(
+        "SELECT * FROM enrolments WHERE program_id = $1 AND ($2::text IS NULL OR participant_id > $2)"
+        " AND ($3::text IS NULL OR status = $3) ORDER BY participant_id LIMIT $4",
+        program_id, after, status, limit,
+    )  # fmt: skip
+    return [EnrolmentRow(r) for r in rows]
+
+
+async def existing_participants(conn: asyncpg.Connection, program_id: str, ids: list[str]) -> set[str]:
+    rows = await conn.fetch(
+        "SELECT participant_id FROM enrolments WHERE program_id = $1 AND participant_id = ANY($2::text[])"
+        " AND status = 'active'",
+        program_id, ids,
+    )  # fmt: skip
+    return {r["participant_id"] for r in rows}
+
+
+async def save_enrolments(
+    conn: asyncpg.Connection, program_id: str, items: Sequence[tuple[EnrolmentRequest, ParticipantProfile]]
+) -> None:
+    """Insert or re-activate; a bulk upload goes through COPY into a temporary table."""
+    records = [
+        (program_id, req.participant_id, req.role.value, "active", req.model_dump_json(), prof.model_dump_json())
+        for req, prof in items
+    ]
+    columns = ["program_id", "participant_id", "role", "status", "request", "profile"]
+    await conn.execute(
+        "CREATE TEMP TABLE IF NOT EXISTS enrol_upload"
+        " (program_id TEXT, participant_id TEXT, role TEXT, status TEXT, request TEXT, profile TEXT) ON COMMIT DROP"
+    )
+    await conn.copy_records_to_table("enrol_upload", records=records, columns=columns)
+    await conn.execute(
+        "INSERT INTO enrolments (program_id, participant_id, role, status, request, profile)"
+        " SELECT program_id, participant_id, role, status, request::jsonb, profile::jsonb FROM enrol_upload"
+        " ON CONFLICT (program_id, participant_id) DO UPDATE SET role=EXCLUDED.role, status='active',"
+        " request=EXCLUDED.request, profile=EXCLUDED.profile, enrolled_at=now(), updated_at=now()"
+    )
+    await conn.execute("TRUNCATE enrol_upload")
+
+
+async def update_enrolment(
+    conn: asyncpg.Connection, program_id: str, request: EnrolmentRequest, profile: ParticipantProfile
+) -> None:
+    await conn.execute(
+        "UPDATE enrolments SET request=$3::jsonb, profile=$4::jsonb, updated_at=now()"
+        " WHERE program_id=$1 AND participant_id=$2",
+        program_id, request.participant_id, request.model_dump_json(), profile.model_dump_json(),
+    )  # fmt: skip
+
+
+async def set_profiles(conn: asyncpg.Connection, changed: Sequence[tuple[str, str, ParticipantProfile]]) -> None:
+    await conn.executemany(
+        "UPDATE enrolments SET profile=$3::jsonb, updated_at=now() WHERE program_id=$1 AND participant_id=$2",
+        [(prog, pid, prof.model_dump_json()) for prog, pid, prof in changed],
+    )
+
+
+async def withdraw(conn: asyncpg.Connection, program_id: str, participant_id: str) -> None:
+    await conn.execute(
+        "UPDATE enrolments SET status='withdrawn', updated_at=now() WHERE program_id=$1 AND participant_id=$2",
+        program_id, participant_id,
+    )  # fmt: skip
+
+
+async def active_enrolments(conn: asyncpg.Connection) -> list[EnrolmentRow]:
+    """Every active enrolment of open programs: an org import re-checks their published profiles."""
+    rows = await conn.fetch(
+        "SELECT e.* FROM enrolments e JOIN programs p USING (program_id)"
+        " WHERE e.status = 'active' AND p.status = 'open'"
+    )
+    return [EnrolmentRow(r) for r in rows]

@@ -1,0 +1,208 @@
+"""Enrollment's HTTP API: thin routes over the handlers; errors carry the field at fault."""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request, status
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+
+from contracts.policy import Form, MatchingPolicy
+from runtime.auth import ApiRole, Principal, require
+from runtime.service import ServiceContext, context
+from services.enrollment import handlers
+from services.enrollment.adapters import repository as repo
+from services.enrollment.domain.model import (
+    Conflict,
+    DomainError,
+    EnrolmentPatch,
+    EnrolmentRequest,
+    NotFound,
+    OrgPerson,
+    Program,
+    ProgramPatch,
+    ProgramSpec,
+    RowErrors,
+)
+from services.enrollment.domain.uploads import parse_rows
+
+router = APIRouter()
+Ctx = Annotated[ServiceContext, Depends(context)]
+Admin = Annotated[Principal, Depends(require(ApiRole.ADMIN))]
+AnyReader = Annotated[Principal, Depends(require(ApiRole.ADMIN, ApiRole.INTEGRATION, ApiRole.PARTICIPANT))]
+Staff = Annotated[Principal, Depends(require(ApiRole.ADMIN, ApiRole.INTEGRATION))]
+Member = Annotated[Principal, Depends(require(ApiRole.ADMIN, ApiRole.PARTICIPANT))]
+
+
+class ProgramOut(BaseModel):
+    program_id: str
+    name: str
+    form: Form
+    cadence_days: int
+    starts_on: date
+    ends_on: date | None
+    policy: MatchingPolicy
+    status: str
+
+    @classmethod
+    def of(cls, p: Program) -> ProgramOut:
+        return cls(
+            program_id=p.program_id,
+            name=p.name,
+            form=p.form,
+            cadence_days=p.cadence_days,
+            starts_on=p.starts_on,
+            ends_on=p.ends_on,
+            policy=p.policy,
+            status=p.status,
+        )
+
+
+def _only_self(who: Principal, participant_id: str) -> None:
+    """Participants act for themselves only; admins for anyone."""
+    if not who.has(ApiRole.ADMIN) and who.subject != participant_id:
+        raise HTTPException(status.HTTP_403_FORBIDDEN, detail="participants may act only on their own enrolment")
+
+
+@router.post("/programs", status_code=201, response_model=ProgramOut, tags=["programs"])
+async def open_program(spec: ProgramSpec, ctx: Ctx, _: Admin) -> ProgramOut:
+    """Open a program; the matching policy defaults per form when not given. Publishes program.opened."""
+    return ProgramOut.of(await handlers.open_program(ctx.pool, spec))
+
+
+@router.get("/programs", response_model=list[ProgramOut], tags=["programs"])
+async def list_programs(ctx: Ctx, _: AnyReader) -> list[ProgramOut]:
+    async with ctx.pool.acquire() as conn:
+        return [ProgramOut.of(p) for p in await repo.list_programs(conn)]
+
+
+@router.get("/programs/{program_id}", response_model=ProgramOut, tags=["programs"])
+async def get_program(program_id: str, ctx: Ctx, _: AnyReader) -> ProgramOut:
+    return ProgramOut.of(await handlers.get_program(ctx.pool, program_id))
+
+
+@router.patch("/programs/{program_id}", response_model=ProgramOut, tags=["programs"])
+async def update_program(program_id: str, patch: ProgramPatch, ctx: Ctx, _: Admin) -> ProgramOut:
+    """Change name, cadence, end date or policy. Publishes program.updated."""
+    return ProgramOut.of(await handlers.update_program(ctx.pool, program_id, patch))
+
+
+@router.post("/programs/{program_id}/close", response_model=ProgramOut, tags=["programs"])
+async def close_program(program_id: str, ctx: Ctx, _: Admin) -> ProgramOut:
+    return ProgramOut.of(await handlers.close_program(ctx.pool, program_id))
+
+
+async def _upload(request: Request, model: type[Any]) -> list[Any]:
+    content_type = request.headers.get("content-type", "application/json")
+    rows, errors = parse_rows(await request.body(), content_type, model)
+    if errors:
+        raise RowErrors(errors)
+    return rows
+
+
+_UPLOAD_DOC: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {"schema": {"type": "array", "items": {"type": "object"}}},
+            "text/csv": {"schema": {"type": "string"}},
+        },
+    }
+}
+
+
+@router.post("/org-chart", tags=["org chart"], openapi_extra=_UPLOAD_DOC)
+async def import_org_chart(request: Request, ctx: Ctx, _: Admin) -> dict[str, int]:
+    """Import (upsert) the org chart from the HRIS as CSV or JSON rows: employee_id, manager_id,
+    department, level, location, utc_offset_minutes, languages (``en;it``). Unknown managers, cycles
+    and duplicate ids are reported with their rows and nothing is imported."""
+    people = await _upload(request, OrgPerson)
+    result = await handlers.import_org_chart(ctx.pool, people)
+    return {"imported": result.imported, "profiles_updated": result.profiles_updated}
+
+
+@router.get("/org-chart/{employee_id}", response_model=OrgPerson, tags=["org chart"])
+async def get_person(
+    employee_id: str, ctx: Ctx, _: Annotated[Principal, Depends(require(ApiRole.ADMIN, ApiRole.INTEGRATION))]
+) -> OrgPerson:
+    from services.enrollment.adapters.repository import get_person as _get
+
+    async with ctx.pool.acquire() as conn:
+        person = await _get(conn, employee_id)
+    if person is None:
+        raise NotFound(f"no employee {employee_id}", "employee_id")
+    return person
+
+
+@router.post("/programs/{program_id}/enrolments", status_code=201, tags=["enrolments"])
+async def enrol(program_id: str, body: EnrolmentRequest, ctx: Ctx, who: Member) -> dict[str, Any]:
+    """Enrol a person (a participant enrols themself). Publishes participant.enrolled."""
+    _only_self(who, body.participant_id)
+    return (await handlers.enrol(ctx.pool, program_id, body)).as_dict()
+
+
+@router.post("/programs/{program_id}/enrolments/bulk", tags=["enrolments"], openapi_extra=_UPLOAD_DOC)
+async def bulk_enrol(program_id: str, request: Request, ctx: Ctx, _: Admin) -> dict[str, int]:
+    """Thousands of enrolments as CSV or JSON rows, all or nothing; every bad row is reported."""
+    rows = await _upload(request, EnrolmentRequest)
+    return {"enrolled": await handlers.bulk_enrol(ctx.pool, program_id, rows)}
+
+
+@router.get("/programs/{program_id}/enrolments", tags=["enrolments"])
+async def list_enrolments(
+    program_id: str,
+    ctx: Ctx,
+    _: Staff,
+    limit: Annotated[int, Query(ge=1, le=5000)] = 500,
+    after: str | None = None,
+    status_: Annotated[str | None, Query(alias="status", pattern="^(active|withdrawn)$")] = None,
+) -> dict[str, Any]:
+    """A page of enrolments ordered by participant id; pass the last id as ``after`` for the next."""
+    await handlers.get_program(ctx.pool, program_id)
+    async with ctx.pool.acquire() as conn:
+        rows = await repo.list_enrolments(conn, program_id, limit=limit, after=after, status=status_)
+    items = [r.as_dict() for r in rows]
+    return {"items": items, "next_after": items[-1]["participant_id"] if len(items) == limit else None}
+
+
+@router.get("/programs/{program_id}/enrolments/{participant_id}", tags=["enrolments"])
+async def get_enrolment(program_id: str, participant_id: str, ctx: Ctx, who: AnyReader) -> dict[str, Any]:
+    if who.roles == {ApiRole.PARTICIPANT}:
+        _only_self(who, participant_id)
+    return (await handlers.get_enrolment(ctx.pool, program_id, participant_id)).as_dict()
+
+
+@router.patch("/programs/{program_id}/enrolments/{participant_id}", tags=["enrolments"])
+async def update_enrolment(
+    program_id: str, participant_id: str, patch: EnrolmentPatch, ctx: Ctx, who: Member
+) -> dict[str, Any]:
+    """Change skills, goals, capacity, languages or conflicts. Publishes participant.updated."""
+    _only_self(who, participant_id)
+    return (await handlers.update_enrolment(ctx.pool, program_id, participant_id, patch)).as_dict()
+
+
+@router.delete("/programs/{program_id}/enrolments/{participant_id}", status_code=204, tags=["enrolments"])
+async def withdraw(program_id: str, participant_id: str, ctx: Ctx, who: Member) -> None:
+    """Leave a program. Publishes participant.withdrawn."""
+    _only_self(who, participant_id)
+    await handlers.withdraw(ctx.pool, program_id, participant_id)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Domain errors become the same shape FastAPI uses for 422s, naming the field at fault."""
+
+    async def row_errors(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, RowErrors)
+        rows = [{"row": e.row, "field": e.field, "msg": e.message} for e in exc.errors]
+        return JSONResponse({"detail": exc.message, "errors": rows}, status_code=422)
+
+    async def domain_error(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, DomainError)
+        code = 404 if isinstance(exc, NotFound) else 409 if isinstance(exc, Conflict) else 422
+        loc = ["body", exc.field] if exc.field else ["body"]
+        return JSONResponse({"detail": [{"loc": loc, "msg": exc.message, "type": "domain"}]}, status_code=code)
+
+    app.add_exception_handler(RowErrors, row_errors)
+    app.add_exception_handler(DomainError, domain_error)

@@ -1,0 +1,41 @@
+"""The enrollment service, wired: ``uvicorn services.enrollment.app:app``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic_settings import SettingsConfigDict
+
+from runtime.service import ServiceSpec, create_app
+from runtime.settings import ServiceSettings
+from services.enrollment.api import install_error_handlers, router
+
+
+class EnrollmentSettings(ServiceSettings):
+    model_config = SettingsConfigDict(env_prefix="ENROLLMENT_", extra="ignore", frozen=True)
+    service_name: str = "enrollment"
+    db_schema: str = "enrollment"
+    http_port: int = 18081
+
+
+def build(settings: EnrollmentSettings | None = None) -> ServiceSpec:
+    return ServiceSpec(
+        name="enrollment",
+        settings=settings or EnrollmentSettings(),
+        migrations=Path(__file__).parent / "migrations",
+        routers=[router],
+        description="Programs, the org chart and enrolments. Publishes program and participant events.",
+    )
+
+
+def create(settings: EnrollmentSettings | None = None):  # type: ignore[no-untyped-def]
+    app = create_app(build(settings))
+    install_error_handlers(app)
+    return app
+
+
+def __getattr__(name: str) -> object:
+    """``app`` is built on first access, so importing the module needs no environment."""
+    if name == "app":
+        return create()
+    raise AttributeError(name)

@@ -1,0 +1,267 @@
+"""Enrollment's domain: programs, the org chart and enrolments, as plain values with no I/O.
+
+Reporting lines and departments come from the HRIS import, never from what people type, because
+matching's conflict-of-interest rules are only as good as that data.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, datetime
+
+from pydantic import Field, model_validator
+
+from contracts.base import ContractModel, Id, Tag
+from contracts.events import ParticipantProfile
+from contracts.policy import Form, MatchingPolicy, Role, default_policy
+
+MAX_CHAIN = 20
+"""Manager levels kept per person: deeper than any reporting-line rule a policy may set."""
+
+
+class DomainError(Exception):
+    """A command that cannot be carried out; ``field`` names the input at fault (for HTTP 422)."""
+
+    def __init__(self, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.field = field
+
+
+class NotFound(DomainError):
+    pass
+
+
+class Conflict(DomainError):
+    pass
+
+
+@dataclass(frozen=True)
+class RowError:
+    """One bad row of an upload; all are returned together so a file is fixed in one pass."""
+
+    row: int
+    field: str | None
+    message: str
+
+
+class RowErrors(DomainError):
+    def __init__(self, errors: list[RowError]) -> None:
+        super().__init__(f"{len(errors)} row(s) rejected, nothing stored")
+        self.errors = errors
+
+
+# --- programs ----------------------------------------------------------------------------------
+
+
+class ProgramSpec(ContractModel):
+    """What an administrator states to open (or change) a program; the policy defaults per form."""
+
+    name: str = Field(min_length=1, max_length=200)
+    form: Form
+    cadence_days: int = Field(default=14, ge=1, le=366)
+    starts_on: date
+    ends_on: date | None = None
+    policy: MatchingPolicy | None = None
+
+    @model_validator(mode="after")
+    def _dates(self) -> ProgramSpec:
+        if self.ends_on is not None and self.ends_on < self.starts_on:
+            raise ValueError("ends_on must not be before starts_on")
+        return self
+
+    def effective_policy(self) -> MatchingPolicy:
+        return self.policy or default_policy(self.form)
+
+
+class ProgramPatch(ContractModel):
+    name: str | None = Field(default=None, min_length=1, max_length=200)
+    cadence_days: int | None = Field(default=None, ge=1, le=366)
+    ends_on: date | None = None
+    policy: MatchingPolicy | None = None
+
+
+@dataclass(frozen=True)
+class Program:
+    program_id: str
+    name: str
+    form: Form
+    cadence_days: int
+    starts_on: date
+    ends_on: date | None
+    policy: MatchingPolicy
+    status: str
+    opened_at: datetime
+
+    @property
+    def is_open(self) -> bool:
+        return self.status == "open"
+
+
+# --- org chart ---------------------------------------------------------------------------------
+
+
+class OrgPerson(ContractModel):
+    employee_id: Id
+    manager_id: Id | None = None
+    department: str = Field(min_length=1, max_length=120)
+    level: int = Field(ge=0, le=30)
+    location: str | None = Field(default=None, max_length=120)
+    utc_offset_minutes: int = Field(default=0, ge=-720, le=840)
+    languages: list[Tag] = Field(default_factory=list)
+
+
+def validate_org_chart(rows: list[OrgPerson], existing: dict[str, str | None]) -> list[RowError]:
+    """Duplicate ids, unknown managers and cycles, each with its row (1-based, as in a file).
+
+    ``existing`` maps employee id to manager id for people already imported: an upload may add
+    people under managers imported earlier, and the merged chart must still be a forest.
+    """
+    errors: list[RowError] = []
+    first_row: dict[str, int] = {}
+    for i, person in enumerate(rows, start=1):
+        if person.employee_id in first_row:
+            errors.append(
+                RowError(
+                    i,
+                    "employee_id",
+                    f"duplicate employee_id {person.employee_id} (first on row {first_row[person.employee_id]})",
+                )
+            )
+        else:
+            first_row[person.employee_id] = i
+    managers = dict(existing)
+    managers.update({p.employee_id: p.manager_id for p in rows})
+    for i, person in enumerate(rows, start=1):
+        if person.manager_id is not None and person.manager_id not in managers:
+            errors.append(RowError(i, "manager_id", f"unknown manager_id {person.manager_id}"))
+        if person.manager_id == person.employee_id:
+            errors.append(RowError(i, "manager_id", "a person cannot be their own manager"))
+    reported: set[str] = set()
+    for person in rows:
+        cycle = _cycle_from(person.employee_id, managers)
+        if cycle and not reported.intersection(cycle) and len(cycle) > 1:
+            reported.update(cycle)
+            row = first_row[person.employee_id]
+            errors.append(RowError(row, "manager_id", f"cycle in the manager chain: {' -> '.join([*cycle, cycle[0]])}"))
+    return sorted(errors, key=lambda e: e.row)
+
+
+def _cycle_from(start: str, managers: dict[str, str | None]) -> list[str] | None:
+    path: list[str] = []
+    index: dict[str, int] = {}
+    current: str | None = start
+    while current is not None and current in managers:
+        if current in index:
+            return path[index[current] :]
+        index[current] = len(path)
+        path.append(current)
+        current = managers[current]
+    return None
+
+
+def manager_chain(employee_id: str, managers: dict[str, str | None]) -> list[str]:
+    """Managers upwards from the direct one, at most ``MAX_CHAIN`` (the chart is validated acyclic)."""
+    chain: list[str] = []
+    current = managers.get(employee_id)
+    while current is not None and len(chain) < MAX_CHAIN and current not in chain:
+        chain.append(current)
+        current = managers.get(current)
+    return chain
+
+
+# --- enrolment ---------------------------------------------------------------------------------
+
+
+class EnrolmentRequest(ContractModel):
+    """What a person declares when enrolling; org data is added from the chart."""
+
+    participant_id: Id
+    role: Role
+    team_id: Id | None = None
+    skills_offered: list[Tag] = Field(default_factory=list, max_length=50)
+    skills_sought: list[Tag] = Field(default_factory=list, max_length=50)
+    goals: list[Tag] = Field(default_factory=list, max_length=20)
+    capacity: int | None = Field(default=None, ge=0, le=50)
+    languages: list[Tag] | None = Field(default=None, description="overrides the HRIS languages when given")
+    conflicts_with: list[Id] = Field(default_factory=list, max_length=100)
+
+
+class EnrolmentPatch(ContractModel):
+    team_id: Id | None = None
+    skills_offered: list[Tag] | None = None
+    skills_sought: list[Tag] | None = None
+    goals: list[Tag] | None = None
+    capacity: int | None = Field(default=None, ge=0, le=50)
+    languages: list[Tag] | None = None
+    conflicts_with: list[Id] | None = None
+
+
+ROLES_BY_FORM: dict[Form, frozenset[Role]] = {
+    Form.ONE_TO_ONE: frozenset({Role.MENTOR, Role.MENTEE}),
+    Form.FACILITATED_GROUP: frozenset({Role.MENTOR, Role.MENTEE}),
+    Form.TEAM: frozenset({Role.MENTOR, Role.MENTEE}),
+    Form.REVERSE: frozenset({Role.MENTOR, Role.MENTEE}),
+    Form.PEER_GROUP: frozenset({Role.PEER}),
+}
+
+
+def check_enrolment(program: Program, request: EnrolmentRequest) -> None:
+    """The rules an enrolment must meet before anything is stored; raises with the field at fault."""
+    if not program.is_open:
+        raise Conflict(f"program {program.program_id} is closed", "program_id")
+    allowed = ROLES_BY_FORM[program.form]
+    if request.role not in allowed:
+        roles = ", ".join(sorted(allowed))
+        raise DomainError(f"a {program.form} program takes roles {roles}, not {request.role}", "role")
+    if request.role is Role.MENTOR and not request.capacity:
+        raise DomainError("a mentor needs a capacity of at least 1 (mentees or groups at once)", "capacity")
+    if request.role is not Role.MENTOR and request.capacity:
+        raise DomainError("only mentors declare a capacity", "capacity")
+    if program.form is Form.TEAM and request.role is Role.MENTEE and request.team_id is None:
+        raise DomainError("team mentoring needs the mentee's team_id", "team_id")
+    if request.participant_id in request.conflicts_with:
+        raise DomainError("a person cannot declare a conflict with themself", "conflicts_with")
+
+
+@dataclass(frozen=True)
+class OrgIndex:
+    """The org chart in memory, for building many profiles without a query each.
+
+    ``people`` may hold only the people being enrolled; ``managers`` must cover the whole chart so
+    that reporting chains reach the top.
+    """
+
+    people: dict[str, OrgPerson]
+    managers: dict[str, str | None]
+
+    @classmethod
+    def of(cls, people: dict[str, OrgPerson]) -> OrgIndex:
+        return cls(people, {p.employee_id: p.manager_id for p in people.values()})
+
+    def profile(self, request: EnrolmentRequest) -> ParticipantProfile:
+        person = self.people.get(request.participant_id)
+        if person is None:
+            raise NotFound(f"{request.participant_id} is not in the org chart: import it first", "participant_id")
+        return ParticipantProfile(
+            participant_id=request.participant_id,
+            role=request.role,
+            team_id=request.team_id,
+            department=person.department,
+            level=person.level,
+            manager_id=person.manager_id,
+            manager_chain=manager_chain(person.employee_id, self.managers),
+            location=person.location,
+            utc_offset_minutes=person.utc_offset_minutes,
+            languages=request.languages if request.languages is not None else person.languages,
+            skills_offered=request.skills_offered,
+            skills_sought=request.skills_sought,
+            goals=request.goals,
+            capacity=request.capacity,
+            conflicts_with=request.conflicts_with,
+        )
+
+
+def apply_patch(request: EnrolmentRequest, patch: EnrolmentPatch) -> EnrolmentRequest:
+    """The patched request, validated again as a whole."""
+    return EnrolmentRequest.model_validate({**request.model_dump(), **patch.model_dump(exclude_unset=True)})
