@@ -25,6 +25,6 @@ class ServiceSettings(BaseSettings):
     jwt_secret: SecretStr = SecretStr("dev-only-secret-change-me-in-any-real-deployment")
     jwt_issuer: str = "mentoring-platform-dev"
     jwt_audience: str = "mentoring-platform"
-    outbox_batch_size: int = Field(default=1000, ge=1, le=10_000)
+    outbox_batch_size: int = Field(default=5000, ge=1, le=50_000)
     outbox_poll_seconds: float = Field(default=0.5, gt=0)
     consumer_max_attempts: int = Field(default=5, ge=1, description="transient failures before a dead letter")

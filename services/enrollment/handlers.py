@@ -164,7 +164,8 @@ async def bulk_enrol(
     """Thousands in one transaction: validated together, stored by COPY, nothing stored on any error."""
     async with pool.acquire() as conn, conn.transaction():
         program = await _program_or_404(conn, program_id, for_update=True)
-        index = OrgIndex.of(await repo.org_people(conn))
+        people = await repo.org_people(conn, [r.participant_id for r in requests])
+        index = OrgIndex(people, await repo.org_managers(conn))
         already = await repo.existing_participants(conn, program_id, [r.participant_id for r in requests])
         errors: list[RowError] = []
         seen: dict[str, int] = {}

@@ -55,7 +55,8 @@ async def list_programs(conn: asyncpg.Connection) -> list[Program]:
 
 
 def _person(row: asyncpg.Record) -> OrgPerson:
-    return OrgPerson(
+    # rows were validated on import: construct without validating again (bulk enrolment loads many)
+    return OrgPerson.model_construct(
         employee_id=row["employee_id"],
         manager_id=row["manager_id"],
         department=row["department"],
@@ -72,8 +73,13 @@ async def org_managers(conn: asyncpg.Connection) -> dict[str, str | None]:
     }
 
 
-async def org_people(conn: asyncpg.Connection) -> dict[str, OrgPerson]:
-    return {r["employee_id"]: _person(r) for r in await conn.fetch("SELECT * FROM org_people")}
+async def org_people(conn: asyncpg.Connection, ids: Sequence[str] | None = None) -> dict[str, OrgPerson]:
+    """The whole chart, or only the people named."""
+    if ids is None:
+        rows = await conn.fetch("SELECT * FROM org_people")
+    else:
+        rows = await conn.fetch("SELECT * FROM org_people WHERE employee_id = ANY($1::text[])", list(ids))
+    return {r["employee_id"]: _person(r) for r in rows}
 
 
 async def get_person(conn: asyncpg.Connection, employee_id: str) -> OrgPerson | None:
@@ -155,24 +161,23 @@ async def existing_participants(conn: asyncpg.Connection, program_id: str, ids: 
 async def save_enrolments(
     conn: asyncpg.Connection, program_id: str, items: Sequence[tuple[EnrolmentRequest, ParticipantProfile]]
 ) -> None:
-    """Insert or re-activate; a bulk upload goes through COPY into a temporary table."""
-    records = [
-        (program_id, req.participant_id, req.role.value, "active", req.model_dump_json(), prof.model_dump_json())
-        for req, prof in items
-    ]
-    columns = ["program_id", "participant_id", "role", "status", "request", "profile"]
+    """Insert, or re-enrol someone who had withdrawn (their old row is replaced): one COPY for all.
+
+    The caller has made sure none of them is actively enrolled already.
+    """
     await conn.execute(
-        "CREATE TEMP TABLE IF NOT EXISTS enrol_upload"
-        " (program_id TEXT, participant_id TEXT, role TEXT, status TEXT, request TEXT, profile TEXT) ON COMMIT DROP"
+        "DELETE FROM enrolments WHERE program_id = $1 AND participant_id = ANY($2::text[]) AND status = 'withdrawn'",
+        program_id,
+        [req.participant_id for req, _ in items],
     )
-    await conn.copy_records_to_table("enrol_upload", records=records, columns=columns)
-    await conn.execute(
-        "INSERT INTO enrolments (program_id, participant_id, role, status, request, profile)"
-        " SELECT program_id, participant_id, role, status, request::jsonb, profile::jsonb FROM enrol_upload"
-        " ON CONFLICT (program_id, participant_id) DO UPDATE SET role=EXCLUDED.role, status='active',"
-        " request=EXCLUDED.request, profile=EXCLUDED.profile, enrolled_at=now(), updated_at=now()"
+    await conn.copy_records_to_table(
+        "enrolments",
+        records=[
+            (program_id, req.participant_id, req.role.value, "active", req.model_dump_json(), prof.model_dump_json())
+            for req, prof in items
+        ],
+        columns=["program_id", "participant_id", "role", "status", "request", "profile"],
     )
-    await conn.execute("TRUNCATE enrol_upload")
 
 
 async def update_enrolment(
