@@ -41,7 +41,9 @@ async def migrate(pool: asyncpg.Pool, schema: str, folders: dict[str, Path]) -> 
     replicas starting together never apply the same file twice. Returns the names applied now."""
     applied_now: list[str] = []
     async with pool.acquire() as conn:
-        await conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
+        # A service role owns its schema but may not create schemas: only create when missing.
+        if not await conn.fetchval("SELECT 1 FROM pg_namespace WHERE nspname = $1", schema):
+            await conn.execute(f'CREATE SCHEMA "{schema}"')
         await conn.execute(
             "CREATE TABLE IF NOT EXISTS schema_migrations ("
             " component TEXT NOT NULL, version INT NOT NULL, name TEXT NOT NULL,"

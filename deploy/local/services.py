@@ -1,0 +1,108 @@
+"""Starts the platform's services as local processes against the local stack (``up``/``down``/``status``).
+
+Each service is ``uvicorn services.<name>.app:app`` with its settings from environment variables,
+its log in ``.stack/services/<name>.log`` and its pid in ``.stack/services/<name>.pid``. ``up`` reuses
+a service that already answers ``/health/ready``; ``down`` stops only what it started.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+
+from deploy.local.stack import ROOT, Stack, _alive, _read_pid, say
+
+PORTS = {"enrollment": 18081, "matching": 18082, "sessions": 18083, "feedback": 18084, "metrics": 18085}
+
+
+def available() -> list[str]:
+    """The services whose code exists in this checkout (the platform grows one service at a time)."""
+    return [name for name in PORTS if importlib.util.find_spec(f"services.{name}.app") is not None]
+
+
+def _ready(port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health/ready", timeout=1) as response:
+            return bool(response.status == 200)
+    except OSError:
+        return False
+
+
+def up(names: list[str] | None = None, timeout: float = 60) -> dict[str, str]:
+    stack = Stack()
+    endpoints = stack.up()
+    folder = stack.dir / "services"
+    folder.mkdir(parents=True, exist_ok=True)
+    urls = {}
+    for name in names or available():
+        port = PORTS[name]
+        urls[name] = f"http://127.0.0.1:{port}"
+        pid_file = folder / f"{name}.pid"
+        if _read_pid(pid_file) and _ready(port):
+            say(f"{name} already running on :{port}")
+            continue
+        prefix = name.upper()
+        env = {
+            **os.environ,
+            f"{prefix}_DATABASE_URL": endpoints.service_dsn[name],
+            f"{prefix}_KAFKA_BOOTSTRAP": endpoints.kafka_bootstrap,
+            f"{prefix}_HTTP_PORT": str(port),
+        }
+        with (folder / f"{name}.log").open("ab") as log:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "uvicorn", f"services.{name}.app:app", "--host", "127.0.0.1",
+                 "--port", str(port), "--no-access-log"],
+                cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            )  # fmt: skip
+        pid_file.write_text(f"{proc.pid}\n")
+        deadline = time.monotonic() + timeout
+        while not _ready(port):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                tail = "\n".join((folder / f"{name}.log").read_text(errors="replace").splitlines()[-30:])
+                raise RuntimeError(f"{name} did not become ready on :{port}; last log lines:\n{tail}")
+            time.sleep(0.3)
+        say(f"{name} ready on :{port}")
+    return urls
+
+
+def down() -> None:
+    folder = Stack().dir / "services"
+    for name in PORTS:
+        pid = _read_pid(folder / f"{name}.pid")
+        if pid:
+            os.kill(pid, signal.SIGTERM)
+            deadline = time.monotonic() + 15
+            while _alive(pid) and time.monotonic() < deadline:
+                time.sleep(0.2)
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
+            say(f"{name} stopped")
+        (folder / f"{name}.pid").unlink(missing_ok=True)
+
+
+def main() -> int:
+    command = sys.argv[1] if len(sys.argv) > 1 else "status"
+    if command == "up":
+        for name, url in up().items():
+            print(f"{name:11} {url}  (OpenAPI: {url}/docs)")
+    elif command == "down":
+        down()
+    elif command == "status":
+        folder = Stack().dir / "services"
+        for name in available():
+            pid = _read_pid(folder / f"{name}.pid")
+            state = "ready" if pid and _ready(PORTS[name]) else "stopped"
+            print(f"{name:11} {state} :{PORTS[name]}")
+    else:
+        print("usage: python -m deploy.local.services up|down|status", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
