@@ -37,3 +37,4 @@ lint: venv
 
 generate: venv
 	$(PY) -m contracts.generate
+	$(PY) -m services.openapi

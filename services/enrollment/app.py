@@ -18,6 +18,10 @@ class EnrollmentSettings(ServiceSettings):
     http_port: int = 18081
 
 
+def settings_class() -> type[EnrollmentSettings]:
+    return EnrollmentSettings
+
+
 def build(settings: EnrollmentSettings | None = None) -> ServiceSpec:
     return ServiceSpec(
         name="enrollment",
