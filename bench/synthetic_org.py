@@ -42,7 +42,7 @@ def org_chart(size: int, seed: int = 7, prefix: str = "E") -> list[Person]:
             level, manager = 9, None
             department = "Executive"
         else:
-            level = max(1, 8 - int(rng.expovariate(0.45)))
+            level = min(8, 1 + int(rng.expovariate(0.55)))
             candidates = [p for lvl in range(level + 1, 10) for p in by_level.get(lvl, [])[-50:]]
             manager_p = rng.choice(candidates) if candidates else people[0]
             manager = manager_p.employee_id

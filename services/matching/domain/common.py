@@ -1,0 +1,121 @@
+"""Pieces every solver shares: who is who, free capacity, group ids, results, load figures."""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from contracts.events import GroupMember, ParticipantProfile, UnmatchedReason
+from contracts.policy import MatchingPolicy, Role
+from services.matching.domain.lottery import lottery_ranks
+from services.matching.domain.model import Group, MatchingInput, OverrideKind, Unplaced
+from services.matching.domain.rules import pair_fit
+
+Progress = Callable[[str, float], None]
+
+
+def no_progress(_message: str, _fraction: float) -> None:
+    return None
+
+
+@dataclass
+class Prepared:
+    """The input, canonicalised: participants sorted by id so that input order never matters."""
+
+    inp: MatchingInput
+    seed: int
+    people: list[ParticipantProfile]
+    ranks: dict[str, int]
+    mentors: list[int]
+    seekers: list[int]
+    """Mentees or peers: the people who are placed (mentors are the resource)."""
+    capacity: dict[str, int]
+    load: dict[str, int]
+    locked: list[tuple[str, str]] = field(default_factory=list)
+    excluded: set[frozenset[str]] = field(default_factory=set)
+    notes: list[str] = field(default_factory=list)
+
+    @classmethod
+    def of(cls, inp: MatchingInput, seed: int) -> Prepared:
+        people = sorted(inp.participants, key=lambda p: p.participant_id)
+        ids = [p.participant_id for p in people]
+        if len(set(ids)) != len(ids):
+            raise ValueError("a participant appears twice in the pool")
+        mentors = [i for i, p in enumerate(people) if p.role is Role.MENTOR]
+        seekers = [i for i, p in enumerate(people) if p.role is not Role.MENTOR]
+        capacity = {people[i].participant_id: int(people[i].capacity or 0) for i in mentors}
+        load = {pid: int(inp.existing_load.get(pid, 0)) for pid in capacity}
+        prepared = cls(inp, seed, people, lottery_ranks(ids, seed), mentors, seekers, capacity, load)
+        known = set(ids)
+        for o in inp.overrides:
+            a, b = o.participant_ids
+            if a not in known or b not in known:
+                prepared.notes.append(f"override {o.kind} {a}/{b} ignored: not both in the pool")
+            elif o.kind is OverrideKind.EXCLUDE_PAIR:
+                prepared.excluded.add(frozenset((a, b)))
+            else:
+                prepared.locked.append((a, b))
+        return prepared
+
+    @property
+    def policy(self) -> MatchingPolicy:
+        return self.inp.policy
+
+    @functools.cached_property
+    def by_id(self) -> dict[str, ParticipantProfile]:
+        return {p.participant_id: p for p in self.people}
+
+    def free(self, pid: str) -> int:
+        return max(0, self.capacity.get(pid, 0) - self.load.get(pid, 0))
+
+
+def group_id(seed: int, program_id: str, member_ids: list[str]) -> str:
+    """Deterministic: the same run of the same input names its groups the same."""
+    digest = hashlib.sha256(f"{seed}:{program_id}:{','.join(sorted(member_ids))}".encode()).hexdigest()
+    return f"grp-{digest[:16]}"
+
+
+def make_group(prep: Prepared, mentor_ids: list[str], member_ids: list[str]) -> Group:
+    """A group with its fit and explanation: mentor-member pairs, or every pair in a peer group."""
+    by_id = prep.by_id
+    members = sorted(member_ids)
+    mentors = sorted(mentor_ids)
+    pairs: list[tuple[ParticipantProfile, ParticipantProfile]]
+    if mentors:
+        pairs = [(by_id[m], by_id[x]) for m in mentors for x in members]
+    else:
+        pairs = [(by_id[a], by_id[b]) for k, a in enumerate(members) for b in members[k + 1 :]]
+    total = 0
+    explanation = []
+    for a, b in pairs:
+        points, parts = pair_fit(a, b, prep.policy)
+        total += points
+        explanation.extend(parts)
+    roster = [GroupMember(participant_id=m, role=Role.MENTOR) for m in mentors]
+    roster += [GroupMember(participant_id=x, role=by_id[x].role) for x in members]
+    return Group(
+        group_id=group_id(prep.seed, prep.inp.program_id, mentors + members),
+        members=roster,
+        fit=float(total),
+        explanation=explanation,
+    )
+
+
+def unplaced(pid: str, code: UnmatchedReason, reason: str) -> Unplaced:
+    return Unplaced(participant_id=pid, reason_code=code, reason=reason)
+
+
+def loads_after(prep: Prepared, groups: list[Group]) -> dict[str, int]:
+    load = dict(prep.load)
+    for g in groups:
+        for m in g.members:
+            if m.role is Role.MENTOR:
+                load[m.participant_id] = load.get(m.participant_id, 0) + 1
+    return load
+
+
+def max_load_ratio(prep: Prepared, load: dict[str, int]) -> float:
+    ratios = [load[m] / c for m, c in prep.capacity.items() if c > 0]
+    return round(max(ratios, default=0.0), 6)

@@ -1,0 +1,212 @@
+"""The hard rules and the fit, computed for many pairs at once.
+
+Profiles are encoded once into numpy arrays (tags as bitsets), so checking one person against every
+mentor is a handful of vector operations: 20,000 mentees x 4,000 mentors is 80 million pairs, which
+a Python loop per pair could not check in time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from contracts.events import FitContribution, ParticipantProfile
+from contracts.policy import MatchingPolicy, Role, SeniorityRule
+
+IntArray = npt.NDArray[np.int64]
+BoolArray = npt.NDArray[np.bool_]
+Bits = npt.NDArray[np.uint64]
+
+RULES = ("capacity", "shared language", "time zone", "seniority", "reporting line", "declared conflict", "department")
+
+
+def _bitsets(values: list[list[str]], vocabulary: list[str] | None = None) -> Bits:
+    """One row of bits per person; pass a shared ``vocabulary`` when two bitsets are compared."""
+    vocab = {tag: i for i, tag in enumerate(vocabulary or sorted({t for v in values for t in v}))}
+    words = max(1, (len(vocab) + 63) // 64)
+    out = np.zeros((len(values), words), dtype=np.uint64)
+    for row, tags in enumerate(values):
+        for tag in tags:
+            bit = vocab[tag]
+            out[row, bit // 64] |= np.uint64(1) << np.uint64(bit % 64)
+    return out
+
+
+def _shared(a: Bits, b: Bits) -> IntArray:
+    """Popcount of the intersection, row-wise (``a`` may be one row broadcast against many)."""
+    counts: IntArray = np.bitwise_count(a & b).sum(axis=-1).astype(np.int64)
+    return counts
+
+
+@dataclass
+class Pool:
+    """A pool encoded for vector checks; index i refers to ``people[i]``."""
+
+    people: list[ParticipantProfile]
+    index: dict[str, int]
+    level: IntArray
+    tz: IntArray
+    dept: IntArray
+    lang: Bits
+    offered: Bits
+    sought: Bits
+    goals: Bits
+    chains: list[list[str]]
+    conflicts: list[set[str]]
+
+    @classmethod
+    def encode(cls, people: list[ParticipantProfile]) -> Pool:
+        departments = {d: i for i, d in enumerate(sorted({p.department for p in people}))}
+        skills = sorted({t for p in people for t in (*p.skills_offered, *p.skills_sought)})
+        conflicts: list[set[str]] = [set(p.conflicts_with) for p in people]
+        index = {p.participant_id: i for i, p in enumerate(people)}
+        for p in people:  # declared conflicts hold both ways
+            for other in p.conflicts_with:
+                j = index.get(other)
+                if j is not None:
+                    conflicts[j].add(p.participant_id)
+        return cls(
+            people=people,
+            index=index,
+            level=np.array([p.level for p in people], dtype=np.int64),
+            tz=np.array([p.utc_offset_minutes for p in people], dtype=np.int64),
+            dept=np.array([departments[p.department] for p in people], dtype=np.int64),
+            lang=_bitsets([p.languages for p in people]),
+            offered=_bitsets([p.skills_offered for p in people], skills),
+            sought=_bitsets([p.skills_sought for p in people], skills),
+            goals=_bitsets([p.goals for p in people]),
+            chains=[list(p.manager_chain) for p in people],
+            conflicts=conflicts,
+        )
+
+
+def in_reporting_line(a: ParticipantProfile, b: ParticipantProfile, depth: int) -> bool:
+    """Either manages the other within ``depth`` levels."""
+    if depth <= 0:
+        return False
+    return a.participant_id in b.manager_chain[:depth] or b.participant_id in a.manager_chain[:depth]
+
+
+class PairRules:
+    """Mentor-side vector checks of one person (mentee or peer) against a set of others."""
+
+    def __init__(self, pool: Pool, policy: MatchingPolicy, others: IntArray) -> None:
+        self.pool = pool
+        self.policy = policy
+        self.others = others
+        self._others_ids = {pool.people[int(j)].participant_id: pos for pos, j in enumerate(others)}
+        # who appears in whose chain, restricted to ``others``: reporting lines in both directions
+        self._managed_by: dict[str, list[int]] = {}
+        depth = policy.reporting_line_depth
+        if depth > 0:
+            for pos, j in enumerate(others):
+                for manager in pool.chains[int(j)][:depth]:
+                    self._managed_by.setdefault(manager, []).append(pos)
+
+    def failing(self, i: int) -> dict[str, BoolArray]:
+        """For each rule, which of ``others`` it excludes for person ``i`` (seniority as mentor of i)."""
+        p, pol, o = self.pool, self.policy, self.others
+        n = len(o)
+        out: dict[str, BoolArray] = {}
+        if pol.require_shared_language:
+            out["shared language"] = _shared(p.lang[i], p.lang[o]) == 0
+        if pol.max_timezone_distance_hours is not None:
+            out["time zone"] = np.abs(p.tz[o] - p.tz[i]) > pol.max_timezone_distance_hours * 60
+        gap = pol.min_level_gap
+        if pol.seniority_rule is SeniorityRule.MENTOR_ABOVE:
+            out["seniority"] = p.level[o] < p.level[i] + gap
+        elif pol.seniority_rule is SeniorityRule.MENTOR_BELOW:
+            out["seniority"] = p.level[o] + gap > p.level[i]
+        elif pol.seniority_rule is SeniorityRule.PEERS_WITHIN:
+            out["seniority"] = np.abs(p.level[o] - p.level[i]) > pol.max_peer_level_spread
+        line = np.zeros(n, dtype=bool)
+        depth = pol.reporting_line_depth
+        if depth > 0:
+            for manager in p.chains[i][:depth]:
+                pos = self._others_ids.get(manager)
+                if pos is not None:
+                    line[pos] = True
+            for pos in self._managed_by.get(p.people[i].participant_id, []):
+                line[pos] = True
+        out["reporting line"] = line
+        conflict = np.zeros(n, dtype=bool)
+        for other in p.conflicts[i]:
+            pos = self._others_ids.get(other)
+            if pos is not None:
+                conflict[pos] = True
+        out["declared conflict"] = conflict
+        if pol.max_same_department is not None and pol.max_same_department < 2:
+            out["department"] = p.dept[o] == p.dept[i]
+        self_pos = self._others_ids.get(p.people[i].participant_id)
+        if self_pos is not None:
+            out.setdefault("declared conflict", conflict)[self_pos] = True
+        return out
+
+    def eligible(self, i: int) -> BoolArray:
+        mask = np.ones(len(self.others), dtype=bool)
+        for excluded in self.failing(i).values():
+            mask &= ~excluded
+        return mask
+
+    def fit(self, i: int) -> IntArray:
+        """Fit of person i with each of ``others``: skills one seeks and the other offers (both ways),
+        shared goals, different departments; weights from the policy."""
+        p, w, o = self.pool, self.policy.weights, self.others
+        skills = _shared(p.sought[i], p.offered[o]) + _shared(p.offered[i], p.sought[o])
+        goals = _shared(p.goals[i], p.goals[o])
+        cross = (p.dept[o] != p.dept[i]).astype(np.int64)
+        total: IntArray = w.skill * skills + w.goal * goals + w.cross_department * cross
+        return total
+
+
+def pair_fit(a: ParticipantProfile, b: ParticipantProfile, policy: MatchingPolicy) -> tuple[int, list[FitContribution]]:
+    """The same fit as :meth:`PairRules.fit` for one pair, with the explanation an admin reads."""
+    w = policy.weights
+    parts: list[FitContribution] = []
+    for x, y in ((a, b), (b, a)):
+        for skill in sorted(set(x.skills_sought) & set(y.skills_offered)):
+            if w.skill:
+                detail = f"{skill} sought by {x.participant_id}, offered by {y.participant_id}"
+                parts.append(FitContribution(criterion="skill", points=w.skill, detail=detail))
+    for goal in sorted(set(a.goals) & set(b.goals)):
+        if w.goal:
+            detail = f"shared goal {goal} ({a.participant_id}, {b.participant_id})"
+            parts.append(FitContribution(criterion="goal", points=w.goal, detail=detail))
+    if a.department != b.department and w.cross_department:
+        detail = f"cross-department {a.department} / {b.department} ({a.participant_id}, {b.participant_id})"
+        parts.append(FitContribution(criterion="cross_department", points=w.cross_department, detail=detail))
+    return int(sum(c.points for c in parts)), parts
+
+
+def describe_exclusions(counts: dict[str, int], policy: MatchingPolicy) -> str:
+    words = {
+        "reporting line": f"reporting line (depth {policy.reporting_line_depth})",
+        "time zone": f"time zone (> {policy.max_timezone_distance_hours} h)",
+        "seniority": f"seniority ({policy.seniority_rule})",
+        "department": f"department (max {policy.max_same_department} per group)",
+    }
+    parts = [f"{words.get(rule, rule)} excludes {n}" for rule, n in counts.items() if n]
+    return ", ".join(parts) if parts else "nobody to pair with"
+
+
+def first_failing_counts(failing: dict[str, BoolArray], extra: Iterable[tuple[str, BoolArray]] = ()) -> dict[str, int]:
+    """Each excluded candidate counted once, under the first rule (in RULES order) that excludes it."""
+    rules = dict(failing)
+    rules.update(dict(extra))
+    counted: BoolArray | None = None
+    counts: dict[str, int] = {}
+    for rule in RULES:
+        mask = rules.get(rule)
+        if mask is None:
+            continue
+        fresh = mask if counted is None else mask & ~counted
+        counts[rule] = int(fresh.sum())
+        counted = mask.copy() if counted is None else counted | mask
+    return counts
+
+
+def is_mentor(p: ParticipantProfile) -> bool:
+    return p.role is Role.MENTOR
