@@ -18,7 +18,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import asyncpg
 from aiokafka import AIOKafkaProducer
@@ -58,6 +58,7 @@ class EventConsumer:
     handlers: dict[type[Event], Handler]
     metrics: RuntimeMetrics | None = None
     max_attempts: int = 5
+    offset_reset: Literal["earliest", "latest"] = "earliest"
     _attempts: dict[tuple[str, int, int], int] = field(default_factory=dict)
 
     def attach(self, broker: KafkaBroker) -> None:
@@ -69,7 +70,7 @@ class EventConsumer:
         broker.subscriber(
             *[t.name for t in self.topics],
             group_id=self.name,
-            auto_offset_reset="earliest",
+            auto_offset_reset=self.offset_reset,
             ack_policy=AckPolicy.NACK_ON_ERROR,
             max_poll_records=200,
             decoder=_raw_body,

@@ -6,6 +6,8 @@ message instead of failing on the first request.
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -27,4 +29,7 @@ class ServiceSettings(BaseSettings):
     jwt_audience: str = "mentoring-platform"
     outbox_batch_size: int = Field(default=5000, ge=1, le=50_000)
     outbox_poll_seconds: float = Field(default=0.5, gt=0)
+    consumer_offset_reset: Literal["earliest", "latest"] = Field(
+        default="earliest", description="where a new consumer group starts: earliest rebuilds state from history"
+    )
     consumer_max_attempts: int = Field(default=5, ge=1, description="transient failures before a dead letter")

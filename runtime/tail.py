@@ -54,3 +54,25 @@ class TopicTail:
                     break
             await asyncio.sleep(0)
         return found
+
+
+async def wait_for_consumer_group(bootstrap: str, group: str, timeout: float = 30.0) -> None:
+    """Until the group is Stable with assigned members: events published after this are not missed
+    by a group that starts at the latest offset."""
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            described = await admin.describe_consumer_groups([group])
+            for response in described:
+                for g in response.groups:
+                    state, members = g[2], g[5]
+                    if state == "Stable" and members:
+                        return
+            await asyncio.sleep(0.2)
+        raise TimeoutError(f"consumer group {group} did not become stable in {timeout}s")
+    finally:
+        await admin.close()

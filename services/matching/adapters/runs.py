@@ -1,0 +1,141 @@
+"""Postgres access for matching runs, groups and overrides."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+import asyncpg
+
+from contracts.events import ParticipantProfile
+from contracts.policy import Form, MatchingPolicy
+
+
+class ProgramView:
+    __slots__ = ("cadence_days", "form", "name", "policy", "program_id", "status")
+
+    def __init__(self, row: asyncpg.Record) -> None:
+        self.program_id: str = row["program_id"]
+        self.name: str = row["name"]
+        self.form = Form(row["form"])
+        self.cadence_days: int = row["cadence_days"]
+        self.policy = MatchingPolicy.model_validate_json(row["policy"])
+        self.status: str = row["status"]
+
+
+async def get_program(conn: asyncpg.Connection, program_id: str) -> ProgramView | None:
+    row = await conn.fetchrow("SELECT * FROM programs WHERE program_id = $1", program_id)
+    return ProgramView(row) if row else None
+
+
+async def unmatched_pool(conn: asyncpg.Connection, program_id: str) -> list[ParticipantProfile]:
+    """Active participants not yet in an active group of this program (mentors always stay in:
+    they may take more groups while capacity lasts)."""
+    rows = await conn.fetch(
+        "SELECT p.profile FROM pool p WHERE p.program_id = $1 AND p.active AND (p.role = 'mentor' OR NOT EXISTS ("
+        "  SELECT 1 FROM groups g WHERE g.program_id = p.program_id AND g.status = 'active'"
+        "  AND p.participant_id = ANY(g.member_ids)))"
+        " ORDER BY p.participant_id",
+        program_id,
+    )
+    return [ParticipantProfile.model_validate_json(r["profile"]) for r in rows]
+
+
+async def mentor_loads(conn: asyncpg.Connection, mentor_ids: Sequence[str]) -> dict[str, int]:
+    """Slots each mentor already uses in active groups, across every program."""
+    rows = await conn.fetch(
+        "SELECT m AS mentor_id, count(*) AS n FROM groups, unnest(mentor_ids) AS m"
+        " WHERE status = 'active' AND m = ANY($1::text[]) GROUP BY m",
+        list(mentor_ids),
+    )
+    return {r["mentor_id"]: int(r["n"]) for r in rows}
+
+
+async def mentor_capacities(conn: asyncpg.Connection, mentor_ids: Sequence[str]) -> dict[str, int]:
+    """A person's capacity is theirs across programs: the most recently declared one counts."""
+    rows = await conn.fetch(
+        "SELECT DISTINCT ON (participant_id) participant_id, (profile->>'capacity')::int AS capacity FROM pool"
+        " WHERE participant_id = ANY($1::text[]) AND role = 'mentor' AND active"
+        " ORDER BY participant_id, updated_at DESC",
+        list(mentor_ids),
+    )
+    return {r["participant_id"]: int(r["capacity"] or 0) for r in rows}
+
+
+async def active_overrides(conn: asyncpg.Connection, program_id: str) -> list[dict[str, Any]]:
+    rows = await conn.fetch(
+        "SELECT override_id, kind, participant_ids, reason, created_by FROM overrides"
+        " WHERE program_id = $1 AND active ORDER BY override_id",
+        program_id,
+    )
+    return [dict(r) for r in rows]
+
+
+async def insert_run(
+    conn: asyncpg.Connection, run_id: str, program_id: str, *, dry_run: bool, seed: int, policy: MatchingPolicy, by: str
+) -> None:
+    await conn.execute(
+        "INSERT INTO runs (run_id, program_id, dry_run, seed, policy, status, requested_by)"
+        " VALUES ($1, $2, $3, $4, $5::jsonb, 'running', $6)",
+        run_id, program_id, dry_run, seed, policy.model_dump_json(), by,
+    )  # fmt: skip
+
+
+async def set_progress(pool: asyncpg.Pool, run_id: str, progress: str) -> None:
+    await pool.execute("UPDATE runs SET progress = $2 WHERE run_id = $1 AND status = 'running'", run_id, progress)
+
+
+async def finish_run(
+    conn: asyncpg.Connection, run_id: str, *, status: str, digest: str | None, summary: dict[str, Any] | None,
+    result: dict[str, Any] | None, error: str | None = None,
+) -> None:  # fmt: skip
+    await conn.execute(
+        "UPDATE runs SET status=$2, input_digest=$3, summary=$4::jsonb, result=$5::jsonb, error=$6,"
+        " completed_at=now(), progress=NULL WHERE run_id=$1",
+        run_id, status, digest, json.dumps(summary) if summary is not None else None,
+        json.dumps(result) if result is not None else None, error,
+    )  # fmt: skip
+
+
+async def insert_groups(conn: asyncpg.Connection, rows: Sequence[tuple[Any, ...]]) -> None:
+    await conn.executemany(
+        "INSERT INTO groups (group_id, program_id, run_id, member_ids, mentor_ids, members, fit, explanation)"
+        " VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7, $8::jsonb)",
+        rows,
+    )
+
+
+async def get_run(conn: asyncpg.Connection, run_id: str) -> asyncpg.Record | None:
+    row: asyncpg.Record | None = await conn.fetchrow("SELECT * FROM runs WHERE run_id = $1", run_id)
+    return row
+
+
+async def last_published_run(conn: asyncpg.Connection, program_id: str) -> asyncpg.Record | None:
+    row: asyncpg.Record | None = await conn.fetchrow(
+        "SELECT * FROM runs WHERE program_id = $1 AND NOT dry_run AND status = 'completed'"
+        " ORDER BY completed_at DESC LIMIT 1",
+        program_id,
+    )
+    return row
+
+
+async def list_runs(conn: asyncpg.Connection, program_id: str) -> list[asyncpg.Record]:
+    return list(
+        await conn.fetch(
+            "SELECT run_id, program_id, dry_run, seed, status, progress, started_at, completed_at, summary"
+            " FROM runs WHERE program_id = $1 ORDER BY started_at DESC",
+            program_id,
+        )
+    )
+
+
+async def add_override(
+    conn: asyncpg.Connection, program_id: str, kind: str, participant_ids: list[str], reason: str, by: str
+) -> int:
+    value: int = await conn.fetchval(
+        "INSERT INTO overrides (program_id, kind, participant_ids, reason, created_by) VALUES ($1,$2,$3,$4,$5)"
+        " RETURNING override_id",
+        program_id, kind, participant_ids, reason, by,
+    )  # fmt: skip
+    return value

@@ -1,0 +1,156 @@
+"""Matching's HTTP API: run (or rehearse) a matching, watch it, read its groups and explanations."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+
+from contracts.policy import MatchingPolicy
+from runtime.auth import ApiRole, Principal, require
+from runtime.service import ServiceContext, context
+from services.matching import handlers
+from services.matching.adapters import runs as repo
+from services.matching.domain.model import OverrideKind
+
+router = APIRouter()
+Ctx = Annotated[ServiceContext, Depends(context)]
+Admin = Annotated[Principal, Depends(require(ApiRole.ADMIN))]
+Staff = Annotated[Principal, Depends(require(ApiRole.ADMIN, ApiRole.INTEGRATION))]
+
+
+class RunBody(BaseModel):
+    dry_run: bool = Field(default=False, description="compute and explain, publish nothing")
+    seed: int | None = Field(default=None, ge=0, le=2**62, description="the lottery seed; random when absent")
+    policy: MatchingPolicy | None = Field(default=None, description="what-if rules and weights (dry runs)")
+    against_last_run: bool = Field(default=False, description="dry run on the last published run's exact input")
+    wait: bool = Field(default=False, description="answer when the run has finished (small programs)")
+
+
+class OverrideBody(BaseModel):
+    kind: OverrideKind
+    participant_ids: tuple[str, str]
+    reason: str = Field(min_length=3, max_length=500)
+
+
+def _invalid(field: str, message: str) -> HTTPException:
+    return HTTPException(422, detail=[{"loc": ["body", field], "msg": message, "type": "value_error"}])
+
+
+def _run_view(row: Any) -> dict[str, Any]:
+    out = {
+        k: row[k]
+        for k in ("run_id", "program_id", "dry_run", "seed", "status", "progress", "started_at", "completed_at")
+    }
+    summary = row.get("summary") if hasattr(row, "get") else row["summary"]
+    out["summary"] = json.loads(summary) if summary else None
+    if "input_digest" in row:
+        out["input_digest"] = row["input_digest"]
+        out["error"] = row["error"]
+    return out
+
+
+@router.post("/programs/{program_id}/runs", status_code=202, tags=["runs"])
+async def run_matching(program_id: str, body: RunBody, request: Request, ctx: Ctx, who: Admin) -> JSONResponse:
+    """Start a matching run (only people not yet in an active group are matched). Publishes
+    group.matched per group, participant.unmatched per unplaced person, then matching.completed;
+    a dry run publishes nothing and, when a run was published before, says what would change."""
+    if body.policy is not None and not body.dry_run:
+        raise _invalid("policy", "a what-if policy needs dry_run (the program's own policy lives in enrollment)")
+    if body.against_last_run and not body.dry_run:
+        raise _invalid("against_last_run", "only for dry runs")
+    req = handlers.RunRequest(
+        dry_run=body.dry_run, seed=body.seed, policy=body.policy, against_last_run=body.against_last_run
+    )
+    try:
+        run_id, task = await handlers.start_run(ctx.pool, program_id, req, who.subject)
+    except handlers.NotFound as exc:
+        raise HTTPException(404, detail=str(exc)) from exc
+    except handlers.Busy as exc:
+        raise HTTPException(409, detail=str(exc)) from exc
+    tasks: set[asyncio.Task[None]] = request.app.state.runs
+    tasks.add(task)
+    task.add_done_callback(tasks.discard)
+    if body.wait:
+        await asyncio.shield(task)
+    async with ctx.pool.acquire() as conn:
+        row = await repo.get_run(conn, run_id)
+    return JSONResponse(json.loads(json.dumps(_run_view(row), default=str)), status_code=200 if body.wait else 202)
+
+
+@router.get("/programs/{program_id}/runs", tags=["runs"])
+async def list_runs(program_id: str, ctx: Ctx, _: Staff) -> list[dict[str, Any]]:
+    async with ctx.pool.acquire() as conn:
+        return [_run_view(r) for r in await repo.list_runs(conn, program_id)]
+
+
+async def _run_or_404(ctx: ServiceContext, run_id: str) -> Any:
+    async with ctx.pool.acquire() as conn:
+        row = await repo.get_run(conn, run_id)
+    if row is None:
+        raise HTTPException(404, detail=f"no run {run_id}")
+    return row
+
+
+@router.get("/runs/{run_id}", tags=["runs"])
+async def get_run(run_id: str, ctx: Ctx, _: Staff) -> dict[str, Any]:
+    """Status, progress while running, then the summary: placed, unplaced by reason, fit, load, solver."""
+    return _run_view(await _run_or_404(ctx, run_id))
+
+
+@router.get("/runs/{run_id}/groups", tags=["runs"])
+async def run_groups(
+    run_id: str, ctx: Ctx, _: Staff, offset: Annotated[int, Query(ge=0)] = 0,
+    limit: Annotated[int, Query(ge=1, le=5000)] = 500,
+) -> dict[str, Any]:  # fmt: skip
+    """The run's groups, each with the contribution of every fit criterion (its explanation)."""
+    row = await _run_or_404(ctx, run_id)
+    result = json.loads(row["result"]) if row["result"] else {"groups": []}
+    groups = result["groups"]
+    return {"total": len(groups), "items": groups[offset : offset + limit]}
+
+
+@router.get("/runs/{run_id}/unplaced", tags=["runs"])
+async def run_unplaced(run_id: str, ctx: Ctx, _: Staff) -> dict[str, Any]:
+    """Everyone not placed, with a concrete reason."""
+    row = await _run_or_404(ctx, run_id)
+    result = json.loads(row["result"]) if row["result"] else {"unplaced": []}
+    return {"total": len(result["unplaced"]), "items": result["unplaced"]}
+
+
+@router.get("/runs/{run_id}/explanations/{participant_id}", tags=["runs"])
+async def explain(run_id: str, participant_id: str, ctx: Ctx, _: Staff) -> dict[str, Any]:
+    """Why this person is where they are: their group and its fit, or the reason they were not placed,
+    and their lottery rank (reproducible from the seed)."""
+    row = await _run_or_404(ctx, run_id)
+    result = json.loads(row["result"]) if row["result"] else None
+    if result is None:
+        raise HTTPException(409, detail=f"run {run_id} has no result ({row['status']})")
+    rank = result["lottery"].get(participant_id)
+    for g in result["groups"]:
+        if any(m["participant_id"] == participant_id for m in g["members"]):
+            return {"participant_id": participant_id, "placed": True, "group": g, "lottery_rank": rank}
+    for u in result["unplaced"]:
+        if u["participant_id"] == participant_id:
+            return {"participant_id": participant_id, "placed": False, **u, "lottery_rank": rank}
+    raise HTTPException(404, detail=f"{participant_id} was not in run {run_id}")
+
+
+@router.post("/programs/{program_id}/overrides", status_code=201, tags=["overrides"])
+async def add_override(program_id: str, body: OverrideBody, ctx: Ctx, who: Admin) -> dict[str, Any]:
+    """Record an admin override (lock or exclude a pair) with its reason; the next runs apply and count it."""
+    async with ctx.pool.acquire() as conn:
+        if await repo.get_program(conn, program_id) is None:
+            raise HTTPException(404, detail=f"no program {program_id}")
+        oid = await repo.add_override(
+            conn, program_id, body.kind.value, list(body.participant_ids), body.reason, who.subject
+        )
+    return {"override_id": oid, **body.model_dump(mode="json")}
+
+
+def install(app: FastAPI) -> None:
+    app.state.runs = set()

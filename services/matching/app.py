@@ -1,0 +1,78 @@
+"""The matching service, wired: ``uvicorn services.matching.app:app``."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from fastapi import FastAPI
+from pydantic_settings import SettingsConfigDict
+
+from contracts.topics import ENROLLMENT, SESSIONS
+from runtime.consumer import EventConsumer
+from runtime.service import ServiceContext, ServiceSpec, create_app
+from runtime.settings import ServiceSettings
+from services.matching.adapters.pool import HANDLERS
+from services.matching.api import install, router
+
+
+class MatchingSettings(ServiceSettings):
+    model_config = SettingsConfigDict(env_prefix="MATCHING_", extra="ignore", frozen=True)
+    service_name: str = "matching"
+    db_schema: str = "matching"
+    http_port: int = 18082
+
+
+def settings_class() -> type[MatchingSettings]:
+    return MatchingSettings
+
+
+def _consumers(ctx: ServiceContext) -> list[EventConsumer]:
+    return [
+        EventConsumer(
+            name=f"{ctx.settings.db_schema}-pools",
+            pool=ctx.pool,
+            producer=ctx.producer,
+            topics=(ENROLLMENT, SESSIONS),
+            handlers=HANDLERS,
+            metrics=ctx.metrics,
+            max_attempts=ctx.settings.consumer_max_attempts,
+            offset_reset=ctx.settings.consumer_offset_reset,
+        )
+    ]
+
+
+def _recover(ctx: ServiceContext) -> asyncio.Task[None]:
+    """Runs cut short by a restart are marked failed, so nobody waits on them for ever."""
+
+    async def recover() -> None:
+        await ctx.pool.execute(
+            "UPDATE runs SET status='failed', error='interrupted by a restart', completed_at=now()"
+            " WHERE status='running'"
+        )
+
+    return asyncio.create_task(recover())
+
+
+def build(settings: MatchingSettings | None = None) -> ServiceSpec:
+    return ServiceSpec(
+        name="matching",
+        settings=settings or MatchingSettings(),
+        migrations=Path(__file__).parent / "migrations",
+        routers=[router],
+        consumers=_consumers,
+        background=[_recover],
+        description="Fair, explainable group formation: group.matched, participant.unmatched, matching.completed.",
+    )
+
+
+def create(settings: MatchingSettings | None = None) -> FastAPI:
+    app = create_app(build(settings))
+    install(app)
+    return app
+
+
+def __getattr__(name: str) -> object:
+    if name == "app":
+        return create()
+    raise AttributeError(name)

@@ -1,0 +1,254 @@
+"""Matching's use cases: run a matching (or a dry run), record it for audit, publish its outcome.
+
+The solve runs in a worker thread (CP-SAT and the flow solvers release the GIL), never inside the
+Kafka poll loop, and reports progress into the run's row so a long run can be watched.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import secrets
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+
+from contracts.base import utcnow
+from contracts.envelope import Envelope
+from contracts.events import GroupMatched, MatchingCompleted, ParticipantUnmatched, SolverStats
+from contracts.policy import MatchingPolicy, SeedPolicy
+from runtime.outbox import add_to_outbox
+from services.matching.adapters import runs as repo
+from services.matching.domain import MatchingInput, MatchingResult, Override, match, validate
+
+log = logging.getLogger(__name__)
+
+
+class NotFound(Exception):
+    pass
+
+
+class Busy(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    dry_run: bool = False
+    seed: int | None = None
+    policy: MatchingPolicy | None = None
+    against_last_run: bool = False
+    """Dry runs only: re-match the last published run's exact input under the new policy and compare."""
+
+
+def digest(inp: MatchingInput) -> str:
+    canonical = inp.model_dump(mode="json")
+    canonical["participants"] = sorted(canonical["participants"], key=lambda p: p["participant_id"])
+    return "sha256:" + hashlib.sha256(json.dumps(canonical, sort_keys=True).encode()).hexdigest()
+
+
+def choose_seed(policy: MatchingPolicy, requested: int | None) -> int:
+    """A fixed-seed program always uses its seed; otherwise the admin's, or a fresh random one.
+    Whatever it is, it is recorded and published with the run."""
+    if policy.seed_policy is SeedPolicy.FIXED and policy.seed is not None:
+        return policy.seed
+    return requested if requested is not None else secrets.randbits(62)
+
+
+async def build_input(conn: asyncpg.Connection, program: repo.ProgramView, policy: MatchingPolicy) -> MatchingInput:
+    participants = await repo.unmatched_pool(conn, program.program_id)
+    mentor_ids = [p.participant_id for p in participants if p.role.value == "mentor"]
+    capacities = await repo.mentor_capacities(conn, mentor_ids)
+    participants = [
+        p.model_copy(update={"capacity": capacities.get(p.participant_id, p.capacity)})
+        if p.participant_id in capacities
+        else p
+        for p in participants
+    ]
+    overrides = [
+        Override(kind=o["kind"], participant_ids=tuple(o["participant_ids"][:2]), reason=o["reason"])
+        for o in await repo.active_overrides(conn, program.program_id)
+    ]
+    return MatchingInput(
+        program_id=program.program_id,
+        form=program.form,
+        policy=policy,
+        participants=participants,
+        existing_load=await repo.mentor_loads(conn, mentor_ids),
+        overrides=overrides,
+    )
+
+
+async def start_run(
+    pool: asyncpg.Pool, program_id: str, request: RunRequest, by: str
+) -> tuple[str, asyncio.Task[None]]:
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", f"run:{program_id}")
+        program = await repo.get_program(conn, program_id)
+        if program is None:
+            raise NotFound(f"no program {program_id} (has its program.opened event arrived?)")
+        running = await conn.fetchval(
+            "SELECT run_id FROM runs WHERE program_id = $1 AND status = 'running' AND NOT dry_run", program_id
+        )
+        if running and not request.dry_run:
+            raise Busy(f"run {running} is still running for {program_id}")
+        policy = request.policy or program.policy
+        if request.against_last_run:
+            last = await repo.last_published_run(conn, program_id)
+            if last is None or last["input"] is None:
+                raise NotFound("no published run to compare against")
+            base = MatchingInput.model_validate_json(last["input"])
+            inp = base.model_copy(update={"policy": policy})
+            seed = request.seed if request.seed is not None else int(last["seed"])
+        else:
+            inp = await build_input(conn, program, policy)
+            seed = choose_seed(policy, request.seed)
+        run_id = f"run-{uuid.uuid4().hex[:12]}"
+        await repo.insert_run(conn, run_id, program_id, dry_run=request.dry_run, seed=seed, policy=policy, by=by)
+    task = asyncio.create_task(execute_run(pool, run_id, program, inp, seed, request), name=f"matching-{run_id}")
+    return run_id, task
+
+
+async def execute_run(
+    pool: asyncpg.Pool, run_id: str, program: repo.ProgramView, inp: MatchingInput, seed: int, request: RunRequest
+) -> None:
+    loop = asyncio.get_running_loop()
+    last_report = [0.0]
+
+    def progress(message: str, fraction: float) -> None:
+        now = time.monotonic()
+        if now - last_report[0] >= 0.5:  # throttled: a progress row update per half second at most
+            last_report[0] = now
+            text = f"{message} ({fraction:.0%})" if fraction else message
+            asyncio.run_coroutine_threadsafe(repo.set_progress(pool, run_id, text), loop)
+
+    input_digest = digest(inp)
+    try:
+        result = await asyncio.to_thread(match, inp, seed, progress=progress)
+        problems = validate(inp, result)
+        if problems:  # never publish a solution that breaks a rule
+            raise RuntimeError(f"solution failed validation: {problems[:3]}")
+        async with pool.acquire() as conn, conn.transaction():
+            summary = await _summary(conn, program.program_id, result, request)
+            if not request.dry_run:
+                await _publish(conn, program, run_id, inp, result, input_digest)
+            await repo.finish_run(
+                conn, run_id, status="completed", digest=input_digest, summary=summary,
+                result=result.model_dump(mode="json"),
+            )  # fmt: skip
+            await conn.execute("UPDATE runs SET input = $2::jsonb WHERE run_id = $1", run_id, inp.model_dump_json())
+        log.info("matching run completed", extra={"run_id": run_id, "program_id": program.program_id})
+    except Exception as exc:
+        log.exception("matching run failed", extra={"run_id": run_id, "program_id": program.program_id})
+        async with pool.acquire() as conn:
+            await repo.finish_run(
+                conn, run_id, status="failed", digest=input_digest, summary=None, result=None,
+                error=f"{type(exc).__name__}: {exc}"[:2000],
+            )  # fmt: skip
+
+
+def _stats_summary(result: MatchingResult) -> dict[str, Any]:
+    s = result.stats
+    reasons: dict[str, int] = {}
+    for u in result.unplaced:
+        reasons[u.reason_code.value] = reasons.get(u.reason_code.value, 0) + 1
+    return {
+        "placed": s.placed_count,
+        "placed_bound": s.placed_bound,
+        "unplaced": s.unplaced_count,
+        "unplaced_by_reason": reasons,
+        "groups": len(result.groups),
+        "total_fit": s.total_fit,
+        "mean_fit": round(s.total_fit / len(result.groups), 3) if result.groups else 0.0,
+        "max_load_ratio": s.max_load_ratio,
+        "status": s.status,
+        "gap": s.gap,
+        "relaxed_gap": s.relaxed_gap,
+        "fit_bound": s.fit_bound,
+        "method": s.method,
+        "wall_time_seconds": s.wall_time_seconds,
+        "overrides_applied": s.overrides_applied,
+        "seed": result.seed,
+        "notes": s.notes,
+    }
+
+
+async def _summary(
+    conn: asyncpg.Connection, program_id: str, result: MatchingResult, request: RunRequest
+) -> dict[str, Any]:
+    summary = _stats_summary(result)
+    if request.dry_run:
+        last = await repo.last_published_run(conn, program_id)
+        if last is not None and last["result"] is not None:
+            summary["compared_to"] = last["run_id"]
+            summary["diff"] = diff_results(MatchingResult.model_validate_json(last["result"]), result)
+    return summary
+
+
+def _partner_map(result: MatchingResult) -> dict[str, frozenset[str]]:
+    out = {}
+    for g in result.groups:
+        ids = frozenset(m.participant_id for m in g.members)
+        for pid in ids:
+            if any(m.participant_id == pid and m.role.value != "mentor" for m in g.members):
+                out[pid] = ids - {pid}
+    return out
+
+
+def diff_results(before: MatchingResult, after: MatchingResult) -> dict[str, Any]:
+    """What a changed policy would change: who moves, places, fit and load."""
+    a, b = _partner_map(before), _partner_map(after)
+    moved = sorted(pid for pid in set(a) & set(b) if a[pid] != b[pid])
+    return {
+        "people_moved": len(moved),
+        "moved_sample": moved[:20],
+        "newly_placed": sorted(set(b) - set(a))[:50],
+        "no_longer_placed": sorted(set(a) - set(b))[:50],
+        "placed_delta": after.stats.placed_count - before.stats.placed_count,
+        "total_fit_delta": after.stats.total_fit - before.stats.total_fit,
+        "max_load_ratio_before": before.stats.max_load_ratio,
+        "max_load_ratio_after": after.stats.max_load_ratio,
+    }
+
+
+async def _publish(
+    conn: asyncpg.Connection, program: repo.ProgramView, run_id: str, inp: MatchingInput, result: MatchingResult,
+    input_digest: str,
+) -> None:  # fmt: skip
+    """Groups, non-placements and the completion in one transaction with the groups' rows: all or none."""
+    now = utcnow()
+    rows = []
+    events: list[Envelope] = []
+    for g in result.groups:
+        mentors = [m.participant_id for m in g.members if m.role.value == "mentor"]
+        members = [m.participant_id for m in g.members]
+        rows.append((
+            g.group_id, program.program_id, run_id, members, mentors,
+            json.dumps([m.model_dump(mode="json") for m in g.members]), g.fit,
+            json.dumps([c.model_dump(mode="json") for c in g.explanation]),
+        ))  # fmt: skip
+        events.append(Envelope(data=GroupMatched(
+            program_id=program.program_id, run_id=run_id, group_id=g.group_id, form=inp.form, members=g.members,
+            fit=g.fit, explanation=g.explanation, cadence_days=program.cadence_days, matched_at=now,
+        )))  # fmt: skip
+    for u in result.unplaced:
+        events.append(Envelope(data=ParticipantUnmatched(
+            program_id=program.program_id, run_id=run_id, participant_id=u.participant_id,
+            reason_code=u.reason_code, reason=u.reason,
+        )))  # fmt: skip
+    s = result.stats
+    events.append(Envelope(data=MatchingCompleted(
+        program_id=program.program_id, run_id=run_id, seed=result.seed, input_digest=input_digest,
+        placed_count=s.placed_count, unplaced_count=s.unplaced_count, group_count=len(result.groups),
+        total_fit=s.total_fit, max_load_ratio=s.max_load_ratio,
+        solver=SolverStats(status=s.status, objective=s.total_fit, bound=s.fit_bound, gap=s.gap,
+                           wall_time_seconds=s.wall_time_seconds),
+        completed_at=now,
+    )))  # fmt: skip
+    await repo.insert_groups(conn, rows)
+    await add_to_outbox(conn, *events)

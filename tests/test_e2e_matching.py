@@ -1,0 +1,157 @@
+"""End to end on the real stack: a program enrolled through the enrollment API is matched by the
+matching service from the events alone, and integration teams read explained groups on Kafka."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+
+from bench.synthetic_org import enrolments, org_chart
+from conftest import StackEndpoints, TopicTail, unique
+from contracts.envelope import from_kafka
+from contracts.events import GroupMatched, MatchingCompleted, ParticipantUnmatched
+from contracts.topics import MATCHING
+from runtime.auth import issue_token
+from runtime.tail import wait_for_consumer_group
+from services.enrollment.app import EnrollmentSettings
+from services.enrollment.app import create as create_enrollment
+from services.matching.app import MatchingSettings
+from services.matching.app import create as create_matching
+
+pytestmark = pytest.mark.stack
+
+
+class Platform:
+    def __init__(self, enrollment: httpx.AsyncClient, matching: httpx.AsyncClient, admin: dict[str, str],
+                 matching_schema: str, dsn: str) -> None:  # fmt: skip
+        self.enrollment, self.matching, self.admin = enrollment, matching, admin
+        self.matching_schema, self.dsn = matching_schema, dsn
+
+    async def pool_size(self, program_id: str) -> int:
+        conn = await asyncpg.connect(self.dsn)
+        try:
+            return int(
+                await conn.fetchval(
+                    f'SELECT count(*) FROM "{self.matching_schema}".pool WHERE program_id = $1 AND active', program_id
+                )
+            )
+        except asyncpg.UndefinedTableError:
+            return 0
+        finally:
+            await conn.close()
+
+
+@pytest.fixture
+async def platform(stack: StackEndpoints, scratch_schemas: list[str]) -> AsyncIterator[Platform]:
+    e_schema, m_schema = unique("enrollment_e2e"), unique("matching_e2e")
+    scratch_schemas += [e_schema, m_schema]
+    common = {"database_url": stack.admin_dsn, "kafka_bootstrap": stack.kafka_bootstrap, "log_level": "WARNING"}
+    matching = create_matching(MatchingSettings(db_schema=m_schema, consumer_offset_reset="latest", **common))
+    enrollment = create_enrollment(EnrollmentSettings(db_schema=e_schema, **common))
+    async with AsyncExitStack() as stack_:
+        await stack_.enter_async_context(matching.router.lifespan_context(matching))
+        await wait_for_consumer_group(stack.kafka_bootstrap, f"{m_schema}-pools")
+        await stack_.enter_async_context(enrollment.router.lifespan_context(enrollment))
+        e = await stack_.enter_async_context(
+            httpx.AsyncClient(transport=httpx.ASGITransport(app=enrollment), base_url="http://enrollment", timeout=120)
+        )
+        m = await stack_.enter_async_context(
+            httpx.AsyncClient(transport=httpx.ASGITransport(app=matching), base_url="http://matching", timeout=120)
+        )
+        admin = {"Authorization": f"Bearer {issue_token(enrollment.state.jwt, 'admin-e2e', ['admin'])}"}
+        yield Platform(e, m, admin, m_schema, stack.admin_dsn)
+
+
+async def _until(check: Any, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if await check():
+            return
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+async def test_enrol_then_match_publishes_explained_groups(platform: Platform, stack: StackEndpoints) -> None:
+    p = platform
+    people = org_chart(400, seed=5)
+    r = await p.enrollment.post("/org-chart", json=[x.row() for x in people], headers=p.admin)
+    assert r.status_code == 200, r.text
+    r = await p.enrollment.post(
+        "/programs", json={"name": "E2E", "form": "one_to_one", "starts_on": "2026-01-01"}, headers=p.admin
+    )
+    program_id = r.json()["program_id"]
+    rows = enrolments(people, 250, seed=3)
+    r = await p.enrollment.post(f"/programs/{program_id}/enrolments/bulk", json=rows, headers=p.admin)
+    assert r.status_code == 200, r.text
+
+    async def pool_complete() -> bool:
+        return await p.pool_size(program_id) == len(rows)
+
+    await _until(pool_complete, 60, "matching to build the pool from enrollment events")
+
+    async with TopicTail(stack.kafka_bootstrap, MATCHING.name) as tail:
+        r = await p.matching.post(f"/programs/{program_id}/runs", json={"wait": True, "seed": 7}, headers=p.admin)
+        assert r.status_code == 200, r.text
+        run = r.json()
+        assert run["status"] == "completed", run
+        summary = run["summary"]
+        expected = summary["groups"] + summary["unplaced"] + 1
+        records = await tail.collect(lambda rec: rec.key == program_id.encode(), count=expected)
+
+    events = [from_kafka(rec.headers, rec.value).data for rec in records]
+    assert len(events) == expected
+    groups = [e for e in events if isinstance(e, GroupMatched)]
+    unmatched = [e for e in events if isinstance(e, ParticipantUnmatched)]
+    assert isinstance(events[-1], MatchingCompleted), "completion comes after the groups it announces"
+    completed = events[-1]
+    assert completed.placed_count == len(groups) == summary["placed"] > 0
+    assert completed.seed == 7 and completed.input_digest.startswith("sha256:")
+    assert completed.solver.status in {"OPTIMAL", "FEASIBLE"}
+    mentors = {row["participant_id"] for row in rows if row["role"] == "mentor"}
+    for g in groups:
+        assert g.run_id == run["run_id"]
+        assert [m.role.value for m in g.members] == ["mentor", "mentee"]
+        assert g.members[0].participant_id in mentors
+        assert g.explanation, "each placement names the criteria that made it"
+        assert g.fit == sum(c.points for c in g.explanation)
+        assert {c.criterion for c in g.explanation} <= {"skill", "goal", "cross_department"}
+    for u in unmatched:
+        assert u.reason and u.reason_code.value in {"no_eligible_partner", "capacity_exhausted", "lost_lottery"}
+
+    # an administrator reads one person's explanation
+    mentee = next(m.participant_id for m in groups[0].members if m.role.value == "mentee")
+    r = await p.matching.get(f"/runs/{run['run_id']}/explanations/{mentee}", headers=p.admin)
+    assert r.status_code == 200 and r.json()["placed"] is True
+
+    # re-running matches only people not yet in an active group
+    r = await p.matching.post(f"/programs/{program_id}/runs", json={"wait": True, "seed": 7}, headers=p.admin)
+    again = r.json()["summary"]
+    assert again["placed"] <= summary["unplaced"]
+
+    # a dry run with other weights says what would change, and publishes nothing
+    policy = {"weights": {"skill": 0, "goal": 5, "cross_department": 0}}
+    r = await p.matching.post(
+        f"/programs/{program_id}/runs",
+        json={"wait": True, "dry_run": True, "against_last_run": True, "policy": policy},
+        headers=p.admin,
+    )
+    assert r.status_code == 200, r.text
+    dry = r.json()["summary"]
+    assert "diff" in dry and "people_moved" in dry["diff"]
+
+
+async def test_matching_api_errors(platform: Platform) -> None:
+    p = platform
+    r = await p.matching.post("/programs/prg-nope/runs", json={}, headers=p.admin)
+    assert r.status_code == 404
+    r = await p.matching.post("/programs/prg-nope/runs", json={"policy": {}}, headers=p.admin)
+    assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "policy"]
+    r = await p.matching.get("/runs/run-nope")
+    assert r.status_code == 401
