@@ -16,6 +16,14 @@ from ortools.sat.python import cp_model
 
 from services.matching.domain.common import Progress
 
+_NAMES = {
+    cp_model.OPTIMAL: "OPTIMAL",
+    cp_model.FEASIBLE: "FEASIBLE",
+    cp_model.INFEASIBLE: "INFEASIBLE",
+    cp_model.MODEL_INVALID: "MODEL_INVALID",
+    cp_model.UNKNOWN: "UNKNOWN",
+}
+
 
 @dataclass
 class LevelOutcome:
@@ -35,19 +43,21 @@ class Levels:
     solver: cp_model.CpSolver = field(default_factory=cp_model.CpSolver)
     _started: float = field(default_factory=time.perf_counter)
     _solved_once: bool = False
+    last_status: str = "UNKNOWN"
 
     def _budget(self, levels_left: int) -> float:
         remaining = self.time_limit_s - (time.perf_counter() - self._started)
         return max(0.5, remaining / max(1, levels_left))
 
-    def _solve(self, budget: float) -> int:
+    def _solve(self, budget: float) -> object:
         p = self.solver.parameters
         p.random_seed = self.seed % (2**31)
         p.num_workers = 2
         p.interleave_search = True
         p.max_deterministic_time = budget
         p.max_time_in_seconds = budget * 4  # a guard only; the deterministic limit is what binds
-        status = int(self.solver.solve(self.model))
+        status = self.solver.solve(self.model)
+        self.last_status = _NAMES.get(status, "UNKNOWN")
         if status in (cp_model.OPTIMAL, cp_model.FEASIBLE):
             self._solved_once = True
             self._hint_from_solution()
@@ -69,7 +79,7 @@ class Levels:
             self.model.minimize(expr)
         status = self._solve(self._budget(levels_left))
         if status not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
-            raise RuntimeError(f"level {name}: solver returned {self.solver.status_name(status)}")
+            raise RuntimeError(f"level {name}: solver returned {self.last_status}")
         value = round(self.solver.objective_value)
         bound = self.solver.best_objective_bound
         if maximize:
@@ -77,7 +87,7 @@ class Levels:
         else:
             self.model.add(expr <= value)
         self.model.clear_objective()  # type: ignore[no-untyped-call]
-        outcome = LevelOutcome(name, float(value), float(bound), self.solver.status_name(status))
+        outcome = LevelOutcome(name, float(value), float(bound), self.last_status)
         self.outcomes.append(outcome)
         return outcome
 

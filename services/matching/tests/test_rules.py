@@ -1,0 +1,147 @@
+"""Each hard rule on its own: the smallest pool that shows it, solved, then checked by the validator."""
+
+from __future__ import annotations
+
+import pytest
+
+from contracts.events import UnmatchedReason
+from contracts.policy import Form, Role, SeniorityRule
+from services.matching.domain import MatchingInput, MatchingResult, Override, OverrideKind, match, validate
+from services.matching.tests.factories import mentor, person, pool
+
+
+def solve(inp: MatchingInput, seed: int = 1) -> MatchingResult:
+    result = match(inp, seed, time_limit_s=10)
+    assert validate(inp, result) == []
+    return result
+
+
+def pairs(result: MatchingResult) -> set[tuple[str, str]]:
+    out = set()
+    for g in result.groups:
+        mentors = [m.participant_id for m in g.members if m.role is Role.MENTOR]
+        for m in g.members:
+            if m.role is not Role.MENTOR:
+                out.add((mentors[0] if mentors else "", m.participant_id))
+    return out
+
+
+def reason(result: MatchingResult, pid: str) -> UnmatchedReason:
+    return next(u.reason_code for u in result.unplaced if u.participant_id == pid)
+
+
+def test_capacity_is_never_exceeded_counting_other_programs() -> None:
+    inp = pool([mentor("M", capacity=3), person("a"), person("b"), person("c")], load={"M": 2})
+    result = solve(inp)
+    assert result.stats.placed_count == 1
+    assert result.stats.load["M"] == 3
+
+
+def test_a_full_mentor_means_capacity_exhausted() -> None:
+    result = solve(pool([mentor("M", capacity=1), person("a")], load={"M": 1}))
+    assert reason(result, "a") is UnmatchedReason.CAPACITY_EXHAUSTED
+
+
+def test_reporting_line_keeps_manager_and_report_apart_in_both_directions() -> None:
+    boss = mentor("M", capacity=2)
+    report = person("a", manager_chain=["X", "M"])  # M is two levels up
+    result = solve(pool([boss, report], reporting_line_depth=2))
+    assert result.stats.placed_count == 0
+    assert reason(result, "a") is UnmatchedReason.NO_ELIGIBLE_PARTNER
+    assert "reporting line" in result.unplaced[0].reason
+    result = solve(pool([boss, report], reporting_line_depth=1))  # beyond the policy's depth: allowed
+    assert result.stats.placed_count == 1
+    senior_report = mentor("M2", manager_chain=["a"])  # the mentee manages the mentor
+    result = solve(pool([senior_report, person("a", level=1)], seniority_rule=SeniorityRule.NONE))
+    assert result.stats.placed_count == 0
+
+
+def test_declared_conflicts_hold_both_ways() -> None:
+    result = solve(pool([mentor("M"), person("a", conflicts_with=["M"])]))
+    assert result.stats.placed_count == 0
+    result = solve(pool([mentor("M", conflicts_with=["a"]), person("a")]))
+    assert result.stats.placed_count == 0
+
+
+@pytest.mark.parametrize(
+    ("mentee", "policy", "rule"),
+    [
+        (person("a", languages=["fr"]), {}, "shared language"),
+        (person("a", utc_offset_minutes=60 + 7 * 60), {"max_timezone_distance_hours": 6}, "time zone"),
+        (person("a", level=6), {}, "seniority"),
+        (person("a", department="Finance"), {"max_same_department": 1}, "department"),
+    ],
+)
+def test_each_compatibility_rule_excludes_and_is_named(mentee, policy, rule) -> None:  # type: ignore[no-untyped-def]
+    result = solve(pool([mentor("M"), mentee], **policy))
+    assert result.stats.placed_count == 0
+    assert rule in result.unplaced[0].reason
+
+
+def test_reverse_mentoring_has_the_junior_mentor_the_senior() -> None:
+    inp = pool([mentor("J", level=2), person("S", level=7)], form=Form.REVERSE)
+    assert solve(inp).stats.placed_count == 1
+    inp = pool([mentor("J", level=7), person("S", level=2)], form=Form.REVERSE)
+    assert solve(inp).stats.placed_count == 0
+
+
+def test_overrides_lock_and_exclude_pairs_and_are_counted() -> None:
+    people = [mentor("M1", capacity=1), mentor("M2", capacity=1), person("a"), person("b")]
+    lock = Override(kind=OverrideKind.LOCK_PAIR, participant_ids=("M2", "a"), reason="continuity from 2025")
+    result = solve(pool(people, overrides=[lock]))
+    assert ("M2", "a") in pairs(result)
+    assert result.stats.overrides_applied == 1
+    exclude = Override(kind=OverrideKind.EXCLUDE_PAIR, participant_ids=("M1", "a"), reason="competing for a role")
+    result = solve(pool(people, overrides=[exclude]))
+    assert ("M1", "a") not in pairs(result)
+
+
+def test_fair_load_no_mentor_overloaded_while_another_is_idle() -> None:
+    people = [mentor("M1", capacity=4), mentor("M2", capacity=4)] + [person(f"m{i}") for i in range(4)]
+    result = solve(pool(people))
+    assert sorted(result.stats.load.values()) == [2, 2]
+    assert result.stats.max_load_ratio == 0.5
+
+
+def test_fit_decides_grouping_and_is_explained() -> None:
+    people = [
+        mentor("M1", skills_offered=["negotiation"], capacity=1),
+        mentor("M2", skills_offered=["sql"], capacity=1),
+        person("a", skills_sought=["negotiation"], goals=["promotion"]),
+        person("b", skills_sought=["sql"]),
+    ]
+    result = solve(pool(people, max_same_department=None))
+    assert pairs(result) == {("M1", "a"), ("M2", "b")}
+    group = next(g for g in result.groups if any(m.participant_id == "a" for m in g.members))
+    details = [(c.criterion, c.points, c.detail) for c in group.explanation]
+    assert ("skill", 3.0, "negotiation sought by a, offered by M1") in details
+
+
+def test_facilitated_groups_respect_size_department_and_member_conflicts() -> None:
+    people = [mentor("M", capacity=2, department="Legal")]
+    people += [person(f"f{i}", department="Finance") for i in range(4)]
+    people += [person(f"s{i}", department="Sales") for i in range(4)]
+    people.append(person("x", department="Sales", conflicts_with=["s0"]))
+    inp = pool(people, form=Form.FACILITATED_GROUP, group_members_min=3, group_members_max=4, max_same_department=2)
+    result = solve(inp)
+    assert result.stats.placed_count == 8
+    for g in result.groups:
+        assert 3 <= len(g.members) - 1 <= 4
+
+
+def test_peer_groups_share_a_language_and_a_time_window() -> None:
+    people = [person(f"e{i}", role=Role.PEER, languages=["en"], utc_offset_minutes=0) for i in range(3)]
+    people += [person(f"j{i}", role=Role.PEER, languages=["ja"], utc_offset_minutes=540) for i in range(3)]
+    inp = pool(people, form=Form.PEER_GROUP, group_members_min=3, group_members_max=6, max_same_department=None)
+    result = solve(inp)
+    assert result.stats.placed_count == 6
+    assert sorted(sorted(m.participant_id[0] for m in g.members) for g in result.groups) == [["e"] * 3, ["j"] * 3]
+
+
+def test_teams_are_placed_whole_with_their_mentors() -> None:
+    people = [mentor("L1", capacity=1, department="Legal"), mentor("L2", capacity=1, department="Tax")]
+    people += [person(f"t{i}", team_id="T1") for i in range(3)]
+    inp = pool(people, form=Form.TEAM, group_members_min=2, group_members_max=10)
+    result = solve(inp)
+    assert len(result.groups) == 1
+    assert sorted(m.role.value for m in result.groups[0].members) == ["mentee"] * 3 + ["mentor"] * 2
