@@ -52,9 +52,19 @@ class Platform:
 async def platform(stack: StackEndpoints, scratch_schemas: list[str]) -> AsyncIterator[Platform]:
     e_schema, m_schema = unique("enrollment_e2e"), unique("matching_e2e")
     scratch_schemas += [e_schema, m_schema]
-    common = {"database_url": stack.admin_dsn, "kafka_bootstrap": stack.kafka_bootstrap, "log_level": "WARNING"}
-    matching = create_matching(MatchingSettings(db_schema=m_schema, consumer_offset_reset="latest", **common))
-    enrollment = create_enrollment(EnrollmentSettings(db_schema=e_schema, **common))
+    dsn, kafka = stack.admin_dsn, stack.kafka_bootstrap
+    matching = create_matching(
+        MatchingSettings(
+            database_url=dsn,
+            kafka_bootstrap=kafka,
+            db_schema=m_schema,
+            consumer_offset_reset="latest",
+            log_level="WARNING",
+        )
+    )
+    enrollment = create_enrollment(
+        EnrollmentSettings(database_url=dsn, kafka_bootstrap=kafka, db_schema=e_schema, log_level="WARNING")
+    )
     async with AsyncExitStack() as stack_:
         await stack_.enter_async_context(matching.router.lifespan_context(matching))
         await wait_for_consumer_group(stack.kafka_bootstrap, f"{m_schema}-pools")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import itertools
 import random
 from collections import Counter
+from typing import Any
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -26,7 +27,7 @@ def small_pools(draw: st.DrawFn, max_mentors: int = 3, max_mentees: int = 5) -> 
     people: list[ParticipantProfile] = []
     for pid in ids:
         others = [o for o in ids if o != pid]
-        common = {
+        common: dict[str, Any] = {
             "department": draw(st.sampled_from(["A", "B"])),
             "languages": draw(st.lists(st.sampled_from(["en", "fr"]), min_size=1, max_size=2, unique=True)),
             "utc_offset_minutes": draw(st.sampled_from([0, 60, 480])),
