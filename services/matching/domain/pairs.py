@@ -68,7 +68,10 @@ class Candidates:
         self.mentor_degree = np.zeros(len(self.mentors), dtype=np.int64)
         """How many mentees each mentor is eligible for: no mentor can take more than that."""
         full_pairs = len(self.mentee_idx) * len(self.mentors)
-        self.full_edges: list[tuple[IntArray, IntArray]] | None = [] if full_pairs <= FULL_GRAPH_LIMIT else None
+        self.full_edges: list[tuple[IntArray, IntArray, IntArray]] | None = (
+            [] if full_pairs <= FULL_GRAPH_LIMIT else None
+        )
+        """Every eligible pair with room (when the graph is small enough): placement is decided on it."""
         step = max(1, len(self.mentee_idx) // 20)
         for row, i in enumerate(self.mentee_idx):
             failing = rules.failing(i)
@@ -90,7 +93,7 @@ class Candidates:
             fit = rules.fit(i)
             pos = np.flatnonzero(with_room)
             if self.full_edges is not None:
-                self.full_edges.append((np.full(len(pos), row, dtype=np.int64), pos))
+                self.full_edges.append((np.full(len(pos), row, dtype=np.int64), pos, fit[pos]))
             if len(pos) > top_k:
                 order = np.lexsort((mentor_rank[pos], -fit[pos]))  # best fit, ties by lottery
                 pos = pos[order[:top_k]]
@@ -110,8 +113,10 @@ def _flow_nodes(n_mentees: int, n_mentors: int) -> tuple[int, int, int, int]:
     return source, sink, 2, 2 + n_mentees  # mentee base, mentor base
 
 
-def _place_by_lottery(c: Candidates, mentee_rank: IntArray, caps: IntArray) -> IntArray:
-    """Levels 1-2: max flow, min total lottery rank. Returns the placed mentee rows."""
+def _place_by_lottery(
+    c: Candidates, tails: IntArray, heads: IntArray, mentee_rank: IntArray, caps: IntArray
+) -> tuple[IntArray, IntArray]:
+    """Levels 1-2: max flow, min total lottery rank. Returns the placed mentee rows and the arcs used."""
     n, m = len(c.mentee_idx), len(c.mentors)
     source, sink, mb, tb = _flow_nodes(n, m)
     f = min_cost_flow.SimpleMinCostFlow()
@@ -120,7 +125,7 @@ def _place_by_lottery(c: Candidates, mentee_rank: IntArray, caps: IntArray) -> I
         np.full(n, source), mb + rows, np.ones(n, dtype=np.int64), mentee_rank.astype(np.int64)
     )
     f.add_arcs_with_capacity_and_unit_cost(
-        mb + c.tail, tb + c.head, np.ones(len(c.tail), dtype=np.int64), np.zeros(len(c.tail), dtype=np.int64)
+        mb + tails, tb + heads, np.ones(len(tails), dtype=np.int64), np.zeros(len(tails), dtype=np.int64)
     )
     mentors = np.arange(m, dtype=np.int64)
     f.add_arcs_with_capacity_and_unit_cost(tb + mentors, np.full(m, sink), caps, np.zeros(m, dtype=np.int64))
@@ -129,9 +134,9 @@ def _place_by_lottery(c: Candidates, mentee_rank: IntArray, caps: IntArray) -> I
     status = f.solve_max_flow_with_min_cost()
     if status != f.OPTIMAL:
         raise RuntimeError(f"placement flow failed with status {status}")
-    flows = np.array([f.flow(a) for a in range(n)], dtype=np.int64)
-    placed: IntArray = np.flatnonzero(flows > 0)
-    return placed
+    placed: IntArray = np.flatnonzero(f.flows(np.arange(n, dtype=np.int64)) > 0)
+    used: IntArray = np.flatnonzero(f.flows(n + np.arange(len(tails), dtype=np.int64)) > 0)
+    return placed, used
 
 
 def _max_flow_value(tails: IntArray, heads: IntArray, placed: IntArray, caps: IntArray, n: int) -> int:
@@ -209,11 +214,8 @@ def _spread_and_fit(c: Candidates, prep: Prepared, placed: IntArray, caps: IntAr
     status = f.solve()
     if status != f.OPTIMAL:
         raise RuntimeError(f"assignment flow failed with status {status}")
-    pairs = []
-    for a in range(len(tails)):
-        if f.flow(first_pair_arc + a) > 0:
-            pairs.append((int(tails[a]), int(heads[a])))
-    return pairs
+    chosen = np.flatnonzero(f.flows(first_pair_arc + np.arange(len(tails), dtype=np.int64)) > 0)
+    return [(int(tails[a]), int(heads[a])) for a in chosen]
 
 
 def solve_pairs(prep: Prepared, progress: Progress, top_k: int = 30) -> MatchingResult:
@@ -244,7 +246,20 @@ def solve_pairs(prep: Prepared, progress: Progress, top_k: int = 30) -> Matching
         c.free = caps
 
     progress("placing by lottery", 0.35)
-    placed = _place_by_lottery(c, rank, caps)
+    if c.full_edges is not None:  # decide places on every eligible pair: pruning cannot cost a place
+        full_t = np.concatenate([t for t, _, _ in c.full_edges]) if c.full_edges else np.zeros(0, dtype=np.int64)
+        full_h = np.concatenate([h for _, h, _ in c.full_edges]) if c.full_edges else np.zeros(0, dtype=np.int64)
+        full_f = np.concatenate([f for _, _, f in c.full_edges]) if c.full_edges else np.zeros(0, dtype=np.int64)
+        if locked_rows:
+            keep_full = ~np.isin(full_t, list(locked_rows))
+            full_t, full_h, full_f = full_t[keep_full], full_h[keep_full], full_f[keep_full]
+        placed, used = _place_by_lottery(c, full_t, full_h, rank, caps)
+        # the pairs the placement used join the candidates, so the later levels can always keep it
+        c.tail = np.concatenate([c.tail, full_t[used]])
+        c.head = np.concatenate([c.head, full_h[used]])
+        c.fit = np.concatenate([c.fit, full_f[used]])
+    else:
+        placed, _ = _place_by_lottery(c, c.tail, c.head, rank, caps)
     progress("balancing mentor load", 0.55)
     fair_caps, _ = _fair_caps(c, prep, placed)
     progress("maximising fit", 0.8)
@@ -279,12 +294,9 @@ def solve_pairs(prep: Prepared, progress: Progress, top_k: int = 30) -> Matching
     # How good is this, provably?
     usable = int(np.minimum(caps, c.mentor_degree).sum()) + len(locked_rows)
     simple_bound = min(sum(1 for e in c.eligible_free if e > 0), usable)
-    placed_bound = simple_bound
+    # on the full graph the placement is exact: its size is the bound
+    placed_bound = len(placed_rows) if c.full_edges is not None else simple_bound
     notes = list(prep.notes)
-    if len(placed_rows) < simple_bound and c.full_edges is not None:
-        full_t = np.concatenate([t for t, _ in c.full_edges]) if c.full_edges else np.zeros(0, dtype=np.int64)
-        full_h = np.concatenate([h for _, h in c.full_edges]) if c.full_edges else np.zeros(0, dtype=np.int64)
-        placed_bound = _max_flow_value(full_t, full_h, np.arange(n, dtype=np.int64), c.free, n)
     proven = len(placed_rows) >= placed_bound
     if not proven:
         notes.append("placed count not proven optimal on the full graph: pruning to top candidates may cost places")
