@@ -62,7 +62,7 @@ def enrolments(people: list[Person], count: int, seed: int = 11, mentor_share: f
     chosen = rng.sample(people[1:], min(count, len(people) - 1))
     rows = []
     for p in chosen:
-        mentor = p.level >= 5 and rng.random() < mentor_share * 2.5
+        mentor = p.level >= 3 and rng.random() < mentor_share * 3
         row: dict[str, Any] = {
             "participant_id": p.employee_id,
             "role": "mentor" if mentor else "mentee",

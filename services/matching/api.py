@@ -82,6 +82,15 @@ async def run_matching(program_id: str, body: RunBody, request: Request, ctx: Ct
     return JSONResponse(json.loads(json.dumps(_run_view(row), default=str)), status_code=200 if body.wait else 202)
 
 
+@router.get("/programs/{program_id}/pool", tags=["runs"])
+async def pool_summary(program_id: str, ctx: Ctx, _: Staff) -> dict[str, Any]:
+    """Who matching knows about in this program (built from enrollment events), and who is grouped."""
+    async with ctx.pool.acquire() as conn:
+        if await repo.get_program(conn, program_id) is None:
+            raise HTTPException(404, detail=f"no program {program_id}")
+        return await repo.pool_counts(conn, program_id)
+
+
 @router.get("/programs/{program_id}/runs", tags=["runs"])
 async def list_runs(program_id: str, ctx: Ctx, _: Staff) -> list[dict[str, Any]]:
     async with ctx.pool.acquire() as conn:

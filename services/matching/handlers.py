@@ -134,7 +134,7 @@ async def execute_run(
         if problems:  # never publish a solution that breaks a rule
             raise RuntimeError(f"solution failed validation: {problems[:3]}")
         async with pool.acquire() as conn, conn.transaction():
-            summary = await _summary(conn, program.program_id, result, request)
+            summary = await _summary(conn, inp, result, request)
             if not request.dry_run:
                 await _publish(conn, program, run_id, inp, result, input_digest)
             await repo.finish_run(
@@ -152,7 +152,22 @@ async def execute_run(
             )  # fmt: skip
 
 
-def _stats_summary(result: MatchingResult) -> dict[str, Any]:
+def _load_spread(inp: MatchingInput, result: MatchingResult) -> dict[str, float]:
+    capacity = {p.participant_id: p.capacity or 0 for p in inp.participants if p.role.value == "mentor"}
+    ratios = sorted(result.stats.load.get(m, 0) / c for m, c in capacity.items() if c > 0)
+    if not ratios:
+        return {}
+    idle = sum(1 for r in ratios if r == 0)
+    return {
+        "mentors": len(ratios),
+        "idle_mentors": idle,
+        "min_ratio": round(ratios[0], 3),
+        "median_ratio": round(ratios[len(ratios) // 2], 3),
+        "max_ratio": round(ratios[-1], 3),
+    }
+
+
+def _stats_summary(inp: MatchingInput, result: MatchingResult) -> dict[str, Any]:
     s = result.stats
     reasons: dict[str, int] = {}
     for u in result.unplaced:
@@ -166,6 +181,7 @@ def _stats_summary(result: MatchingResult) -> dict[str, Any]:
         "total_fit": s.total_fit,
         "mean_fit": round(s.total_fit / len(result.groups), 3) if result.groups else 0.0,
         "max_load_ratio": s.max_load_ratio,
+        "load_spread": _load_spread(inp, result),
         "status": s.status,
         "gap": s.gap,
         "relaxed_gap": s.relaxed_gap,
@@ -179,9 +195,10 @@ def _stats_summary(result: MatchingResult) -> dict[str, Any]:
 
 
 async def _summary(
-    conn: asyncpg.Connection, program_id: str, result: MatchingResult, request: RunRequest
+    conn: asyncpg.Connection, inp: MatchingInput, result: MatchingResult, request: RunRequest
 ) -> dict[str, Any]:
-    summary = _stats_summary(result)
+    program_id = inp.program_id
+    summary = _stats_summary(inp, result)
     if request.dry_run:
         last = await repo.last_published_run(conn, program_id)
         if last is not None and last["result"] is not None:

@@ -139,3 +139,19 @@ async def add_override(
         program_id, kind, participant_ids, reason, by,
     )  # fmt: skip
     return value
+
+
+async def pool_counts(conn: asyncpg.Connection, program_id: str) -> dict[str, Any]:
+    rows = await conn.fetch(
+        "SELECT role, count(*) AS n FROM pool WHERE program_id = $1 AND active GROUP BY role", program_id
+    )
+    grouped = await conn.fetchval(
+        "SELECT count(DISTINCT m) FROM groups, unnest(member_ids) AS m WHERE program_id = $1 AND status = 'active'",
+        program_id,
+    )
+    active_groups = await conn.fetchval(
+        "SELECT count(*) FROM groups WHERE program_id = $1 AND status = 'active'", program_id
+    )
+    by_role = {r["role"]: int(r["n"]) for r in rows}
+    return {"participants": sum(by_role.values()), "by_role": by_role, "in_active_groups": int(grouped or 0),
+            "active_groups": int(active_groups or 0)}  # fmt: skip
