@@ -134,9 +134,8 @@ def main() -> int:
 
     step("summary")
     print(f"run               {run_id} (input {run['input_digest']})")
-    print(
-        f"placed            {s['placed']:,} of {s['placed'] + s['unplaced']:,} mentees (proven bound {s['placed_bound']:,})"
-    )
+    total = s["placed"] + s["unplaced"]
+    print(f"placed            {s['placed']:,} of {total:,} mentees (proven bound {s['placed_bound']:,})")
     print(f"unplaced          {s['unplaced']:,} by reason: {json.dumps(s['unplaced_by_reason'])}")
     print(f"groups            {s['groups']:,}, mean fit {s['mean_fit']}, total fit {s['total_fit']:,.0f}")
     spread = s["load_spread"]
