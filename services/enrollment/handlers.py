@@ -187,7 +187,10 @@ async def bulk_enrol(
         now = utcnow()
         await add_to_outbox(
             conn,
-            *(Envelope(data=ParticipantEnrolled(program_id=program_id, profile=p, enrolled_at=now)) for _, p in items),
+            *(
+                Envelope(data=ParticipantEnrolled.model_construct(program_id=program_id, profile=p, enrolled_at=now))
+                for _, p in items
+            ),
         )
     return len(items)
 

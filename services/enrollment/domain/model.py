@@ -6,7 +6,7 @@ matching's conflict-of-interest rules are only as good as that data.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime
 
 from pydantic import Field, model_validator
@@ -234,6 +234,16 @@ class OrgIndex:
 
     people: dict[str, OrgPerson]
     managers: dict[str, str | None]
+    _chains: dict[str, list[str]] = field(default_factory=dict)
+
+    def chain(self, employee_id: str) -> list[str]:
+        """``manager_chain`` memoised: a manager's chain is shared by everyone below them."""
+        cached = self._chains.get(employee_id)
+        if cached is None:
+            manager = self.managers.get(employee_id)
+            cached = [] if manager is None else [manager, *self.chain(manager)][:MAX_CHAIN]
+            self._chains[employee_id] = cached
+        return cached
 
     @classmethod
     def of(cls, people: dict[str, OrgPerson]) -> OrgIndex:
@@ -243,14 +253,16 @@ class OrgIndex:
         person = self.people.get(request.participant_id)
         if person is None:
             raise NotFound(f"{request.participant_id} is not in the org chart: import it first", "participant_id")
-        return ParticipantProfile(
+        # every value below was validated already (the request on arrival, the person on import):
+        # constructing without validating again matters when thousands are enrolled at once
+        return ParticipantProfile.model_construct(
             participant_id=request.participant_id,
             role=request.role,
             team_id=request.team_id,
             department=person.department,
             level=person.level,
             manager_id=person.manager_id,
-            manager_chain=manager_chain(person.employee_id, self.managers),
+            manager_chain=list(self.chain(person.employee_id)),
             location=person.location,
             utc_offset_minutes=person.utc_offset_minutes,
             languages=request.languages if request.languages is not None else person.languages,
