@@ -6,11 +6,13 @@ commands use, so the tests prove the stack a developer runs.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
+import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,7 +21,7 @@ import pytest
 
 from runtime.tail import TopicTail
 
-__all__ = ["ROOT", "StackEndpoints", "TopicTail", "unique"]
+__all__ = ["ROOT", "StackEndpoints", "TopicTail", "eventually", "unique"]
 
 ROOT = Path(__file__).resolve().parent
 
@@ -70,6 +72,16 @@ async def scratch_schemas(stack: StackEndpoints) -> AsyncIterator[list[str]]:
             await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
     finally:
         await conn.close()
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], timeout: float, what: str) -> None:
+    """Poll ``check`` until it holds: for effects that travel through Kafka and arrive a little later."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if await check():
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 def unique(prefix: str) -> str:

@@ -16,8 +16,8 @@ def instance(mentees: int, form: Form = Form.ONE_TO_ONE, seed: int = 1, conflict
     mentors = max(1, mentees // 4)
     people = org_chart(int((mentees + mentors) * 1.3) + 10, seed=seed)
     managers = {p.employee_id: p.manager_id for p in people}
-    seniors = [p for p in people[1:] if p.level >= 5]
-    juniors = [p for p in people[1:] if p.level < 5]
+    seniors = [p for p in people[1:] if p.level >= 3]
+    juniors = [p for p in people[1:] if p.level < 3]
     rng.shuffle(seniors)
     rng.shuffle(juniors)
     if form is Form.REVERSE:

@@ -3,18 +3,15 @@ matching service from the events alone, and integration teams read explained gro
 
 from __future__ import annotations
 
-import asyncio
-import time
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
-from typing import Any
 
 import asyncpg
 import httpx
 import pytest
 
 from bench.synthetic_org import enrolments, org_chart
-from conftest import StackEndpoints, TopicTail, unique
+from conftest import StackEndpoints, TopicTail, eventually, unique
 from contracts.envelope import from_kafka
 from contracts.events import GroupMatched, MatchingCompleted, ParticipantUnmatched
 from contracts.topics import MATCHING
@@ -79,15 +76,6 @@ async def platform(stack: StackEndpoints, scratch_schemas: list[str]) -> AsyncIt
         yield Platform(e, m, admin, m_schema, stack.admin_dsn)
 
 
-async def _until(check: Any, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if await check():
-            return
-        await asyncio.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 async def test_enrol_then_match_publishes_explained_groups(platform: Platform, stack: StackEndpoints) -> None:
     p = platform
     people = org_chart(400, seed=5)
@@ -104,7 +92,7 @@ async def test_enrol_then_match_publishes_explained_groups(platform: Platform, s
     async def pool_complete() -> bool:
         return await p.pool_size(program_id) == len(rows)
 
-    await _until(pool_complete, 60, "matching to build the pool from enrollment events")
+    await eventually(pool_complete, 60, "matching to build the pool from enrollment events")
 
     async with TopicTail(stack.kafka_bootstrap, MATCHING.name) as tail:
         r = await p.matching.post(f"/programs/{program_id}/runs", json={"wait": True, "seed": 7}, headers=p.admin)

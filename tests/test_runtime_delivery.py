@@ -11,7 +11,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 from collections import defaultdict
 from datetime import UTC, datetime
 
@@ -19,7 +18,7 @@ import asyncpg
 import pytest
 from aiokafka import AIOKafkaConsumer
 
-from conftest import ROOT, StackEndpoints, unique
+from conftest import ROOT, StackEndpoints, eventually, unique
 from contracts.envelope import Envelope, to_kafka
 from contracts.events import ParticipantWithdrawn, ProgramOpened
 from contracts.examples import EXAMPLES
@@ -42,15 +41,6 @@ def _spawn(stack: StackEndpoints, *args: str) -> subprocess.Popen[str]:
         text=True,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
-
-
-async def _until(predicate, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if await predicate():
-            return
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 def _kill(proc: subprocess.Popen[str]) -> None:
@@ -118,7 +108,7 @@ async def test_outbox_events_are_applied_exactly_once_across_kills_and_redeliver
         n = await pool.fetchval("SELECT count(*) FROM outbox WHERE published_at IS NOT NULL")
         return bool(0 < n < total - 500)
 
-    await _until(partly_published, 60, "the relay to publish part of the outbox")
+    await eventually(partly_published, 60, "the relay to publish part of the outbox")
     _kill(relay)  # mid-batch: some sent, maybe not marked
     published_before_restart = await pool.fetchval("SELECT count(*) FROM outbox WHERE published_at IS NOT NULL")
     assert published_before_restart < total
@@ -129,7 +119,7 @@ async def test_outbox_events_are_applied_exactly_once_across_kills_and_redeliver
         except asyncpg.UndefinedTableError:
             return False
 
-    await _until(applied_some, 60, "the consumer to apply events")
+    await eventually(applied_some, 60, "the consumer to apply events")
     _kill(consumer)  # effects stored but offsets maybe not committed: must replay without doubling
     consume = ("consume", "--schema", dst, "--group", group, "--prefix", prefix, "--topic", topic.name)
     consumer = _spawn(stack, *consume)
@@ -138,7 +128,7 @@ async def test_outbox_events_are_applied_exactly_once_across_kills_and_redeliver
     async def all_published() -> bool:
         return bool(await pool.fetchval("SELECT count(*) FROM outbox WHERE published_at IS NULL") == 0)
 
-    await _until(all_published, 90, "the restarted relay to publish everything")
+    await eventually(all_published, 90, "the restarted relay to publish everything")
 
     # The same event delivered twice on purpose.
     producer = make_producer(stack.kafka_bootstrap, "test-dup")
@@ -153,7 +143,7 @@ async def test_outbox_events_are_applied_exactly_once_across_kills_and_redeliver
     async def all_applied() -> bool:
         return bool(await dst_pool.fetchval("SELECT count(DISTINCT event_id) FROM applied") == total)
 
-    await _until(all_applied, 90, "every event to be applied")
+    await eventually(all_applied, 90, "every event to be applied")
     await asyncio.sleep(2)  # let any straggling redelivery arrive: it must change nothing
     _stop(consumer)
     _stop(relay)
@@ -220,7 +210,7 @@ async def test_malformed_messages_go_to_the_dead_letter_topic_and_the_consumer_c
         except asyncpg.UndefinedTableError:
             return False
 
-    await _until(good_applied, 60, "the good message after the bad ones to be applied")
+    await eventually(good_applied, 60, "the good message after the bad ones to be applied")
     _stop(consumer)
     await pool.close()
 
