@@ -27,25 +27,33 @@ def greedy_match(prep: Prepared) -> MatchingResult:
     groups_of: dict[int, list[list[str]]] = {}  # mentor position -> its groups' members
     gone: list[Unplaced] = []
     order = sorted(prep.seekers, key=lambda i: prep.ranks[prep.people[i].participant_id])
+    used = np.zeros(len(mentors), dtype=np.int64)
     for i in order:
         pid = prep.people[i].participant_id
         eligible = rules.eligible(i)
         fit = rules.fit(i)
         placed = False
-        for k in np.lexsort((np.arange(len(mentors)), -fit)):
-            if not eligible[k]:
-                continue
-            groups = groups_of.setdefault(int(k), [])
-            for members in groups:  # join an existing group of this mentor with room and no clash
-                if len(members) < pol.group_members_max and _fits(prep, pid, members):
-                    members.append(pid)
-                    placed = True
-                    break
-            if not placed and len(groups) < free[k]:
-                groups.append([pid])
+        if pol.group_members_max == 1:  # pairs: the best-fitting eligible mentor with a free slot
+            open_ = eligible & (used < free)
+            if open_.any():
+                k = int(np.flatnonzero(open_)[np.argmax(fit[open_])])
+                groups_of.setdefault(k, []).append([pid])
+                used[k] += 1
                 placed = True
-            if placed:
-                break
+        else:
+            candidates = np.flatnonzero(eligible)
+            for k in candidates[np.lexsort((candidates, -fit[candidates]))]:
+                groups = groups_of.setdefault(int(k), [])
+                for members in groups:  # join an existing group of this mentor with room and no clash
+                    if len(members) < pol.group_members_max and _fits(prep, pid, members):
+                        members.append(pid)
+                        placed = True
+                        break
+                if not placed and len(groups) < free[k]:
+                    groups.append([pid])
+                    placed = True
+                if placed:
+                    break
         if not placed:
             gone.append(unplaced(pid, UnmatchedReason.OTHER, "greedy found no place"))
     result_groups: list[Group] = []

@@ -95,8 +95,17 @@ class Candidates:
             if self.full_edges is not None:
                 self.full_edges.append((np.full(len(pos), row, dtype=np.int64), pos, fit[pos]))
             if len(pos) > top_k:
-                order = np.lexsort((mentor_rank[pos], -fit[pos]))  # best fit, ties by lottery
-                pos = pos[order[:top_k]]
+                # the best fits (ties by lottery), plus as many drawn at random (seeded): popular mentors
+                # fill up, and random extra candidates keep the graph wide enough to place nearly everyone
+                half = top_k // 2
+                key = fit[pos] * (len(mentor_rank) + 1) - mentor_rank[pos]  # unique: fit first, then lottery
+                top = np.argpartition(-key, half)[:half]
+                rest = np.delete(np.arange(len(pos)), top)
+                rng = np.random.default_rng([prep.seed % 2**32, row])
+                draws = rng.integers(0, len(rest), size=2 * (top_k - half))
+                _, first = np.unique(draws, return_index=True)  # distinct, in draw order (not sorted)
+                extra = draws[np.sort(first)][: top_k - half]
+                pos = np.concatenate([pos[top], pos[rest[extra]]])
             self.tails.append(np.full(len(pos), row, dtype=np.int64))
             self.heads.append(pos)
             self.fits.append(fit[pos])
@@ -218,7 +227,7 @@ def _spread_and_fit(c: Candidates, prep: Prepared, placed: IntArray, caps: IntAr
     return [(int(tails[a]), int(heads[a])) for a in chosen]
 
 
-def solve_pairs(prep: Prepared, progress: Progress, top_k: int = 30) -> MatchingResult:
+def solve_pairs(prep: Prepared, progress: Progress, top_k: int = 40) -> MatchingResult:
     started = time.perf_counter()
     pool = Pool.encode(prep.people)
     progress("checking eligibility", 0.0)
