@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import signal
 import subprocess
 import sys
 import time
 import urllib.request
 
-from deploy.local.stack import ROOT, Stack, _alive, _read_pid, say
+from deploy.local.stack import ROOT, Stack, _read_pid, say, terminate
 
 PORTS = {"enrollment": 18081, "matching": 18082, "sessions": 18083, "feedback": 18084, "metrics": 18085}
 
@@ -75,12 +74,7 @@ def down() -> None:
     for name in PORTS:
         pid = _read_pid(folder / f"{name}.pid")
         if pid:
-            os.kill(pid, signal.SIGTERM)
-            deadline = time.monotonic() + 15
-            while _alive(pid) and time.monotonic() < deadline:
-                time.sleep(0.2)
-            if _alive(pid):
-                os.kill(pid, signal.SIGKILL)
+            terminate(pid, grace_seconds=15)
             say(f"{name} stopped")
         (folder / f"{name}.pid").unlink(missing_ok=True)
 

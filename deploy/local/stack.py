@@ -58,6 +58,16 @@ def _read_pid(path: Path) -> int | None:
     return pid if _alive(pid) else None
 
 
+def terminate(pid: int, grace_seconds: float) -> None:
+    """SIGTERM, a grace period to shut down cleanly, then SIGKILL."""
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace_seconds
+    while _alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    if _alive(pid):
+        os.kill(pid, signal.SIGKILL)
+
+
 def _port_open(host: str, port: int) -> bool:
     with socket.socket() as s:
         s.settimeout(0.5)
@@ -294,12 +304,7 @@ class Stack:
             say("kafka not running")
             return
         say(f"stopping kafka (pid {pid})")
-        os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + 20
-        while _alive(pid) and time.monotonic() < deadline:
-            time.sleep(0.2)
-        if _alive(pid):
-            os.kill(pid, signal.SIGKILL)
+        terminate(pid, grace_seconds=20)
         pid_file.unlink(missing_ok=True)
 
     # --- PostgreSQL ---------------------------------------------------------------------------
