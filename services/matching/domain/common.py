@@ -7,6 +7,9 @@ import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import numpy as np
+import numpy.typing as npt
+
 from contracts.events import GroupMember, ParticipantProfile, UnmatchedReason
 from contracts.policy import MatchingPolicy, Role
 from services.matching.domain.lottery import lottery_ranks
@@ -66,6 +69,31 @@ class Prepared:
     @functools.cached_property
     def by_id(self) -> dict[str, ParticipantProfile]:
         return {p.participant_id: p for p in self.people}
+
+    @functools.cached_property
+    def mentor_ids(self) -> list[str]:
+        """Mentors in canonical order: position k here is position k in every mentor-side array."""
+        return [self.people[m].participant_id for m in self.mentors]
+
+    @functools.cached_property
+    def _mentor_pos(self) -> dict[str, int]:
+        return {pid: k for k, pid in enumerate(self.mentor_ids)}
+
+    @functools.cached_property
+    def _excluded_by(self) -> dict[str, set[str]]:
+        out: dict[str, set[str]] = {}
+        for pair in self.excluded:
+            a, b = sorted(pair)
+            out.setdefault(a, set()).add(b)
+            out.setdefault(b, set()).add(a)
+        return out
+
+    def drop_excluded_mentors(self, pid: str, eligible: npt.NDArray[np.bool_]) -> None:
+        """An admin's exclude-pair override between this person and a mentor: that mentor is not eligible."""
+        for other in self._excluded_by.get(pid, ()):
+            k = self._mentor_pos.get(other)
+            if k is not None:
+                eligible[k] = False
 
     def free(self, pid: str) -> int:
         return max(0, self.capacity.get(pid, 0) - self.load.get(pid, 0))

@@ -21,7 +21,7 @@ def greedy_match(prep: Prepared) -> MatchingResult:
         raise ValueError("the greedy baseline covers forms with one mentor per group")
     pool = Pool.encode(prep.people)
     mentors = np.array(prep.mentors, dtype=np.int64)
-    mentor_ids = [prep.people[m].participant_id for m in prep.mentors]
+    mentor_ids = prep.mentor_ids
     free = np.array([prep.free(pid) for pid in mentor_ids], dtype=np.int64)
     rules = PairRules(pool, pol, mentors)
     groups_of: dict[int, list[list[str]]] = {}  # mentor position -> its groups' members
@@ -31,6 +31,7 @@ def greedy_match(prep: Prepared) -> MatchingResult:
     for i in order:
         pid = prep.people[i].participant_id
         eligible = rules.eligible(i)
+        prep.drop_excluded_mentors(pid, eligible)
         fit = rules.fit(i)
         placed = False
         if pol.group_members_max == 1:  # pairs: the best-fitting eligible mentor with a free slot

@@ -12,6 +12,7 @@ Interpretation of the group rules (documented in docs/matching.md):
 
 from __future__ import annotations
 
+import itertools
 import math
 import time
 from collections import defaultdict
@@ -38,6 +39,9 @@ RATIO_SCALE = 1000
 SPREAD_SCALE = 100
 TOP_MENTORS = 8
 TOP_PARTNERS = 3
+TOP_CO_MENTORS = 6
+ALL_CO_MENTORS_UP_TO = 12
+"""Pools with this few mentors consider every mentor as a co-facilitator: exact on small pools."""
 
 
 def _apart_pairs(prep: Prepared, ids: list[str]) -> list[tuple[str, str]]:
@@ -129,16 +133,43 @@ def _load_levels(levels: Levels, prep: Prepared, opened: dict[str, list[cp_model
     levels.optimise("spread", sum(spread_terms), maximize=False, levels_left=levels_left - 1)
 
 
+def _co_mentor_candidates(
+    prep: Prepared, candidates: dict[str, list[tuple[int, int]]], free: np.ndarray, mentor_apart: set[tuple[int, int]]
+) -> dict[int, list[int]]:
+    """For each lead mentor, the mentors who may co-facilitate its groups: free, not apart from the
+    lead, ranked by how many of the lead's candidate mentees they could also serve (then lottery)."""
+    shared: dict[int, dict[int, int]] = defaultdict(lambda: defaultdict(int))
+    for cands in candidates.values():
+        ks = [k for k, _ in cands]
+        for a in ks:
+            for b in ks:
+                if a != b:
+                    shared[a][b] += 1
+    everyone = len(prep.mentors) <= ALL_CO_MENTORS_UP_TO
+    out: dict[int, list[int]] = {}
+    for lead in range(len(prep.mentors)):
+        pool = range(len(prep.mentors)) if everyone else shared[lead].keys()
+        options = [j for j in pool if j != lead and free[j] > 0 and (min(lead, j), max(lead, j)) not in mentor_apart]
+        options.sort(key=lambda j: (-shared[lead].get(j, 0), prep.ranks[prep.mentor_ids[j]]))
+        out[lead] = options if everyone else options[:TOP_CO_MENTORS]
+    return out
+
+
 def _facilitated(prep: Prepared, progress: Progress, time_limit: float) -> MatchingResult:
+    """Groups anchored on a lead mentor's slots; with ``mentors_per_group`` above 1, co-facilitators
+    join a slot. Every mentor of a group must be eligible for every member (mentor-member rules)."""
     started = time.perf_counter()
     pol = prep.policy
+    co_count = pol.mentors_per_group - 1
     pool = Pool.encode(prep.people)
     mentors = np.array(prep.mentors, dtype=np.int64)
-    mentor_ids = [prep.people[m].participant_id for m in prep.mentors]
+    mentor_ids = prep.mentor_ids
     free = np.array([prep.free(pid) for pid in mentor_ids], dtype=np.int64)
     rules = PairRules(pool, pol, mentors)
     seekers = [prep.people[i].participant_id for i in prep.seekers]
     candidates: dict[str, list[tuple[int, int]]] = {}
+    eligible_of: dict[str, np.ndarray] = {}
+    fit_of: dict[str, np.ndarray] = {}
     reasons: dict[str, Unplaced] = {}
     for row, i in enumerate(prep.seekers):
         pid = seekers[row]
@@ -146,6 +177,7 @@ def _facilitated(prep: Prepared, progress: Progress, time_limit: float) -> Match
         eligible = np.ones(len(mentors), dtype=bool)
         for mask in failing.values():
             eligible &= ~mask
+        prep.drop_excluded_mentors(pid, eligible)
         with_room = eligible & (free > 0)
         fit = rules.fit(i)
         pos = np.flatnonzero(with_room)
@@ -155,9 +187,21 @@ def _facilitated(prep: Prepared, progress: Progress, time_limit: float) -> Match
         elif len(pos) == 0:
             text = f"capacity exhausted: all {int(eligible.sum())} eligible mentors are full"
             reasons[pid] = unplaced(pid, UnmatchedReason.CAPACITY_EXHAUSTED, text)
+        elif int(eligible.sum()) < pol.mentors_per_group:
+            text = f"only {int(eligible.sum())} eligible mentors; the policy wants {pol.mentors_per_group} per group"
+            reasons[pid] = unplaced(pid, UnmatchedReason.NO_ELIGIBLE_PARTNER, text)
+            pos = pos[:0]
         ranks = np.array([prep.ranks[mentor_ids[k]] for k in pos], dtype=np.int64)
         order = np.lexsort((ranks, -fit[pos]))
         candidates[pid] = [(int(pos[o]), int(fit[pos[o]])) for o in order[:TOP_MENTORS]]
+        eligible_of[pid] = eligible
+        fit_of[pid] = fit
+
+    mentor_apart = {
+        (min(mentor_ids.index(a), mentor_ids.index(b)), max(mentor_ids.index(a), mentor_ids.index(b)))
+        for a, b in _apart_pairs(prep, mentor_ids)
+    }
+    co_options = _co_mentor_candidates(prep, candidates, free, mentor_apart) if co_count else {}
 
     model = cp_model.CpModel()
     demand: dict[int, int] = defaultdict(int)
@@ -167,10 +211,23 @@ def _facilitated(prep: Prepared, progress: Progress, time_limit: float) -> Match
     slots: dict[int, list[cp_model.IntVar]] = {}
     for k, n in sorted(demand.items()):
         count = min(int(free[k]), n // pol.group_members_min)
+        if co_count and len(co_options.get(k, [])) < co_count:
+            count = 0
         if count > 0:
             slots[k] = [model.new_bool_var(f"open_{k}_{s}") for s in range(count)]
             for s in range(count - 1):
                 model.add(slots[k][s] >= slots[k][s + 1])  # symmetry: slots open in order
+    # co-facilitators: c[(k, s, j)] = mentor j co-facilitates lead k's slot s
+    co: dict[tuple[int, int], list[tuple[int, cp_model.IntVar]]] = {}
+    for k, ys in slots.items():
+        for s, y in enumerate(ys):
+            if co_count:
+                helpers = [(j, model.new_bool_var(f"co_{k}_{s}_{j}")) for j in co_options[k]]
+                model.add(sum(v for _, v in helpers) == co_count * y)
+                co[(k, s)] = helpers
+                for (j1, v1), (j2, v2) in itertools.combinations(helpers, 2):
+                    if (min(j1, j2), max(j1, j2)) in mentor_apart:
+                        model.add_bool_or([~v1, ~v2])
     x: dict[tuple[str, int, int], cp_model.IntVar] = {}
     placed: dict[str, cp_model.IntVar] = {}
     members_of: dict[tuple[int, int], list[tuple[str, cp_model.IntVar]]] = defaultdict(list)
@@ -192,11 +249,22 @@ def _facilitated(prep: Prepared, progress: Progress, time_limit: float) -> Match
         y = slots[k][s]
         model.add(sum(v for _, v in members) >= pol.group_members_min * y)
         model.add(sum(v for _, v in members) <= pol.group_members_max * y)
+        for j, c in co.get((k, s), []):
+            for pid, v in members:
+                if not eligible_of[pid][j]:
+                    model.add_bool_or([~v, ~c])  # a co-facilitator must be eligible for every member
+                elif fit_of[pid][j] > 0:
+                    both = model.new_bool_var(f"cofit_{pid}_{k}_{s}_{j}")
+                    model.add_implication(both, v)
+                    model.add_implication(both, c)
+                    fit_terms.append(both * int(fit_of[pid][j]))
         if pol.max_same_department is not None:
             mentor_dept = prep.by_id[mentor_ids[k]].department
             by_dept: dict[str, list[cp_model.IntVar]] = defaultdict(list)
             for pid, v in members:
                 by_dept[prep.by_id[pid].department].append(v)
+            for j, c in co.get((k, s), []):
+                by_dept[prep.by_id[mentor_ids[j]].department].append(c)
             for dept, vs in by_dept.items():
                 room = pol.max_same_department - (1 if dept == mentor_dept else 0)
                 model.add(sum(vs) <= max(0, room))
@@ -215,8 +283,27 @@ def _facilitated(prep: Prepared, progress: Progress, time_limit: float) -> Match
             else:
                 prep.notes.append(f"lock {mentor}/{mentee} not applied: not an eligible pair with room")
 
+    # each mentor's groups, led or co-facilitated, within free capacity; ordered slots for the spread level
+    taken: dict[int, list[cp_model.IntVar]] = defaultdict(list)
+    for k, ys in slots.items():
+        taken[k] += ys
+    for helpers in co.values():
+        for j, c in helpers:
+            taken[j].append(c)
+    opened: dict[str, list[cp_model.IntVar]] = {}
+    for k, vs in sorted(taken.items()):
+        if not co_count:
+            opened[mentor_ids[k]] = vs  # lead slots are already ordered
+            continue
+        model.add(sum(vs) <= int(free[k]))
+        count = min(len(vs), int(free[k]))
+        ys = [model.new_bool_var(f"load_{k}_{s}") for s in range(count)]
+        for s in range(count - 1):
+            model.add(ys[s] >= ys[s + 1])
+        model.add(sum(ys) == sum(vs))
+        opened[mentor_ids[k]] = ys
+
     levels = Levels(model, prep.seed, time_limit, progress)
-    opened = {mentor_ids[k]: ys for k, ys in slots.items()}
     total = levels.optimise("placed", sum(placed.values()), maximize=True, levels_left=5)
     by_lottery = sorted(placed, key=lambda p: prep.ranks[p])
     _, proven = lottery_level(levels, placed, by_lottery, int(total.value), levels_left=4)
@@ -225,10 +312,11 @@ def _facilitated(prep: Prepared, progress: Progress, time_limit: float) -> Match
 
     solver = levels.solver
     groups: list[Group] = []
-    for (k, _slot), members in sorted(members_of.items()):
+    for (k, slot), members in sorted(members_of.items()):
         chosen = [pid for pid, v in members if solver.value(v)]
         if chosen:
-            groups.append(make_group(prep, [mentor_ids[k]], chosen))
+            co_ids = [mentor_ids[j] for j, c in co.get((k, slot), []) if solver.value(c)]
+            groups.append(make_group(prep, [mentor_ids[k], *co_ids], chosen))
     placed_ids = {pid for pid, v in placed.items() if solver.value(v)}
     gone = []
     for pid in seekers:
@@ -236,7 +324,10 @@ def _facilitated(prep: Prepared, progress: Progress, time_limit: float) -> Match
             continue
         gone.append(reasons.get(pid) or _lost_or_size(prep, pid, placed_ids, len(candidates[pid])))
     bound = math.floor(total.bound) if total.status != "OPTIMAL" else int(total.value)
-    return _result(prep, groups, gone, levels, started, proven, [], bound)
+    notes = [f"co-facilitators drawn from each lead's {TOP_CO_MENTORS} best-overlapping mentors"] if co_count else []
+    if co_count and len(prep.mentors) <= ALL_CO_MENTORS_UP_TO:
+        notes = []
+    return _result(prep, groups, gone, levels, started, proven, notes, bound)
 
 
 def _lost_or_size(prep: Prepared, pid: str, placed_ids: set[str], options: int) -> Unplaced:
@@ -354,7 +445,7 @@ def _teams(prep: Prepared, progress: Progress, time_limit: float) -> MatchingRes
     pol = prep.policy
     pool = Pool.encode(prep.people)
     mentors = np.array(prep.mentors, dtype=np.int64)
-    mentor_ids = [prep.people[m].participant_id for m in prep.mentors]
+    mentor_ids = prep.mentor_ids
     rules = PairRules(pool, pol, mentors)
     teams: dict[str, list[int]] = defaultdict(list)
     gone: list[Unplaced] = []
@@ -448,6 +539,4 @@ def solve_groups(prep: Prepared, progress: Progress, time_limit: float) -> Match
         return _teams(prep, progress, time_limit)
     if pol.mentors_per_group == 0:
         return _peer_groups(prep, progress, time_limit)
-    if pol.mentors_per_group == 1:
-        return _facilitated(prep, progress, time_limit)
-    raise ValueError("mentors_per_group above 1 is supported for team programs only")
+    return _facilitated(prep, progress, time_limit)

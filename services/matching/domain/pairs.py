@@ -53,11 +53,10 @@ class Candidates:
     def __init__(self, prep: Prepared, pool: Pool, top_k: int, progress: Progress) -> None:
         self.mentors = np.array(prep.mentors, dtype=np.int64)
         self.mentee_idx = prep.seekers
-        mentor_ids = [prep.people[m].participant_id for m in prep.mentors]
+        mentor_ids = prep.mentor_ids
         self.free = np.array([prep.free(pid) for pid in mentor_ids], dtype=np.int64)
         mentor_rank = np.array([prep.ranks[pid] for pid in mentor_ids], dtype=np.int64)
         rules = PairRules(pool, prep.policy, self.mentors)
-        excluded_pos = {pid: pos for pos, pid in enumerate(mentor_ids)}
         self.tails: list[IntArray] = []
         self.heads: list[IntArray] = []
         self.fits: list[IntArray] = []
@@ -79,11 +78,7 @@ class Candidates:
             for mask in failing.values():
                 eligible &= ~mask
             pid = prep.people[i].participant_id
-            for pair in prep.excluded:
-                if pid in pair:
-                    other = next(iter(pair - {pid}), None)
-                    if other in excluded_pos:
-                        eligible[excluded_pos[other]] = False
+            prep.drop_excluded_mentors(pid, eligible)
             with_room = eligible & (self.free > 0)
             self.mentor_degree += with_room
             self.eligible_any.append(int(eligible.sum()))
@@ -162,7 +157,7 @@ def _max_flow_value(tails: IntArray, heads: IntArray, placed: IntArray, caps: In
 
 def _fair_caps(c: Candidates, prep: Prepared, placed: IntArray) -> tuple[IntArray, float]:
     """Level 3: the lowest max load ratio that still places everyone placed; capacities under it."""
-    mentor_ids = [prep.people[m].participant_id for m in prep.mentors]
+    mentor_ids = prep.mentor_ids
     cap = np.array([prep.capacity[p] for p in mentor_ids], dtype=np.int64)
     load = np.array([prep.load[p] for p in mentor_ids], dtype=np.int64)
     in_placed = np.isin(c.tail, placed)
@@ -192,7 +187,7 @@ def _fair_caps(c: Candidates, prep: Prepared, placed: IntArray) -> tuple[IntArra
 
 def _spread_and_fit(c: Candidates, prep: Prepared, placed: IntArray, caps: IntArray) -> list[tuple[int, int]]:
     """Level 4: min sum(load^2/cap) first, max fit second, in one min-cost flow. Returns (row, mentor pos)."""
-    mentor_ids = [prep.people[m].participant_id for m in prep.mentors]
+    mentor_ids = prep.mentor_ids
     cap = np.array([prep.capacity[p] for p in mentor_ids], dtype=np.int64)
     load = np.array([prep.load[p] for p in mentor_ids], dtype=np.int64)
     in_placed = np.isin(c.tail, placed)
@@ -233,7 +228,7 @@ def solve_pairs(prep: Prepared, progress: Progress, top_k: int = 40) -> Matching
     progress("checking eligibility", 0.0)
     c = Candidates(prep, pool, top_k, progress)
     mentee_ids = [prep.people[i].participant_id for i in c.mentee_idx]
-    mentor_ids = [prep.people[m].participant_id for m in prep.mentors]
+    mentor_ids = prep.mentor_ids
     rank = np.array([prep.ranks[pid] for pid in mentee_ids], dtype=np.int64)
 
     locked_rows: dict[int, int] = {}

@@ -12,7 +12,8 @@ from services.matching.domain.model import MatchingInput, MatchingResult, Overri
 from services.matching.domain.rules import in_reporting_line
 
 
-def _pair_problems(a: ParticipantProfile, b: ParticipantProfile, inp: MatchingInput, *, mentor_pair: bool) -> list[str]:
+def _apart_problems(a: ParticipantProfile, b: ParticipantProfile, inp: MatchingInput) -> list[str]:
+    """Rules that keep two people out of one group whatever their roles (co-facilitators included)."""
     pol = inp.policy
     out = []
     names = f"{a.participant_id}/{b.participant_id}"
@@ -24,6 +25,13 @@ def _pair_problems(a: ParticipantProfile, b: ParticipantProfile, inp: MatchingIn
         frozenset(o.participant_ids) for o in inp.overrides if o.kind is OverrideKind.EXCLUDE_PAIR
     }:
         out.append(f"{names}: excluded by an override")
+    return out
+
+
+def _pair_problems(a: ParticipantProfile, b: ParticipantProfile, inp: MatchingInput, *, mentor_pair: bool) -> list[str]:
+    pol = inp.policy
+    out = _apart_problems(a, b, inp)
+    names = f"{a.participant_id}/{b.participant_id}"
     if mentor_pair or inp.form is Form.PEER_GROUP:
         if pol.require_shared_language and not set(a.languages) & set(b.languages):
             out.append(f"{names}: no shared language")
@@ -79,6 +87,8 @@ def validate(inp: MatchingInput, result: MatchingResult) -> list[str]:
         for m in mentors:
             for x in members:
                 problems += [f"{g.group_id}: {p}" for p in _pair_problems(by_id[m], by_id[x], inp, mentor_pair=True)]
+        for x, y in combinations(mentors, 2):
+            problems += [f"{g.group_id}: {p}" for p in _apart_problems(by_id[x], by_id[y], inp)]
         for x, y in combinations(members, 2):
             problems += [f"{g.group_id}: {p}" for p in _pair_problems(by_id[x], by_id[y], inp, mentor_pair=False)]
         if pol.max_timezone_distance_hours is not None and inp.form is not Form.PEER_GROUP and not mentors:

@@ -11,16 +11,17 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from contracts.events import ParticipantProfile
+from contracts.events import GroupMember, ParticipantProfile
 from contracts.policy import Form, Role
 from services.matching.domain import MatchingInput, match, validate
-from services.matching.domain.model import Group
+from services.matching.domain.model import Group, MatchingResult, Stats
 from services.matching.domain.validate import _pair_problems
 from services.matching.tests.factories import mentor, person, pool
 
 
 @st.composite
-def small_pools(draw: st.DrawFn, max_mentors: int = 3, max_mentees: int = 5) -> MatchingInput:
+def small_pools(draw: st.DrawFn, max_mentors: int = 3, max_mentees: int = 5, *, lenient: bool = False) -> MatchingInput:
+    """Random pools; ``lenient`` ones keep most pairs compatible so that groups actually form."""
     n_mentors = draw(st.integers(1, max_mentors))
     n_mentees = draw(st.integers(1, max_mentees))
     ids = [f"M{i}" for i in range(n_mentors)] + [f"m{i}" for i in range(n_mentees)]
@@ -30,18 +31,22 @@ def small_pools(draw: st.DrawFn, max_mentors: int = 3, max_mentees: int = 5) -> 
         common: dict[str, Any] = {
             "department": draw(st.sampled_from(["A", "B"])),
             "languages": draw(st.lists(st.sampled_from(["en", "fr"]), min_size=1, max_size=2, unique=True)),
-            "utc_offset_minutes": draw(st.sampled_from([0, 60, 480])),
+            "utc_offset_minutes": draw(st.sampled_from([0, 60] if lenient else [0, 60, 480])),
             "manager_chain": draw(st.lists(st.sampled_from(others), max_size=1)) if others else [],
             "conflicts_with": draw(st.lists(st.sampled_from(others), max_size=1)) if others else [],
             "skills_offered": draw(st.lists(st.sampled_from(["a", "b", "c"]), max_size=2, unique=True)),
             "skills_sought": draw(st.lists(st.sampled_from(["a", "b", "c"]), max_size=2, unique=True)),
             "goals": draw(st.lists(st.sampled_from(["x", "y"]), max_size=1)),
         }
+        if lenient and pid[-1] in "01":
+            common["languages"] = sorted({*common["languages"], "en"})
         if pid.startswith("M"):
-            people.append(mentor(pid, capacity=draw(st.integers(0, 2)), level=draw(st.integers(3, 8)), **common))
+            capacity = draw(st.integers(1, 2) if lenient else st.integers(0, 2))
+            people.append(mentor(pid, capacity=capacity, level=draw(st.integers(5 if lenient else 3, 8)), **common))
         else:
             people.append(person(pid, level=draw(st.integers(1, 5)), **common))
-    load = {p.participant_id: draw(st.integers(0, 1)) for p in people if p.role is Role.MENTOR}
+    most = 0 if lenient else 1
+    load = {p.participant_id: draw(st.integers(0, most)) for p in people if p.role is Role.MENTOR}
     depth = draw(st.integers(0, 2))
     dept = draw(st.sampled_from([None, 1]))
     return pool(people, load=load, reporting_line_depth=depth, max_same_department=dept)
@@ -92,6 +97,73 @@ def test_facilitated_groups_respect_every_rule(inp: MatchingInput, seed: int) ->
     )
     result = match(grouped, seed, time_limit_s=5)
     assert validate(grouped, result) == []
+
+
+def brute_force_grouped(inp: MatchingInput) -> int:
+    """The most mentees placed over every set of disjoint groups (each checked by ``validate``)."""
+    pol = inp.policy
+    by_role = {p.participant_id: p.role for p in inp.participants}
+    mentors = sorted(pid for pid, role in by_role.items() if role is Role.MENTOR)
+    mentees = sorted(pid for pid, role in by_role.items() if role is not Role.MENTOR)
+    free = {
+        m.participant_id: max(0, (m.capacity or 0) - inp.existing_load.get(m.participant_id, 0))
+        for m in inp.participants
+        if m.role is Role.MENTOR
+    }
+
+    def as_group(leads: tuple[str, ...], members: tuple[str, ...]) -> Group:
+        roster = [GroupMember(participant_id=p, role=by_role[p]) for p in leads + members]
+        return Group(group_id="g", members=roster, fit=0.0, explanation=[])
+
+    def result_of(groups: list[Group]) -> MatchingResult:
+        stats = Stats(
+            method="brute", status="OPTIMAL", seed=0, placed_count=0, unplaced_count=0, placed_bound=0,
+            total_fit=0.0, max_load_ratio=0.0, load={}, wall_time_seconds=0.0,
+        )  # fmt: skip
+        return MatchingResult(
+            program_id="p", form=inp.form, seed=0, groups=groups, unplaced=[], lottery={}, stats=stats
+        )
+
+    options = []
+    for leads in itertools.combinations(mentors, pol.mentors_per_group):
+        if any(free[m] == 0 for m in leads):
+            continue
+        for size in range(pol.group_members_min, min(pol.group_members_max, len(mentees)) + 1):
+            for members in itertools.combinations(mentees, size):
+                group = as_group(leads, members)
+                if not validate(inp, result_of([group])):
+                    options.append((leads, members))
+
+    def best(start: int, used: Counter[str], taken: frozenset[str]) -> int:
+        top = 0
+        for n in range(start, len(options)):
+            leads, members = options[n]
+            if taken & set(members) or any(used[m] + 1 > free[m] for m in leads):
+                continue
+            used.update(leads)
+            top = max(top, len(members) + best(n + 1, used, taken | set(members)))
+            used.subtract(leads)
+        return top
+
+    return best(0, Counter(), frozenset())
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(small_pools(max_mentors=3, max_mentees=4, lenient=True), st.integers(1, 2), st.integers(0, 10_000))
+def test_facilitated_groups_with_one_or_two_mentors_place_the_brute_force_optimum(
+    inp: MatchingInput, mentors_per_group: int, seed: int
+) -> None:
+    grouped = inp.model_copy(
+        update={
+            "form": Form.FACILITATED_GROUP,
+            "policy": inp.policy.model_copy(
+                update={"mentors_per_group": mentors_per_group, "group_members_min": 1, "group_members_max": 2}
+            ),
+        }
+    )
+    result = match(grouped, seed, time_limit_s=5)
+    assert validate(grouped, result) == []
+    assert result.stats.placed_count == brute_force_grouped(grouped)
 
 
 def _canonical(groups: list[Group]) -> list[tuple[str, ...]]:

@@ -145,3 +145,40 @@ def test_teams_are_placed_whole_with_their_mentors() -> None:
     result = solve(inp)
     assert len(result.groups) == 1
     assert sorted(m.role.value for m in result.groups[0].members) == ["mentee"] * 3 + ["mentor"] * 2
+
+
+def test_facilitated_groups_with_co_facilitators_keep_every_mentor_rule() -> None:
+    """Two mentors per group: both eligible for every member, never in each other's reporting line,
+    and each co-facilitated group counts against both mentors' capacity."""
+    people = [
+        mentor("M1", capacity=1, languages=["en"], department="Legal"),
+        mentor("M2", capacity=1, languages=["en", "fr"], department="Tax", manager_chain=["M1"]),
+        mentor("M3", capacity=1, languages=["en", "fr"], department="Risk"),
+        mentor("M4", capacity=1, languages=["fr"], department="Audit"),
+    ]
+    people += [person(f"e{i}", languages=["en"], department=f"D{i}") for i in range(3)]
+    people += [person(f"f{i}", languages=["fr"], department=f"D{i}") for i in range(3)]
+    inp = pool(
+        people,
+        form=Form.FACILITATED_GROUP,
+        mentors_per_group=2,
+        group_members_min=3,
+        group_members_max=3,
+        max_same_department=None,
+    )
+    result = solve(inp)
+    assert result.stats.placed_count == 6
+    rosters = sorted(
+        (sorted(m.participant_id for m in g.members if m.role is Role.MENTOR),
+         sorted(m.participant_id for m in g.members if m.role is not Role.MENTOR))
+        for g in result.groups
+    )  # fmt: skip
+    # English speakers need two English-speaking mentors not in one reporting line: M1 and M3;
+    # French speakers then get M2 and M4.
+    assert rosters == [(["M1", "M3"], ["e0", "e1", "e2"]), (["M2", "M4"], ["f0", "f1", "f2"])]
+    assert result.stats.load == {"M1": 1, "M2": 1, "M3": 1, "M4": 1}
+    group = next(g for g in result.groups if any(m.participant_id == "M3" for m in g.members))
+    details = {c.detail for c in group.explanation}
+    assert "cross-department Risk / D0 (M3, e0)" in details, "each co-facilitator's fit is explained"
+    assert "cross-department Legal / D0 (M1, e0)" in details
+    assert group.fit == 6.0
