@@ -27,6 +27,9 @@ class TopicTail:
         if not partitions:
             await self._consumer._client.force_metadata_update()
             partitions = self._consumer.partitions_for_topic(self._topic) or set()
+        if not partitions:
+            await self._consumer.stop()
+            raise LookupError(f"topic {self._topic} has no partitions on the broker: was it created?")
         tps = [TopicPartition(self._topic, p) for p in sorted(partitions)]
         self._consumer.assign(tps)
         await self._consumer.seek_to_end(*tps)

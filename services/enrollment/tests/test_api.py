@@ -195,22 +195,24 @@ async def test_roles_and_tokens(api: Api) -> None:
 
 
 async def test_org_change_republishes_affected_profiles(api: Api, stack: StackEndpoints) -> None:
-    program = await _open(api)
-    pid = program["program_id"]
-    people = await _import(api, 30)
-    mentee = people[5]
-    r = await api.client.post(
-        f"/programs/{pid}/enrolments", json={"participant_id": mentee.employee_id, "role": "mentee"}, headers=api.admin
-    )
-    assert r.status_code == 201
+    # The tail opens before anything is in the outbox, so every event of this program is seen: the
+    # org change adds exactly one participant.updated after the two earlier events, in order.
     async with TopicTail(stack.kafka_bootstrap, ENROLLMENT.name) as tail:
+        program = await _open(api)
+        pid = program["program_id"]
+        people = await _import(api, 30)
+        mentee = people[5]
+        r = await api.client.post(
+            f"/programs/{pid}/enrolments",
+            json={"participant_id": mentee.employee_id, "role": "mentee"},
+            headers=api.admin,
+        )
+        assert r.status_code == 201
         moved = {**mentee.row(), "department": "Moved Dept"}
         r = await api.client.post("/org-chart", json=[moved], headers=api.admin)
         assert r.json() == {"imported": 1, "profiles_updated": 1}
-        # The relay may publish the earlier participant.enrolled after the tail started: look at updates only.
-        records = await tail.collect(
-            lambda rec: rec.key == pid.encode() and isinstance(from_kafka(rec.headers, rec.value).data, ParticipantUpdated),
-            count=1,
-        )
-    (record,) = records
-    assert json.loads(record.value)["profile"]["department"] == "Moved Dept"
+        records = await tail.collect(lambda rec: rec.key == pid.encode(), count=3)
+    envelopes = [from_kafka(rec.headers, rec.value) for rec in records]
+    assert [type(e.data) for e in envelopes] == [ProgramOpened, ParticipantEnrolled, ParticipantUpdated]
+    assert len({e.id for e in envelopes}) == 3
+    assert json.loads(records[2].value)["profile"]["department"] == "Moved Dept"
