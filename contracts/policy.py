@@ -5,7 +5,9 @@ Defined once here because enrollment owns it and matching obeys it; both must ag
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from enum import StrEnum
+from typing import Any
 
 from pydantic import Field, model_validator
 
@@ -105,3 +107,57 @@ def default_policy(form: Form) -> MatchingPolicy:
             return MatchingPolicy(mentors_per_group=2, group_members_min=2, group_members_max=30)
         case Form.REVERSE:
             return MatchingPolicy(seniority_rule=SeniorityRule.MENTOR_BELOW)
+
+
+class UnknownPolicyFields(ValueError):
+    """A change names fields the policy does not have: a typo must not be ignored silently."""
+
+    def __init__(self, names: list[str]) -> None:
+        super().__init__(f"unknown policy field(s): {', '.join(names)}")
+        self.names = names
+
+
+def merge_policy(base: MatchingPolicy, changes: Mapping[str, Any]) -> MatchingPolicy:
+    """``changes`` (any subset of the fields, ``weights`` too) over ``base``, validated as a whole.
+
+    So an administrator states only what differs from the form's defaults, and a partial change keeps
+    the rest. Raises UnknownPolicyFields, or pydantic's ValidationError locating the field at fault.
+    """
+    unknown = sorted(set(changes) - set(MatchingPolicy.model_fields))
+    if unknown:
+        raise UnknownPolicyFields(unknown)
+    merged: dict[str, Any] = base.model_dump()
+    for name, value in changes.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(name), dict):
+            merged[name] = {**merged[name], **value}
+        else:
+            merged[name] = value
+    return MatchingPolicy.model_validate(merged)
+
+
+MENTOR_FORMS = frozenset({Form.ONE_TO_ONE, Form.FACILITATED_GROUP, Form.TEAM, Form.REVERSE})
+
+
+def policy_problems(form: Form, policy: MatchingPolicy) -> list[tuple[str, str]]:
+    """What in ``policy`` contradicts ``form``, as (field, reason); empty when the two fit together."""
+    problems: list[tuple[str, str]] = []
+    if form is Form.PEER_GROUP:
+        if policy.mentors_per_group != 0:
+            problems.append(("mentors_per_group", "a peer_group program has no mentors: set 0"))
+        if policy.seniority_rule not in (SeniorityRule.NONE, SeniorityRule.PEERS_WITHIN):
+            problems.append(("seniority_rule", "a peer_group program takes seniority_rule none or peers_within"))
+    if form in MENTOR_FORMS:
+        if policy.mentors_per_group < 1:
+            problems.append(("mentors_per_group", f"a {form} program needs at least 1 mentor per group"))
+        if policy.seniority_rule is SeniorityRule.PEERS_WITHIN:
+            problems.append(("seniority_rule", f"peers_within is for peer forms, not {form}"))
+    if form is Form.ONE_TO_ONE:
+        if policy.mentors_per_group > 1:
+            problems.append(("mentors_per_group", "a one_to_one program pairs exactly 1 mentor with 1 mentee"))
+        if policy.group_members_max != 1:
+            problems.append(("group_members_max", "a one_to_one program pairs exactly 1 mentor with 1 mentee"))
+    if form is Form.REVERSE and policy.seniority_rule is SeniorityRule.MENTOR_ABOVE:
+        problems.append(("seniority_rule", "in reverse mentoring the mentor is the junior: use mentor_below or none"))
+    if form is Form.PEER_GROUP and policy.group_members_max < 2:
+        problems.append(("group_members_max", "a peer_group needs room for at least 2 peers"))
+    return problems

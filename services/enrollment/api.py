@@ -1,4 +1,12 @@
-"""Enrollment's HTTP API: thin routes over the handlers; errors carry the field at fault."""
+"""Enrollment's HTTP API: thin routes over the handlers; errors carry the field at fault.
+
+Every 404, 409 and 422 has FastAPI's own shape, ``{"detail": [{"loc": [...], "msg": ..., "type": ...}]}``:
+``loc`` starts with where the input was (``body``, ``path``, ``query``); an upload's row errors are at
+``["body", <row>, <field>]`` (the CSV line, header = line 1, or the 1-based position in a JSON list)
+and an error about the upload as a whole at ``["body"]``. ``type`` is pydantic's error type, or
+``not_found``, ``conflict``, ``value_error`` for the domain's rules. 401 and 403 carry a plain
+``{"detail": "..."}`` from the authentication layer shared by every service.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +15,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request, status
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from contracts.policy import Form, MatchingPolicy
 from runtime.auth import ApiRole, Principal, require
@@ -24,9 +32,10 @@ from services.enrollment.domain.model import (
     Program,
     ProgramPatch,
     ProgramSpec,
+    RowError,
     RowErrors,
 )
-from services.enrollment.domain.uploads import parse_rows
+from services.enrollment.domain.uploads import Upload, parse_upload
 
 router = APIRouter()
 Ctx = Annotated[ServiceContext, Depends(context)]
@@ -34,6 +43,25 @@ Admin = Annotated[Principal, Depends(require(ApiRole.ADMIN))]
 AnyReader = Annotated[Principal, Depends(require(ApiRole.ADMIN, ApiRole.INTEGRATION, ApiRole.PARTICIPANT))]
 Staff = Annotated[Principal, Depends(require(ApiRole.ADMIN, ApiRole.INTEGRATION))]
 Member = Annotated[Principal, Depends(require(ApiRole.ADMIN, ApiRole.PARTICIPANT))]
+
+
+class ErrorItem(BaseModel):
+    loc: list[str | int]
+    msg: str
+    type: str
+
+
+class ErrorOut(BaseModel):
+    """The one error shape of this API (FastAPI's own for 422), for 404, 409 and 422 alike."""
+
+    detail: list[ErrorItem]
+
+
+_WHY = {404: "an unknown id, named in loc", 409: "a conflict with the current state", 422: "invalid input, per field"}
+
+
+def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
+    return {code: {"model": ErrorOut, "description": _WHY[code]} for code in codes}
 
 
 class ProgramOut(BaseModel):
@@ -66,7 +94,7 @@ def _only_self(who: Principal, participant_id: str) -> None:
         raise HTTPException(status.HTTP_403_FORBIDDEN, detail="participants may act only on their own enrolment")
 
 
-@router.post("/programs", status_code=201, response_model=ProgramOut, tags=["programs"])
+@router.post("/programs", status_code=201, response_model=ProgramOut, tags=["programs"], responses=_errors(422))
 async def open_program(spec: ProgramSpec, ctx: Ctx, _: Admin) -> ProgramOut:
     """Open a program; the matching policy defaults per form when not given. Publishes program.opened."""
     return ProgramOut.of(await handlers.open_program(ctx.pool, spec))
@@ -78,28 +106,26 @@ async def list_programs(ctx: Ctx, _: AnyReader) -> list[ProgramOut]:
         return [ProgramOut.of(p) for p in await repo.list_programs(conn)]
 
 
-@router.get("/programs/{program_id}", response_model=ProgramOut, tags=["programs"])
+@router.get("/programs/{program_id}", response_model=ProgramOut, tags=["programs"], responses=_errors(404))
 async def get_program(program_id: str, ctx: Ctx, _: AnyReader) -> ProgramOut:
     return ProgramOut.of(await handlers.get_program(ctx.pool, program_id))
 
 
-@router.patch("/programs/{program_id}", response_model=ProgramOut, tags=["programs"])
+@router.patch("/programs/{program_id}", response_model=ProgramOut, tags=["programs"], responses=_errors(404, 409, 422))
 async def update_program(program_id: str, patch: ProgramPatch, ctx: Ctx, _: Admin) -> ProgramOut:
     """Change name, cadence, end date or policy. Publishes program.updated."""
     return ProgramOut.of(await handlers.update_program(ctx.pool, program_id, patch))
 
 
-@router.post("/programs/{program_id}/close", response_model=ProgramOut, tags=["programs"])
+@router.post("/programs/{program_id}/close", response_model=ProgramOut, tags=["programs"], responses=_errors(404))
 async def close_program(program_id: str, ctx: Ctx, _: Admin) -> ProgramOut:
     return ProgramOut.of(await handlers.close_program(ctx.pool, program_id))
 
 
-async def _upload(request: Request, model: type[Any]) -> list[Any]:
+async def _upload(request: Request, model: type[Any], key: str) -> Upload[Any]:
+    """Parsed rows and parse errors; the handler adds the domain's errors and reports all together."""
     content_type = request.headers.get("content-type", "application/json")
-    rows, errors = parse_rows(await request.body(), content_type, model)
-    if errors:
-        raise RowErrors(errors)
-    return rows
+    return parse_upload(await request.body(), content_type, model, key=key)
 
 
 _UPLOAD_DOC: dict[str, Any] = {
@@ -113,17 +139,19 @@ _UPLOAD_DOC: dict[str, Any] = {
 }
 
 
-@router.post("/org-chart", tags=["org chart"], openapi_extra=_UPLOAD_DOC)
+@router.post("/org-chart", tags=["org chart"], openapi_extra=_UPLOAD_DOC, responses=_errors(422))
 async def import_org_chart(request: Request, ctx: Ctx, _: Admin) -> dict[str, int]:
     """Import (upsert) the org chart from the HRIS as CSV or JSON rows: employee_id, manager_id,
     department, level, location, utc_offset_minutes, languages (``en;it``). Unknown managers, cycles
     and duplicate ids are reported with their rows and nothing is imported."""
-    people = await _upload(request, OrgPerson)
-    result = await handlers.import_org_chart(ctx.pool, people)
+    upload = await _upload(request, OrgPerson, "employee_id")
+    result = await handlers.import_org_chart(
+        ctx.pool, upload.rows, rows=upload.numbers, errors=upload.errors, unreadable=upload.unreadable_keys
+    )
     return {"imported": result.imported, "profiles_updated": result.profiles_updated}
 
 
-@router.get("/org-chart/{employee_id}", response_model=OrgPerson, tags=["org chart"])
+@router.get("/org-chart/{employee_id}", response_model=OrgPerson, tags=["org chart"], responses=_errors(404))
 async def get_person(
     employee_id: str, ctx: Ctx, _: Annotated[Principal, Depends(require(ApiRole.ADMIN, ApiRole.INTEGRATION))]
 ) -> OrgPerson:
@@ -132,25 +160,35 @@ async def get_person(
     async with ctx.pool.acquire() as conn:
         person = await _get(conn, employee_id)
     if person is None:
-        raise NotFound(f"no employee {employee_id}", "employee_id")
+        raise NotFound(f"no employee {employee_id}", "employee_id", "path")
     return person
 
 
-@router.post("/programs/{program_id}/enrolments", status_code=201, tags=["enrolments"])
+@router.post(
+    "/programs/{program_id}/enrolments", status_code=201, tags=["enrolments"], responses=_errors(404, 409, 422)
+)
 async def enrol(program_id: str, body: EnrolmentRequest, ctx: Ctx, who: Member) -> dict[str, Any]:
     """Enrol a person (a participant enrols themself). Publishes participant.enrolled."""
     _only_self(who, body.participant_id)
     return (await handlers.enrol(ctx.pool, program_id, body)).as_dict()
 
 
-@router.post("/programs/{program_id}/enrolments/bulk", tags=["enrolments"], openapi_extra=_UPLOAD_DOC)
+@router.post(
+    "/programs/{program_id}/enrolments/bulk",
+    tags=["enrolments"],
+    openapi_extra=_UPLOAD_DOC,
+    responses=_errors(404, 409, 422),
+)
 async def bulk_enrol(program_id: str, request: Request, ctx: Ctx, _: Admin) -> dict[str, int]:
-    """Thousands of enrolments as CSV or JSON rows, all or nothing; every bad row is reported."""
-    rows = await _upload(request, EnrolmentRequest)
-    return {"enrolled": await handlers.bulk_enrol(ctx.pool, program_id, rows)}
+    """Thousands of enrolments as CSV or JSON rows, all or nothing. Every bad row is reported in one
+    422, parse errors and the domain's (unknown people, duplicates, already enrolled) together, at
+    ``["body", <row>, <field>]``: the CSV line (header = line 1) or the position in the JSON list."""
+    upload = await _upload(request, EnrolmentRequest, "participant_id")
+    enrolled = await handlers.bulk_enrol(ctx.pool, program_id, upload.rows, rows=upload.numbers, errors=upload.errors)
+    return {"enrolled": enrolled}
 
 
-@router.get("/programs/{program_id}/enrolments", tags=["enrolments"])
+@router.get("/programs/{program_id}/enrolments", tags=["enrolments"], responses=_errors(404, 422))
 async def list_enrolments(
     program_id: str,
     ctx: Ctx,
@@ -167,14 +205,23 @@ async def list_enrolments(
     return {"items": items, "next_after": items[-1]["participant_id"] if len(items) == limit else None}
 
 
-@router.get("/programs/{program_id}/enrolments/{participant_id}", tags=["enrolments"])
+@router.get("/me/enrolments", tags=["enrolments"])
+async def my_enrolments(ctx: Ctx, who: Annotated[Principal, Depends(require(ApiRole.PARTICIPANT))]) -> dict[str, Any]:
+    """The caller's own enrolments in every program, active and withdrawn (participant role; the
+    token's subject is the participant id)."""
+    return {"items": [r.as_dict() for r in await handlers.my_enrolments(ctx.pool, who.subject)]}
+
+
+@router.get("/programs/{program_id}/enrolments/{participant_id}", tags=["enrolments"], responses=_errors(404))
 async def get_enrolment(program_id: str, participant_id: str, ctx: Ctx, who: AnyReader) -> dict[str, Any]:
     if who.roles == {ApiRole.PARTICIPANT}:
         _only_self(who, participant_id)
     return (await handlers.get_enrolment(ctx.pool, program_id, participant_id)).as_dict()
 
 
-@router.patch("/programs/{program_id}/enrolments/{participant_id}", tags=["enrolments"])
+@router.patch(
+    "/programs/{program_id}/enrolments/{participant_id}", tags=["enrolments"], responses=_errors(404, 409, 422)
+)
 async def update_enrolment(
     program_id: str, participant_id: str, patch: EnrolmentPatch, ctx: Ctx, who: Member
 ) -> dict[str, Any]:
@@ -183,26 +230,49 @@ async def update_enrolment(
     return (await handlers.update_enrolment(ctx.pool, program_id, participant_id, patch)).as_dict()
 
 
-@router.delete("/programs/{program_id}/enrolments/{participant_id}", status_code=204, tags=["enrolments"])
+@router.delete(
+    "/programs/{program_id}/enrolments/{participant_id}",
+    status_code=204,
+    tags=["enrolments"],
+    responses=_errors(404),
+)
 async def withdraw(program_id: str, participant_id: str, ctx: Ctx, who: Member) -> None:
     """Leave a program. Publishes participant.withdrawn."""
     _only_self(who, participant_id)
     await handlers.withdraw(ctx.pool, program_id, participant_id)
 
 
+def _row_loc(error: RowError) -> list[str | int]:
+    if error.row == 0:
+        return ["body"]
+    fields = error.field.split(".") if error.field else []
+    return ["body", error.row, *(int(f) if f.isdigit() else f for f in fields)]
+
+
+def _error(loc: list[str | int], msg: str, type_: str) -> dict[str, Any]:
+    return ErrorItem(loc=loc, msg=msg, type=type_).model_dump()
+
+
 def install_error_handlers(app: FastAPI) -> None:
-    """Domain errors become the same shape FastAPI uses for 422s, naming the field at fault."""
+    """Domain errors, row errors and validation errors raised inside a handler all become FastAPI's
+    422 shape, naming the field at fault (404 and 409 too, with their own ``type``)."""
 
     async def row_errors(_: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RowErrors)
-        rows = [{"row": e.row, "field": e.field, "msg": e.message} for e in exc.errors]
-        return JSONResponse({"detail": exc.message, "errors": rows}, status_code=422)
+        detail = [_error(_row_loc(e), e.message, e.kind) for e in exc.errors]
+        return JSONResponse({"detail": detail}, status_code=422)
 
     async def domain_error(_: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, DomainError)
         code = 404 if isinstance(exc, NotFound) else 409 if isinstance(exc, Conflict) else 422
-        loc = ["body", exc.field] if exc.field else ["body"]
-        return JSONResponse({"detail": [{"loc": loc, "msg": exc.message, "type": "domain"}]}, status_code=code)
+        return JSONResponse({"detail": [_error(exc.loc, exc.message, exc.kind)]}, status_code=code)
+
+    async def validation_error(_: Request, exc: Exception) -> JSONResponse:
+        """A model validated inside a handler (a patched enrolment): the body's field is at fault."""
+        assert isinstance(exc, ValidationError)
+        detail = [_error(["body", *err["loc"]], err["msg"], err["type"]) for err in exc.errors()]
+        return JSONResponse({"detail": detail}, status_code=422)
 
     app.add_exception_handler(RowErrors, row_errors)
     app.add_exception_handler(DomainError, domain_error)
+    app.add_exception_handler(ValidationError, validation_error)

@@ -47,6 +47,22 @@ def _chunks(data: bytes, bar: tqdm) -> Iterator[bytes]:
         yield piece
 
 
+def _server_errors(response: httpx.Response) -> list[str]:
+    """The API's errors as ``row N: field: message`` lines (loc is ``["body", row, field...]``)."""
+    try:
+        detail = response.json()["detail"]
+    except (ValueError, KeyError, TypeError):
+        return [response.text[:4000]]
+    if not isinstance(detail, list):
+        return [str(detail)]
+    lines = []
+    for item in detail:
+        loc = [str(p) for p in item.get("loc", [])[1:]]
+        where = f"row {loc[0]}: {'.'.join(loc[1:]) or '-'}" if loc and loc[0].isdigit() else ".".join(loc) or "upload"
+        lines.append(f"{where}: {item.get('msg')}")
+    return lines
+
+
 def upload(url: str, token: str, path: Path, model: type[EnrolmentRequest] | type[OrgPerson]) -> int:
     data = path.read_bytes()
     content_type = _content_type(path)
@@ -66,7 +82,9 @@ def upload(url: str, token: str, path: Path, model: type[EnrolmentRequest] | typ
             timeout=600,
         )
     if response.status_code >= 400:
-        print(f"the server refused the upload ({response.status_code}): {response.text[:4000]}", file=sys.stderr)
+        print(f"the server refused the upload ({response.status_code}), nothing stored:", file=sys.stderr)
+        for line in _server_errors(response)[:50]:
+            print(line, file=sys.stderr)
         return 1
     print(response.text)
     return 0

@@ -1,9 +1,19 @@
-"""Enrollment's use cases: load, decide (domain), save state and its events in one transaction."""
+"""Enrollment's use cases: load, decide (domain), save state and its events in one transaction.
+
+Locks, always taken in this order so that no two transactions wait on each other in a cycle:
+1. the org chart: SHARE for whoever builds profiles from it (enrol, bulk, update), SHARE ROW
+   EXCLUSIVE for an import that changes it;
+2. program rows, FOR UPDATE, in program id order: every transaction that writes a program's events
+   holds its row, so those events commit in the order of their outbox ids;
+3. the enrolment rows read to be changed or republished, FOR UPDATE.
+"""
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass, replace
+from typing import TypeVar
 
 import asyncpg
 
@@ -11,11 +21,13 @@ from contracts.base import utcnow
 from contracts.envelope import Envelope
 from contracts.events import (
     ParticipantEnrolled,
+    ParticipantProfile,
     ParticipantUpdated,
     ParticipantWithdrawn,
     ProgramOpened,
     ProgramUpdated,
 )
+from contracts.policy import Role
 from runtime.outbox import add_to_outbox
 from services.enrollment.adapters import repository as repo
 from services.enrollment.domain.model import (
@@ -32,6 +44,7 @@ from services.enrollment.domain.model import (
     RowErrors,
     apply_patch,
     check_enrolment,
+    resolve_policy,
     validate_org_chart,
 )
 from services.enrollment.domain.model import DomainError as DomainError
@@ -49,6 +62,26 @@ def _program_event(program: Program, *, opened: bool) -> Envelope:
         "opened_at": program.opened_at,
     }
     return Envelope(data=ProgramOpened(**fields) if opened else ProgramUpdated(**fields, status=program.status))
+
+
+T = TypeVar("T")
+DEADLOCK_ATTEMPTS = 3
+
+
+async def _transaction(pool: asyncpg.Pool, work: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
+    """``work`` in one transaction, tried again if Postgres broke a deadlock by aborting it.
+
+    Locks are ordered (see above), but a person's set of mentor programs can grow between reading it
+    and locking it; the rare cycle that follows is resolved by running the whole command again.
+    """
+    for attempt in range(1, DEADLOCK_ATTEMPTS + 1):
+        try:
+            async with pool.acquire() as conn, conn.transaction():
+                return await work(conn)
+        except asyncpg.DeadlockDetectedError:
+            if attempt == DEADLOCK_ATTEMPTS:
+                raise
+    raise AssertionError("unreachable")
 
 
 async def open_program(pool: asyncpg.Pool, spec: ProgramSpec) -> Program:
@@ -72,8 +105,52 @@ async def open_program(pool: asyncpg.Pool, spec: ProgramSpec) -> Program:
 async def _program_or_404(conn: asyncpg.Connection, program_id: str, *, for_update: bool = False) -> Program:
     program = await repo.get_program(conn, program_id, for_update=for_update)
     if program is None:
-        raise NotFound(f"no program {program_id}", "program_id")
+        raise NotFound(f"no program {program_id}", "program_id", "path")
     return program
+
+
+async def _lock_programs(conn: asyncpg.Connection, program_id: str, mentors: Sequence[str] = ()) -> Program:
+    """Locks ``program_id`` and every open program where one of ``mentors`` is an active mentor (their
+    capacity is one number across programs, so a change republishes them all), in id order.
+
+    The set is read, locked, and read again until no new program appears.
+    """
+    locked: dict[str, Program] = {}
+    while True:
+        wanted = {program_id} | await repo.mentor_programs(conn, mentors)
+        missing = wanted - locked.keys()
+        if not missing:
+            break
+        locked.update(await repo.lock_programs(conn, sorted(missing)))
+        if program_id not in locked:
+            raise NotFound(f"no program {program_id}", "program_id", "path")
+    return locked[program_id]
+
+
+async def _share_capacity(
+    conn: asyncpg.Connection, program_id: str, capacities: dict[str, int | None]
+) -> list[Envelope]:
+    """Sets each mentor's capacity on their other active mentor enrolments (their programs are locked by
+    ``_lock_programs``) and returns a participant.updated for each profile that changed.
+
+    A mentor's capacity counts mentees or groups across every program, so the latest declaration wins
+    everywhere and matching never sees two numbers for one person.
+    """
+    if not capacities:
+        return []
+    changed = []
+    events = []
+    now = utcnow()
+    for row in await repo.other_mentor_enrolments(conn, program_id, list(capacities)):
+        capacity = capacities[row.participant_id]
+        if capacity is None or row.request.capacity == capacity:
+            continue
+        request = row.request.model_copy(update={"capacity": capacity})
+        profile = row.profile.model_copy(update={"capacity": capacity})
+        changed.append((row.program_id, request, profile))
+        events.append(Envelope(data=ParticipantUpdated(program_id=row.program_id, profile=profile, updated_at=now)))
+    await repo.set_enrolments(conn, changed)
+    return events
 
 
 async def get_program(pool: asyncpg.Pool, program_id: str) -> Program:
@@ -85,10 +162,11 @@ async def update_program(pool: asyncpg.Pool, program_id: str, patch: ProgramPatc
     async with pool.acquire() as conn, conn.transaction():
         program = await _program_or_404(conn, program_id, for_update=True)
         if not program.is_open:
-            raise Conflict(f"program {program_id} is closed", "program_id")
+            raise Conflict(f"program {program_id} is closed", "program_id", "path")
         changes = patch.model_dump(exclude_unset=True)
         if "policy" in changes:
-            changes["policy"] = patch.policy
+            # a partial change over the program's current policy: what is not named stays as it is
+            changes["policy"] = resolve_policy(program.form, program.policy, patch.policy or {})
         updated = replace(program, **changes)
         if updated.ends_on is not None and updated.ends_on < updated.starts_on:
             raise DomainError("ends_on must not be before starts_on", "ends_on")
@@ -114,33 +192,66 @@ class ImportResult:
     profiles_updated: int
 
 
-async def import_org_chart(pool: asyncpg.Pool, people: list[OrgPerson]) -> ImportResult:
-    """All or nothing; enrolled people whose org data changed get a participant.updated event."""
-    async with pool.acquire() as conn, conn.transaction():
+def _stale_profiles(index: OrgIndex, enrolments: list[repo.EnrolmentRow]) -> list[tuple[str, str, ParticipantProfile]]:
+    stale = []
+    for enrolment in enrolments:
+        fresh = index.profile(enrolment.request)
+        if fresh != enrolment.profile:
+            stale.append((enrolment.program_id, enrolment.participant_id, fresh))
+    return stale
+
+
+async def import_org_chart(
+    pool: asyncpg.Pool,
+    people: list[OrgPerson],
+    *,
+    rows: Sequence[int] | None = None,
+    errors: Sequence[RowError] = (),
+    unreadable: Collection[str] = (),
+) -> ImportResult:
+    """All or nothing; enrolled people whose org data changed get a participant.updated event.
+
+    ``errors`` are the upload's parse errors: they are reported together with the chart's own
+    (``rows`` numbers the valid ``people`` as in the file; ``unreadable`` are ids of rows that failed).
+    """
+
+    async def work(conn: asyncpg.Connection) -> ImportResult:
         await conn.execute("LOCK TABLE org_people IN SHARE ROW EXCLUSIVE MODE")
-        errors = validate_org_chart(people, await repo.org_managers(conn))
-        if errors:
-            raise RowErrors(errors)
+        found = [*errors, *validate_org_chart(people, await repo.org_managers(conn), rows, unreadable)]
+        if found:
+            raise RowErrors(sorted(found, key=lambda e: e.row))
         await repo.upsert_people(conn, people)
         index = OrgIndex.of(await repo.org_people(conn))
-        changed = []
-        events = []
-        now = utcnow()
-        for enrolment in await repo.active_enrolments(conn):
-            fresh = index.profile(enrolment.request)
-            if fresh != enrolment.profile:
-                changed.append((enrolment.program_id, enrolment.participant_id, fresh))
-                events.append(
-                    Envelope(data=ParticipantUpdated(program_id=enrolment.program_id, profile=fresh, updated_at=now))
-                )
+        # which programs are affected, unlocked; then lock those programs in order and read their
+        # enrolments again, locked: a withdrawal or a closing meanwhile must not be republished over
+        affected = sorted({program for program, _, _ in _stale_profiles(index, await repo.active_enrolments(conn))})
+        changed: list[tuple[str, str, ParticipantProfile]] = []
+        if affected:
+            await repo.lock_programs(conn, affected)
+            changed = _stale_profiles(index, await repo.active_enrolments(conn, affected, for_update=True))
         await repo.set_profiles(conn, changed)
-        await add_to_outbox(conn, *events)
-    return ImportResult(imported=len(people), profiles_updated=len(changed))
+        now = utcnow()
+        await add_to_outbox(
+            conn,
+            *(
+                Envelope(data=ParticipantUpdated(program_id=prog, profile=prof, updated_at=now))
+                for prog, _, prof in changed
+            ),
+        )
+        return ImportResult(imported=len(people), profiles_updated=len(changed))
+
+    return await _transaction(pool, work)
+
+
+def _mentors(requests: Sequence[EnrolmentRequest]) -> dict[str, int | None]:
+    return {r.participant_id: r.capacity for r in requests if r.role is Role.MENTOR}
 
 
 async def enrol(pool: asyncpg.Pool, program_id: str, request: EnrolmentRequest) -> repo.EnrolmentRow:
-    async with pool.acquire() as conn, conn.transaction():
-        program = await _program_or_404(conn, program_id, for_update=True)
+    async def work(conn: asyncpg.Connection) -> repo.EnrolmentRow:
+        await repo.hold_org_chart(conn)
+        capacities = _mentors([request])
+        program = await _lock_programs(conn, program_id, list(capacities))
         check_enrolment(program, request)
         existing = await repo.get_enrolment(conn, program_id, request.participant_id, for_update=True)
         if existing is not None and existing.status == "active":
@@ -151,38 +262,58 @@ async def enrol(pool: asyncpg.Pool, program_id: str, request: EnrolmentRequest) 
         profile = OrgIndex({person.employee_id: person}, await repo.org_managers(conn)).profile(request)
         await repo.save_enrolments(conn, program_id, [(request, profile)])
         await add_to_outbox(
-            conn, Envelope(data=ParticipantEnrolled(program_id=program_id, profile=profile, enrolled_at=utcnow()))
+            conn,
+            Envelope(data=ParticipantEnrolled(program_id=program_id, profile=profile, enrolled_at=utcnow())),
+            *await _share_capacity(conn, program_id, capacities),
         )
         row = await repo.get_enrolment(conn, program_id, request.participant_id)
         assert row is not None
         return row
 
+    return await _transaction(pool, work)
+
 
 async def bulk_enrol(
-    pool: asyncpg.Pool, program_id: str, requests: list[EnrolmentRequest], *, row_offset: int = 0
+    pool: asyncpg.Pool,
+    program_id: str,
+    requests: list[EnrolmentRequest],
+    *,
+    rows: Sequence[int] | None = None,
+    errors: Sequence[RowError] = (),
 ) -> int:
-    """Thousands in one transaction: validated together, stored by COPY, nothing stored on any error."""
-    async with pool.acquire() as conn, conn.transaction():
-        program = await _program_or_404(conn, program_id, for_update=True)
+    """Thousands in one transaction: validated together, stored by COPY, nothing stored on any error.
+
+    ``errors`` are the upload's parse errors, reported together with every row's domain errors;
+    ``rows`` numbers the valid ``requests`` as in the file (default 1, 2, ...).
+    """
+    numbers = list(rows) if rows is not None else list(range(1, len(requests) + 1))
+
+    async def work(conn: asyncpg.Connection) -> int:
+        await repo.hold_org_chart(conn)
+        capacities = _mentors(requests)
+        program = await _lock_programs(conn, program_id, list(capacities))
         people = await repo.org_people(conn, [r.participant_id for r in requests])
         index = OrgIndex(people, await repo.org_managers(conn))
         already = await repo.existing_participants(conn, program_id, [r.participant_id for r in requests])
-        errors: list[RowError] = []
+        found: list[RowError] = list(errors)
         seen: dict[str, int] = {}
         items = []
-        for i, request in enumerate(requests, start=row_offset + 1):
+        for i, request in zip(numbers, requests, strict=True):
             try:
                 check_enrolment(program, request)
                 if request.participant_id in seen:
-                    raise Conflict(f"{request.participant_id} appears twice (row {seen[request.participant_id]})")
+                    raise Conflict(
+                        f"{request.participant_id} appears twice (row {seen[request.participant_id]})",
+                        "participant_id",
+                    )
                 seen[request.participant_id] = i
                 if request.participant_id in already:
                     raise Conflict(f"{request.participant_id} is already enrolled", "participant_id")
                 items.append((request, index.profile(request)))
             except DomainError as exc:
-                errors.append(RowError(i, exc.field, exc.message))
-        if errors:
-            raise RowErrors(errors)
+                found.append(RowError(i, exc.field, exc.message, exc.kind))
+        if found:
+            raise RowErrors(sorted(found, key=lambda e: e.row))
         await repo.save_enrolments(conn, program_id, items)
         now = utcnow()
         await add_to_outbox(
@@ -191,8 +322,11 @@ async def bulk_enrol(
                 Envelope(data=ParticipantEnrolled.model_construct(program_id=program_id, profile=p, enrolled_at=now))
                 for _, p in items
             ),
+            *await _share_capacity(conn, program_id, capacities),
         )
-    return len(items)
+        return len(items)
+
+    return await _transaction(pool, work)
 
 
 async def get_enrolment(pool: asyncpg.Pool, program_id: str, participant_id: str) -> repo.EnrolmentRow:
@@ -200,39 +334,53 @@ async def get_enrolment(pool: asyncpg.Pool, program_id: str, participant_id: str
         await _program_or_404(conn, program_id)
         row = await repo.get_enrolment(conn, program_id, participant_id)
         if row is None:
-            raise NotFound(f"{participant_id} is not enrolled in {program_id}", "participant_id")
+            raise NotFound(f"{participant_id} is not enrolled in {program_id}", "participant_id", "path")
         return row
+
+
+async def my_enrolments(pool: asyncpg.Pool, participant_id: str) -> list[repo.EnrolmentRow]:
+    async with pool.acquire() as conn:
+        return await repo.enrolments_of(conn, participant_id)
 
 
 async def update_enrolment(
     pool: asyncpg.Pool, program_id: str, participant_id: str, patch: EnrolmentPatch
 ) -> repo.EnrolmentRow:
-    async with pool.acquire() as conn, conn.transaction():
-        program = await _program_or_404(conn, program_id)
+    async def work(conn: asyncpg.Connection) -> repo.EnrolmentRow:
+        await repo.hold_org_chart(conn)
+        current = await repo.get_enrolment(conn, program_id, participant_id)
+        shares = current is not None and current.request.role is Role.MENTOR and "capacity" in patch.model_fields_set
+        program = await _lock_programs(conn, program_id, [participant_id] if shares else [])
         row = await repo.get_enrolment(conn, program_id, participant_id, for_update=True)
         if row is None or row.status != "active":
-            raise NotFound(f"{participant_id} is not enrolled in {program_id}", "participant_id")
+            raise NotFound(f"{participant_id} is not enrolled in {program_id}", "participant_id", "path")
         request = apply_patch(row.request, patch)
         check_enrolment(program, request)
         person = await repo.get_person(conn, participant_id)
         assert person is not None  # enrolments reference org_people
         profile = OrgIndex({person.employee_id: person}, await repo.org_managers(conn)).profile(request)
         await repo.update_enrolment(conn, program_id, request, profile)
+        events = []
         if profile != row.profile:
-            await add_to_outbox(
-                conn, Envelope(data=ParticipantUpdated(program_id=program_id, profile=profile, updated_at=utcnow()))
+            events.append(
+                Envelope(data=ParticipantUpdated(program_id=program_id, profile=profile, updated_at=utcnow()))
             )
+        if shares:
+            events += await _share_capacity(conn, program_id, {participant_id: request.capacity})
+        await add_to_outbox(conn, *events)
         fresh = await repo.get_enrolment(conn, program_id, participant_id)
         assert fresh is not None
         return fresh
 
+    return await _transaction(pool, work)
+
 
 async def withdraw(pool: asyncpg.Pool, program_id: str, participant_id: str) -> None:
     async with pool.acquire() as conn, conn.transaction():
-        await _program_or_404(conn, program_id)
+        await _program_or_404(conn, program_id, for_update=True)
         row = await repo.get_enrolment(conn, program_id, participant_id, for_update=True)
         if row is None or row.status != "active":
-            raise NotFound(f"{participant_id} is not enrolled in {program_id}", "participant_id")
+            raise NotFound(f"{participant_id} is not enrolled in {program_id}", "participant_id", "path")
         await repo.withdraw(conn, program_id, participant_id)
         await add_to_outbox(
             conn,

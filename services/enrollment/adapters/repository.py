@@ -50,6 +50,19 @@ async def get_program(conn: asyncpg.Connection, program_id: str, *, for_update: 
     return _program(row) if row else None
 
 
+async def lock_programs(conn: asyncpg.Connection, program_ids: Sequence[str]) -> dict[str, Program]:
+    """Row locks on these programs, taken in id order so that two transactions never deadlock on them.
+
+    A program's row lock orders its events: whoever holds it writes that program's outbox rows, so
+    they commit in the order of their outbox ids.
+    """
+    rows = await conn.fetch(
+        "SELECT * FROM programs WHERE program_id = ANY($1::text[]) ORDER BY program_id FOR UPDATE",
+        sorted(set(program_ids)),
+    )
+    return {r["program_id"]: _program(r) for r in rows}
+
+
 async def list_programs(conn: asyncpg.Connection) -> list[Program]:
     return [_program(r) for r in await conn.fetch("SELECT * FROM programs ORDER BY opened_at, program_id")]
 
@@ -65,6 +78,15 @@ def _person(row: asyncpg.Record) -> OrgPerson:
         utc_offset_minutes=row["utc_offset_minutes"],
         languages=list(row["languages"]),
     )
+
+
+async def hold_org_chart(conn: asyncpg.Connection) -> None:
+    """Until commit, no org import changes the chart this transaction builds profiles from.
+
+    SHARE conflicts with the import's SHARE ROW EXCLUSIVE but not with itself: enrolments run side
+    by side, and an import waits for them (or they for it). Taken before any program lock.
+    """
+    await conn.execute("LOCK TABLE org_people IN SHARE MODE")
 
 
 async def org_managers(conn: asyncpg.Connection) -> dict[str, str | None]:
@@ -204,10 +226,60 @@ async def withdraw(conn: asyncpg.Connection, program_id: str, participant_id: st
     )  # fmt: skip
 
 
-async def active_enrolments(conn: asyncpg.Connection) -> list[EnrolmentRow]:
-    """Every active enrolment of open programs: an org import re-checks their published profiles."""
+async def active_enrolments(
+    conn: asyncpg.Connection, program_ids: Sequence[str] | None = None, *, for_update: bool = False
+) -> list[EnrolmentRow]:
+    """Active enrolments of open programs (all, or of these programs): an org import re-checks their
+    published profiles. ``for_update`` when they are about to be republished."""
     rows = await conn.fetch(
         "SELECT e.* FROM enrolments e JOIN programs p USING (program_id)"
-        " WHERE e.status = 'active' AND p.status = 'open'"
+        " WHERE e.status = 'active' AND p.status = 'open' AND ($1::text[] IS NULL OR e.program_id = ANY($1::text[]))"
+        " ORDER BY e.program_id, e.participant_id" + (" FOR UPDATE OF e" if for_update else ""),
+        None if program_ids is None else list(program_ids),
+    )
+    return [EnrolmentRow(r) for r in rows]
+
+
+async def mentor_programs(conn: asyncpg.Connection, participant_ids: Sequence[str]) -> set[str]:
+    """Open programs where any of these people is an active mentor (their capacity is shared)."""
+    if not participant_ids:
+        return set()
+    rows = await conn.fetch(
+        "SELECT DISTINCT e.program_id FROM enrolments e JOIN programs p USING (program_id)"
+        " WHERE e.participant_id = ANY($1::text[]) AND e.role = 'mentor' AND e.status = 'active'"
+        " AND p.status = 'open'",
+        list(participant_ids),
+    )
+    return {r["program_id"] for r in rows}
+
+
+async def other_mentor_enrolments(
+    conn: asyncpg.Connection, program_id: str, participant_ids: Sequence[str]
+) -> list[EnrolmentRow]:
+    """These people's active mentor enrolments in open programs other than ``program_id``, locked."""
+    rows = await conn.fetch(
+        "SELECT e.* FROM enrolments e JOIN programs p USING (program_id)"
+        " WHERE e.participant_id = ANY($2::text[]) AND e.program_id <> $1 AND e.role = 'mentor'"
+        " AND e.status = 'active' AND p.status = 'open'"
+        " ORDER BY e.program_id, e.participant_id FOR UPDATE OF e",
+        program_id, list(participant_ids),
+    )  # fmt: skip
+    return [EnrolmentRow(r) for r in rows]
+
+
+async def set_enrolments(
+    conn: asyncpg.Connection, changed: Sequence[tuple[str, EnrolmentRequest, ParticipantProfile]]
+) -> None:
+    await conn.executemany(
+        "UPDATE enrolments SET request=$3::jsonb, profile=$4::jsonb, updated_at=now()"
+        " WHERE program_id=$1 AND participant_id=$2",
+        [(prog, req.participant_id, req.model_dump_json(), prof.model_dump_json()) for prog, req, prof in changed],
+    )
+
+
+async def enrolments_of(conn: asyncpg.Connection, participant_id: str) -> list[EnrolmentRow]:
+    """One person's enrolments in every program, active and withdrawn."""
+    rows = await conn.fetch(
+        "SELECT * FROM enrolments WHERE participant_id = $1 ORDER BY enrolled_at, program_id", participant_id
     )
     return [EnrolmentRow(r) for r in rows]

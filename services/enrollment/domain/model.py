@@ -6,43 +6,73 @@ matching's conflict-of-interest rules are only as good as that data.
 
 from __future__ import annotations
 
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
+from typing import Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from contracts.base import ContractModel, Id, Tag
 from contracts.events import ParticipantProfile
-from contracts.policy import Form, MatchingPolicy, Role, default_policy
+from contracts.policy import (
+    Form,
+    MatchingPolicy,
+    Role,
+    UnknownPolicyFields,
+    default_policy,
+    merge_policy,
+    policy_problems,
+)
 
 MAX_CHAIN = 20
 """Manager levels kept per person: deeper than any reporting-line rule a policy may set."""
 
 
-class DomainError(Exception):
-    """A command that cannot be carried out; ``field`` names the input at fault (for HTTP 422)."""
+Where = Literal["body", "path", "query"]
 
-    def __init__(self, message: str, field: str | None = None) -> None:
+
+class DomainError(Exception):
+    """A command that cannot be carried out; ``field`` names the input at fault (for HTTP 422).
+
+    ``field`` may be dotted (``policy.mentors_per_group``); ``where`` says which part of the request
+    it came from, so an unknown id in the URL is reported at ``["path", "program_id"]``.
+    """
+
+    def __init__(self, message: str, field: str | None = None, where: Where = "body") -> None:
         super().__init__(message)
         self.message = message
         self.field = field
+        self.where = where
+
+    kind = "value_error"
+
+    @property
+    def loc(self) -> list[str | int]:
+        return [self.where, *(self.field.split(".") if self.field else [])]
 
 
 class NotFound(DomainError):
-    pass
+    kind = "not_found"
 
 
 class Conflict(DomainError):
-    pass
+    kind = "conflict"
 
 
 @dataclass(frozen=True)
 class RowError:
-    """One bad row of an upload; all are returned together so a file is fixed in one pass."""
+    """One bad row of an upload; all are returned together so a file is fixed in one pass.
+
+    ``row`` is the CSV file's line number (the header is line 1, so the first data row is 2) or the
+    1-based position in a JSON list; 0 means the upload as a whole.
+    """
 
     row: int
     field: str | None
     message: str
+    kind: str = "value_error"
+    """``not_found``, ``conflict`` or ``value_error``: what an HTTP error item calls its ``type``."""
 
 
 class RowErrors(DomainError):
@@ -54,15 +84,29 @@ class RowErrors(DomainError):
 # --- programs ----------------------------------------------------------------------------------
 
 
+PolicyChanges = dict[str, Any]
+_POLICY_DOC = (
+    "any subset of the matching policy's fields (see MatchingPolicy); the fields not given keep the"
+    " form's defaults on create and the program's current values on update"
+)
+
+
+def _refuse_null(value: object, info: Any) -> object:
+    """For fields that may be left out of a request but never set to null."""
+    if value is None:
+        raise ValueError(f"{info.field_name} may be left out but not set to null")
+    return value
+
+
 class ProgramSpec(ContractModel):
-    """What an administrator states to open (or change) a program; the policy defaults per form."""
+    """What an administrator states to open a program; the policy defaults per form."""
 
     name: str = Field(min_length=1, max_length=200)
     form: Form
     cadence_days: int = Field(default=14, ge=1, le=366)
     starts_on: date
     ends_on: date | None = None
-    policy: MatchingPolicy | None = None
+    policy: PolicyChanges | None = Field(default=None, description=_POLICY_DOC)
 
     @model_validator(mode="after")
     def _dates(self) -> ProgramSpec:
@@ -71,14 +115,39 @@ class ProgramSpec(ContractModel):
         return self
 
     def effective_policy(self) -> MatchingPolicy:
-        return self.policy or default_policy(self.form)
+        """The form's defaults with the stated fields merged over them, checked against the form."""
+        return resolve_policy(self.form, default_policy(self.form), self.policy or {})
 
 
 class ProgramPatch(ContractModel):
+    """Fields left out keep their value; ``ends_on: null`` removes the end date; other nulls are refused."""
+
     name: str | None = Field(default=None, min_length=1, max_length=200)
     cadence_days: int | None = Field(default=None, ge=1, le=366)
     ends_on: date | None = None
-    policy: MatchingPolicy | None = None
+    policy: PolicyChanges | None = Field(default=None, description=_POLICY_DOC)
+
+    _not_null = field_validator("name", "cadence_days", "policy", mode="before")(_refuse_null)
+
+
+def resolve_policy(form: Form, base: MatchingPolicy, changes: Mapping[str, Any]) -> MatchingPolicy:
+    """``changes`` merged over ``base``, validated again as a whole and against the program's form.
+
+    Raises a DomainError naming the policy field at fault (``policy.mentors_per_group``).
+    """
+    try:
+        policy = merge_policy(base, changes)
+    except UnknownPolicyFields as exc:
+        raise DomainError(str(exc), f"policy.{exc.names[0]}") from exc
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(p) for p in err["loc"])
+        raise DomainError(err["msg"], f"policy.{where}" if where else "policy") from exc
+    problems = policy_problems(form, policy)
+    if problems:
+        name, message = problems[0]
+        raise DomainError(message, f"policy.{name}")
+    return policy
 
 
 @dataclass(frozen=True)
@@ -111,15 +180,23 @@ class OrgPerson(ContractModel):
     languages: list[Tag] = Field(default_factory=list)
 
 
-def validate_org_chart(rows: list[OrgPerson], existing: dict[str, str | None]) -> list[RowError]:
-    """Duplicate ids, unknown managers and cycles, each with its row (1-based, as in a file).
+def validate_org_chart(
+    rows: Sequence[OrgPerson],
+    existing: dict[str, str | None],
+    numbers: Sequence[int] | None = None,
+    unreadable: Collection[str] = (),
+) -> list[RowError]:
+    """Duplicate ids, unknown managers and cycles, each with its row.
 
     ``existing`` maps employee id to manager id for people already imported: an upload may add
     people under managers imported earlier, and the merged chart must still be a forest.
+    ``numbers`` are the rows' numbers in the file (default 1, 2, ...); ``unreadable`` the ids of rows
+    of the same upload that failed to parse: they are reported already, so not as unknown managers.
     """
+    numbers = list(numbers) if numbers is not None else list(range(1, len(rows) + 1))
     errors: list[RowError] = []
     first_row: dict[str, int] = {}
-    for i, person in enumerate(rows, start=1):
+    for i, person in zip(numbers, rows, strict=True):
         if person.employee_id in first_row:
             errors.append(
                 RowError(
@@ -132,8 +209,8 @@ def validate_org_chart(rows: list[OrgPerson], existing: dict[str, str | None]) -
             first_row[person.employee_id] = i
     managers = dict(existing)
     managers.update({p.employee_id: p.manager_id for p in rows})
-    for i, person in enumerate(rows, start=1):
-        if person.manager_id is not None and person.manager_id not in managers:
+    for i, person in zip(numbers, rows, strict=True):
+        if person.manager_id is not None and person.manager_id not in managers and person.manager_id not in unreadable:
             errors.append(RowError(i, "manager_id", f"unknown manager_id {person.manager_id}"))
         if person.manager_id == person.employee_id:
             errors.append(RowError(i, "manager_id", "a person cannot be their own manager"))
@@ -188,13 +265,20 @@ class EnrolmentRequest(ContractModel):
 
 
 class EnrolmentPatch(ContractModel):
+    """Fields left out keep their value. ``null`` clears ``team_id``, ``capacity`` and ``languages``
+    (back to the HRIS languages); the lists are emptied with ``[]``, never with ``null``."""
+
     team_id: Id | None = None
-    skills_offered: list[Tag] | None = None
-    skills_sought: list[Tag] | None = None
-    goals: list[Tag] | None = None
+    skills_offered: list[Tag] | None = Field(default=None, max_length=50)
+    skills_sought: list[Tag] | None = Field(default=None, max_length=50)
+    goals: list[Tag] | None = Field(default=None, max_length=20)
     capacity: int | None = Field(default=None, ge=0, le=50)
     languages: list[Tag] | None = None
-    conflicts_with: list[Id] | None = None
+    conflicts_with: list[Id] | None = Field(default=None, max_length=100)
+
+    _not_null = field_validator("skills_offered", "skills_sought", "goals", "conflicts_with", mode="before")(
+        _refuse_null
+    )
 
 
 ROLES_BY_FORM: dict[Form, frozenset[Role]] = {
@@ -209,7 +293,7 @@ ROLES_BY_FORM: dict[Form, frozenset[Role]] = {
 def check_enrolment(program: Program, request: EnrolmentRequest) -> None:
     """The rules an enrolment must meet before anything is stored; raises with the field at fault."""
     if not program.is_open:
-        raise Conflict(f"program {program.program_id} is closed", "program_id")
+        raise Conflict(f"program {program.program_id} is closed", "program_id", "path")
     allowed = ROLES_BY_FORM[program.form]
     if request.role not in allowed:
         roles = ", ".join(sorted(allowed))
@@ -218,8 +302,12 @@ def check_enrolment(program: Program, request: EnrolmentRequest) -> None:
         raise DomainError("a mentor needs a capacity of at least 1 (mentees or groups at once)", "capacity")
     if request.role is not Role.MENTOR and request.capacity:
         raise DomainError("only mentors declare a capacity", "capacity")
+    if program.form is not Form.TEAM and request.team_id is not None:
+        raise DomainError(f"a {program.form} program has no teams: leave team_id out", "team_id")
     if program.form is Form.TEAM and request.role is Role.MENTEE and request.team_id is None:
         raise DomainError("team mentoring needs the mentee's team_id", "team_id")
+    if program.form is Form.TEAM and request.role is Role.MENTOR and request.team_id is not None:
+        raise DomainError("mentors are assigned to teams by matching: leave team_id out", "team_id")
     if request.participant_id in request.conflicts_with:
         raise DomainError("a person cannot declare a conflict with themself", "conflicts_with")
 

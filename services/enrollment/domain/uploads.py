@@ -1,6 +1,9 @@
 """Parsing uploads (CSV or JSON) into validated rows, collecting every row's errors together.
 
 CSV list cells use ``;`` between items (``negotiation;public-speaking``); empty cells are absent.
+Row numbers: in a CSV file, the line the row starts on (the header is line 1, so the first data row
+is 2), so an error points at the line an editor shows; in a JSON list, the row's 1-based position.
+Row 0 means the upload as a whole (not UTF-8, not a list, unknown columns...).
 """
 
 from __future__ import annotations
@@ -9,7 +12,8 @@ import csv
 import functools
 import io
 import json
-from typing import Any, TypeVar
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
@@ -27,7 +31,8 @@ def _list_fields(model: type[BaseModel]) -> set[str]:
     return fields
 
 
-def _csv_records(text: str, model: type[BaseModel]) -> list[dict[str, Any]]:
+def _csv_records(text: str, model: type[BaseModel]) -> list[tuple[int, dict[str, Any]]]:
+    """Each record with the file line it starts on (a quoted cell may span lines)."""
     reader = csv.DictReader(io.StringIO(text))
     known = set(model.model_fields)
     unknown = [c for c in reader.fieldnames or [] if c not in known]
@@ -35,7 +40,10 @@ def _csv_records(text: str, model: type[BaseModel]) -> list[dict[str, Any]]:
         raise ValueError(f"unknown CSV columns: {', '.join(unknown)}; expected some of {', '.join(sorted(known))}")
     lists = _list_fields(model)
     records = []
+    ended = reader.line_num  # the header's last line
     for raw in reader:
+        starts = ended + 1
+        ended = reader.line_num
         record: dict[str, Any] = {}
         for key, value in raw.items():
             if key is None:
@@ -45,7 +53,7 @@ def _csv_records(text: str, model: type[BaseModel]) -> list[dict[str, Any]]:
             if value == "":
                 continue
             record[key] = [v.strip() for v in value.split(";") if v.strip()] if key in lists else value
-        records.append(record)
+        records.append((starts, record))
     return records
 
 
@@ -64,16 +72,32 @@ def _json_fast_path(content: bytes, model: type[M]) -> list[M] | None:
     return rows if len(rows) <= MAX_ROWS else None
 
 
+@dataclass
+class Upload(Generic[M]):
+    """The valid rows with their row numbers, and every row's errors: store nothing unless ``errors`` is empty."""
+
+    rows: list[M] = field(default_factory=list)
+    numbers: list[int] = field(default_factory=list)
+    errors: list[RowError] = field(default_factory=list)
+    unreadable_keys: set[str] = field(default_factory=set)
+    """The ``key`` field's values of rows that failed, so later checks do not call them unknown."""
+
+
 def parse_rows(content: bytes, content_type: str, model: type[M]) -> tuple[list[M], list[RowError]]:
     """All valid rows and all errors; a caller stores nothing unless ``errors`` is empty."""
+    upload = parse_upload(content, content_type, model)
+    return upload.rows, upload.errors
+
+
+def parse_upload(content: bytes, content_type: str, model: type[M], key: str | None = None) -> Upload[M]:
     try:
         text = content.decode("utf-8-sig")
     except UnicodeDecodeError:
-        return [], [RowError(0, None, "the upload is not UTF-8 text")]
+        return Upload(errors=[RowError(0, None, "the upload is not UTF-8 text")])
     if "csv" not in content_type:
         fast = _json_fast_path(content, model)
         if fast is not None:
-            return fast, []
+            return Upload(rows=fast, numbers=list(range(1, len(fast) + 1)))
     try:
         if "csv" in content_type:
             records = _csv_records(text, model)
@@ -82,25 +106,31 @@ def parse_rows(content: bytes, content_type: str, model: type[M]) -> tuple[list[
             if isinstance(data, dict) and isinstance(data.get("rows"), list):
                 data = data["rows"]
             if not isinstance(data, list):
-                return [], [RowError(0, None, 'a JSON upload is a list of rows (or {"rows": [...]})')]
-            records = data
+                return Upload(errors=[RowError(0, None, 'a JSON upload is a list of rows (or {"rows": [...]})')])
+            records = list(enumerate(data, start=1))
     except (ValueError, csv.Error) as exc:
-        return [], [RowError(0, None, f"unreadable upload: {exc}")]
+        return Upload(errors=[RowError(0, None, f"unreadable upload: {exc}")])
     if len(records) > MAX_ROWS:
-        return [], [RowError(0, None, f"at most {MAX_ROWS} rows per upload")]
-    rows: list[M] = []
-    errors: list[RowError] = []
-    for i, record in enumerate(records, start=1):
+        return Upload(errors=[RowError(0, None, f"at most {MAX_ROWS} rows per upload")])
+    upload: Upload[M] = Upload()
+    for i, record in records:
         if not isinstance(record, dict):
-            errors.append(RowError(i, None, "a row must be an object"))
+            upload.errors.append(RowError(i, None, "a row must be an object"))
             continue
+        if key is not None and record.get(key) is not None:
+            upload.unreadable_keys.add(str(record[key]).strip())
         if "__extra__" in record:
-            errors.append(RowError(i, None, "more cells than columns"))
+            upload.errors.append(RowError(i, None, "more cells than columns"))
             continue
         try:
-            rows.append(model.model_validate(record))
+            row = model.model_validate(record)
         except ValidationError as exc:
             for err in exc.errors():
-                field = ".".join(str(p) for p in err["loc"]) or None
-                errors.append(RowError(i, field, err["msg"]))
-    return rows, errors
+                name = ".".join(str(p) for p in err["loc"]) or None
+                upload.errors.append(RowError(i, name, err["msg"]))
+            continue
+        if key is not None:
+            upload.unreadable_keys.discard(str(record[key]).strip())
+        upload.rows.append(row)
+        upload.numbers.append(i)
+    return upload

@@ -3,6 +3,7 @@ see, and what integration teams receive on Kafka."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from typing import Any
@@ -14,7 +15,13 @@ from fastapi import FastAPI
 from bench.synthetic_org import enrolments, org_chart, to_csv
 from conftest import StackEndpoints, TopicTail, unique
 from contracts.envelope import from_kafka
-from contracts.events import ParticipantEnrolled, ParticipantUpdated, ParticipantWithdrawn, ProgramOpened
+from contracts.events import (
+    ParticipantEnrolled,
+    ParticipantUpdated,
+    ParticipantWithdrawn,
+    ProgramOpened,
+    ProgramUpdated,
+)
 from contracts.topics import ENROLLMENT
 from runtime.auth import JwtConfig, issue_token
 from services.enrollment.app import EnrollmentSettings, create
@@ -51,9 +58,9 @@ async def api(stack: StackEndpoints, scratch_schemas: list[str]) -> AsyncIterato
             yield Api(client, app.state.jwt)
 
 
-async def _open(api: Api, form: str = "one_to_one") -> dict[str, Any]:
+async def _open(api: Api, form: str = "one_to_one", **extra: Any) -> dict[str, Any]:
     r = await api.client.post(
-        "/programs", json={"name": "Leaders", "form": form, "starts_on": "2026-03-01"}, headers=api.admin
+        "/programs", json={"name": "Leaders", "form": form, "starts_on": "2026-03-01", **extra}, headers=api.admin
     )
     assert r.status_code == 201, r.text
     body: dict[str, Any] = r.json()
@@ -120,9 +127,10 @@ async def test_org_chart_with_cycles_and_unknown_managers_is_rejected_whole(api:
     ]
     r = await api.client.post("/org-chart", json=rows, headers=api.admin)
     assert r.status_code == 422
-    errors = r.json()["errors"]
-    assert {"row": 2, "field": "manager_id", "msg": "cycle in the manager chain: B -> C -> B"} in errors
-    assert {"row": 4, "field": "manager_id", "msg": "unknown manager_id nobody"} in errors
+    errors = r.json()["detail"]
+    cycle = "cycle in the manager chain: B -> C -> B"
+    assert {"loc": ["body", 2, "manager_id"], "msg": cycle, "type": "value_error"} in errors
+    assert {"loc": ["body", 4, "manager_id"], "msg": "unknown manager_id nobody", "type": "value_error"} in errors
     r = await api.client.get("/org-chart/A", headers=api.admin)
     assert r.status_code == 404, "nothing half-imported"
 
@@ -156,8 +164,12 @@ async def test_bad_enrolments_are_clear_errors_and_store_nothing(api: Api) -> No
         f"/programs/{pid}/enrolments/bulk", content=csv, headers={**api.admin, "content-type": "text/csv"}
     )
     assert r.status_code == 422
-    assert r.json()["errors"] == [
-        {"row": 2, "field": "capacity", "msg": "Input should be a valid integer, unable to parse string as an integer"}
+    assert r.json()["detail"] == [
+        {
+            "loc": ["body", 3, "capacity"],  # the file's line 3: the header is line 1
+            "msg": "Input should be a valid integer, unable to parse string as an integer",
+            "type": "value_error",
+        }
     ]
 
     as_someone = api.as_("participant", someone)
@@ -216,3 +228,265 @@ async def test_org_change_republishes_affected_profiles(api: Api, stack: StackEn
     assert [type(e.data) for e in envelopes] == [ProgramOpened, ParticipantEnrolled, ParticipantUpdated]
     assert len({e.id for e in envelopes}) == 3
     assert json.loads(records[2].value)["profile"]["department"] == "Moved Dept"
+
+
+def _locs(r: httpx.Response) -> list[list[Any]]:
+    return [e["loc"] for e in r.json()["detail"]]
+
+
+async def test_explicit_nulls_are_refused_naming_the_field(api: Api) -> None:
+    pid = (await _open(api))["program_id"]
+    for name in ("name", "cadence_days", "policy"):
+        r = await api.client.patch(f"/programs/{pid}", json={name: None}, headers=api.admin)
+        assert r.status_code == 422, r.text
+        assert _locs(r) == [["body", name]]
+    r = await api.client.patch(f"/programs/{pid}", json={"ends_on": "2026-12-31"}, headers=api.admin)
+    assert r.status_code == 200 and r.json()["ends_on"] == "2026-12-31"
+    r = await api.client.patch(f"/programs/{pid}", json={"ends_on": None}, headers=api.admin)
+    assert r.status_code == 200 and r.json()["ends_on"] is None, "ends_on may be cleared"
+
+    people = await _import(api, 20)
+    someone = people[3].employee_id
+    r = await api.client.post(
+        f"/programs/{pid}/enrolments", json={"participant_id": someone, "role": "mentee"}, headers=api.admin
+    )
+    assert r.status_code == 201
+    for name in ("goals", "skills_offered", "skills_sought", "conflicts_with"):
+        r = await api.client.patch(f"/programs/{pid}/enrolments/{someone}", json={name: None}, headers=api.admin)
+        assert r.status_code == 422, r.text
+        assert _locs(r) == [["body", name]]
+    r = await api.client.patch(f"/programs/{pid}/enrolments/{someone}", json={"languages": None}, headers=api.admin)
+    assert r.status_code == 200, "languages: null means the HRIS languages again"
+
+
+async def test_a_patched_enrolment_is_checked_again_as_a_whole(api: Api) -> None:
+    pid = (await _open(api, "facilitated_group"))["program_id"]
+    people = await _import(api, 20)
+    mentor = people[2].employee_id
+    r = await api.client.post(
+        f"/programs/{pid}/enrolments",
+        json={"participant_id": mentor, "role": "mentor", "capacity": 3},
+        headers=api.admin,
+    )
+    assert r.status_code == 201
+    # the patch itself is valid; the patched enrolment is not (a mentor's capacity is at least 1)
+    r = await api.client.patch(f"/programs/{pid}/enrolments/{mentor}", json={"capacity": 0}, headers=api.admin)
+    assert r.status_code == 422 and _locs(r) == [["body", "capacity"]]
+
+
+async def test_a_partial_policy_keeps_the_form_defaults_and_must_fit_the_form(api: Api) -> None:
+    program = await _open(api, "peer_group", policy={"reporting_line_depth": 3})
+    policy = program["policy"]
+    assert (policy["mentors_per_group"], policy["group_members_max"], policy["reporting_line_depth"]) == (0, 6, 3)
+    assert policy["seniority_rule"] == "peers_within"
+
+    pid = program["program_id"]
+    r = await api.client.patch(
+        f"/programs/{pid}", json={"policy": {"group_members_max": 5, "weights": {"skill": 7}}}, headers=api.admin
+    )
+    assert r.status_code == 200, r.text
+    policy = r.json()["policy"]
+    assert (policy["group_members_max"], policy["reporting_line_depth"]) == (5, 3), "a patch keeps the rest"
+    assert policy["weights"] == {"skill": 7, "goal": 1, "cross_department": 1}
+
+    bad = [
+        ("peer_group", {"mentors_per_group": 1}, ["body", "policy", "mentors_per_group"]),
+        ("team", {"mentors_per_group": 0}, ["body", "policy", "mentors_per_group"]),
+        ("one_to_one", {"group_members_max": 3}, ["body", "policy", "group_members_max"]),
+        ("reverse", {"seniority_rule": "mentor_above"}, ["body", "policy", "seniority_rule"]),
+        ("team", {"mentor_per_group": 2}, ["body", "policy", "mentor_per_group"]),
+        ("facilitated_group", {"weights": {"skill": -1}}, ["body", "policy", "weights", "skill"]),
+    ]
+    for form, changes, loc in bad:
+        r = await api.client.post(
+            "/programs",
+            json={"name": "x", "form": form, "starts_on": "2026-01-01", "policy": changes},
+            headers=api.admin,
+        )
+        assert r.status_code == 422, (form, changes, r.text)
+        assert _locs(r) == [loc]
+    r = await api.client.patch(f"/programs/{pid}", json={"policy": {"mentors_per_group": 2}}, headers=api.admin)
+    assert r.status_code == 422 and _locs(r) == [["body", "policy", "mentors_per_group"]]
+
+
+async def test_a_mentors_capacity_is_one_number_across_programs(api: Api, stack: StackEndpoints) -> None:
+    people = await _import(api, 30)
+    person = people[4].employee_id
+    async with TopicTail(stack.kafka_bootstrap, ENROLLMENT.name) as tail:
+        a = (await _open(api))["program_id"]
+        b = (await _open(api, "facilitated_group"))["program_id"]
+        c = (await _open(api))["program_id"]
+        for pid, role, capacity in ((a, "mentee", None), (b, "mentor", 2), (c, "mentor", 2)):
+            r = await api.client.post(
+                f"/programs/{pid}/enrolments",
+                json={"participant_id": person, "role": role, "capacity": capacity},
+                headers=api.admin,
+            )
+            assert r.status_code == 201, r.text
+        r = await api.client.patch(f"/programs/{b}/enrolments/{person}", json={"capacity": 4}, headers=api.admin)
+        assert r.status_code == 200 and r.json()["capacity"] == 4
+        updated = ParticipantUpdated.TYPE.encode()
+        records = await tail.collect(
+            lambda rec: rec.key in (a.encode(), b.encode(), c.encode()) and ("ce_type", updated) in rec.headers,
+            count=2,
+        )
+    by_program = {rec.key.decode(): json.loads(rec.value) for rec in records}
+    assert len(records) == 2 and set(by_program) == {b, c}, "one update each in B and C, none in A (a mentee)"
+    assert by_program[c]["profile"]["capacity"] == 4
+    r = await api.client.get(f"/programs/{c}/enrolments/{person}", headers=api.admin)
+    assert r.json()["capacity"] == 4
+    r = await api.client.get(f"/programs/{a}/enrolments/{person}", headers=api.admin)
+    assert r.json()["capacity"] is None
+
+
+async def test_concurrent_capacity_changes_and_imports_leave_one_capacity(api: Api) -> None:
+    """Changes in two programs at once, with org imports in between: the row locks serialise them
+    (no deadlock reaches the caller) and the person ends with one capacity everywhere."""
+    people = await _import(api, 30)
+    person = people[6]
+    b = (await _open(api))["program_id"]
+    c = (await _open(api))["program_id"]
+    for pid in (b, c):
+        r = await api.client.post(
+            f"/programs/{pid}/enrolments",
+            json={"participant_id": person.employee_id, "role": "mentor", "capacity": 1},
+            headers=api.admin,
+        )
+        assert r.status_code == 201
+    calls = []
+    for i in range(12):
+        pid = (b, c)[i % 2]
+        calls.append(
+            api.client.patch(
+                f"/programs/{pid}/enrolments/{person.employee_id}", json={"capacity": 2 + i}, headers=api.admin
+            )
+        )
+        if i % 4 == 0:
+            moved = {**person.row(), "department": f"Dept {i}"}
+            calls.append(api.client.post("/org-chart", json=[moved], headers=api.admin))
+    responses = await asyncio.gather(*calls)
+    assert [r.status_code for r in responses] == [200] * len(responses)
+    got = [
+        (await api.client.get(f"/programs/{pid}/enrolments/{person.employee_id}", headers=api.admin)).json()
+        for pid in (b, c)
+    ]
+    assert got[0]["capacity"] == got[1]["capacity"]
+    assert got[0]["department"] == got[1]["department"]
+
+
+async def test_errors_have_one_shape_with_path_locations_and_rows(api: Api) -> None:
+    r = await api.client.get("/programs/prg-nope", headers=api.admin)
+    assert r.status_code == 404
+    assert r.json() == {"detail": [{"loc": ["path", "program_id"], "msg": "no program prg-nope", "type": "not_found"}]}
+    pid = (await _open(api))["program_id"]
+    r = await api.client.get(f"/programs/{pid}/enrolments/nobody", headers=api.admin)
+    assert r.status_code == 404 and _locs(r) == [["path", "participant_id"]]
+
+    doc = api.client  # the served document declares what the routes return
+    spec = (await doc.get("/openapi.json")).json()
+    enrol = spec["paths"]["/programs/{program_id}/enrolments"]["post"]["responses"]
+    assert {"201", "404", "409", "422"} <= set(enrol)
+    assert enrol["404"]["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/ErrorOut"}
+
+
+async def test_a_bulk_upload_reports_parse_and_domain_errors_together_by_file_line(api: Api) -> None:
+    pid = (await _open(api))["program_id"]
+    people = await _import(api, 30)
+    ids = [p.employee_id for p in people]
+    r = await api.client.post(
+        f"/programs/{pid}/enrolments", json={"participant_id": ids[0], "role": "mentee"}, headers=api.admin
+    )
+    assert r.status_code == 201
+    csv = (
+        "participant_id,role,capacity,skills_sought\n"
+        f"{ids[1]},mentor,lots,\n"  # line 2: parse
+        "nobody,mentee,,\n"  # line 3: not in the org chart
+        f'{ids[0]},mentee,,"sql;\nnegotiation"\n'  # lines 4-5: already enrolled (a cell spans two lines)
+        f"{ids[2]},mentee,,\n"  # line 6: fine
+        f"{ids[2]},mentee,,\n"  # line 7: twice in the upload
+    )
+    r = await api.client.post(
+        f"/programs/{pid}/enrolments/bulk", content=csv, headers={**api.admin, "content-type": "text/csv"}
+    )
+    assert r.status_code == 422, r.text
+    assert [(e["loc"], e["type"]) for e in r.json()["detail"]] == [
+        (["body", 2, "capacity"], "value_error"),
+        (["body", 3, "participant_id"], "not_found"),
+        (["body", 4, "participant_id"], "conflict"),
+        (["body", 7, "participant_id"], "conflict"),
+    ]
+    assert "appears twice (row 6)" in r.json()["detail"][3]["msg"]
+
+
+async def test_duplicate_org_ids_are_rejected_with_their_rows(api: Api) -> None:
+    csv = "employee_id,manager_id,department,level\nA,,HR,9\nB,A,HR,5\nA,,Legal,8\nC,B,HR,x\nD,C,HR,2\n"
+    r = await api.client.post("/org-chart", content=csv, headers={**api.admin, "content-type": "text/csv"})
+    assert r.status_code == 422
+    detail = r.json()["detail"]
+    assert [e["loc"] for e in detail] == [["body", 4, "employee_id"], ["body", 5, "level"]], (
+        "C failed to parse: D's manager is reported on C's own line, not as unknown"
+    )
+    assert detail[0]["msg"] == "duplicate employee_id A (first on row 2)"
+    assert (await api.client.get("/org-chart/A", headers=api.admin)).status_code == 404
+
+
+async def test_a_participant_lists_their_own_enrolments_and_team_ids_fit_the_form(api: Api) -> None:
+    people = await _import(api, 20)
+    me, other = people[5].employee_id, people[6].employee_id
+    one = (await _open(api))["program_id"]
+    team = (await _open(api, "team"))["program_id"]
+    as_me = api.as_("participant", me)
+    r = await api.client.post(
+        f"/programs/{one}/enrolments", json={"participant_id": me, "role": "mentee", "team_id": "t1"}, headers=as_me
+    )
+    assert r.status_code == 422 and _locs(r) == [["body", "team_id"]]
+    r = await api.client.post(
+        f"/programs/{team}/enrolments", json={"participant_id": me, "role": "mentee"}, headers=as_me
+    )
+    assert r.status_code == 422 and _locs(r) == [["body", "team_id"]]
+    for pid, extra in ((one, {}), (team, {"team_id": "t1"})):
+        r = await api.client.post(
+            f"/programs/{pid}/enrolments", json={"participant_id": me, "role": "mentee", **extra}, headers=as_me
+        )
+        assert r.status_code == 201, r.text
+    r = await api.client.post(
+        f"/programs/{one}/enrolments", json={"participant_id": other, "role": "mentee"}, headers=api.admin
+    )
+    assert r.status_code == 201
+
+    r = await api.client.get("/me/enrolments", headers=as_me)
+    assert r.status_code == 200
+    assert sorted(e["program_id"] for e in r.json()["items"]) == sorted([one, team])
+    assert {e["participant_id"] for e in r.json()["items"]} == {me}
+    assert (await api.client.get("/me/enrolments", headers=api.admin)).status_code == 403
+
+
+async def test_rejected_requests_publish_nothing_and_program_changes_publish_updates(
+    api: Api, stack: StackEndpoints
+) -> None:
+    people = await _import(api, 20)
+    async with TopicTail(stack.kafka_bootstrap, ENROLLMENT.name) as tail:
+        pid = (await _open(api))["program_id"]
+        bad = [
+            {"participant_id": people[1].employee_id, "role": "mentee"},
+            {"participant_id": "nobody", "role": "mentee"},
+        ]
+        r = await api.client.post(f"/programs/{pid}/enrolments/bulk", json=bad, headers=api.admin)
+        assert r.status_code == 422
+        r = await api.client.patch(f"/programs/{pid}", json={"policy": {"group_members_max": 4}}, headers=api.admin)
+        assert r.status_code == 422
+        r = await api.client.patch(f"/programs/{pid}", json={"name": "Leaders 2026"}, headers=api.admin)
+        assert r.status_code == 200
+        r = await api.client.post(f"/programs/{pid}/close", headers=api.admin)
+        assert r.status_code == 200 and r.json()["status"] == "closed"
+        r = await api.client.post(f"/programs/{pid}/enrolments", json=bad[0], headers=api.admin)
+        assert r.status_code == 409 and _locs(r) == [["path", "program_id"]]
+        records = await tail.collect(lambda rec: rec.key == pid.encode(), count=3)
+    envelopes = [from_kafka(rec.headers, rec.value) for rec in records]
+    assert [type(e.data) for e in envelopes] == [ProgramOpened, ProgramUpdated, ProgramUpdated], (
+        "the rejected upload, policy and enrolment published nothing"
+    )
+    first, second = envelopes[1].data, envelopes[2].data
+    assert isinstance(first, ProgramUpdated) and isinstance(second, ProgramUpdated)
+    assert (first.name, first.status) == ("Leaders 2026", "open")
+    assert second.status == "closed"

@@ -73,4 +73,11 @@ def test_cli_imports_and_enrols_with_progress_and_rejects_bad_files(
     bad = tmp_path / "bad.csv"
     bad.write_text("participant_id,role,capacity\nE000001,mentor,lots\n")
     assert main(["--url", server, "enrol", pid, str(bad)]) == 1
-    assert "row 1: capacity" in capsys.readouterr().err
+    assert "row 2: capacity" in capsys.readouterr().err
+
+
+def test_cli_prints_the_servers_row_errors(server: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "org.csv"
+    bad.write_text("employee_id,manager_id,department,level\nA,,HR,9\nB,Z,HR,5\n")
+    assert main(["--url", server, "org-chart", str(bad)]) == 1
+    assert "row 3: manager_id: unknown manager_id Z" in capsys.readouterr().err

@@ -5,18 +5,22 @@ from __future__ import annotations
 from datetime import UTC, date, datetime
 
 import pytest
+from pydantic import ValidationError
 
-from contracts.policy import Form, Role, default_policy
+from contracts.policy import Form, Role, default_policy, policy_problems
 from services.enrollment.domain.model import (
     Conflict,
     DomainError,
+    EnrolmentPatch,
     EnrolmentRequest,
     NotFound,
     OrgIndex,
     OrgPerson,
     Program,
+    ProgramPatch,
     check_enrolment,
     manager_chain,
+    resolve_policy,
     validate_org_chart,
 )
 from services.enrollment.domain.uploads import parse_rows
@@ -102,7 +106,7 @@ def test_csv_rows_parse_with_lists_and_bad_rows_are_all_reported() -> None:
     rows, errors = parse_rows(csv, "text/csv", EnrolmentRequest)
     assert [r.participant_id for r in rows] == ["E1"]
     assert rows[0].skills_sought == ["negotiation", "sql"]
-    assert [(e.row, e.field) for e in errors] == [(2, "role"), (3, "capacity"), (4, None)]
+    assert [(e.row, e.field) for e in errors] == [(3, "role"), (4, "capacity"), (5, None)], "file lines"
 
 
 def test_unknown_csv_columns_and_non_list_json_are_rejected() -> None:
@@ -110,3 +114,39 @@ def test_unknown_csv_columns_and_non_list_json_are_rejected() -> None:
     assert "unknown CSV columns: rol" in errors[0].message
     _, errors = parse_rows(b'{"participant_id": "E1"}', "application/json", EnrolmentRequest)
     assert "list of rows" in errors[0].message
+
+
+@pytest.mark.parametrize("form", list(Form))
+def test_every_forms_defaults_fit_the_form(form: Form) -> None:
+    assert policy_problems(form, default_policy(form)) == []
+
+
+def test_a_partial_policy_merges_over_the_base_and_is_checked_against_the_form() -> None:
+    policy = resolve_policy(Form.PEER_GROUP, default_policy(Form.PEER_GROUP), {"weights": {"goal": 4}})
+    assert (policy.mentors_per_group, policy.weights.goal, policy.weights.skill) == (0, 4, 3)
+    with pytest.raises(DomainError) as caught:
+        resolve_policy(Form.TEAM, default_policy(Form.TEAM), {"group_members_min": 0})
+    assert caught.value.loc == ["body", "policy", "group_members_min"]
+    with pytest.raises(DomainError) as caught:
+        resolve_policy(Form.ONE_TO_ONE, default_policy(Form.ONE_TO_ONE), {"mentors_per_group": 2})
+    assert caught.value.loc == ["body", "policy", "mentors_per_group"]
+
+
+def test_patches_may_leave_fields_out_but_not_null_them() -> None:
+    assert ProgramPatch.model_validate({"ends_on": None}).model_fields_set == {"ends_on"}
+    assert EnrolmentPatch.model_validate({"capacity": None, "team_id": None}).capacity is None
+    for model, name in ((ProgramPatch, "name"), (ProgramPatch, "policy"), (EnrolmentPatch, "goals")):
+        with pytest.raises(ValidationError) as caught:
+            model.model_validate({name: None})
+        assert caught.value.errors()[0]["loc"] == (name,)
+
+
+def test_team_ids_only_for_mentees_of_team_programs() -> None:
+    with pytest.raises(DomainError) as caught:
+        check_enrolment(_program(Form.ONE_TO_ONE), EnrolmentRequest(participant_id="A", role=Role.MENTEE, team_id="t"))
+    assert caught.value.field == "team_id"
+    with pytest.raises(DomainError):
+        check_enrolment(
+            _program(Form.TEAM), EnrolmentRequest(participant_id="A", role=Role.MENTOR, capacity=2, team_id="t")
+        )
+    check_enrolment(_program(Form.TEAM), EnrolmentRequest(participant_id="A", role=Role.MENTEE, team_id="t"))
