@@ -9,9 +9,9 @@ from __future__ import annotations
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, WithJsonSchema, field_validator, model_validator
 
 from contracts.base import ContractModel, Id, Tag
 from contracts.events import ParticipantProfile
@@ -84,7 +84,11 @@ class RowErrors(DomainError):
 # --- programs ----------------------------------------------------------------------------------
 
 
-PolicyChanges = dict[str, Any]
+PolicyChanges = Annotated[dict[str, Any], WithJsonSchema({"$ref": "#/components/schemas/MatchingPolicy"})]
+"""A partial policy: any subset of MatchingPolicy's fields. Documented with MatchingPolicy's schema
+(every field of it is optional; ProgramOut puts it in the OpenAPI components) but validated only
+after the merge, because a subset checked alone against the model defaults would be refused
+(``group_members_min: 3`` against the default maximum of 1)."""
 _POLICY_DOC = (
     "any subset of the matching policy's fields (see MatchingPolicy); the fields not given keep the"
     " form's defaults on create and the program's current values on update"
