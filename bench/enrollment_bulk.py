@@ -63,6 +63,13 @@ async def one_size(admin_dsn: str, bootstrap: str, size: int) -> None:
                         count=size,
                         timeout=600,
                     )
+                    # figures from a partial or doubled set would be wrong, not just slow: refuse them
+                    ids = {dict(rec.headers).get("ce_id") for rec in records}
+                    if len(records) != size or len(ids) != size:
+                        raise SystemExit(
+                            f"{size:,} enrolments: {len(records):,} participant.enrolled events arrived"
+                            f" ({len(ids):,} distinct) within the timeout, expected exactly {size:,}: no figures"
+                        )
                     # the last event's broker-side timestamp, not when our reader got round to it
                     total = max(r.timestamp for r in records) / 1000 - started_wall
         print(
