@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any
 
+import asyncpg
 import httpx
 import pytest
 from fastapi import FastAPI
@@ -32,9 +33,10 @@ ORG_COLUMNS = ["employee_id", "manager_id", "department", "level", "location", "
 
 
 class Api:
-    def __init__(self, client: httpx.AsyncClient, jwt: JwtConfig) -> None:
+    def __init__(self, client: httpx.AsyncClient, jwt: JwtConfig, pool: asyncpg.Pool) -> None:
         self.client = client
         self.jwt = jwt
+        self.pool = pool
 
     def as_(self, role: str, sub: str = "admin-1") -> dict[str, str]:
         return {"Authorization": f"Bearer {issue_token(self.jwt, sub, [role])}"}
@@ -55,7 +57,7 @@ async def api(stack: StackEndpoints, scratch_schemas: list[str]) -> AsyncIterato
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://enrollment") as client:
-            yield Api(client, app.state.jwt)
+            yield Api(client, app.state.jwt, app.state.ctx.pool)
 
 
 async def _open(api: Api, form: str = "one_to_one", **extra: Any) -> dict[str, Any]:
@@ -490,3 +492,90 @@ async def test_rejected_requests_publish_nothing_and_program_changes_publish_upd
     assert isinstance(first, ProgramUpdated) and isinstance(second, ProgramUpdated)
     assert (first.name, first.status) == ("Leaders 2026", "open")
     assert second.status == "closed"
+
+
+async def test_an_import_waits_for_a_withdrawal_and_does_not_republish_the_leaver(
+    api: Api, stack: StackEndpoints
+) -> None:
+    """The import finds the program affected before the withdrawal commits, then waits on the program's
+    row lock and reads its enrolments again: the leaver gets no participant.updated after leaving."""
+    people = await _import(api, 20)
+    leaver = people[4]
+    pid = (await _open(api))["program_id"]
+    r = await api.client.post(
+        f"/programs/{pid}/enrolments", json={"participant_id": leaver.employee_id, "role": "mentee"}, headers=api.admin
+    )
+    assert r.status_code == 201
+    async with TopicTail(stack.kafka_bootstrap, ENROLLMENT.name) as tail:
+        async with api.pool.acquire() as conn:
+            withdrawal = conn.transaction()
+            await withdrawal.start()
+            # what withdraw() does, held open: the program row locked, the enrolment withdrawn
+            await conn.execute("SELECT 1 FROM programs WHERE program_id = $1 FOR UPDATE", pid)
+            await conn.execute(
+                "UPDATE enrolments SET status = 'withdrawn' WHERE program_id = $1 AND participant_id = $2",
+                pid,
+                leaver.employee_id,
+            )
+            moved = {**leaver.row(), "department": "Moved Dept"}
+            importing = asyncio.create_task(api.client.post("/org-chart", json=[moved], headers=api.admin))
+            await asyncio.sleep(1.0)
+            assert not importing.done(), "the import waits for the program's row lock"
+            await withdrawal.commit()
+        r = await importing
+        assert r.status_code == 200 and r.json() == {"imported": 1, "profiles_updated": 0}
+        marker = await _open(api)  # an event after the import's: once it is here, the import's would be
+        updated = ("ce_type", ParticipantUpdated.TYPE.encode())
+        records = await tail.collect(
+            lambda rec: (
+                rec.key == marker["program_id"].encode() or (rec.key == pid.encode() and updated in rec.headers)
+            ),
+            count=1,
+        )
+    assert [rec.key.decode() for rec in records] == [marker["program_id"]], "nothing republished for the leaver"
+
+
+async def test_enrolment_changes_wait_for_the_program_row_and_for_an_org_import(api: Api) -> None:
+    """Withdraw and update hold the program's row (so its events commit in outbox order); enrol, bulk
+    and update hold the org chart against an import (so no profile is built from a chart mid-change)."""
+    people = await _import(api, 20)
+    ids = [p.employee_id for p in people]
+    pid = (await _open(api))["program_id"]
+    for who in ids[:2]:
+        r = await api.client.post(
+            f"/programs/{pid}/enrolments", json={"participant_id": who, "role": "mentee"}, headers=api.admin
+        )
+        assert r.status_code == 201
+    blockers = {
+        "program row": f"SELECT 1 FROM programs WHERE program_id = '{pid}' FOR UPDATE",
+        "org import": "LOCK TABLE org_people IN SHARE ROW EXCLUSIVE MODE",
+    }
+    calls: dict[str, list[Callable[[], Coroutine[Any, Any, httpx.Response]]]] = {
+        "program row": [
+            lambda: api.client.delete(f"/programs/{pid}/enrolments/{ids[0]}", headers=api.admin),
+            lambda: api.client.patch(f"/programs/{pid}/enrolments/{ids[1]}", json={"goals": ["x"]}, headers=api.admin),
+        ],
+        "org import": [
+            lambda: api.client.post(
+                f"/programs/{pid}/enrolments", json={"participant_id": ids[2], "role": "mentee"}, headers=api.admin
+            ),
+            lambda: api.client.post(
+                f"/programs/{pid}/enrolments/bulk",
+                json=[{"participant_id": ids[3], "role": "mentee"}],
+                headers=api.admin,
+            ),
+            lambda: api.client.patch(f"/programs/{pid}/enrolments/{ids[1]}", json={"goals": ["y"]}, headers=api.admin),
+        ],
+    }
+    for what, sql in blockers.items():
+        for call in calls[what]:
+            async with api.pool.acquire() as conn:
+                held = conn.transaction()
+                await held.start()
+                await conn.execute(sql)
+                task = asyncio.create_task(call())
+                await asyncio.sleep(0.5)
+                assert not task.done(), f"waits for the {what}"
+                await held.rollback()
+            r = await task
+            assert r.status_code < 300, r.text
