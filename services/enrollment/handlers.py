@@ -247,11 +247,29 @@ def _mentors(requests: Sequence[EnrolmentRequest]) -> dict[str, int | None]:
     return {r.participant_id: r.capacity for r in requests if r.role is Role.MENTOR}
 
 
-async def enrol(pool: asyncpg.Pool, program_id: str, request: EnrolmentRequest) -> repo.EnrolmentRow:
+async def _with_known_capacity(
+    conn: asyncpg.Connection, program_id: str, requests: list[EnrolmentRequest]
+) -> list[EnrolmentRequest]:
+    """A mentor who leaves capacity out keeps the one declared in their other programs (it is one
+    number across programs); without one anywhere, check_enrolment refuses the enrolment."""
+    missing = [r.participant_id for r in requests if r.role is Role.MENTOR and r.capacity is None]
+    known = await repo.mentor_capacities(conn, program_id, missing)
+    if not known:
+        return requests
+    return [
+        r.model_copy(update={"capacity": known[r.participant_id]})
+        if r.role is Role.MENTOR and r.capacity is None and r.participant_id in known
+        else r
+        for r in requests
+    ]
+
+
+async def enrol(pool: asyncpg.Pool, program_id: str, asked: EnrolmentRequest) -> repo.EnrolmentRow:
     async def work(conn: asyncpg.Connection) -> repo.EnrolmentRow:
         await repo.hold_org_chart(conn)
+        program = await _lock_programs(conn, program_id, list(_mentors([asked])))
+        [request] = await _with_known_capacity(conn, program_id, [asked])
         capacities = _mentors([request])
-        program = await _lock_programs(conn, program_id, list(capacities))
         check_enrolment(program, request)
         existing = await repo.get_enrolment(conn, program_id, request.participant_id, for_update=True)
         if existing is not None and existing.status == "active":
@@ -290,15 +308,16 @@ async def bulk_enrol(
 
     async def work(conn: asyncpg.Connection) -> int:
         await repo.hold_org_chart(conn)
-        capacities = _mentors(requests)
-        program = await _lock_programs(conn, program_id, list(capacities))
+        program = await _lock_programs(conn, program_id, list(_mentors(requests)))
+        declared = await _with_known_capacity(conn, program_id, requests)
+        capacities = _mentors(declared)
         people = await repo.org_people(conn, [r.participant_id for r in requests])
         index = OrgIndex(people, await repo.org_managers(conn))
         already = await repo.existing_participants(conn, program_id, [r.participant_id for r in requests])
         found: list[RowError] = list(errors)
         seen: dict[str, int] = {}
         items = []
-        for i, request in zip(numbers, requests, strict=True):
+        for i, request in zip(numbers, declared, strict=True):
             try:
                 check_enrolment(program, request)
                 if request.participant_id in seen:

@@ -267,6 +267,23 @@ async def other_mentor_enrolments(
     return [EnrolmentRow(r) for r in rows]
 
 
+async def mentor_capacities(
+    conn: asyncpg.Connection, program_id: str, participant_ids: Sequence[str]
+) -> dict[str, int]:
+    """The capacity these people declared as active mentors of other open programs (the latest one)."""
+    if not participant_ids:
+        return {}
+    rows = await conn.fetch(
+        "SELECT DISTINCT ON (e.participant_id) e.participant_id, (e.request->>'capacity')::int AS capacity"
+        " FROM enrolments e JOIN programs p USING (program_id)"
+        " WHERE e.participant_id = ANY($2::text[]) AND e.program_id <> $1 AND e.role = 'mentor'"
+        " AND e.status = 'active' AND p.status = 'open' AND e.request->>'capacity' IS NOT NULL"
+        " ORDER BY e.participant_id, e.updated_at DESC",
+        program_id, list(participant_ids),
+    )  # fmt: skip
+    return {r["participant_id"]: r["capacity"] for r in rows}
+
+
 async def set_enrolments(
     conn: asyncpg.Connection, changed: Sequence[tuple[str, EnrolmentRequest, ParticipantProfile]]
 ) -> None:

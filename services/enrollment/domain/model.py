@@ -263,7 +263,13 @@ class EnrolmentRequest(ContractModel):
     skills_offered: list[Tag] = Field(default_factory=list, max_length=50)
     skills_sought: list[Tag] = Field(default_factory=list, max_length=50)
     goals: list[Tag] = Field(default_factory=list, max_length=20)
-    capacity: int | None = Field(default=None, ge=0, le=50)
+    capacity: int | None = Field(
+        default=None,
+        ge=0,
+        le=50,
+        description="mentors only: mentees or groups at once, one number across all programs (setting it here"
+        " sets it in the mentor's other programs; left out, the one declared there is kept)",
+    )
     languages: list[Tag] | None = Field(default=None, description="overrides the HRIS languages when given")
     conflicts_with: list[Id] = Field(default_factory=list, max_length=100)
 

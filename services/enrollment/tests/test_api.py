@@ -340,6 +340,20 @@ async def test_a_mentors_capacity_is_one_number_across_programs(api: Api, stack:
     r = await api.client.get(f"/programs/{a}/enrolments/{person}", headers=api.admin)
     assert r.json()["capacity"] is None
 
+    # a mentor enrolling elsewhere without a capacity keeps the one they declared, in one upload too
+    d = (await _open(api))["program_id"]
+    r = await api.client.post(
+        f"/programs/{d}/enrolments/bulk", json=[{"participant_id": person, "role": "mentor"}], headers=api.admin
+    )
+    assert r.status_code == 200, r.text
+    r = await api.client.get(f"/programs/{d}/enrolments/{person}", headers=api.admin)
+    assert r.json()["capacity"] == 4
+    newcomer = people[5].employee_id
+    r = await api.client.post(
+        f"/programs/{d}/enrolments", json={"participant_id": newcomer, "role": "mentor"}, headers=api.admin
+    )
+    assert r.status_code == 422 and _locs(r) == [["body", "capacity"]], "no capacity anywhere: refused"
+
 
 async def test_concurrent_capacity_changes_and_imports_leave_one_capacity(api: Api) -> None:
     """Changes in two programs at once, with org imports in between: the row locks serialise them
