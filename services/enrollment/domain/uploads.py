@@ -31,6 +31,12 @@ def _list_fields(model: type[BaseModel]) -> set[str]:
     return fields
 
 
+def _breaks(value: str | list[str] | None) -> int:
+    if isinstance(value, list):
+        return sum(v.count("\n") for v in value)
+    return (value or "").count("\n")
+
+
 def _csv_records(text: str, model: type[BaseModel]) -> list[tuple[int, dict[str, Any]]]:
     """Each record with the file line it starts on (a quoted cell may span lines)."""
     reader = csv.DictReader(io.StringIO(text))
@@ -40,10 +46,11 @@ def _csv_records(text: str, model: type[BaseModel]) -> list[tuple[int, dict[str,
         raise ValueError(f"unknown CSV columns: {', '.join(unknown)}; expected some of {', '.join(sorted(known))}")
     lists = _list_fields(model)
     records = []
-    ended = reader.line_num  # the header's last line
     for raw in reader:
-        starts = ended + 1
-        ended = reader.line_num
+        # line_num is the record's last line; a quoted cell may hold line breaks, and blank lines
+        # before the record were skipped, so count back from the end
+        breaks = sum(_breaks(v) for v in raw.values())
+        starts = reader.line_num - breaks
         record: dict[str, Any] = {}
         for key, value in raw.items():
             if key is None:

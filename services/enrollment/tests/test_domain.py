@@ -23,7 +23,7 @@ from services.enrollment.domain.model import (
     resolve_policy,
     validate_org_chart,
 )
-from services.enrollment.domain.uploads import parse_rows
+from services.enrollment.domain.uploads import parse_rows, parse_upload
 
 
 def _p(eid: str, mgr: str | None, dept: str = "Finance", level: int = 3) -> OrgPerson:
@@ -150,3 +150,10 @@ def test_team_ids_only_for_mentees_of_team_programs() -> None:
             _program(Form.TEAM), EnrolmentRequest(participant_id="A", role=Role.MENTOR, capacity=2, team_id="t")
         )
     check_enrolment(_program(Form.TEAM), EnrolmentRequest(participant_id="A", role=Role.MENTEE, team_id="t"))
+
+
+def test_csv_rows_are_numbered_by_the_line_they_start_on() -> None:
+    csv = b'participant_id,role,goals\n\nE1,mentee,"a;\nb"\nE2,wizard,\n\n\nE3,wizard,\n'
+    upload = parse_upload(csv, "text/csv", EnrolmentRequest)
+    assert upload.numbers == [3], "blank line 2 skipped; E1 starts on line 3"
+    assert [e.row for e in upload.errors] == [5, 8]
