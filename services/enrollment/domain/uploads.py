@@ -134,7 +134,7 @@ def parse_upload(content: bytes, content_type: str, model: type[M], key: str | N
         except ValidationError as exc:
             for err in exc.errors():
                 name = ".".join(str(p) for p in err["loc"]) or None
-                upload.errors.append(RowError(i, name, err["msg"]))
+                upload.errors.append(RowError(i, name, err["msg"], err["type"]))
             continue
         if key is not None:
             upload.unreadable_keys.discard(str(record[key]).strip())

@@ -170,7 +170,7 @@ async def test_bad_enrolments_are_clear_errors_and_store_nothing(api: Api) -> No
         {
             "loc": ["body", 3, "capacity"],  # the file's line 3: the header is line 1
             "msg": "Input should be a valid integer, unable to parse string as an integer",
-            "type": "value_error",
+            "type": "int_parsing",
         }
     ]
 
@@ -426,7 +426,7 @@ async def test_a_bulk_upload_reports_parse_and_domain_errors_together_by_file_li
     )
     assert r.status_code == 422, r.text
     assert [(e["loc"], e["type"]) for e in r.json()["detail"]] == [
-        (["body", 2, "capacity"], "value_error"),
+        (["body", 2, "capacity"], "int_parsing"),
         (["body", 3, "participant_id"], "not_found"),
         (["body", 4, "participant_id"], "conflict"),
         (["body", 7, "participant_id"], "conflict"),
