@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, ValidationError, WithJsonSchema, field_validator, model_validator
+from pydantic import Field, ValidationError, ValidationInfo, WithJsonSchema, field_validator
 
 from contracts.base import ContractModel, Id, Tag
 from contracts.events import ParticipantProfile
@@ -112,11 +112,13 @@ class ProgramSpec(ContractModel):
     ends_on: date | None = None
     policy: PolicyChanges | None = Field(default=None, description=_POLICY_DOC)
 
-    @model_validator(mode="after")
-    def _dates(self) -> ProgramSpec:
-        if self.ends_on is not None and self.ends_on < self.starts_on:
+    @field_validator("ends_on")
+    @classmethod
+    def _after_start(cls, ends_on: date | None, info: ValidationInfo) -> date | None:
+        starts_on = info.data.get("starts_on")
+        if ends_on is not None and starts_on is not None and ends_on < starts_on:
             raise ValueError("ends_on must not be before starts_on")
-        return self
+        return ends_on
 
     def effective_policy(self) -> MatchingPolicy:
         """The form's defaults with the stated fields merged over them, checked against the form."""
@@ -146,6 +148,10 @@ def resolve_policy(form: Form, base: MatchingPolicy, changes: Mapping[str, Any])
     except ValidationError as exc:
         err = exc.errors()[0]
         where = ".".join(str(p) for p in err["loc"])
+        if not where:
+            # the policy's own cross-field rules name the field they are about first
+            first = str(err.get("ctx", {}).get("error", "")).split(" ")[0]
+            where = first if first in MatchingPolicy.model_fields else ""
         raise DomainError(err["msg"], f"policy.{where}" if where else "policy") from exc
     problems = policy_problems(form, policy)
     if problems:

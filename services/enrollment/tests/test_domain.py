@@ -18,6 +18,7 @@ from services.enrollment.domain.model import (
     OrgPerson,
     Program,
     ProgramPatch,
+    ProgramSpec,
     check_enrolment,
     manager_chain,
     resolve_policy,
@@ -157,3 +158,12 @@ def test_csv_rows_are_numbered_by_the_line_they_start_on() -> None:
     upload = parse_upload(csv, "text/csv", EnrolmentRequest)
     assert upload.numbers == [3], "blank line 2 skipped; E1 starts on line 3"
     assert [e.row for e in upload.errors] == [5, 8]
+
+
+def test_cross_field_errors_name_their_field() -> None:
+    with pytest.raises(DomainError) as caught:
+        resolve_policy(Form.TEAM, default_policy(Form.TEAM), {"group_members_min": 40})
+    assert caught.value.loc == ["body", "policy", "group_members_min"]
+    with pytest.raises(ValidationError) as invalid:
+        ProgramSpec.model_validate({"name": "x", "form": "team", "starts_on": "2026-02-01", "ends_on": "2026-01-01"})
+    assert invalid.value.errors()[0]["loc"] == ("ends_on",)
