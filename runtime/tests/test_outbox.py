@@ -200,7 +200,7 @@ async def test_the_relay_survives_broker_and_database_failures_and_logs_no_paylo
     )
     relay = OutboxRelay(
         relay_pool,
-        producer,  # type: ignore[arg-type]
+        producer,
         schema=schema,
         metrics=metrics,
         poll_seconds=0.1,
