@@ -3,6 +3,10 @@
 ``relay``: publishes the outbox of a schema. ``consume``: applies ParticipantWithdrawn events of the
 programs whose id starts with a prefix to a non-idempotent counter, so a double application shows.
 Killing either with SIGKILL at any moment must not lose or double an effect.
+
+Fault hook, so a test kills the relay at the worst moment instead of racing it: with
+``PROBE_RELAY_PAUSE_AFTER_BATCHES=N`` the relay stops for good once its N-th batch is acknowledged by
+Kafka and before it is marked published, after touching the file ``PROBE_RELAY_PAUSED_FILE``.
 """
 
 from __future__ import annotations
@@ -10,7 +14,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import os
 import signal
+from pathlib import Path
 
 import asyncpg
 
@@ -39,12 +45,28 @@ async def _wait_for_signal() -> None:
     await stop.wait()
 
 
+class PausingRelay(OutboxRelay):
+    """Freezes between "sent" and "marked" after a given number of batches: the window a crash re-sends."""
+
+    pause_after = int(os.environ.get("PROBE_RELAY_PAUSE_AFTER_BATCHES", "0"))
+    paused_file = os.environ.get("PROBE_RELAY_PAUSED_FILE", "")
+    batches = 0
+
+    async def before_mark(self, sent: int) -> None:
+        self.batches += 1
+        if self.pause_after and self.batches == self.pause_after:
+            if self.paused_file:
+                Path(self.paused_file).write_text(f"{sent}\n")
+            print(f"relay paused after batch {self.batches} ({sent} rows sent, not marked)", flush=True)
+            await asyncio.Event().wait()  # until killed
+
+
 async def relay(dsn: str, schema: str, bootstrap: str, batch: int) -> None:
     pool = await create_pool(dsn, schema)
     await migrate(pool, schema, {})
     producer = make_producer(bootstrap, "probe-relay")
     await producer.start()
-    r = OutboxRelay(pool, producer, schema=schema, batch_size=batch, poll_seconds=0.2)
+    r = PausingRelay(pool, producer, schema=schema, batch_size=batch, poll_seconds=0.2)
     task = asyncio.create_task(r.run())
     await _wait_for_signal()
     r.stop()
