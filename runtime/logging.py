@@ -104,13 +104,24 @@ def format_frames(tb: TracebackType | None) -> list[str]:
     return [f"{f.filename}:{f.lineno} in {f.name}" for f in traceback.extract_tb(tb)]
 
 
+def _message(record: logging.LogRecord) -> str:
+    """The message, with any exception passed as an argument (``log.error("failed: %s", exc)``) described."""
+    if isinstance(record.args, tuple) and any(isinstance(a, BaseException) for a in record.args):
+        args = tuple(describe_exception(a) if isinstance(a, BaseException) else a for a in record.args)
+        try:
+            return str(record.msg) % args
+        except (TypeError, ValueError):
+            return str(record.msg)
+    return record.getMessage()
+
+
 class JsonFormatter(logging.Formatter):
     def __init__(self, service: str = "service", **_: Any) -> None:
         super().__init__()
         self.service = service
 
     def format(self, record: logging.LogRecord) -> str:
-        message = record.getMessage()
+        message = _message(record)
         exc = record.exc_info[1] if record.exc_info else None
         if exc is not None:
             # Third-party loggers (FastStream: f"{type}: {exc}") put the exception text into the message.

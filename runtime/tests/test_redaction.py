@@ -82,6 +82,12 @@ def test_the_formatter_writes_frames_not_messages_even_when_a_library_copies_the
     assert line["frames"] and all(" in " in f for f in line["frames"])
 
 
+def test_an_exception_passed_as_a_log_argument_is_described_not_printed(json_log: io.StringIO) -> None:
+    logging.getLogger("runtime.test").warning("lookup failed: %s", KeyError(MARKER))
+    line = json.loads(json_log.getvalue().splitlines()[-1])
+    assert line["msg"] == "lookup failed: KeyError"
+
+
 def test_uvicorn_loggers_write_json_through_the_service_config() -> None:
     root = logging.getLogger()
     saved_handlers, saved_level = root.handlers[:], root.level
