@@ -60,7 +60,7 @@ async def _lock_ids(conn: asyncpg.Connection, ids: Iterable[int]) -> None:
 async def lock_outbox_keys(conn: asyncpg.Connection, topic: str, keys: Iterable[str]) -> None:
     """Take the per-key order locks; call in the transaction, before writing outbox rows some other way
     (e.g. an own COPY). :func:`add_to_outbox` does this itself. Held until the transaction ends."""
-    await _lock_ids(conn, (_lock_id(topic, k) for k in keys))
+    await _lock_ids(conn, (_lock_id(topic, k) for k in set(keys)))
 
 
 async def add_to_outbox(conn: asyncpg.Connection, *envelopes: Envelope) -> None:
@@ -74,7 +74,7 @@ async def add_to_outbox(conn: asyncpg.Connection, *envelopes: Envelope) -> None:
     if not conn.is_in_transaction():
         raise RuntimeError("add_to_outbox must run inside the transaction of the state change")
     rows = [_row(env) for env in envelopes]
-    await _lock_ids(conn, {_lock_id(topic, key) for _, topic, key, _, _ in rows})
+    await _lock_ids(conn, (_lock_id(topic, key) for topic, key in {(r[1], r[2]) for r in rows}))
     if len(rows) > 50:
         await conn.copy_records_to_table(
             "outbox", records=rows, columns=["event_id", "topic", "key", "headers", "payload"]

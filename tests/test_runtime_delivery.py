@@ -127,9 +127,15 @@ async def test_outbox_events_are_applied_exactly_once_across_kills_and_redeliver
     dst_pool = await create_pool(stack.admin_dsn, dst)
     group = unique("probe")
     consume = ("consume", "--schema", dst, "--group", group, "--prefix", prefix, "--topic", topic.name)
-    consumer = _spawn(stack, *consume)
+    faults = Path(tempfile.mkdtemp(prefix="probe-"))
+    consumer_paused_file = faults / "consumer-paused"
+    consumer = _spawn(
+        stack,
+        *consume,
+        env={"PROBE_CONSUMER_PAUSE_AFTER_EVENTS": "20", "PROBE_CONSUMER_PAUSED_FILE": str(consumer_paused_file)},
+    )
     batch, pause_after = 50, 3
-    paused_file = Path(tempfile.mkdtemp(prefix="probe-")) / "relay-paused"
+    paused_file = faults / "relay-paused"
     relay = _spawn(
         stack,
         *("relay", "--schema", src, "--batch", str(batch)),
@@ -147,14 +153,13 @@ async def test_outbox_events_are_applied_exactly_once_across_kills_and_redeliver
     ends = await _end_offsets(stack.kafka_bootstrap, topic.name)
     assert sum(ends.values()) == pause_after * batch, "the unmarked batch is on Kafka"
 
-    async def applied_some() -> bool:
-        try:
-            return bool(await dst_pool.fetchval("SELECT n FROM counter") > 0)
-        except asyncpg.UndefinedTableError:
-            return False
+    async def consumer_paused() -> bool:
+        return consumer_paused_file.exists()
 
-    await eventually(applied_some, 60, "the consumer to apply events")
-    _kill(consumer)  # effects stored but offsets maybe not committed: must replay without doubling
+    # The consumer sits exactly between "effect and event id committed" and "offset committed".
+    await eventually(consumer_paused, 60, "the consumer to pause after applying an event")
+    _kill(consumer)
+    assert await dst_pool.fetchval("SELECT n FROM counter") == 20
     consumer = _spawn(stack, *consume)
     relay = _spawn(stack, "relay", "--schema", src, "--batch", str(batch))
 
@@ -188,8 +193,11 @@ async def test_outbox_events_are_applied_exactly_once_across_kills_and_redeliver
     _stop(consumer)
     _stop(relay)
 
-    # Really delivered twice: the re-sent batch and the two manual copies are on the topic.
+    # Really delivered twice: the re-sent batch and the two manual copies are on the topic, and the
+    # consumer received the event whose offset it had not committed once more after its restart.
     assert sum(ends.values()) >= total + batch + 2
+    deliveries = await dst_pool.fetchval("SELECT count(*) FROM deliveries")
+    assert deliveries >= sum(ends.values()) + 1
     assert await dst_pool.fetchval("SELECT n FROM counter") == total
     assert await dst_pool.fetchval("SELECT count(*) FROM applied") == total
     rows = await dst_pool.fetch("SELECT program_id, participant_id FROM applied ORDER BY seq")
