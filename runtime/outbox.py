@@ -67,7 +67,9 @@ async def add_to_outbox(conn: asyncpg.Connection, *envelopes: Envelope) -> None:
     """Call inside the transaction that changes the state the events describe.
 
     Waits for any other open transaction that wrote an event of the same (topic, key): ids of a key
-    are drawn in commit order, so the relay publishes them in order.
+    are drawn in commit order, so the relay publishes them in order. Pass all of a transaction's events
+    in one call, as late in the transaction as possible: the locks are then taken once, in a global order
+    (no deadlock between writers), and held only for the rest of the transaction.
     """
     if not envelopes:
         return
