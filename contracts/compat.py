@@ -1,7 +1,8 @@
 """Backward-compatibility check of a published event schema against the current model.
 
 A published version may only grow: new *optional* fields, new enum values. Removing, renaming or
-retyping a field, or making a new field required, breaks integration teams and needs a new version.
+retyping a field, making a new field required, or making a required field optional (consumers rely on
+it being there) breaks integration teams and needs a new version.
 """
 
 from __future__ import annotations
@@ -9,7 +10,8 @@ from __future__ import annotations
 from typing import Any
 
 Schema = dict[str, Any]
-_IGNORED = {"title", "description", "examples", "default"}
+# Annotations, not structure: dropped where they are schema keywords, never as the names of properties.
+_IGNORED = {"title", "description", "examples", "default", "$defs"}
 
 
 def _resolve(node: Any, defs: Schema) -> Any:
@@ -18,7 +20,14 @@ def _resolve(node: Any, defs: Schema) -> Any:
         if "$ref" in node:
             name = node["$ref"].rsplit("/", 1)[-1]
             return _resolve(defs[name], defs)
-        return {k: _resolve(v, defs) for k, v in node.items() if k not in _IGNORED and k != "$defs"}
+        resolved: dict[str, Any] = {}
+        for k, v in node.items():
+            if k in ("properties", "patternProperties") and isinstance(v, dict):
+                # keys here are field names: a field called "title" or "default" is a field like any other
+                resolved[k] = {name: _resolve(sub, defs) for name, sub in v.items()}
+            elif k not in _IGNORED:
+                resolved[k] = _resolve(v, defs)
+        return resolved
     if isinstance(node, list):
         return [_resolve(v, defs) for v in node]
     return node
@@ -35,9 +44,11 @@ def _compare(old: Any, new: Any, path: str, problems: list[str]) -> None:
                 problems.append(f"{path}{name}: field removed")
             else:
                 _compare(old_sub, new_props[name], f"{path}{name}.", problems)
-        added_required = set(new.get("required", [])) - set(old.get("required", []))
-        for name in sorted(added_required):
+        old_required, new_required = set(old.get("required", [])), set(new.get("required", []))
+        for name in sorted(new_required - old_required):
             problems.append(f"{path}{name}: became required")
+        for name in sorted((old_required - new_required) & set(new_props)):
+            problems.append(f"{path}{name}: no longer required")
         return
     if isinstance(old, dict) and isinstance(new, dict) and "enum" in old and "enum" in new:
         removed = [v for v in old["enum"] if v not in new["enum"]]

@@ -99,22 +99,30 @@ def require(*allowed: ApiRole) -> Callable[..., Awaitable[Principal]]:
     return dependency
 
 
-def main(argv: list[str] | None = None) -> int:
-    """``python -m runtime.auth --role admin --sub alice``: a token for the local stack."""
-    from runtime.settings import ServiceSettings
+def jwt_config_from_env(service: str | None = None) -> JwtConfig:
+    """The JWT settings a service reads from its environment: ``ENROLLMENT_JWT_SECRET`` etc. for
+    ``service="enrollment"``, the unprefixed ``JWT_SECRET`` etc. without a service; defaults otherwise."""
+    from runtime.settings import JwtSettings
 
+    prefix = f"{service.upper()}_" if service else ""
+    settings = JwtSettings(_env_prefix=prefix)
+    return JwtConfig(
+        secret=settings.jwt_secret.get_secret_value(), issuer=settings.jwt_issuer, audience=settings.jwt_audience
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m runtime.auth --role admin --sub alice [--service enrollment]``: a token for the local stack,
+    signed with the settings the service reads from the same environment."""
     parser = argparse.ArgumentParser(description="Issue a development JWT for the local stack.")
     parser.add_argument("--role", action="append", choices=[r.value for r in ApiRole], required=True)
     parser.add_argument("--sub", default="dev-admin", help="subject: the participant id for participant tokens")
     parser.add_argument("--ttl", type=int, default=8 * 3600, help="seconds until it expires")
-    args = parser.parse_args(argv)
-    defaults = ServiceSettings.model_fields
-    config = JwtConfig(
-        secret=defaults["jwt_secret"].default.get_secret_value(),
-        issuer=str(defaults["jwt_issuer"].default),
-        audience=str(defaults["jwt_audience"].default),
+    parser.add_argument(
+        "--service", default=None, help="read <SERVICE>_JWT_SECRET/_ISSUER/_AUDIENCE as that service does"
     )
-    print(issue_token(config, args.sub, args.role, args.ttl))
+    args = parser.parse_args(argv)
+    print(issue_token(jwt_config_from_env(args.service), args.sub, args.role, args.ttl))
     return 0
 
 

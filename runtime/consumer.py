@@ -30,6 +30,7 @@ from faststream.message import StreamMessage
 from contracts.envelope import Envelope, InvalidMessage, from_kafka
 from contracts.events import Event
 from contracts.topics import Topic
+from runtime.logging import SafeMessage, describe_exception, validation_summary
 from runtime.metrics import RuntimeMetrics
 
 log = logging.getLogger(__name__)
@@ -37,8 +38,24 @@ log = logging.getLogger(__name__)
 Handler = Callable[[asyncpg.Connection, Envelope], Awaitable[None]]
 
 
-class RejectEvent(Exception):
-    """Raised by a handler for a well-formed event that can never be applied (e.g. unknown program)."""
+class RejectEvent(SafeMessage):
+    """Raised by a handler for a well-formed event that can never be applied (e.g. unknown program).
+
+    Its message goes to logs and to the dead-letter reason as written: name ids, never content.
+    """
+
+
+def dead_letter_reason(record: ConsumerRecord[bytes, bytes], exc: InvalidMessage) -> str:
+    """The reason of an unusable message, without the rejected content.
+
+    A validation failure keeps where and what (``data.note: string_too_long``), not the input; the
+    other reasons of :func:`contracts.envelope.from_kafka` speak of headers and JSON syntax only.
+    """
+    problems = validation_summary(exc.__cause__) if exc.__cause__ is not None else None
+    if problems is not None:
+        event_type = next((v.decode(errors="replace") for k, v in record.headers if k == "ce_type"), "event")
+        return f"{event_type} failed validation: {problems}"
+    return exc.reason
 
 
 async def _raw_body(message: StreamMessage[Any]) -> bytes:
@@ -81,7 +98,7 @@ class EventConsumer:
         try:
             envelope = from_kafka(record.headers, record.value)
         except InvalidMessage as exc:
-            await self.dead_letter(record, exc.reason, attempts=1)
+            await self.dead_letter(record, dead_letter_reason(record, exc), attempts=1)
             return
         handler = self.handlers.get(type(envelope.data))
         if handler is None:
@@ -91,7 +108,7 @@ class EventConsumer:
         try:
             applied = await self.apply(envelope, handler)
         except RejectEvent as exc:
-            await self.dead_letter(record, f"rejected: {exc}", attempts=1)
+            await self.dead_letter(record, f"rejected: {describe_exception(exc)}", attempts=1)
             return
         except Exception as exc:
             attempts = self._attempts.get(position, 0) + 1
@@ -99,12 +116,18 @@ class EventConsumer:
             if attempts >= self.max_attempts:
                 self._attempts.pop(position, None)
                 log.exception("giving up on event", extra={"event_id": envelope.id, "topic": record.topic})
-                await self.dead_letter(record, f"failed {attempts} times: {type(exc).__name__}", attempts=attempts)
+                reason = f"failed {attempts} times: {describe_exception(exc)}"
+                await self.dead_letter(record, reason, attempts=attempts)
                 return
             self._count(record.topic, "retried")
             log.warning(
                 "event failed, will retry",
-                extra={"event_id": envelope.id, "topic": record.topic, "offset": record.offset},
+                extra={
+                    "event_id": envelope.id,
+                    "topic": record.topic,
+                    "offset": record.offset,
+                    "error_type": type(exc).__name__,
+                },
             )
             await asyncio.sleep(min(0.2 * 2**attempts, 5.0))
             raise

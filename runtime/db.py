@@ -41,16 +41,18 @@ async def migrate(pool: asyncpg.Pool, schema: str, folders: dict[str, Path]) -> 
     replicas starting together never apply the same file twice. Returns the names applied now."""
     applied_now: list[str] = []
     async with pool.acquire() as conn:
-        # A service role owns its schema but may not create schemas: only create when missing.
-        if not await conn.fetchval("SELECT 1 FROM pg_namespace WHERE nspname = $1", schema):
-            await conn.execute(f'CREATE SCHEMA "{schema}"')
-        await conn.execute(
-            "CREATE TABLE IF NOT EXISTS schema_migrations ("
-            " component TEXT NOT NULL, version INT NOT NULL, name TEXT NOT NULL,"
-            " applied_at TIMESTAMPTZ NOT NULL DEFAULT now(), PRIMARY KEY (component, version))"
-        )
+        # The lock comes first: two replicas starting together would otherwise race on CREATE SCHEMA and
+        # on CREATE TABLE IF NOT EXISTS (which is not atomic: the loser fails on pg_type's unique index).
         await conn.execute("SELECT pg_advisory_lock(hashtext($1))", f"migrate:{schema}")
         try:
+            # A service role owns its schema but may not create schemas: only create when missing.
+            if not await conn.fetchval("SELECT 1 FROM pg_namespace WHERE nspname = $1", schema):
+                await conn.execute(f'CREATE SCHEMA "{schema}"')
+            await conn.execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations ("
+                " component TEXT NOT NULL, version INT NOT NULL, name TEXT NOT NULL,"
+                " applied_at TIMESTAMPTZ NOT NULL DEFAULT now(), PRIMARY KEY (component, version))"
+            )
             for component, folder in {"runtime": RUNTIME_SQL, **folders}.items():
                 done = {
                     r["version"]

@@ -19,6 +19,12 @@ class RuntimeMetrics:
         self.outbox_pending = Gauge(
             f"{p}_outbox_pending_events", "Outbox rows not yet published (relay lag)", registry=self.registry
         )
+        self.outbox_relay_errors = Counter(
+            f"{p}_outbox_relay_errors_total",
+            "Relay failures (database or broker), by exception type; the relay backs off and starts over",
+            ["error"],
+            registry=self.registry,
+        )
         self.consumed = Counter(
             f"{p}_events_consumed_total",
             "Events received, by outcome (applied, duplicate, dead_lettered, retried)",

@@ -2,16 +2,24 @@
 
 Why: writing the database and then publishing is two separate hopes; a crash between them loses or
 invents an event. Here the row commits or rolls back with the state, and the relay publishes rows
-in id order (so in order per key) at least once; consumers de-duplicate on the event id.
+in id order at least once; consumers de-duplicate on the event id.
+
+Id order is per-key order only if ids of one key commit in id order. A BIGSERIAL is drawn at insert,
+not at commit: two transactions writing the same key could commit the later id first, and the relay
+would publish it before the earlier one. So every writer takes a transaction-scoped advisory lock per
+(topic, key) *before* inserting (:func:`lock_outbox_keys`): a second writer of the key waits until the
+first commits or rolls back, and only then draws its id.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import logging
 import uuid
+from collections.abc import Iterable
 
 import asyncpg
 from aiokafka import AIOKafkaProducer
@@ -29,11 +37,46 @@ def _row(env: Envelope) -> tuple[uuid.UUID, str, str, str, bytes]:
     return uuid.UUID(env.id), record.topic, record.key.decode(), headers, record.value
 
 
+# Keys are spread over a bounded number of locks per topic, so a batch of many keys never needs more
+# than this many locks (Postgres' lock table is finite); two keys sharing a stripe only wait for each other.
+_STRIPES = 1024
+
+
+def _lock_id(topic: str, key: str) -> int:
+    """A stable signed 64-bit advisory-lock id of (topic, stripe of key); the same in every process."""
+    stripe = int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "big") % _STRIPES
+    digest = hashlib.blake2b(f"outbox\0{topic}\0{stripe}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
+async def _lock_ids(conn: asyncpg.Connection, ids: Iterable[int]) -> None:
+    # Sorted, so that two writers of overlapping key sets take the locks in one global order: no deadlock.
+    # unnest() yields the array in order, so the locks are taken in that order, in one round trip.
+    ordered = sorted(set(ids))
+    if ordered:
+        await conn.execute("SELECT pg_advisory_xact_lock(k) FROM unnest($1::bigint[]) AS k", ordered)
+
+
+async def lock_outbox_keys(conn: asyncpg.Connection, topic: str, keys: Iterable[str]) -> None:
+    """Take the per-key order locks; call in the transaction, before writing outbox rows some other way
+    (e.g. an own COPY). :func:`add_to_outbox` does this itself. Held until the transaction ends."""
+    await _lock_ids(conn, (_lock_id(topic, k) for k in set(keys)))
+
+
 async def add_to_outbox(conn: asyncpg.Connection, *envelopes: Envelope) -> None:
-    """Call inside the transaction that changes the state the events describe."""
+    """Call inside the transaction that changes the state the events describe.
+
+    Waits for any other open transaction that wrote an event of the same (topic, key): ids of a key
+    are drawn in commit order, so the relay publishes them in order. Pass all of a transaction's events
+    in one call, as late in the transaction as possible: the locks are then taken once, in a global order
+    (no deadlock between writers), and held only for the rest of the transaction.
+    """
     if not envelopes:
         return
+    if not conn.is_in_transaction():
+        raise RuntimeError("add_to_outbox must run inside the transaction of the state change")
     rows = [_row(env) for env in envelopes]
+    await _lock_ids(conn, (_lock_id(topic, key) for topic, key in {(r[1], r[2]) for r in rows}))
     if len(rows) > 50:
         await conn.copy_records_to_table(
             "outbox", records=rows, columns=["event_id", "topic", "key", "headers", "payload"]
@@ -70,6 +113,8 @@ class OutboxRelay:
         metrics: RuntimeMetrics | None = None,
         batch_size: int = 1000,
         poll_seconds: float = 0.5,
+        min_backoff: float = 0.5,
+        max_backoff: float = 30.0,
     ) -> None:
         self._pool = pool
         self._producer = producer
@@ -77,6 +122,8 @@ class OutboxRelay:
         self._metrics = metrics
         self._batch_size = batch_size
         self._poll_seconds = poll_seconds
+        self._min_backoff = min_backoff
+        self._max_backoff = max_backoff
         self._wake = asyncio.Event()
         self._stopping = False
 
@@ -98,6 +145,7 @@ class OutboxRelay:
                 await self._producer.send(r["topic"], value=r["payload"], key=r["key"].encode(), headers=headers)
             )
         await asyncio.gather(*futures)
+        await self.before_mark(len(rows))
         await conn.execute(
             "UPDATE outbox SET published_at = now() WHERE id = ANY($1::bigint[])", [r["id"] for r in rows]
         )
@@ -107,8 +155,29 @@ class OutboxRelay:
         return len(rows)
 
     async def run(self) -> None:
-        """Loop until stopped: hold the leader lock, publish, sleep until notified or polled."""
+        """Loop until stopped. Any error (database gone, broker unreachable, a send that failed) is
+        logged by type only, never with row content, and the loop starts over on a fresh connection
+        after a back-off: unmarked rows are sent again (at least once), nothing is skipped."""
+        backoff = self._min_backoff
+        while not self._stopping:
+            try:
+                await self._lead_and_publish()
+                backoff = self._min_backoff
+            except Exception as exc:
+                if self._metrics:
+                    self._metrics.outbox_relay_errors.labels(type(exc).__name__).inc()
+                log.error(
+                    "outbox relay failed; starting over after a back-off",
+                    exc_info=exc,
+                    extra={"retry_in_seconds": round(backoff, 2)},
+                )
+                await self._sleep(backoff)
+                backoff = min(backoff * 2, self._max_backoff)
+
+    async def _lead_and_publish(self) -> None:
+        """Hold the leader lock, publish, sleep until notified or polled; returns when stopped."""
         async with self._pool.acquire() as conn:
+            clean = False
             await conn.add_listener(_CHANNEL, self._on_notify)
             try:
                 while not self._stopping:
@@ -121,17 +190,28 @@ class OutboxRelay:
                         if self._metrics:  # measured when idle, so the count never slows a backlog down
                             self._metrics.outbox_pending.set(await pending_count(conn))
                         await self._sleep()
+                clean = True
             finally:
-                with contextlib.suppress(Exception):
+                try:
                     await conn.remove_listener(_CHANNEL, self._on_notify)
                     await conn.execute("SELECT pg_advisory_unlock_all()")
+                except Exception:
+                    clean = False
+                if not clean:
+                    # The session may still hold the leader lock: never hand it back to the pool. (A lost
+                    # connection has already left the pool, and terminate() then has nothing to do.)
+                    with contextlib.suppress(Exception):
+                        conn.terminate()
+
+    async def before_mark(self, sent: int) -> None:
+        """Called when a batch is on Kafka and not yet marked: a seam for fault-injection tests."""
 
     def _on_notify(self, *_: object) -> None:
         self._wake.set()
 
-    async def _sleep(self) -> None:
+    async def _sleep(self, seconds: float | None = None) -> None:
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wake.wait(), self._poll_seconds)
+            await asyncio.wait_for(self._wake.wait(), self._poll_seconds if seconds is None else seconds)
         self._wake.clear()
 
     def stop(self) -> None:

@@ -60,6 +60,15 @@ def context(request: Request) -> ServiceContext:
     return ctx
 
 
+def _report_end(task: asyncio.Task[None]) -> None:
+    """A relay ends only when stopped; anything else is logged here and turns /health/ready to 503."""
+    if task.cancelled():
+        return
+    exc = task.exception()
+    if exc is not None:
+        log.error("background task ended with an error", exc_info=exc, extra={"error_type": type(exc).__name__})
+
+
 def create_app(spec: ServiceSpec) -> FastAPI:
     settings = spec.settings
     metrics = RuntimeMetrics(spec.name)
@@ -93,7 +102,10 @@ def create_app(spec: ServiceSpec) -> FastAPI:
             batch_size=settings.outbox_batch_size,
             poll_seconds=settings.outbox_poll_seconds,
         )
-        tasks = [asyncio.create_task(relay.run(), name=f"{spec.name}-relay")]
+        relay_task = asyncio.create_task(relay.run(), name=f"{spec.name}-relay")
+        relay_task.add_done_callback(_report_end)
+        app.state.relay_task = relay_task
+        tasks = [relay_task]
         tasks += [start(ctx) for start in spec.background]
         log.info("service started")
         try:
@@ -120,14 +132,24 @@ def create_app(spec: ServiceSpec) -> FastAPI:
 
     @app.get("/health/ready", include_in_schema=False)
     async def ready(request: Request) -> JSONResponse:
+        """Ready = the database and the broker answer, and the outbox relay is still running."""
         ctx: ServiceContext | None = getattr(request.app.state, "ctx", None)
-        checks = {"database": False, "broker": False}
+        relay_task: asyncio.Task[None] | None = getattr(request.app.state, "relay_task", None)
+        checks = {"database": False, "broker": False, "outbox_relay": False}
         if ctx is not None:
-            with contextlib.suppress(Exception):
+
+            async def database() -> bool:
                 async with asyncio.timeout(2):
-                    checks["database"] = await ctx.pool.fetchval("SELECT 1") == 1
-            with contextlib.suppress(Exception):
-                checks["broker"] = await ctx.broker.ping(timeout=2)
+                    return bool(await ctx.pool.fetchval("SELECT 1") == 1)
+
+            async def broker() -> bool:
+                async with asyncio.timeout(3):
+                    return bool(await ctx.broker.ping(timeout=2))
+
+            db_ok, broker_ok = await asyncio.gather(database(), broker(), return_exceptions=True)
+            checks["database"] = db_ok is True
+            checks["broker"] = broker_ok is True
+            checks["outbox_relay"] = relay_task is not None and not relay_task.done()
         ok = all(checks.values())
         return JSONResponse({"status": "ok" if ok else "unavailable", "checks": checks}, status_code=200 if ok else 503)
 

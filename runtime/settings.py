@@ -12,7 +12,18 @@ from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
-class ServiceSettings(BaseSettings):
+class JwtSettings(BaseSettings):
+    """How bearer tokens are signed and checked; the part of a service's settings the dev-token command
+    reads too, so a token it issues is one the service accepts (same env names, same defaults)."""
+
+    model_config = SettingsConfigDict(extra="ignore", frozen=True)
+
+    jwt_secret: SecretStr = SecretStr("dev-only-secret-change-me-in-any-real-deployment")
+    jwt_issuer: str = "mentoring-platform-dev"
+    jwt_audience: str = "mentoring-platform"
+
+
+class ServiceSettings(JwtSettings):
     model_config = SettingsConfigDict(extra="ignore", frozen=True)
 
     service_name: str = "service"
@@ -24,9 +35,6 @@ class ServiceSettings(BaseSettings):
     http_host: str = "127.0.0.1"
     http_port: int = Field(default=8080, ge=1, le=65535)
     log_level: str = "INFO"
-    jwt_secret: SecretStr = SecretStr("dev-only-secret-change-me-in-any-real-deployment")
-    jwt_issuer: str = "mentoring-platform-dev"
-    jwt_audience: str = "mentoring-platform"
     outbox_batch_size: int = Field(default=5000, ge=1, le=50_000)
     outbox_poll_seconds: float = Field(default=0.5, gt=0)
     consumer_offset_reset: Literal["earliest", "latest"] = Field(

@@ -3,6 +3,14 @@
 ``relay``: publishes the outbox of a schema. ``consume``: applies ParticipantWithdrawn events of the
 programs whose id starts with a prefix to a non-idempotent counter, so a double application shows.
 Killing either with SIGKILL at any moment must not lose or double an effect.
+
+Fault hook, so a test kills the relay at the worst moment instead of racing it: with
+``PROBE_RELAY_PAUSE_AFTER_BATCHES=N`` the relay stops for good once its N-th batch is acknowledged by
+Kafka and before it is marked published, after touching the file ``PROBE_RELAY_PAUSED_FILE``.
+Likewise ``PROBE_CONSUMER_PAUSE_AFTER_EVENTS=N`` (and ``PROBE_CONSUMER_PAUSED_FILE``) freezes the consumer
+once its N-th event is applied and committed in the database, before FastStream commits the offset.
+Every delivery the consumer receives is recorded in ``deliveries`` (outside the tracking transaction),
+so a test can prove a redelivery happened.
 """
 
 from __future__ import annotations
@@ -10,9 +18,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import os
 import signal
+from pathlib import Path
 
 import asyncpg
+from aiokafka.structs import ConsumerRecord
 
 from contracts.envelope import Envelope
 from contracts.events import ParticipantWithdrawn
@@ -27,6 +38,7 @@ CREATE TABLE IF NOT EXISTS applied (
     seq BIGSERIAL PRIMARY KEY, event_id TEXT NOT NULL, program_id TEXT NOT NULL, participant_id TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS counter (id INT PRIMARY KEY, n BIGINT NOT NULL);
+CREATE TABLE IF NOT EXISTS deliveries (seq BIGSERIAL PRIMARY KEY, topic TEXT, part INT, "offset" BIGINT);
 INSERT INTO counter VALUES (1, 0) ON CONFLICT DO NOTHING;
 """
 
@@ -39,12 +51,51 @@ async def _wait_for_signal() -> None:
     await stop.wait()
 
 
+class PausingRelay(OutboxRelay):
+    """Freezes between "sent" and "marked" after a given number of batches: the window a crash re-sends."""
+
+    pause_after = int(os.environ.get("PROBE_RELAY_PAUSE_AFTER_BATCHES", "0"))
+    paused_file = os.environ.get("PROBE_RELAY_PAUSED_FILE", "")
+    batches = 0
+
+    async def before_mark(self, sent: int) -> None:
+        self.batches += 1
+        if self.pause_after and self.batches == self.pause_after:
+            if self.paused_file:
+                Path(self.paused_file).write_text(f"{sent}\n")
+            print(f"relay paused after batch {self.batches} ({sent} rows sent, not marked)", flush=True)
+            await asyncio.Event().wait()  # until killed
+
+
+class PausingConsumer(EventConsumer):
+    """Freezes after the effect is stored and before the offset is committed: the window a crash replays."""
+
+    pause_after = int(os.environ.get("PROBE_CONSUMER_PAUSE_AFTER_EVENTS", "0"))
+    paused_file = os.environ.get("PROBE_CONSUMER_PAUSED_FILE", "")
+    processed = 0
+
+    async def process(self, record: ConsumerRecord[bytes, bytes]) -> None:
+        await self.pool.execute(
+            'INSERT INTO deliveries (topic, part, "offset") VALUES ($1, $2, $3)',
+            record.topic,
+            record.partition,
+            record.offset,
+        )
+        await super().process(record)
+        self.processed += 1
+        if self.pause_after and self.processed == self.pause_after:
+            if self.paused_file:
+                Path(self.paused_file).write_text(f"{record.topic}:{record.partition}:{record.offset}\n")
+            print(f"consumer paused after {self.processed} events, offset not committed", flush=True)
+            await asyncio.Event().wait()  # until killed
+
+
 async def relay(dsn: str, schema: str, bootstrap: str, batch: int) -> None:
     pool = await create_pool(dsn, schema)
     await migrate(pool, schema, {})
     producer = make_producer(bootstrap, "probe-relay")
     await producer.start()
-    r = OutboxRelay(pool, producer, schema=schema, batch_size=batch, poll_seconds=0.2)
+    r = PausingRelay(pool, producer, schema=schema, batch_size=batch, poll_seconds=0.2)
     task = asyncio.create_task(r.run())
     await _wait_for_signal()
     r.stop()
@@ -74,7 +125,7 @@ async def consume(dsn: str, schema: str, bootstrap: str, group: str, prefix: str
         await conn.execute("UPDATE counter SET n = n + 1 WHERE id = 1")
 
     broker = make_broker(bootstrap, "probe-consumer")
-    EventConsumer(
+    PausingConsumer(
         name=group,
         pool=pool,
         producer=producer,

@@ -3,7 +3,6 @@ processes killed at awkward moments: nothing lost, nothing doubled, order kept p
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import json
 import os
@@ -11,12 +10,15 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 from collections import defaultdict
 from datetime import UTC, datetime
+from pathlib import Path
 
 import asyncpg
 import pytest
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 
 from conftest import ROOT, StackEndpoints, eventually, unique
 from contracts.envelope import Envelope, to_kafka
@@ -30,7 +32,7 @@ from runtime.outbox import add_to_outbox, make_producer
 pytestmark = pytest.mark.stack
 
 
-def _spawn(stack: StackEndpoints, *args: str) -> subprocess.Popen[str]:
+def _spawn(stack: StackEndpoints, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
     """Output goes to a file: an unread pipe would fill up and freeze the child."""
     log = tempfile.NamedTemporaryFile(prefix="probe-", suffix=".log", delete=False)  # noqa: SIM115
     return subprocess.Popen(
@@ -39,8 +41,32 @@ def _spawn(stack: StackEndpoints, *args: str) -> subprocess.Popen[str]:
         stdout=log,
         stderr=subprocess.STDOUT,
         text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
     )
+
+
+async def _end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        partitions = consumer.partitions_for_topic(topic) or set()
+        if not partitions:
+            await consumer._client.force_metadata_update()
+            partitions = consumer.partitions_for_topic(topic) or set()
+        ends = await consumer.end_offsets([TopicPartition(topic, p) for p in partitions])
+        return {tp.partition: offset for tp, offset in ends.items()}
+    finally:
+        await consumer.stop()
+
+
+async def _committed_offsets(bootstrap: str, group: str, topic: str) -> dict[int, int]:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        committed = await admin.list_consumer_group_offsets(group)
+        return {tp.partition: meta.offset for tp, meta in committed.items() if tp.topic == topic}
+    finally:
+        await admin.close()
 
 
 def _kill(proc: subprocess.Popen[str]) -> None:
@@ -101,29 +127,41 @@ async def test_outbox_events_are_applied_exactly_once_across_kills_and_redeliver
     dst_pool = await create_pool(stack.admin_dsn, dst)
     group = unique("probe")
     consume = ("consume", "--schema", dst, "--group", group, "--prefix", prefix, "--topic", topic.name)
-    consumer = _spawn(stack, *consume)
-    relay = _spawn(stack, "relay", "--schema", src, "--batch", "50")
+    faults = Path(tempfile.mkdtemp(prefix="probe-"))
+    consumer_paused_file = faults / "consumer-paused"
+    consumer = _spawn(
+        stack,
+        *consume,
+        env={"PROBE_CONSUMER_PAUSE_AFTER_EVENTS": "20", "PROBE_CONSUMER_PAUSED_FILE": str(consumer_paused_file)},
+    )
+    batch, pause_after = 50, 3
+    paused_file = faults / "relay-paused"
+    relay = _spawn(
+        stack,
+        *("relay", "--schema", src, "--batch", str(batch)),
+        env={"PROBE_RELAY_PAUSE_AFTER_BATCHES": str(pause_after), "PROBE_RELAY_PAUSED_FILE": str(paused_file)},
+    )
 
-    async def partly_published() -> bool:
-        n = await pool.fetchval("SELECT count(*) FROM outbox WHERE published_at IS NOT NULL")
-        return bool(0 < n < total - 500)
+    async def relay_paused() -> bool:
+        return paused_file.exists()
 
-    await eventually(partly_published, 60, "the relay to publish part of the outbox")
-    _kill(relay)  # mid-batch: some sent, maybe not marked
+    # The relay sits exactly between "batch 3 acknowledged by Kafka" and "batch 3 marked published".
+    await eventually(relay_paused, 60, "the relay to pause after sending a batch")
+    _kill(relay)
     published_before_restart = await pool.fetchval("SELECT count(*) FROM outbox WHERE published_at IS NOT NULL")
-    assert published_before_restart < total
+    assert published_before_restart == (pause_after - 1) * batch
+    ends = await _end_offsets(stack.kafka_bootstrap, topic.name)
+    assert sum(ends.values()) == pause_after * batch, "the unmarked batch is on Kafka"
 
-    async def applied_some() -> bool:
-        try:
-            return bool(await dst_pool.fetchval("SELECT n FROM counter") > 0)
-        except asyncpg.UndefinedTableError:
-            return False
+    async def consumer_paused() -> bool:
+        return consumer_paused_file.exists()
 
-    await eventually(applied_some, 60, "the consumer to apply events")
-    _kill(consumer)  # effects stored but offsets maybe not committed: must replay without doubling
-    consume = ("consume", "--schema", dst, "--group", group, "--prefix", prefix, "--topic", topic.name)
+    # The consumer sits exactly between "effect and event id committed" and "offset committed".
+    await eventually(consumer_paused, 60, "the consumer to pause after applying an event")
+    _kill(consumer)
+    assert await dst_pool.fetchval("SELECT n FROM counter") == 20
     consumer = _spawn(stack, *consume)
-    relay = _spawn(stack, "relay", "--schema", src, "--batch", "50")
+    relay = _spawn(stack, "relay", "--schema", src, "--batch", str(batch))
 
     async def all_published() -> bool:
         return bool(await pool.fetchval("SELECT count(*) FROM outbox WHERE published_at IS NULL") == 0)
@@ -144,10 +182,22 @@ async def test_outbox_events_are_applied_exactly_once_across_kills_and_redeliver
         return bool(await dst_pool.fetchval("SELECT count(DISTINCT event_id) FROM applied") == total)
 
     await eventually(all_applied, 90, "every event to be applied")
-    await asyncio.sleep(2)  # let any straggling redelivery arrive: it must change nothing
+    ends = await _end_offsets(stack.kafka_bootstrap, topic.name)
+
+    async def consumer_caught_up() -> bool:
+        committed = await _committed_offsets(stack.kafka_bootstrap, group, topic.name)
+        return all(committed.get(p, -1) >= end for p, end in ends.items())
+
+    # Every record on the topic, duplicates included, has been through the consumer: nothing straggles.
+    await eventually(consumer_caught_up, 60, "the consumer group's offsets to reach the end of the topic")
     _stop(consumer)
     _stop(relay)
 
+    # Really delivered twice: the re-sent batch and the two manual copies are on the topic, and the
+    # consumer received the event whose offset it had not committed once more after its restart.
+    assert sum(ends.values()) >= total + batch + 2
+    deliveries = await dst_pool.fetchval("SELECT count(*) FROM deliveries")
+    assert deliveries >= sum(ends.values()) + 1
     assert await dst_pool.fetchval("SELECT n FROM counter") == total
     assert await dst_pool.fetchval("SELECT count(*) FROM applied") == total
     rows = await dst_pool.fetch("SELECT program_id, participant_id FROM applied ORDER BY seq")
@@ -160,17 +210,21 @@ async def test_outbox_events_are_applied_exactly_once_across_kills_and_redeliver
     await dst_pool.close()
 
 
-async def _dead_letters(bootstrap: str, topic: Topic) -> list[dict[str, str]]:
+async def _dead_letters(bootstrap: str, topic: Topic, expected: int, timeout: float = 30.0) -> list[dict[str, str]]:
+    """Headers of the dead letters, read until ``expected`` arrived (or the deadline), then briefly more."""
     consumer = AIOKafkaConsumer(
         topic.dead_letter, bootstrap_servers=bootstrap, auto_offset_reset="earliest", enable_auto_commit=False
     )
     await consumer.start()
     found: list[dict[str, str]] = []
     try:
-        batches = await consumer.getmany(timeout_ms=3000, max_records=10_000)
-        for records in batches.values():
-            for r in records:
-                found.append({k: v.decode() for k, v in r.headers})
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            batches = await consumer.getmany(timeout_ms=500, max_records=10_000)
+            for records in batches.values():
+                found.extend({k: v.decode() for k, v in r.headers} for r in records)
+            if len(found) >= expected and not batches:
+                break
     finally:
         await consumer.stop()
     return found
@@ -214,12 +268,12 @@ async def test_malformed_messages_go_to_the_dead_letter_topic_and_the_consumer_c
     _stop(consumer)
     await pool.close()
 
-    letters = await _dead_letters(stack.kafka_bootstrap, topic)
+    letters = await _dead_letters(stack.kafka_bootstrap, topic, expected=3)
     reasons = sorted(h["dlt_reason"] for h in letters)
     assert len(letters) == 3, reasons
     assert any("not JSON" in r for r in reasons)
     assert any("unknown ce_type 'org.mentoring.nonsense.v1'" in r for r in reasons)
-    assert any("participant_id: Field required" in r for r in reasons)
+    assert any(r.endswith("failed validation: participant_id: missing") for r in reasons)  # loc + type, no input
     for h in letters:
         assert h["dlt_original_topic"] == topic.name
         assert h["dlt_consumer_group"] == group

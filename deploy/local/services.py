@@ -8,11 +8,13 @@ a service that already answers ``/health/ready``; ``down`` stops only what it st
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import subprocess
 import sys
 import time
 import urllib.request
+from pathlib import Path
 
 from deploy.local.stack import ROOT, Stack, _read_pid, say, terminate
 
@@ -22,6 +24,30 @@ PORTS = {"enrollment": 18081, "matching": 18082, "sessions": 18083, "feedback": 
 def available() -> list[str]:
     """The services whose code exists in this checkout (the platform grows one service at a time)."""
     return [name for name in PORTS if importlib.util.find_spec(f"services.{name}.app") is not None]
+
+
+def _service_pid(pid_file: Path, name: str) -> int | None:
+    """The pid in ``pid_file`` if it is this checkout's uvicorn of ``name``; never a stranger's process."""
+    pid = _read_pid(pid_file, "uvicorn", f"services.{name}.app:app", str(PORTS[name]))
+    if pid is None:
+        return None
+    try:
+        cwd = Path(f"/proc/{pid}/cwd").resolve()
+    except OSError:
+        return None
+    if cwd != ROOT:
+        say(f"{pid_file} names pid {pid}, a {name} of another checkout ({cwd}): leaving it alone")
+        return None
+    return pid
+
+
+def _log_config(folder: Path, name: str) -> Path:
+    """uvicorn's own lines (start-up, errors) as JSON too, from the first line, with no exception text."""
+    from runtime.logging import uvicorn_log_config
+
+    path = folder / f"{name}.log-config.json"
+    path.write_text(json.dumps(uvicorn_log_config(name), indent=1))
+    return path
 
 
 def _ready(port: int) -> bool:
@@ -42,7 +68,7 @@ def up(names: list[str] | None = None, timeout: float = 60) -> dict[str, str]:
         port = PORTS[name]
         urls[name] = f"http://127.0.0.1:{port}"
         pid_file = folder / f"{name}.pid"
-        if _read_pid(pid_file) and _ready(port):
+        if _service_pid(pid_file, name) and _ready(port):
             say(f"{name} already running on :{port}")
             continue
         prefix = name.upper()
@@ -55,7 +81,7 @@ def up(names: list[str] | None = None, timeout: float = 60) -> dict[str, str]:
         with (folder / f"{name}.log").open("ab") as log:
             proc = subprocess.Popen(
                 [sys.executable, "-m", "uvicorn", f"services.{name}.app:app", "--host", "127.0.0.1",
-                 "--port", str(port), "--no-access-log"],
+                 "--port", str(port), "--no-access-log", "--log-config", str(_log_config(folder, name))],
                 cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
             )  # fmt: skip
         pid_file.write_text(f"{proc.pid}\n")
@@ -72,7 +98,7 @@ def up(names: list[str] | None = None, timeout: float = 60) -> dict[str, str]:
 def down() -> None:
     folder = Stack().dir / "services"
     for name in PORTS:
-        pid = _read_pid(folder / f"{name}.pid")
+        pid = _service_pid(folder / f"{name}.pid", name)
         if pid:
             terminate(pid, grace_seconds=15)
             say(f"{name} stopped")
@@ -89,7 +115,7 @@ def main() -> int:
     elif command == "status":
         folder = Stack().dir / "services"
         for name in available():
-            pid = _read_pid(folder / f"{name}.pid")
+            pid = _service_pid(folder / f"{name}.pid", name)
             state = "ready" if pid and _ready(PORTS[name]) else "stopped"
             print(f"{name:11} {state} :{PORTS[name]}")
     else:

@@ -26,6 +26,14 @@ ROOT = Path(__file__).resolve().parents[2]
 POM = Path(__file__).resolve().parent / "kafka" / "pom.xml"
 SERVICES = ("enrollment", "matching", "sessions", "feedback", "metrics")
 DATABASE = "mentoring"
+# Connect/read timeouts for both Maven transports (Wagon up to 3.8, the resolver's own from 3.9), so an
+# unreachable repository fails in seconds instead of the 30-minute default read timeout.
+MAVEN_NETWORK_TIMEOUTS = (
+    "-Dmaven.wagon.http.retryHandler.count=2",
+    "-Dmaven.wagon.rto=60000",
+    "-Daether.connector.connectTimeout=15000",
+    "-Daether.connector.requestTimeout=60000",
+)
 
 
 class StackError(Exception):
@@ -50,12 +58,38 @@ def _alive(pid: int) -> bool:
         return True
 
 
-def _read_pid(path: Path) -> int | None:
+def _cmdline(pid: int) -> list[str]:
+    """The process's arguments; empty when unreadable or gone."""
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return []
+    return raw.decode(errors="replace").rstrip("\0").split("\0")
+
+
+def _runs(pid: int, *expected: str) -> bool:
+    """Whether every expected string is one of the process's arguments (or an argument's file name)."""
+    args = _cmdline(pid)
+    names = set(args) | {Path(a).name for a in args}
+    return bool(args) and all(e in names for e in expected)
+
+
+def _read_pid(path: Path, *expected: str) -> int | None:
+    """The live pid in ``path`` if that process's arguments include every string in ``expected``.
+
+    A pid file outlives its process, and the pid may since belong to something else (after a reboot,
+    another user's job, another checkout's stack): only a process that is recognisably ours counts.
+    """
     try:
         pid = int(path.read_text().strip().splitlines()[0])
     except (OSError, ValueError, IndexError):
         return None
-    return pid if _alive(pid) else None
+    if not _alive(pid):
+        return None
+    if expected and not _runs(pid, *expected):
+        say(f"{path} names pid {pid}, which is not ours (no {' '.join(expected)}): leaving it alone")
+        return None
+    return pid
 
 
 def terminate(pid: int, grace_seconds: float) -> None:
@@ -150,7 +184,7 @@ class Stack:
 
     def status(self) -> dict[str, str]:
         lines = {}
-        pid = _read_pid(self.kafka_dir / "kafka.pid")
+        pid = self._kafka_pid()
         if pid and kafka_answers(self.host, self.kafka_port):
             startup = (
                 (self.kafka_dir / "startup_seconds").read_text().strip()
@@ -173,9 +207,12 @@ class Stack:
 
     # --- Kafka --------------------------------------------------------------------------------
 
+    def _kafka_pid(self) -> int | None:
+        return _read_pid(self.kafka_dir / "kafka.pid", "kafka.Kafka", str(self.kafka_dir / "server.properties"))
+
     def _kafka_up(self) -> None:
         pid_file = self.kafka_dir / "kafka.pid"
-        pid = _read_pid(pid_file)
+        pid = self._kafka_pid()
         if pid and kafka_answers(self.host, self.kafka_port):
             say(f"kafka already running (pid {pid}) on {self.host}:{self.kafka_port}")
             return
@@ -238,11 +275,19 @@ class Stack:
             raise StackError("Maven is missing: install it (apt-get install -y maven) to fetch the Kafka jars")
         say("resolving Kafka jars from Maven Central with Maven (first run only)...")
         shutil.rmtree(libs, ignore_errors=True)
-        result = subprocess.run(
-            ["mvn", "-B", "-q", "-f", str(POM), "dependency:copy-dependencies", "-DincludeScope=runtime",
-             f"-DoutputDirectory={libs}"],
-            capture_output=True, text=True, check=False,
-        )  # fmt: skip
+        timeout = float(os.environ.get("STACK_MAVEN_TIMEOUT", "600"))
+        try:
+            result = subprocess.run(
+                ["mvn", "-B", "-q", "-f", str(POM), "dependency:copy-dependencies", "-DincludeScope=runtime",
+                 f"-DoutputDirectory={libs}", *MAVEN_NETWORK_TIMEOUTS],
+                capture_output=True, text=True, check=False, timeout=timeout, stdin=subprocess.DEVNULL,
+            )  # fmt: skip
+        except subprocess.TimeoutExpired as exc:
+            raise StackError(
+                f"Maven did not resolve the Kafka jars within {timeout:.0f} s: is Maven Central (or your mirror in "
+                "~/.m2/settings.xml) reachable? Offline, copy the jars to .stack/kafka/libs once from a machine "
+                "that has them, or raise STACK_MAVEN_TIMEOUT."
+            ) from exc
         if result.returncode != 0:
             tail = "\n".join((result.stdout + result.stderr).splitlines()[-30:])
             raise StackError(f"Maven could not resolve the Kafka jars (offline? no Maven Central?):\n{tail}")
@@ -298,7 +343,7 @@ class Stack:
 
     def _kafka_down(self) -> None:
         pid_file = self.kafka_dir / "kafka.pid"
-        pid = _read_pid(pid_file)
+        pid = self._kafka_pid()
         if pid is None:
             pid_file.unlink(missing_ok=True)
             say("kafka not running")
@@ -334,7 +379,8 @@ class Stack:
         return ["runuser", "-u", "postgres", "--", *cmd]
 
     def _pg_pid(self) -> int | None:
-        return _read_pid(self.pg_dir / "data" / "postmaster.pid")
+        data = self.pg_dir / "data"
+        return _read_pid(data / "postmaster.pid", "postgres", str(data))
 
     def _postgres_up(self) -> None:
         data = self.pg_dir / "data"

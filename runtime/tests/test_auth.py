@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import Annotated
 
 import pytest
-from fastapi import Depends, FastAPI
+from fastapi import Depends, FastAPI, HTTPException
 from fastapi.testclient import TestClient
 
-from runtime.auth import ApiRole, JwtConfig, Principal, issue_token, main, require
+from runtime.auth import ApiRole, JwtConfig, Principal, decode_token, issue_token, main, require
 
 CONFIG = JwtConfig(secret="test-secret-with-enough-length-for-hs256", issuer="test-issuer", audience="test-aud")
 
@@ -76,3 +76,26 @@ def test_valid_token_with_an_allowed_role_passes(client: TestClient) -> None:
 def test_dev_token_command_prints_a_token(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--role", "admin", "--sub", "alice"]) == 0
     assert capsys.readouterr().out.count(".") == 2
+
+
+def test_dev_token_is_accepted_by_a_service_configured_from_the_same_environment(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from runtime.service import create_app
+    from services.enrollment.app import build, settings_class
+
+    monkeypatch.setenv("ENROLLMENT_DATABASE_URL", "postgresql://enrollment@127.0.0.1:1/unused")
+    monkeypatch.setenv("ENROLLMENT_JWT_SECRET", "a-deployment-secret-that-is-not-the-default-one")
+    monkeypatch.setenv("ENROLLMENT_JWT_ISSUER", "acme-idp")
+    monkeypatch.setenv("ENROLLMENT_JWT_AUDIENCE", "acme-mentoring")
+    assert main(["--role", "admin", "--sub", "alice", "--service", "enrollment"]) == 0
+    token = capsys.readouterr().out.strip()
+    service_config: JwtConfig = create_app(build(settings_class()())).state.jwt  # what the service checks with
+    assert service_config.issuer == "acme-idp"
+    principal = decode_token(service_config, token)
+    assert principal.subject == "alice" and principal.has(ApiRole.ADMIN)
+    # and a token from the defaults is refused by that service
+    monkeypatch.delenv("ENROLLMENT_JWT_SECRET")
+    assert main(["--role", "admin", "--service", "enrollment"]) == 0
+    with pytest.raises(HTTPException):
+        decode_token(service_config, capsys.readouterr().out.strip())
