@@ -18,8 +18,7 @@ from pathlib import Path
 import httpx
 from tqdm import tqdm
 
-from runtime.auth import JwtConfig, issue_token
-from runtime.settings import ServiceSettings
+from runtime.auth import issue_token, jwt_config_from_env
 from services.enrollment.domain.model import EnrolmentRequest, OrgPerson
 from services.enrollment.domain.uploads import parse_rows
 
@@ -27,12 +26,8 @@ CHUNK = 64 * 1024
 
 
 def _dev_token() -> str:
-    defaults = ServiceSettings.model_fields
-    config = JwtConfig(
-        secret=defaults["jwt_secret"].default.get_secret_value(),
-        issuer=str(defaults["jwt_issuer"].default),
-        audience=str(defaults["jwt_audience"].default),
-    )
+    """A short-lived admin token signed with the enrollment service's own JWT settings (env or defaults)."""
+    config = jwt_config_from_env("enrollment")
     return issue_token(config, "cli-admin", ["admin"], ttl_seconds=3600)
 
 
