@@ -13,7 +13,7 @@ import numpy.typing as npt
 from contracts.events import GroupMember, ParticipantProfile, UnmatchedReason
 from contracts.policy import MatchingPolicy, Role
 from services.matching.domain.lottery import lottery_ranks
-from services.matching.domain.model import Group, MatchingInput, OverrideKind, Unplaced
+from services.matching.domain.model import Group, MatchingInput, MatchingResult, OverrideKind, Unplaced
 from services.matching.domain.rules import pair_fit
 
 Progress = Callable[[str, float], None]
@@ -155,6 +155,17 @@ def make_group(prep: Prepared, mentor_ids: list[str], member_ids: list[str]) -> 
         fit=float(total),
         explanation=explanation,
     )
+
+
+def with_run_group_ids(result: MatchingResult, run_id: str) -> MatchingResult:
+    """The same result with group ids that include the run id (still deterministic per run)."""
+    groups = [
+        g.model_copy(
+            update={"group_id": group_id(result.seed, result.program_id, [m.participant_id for m in g.members], run_id)}
+        )
+        for g in result.groups
+    ]
+    return result.model_copy(update={"groups": sorted(groups, key=lambda g: g.group_id)})
 
 
 def unplaced(pid: str, code: UnmatchedReason, reason: str) -> Unplaced:
