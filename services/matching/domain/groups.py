@@ -98,6 +98,10 @@ class _Outcome:
     exact: bool = True
     """The model held every eligible option (no pruning): its bounds are bounds on the full problem."""
     fallback: bool = False
+    baseline: bool = False
+    fit_is_model_objective: bool = True
+    """The fit level's objective is exactly the reported total fit (false for peer groups)."""
+    """The greedy asked for as a baseline (benchmarks), not a fallback."""
     notes: list[str] = field(default_factory=list)
 
 
@@ -109,14 +113,16 @@ def _result(prep: Prepared, o: _Outcome, started: float) -> MatchingResult:
     fit_bound: float | None = None
     gap: float | None = None
     levels = o.levels
-    if o.fallback or levels is None:
+    if o.baseline:
+        status = "GREEDY"
+    elif o.fallback or levels is None:
         status = "GREEDY_FALLBACK"
         notes.append("the solver found no solution within its budget: this is the greedy solution (lottery order)")
     else:
         proven = levels.all_optimal and o.proven_lottery and o.exact and placed >= o.placed_bound
         status = "OPTIMAL" if proven and not levels.wall_guard_hit else "FEASIBLE"
         last = next((x for x in levels.outcomes if x.name == "fit" and x.found), None)
-        if last is not None:
+        if last is not None and o.fit_is_model_objective:
             fit_bound = max(fit, last.bound)
             gap = round((fit_bound - fit) / fit_bound, 6) if fit_bound else 0.0
             if not o.exact:
@@ -129,7 +135,7 @@ def _result(prep: Prepared, o: _Outcome, started: float) -> MatchingResult:
         if unknown:
             notes.append(f"levels {', '.join(unknown)} found nothing better in budget: the previous solution stands")
     stats = Stats(
-        method="cp_sat",
+        method="greedy" if o.baseline else "cp_sat",
         status=status,
         seed=prep.seed,
         placed_count=placed,
@@ -514,7 +520,7 @@ def _facilitated(prep: Prepared, progress: Progress, time_limit: float) -> Match
     return finish(chosen_groups, levels, placed_bound=bound, proven_lottery=proven, exact=exact)
 
 
-def _peer_groups(prep: Prepared, progress: Progress, time_limit: float) -> MatchingResult:
+def _peer_groups(prep: Prepared, progress: Progress, time_limit: float, greedy_only: bool = False) -> MatchingResult:
     started = time.perf_counter()
     pol = prep.policy
     pool = Pool.encode(prep.people)
@@ -549,6 +555,37 @@ def _peer_groups(prep: Prepared, progress: Progress, time_limit: float) -> Match
             compat[row_of[a], row_of[b]] = compat[row_of[b], row_of[a]] = False
     active = [pid for pid in peers if pid not in reasons]
     greedy = greedy_peers(prep, peers, compat, fitm)
+    notes: list[str] = []
+
+    def finish(chosen_groups: list[list[str]], levels: Levels | None, **kw: object) -> MatchingResult:
+        groups = [make_group(prep, [], members) for members in chosen_groups]
+        placed_ids = {pid for members in chosen_groups for pid in members}
+        gone = []
+        for pid in peers:
+            if pid in placed_ids:
+                continue
+            if pid in reasons:
+                gone.append(reasons[pid])
+                continue
+            r = row_of[pid]
+
+            def compatible(p: str, r: int = r) -> bool:
+                return bool(compat[r, row_of[p]])
+
+            lost = _lost_lottery(prep, pid, placed_ids, compatible, "placed peers compatible with this one")
+            gone.append(
+                lost
+                or unplaced(
+                    pid,
+                    UnmatchedReason.GROUP_SIZE,
+                    f"no group of {pol.group_members_min}-{pol.group_members_max} mutually compatible peers with a "
+                    f"common language could include it ({int(compat[r].sum())} compatible peers)",
+                )
+            )
+        return _result(prep, _Outcome(groups, gone, levels, notes=notes, **kw), started)  # type: ignore[arg-type]
+
+    if greedy_only:
+        return finish(greedy, None, placed_bound=len(active), fallback=True, baseline=True)
     dense = n * max(1, n // pol.group_members_min) <= PEER_DENSE_LIMIT
     allowed: dict[str, list[int]] = {}
     if dense:
@@ -633,6 +670,7 @@ def _peer_groups(prep: Prepared, progress: Progress, time_limit: float) -> Match
             prep.notes.append(f"lock {a}/{b} not applied: both must be peers in the pool")
     # fit between peers: pair variables for each peer's best few compatible partners
     fit_terms = []
+    pair_vars: dict[tuple[str, str, int], cp_model.IntVar] = {}
     pair_set: dict[tuple[str, str], int] = {}
     for r in range(n):
         options = np.flatnonzero(compat[r] & (fitm[r] > 0))
@@ -645,7 +683,11 @@ def _peer_groups(prep: Prepared, progress: Progress, time_limit: float) -> Match
             model.add_implication(both, x[(a, g)])
             model.add_implication(both, x[(b, g)])
             fit_terms.append(both * f)
+            pair_vars[(a, b, g)] = both
     hint: dict[cp_model.IntVar, int] = {v: 0 for v in x.values()}
+    home_of = {pid: g for g, g_members in enumerate(greedy) for pid in g_members}
+    for (a, b, g), both in pair_vars.items():
+        hint[both] = int(home_of.get(a) == g and home_of.get(b) == g)
     hint.update({v: 0 for v in placed.values()})
     hint.update({v: 0 for v in y})
     for g, g_members in enumerate(greedy):
@@ -654,36 +696,13 @@ def _peer_groups(prep: Prepared, progress: Progress, time_limit: float) -> Match
             if (pid, g) in x:
                 hint[x[(pid, g)]] = 1
                 hint[placed[pid]] = 1
-    notes = ["peer-group fit counts each peer's best partners only"] if pair_set else []
+    if pair_set:
+        notes.append(
+            "peer-group fit is optimised on each peer's best partners only, so no bound on the reported fit "
+            "(every pair of a group) is proven: fit_bound and gap are left empty"
+        )
     if not dense:
         notes.append(f"each peer may join its greedy group or its {PEER_PARTNERS} best partners' (pruned model)")
-
-    def finish(chosen_groups: list[list[str]], levels: Levels | None, **kw: object) -> MatchingResult:
-        groups = [make_group(prep, [], members) for members in chosen_groups]
-        placed_ids = {pid for members in chosen_groups for pid in members}
-        gone = []
-        for pid in peers:
-            if pid in placed_ids:
-                continue
-            if pid in reasons:
-                gone.append(reasons[pid])
-                continue
-            r = row_of[pid]
-
-            def compatible(p: str, r: int = r) -> bool:
-                return bool(compat[r, row_of[p]])
-
-            lost = _lost_lottery(prep, pid, placed_ids, compatible, "placed peers compatible with this one")
-            gone.append(
-                lost
-                or unplaced(
-                    pid,
-                    UnmatchedReason.GROUP_SIZE,
-                    f"no group of {pol.group_members_min}-{pol.group_members_max} mutually compatible peers with a "
-                    f"common language could include it ({int(compat[r].sum())} compatible peers)",
-                )
-            )
-        return _result(prep, _Outcome(groups, gone, levels, notes=notes, **kw), started)  # type: ignore[arg-type]
 
     levels = Levels(model, prep.seed, time_limit, progress)
     levels.hint(hint)
@@ -701,7 +720,9 @@ def _peer_groups(prep: Prepared, progress: Progress, time_limit: float) -> Match
     bound = len(active)
     if dense:
         bound = min(bound, int(total.value) if total.status == "OPTIMAL" else math.floor(total.bound + 1e-6))
-    return finish(chosen_groups, levels, placed_bound=bound, proven_lottery=proven, exact=dense)
+    return finish(
+        chosen_groups, levels, placed_bound=bound, proven_lottery=proven, exact=dense, fit_is_model_objective=False
+    )
 
 
 def _teams(prep: Prepared, progress: Progress, time_limit: float) -> MatchingResult:
@@ -870,6 +891,11 @@ def _teams(prep: Prepared, progress: Progress, time_limit: float) -> MatchingRes
     }
     bound = int(total.value) if total.status == "OPTIMAL" else math.floor(total.bound + 1e-6)
     return finish(chosen, levels, placed_bound=bound, proven_lottery=proven)
+
+
+def greedy_peer_groups(prep: Prepared) -> MatchingResult:
+    """The peer-group greedy alone (lottery order, every rule), as the benchmarks' baseline."""
+    return _peer_groups(prep, lambda _m, _f: None, 0.0, greedy_only=True)
 
 
 def solve_groups(prep: Prepared, progress: Progress, time_limit: float) -> MatchingResult:
