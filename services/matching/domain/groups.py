@@ -116,7 +116,7 @@ def _result(prep: Prepared, o: _Outcome, started: float) -> MatchingResult:
     if o.baseline:
         status = "GREEDY"
     elif o.fallback or levels is None:
-        status = "GREEDY_FALLBACK"
+        status = "GREEDY"  # the published contract (SolverStats.status) names a fallback GREEDY
         notes.append("the solver found no solution within its budget: this is the greedy solution (lottery order)")
     else:
         proven = levels.all_optimal and o.proven_lottery and o.exact and placed >= o.placed_bound
@@ -380,6 +380,7 @@ def _facilitated(prep: Prepared, progress: Progress, time_limit: float) -> Match
                     both = model.new_bool_var(f"cofit_{pid}_{k}_{s}_{j}")
                     model.add_implication(both, v)
                     model.add_implication(both, c)
+                    model.add_bool_or([~v, ~c, both])  # exactly v AND c: solutions carry their true fit
                     fit_terms.append(both * int(fit_of[pid][j]))
         if pol.max_same_department is not None:
             mentor_dept = prep.by_id[mentor_ids[k]].department
@@ -682,6 +683,8 @@ def _peer_groups(prep: Prepared, progress: Progress, time_limit: float, greedy_o
             both = model.new_bool_var(f"pair_{a}_{b}_{g}")
             model.add_implication(both, x[(a, g)])
             model.add_implication(both, x[(b, g)])
+            # both == x_a AND x_b exactly: any solution (e.g. the previous level's) carries its true fit
+            model.add_bool_or([~x[(a, g)], ~x[(b, g)], both])
             fit_terms.append(both * f)
             pair_vars[(a, b, g)] = both
     hint: dict[cp_model.IntVar, int] = {v: 0 for v in x.values()}

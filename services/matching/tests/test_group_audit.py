@@ -136,7 +136,7 @@ def test_facilitated_groups_return_the_best_found_when_the_limit_is_tiny() -> No
 
     inp = instance(150, Form.FACILITATED_GROUP, seed=3)
     result = solve(inp, seed=5, limit=0.05)
-    assert result.stats.status in {"FEASIBLE", "GREEDY_FALLBACK", "OPTIMAL"}
+    assert result.stats.status in {"FEASIBLE", "GREEDY", "OPTIMAL"}
     assert result.stats.placed_count > 0
 
 
@@ -152,10 +152,11 @@ def test_large_peer_groups_do_not_crash() -> None:
 def test_same_input_and_seed_give_the_same_groups_when_the_limit_is_hit() -> None:
     from bench.synthetic_pool import instance
 
-    inp = instance(80, Form.FACILITATED_GROUP, seed=9)
-    first = solve(inp, seed=11, limit=0.3)
-    second = solve(inp, seed=11, limit=0.3)
-    assert first.stats.status != "OPTIMAL" or first.stats.levels == second.stats.levels
+    inp = instance(30, Form.FACILITATED_GROUP, seed=9)
+    first = solve(inp, seed=11, limit=0.5)
+    second = solve(inp, seed=11, limit=0.5)
+    assert first.stats.status == "FEASIBLE", "the tiny limit is hit (else this test proves nothing)"
+    assert first.stats.levels == second.stats.levels
     assert rosters(first) == rosters(second)
     assert [g.group_id for g in first.groups] == [g.group_id for g in second.groups]
 
