@@ -119,7 +119,8 @@ def _result(prep: Prepared, o: _Outcome, started: float) -> MatchingResult:
         status = "GREEDY"  # the published contract (SolverStats.status) names a fallback GREEDY
         notes.append("the solver found no solution within its budget: this is the greedy solution (lottery order)")
     else:
-        proven = levels.all_optimal and o.proven_lottery and o.exact and placed >= o.placed_bound
+        kept = levels.keeps_lottery
+        proven = levels.all_optimal and o.proven_lottery and kept and o.exact and placed >= o.placed_bound
         status = "OPTIMAL" if proven and not levels.wall_guard_hit else "FEASIBLE"
         last = next((x for x in levels.outcomes if x.name == "fit" and x.found), None)
         if last is not None and o.fit_is_model_objective:
@@ -127,7 +128,9 @@ def _result(prep: Prepared, o: _Outcome, started: float) -> MatchingResult:
             gap = round((fit_bound - fit) / fit_bound, 6) if fit_bound else 0.0
             if not o.exact:
                 notes.append("fit bound and gap are proven on the candidate model (pruned options), not the full graph")
-        if not o.proven_lottery:
+        if not kept:
+            notes.append("no solution keeping every lottery decision was found in budget: the last one found stands")
+        elif not o.proven_lottery:
             notes.append("the lottery walk ran out of budget: the decisions after it are the solver's, not proven")
         if levels.wall_guard_hit:
             notes.append("the wall-clock guard stopped a solve: this result may not replay identically")

@@ -63,6 +63,8 @@ class Levels:
     wall_guard_hit: bool = False
     deterministic_used: float = 0.0
     last_status: str = "UNKNOWN"
+    fixed: dict[int, int] = field(default_factory=dict)
+    """Variable index -> value the lottery decided; the final solution must keep them."""
     _done_share: float = 0.0
     _deadline: float = 0.0
 
@@ -153,6 +155,12 @@ class Levels:
         return None
 
     @property
+    def keeps_lottery(self) -> bool:
+        """Does the solution that stands keep every lottery decision? (It may not if every level after
+        the walk found nothing and the last solution found is one of the walk's own checks.)"""
+        return self.values is not None and all(self.values[i] == v for i, v in self.fixed.items())
+
+    @property
     def all_optimal(self) -> bool:
         return all(o.status == "OPTIMAL" for o in self.outcomes)
 
@@ -219,8 +227,10 @@ def lottery_level(
         position += lo + 1
     for p in taken:
         levels.model.add(placed[p] == 1)
+        levels.fixed[placed[p].index] = 1
     for p in out:
         levels.model.add(placed[p] == 0)
+        levels.fixed[placed[p].index] = 0
     if len(taken) < quota:
         proven = False
     levels.model.add(sum(placed.values()) == quota)

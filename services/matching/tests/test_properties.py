@@ -209,3 +209,73 @@ def test_lottery_is_reproducible_from_the_seed_and_ids_alone() -> None:
     expected = sorted(ids, key=lambda pid: hashlib.sha256(f"42:{pid}".encode()).hexdigest())
     assert lottery_order(ids, 42) == expected
     assert lottery_order(list(reversed(ids)), 42) == expected
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    small_pools(max_mentors=3, max_mentees=6, lenient=True),
+    st.lists(st.sampled_from(["T1", "T2"]), min_size=6, max_size=6),
+    st.integers(0, 10_000),
+)
+def test_teams_respect_every_rule(inp: MatchingInput, team_ids: list[str], seed: int) -> None:
+    """Random pools as teams (internal conflicts, exclusions and reporting lines included): every
+    solution validates, and an unplaced team member always has a reason."""
+    mentees = [p for p in inp.participants if p.role is not Role.MENTOR]
+    people = [p for p in inp.participants if p.role is Role.MENTOR]
+    people += [p.model_copy(update={"team_id": team_ids[i]}) for i, p in enumerate(mentees)]
+    teams = inp.model_copy(
+        update={
+            "form": Form.TEAM,
+            "participants": people,
+            "policy": inp.policy.model_copy(
+                update={"mentors_per_group": 2, "group_members_min": 1, "group_members_max": 6}
+            ),
+        }
+    )
+    result = match(teams, seed, time_limit_s=5)
+    assert validate(teams, result) == []
+    placed = {m.participant_id for g in result.groups for m in g.members if m.role is not Role.MENTOR}
+    assert placed | {u.participant_id for u in result.unplaced} == {p.participant_id for p in mentees}
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(small_pools(max_mentors=1, max_mentees=7, lenient=True), st.integers(0, 10_000))
+def test_peer_groups_respect_every_rule(inp: MatchingInput, seed: int) -> None:
+    peers = [p.model_copy(update={"role": Role.PEER, "capacity": None}) for p in inp.participants]
+    grouped = inp.model_copy(
+        update={
+            "form": Form.PEER_GROUP,
+            "participants": peers,
+            "policy": inp.policy.model_copy(
+                update={"mentors_per_group": 0, "group_members_min": 2, "group_members_max": 3}
+            ),
+        }
+    )
+    result = match(grouped, seed, time_limit_s=5)
+    assert validate(grouped, result) == []
+    placed = {m.participant_id for g in result.groups for m in g.members}
+    assert placed | {u.participant_id for u in result.unplaced} == {p.participant_id for p in peers}
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(small_pools(max_mentors=3, max_mentees=6), st.integers(0, 10_000))
+def test_pruned_facilitated_groups_respect_every_rule_and_never_beat_their_bound(inp: MatchingInput, seed: int) -> None:
+    from services.matching.domain import groups
+
+    grouped = inp.model_copy(
+        update={
+            "form": Form.FACILITATED_GROUP,
+            "policy": inp.policy.model_copy(update={"group_members_min": 1, "group_members_max": 2}),
+        }
+    )
+    saved = (groups.FULL_MODEL_LIMIT, groups.TOP_MENTORS)
+    groups.FULL_MODEL_LIMIT, groups.TOP_MENTORS = 0, 1  # force pruning to a single candidate mentor
+    try:
+        result = match(grouped, seed, time_limit_s=5)
+    finally:
+        groups.FULL_MODEL_LIMIT, groups.TOP_MENTORS = saved
+    assert validate(grouped, result) == []
+    best = brute_force_grouped(grouped)
+    assert result.stats.placed_count <= best <= result.stats.placed_bound
+    if result.stats.placed_count == result.stats.placed_bound:
+        assert result.stats.placed_count == best
