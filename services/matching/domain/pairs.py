@@ -285,9 +285,8 @@ def solve_pairs(prep: Prepared, progress: Progress, top_k: int = 40) -> Matching
         make_group(prep, [mentor_ids[k]], [mentee_ids[row]]) for row, k in sorted(pairs, key=lambda p: p[0])
     ]
     placed_rows = {row for row, _ in pairs}
-    with_mentor: dict[int, list[int]] = {}
-    for row, k in pairs:
-        with_mentor.setdefault(k, []).append(row)
+    pair_mentor = np.array([k for _, k in pairs], dtype=np.int64)  # placed pairs as arrays, for the reasons
+    pair_rank = np.array([rank[row] for row, _ in pairs], dtype=np.int64)
     n = len(mentee_ids)
     gone: list[Unplaced] = []
     for row in range(n):
@@ -303,9 +302,8 @@ def solve_pairs(prep: Prepared, progress: Progress, top_k: int = 40) -> Matching
             gone.append(unplaced(pid, UnmatchedReason.CAPACITY_EXHAUSTED, text))
         else:
             # competitors: the people now placed with one of its eligible mentors, drawn ahead of it
-            mine = np.flatnonzero(c.eligible_with_room(prep, row))
-            rivals = [r for k in mine for r in with_mentor.get(int(k), [])]
-            ahead = sum(1 for r in rivals if rank[r] < rank[row])
+            mine = c.eligible_with_room(prep, row)
+            ahead = int((mine[pair_mentor] & (pair_rank < rank[row])).sum())
             text = (
                 f"lost the lottery to {ahead} equally eligible people drawn ahead: the free places of its "
                 f"{c.eligible_free[row]} eligible mentors went to them; this one ranked "
