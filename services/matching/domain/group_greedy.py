@@ -31,19 +31,22 @@ def greedy_facilitated(
     fit_of: Mapping[str, IntArray],
     free: IntArray,
 ) -> list[MentorGroup]:
-    """Each person in lottery order joins the best-fitting open group they are compatible with (every
-    mentor eligible for them, nobody apart, department bound), else opens a group with their best
-    eligible mentor with room (plus co-facilitators). Groups that stay below the minimum dissolve and
-    their members try the remaining groups once more."""
+    """Each person in lottery order joins an open group they are compatible with (every mentor eligible
+    for them, nobody apart, department bound): groups still below the minimum first, then the best fit.
+    Otherwise they open a group with the eligible mentor with room whose load ratio stays lowest (load
+    comes before fit in the objectives), best fit among equals, plus co-facilitators. Groups that stay
+    below the minimum dissolve and their members try the remaining groups once more."""
     pol = prep.policy
     mids = prep.mentor_ids
     used = np.zeros(len(mids), dtype=np.int64)
+    cap = np.array([max(1, prep.capacity[m]) for m in mids], dtype=np.float64)
+    base = np.array([prep.load[m] for m in mids], dtype=np.float64)
     groups: list[MentorGroup] = []
     order = sorted(eligible_of, key=lambda p: prep.ranks[p])
 
     def join(pid: str, allowed: list[int]) -> bool:
         elig, fit = eligible_of[pid], fit_of[pid]
-        best, best_fit = -1, -1
+        best, best_key = -1, (-1, -1)
         for g in allowed:
             ms, members = groups[g]
             if len(members) >= pol.group_members_max or not all(elig[k] for k in ms):
@@ -52,9 +55,9 @@ def greedy_facilitated(
                 continue
             if not _dept_ok(prep, [mids[k] for k in ms] + members + [pid]):
                 continue
-            f = int(sum(fit[k] for k in ms))
-            if f > best_fit:
-                best, best_fit = g, f
+            key = (int(len(members) < pol.group_members_min), int(sum(fit[k] for k in ms)))
+            if key > best_key:
+                best, best_key = g, key
         if best >= 0:
             groups[best][1].append(pid)
             return True
@@ -65,7 +68,7 @@ def greedy_facilitated(
             continue
         elig, fit = eligible_of[pid], fit_of[pid]
         options = [int(k) for k in np.flatnonzero(elig & (used < free))]
-        options.sort(key=lambda k: (-int(fit[k]), prep.ranks[mids[k]]))
+        options.sort(key=lambda k: ((base[k] + used[k] + 1) / cap[k], -int(fit[k]), prep.ranks[mids[k]]))
         chosen: list[int] = []
         for k in options:
             if any(prep.apart(mids[k], mids[j]) for j in chosen):
@@ -131,13 +134,16 @@ def greedy_peers(prep: Prepared, peers: list[str], compat: BoolArray, fit: IntAr
 def greedy_teams(
     prep: Prepared, order: list[str], eligible: Mapping[str, BoolArray], fit: Mapping[str, IntArray], free: IntArray
 ) -> dict[str, list[int]]:
-    """Teams in lottery order take their best-fitting eligible mentors with room that may work together."""
+    """Teams in lottery order take the eligible mentors with room that may work together, lowest load
+    ratio first (load comes before fit in the objectives), best fit among equals."""
     mids = prep.mentor_ids
     used = np.zeros(len(mids), dtype=np.int64)
+    cap = np.array([max(1, prep.capacity[m]) for m in mids], dtype=np.float64)
+    base = np.array([prep.load[m] for m in mids], dtype=np.float64)
     out: dict[str, list[int]] = {}
     for team in order:
         options = [int(k) for k in np.flatnonzero(eligible[team] & (used < free))]
-        options.sort(key=lambda k: (-int(fit[team][k]), prep.ranks[mids[k]]))
+        options.sort(key=lambda k: ((base[k] + used[k] + 1) / cap[k], -int(fit[team][k]), prep.ranks[mids[k]]))
         chosen: list[int] = []
         for k in options:
             if not any(prep.apart(mids[k], mids[j]) for j in chosen):
