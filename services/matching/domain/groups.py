@@ -507,7 +507,7 @@ def _facilitated(prep: Prepared, progress: Progress, time_limit: float) -> Match
     if not total.found:
         spec = [([mentor_ids[k] for k in ms], g_members) for ms, g_members in greedy]
         return finish(spec, None, placed_bound=flow_bound, fallback=True)
-    by_lottery = sorted(placed, key=lambda p: prep.ranks[p])
+    by_lottery = sorted((p for p in placed if x_of[p]), key=lambda p: prep.ranks[p])  # people with a place to go
     _, proven = lottery_level(levels, placed, by_lottery, int(total.value))
     _load_levels(levels, prep, opened)
     levels.optimise("fit", sum(fit_terms), maximize=True)
@@ -715,7 +715,7 @@ def _peer_groups(prep: Prepared, progress: Progress, time_limit: float, greedy_o
     total = levels.optimise("placed", sum(placed.values()), maximize=True)
     if not total.found:
         return finish(greedy, None, placed_bound=len(active), fallback=True)
-    order = sorted(peers, key=lambda p: prep.ranks[p])
+    order = sorted((p for p in peers if allowed[p]), key=lambda p: prep.ranks[p])  # people with a place to go
     _, proven = lottery_level(levels, placed, order, int(total.value))
     levels.optimise("fit", sum(fit_terms) if fit_terms else 0, maximize=True)
     chosen_groups = []

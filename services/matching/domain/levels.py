@@ -170,61 +170,57 @@ def lottery_level(
 ) -> tuple[list[str], bool]:
     """Among placements of the fixed size, the one that follows the lottery exactly.
 
-    Walks the lottery order: take the longest run of next people that can all be placed together with
-    those already taken; the person after that run cannot be, so they are fixed out. This is the
-    lexicographic optimum (each decision is final and made in rank order). The number placed is then
-    fixed to ``quota`` exactly, so no later level can place anyone the walk did not decide on.
+    Walks the lottery order and decides each person in turn, finally: in if they can be placed
+    together with every decision so far, out otherwise. That is the lexicographic optimum by
+    definition. Most decisions need no solve: the last solution found (a *witness*, which keeps every
+    decision so far and the placed count) proves that everyone it places next in order can be placed,
+    so the walk jumps over them. Only a person the witness leaves out costs a check with solver
+    assumptions: feasible (in, and the new solution is the next witness) or infeasible (out). The
+    number placed is then fixed to ``quota`` exactly, so no later level can place anyone the walk did
+    not decide on.
 
-    The whole walk spends at most the lottery's share of the configured limit (deterministic time);
-    if that runs out, the decisions made so far stand and the rest of the placement is the solver's
-    (reported as unproven). Returns who is placed and whether every decision was proven.
+    ``order`` should hold only people with some place to go (others are out anyway). The whole walk
+    spends at most the lottery's share of the configured limit (deterministic time); if that runs
+    out, the decisions made so far stand and the rest of the placement is the solver's (reported as
+    unproven). Returns who is placed and whether every decision was proven.
     """
     taken: list[str] = []
     out: list[str] = []
     proven = True
-    position = 0
     total = levels.budget(SHARES["lottery"])
     per_check = min(5.0, levels.budget(LOTTERY_CHECK_SHARE))
     spent_before = levels.deterministic_used
 
-    def check(people: Sequence[str]) -> bool | None:
-        left = total - (levels.deterministic_used - spent_before)
-        if left <= 0.01:
-            return None
+    def left() -> float:
+        return total - (levels.deterministic_used - spent_before)
+
+    position = 0
+    while len(taken) < quota and position < len(order):
+        witness = levels.values
+        while (
+            witness is not None
+            and position < len(order)
+            and len(taken) < quota
+            and witness[placed[order[position]].index] == 1
+        ):
+            taken.append(order[position])
+            position += 1
+        if len(taken) >= quota or position >= len(order):
+            break
+        if left() <= 0.01:
+            proven = False
+            break
+        person = order[position]
         fixed: list[cp_model.LiteralT] = [placed[p] for p in taken]
         fixed += [~placed[p] for p in out]
-        return levels.feasible_with([*fixed, *(placed[p] for p in people)], min(per_check, left))
-
-    exhausted = False
-    while len(taken) < quota and position < len(order) and not exhausted:
-        need = quota - len(taken)
-        run = order[position : position + need]
-        answer = check(run)
-        if answer:
-            taken += run
-            break
-        if answer is None:
+        answer = levels.feasible_with([*fixed, placed[person]], min(per_check, left()))
+        if answer is None:  # undecided in its budget: treated as out, and the walk is not proven
             proven = False
-            if total - (levels.deterministic_used - spent_before) <= 0.01:
-                break
-        lo, hi = 0, len(run) - 1  # the longest feasible prefix of ``run`` has length lo
-        while lo < hi:
-            mid = (lo + hi + 1) // 2
-            ok = check(run[:mid])
-            if ok is None:
-                proven = False
-                if total - (levels.deterministic_used - spent_before) <= 0.01:
-                    exhausted = True
-                    break
-            if ok:
-                lo = mid
-            else:
-                hi = mid - 1
-        if exhausted:
-            break
-        taken += run[:lo]
-        out.append(run[lo])
-        position += lo + 1
+        if answer:
+            taken.append(person)
+        else:
+            out.append(person)
+        position += 1
     for p in taken:
         levels.model.add(placed[p] == 1)
         levels.fixed[placed[p].index] = 1

@@ -99,7 +99,7 @@ def test_facilitated_groups_respect_every_rule(inp: MatchingInput, seed: int) ->
     assert validate(grouped, result) == []
 
 
-def brute_force_grouped(inp: MatchingInput) -> int:
+def brute_force_grouped(inp: MatchingInput, captured: dict[str, object] | None = None) -> int:
     """The most mentees placed over every set of disjoint groups (each checked by ``validate``)."""
     pol = inp.policy
     by_role = {p.participant_id: p.role for p in inp.participants}
@@ -134,18 +134,38 @@ def brute_force_grouped(inp: MatchingInput) -> int:
                 if not validate(inp, result_of([group])):
                     options.append((leads, members))
 
-    def best(start: int, used: Counter[str], taken: frozenset[str]) -> int:
-        top = 0
+    sets = _placements(options, free)
+    if captured is not None:
+        captured["placements"] = sets
+    return max((len(x) for x in sets), default=0)
+
+
+def _placements(options: list[tuple[tuple[str, ...], tuple[str, ...]]], free: dict[str, int]) -> set[frozenset[str]]:
+    """Every set of mentees that some choice of disjoint, capacity-respecting groups places."""
+    found: set[frozenset[str]] = {frozenset()}
+
+    def walk(start: int, used: Counter[str], taken: frozenset[str]) -> None:
         for n in range(start, len(options)):
             leads, members = options[n]
             if taken & set(members) or any(used[m] + 1 > free[m] for m in leads):
                 continue
             used.update(leads)
-            top = max(top, len(members) + best(n + 1, used, taken | set(members)))
+            found.add(taken | set(members))
+            walk(n + 1, used, taken | set(members))
             used.subtract(leads)
-        return top
 
-    return best(0, Counter(), frozenset())
+    walk(0, Counter(), frozenset())
+    return found
+
+
+def brute_force_lottery_choice(inp: MatchingInput, ranks: dict[str, int]) -> frozenset[str]:
+    """Among the largest placements, the one that is first in lottery order (lexicographically)."""
+    captured: dict[str, object] = {}
+    brute_force_grouped(inp, captured)
+    sets = captured["placements"]
+    assert isinstance(sets, set)
+    most = max(len(x) for x in sets)
+    return min((x for x in sets if len(x) == most), key=lambda x: sorted(ranks[p] for p in x))
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -279,3 +299,23 @@ def test_pruned_facilitated_groups_respect_every_rule_and_never_beat_their_bound
     assert result.stats.placed_count <= best <= result.stats.placed_bound
     if result.stats.placed_count == result.stats.placed_bound:
         assert result.stats.placed_count == best
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(small_pools(max_mentors=2, max_mentees=6, lenient=True), st.integers(0, 10_000))
+def test_facilitated_groups_place_exactly_the_lottery_first_maximum_placement(inp: MatchingInput, seed: int) -> None:
+    """Fit never decides who gets a place: among all largest placements, the one placed is the first in
+    lottery order (compare sorted ranks), checked by enumerating every placement."""
+    scarce = [p.model_copy(update={"capacity": 1}) if p.role is Role.MENTOR else p for p in inp.participants]
+    grouped = inp.model_copy(
+        update={
+            "form": Form.FACILITATED_GROUP,
+            "participants": scarce,
+            "existing_load": {},
+            "policy": inp.policy.model_copy(update={"group_members_min": 2, "group_members_max": 2}),
+        }
+    )
+    result = match(grouped, seed, time_limit_s=5)
+    assert validate(grouped, result) == []
+    placed = frozenset(m.participant_id for g in result.groups for m in g.members if m.role is not Role.MENTOR)
+    assert placed == brute_force_lottery_choice(grouped, result.lottery)
