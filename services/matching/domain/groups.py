@@ -113,6 +113,9 @@ def _result(prep: Prepared, o: _Outcome, started: float) -> MatchingResult:
     fit_bound: float | None = None
     gap: float | None = None
     levels = o.levels
+    if (o.fallback or o.baseline) and prep.locks_applied:
+        notes.append(f"the greedy does not apply locks: {prep.locks_applied} lock(s) not applied, not counted")
+        prep.locks_applied = 0
     if o.baseline:
         status = "GREEDY"
     elif o.fallback or levels is None:

@@ -140,6 +140,18 @@ def test_facilitated_groups_return_the_best_found_when_the_limit_is_tiny() -> No
     assert result.stats.placed_count > 0
 
 
+def test_a_greedy_fallback_does_not_count_locks_it_did_not_apply() -> None:
+    from bench.synthetic_pool import instance
+
+    inp = instance(150, Form.FACILITATED_GROUP, seed=3)
+    mentees = [p.participant_id for p in inp.participants if p.role is not Role.MENTOR]
+    locked = inp.model_copy(update={"overrides": [lock(mentees[0], mentees[1])]})  # always expressible
+    result = solve(locked, seed=5, limit=0.01)
+    assert result.stats.status == "GREEDY", "a limit this small leaves the solver nothing: the fallback runs"
+    assert result.stats.overrides_applied == 0
+    assert any("does not apply locks" in n for n in result.stats.notes)
+
+
 def test_large_peer_groups_do_not_crash() -> None:
     from bench.synthetic_pool import instance
 
