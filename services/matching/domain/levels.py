@@ -93,6 +93,8 @@ class Levels:
         p.max_time_in_seconds = max(0.05, guard)
         status = self.solver.solve(self.model)
         self.last_status = _NAMES.get(status, "UNKNOWN")
+        if status == cp_model.MODEL_INVALID:  # a bug in the model, not a time-out: never hide it
+            raise RuntimeError(f"CP-SAT model invalid: {self.model.validate()}")
         response = self.solver.response_proto
         self.deterministic_used += response.deterministic_time
         stopped = status in (cp_model.UNKNOWN, cp_model.FEASIBLE) and response.deterministic_time < budget * 0.95
