@@ -22,7 +22,7 @@ import itertools
 import math
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -40,7 +40,7 @@ from services.matching.domain.common import (
     unplaced,
 )
 from services.matching.domain.group_greedy import greedy_facilitated, greedy_peers, greedy_teams
-from services.matching.domain.levels import Levels, lottery_level
+from services.matching.domain.levels import WALL_GUARD_FACTOR, CombinedLevels, Levels, lottery_level
 from services.matching.domain.lottery import lottery_key
 from services.matching.domain.model import Group, MatchingResult, Stats, Unplaced
 from services.matching.domain.rules import (
@@ -92,7 +92,7 @@ def _apart_pairs(prep: Prepared, ids: list[str]) -> list[tuple[str, str]]:
 class _Outcome:
     groups: list[Group]
     gone: list[Unplaced]
-    levels: Levels | None
+    levels: Levels | CombinedLevels | None
     placed_bound: int
     proven_lottery: bool = True
     exact: bool = True
@@ -168,15 +168,75 @@ def _result(prep: Prepared, o: _Outcome, started: float) -> MatchingResult:
     )
 
 
-def _load_levels(levels: Levels, prep: Prepared, opened: dict[str, list[cp_model.IntVar]]) -> None:
-    """Level 3: minimise the maximum load ratio, then the spread (sum of load^2 / capacity).
+@dataclass
+class _FacilitatedModel:
+    model: cp_model.CpModel
+    placed: dict[str, cp_model.IntVar]
+    x_of: dict[str, dict[tuple[int, int], cp_model.IntVar]]
+    members_of: dict[tuple[int, int], list[tuple[str, cp_model.IntVar]]]
+    co: dict[tuple[int, int], list[tuple[int, cp_model.IntVar]]]
+    opened: dict[str, list[cp_model.IntVar]]
+    fit_terms: Sequence[cp_model.LinearExprT]
+    hint: dict[cp_model.IntVar, int]
+
+
+def _components(
+    prep: Prepared,
+    seekers: list[str],
+    candidates: dict[str, list[tuple[int, int]]],
+    co_options: dict[int, list[int]],
+    mentor_ids: list[str],
+) -> list[list[str]]:
+    """Seekers split into independent components of the candidate graph (mentee - candidate mentor,
+    lead - co-facilitator, mentee - mentee lock). No variable or constraint links two components, and
+    every level's objective is a sum (or, for the max load ratio, a max) over them, so solving them
+    apart is exact. Seekers with no candidate belong to none. Canonical order: by first seeker id."""
+    parent: dict[object, object] = {}
+
+    def find(a: object) -> object:
+        parent.setdefault(a, a)
+        while parent[a] != a:
+            parent[a] = parent[parent[a]]
+            a = parent[a]
+        return a
+
+    def union(a: object, b: object) -> None:
+        ra, rb = find(a), find(b)
+        if ra != rb:
+            parent[rb] = ra
+
+    for pid in seekers:
+        for k, _ in candidates[pid]:
+            union(pid, ("mentor", k))
+            for j in co_options.get(k, []):
+                union(("mentor", k), ("mentor", j))
+    for a, b in prep.locked:
+        if a in candidates and b in candidates and candidates[a] and candidates[b]:
+            union(a, b)
+    groups: dict[object, list[str]] = defaultdict(list)
+    for pid in seekers:
+        if candidates[pid]:
+            groups[find(pid)].append(pid)
+    return sorted(groups.values(), key=lambda part: part[0])
+
+
+def _part_progress(progress: Progress, n: int, parts: int) -> Progress:
+    def report(message: str, fraction: float) -> None:
+        progress(f"component {n + 1} of {parts}: {message}", fraction)
+
+    return report
+
+
+def _load_terms(
+    model: cp_model.CpModel, prep: Prepared, opened: dict[str, list[cp_model.IntVar]]
+) -> tuple[cp_model.IntVar, cp_model.LinearExprT] | None:
+    """The max load ratio variable and the spread expression (sum of load^2 / capacity), or None.
 
     ``opened[m]`` are mentor m's group slots in order (slot s+1 opens only after slot s), so the spread
     is linear: each slot costs its marginal increase of load^2 / capacity.
     """
-    model = levels.model
     if not opened:
-        return
+        return None
     top = model.new_int_var(0, RATIO_SCALE * 50, "max_load_ratio")
     spread_terms = []
     for mentor, slots in opened.items():
@@ -184,8 +244,17 @@ def _load_levels(levels: Levels, prep: Prepared, opened: dict[str, list[cp_model
         model.add((load + sum(slots)) * RATIO_SCALE <= top * cap)
         for s, y in enumerate(slots):
             spread_terms.append(y * ((2 * (load + s) + 1) * SPREAD_SCALE // max(1, cap)))
+    return top, sum(spread_terms)
+
+
+def _load_levels(levels: Levels, prep: Prepared, opened: dict[str, list[cp_model.IntVar]]) -> None:
+    """Level 3: minimise the maximum load ratio, then the spread (sum of load^2 / capacity)."""
+    load = _load_terms(levels.model, prep, opened)
+    if load is None:
+        return
+    top, spread = load
     levels.optimise("max_load_ratio", top, maximize=False)
-    levels.optimise("spread", sum(spread_terms), maximize=False)
+    levels.optimise("spread", spread, maximize=False)
 
 
 def _lost_lottery(
@@ -331,139 +400,145 @@ def _facilitated(prep: Prepared, progress: Progress, time_limit: float) -> Match
             if j not in co_options[ms[0]]:
                 co_options[ms[0]].append(j)
 
-    model = cp_model.CpModel()
-    demand: dict[int, int] = defaultdict(int)
-    for cands in candidates.values():
-        for k, _ in cands:
-            demand[k] += 1
-    slots: dict[int, list[cp_model.IntVar]] = {}
-    for k, n in sorted(demand.items()):
-        count = min(int(free[k]), n // pol.group_members_min)
-        if co_count and len(co_options.get(k, [])) < co_count:
-            count = 0
-        if count > 0:
-            slots[k] = [model.new_bool_var(f"open_{k}_{s}") for s in range(count)]
-            for s in range(count - 1):
-                model.add(slots[k][s] >= slots[k][s + 1])  # symmetry: slots open in order
-    co: dict[tuple[int, int], list[tuple[int, cp_model.IntVar]]] = {}
-    for k, ys in slots.items():
-        for s, y in enumerate(ys):
-            if co_count:
-                helpers = [(j, model.new_bool_var(f"co_{k}_{s}_{j}")) for j in co_options[k]]
-                model.add(sum(v for _, v in helpers) == co_count * y)
-                co[(k, s)] = helpers
-                for (j1, v1), (j2, v2) in itertools.combinations(helpers, 2):
-                    if (min(j1, j2), max(j1, j2)) in mentor_apart:
-                        model.add_bool_or([~v1, ~v2])
-    x: dict[tuple[str, int, int], cp_model.IntVar] = {}
-    x_of: dict[str, dict[tuple[int, int], cp_model.IntVar]] = defaultdict(dict)
-    placed: dict[str, cp_model.IntVar] = {}
-    members_of: dict[tuple[int, int], list[tuple[str, cp_model.IntVar]]] = defaultdict(list)
-    fit_terms = []
-    for pid in seekers:
-        mine = []
-        for k, f in candidates[pid]:
-            for s, y in enumerate(slots.get(k, [])):
-                var = model.new_bool_var(f"x_{pid}_{k}_{s}")
-                model.add_implication(var, y)
-                x[(pid, k, s)] = var
-                x_of[pid][(k, s)] = var
-                members_of[(k, s)].append((pid, var))
-                mine.append(var)
-                if f:
-                    fit_terms.append(var * f)
-        placed[pid] = model.new_bool_var(f"placed_{pid}")
-        model.add(sum(mine) == placed[pid])
-    for (k, s), members in members_of.items():
-        y = slots[k][s]
-        model.add(sum(v for _, v in members) >= pol.group_members_min * y)
-        model.add(sum(v for _, v in members) <= pol.group_members_max * y)
-        for j, c in co.get((k, s), []):
-            for pid, v in members:
-                if not eligible_of[pid][j]:
-                    model.add_bool_or([~v, ~c])  # a co-facilitator must be eligible for every member
-                elif fit_of[pid][j] > 0:
-                    both = model.new_bool_var(f"cofit_{pid}_{k}_{s}_{j}")
-                    model.add_implication(both, v)
-                    model.add_implication(both, c)
-                    model.add_bool_or([~v, ~c, both])  # exactly v AND c: solutions carry their true fit
-                    fit_terms.append(both * int(fit_of[pid][j]))
-        if pol.max_same_department is not None:
-            mentor_dept = prep.by_id[mentor_ids[k]].department
-            by_dept: dict[str, list[cp_model.IntVar]] = defaultdict(list)
-            for pid, v in members:
-                by_dept[prep.by_id[pid].department].append(v)
+    def build(part: list[str]) -> _FacilitatedModel:
+        """The CP-SAT model of one component (every seeker when there is one)."""
+        in_part = set(part)
+        model = cp_model.CpModel()
+        demand: dict[int, int] = defaultdict(int)
+        for pid in part:
+            for k, _ in candidates[pid]:
+                demand[k] += 1
+        slots: dict[int, list[cp_model.IntVar]] = {}
+        for k, n in sorted(demand.items()):
+            count = min(int(free[k]), n // pol.group_members_min)
+            if co_count and len(co_options.get(k, [])) < co_count:
+                count = 0
+            if count > 0:
+                slots[k] = [model.new_bool_var(f"open_{k}_{s}") for s in range(count)]
+                for s in range(count - 1):
+                    model.add(slots[k][s] >= slots[k][s + 1])  # symmetry: slots open in order
+        co: dict[tuple[int, int], list[tuple[int, cp_model.IntVar]]] = {}
+        for k, ys in slots.items():
+            for s, y in enumerate(ys):
+                if co_count:
+                    helpers = [(j, model.new_bool_var(f"co_{k}_{s}_{j}")) for j in co_options[k]]
+                    model.add(sum(v for _, v in helpers) == co_count * y)
+                    co[(k, s)] = helpers
+                    for (j1, v1), (j2, v2) in itertools.combinations(helpers, 2):
+                        if (min(j1, j2), max(j1, j2)) in mentor_apart:
+                            model.add_bool_or([~v1, ~v2])
+        x: dict[tuple[str, int, int], cp_model.IntVar] = {}
+        x_of: dict[str, dict[tuple[int, int], cp_model.IntVar]] = defaultdict(dict)
+        placed: dict[str, cp_model.IntVar] = {}
+        members_of: dict[tuple[int, int], list[tuple[str, cp_model.IntVar]]] = defaultdict(list)
+        fit_terms = []
+        for pid in part:
+            mine = []
+            for k, f in candidates[pid]:
+                for s, y in enumerate(slots.get(k, [])):
+                    var = model.new_bool_var(f"x_{pid}_{k}_{s}")
+                    model.add_implication(var, y)
+                    x[(pid, k, s)] = var
+                    x_of[pid][(k, s)] = var
+                    members_of[(k, s)].append((pid, var))
+                    mine.append(var)
+                    if f:
+                        fit_terms.append(var * f)
+            placed[pid] = model.new_bool_var(f"placed_{pid}")
+            model.add(sum(mine) == placed[pid])
+        for (k, s), members in members_of.items():
+            y = slots[k][s]
+            model.add(sum(v for _, v in members) >= pol.group_members_min * y)
+            model.add(sum(v for _, v in members) <= pol.group_members_max * y)
             for j, c in co.get((k, s), []):
-                by_dept[prep.by_id[mentor_ids[j]].department].append(c)
-            for dept, vs in by_dept.items():
-                room_left = pol.max_same_department - (1 if dept == mentor_dept else 0)
-                model.add(sum(vs) <= max(0, room_left))
-    for a, b in _apart_pairs(prep, seekers):
-        for shared_slot, va_ in x_of[a].items():
-            vb_ = x_of[b].get(shared_slot)
-            if vb_ is not None:
-                model.add_bool_or([~va_, ~vb_])
-    for a, b in prep.locked:
-        if (a in placed) != (b in placed):  # mentor + mentee: the mentee must sit in one of that mentor's slots
-            mentee, mentor = (a, b) if a in placed else (b, a)
-            k = mpos.get(mentor, -1)
-            options = [v for (kk, _s), v in x_of[mentee].items() if kk == k]
-            if options:
-                model.add(sum(options) == 1)
+                for pid, v in members:
+                    if not eligible_of[pid][j]:
+                        model.add_bool_or([~v, ~c])  # a co-facilitator must be eligible for every member
+                    elif fit_of[pid][j] > 0:
+                        both = model.new_bool_var(f"cofit_{pid}_{k}_{s}_{j}")
+                        model.add_implication(both, v)
+                        model.add_implication(both, c)
+                        model.add_bool_or([~v, ~c, both])  # exactly v AND c: solutions carry their true fit
+                        fit_terms.append(both * int(fit_of[pid][j]))
+            if pol.max_same_department is not None:
+                mentor_dept = prep.by_id[mentor_ids[k]].department
+                by_dept: dict[str, list[cp_model.IntVar]] = defaultdict(list)
+                for pid, v in members:
+                    by_dept[prep.by_id[pid].department].append(v)
+                for j, c in co.get((k, s), []):
+                    by_dept[prep.by_id[mentor_ids[j]].department].append(c)
+                for dept, vs in by_dept.items():
+                    room_left = pol.max_same_department - (1 if dept == mentor_dept else 0)
+                    model.add(sum(vs) <= max(0, room_left))
+        for a, b in _apart_pairs(prep, part):
+            for shared_slot, va_ in x_of[a].items():
+                vb_ = x_of[b].get(shared_slot)
+                if vb_ is not None:
+                    model.add_bool_or([~va_, ~vb_])
+        for a, b in prep.locked:
+            if a not in in_part and b not in in_part:
+                continue  # another component's lock (or two mentors': noted once below)
+            if (a in placed) != (b in placed):  # mentor + mentee: the mentee must sit in one of that mentor's slots
+                mentee, mentor = (a, b) if a in placed else (b, a)
+                k = mpos.get(mentor, -1)
+                options = [v for (kk, _s), v in x_of[mentee].items() if kk == k]
+                if options:
+                    model.add(sum(options) == 1)
+                    prep.locks_applied += 1
+                else:
+                    prep.notes.append(f"lock {mentor}/{mentee} not applied: not an eligible pair with room")
+            elif a in placed and b in placed:  # two mentees: in one group together, or neither placed
+                for slot_key in set(x_of[a]) | set(x_of[b]):
+                    va, vb = x_of[a].get(slot_key), x_of[b].get(slot_key)
+                    if va is not None and vb is not None:
+                        model.add(va == vb)
+                    elif va is not None:
+                        model.add(va == 0)
+                    elif vb is not None:
+                        model.add(vb == 0)
+                model.add(placed[a] == placed[b])
                 prep.locks_applied += 1
-            else:
-                prep.notes.append(f"lock {mentor}/{mentee} not applied: not an eligible pair with room")
-        elif a in placed and b in placed:  # two mentees: in one group together, or neither placed
-            for slot_key in set(x_of[a]) | set(x_of[b]):
-                va, vb = x_of[a].get(slot_key), x_of[b].get(slot_key)
-                if va is not None and vb is not None:
-                    model.add(va == vb)
-                elif va is not None:
-                    model.add(va == 0)
-                elif vb is not None:
-                    model.add(vb == 0)
-            model.add(placed[a] == placed[b])
-            prep.locks_applied += 1
-        else:
-            prep.notes.append(f"lock {a}/{b} not applied: two mentors; lock a mentor with a mentee instead")
 
-    # each mentor's groups, led or co-facilitated, within free capacity; ordered slots for the spread level
-    taken: dict[int, list[cp_model.IntVar]] = defaultdict(list)
-    for k, ys in slots.items():
-        taken[k] += ys
-    for helpers in co.values():
-        for j, c in helpers:
-            taken[j].append(c)
-    opened: dict[str, list[cp_model.IntVar]] = {}
-    for k, vs in sorted(taken.items()):
-        if not co_count:
-            opened[mentor_ids[k]] = vs  # lead slots are already ordered
-            continue
-        model.add(sum(vs) <= int(free[k]))
-        count = min(len(vs), int(free[k]))
-        ys = [model.new_bool_var(f"load_{k}_{s}") for s in range(count)]
-        for s in range(count - 1):
-            model.add(ys[s] >= ys[s + 1])
-        model.add(sum(ys) == sum(vs))
-        opened[mentor_ids[k]] = ys
+        # each mentor's groups, led or co-facilitated, within free capacity; ordered slots for the spread level
+        taken: dict[int, list[cp_model.IntVar]] = defaultdict(list)
+        for k, ys in slots.items():
+            taken[k] += ys
+        for helpers in co.values():
+            for j, c in helpers:
+                taken[j].append(c)
+        opened: dict[str, list[cp_model.IntVar]] = {}
+        for k, vs in sorted(taken.items()):
+            if not co_count:
+                opened[mentor_ids[k]] = vs  # lead slots are already ordered
+                continue
+            model.add(sum(vs) <= int(free[k]))
+            count = min(len(vs), int(free[k]))
+            ys = [model.new_bool_var(f"load_{k}_{s}") for s in range(count)]
+            for s in range(count - 1):
+                model.add(ys[s] >= ys[s + 1])
+            model.add(sum(ys) == sum(vs))
+            opened[mentor_ids[k]] = ys
 
-    hint: dict[cp_model.IntVar, int] = {v: 0 for v in placed.values()}
-    hint.update({v: 0 for v in x.values()})
-    hint.update({y: 0 for ys in slots.values() for y in ys})
-    hint.update({c: 0 for helpers in co.values() for _, c in helpers})
-    next_slot: dict[int, int] = defaultdict(int)
-    for ms, g_members in greedy:
-        k = ms[0]
-        s = next_slot[k]
-        next_slot[k] += 1
-        if s < len(slots.get(k, [])):
-            hint[slots[k][s]] = 1
-            for pid in g_members:
-                if (pid, k, s) in x:
-                    hint[x[(pid, k, s)]] = 1
-                    hint[placed[pid]] = 1
-            for j, c in co.get((k, s), []):
-                hint[c] = int(j in ms[1:])
+        hint: dict[cp_model.IntVar, int] = {v: 0 for v in placed.values()}
+        hint.update({v: 0 for v in x.values()})
+        hint.update({y: 0 for ys in slots.values() for y in ys})
+        hint.update({c: 0 for helpers in co.values() for _, c in helpers})
+        next_slot: dict[int, int] = defaultdict(int)
+        for ms, g_members in greedy:
+            if g_members[0] not in in_part:
+                continue
+            k = ms[0]
+            s = next_slot[k]
+            next_slot[k] += 1
+            if s < len(slots.get(k, [])):
+                hint[slots[k][s]] = 1
+                for pid in g_members:
+                    if (pid, k, s) in x:
+                        hint[x[(pid, k, s)]] = 1
+                        hint[placed[pid]] = 1
+                for j, c in co.get((k, s), []):
+                    hint[c] = int(j in ms[1:])
+        return _FacilitatedModel(model, placed, x_of, members_of, co, opened, fit_terms, hint)
 
     notes: list[str] = []
     if co_count and len(mentor_ids) > ALL_CO_MENTORS_UP_TO:
@@ -474,7 +549,9 @@ def _facilitated(prep: Prepared, progress: Progress, time_limit: float) -> Match
             f"and the greedy's; placed_bound is the max-flow bound on the full eligibility graph"
         )
 
-    def finish(chosen_groups: list[tuple[list[str], list[str]]], levels: Levels | None, **kw: object) -> MatchingResult:
+    def finish(
+        chosen_groups: list[tuple[list[str], list[str]]], levels: Levels | CombinedLevels | None, **kw: object
+    ) -> MatchingResult:
         groups = [make_group(prep, ms, members) for ms, members in chosen_groups]
         placed_ids = {pid for _, members in chosen_groups for pid in members}
         gone = []
@@ -504,27 +581,64 @@ def _facilitated(prep: Prepared, progress: Progress, time_limit: float) -> Match
             )
         return _result(prep, _Outcome(groups, gone, levels, notes=notes, **kw), started)  # type: ignore[arg-type]
 
-    levels = Levels(model, prep.seed, time_limit, progress)
-    levels.hint(hint)
-    total = levels.optimise("placed", sum(placed.values()), maximize=True)
-    if not total.found:
-        spec = [([mentor_ids[k] for k in ms], g_members) for ms, g_members in greedy]
-        return finish(spec, None, placed_bound=flow_bound, fallback=True)
-    by_lottery = sorted((p for p in placed if x_of[p]), key=lambda p: prep.ranks[p])  # people with a place to go
-    _, proven = lottery_level(levels, placed, by_lottery, int(total.value))
-    _load_levels(levels, prep, opened)
-    levels.optimise("fit", sum(fit_terms), maximize=True)
+    for a, b in prep.locked:
+        if a in mpos and b in mpos:
+            prep.notes.append(f"lock {a}/{b} not applied: two mentors; lock a mentor with a mentee instead")
+    parts = _components(prep, seekers, candidates, co_options, mentor_ids)
+    if len(parts) <= 1:
+        parts = [seekers]
+    built = [build(part) for part in parts]
+    deadline = time.perf_counter() + time_limit * WALL_GUARD_FACTOR + 10.0
+    weight = sum(len(part) for part in parts)
+    runs: list[Levels] = []
+    for n, (part, fm) in enumerate(zip(parts, built, strict=True)):
+        share = len(part) / weight if len(parts) > 1 else 1.0
+        part_limit = max(time_limit * share, min(time_limit, 0.2)) if len(parts) > 1 else time_limit
+        report = progress if len(parts) == 1 else _part_progress(progress, n, len(parts))
+        levels = Levels(fm.model, prep.seed, part_limit, report, deadline=deadline)
+        levels.hint(fm.hint)
+        runs.append(levels)
+    totals = []
+    proven = True
+    tops: list[tuple[Levels, cp_model.IntVar, cp_model.LinearExprT, bool]] = []
+    for levels, fm in zip(runs, built, strict=True):  # placed, lottery, max load ratio: per component
+        total = levels.optimise("placed", sum(fm.placed.values()), maximize=True)
+        if not total.found:
+            spec = [([mentor_ids[k] for k in ms], g_members) for ms, g_members in greedy]
+            return finish(spec, None, placed_bound=flow_bound, fallback=True)
+        totals.append(total)
+        by_lottery = sorted((p for p in fm.placed if fm.x_of[p]), key=lambda p: prep.ranks[p])  # with a place to go
+        _, part_proven = lottery_level(levels, fm.placed, by_lottery, int(total.value))
+        proven = proven and part_proven
+        load = _load_terms(levels.model, prep, fm.opened)
+        if load is not None:
+            top, spread = load
+            found = levels.optimise("max_load_ratio", top, maximize=False, keep=False).found
+            tops.append((levels, top, spread, found))
+    # one maximum load ratio across components: each may use up to it when spreading its load
+    ratio = max((int(levels.outcomes[-1].value) for levels, _, _, found in tops if found), default=0)
+    for levels, top, spread, found in tops:
+        if found:
+            levels.model.add(top <= ratio)
+        levels.optimise("spread", spread, maximize=False)
+    for levels, fm in zip(runs, built, strict=True):
+        levels.optimise("fit", sum(fm.fit_terms), maximize=True)
 
     chosen_groups: list[tuple[list[str], list[str]]] = []
-    for (k, slot), members in sorted(members_of.items()):
-        chosen = [pid for pid, v in members if levels.value(v)]
-        if chosen:
-            co_ids = [mentor_ids[j] for j, c in co.get((k, slot), []) if levels.value(c)]
-            chosen_groups.append(([mentor_ids[k], *co_ids], chosen))
+    for levels, fm in zip(runs, built, strict=True):
+        for (k, slot), members in sorted(fm.members_of.items()):
+            chosen = [pid for pid, v in members if levels.value(v)]
+            if chosen:
+                co_ids = [mentor_ids[j] for j, c in fm.co.get((k, slot), []) if levels.value(c)]
+                chosen_groups.append(([mentor_ids[k], *co_ids], chosen))
     bound = flow_bound
     if exact:
-        bound = min(bound, int(total.value) if total.status == "OPTIMAL" else math.floor(total.bound + 1e-6))
-    return finish(chosen_groups, levels, placed_bound=bound, proven_lottery=proven, exact=exact)
+        solver_bound = sum(int(t.value) if t.status == "OPTIMAL" else math.floor(t.bound + 1e-6) for t in totals)
+        bound = min(bound, solver_bound)
+    combined: Levels | CombinedLevels = runs[0] if len(runs) == 1 else CombinedLevels(runs)
+    if len(runs) > 1:
+        notes.append(f"solved as {len(runs)} independent components of the candidate graph (exact)")
+    return finish(chosen_groups, combined, placed_bound=bound, proven_lottery=proven, exact=exact)
 
 
 def _peer_groups(prep: Prepared, progress: Progress, time_limit: float, greedy_only: bool = False) -> MatchingResult:

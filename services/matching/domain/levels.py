@@ -66,10 +66,13 @@ class Levels:
     fixed: dict[int, int] = field(default_factory=dict)
     """Variable index -> value the lottery decided; the final solution must keep them."""
     _done_share: float = 0.0
+    deadline: float | None = None
+    """Wall-clock guard shared by every solve of the run (components included); default from the limit."""
     _deadline: float = 0.0
 
     def __post_init__(self) -> None:
-        self._deadline = time.perf_counter() + self.time_limit_s * WALL_GUARD_FACTOR + 10.0
+        own = time.perf_counter() + self.time_limit_s * WALL_GUARD_FACTOR + 10.0
+        self._deadline = self.deadline if self.deadline is not None else own
 
     def budget(self, share: float) -> float:
         """Deterministic seconds for a share of the configured limit: never depends on the clock."""
@@ -119,8 +122,9 @@ class Levels:
         self._done_share = min(1.0, self._done_share + share)
         self.progress(f"level {name} done", self._done_share)
 
-    def optimise(self, name: str, expr: cp_model.LinearExprT, *, maximize: bool) -> LevelOutcome:
-        """Solve this level and keep its optimum (or the best found) as a constraint for the next."""
+    def optimise(self, name: str, expr: cp_model.LinearExprT, *, maximize: bool, keep: bool = True) -> LevelOutcome:
+        """Solve this level and keep its optimum (or the best found) as a constraint for the next
+        (``keep=False``: the caller adds the constraint itself, e.g. one value across components)."""
         share = SHARES[name]
         self.progress(f"solving level {name}", self._done_share)
         if maximize:
@@ -134,9 +138,9 @@ class Levels:
         else:
             value = round(self.solver.objective_value)
             bound = self.solver.best_objective_bound
-            if maximize:
+            if keep and maximize:
                 self.model.add(expr >= value)
-            else:
+            elif keep:
                 self.model.add(expr <= value)
             outcome = LevelOutcome(name, float(value), float(bound), self.last_status)
         self.outcomes.append(outcome)
@@ -165,6 +169,39 @@ class Levels:
     @property
     def all_optimal(self) -> bool:
         return all(o.status == "OPTIMAL" for o in self.outcomes)
+
+
+@dataclass
+class CombinedLevels:
+    """Independent components solved level by level: their outcomes read as one run's."""
+
+    parts: list[Levels]
+
+    @property
+    def all_optimal(self) -> bool:
+        return all(p.all_optimal for p in self.parts)
+
+    @property
+    def keeps_lottery(self) -> bool:
+        return all(p.keeps_lottery for p in self.parts)
+
+    @property
+    def wall_guard_hit(self) -> bool:
+        return any(p.wall_guard_hit for p in self.parts)
+
+    @property
+    def outcomes(self) -> list[LevelOutcome]:
+        names = list(dict.fromkeys(o.name for p in self.parts for o in p.outcomes))
+        out = []
+        for name in names:
+            mine = [o for p in self.parts for o in p.outcomes if o.name == name]
+            found = len(mine) == len(self.parts) and all(o.found for o in mine)
+            combine = max if name == "max_load_ratio" else sum  # one max ratio; sums elsewhere
+            value = float(combine(o.value for o in mine)) if found else float("nan")
+            bound = float(combine(o.bound for o in mine)) if found else float("nan")
+            status = "OPTIMAL" if found and all(o.status == "OPTIMAL" for o in mine) else "FEASIBLE"
+            out.append(LevelOutcome(name, value, bound, status if found else "UNKNOWN", found=found))
+        return out
 
 
 def lottery_level(

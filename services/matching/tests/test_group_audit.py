@@ -118,6 +118,21 @@ def test_pruned_candidates_never_cost_a_place(monkeypatch: pytest.MonkeyPatch) -
     assert result.stats.status == "FEASIBLE", "the lower levels ran on a pruned model: not claimed optimal"
 
 
+def test_independent_components_are_solved_apart_with_one_global_load_ratio() -> None:
+    """English and Japanese speakers can never share a group: two components, solved apart, merged with
+    one max load ratio (the English mentor's 1.0) and every rule intact."""
+    people = [mentor("MA", capacity=1, languages=["en"])]
+    people += [mentor(f"MB{i}", capacity=2, languages=["ja"], department=f"J{i}") for i in range(2)]
+    people += [person(f"e{i}", languages=["en"], department=f"E{i}") for i in range(2)]
+    people += [person(f"j{i}", languages=["ja"], department=f"K{i}") for i in range(4)]
+    inp = pool(people, form=Form.FACILITATED_GROUP, group_members_min=2, group_members_max=2)
+    result = solve(inp)
+    assert result.stats.placed_count == 6 and result.stats.status == "OPTIMAL"
+    assert result.stats.max_load_ratio == 1.0
+    assert sorted(result.stats.load.values()) == [1, 1, 1], "the Japanese groups still spread over both mentors"
+    assert any("2 independent components" in n for n in result.stats.notes)
+
+
 def test_the_lottery_fixes_the_number_placed_for_every_later_level() -> None:
     model = cp_model.CpModel()
     placed = {p: model.new_bool_var(p) for p in "abcd"}
