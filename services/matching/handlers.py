@@ -13,6 +13,7 @@ import logging
 import secrets
 import time
 import uuid
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,6 +26,7 @@ from contracts.policy import MatchingPolicy, SeedPolicy
 from runtime.outbox import add_to_outbox
 from services.matching.adapters import runs as repo
 from services.matching.domain import MatchingInput, MatchingResult, Override, match, validate
+from services.matching.domain.common import with_run_group_ids
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +37,38 @@ class NotFound(Exception):
 
 class Busy(Exception):
     pass
+
+
+class CapacityConflict(Exception):
+    """Another run took a mentor's capacity between this run's read of the loads and its publication."""
+
+
+MENTOR_LOADS_LOCK = "matching:mentor-loads"
+"""One advisory lock for every program: mentor capacity is per person, across programs, so the check of
+current loads and the insert of new groups must be serialised globally, not per program."""
+
+
+async def check_capacity(conn: asyncpg.Connection, inp: MatchingInput, result: MatchingResult) -> None:
+    """In the publishing transaction, under the global lock: re-read every mentor's active load (all
+    programs) and refuse to publish if the new groups would now exceed a capacity."""
+    await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", MENTOR_LOADS_LOCK)
+    new: Counter[str] = Counter(m.participant_id for g in result.groups for m in g.members if m.role.value == "mentor")
+    if not new:
+        return
+    loads = await repo.mentor_loads(conn, list(new))
+    capacities = await repo.mentor_capacities(conn, list(new))
+    declared = {p.participant_id: p.capacity or 0 for p in inp.participants}
+    over = []
+    for mentor, n in sorted(new.items()):
+        capacity = capacities.get(mentor, declared.get(mentor, 0))
+        if loads.get(mentor, 0) + n > capacity:
+            over.append(f"{mentor}: {loads.get(mentor, 0)} active + {n} new > capacity {capacity}")
+    if over:
+        raise CapacityConflict(
+            f"mentor loads changed since this run read them (another run published first); nothing was "
+            f"published, run again to match on current loads: {'; '.join(over[:5])}"
+            + (f" (and {len(over) - 5} more)" if len(over) > 5 else "")
+        )
 
 
 @dataclass(frozen=True)
@@ -130,10 +164,13 @@ async def execute_run(
     input_digest = digest(inp)
     try:
         result = await asyncio.to_thread(match, inp, seed, progress=progress)
+        result = with_run_group_ids(result, run_id)  # re-matching the same people later gives new ids
         problems = validate(inp, result)
         if problems:  # never publish a solution that breaks a rule
             raise RuntimeError(f"solution failed validation: {problems[:3]}")
         async with pool.acquire() as conn, conn.transaction():
+            if not request.dry_run:
+                await check_capacity(conn, inp, result)
             summary = await _summary(conn, inp, result, request)
             if not request.dry_run:
                 await _publish(conn, program, run_id, inp, result, input_digest)

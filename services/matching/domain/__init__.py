@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from services.matching.domain.common import Prepared, Progress, no_progress
 from services.matching.domain.greedy import greedy_match
-from services.matching.domain.groups import solve_groups
+from services.matching.domain.groups import greedy_peer_groups, solve_groups
 from services.matching.domain.lottery import lottery_order, lottery_ranks
 from services.matching.domain.model import MatchingInput, MatchingResult, Override, OverrideKind
 from services.matching.domain.pairs import solve_pairs
@@ -42,4 +42,7 @@ def match(
 
 
 def greedy(inp: MatchingInput, seed: int) -> MatchingResult:
+    """The greedy baseline: pairs and facilitated groups with one mentor, and peer groups."""
+    if inp.policy.mentors_per_group == 0:
+        return greedy_peer_groups(Prepared.of(inp, seed))
     return greedy_match(Prepared.of(inp, seed))

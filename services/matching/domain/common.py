@@ -13,7 +13,7 @@ import numpy.typing as npt
 from contracts.events import GroupMember, ParticipantProfile, UnmatchedReason
 from contracts.policy import MatchingPolicy, Role
 from services.matching.domain.lottery import lottery_ranks
-from services.matching.domain.model import Group, MatchingInput, OverrideKind, Unplaced
+from services.matching.domain.model import Group, MatchingInput, MatchingResult, OverrideKind, Unplaced
 from services.matching.domain.rules import pair_fit
 
 Progress = Callable[[str, float], None]
@@ -39,6 +39,8 @@ class Prepared:
     locked: list[tuple[str, str]] = field(default_factory=list)
     excluded: set[frozenset[str]] = field(default_factory=set)
     notes: list[str] = field(default_factory=list)
+    locks_applied: int = 0
+    """Locks the solver actually enforced (a lock it cannot express is noted, not counted)."""
 
     @classmethod
     def of(cls, inp: MatchingInput, seed: int) -> Prepared:
@@ -95,13 +97,37 @@ class Prepared:
             if k is not None:
                 eligible[k] = False
 
+    @functools.cached_property
+    def seeker_rank(self) -> dict[str, int]:
+        """Lottery position among the people being placed (mentors are not competitors)."""
+        ids = sorted((self.people[i].participant_id for i in self.seekers), key=lambda pid: self.ranks[pid])
+        return {pid: r for r, pid in enumerate(ids)}
+
+    @property
+    def overrides_applied(self) -> int:
+        return len(self.excluded) + self.locks_applied
+
+    def apart(self, a: str, b: str) -> bool:
+        """Reporting line within the policy's depth, a declared conflict, or an exclude override."""
+        pa, pb = self.by_id[a], self.by_id[b]
+        depth = self.policy.reporting_line_depth
+        if depth > 0 and (a in pb.manager_chain[:depth] or b in pa.manager_chain[:depth]):
+            return True
+        return b in pa.conflicts_with or a in pb.conflicts_with or frozenset((a, b)) in self.excluded
+
     def free(self, pid: str) -> int:
         return max(0, self.capacity.get(pid, 0) - self.load.get(pid, 0))
 
 
-def group_id(seed: int, program_id: str, member_ids: list[str]) -> str:
-    """Deterministic: the same run of the same input names its groups the same."""
-    digest = hashlib.sha256(f"{seed}:{program_id}:{','.join(sorted(member_ids))}".encode()).hexdigest()
+def group_id(seed: int, program_id: str, member_ids: list[str], run_id: str = "") -> str:
+    """Deterministic: the same run of the same input names its groups the same. The service passes the
+    run id, so re-matching the same people in a later run (after their group closed) gives a new id."""
+    key = (
+        f"{run_id}:{seed}:{program_id}:{','.join(sorted(member_ids))}"
+        if run_id
+        else (f"{seed}:{program_id}:{','.join(sorted(member_ids))}")
+    )
+    digest = hashlib.sha256(key.encode()).hexdigest()
     return f"grp-{digest[:16]}"
 
 
@@ -129,6 +155,17 @@ def make_group(prep: Prepared, mentor_ids: list[str], member_ids: list[str]) -> 
         fit=float(total),
         explanation=explanation,
     )
+
+
+def with_run_group_ids(result: MatchingResult, run_id: str) -> MatchingResult:
+    """The same result with group ids that include the run id (still deterministic per run)."""
+    groups = [
+        g.model_copy(
+            update={"group_id": group_id(result.seed, result.program_id, [m.participant_id for m in g.members], run_id)}
+        )
+        for g in result.groups
+    ]
+    return result.model_copy(update={"groups": sorted(groups, key=lambda g: g.group_id)})
 
 
 def unplaced(pid: str, code: UnmatchedReason, reason: str) -> Unplaced:

@@ -8,6 +8,12 @@ Interpretation of the group rules (documented in docs/matching.md):
 - peer groups: every rule holds for every pair; a group shares one language (a group language is
   chosen) and its members' time zones and levels fit in one window of the policy's width;
 - teams: the mentors must be eligible for every team member; a team is placed whole or not at all.
+  An intact team's own reporting lines are expected (its manager may be a member) and do not keep it
+  out; a declared conflict or an exclude override *inside* a team does: the matcher cannot split a
+  team, so that team is not placed and is told why.
+
+Every form is seeded with a greedy solution (CP-SAT hints) and falls back to it when the solver finds
+nothing in its budget, so a run always returns a rule-respecting result with an honest status.
 """
 
 from __future__ import annotations
@@ -16,12 +22,15 @@ import itertools
 import math
 import time
 from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
+from ortools.graph.python import min_cost_flow
 from ortools.sat.python import cp_model
 
 from contracts.events import UnmatchedReason
-from contracts.policy import Form
+from contracts.policy import Form, SeniorityRule
 from services.matching.domain.common import (
     Prepared,
     Progress,
@@ -30,10 +39,18 @@ from services.matching.domain.common import (
     max_load_ratio,
     unplaced,
 )
-from services.matching.domain.levels import Levels, lottery_level
+from services.matching.domain.group_greedy import greedy_facilitated, greedy_peers, greedy_teams
+from services.matching.domain.levels import WALL_GUARD_FACTOR, CombinedLevels, Levels, lottery_level
 from services.matching.domain.lottery import lottery_key
 from services.matching.domain.model import Group, MatchingResult, Stats, Unplaced
-from services.matching.domain.rules import PairRules, Pool, describe_exclusions, first_failing_counts
+from services.matching.domain.rules import (
+    BoolArray,
+    IntArray,
+    PairRules,
+    Pool,
+    describe_exclusions,
+    first_failing_counts,
+)
 
 RATIO_SCALE = 1000
 SPREAD_SCALE = 100
@@ -42,6 +59,13 @@ TOP_PARTNERS = 3
 TOP_CO_MENTORS = 6
 ALL_CO_MENTORS_UP_TO = 12
 """Pools with this few mentors consider every mentor as a co-facilitator: exact on small pools."""
+FULL_MODEL_LIMIT = 20_000
+"""Facilitated groups: while (mentee, eligible mentor slot) variables stay below this, every eligible
+mentor is a candidate (the model is exact); above it each mentee keeps its best few, plus the arcs of a
+lottery-ordered max flow on the full graph and of the greedy solution."""
+PEER_DENSE_LIMIT = 6_000
+"""Peer groups: while peers x groups stays below this, every peer may join every group (exact)."""
+PEER_PARTNERS = 6
 
 
 def _apart_pairs(prep: Prepared, ids: list[str]) -> list[tuple[str, str]]:
@@ -64,64 +88,155 @@ def _apart_pairs(prep: Prepared, ids: list[str]) -> list[tuple[str, str]]:
     return sorted(pairs)
 
 
-def _result(
-    prep: Prepared,
-    groups: list[Group],
-    gone: list[Unplaced],
-    levels: Levels | None,
-    started: float,
-    proven_lottery: bool,
-    notes: list[str],
-    placed_bound: int,
-) -> MatchingResult:
-    load = loads_after(prep, groups)
-    fit = float(sum(g.fit for g in groups))
-    status = "OPTIMAL"
-    fit_bound: float | None = fit
-    if levels is not None:
-        if not levels.all_optimal or not proven_lottery:
-            status = "FEASIBLE"
-        last = levels.outcomes[-1] if levels.outcomes else None
-        if last is not None and last.name == "fit":
+@dataclass
+class _Outcome:
+    groups: list[Group]
+    gone: list[Unplaced]
+    levels: Levels | CombinedLevels | None
+    placed_bound: int
+    proven_lottery: bool = True
+    exact: bool = True
+    """The model held every eligible option (no pruning): its bounds are bounds on the full problem."""
+    fallback: bool = False
+    baseline: bool = False
+    fit_is_model_objective: bool = True
+    """The fit level's objective is exactly the reported total fit (false for peer groups)."""
+    """The greedy asked for as a baseline (benchmarks), not a fallback."""
+    notes: list[str] = field(default_factory=list)
+
+
+def _result(prep: Prepared, o: _Outcome, started: float) -> MatchingResult:
+    load = loads_after(prep, o.groups)
+    fit = float(sum(g.fit for g in o.groups))
+    placed = sum(len([m for m in g.members if m.role.value != "mentor"]) for g in o.groups)
+    notes = [*prep.notes, *o.notes]
+    fit_bound: float | None = None
+    gap: float | None = None
+    levels = o.levels
+    if (o.fallback or o.baseline) and prep.locks_applied:
+        notes.append(f"the greedy does not apply locks: {prep.locks_applied} lock(s) not applied, not counted")
+        prep.locks_applied = 0
+    if o.baseline:
+        status = "GREEDY"
+    elif o.fallback or levels is None:
+        status = "GREEDY"  # the published contract (SolverStats.status) names a fallback GREEDY
+        notes.append("the solver found no solution within its budget: this is the greedy solution (lottery order)")
+    else:
+        kept = levels.keeps_lottery
+        proven = levels.all_optimal and o.proven_lottery and kept and o.exact and placed >= o.placed_bound
+        status = "OPTIMAL" if proven and not levels.wall_guard_hit else "FEASIBLE"
+        last = next((x for x in levels.outcomes if x.name == "fit" and x.found), None)
+        if last is not None and o.fit_is_model_objective:
             fit_bound = max(fit, last.bound)
-    gap = round((fit_bound - fit) / fit_bound, 6) if fit_bound else 0.0
+            gap = round((fit_bound - fit) / fit_bound, 6) if fit_bound else 0.0
+            if not o.exact:
+                notes.append("fit bound and gap are proven on the candidate model (pruned options), not the full graph")
+        if not kept:
+            notes.append("no solution keeping every lottery decision was found in budget: the last one found stands")
+        elif not o.proven_lottery:
+            notes.append("the lottery walk ran out of budget: the decisions after it are the solver's, not proven")
+        if levels.wall_guard_hit:
+            notes.append("the wall-clock guard stopped a solve: this result may not replay identically")
+        unknown = [x.name for x in levels.outcomes if not x.found]
+        if unknown:
+            notes.append(f"levels {', '.join(unknown)} found nothing better in budget: the previous solution stands")
     stats = Stats(
-        method="cp_sat",
+        method="greedy" if o.baseline else "cp_sat",
         status=status,
         seed=prep.seed,
-        placed_count=sum(len([m for m in g.members if m.role.value != "mentor"]) for g in groups),
-        unplaced_count=len(gone),
-        placed_bound=placed_bound,
+        placed_count=placed,
+        unplaced_count=len(o.gone),
+        placed_bound=max(placed, o.placed_bound),
         total_fit=fit,
         fit_bound=fit_bound,
         gap=gap,
         max_load_ratio=max_load_ratio(prep, load),
         load=load,
         wall_time_seconds=round(time.perf_counter() - started, 3),
-        overrides_applied=len(prep.excluded) + len(prep.locked),
-        levels={o.name: o.value for o in (levels.outcomes if levels else [])},
-        notes=[*prep.notes, *notes],
+        overrides_applied=prep.overrides_applied,
+        levels={x.name: x.value for x in (levels.outcomes if levels else []) if x.found},
+        notes=notes,
     )
     return MatchingResult(
         program_id=prep.inp.program_id,
         form=prep.inp.form,
         seed=prep.seed,
-        groups=sorted(groups, key=lambda g: g.group_id),
-        unplaced=sorted(gone, key=lambda u: u.participant_id),
+        groups=sorted(o.groups, key=lambda g: g.group_id),
+        unplaced=sorted(o.gone, key=lambda u: u.participant_id),
         lottery=prep.ranks,
         stats=stats,
     )
 
 
-def _load_levels(levels: Levels, prep: Prepared, opened: dict[str, list[cp_model.IntVar]], levels_left: int) -> None:
-    """Level 3: minimise the maximum load ratio, then the spread (sum of load^2 / capacity).
+@dataclass
+class _FacilitatedModel:
+    model: cp_model.CpModel
+    placed: dict[str, cp_model.IntVar]
+    x_of: dict[str, dict[tuple[int, int], cp_model.IntVar]]
+    members_of: dict[tuple[int, int], list[tuple[str, cp_model.IntVar]]]
+    co: dict[tuple[int, int], list[tuple[int, cp_model.IntVar]]]
+    opened: dict[str, list[cp_model.IntVar]]
+    fit_terms: Sequence[cp_model.LinearExprT]
+    hint: dict[cp_model.IntVar, int]
+
+
+def _components(
+    prep: Prepared,
+    seekers: list[str],
+    candidates: dict[str, list[tuple[int, int]]],
+    co_options: dict[int, list[int]],
+    mentor_ids: list[str],
+) -> list[list[str]]:
+    """Seekers split into independent components of the candidate graph (mentee - candidate mentor,
+    lead - co-facilitator, mentee - mentee lock). No variable or constraint links two components, and
+    every level's objective is a sum (or, for the max load ratio, a max) over them, so solving them
+    apart is exact. Seekers with no candidate belong to none. Canonical order: by first seeker id."""
+    parent: dict[object, object] = {}
+
+    def find(a: object) -> object:
+        parent.setdefault(a, a)
+        while parent[a] != a:
+            parent[a] = parent[parent[a]]
+            a = parent[a]
+        return a
+
+    def union(a: object, b: object) -> None:
+        ra, rb = find(a), find(b)
+        if ra != rb:
+            parent[rb] = ra
+
+    for pid in seekers:
+        for k, _ in candidates[pid]:
+            union(pid, ("mentor", k))
+            for j in co_options.get(k, []):
+                union(("mentor", k), ("mentor", j))
+    for a, b in prep.locked:
+        if a in candidates and b in candidates and candidates[a] and candidates[b]:
+            union(a, b)
+    groups: dict[object, list[str]] = defaultdict(list)
+    for pid in seekers:
+        if candidates[pid]:
+            groups[find(pid)].append(pid)
+    return sorted(groups.values(), key=lambda part: part[0])
+
+
+def _part_progress(progress: Progress, n: int, parts: int) -> Progress:
+    def report(message: str, fraction: float) -> None:
+        progress(f"component {n + 1} of {parts}: {message}", fraction)
+
+    return report
+
+
+def _load_terms(
+    model: cp_model.CpModel, prep: Prepared, opened: dict[str, list[cp_model.IntVar]]
+) -> tuple[cp_model.IntVar, cp_model.LinearExprT] | None:
+    """The max load ratio variable and the spread expression (sum of load^2 / capacity), or None.
 
     ``opened[m]`` are mentor m's group slots in order (slot s+1 opens only after slot s), so the spread
     is linear: each slot costs its marginal increase of load^2 / capacity.
     """
-    model = levels.model
     if not opened:
-        return
+        return None
     top = model.new_int_var(0, RATIO_SCALE * 50, "max_load_ratio")
     spread_terms = []
     for mentor, slots in opened.items():
@@ -129,12 +244,36 @@ def _load_levels(levels: Levels, prep: Prepared, opened: dict[str, list[cp_model
         model.add((load + sum(slots)) * RATIO_SCALE <= top * cap)
         for s, y in enumerate(slots):
             spread_terms.append(y * ((2 * (load + s) + 1) * SPREAD_SCALE // max(1, cap)))
-    levels.optimise("max_load_ratio", top, maximize=False, levels_left=levels_left)
-    levels.optimise("spread", sum(spread_terms), maximize=False, levels_left=levels_left - 1)
+    return top, sum(spread_terms)
+
+
+def _load_levels(levels: Levels, prep: Prepared, opened: dict[str, list[cp_model.IntVar]]) -> None:
+    """Level 3: minimise the maximum load ratio, then the spread (sum of load^2 / capacity)."""
+    load = _load_terms(levels.model, prep, opened)
+    if load is None:
+        return
+    top, spread = load
+    levels.optimise("max_load_ratio", top, maximize=False)
+    levels.optimise("spread", spread, maximize=False)
+
+
+def _lost_lottery(
+    prep: Prepared, pid: str, placed_ids: set[str], competes: Callable[[str], bool], what: str
+) -> Unplaced | None:
+    """LOST_LOTTERY when placed people drawn ahead competed for the same places; None otherwise."""
+    ahead = sum(1 for p in placed_ids if prep.ranks[p] < prep.ranks[pid] and competes(p))
+    if not ahead:
+        return None
+    return unplaced(
+        pid,
+        UnmatchedReason.LOST_LOTTERY,
+        f"lost the lottery to {ahead} equally eligible people drawn ahead ({what}); "
+        f"this one ranked {prep.seeker_rank[pid] + 1} of {len(prep.seeker_rank)}",
+    )
 
 
 def _co_mentor_candidates(
-    prep: Prepared, candidates: dict[str, list[tuple[int, int]]], free: np.ndarray, mentor_apart: set[tuple[int, int]]
+    prep: Prepared, candidates: dict[str, list[tuple[int, int]]], free: IntArray, mentor_apart: set[tuple[int, int]]
 ) -> dict[int, list[int]]:
     """For each lead mentor, the mentors who may co-facilitate its groups: free, not apart from the
     lead, ranked by how many of the lead's candidate mentees they could also serve (then lottery)."""
@@ -155,6 +294,43 @@ def _co_mentor_candidates(
     return out
 
 
+def _flow_bound(
+    prep: Prepared, active: list[str], with_room: dict[str, BoolArray], caps: IntArray
+) -> tuple[int, list[tuple[str, int]]]:
+    """Max flow mentee -> eligible mentor with room -> sink (``caps`` per mentor), min total lottery rank.
+
+    It relaxes group minimums and member-member rules, so its value bounds the number placed on the
+    *full* eligibility graph; its arcs (the lottery-first way to use every mentor) join the candidates.
+    """
+    n, m = len(active), len(caps)
+    if n == 0 or m == 0:
+        return 0, []
+    f = min_cost_flow.SimpleMinCostFlow()
+    source, sink, mb, tb = 0, 1, 2, 2 + n
+    rank = np.array([prep.seeker_rank[p] for p in active], dtype=np.int64)
+    f.add_arcs_with_capacity_and_unit_cost(
+        np.zeros(n, dtype=np.int64), mb + np.arange(n, dtype=np.int64), np.ones(n, dtype=np.int64), rank
+    )
+    tails = [np.full(int(with_room[p].sum()), r, dtype=np.int64) for r, p in enumerate(active)]
+    heads = [np.flatnonzero(with_room[p]).astype(np.int64) for p in active]
+    tail = np.concatenate(tails) if tails else np.zeros(0, dtype=np.int64)
+    head = np.concatenate(heads) if heads else np.zeros(0, dtype=np.int64)
+    f.add_arcs_with_capacity_and_unit_cost(
+        mb + tail, tb + head, np.ones(len(tail), dtype=np.int64), np.zeros(len(tail), dtype=np.int64)
+    )
+    f.add_arcs_with_capacity_and_unit_cost(
+        tb + np.arange(m, dtype=np.int64), np.full(m, sink, dtype=np.int64), caps.astype(np.int64),
+        np.zeros(m, dtype=np.int64),
+    )  # fmt: skip
+    f.set_node_supply(source, n)
+    f.set_node_supply(sink, -n)
+    if f.solve_max_flow_with_min_cost() != f.OPTIMAL:
+        raise RuntimeError("placement bound flow failed")
+    flows = f.flows(n + np.arange(len(tail), dtype=np.int64))
+    used = np.flatnonzero(flows > 0)
+    return int(flows.sum()), [(active[int(tail[a])], int(head[a])) for a in used]
+
+
 def _facilitated(prep: Prepared, progress: Progress, time_limit: float) -> MatchingResult:
     """Groups anchored on a lead mentor's slots; with ``mentors_per_group`` above 1, co-facilitators
     join a slot. Every mentor of a group must be eligible for every member (mentor-member rules)."""
@@ -164,13 +340,14 @@ def _facilitated(prep: Prepared, progress: Progress, time_limit: float) -> Match
     pool = Pool.encode(prep.people)
     mentors = np.array(prep.mentors, dtype=np.int64)
     mentor_ids = prep.mentor_ids
+    mpos = {pid: k for k, pid in enumerate(mentor_ids)}
     free = np.array([prep.free(pid) for pid in mentor_ids], dtype=np.int64)
     rules = PairRules(pool, pol, mentors)
     seekers = [prep.people[i].participant_id for i in prep.seekers]
-    candidates: dict[str, list[tuple[int, int]]] = {}
-    eligible_of: dict[str, np.ndarray] = {}
-    fit_of: dict[str, np.ndarray] = {}
+    eligible_of: dict[str, BoolArray] = {}
+    fit_of: dict[str, IntArray] = {}
     reasons: dict[str, Unplaced] = {}
+    local_rank = np.argsort(np.argsort([prep.ranks[pid] for pid in mentor_ids], kind="stable"), kind="stable")
     for row, i in enumerate(prep.seekers):
         pid = seekers[row]
         failing = rules.failing(i)
@@ -179,203 +356,409 @@ def _facilitated(prep: Prepared, progress: Progress, time_limit: float) -> Match
             eligible &= ~mask
         prep.drop_excluded_mentors(pid, eligible)
         with_room = eligible & (free > 0)
-        fit = rules.fit(i)
-        pos = np.flatnonzero(with_room)
         if not eligible.any():
             text = f"no eligible mentor: {describe_exclusions(first_failing_counts(failing), pol)}"
             reasons[pid] = unplaced(pid, UnmatchedReason.NO_ELIGIBLE_PARTNER, text)
-        elif len(pos) == 0:
+        elif not with_room.any():
             text = f"capacity exhausted: all {int(eligible.sum())} eligible mentors are full"
             reasons[pid] = unplaced(pid, UnmatchedReason.CAPACITY_EXHAUSTED, text)
         elif int(eligible.sum()) < pol.mentors_per_group:
             text = f"only {int(eligible.sum())} eligible mentors; the policy wants {pol.mentors_per_group} per group"
             reasons[pid] = unplaced(pid, UnmatchedReason.NO_ELIGIBLE_PARTNER, text)
-            pos = pos[:0]
-        ranks = np.array([prep.ranks[mentor_ids[k]] for k in pos], dtype=np.int64)
-        order = np.lexsort((ranks, -fit[pos]))
-        candidates[pid] = [(int(pos[o]), int(fit[pos[o]])) for o in order[:TOP_MENTORS]]
         eligible_of[pid] = eligible
-        fit_of[pid] = fit
-
-    mentor_apart = {
-        (min(mentor_ids.index(a), mentor_ids.index(b)), max(mentor_ids.index(a), mentor_ids.index(b)))
-        for a, b in _apart_pairs(prep, mentor_ids)
-    }
-    co_options = _co_mentor_candidates(prep, candidates, free, mentor_apart) if co_count else {}
-
-    model = cp_model.CpModel()
-    demand: dict[int, int] = defaultdict(int)
-    for cands in candidates.values():
-        for k, _ in cands:
-            demand[k] += 1
-    slots: dict[int, list[cp_model.IntVar]] = {}
-    for k, n in sorted(demand.items()):
-        count = min(int(free[k]), n // pol.group_members_min)
-        if co_count and len(co_options.get(k, [])) < co_count:
-            count = 0
-        if count > 0:
-            slots[k] = [model.new_bool_var(f"open_{k}_{s}") for s in range(count)]
-            for s in range(count - 1):
-                model.add(slots[k][s] >= slots[k][s + 1])  # symmetry: slots open in order
-    # co-facilitators: c[(k, s, j)] = mentor j co-facilitates lead k's slot s
-    co: dict[tuple[int, int], list[tuple[int, cp_model.IntVar]]] = {}
-    for k, ys in slots.items():
-        for s, y in enumerate(ys):
-            if co_count:
-                helpers = [(j, model.new_bool_var(f"co_{k}_{s}_{j}")) for j in co_options[k]]
-                model.add(sum(v for _, v in helpers) == co_count * y)
-                co[(k, s)] = helpers
-                for (j1, v1), (j2, v2) in itertools.combinations(helpers, 2):
-                    if (min(j1, j2), max(j1, j2)) in mentor_apart:
-                        model.add_bool_or([~v1, ~v2])
-    x: dict[tuple[str, int, int], cp_model.IntVar] = {}
-    placed: dict[str, cp_model.IntVar] = {}
-    members_of: dict[tuple[int, int], list[tuple[str, cp_model.IntVar]]] = defaultdict(list)
-    fit_terms = []
-    for pid in seekers:
-        mine = []
-        for k, f in candidates[pid]:
-            for s, y in enumerate(slots.get(k, [])):
-                var = model.new_bool_var(f"x_{pid}_{k}_{s}")
-                model.add_implication(var, y)
-                x[(pid, k, s)] = var
-                members_of[(k, s)].append((pid, var))
-                mine.append(var)
-                if f:
-                    fit_terms.append(var * f)
-        placed[pid] = model.new_bool_var(f"placed_{pid}")
-        model.add(sum(mine) == placed[pid])
-    for (k, s), members in members_of.items():
-        y = slots[k][s]
-        model.add(sum(v for _, v in members) >= pol.group_members_min * y)
-        model.add(sum(v for _, v in members) <= pol.group_members_max * y)
-        for j, c in co.get((k, s), []):
-            for pid, v in members:
-                if not eligible_of[pid][j]:
-                    model.add_bool_or([~v, ~c])  # a co-facilitator must be eligible for every member
-                elif fit_of[pid][j] > 0:
-                    both = model.new_bool_var(f"cofit_{pid}_{k}_{s}_{j}")
-                    model.add_implication(both, v)
-                    model.add_implication(both, c)
-                    fit_terms.append(both * int(fit_of[pid][j]))
-        if pol.max_same_department is not None:
-            mentor_dept = prep.by_id[mentor_ids[k]].department
-            by_dept: dict[str, list[cp_model.IntVar]] = defaultdict(list)
-            for pid, v in members:
-                by_dept[prep.by_id[pid].department].append(v)
-            for j, c in co.get((k, s), []):
-                by_dept[prep.by_id[mentor_ids[j]].department].append(c)
-            for dept, vs in by_dept.items():
-                room = pol.max_same_department - (1 if dept == mentor_dept else 0)
-                model.add(sum(vs) <= max(0, room))
-    for a, b in _apart_pairs(prep, seekers):
-        for k, _ in candidates[a]:
-            for s in range(len(slots.get(k, []))):
-                if (b, k, s) in x:
-                    model.add_bool_or([~x[(a, k, s)], ~x[(b, k, s)]])
-    for a, b in prep.locked:
-        if (a in placed) != (b in placed):  # mentor + mentee: the mentee must sit in one of that mentor's slots
-            mentee, mentor = (a, b) if a in placed else (b, a)
-            k = mentor_ids.index(mentor) if mentor in mentor_ids else -1
-            options = [x[(mentee, k, s)] for s in range(len(slots.get(k, []))) if (mentee, k, s) in x]
-            if options:
-                model.add(sum(options) == 1)
-            else:
-                prep.notes.append(f"lock {mentor}/{mentee} not applied: not an eligible pair with room")
-
-    # each mentor's groups, led or co-facilitated, within free capacity; ordered slots for the spread level
-    taken: dict[int, list[cp_model.IntVar]] = defaultdict(list)
-    for k, ys in slots.items():
-        taken[k] += ys
-    for helpers in co.values():
-        for j, c in helpers:
-            taken[j].append(c)
-    opened: dict[str, list[cp_model.IntVar]] = {}
-    for k, vs in sorted(taken.items()):
-        if not co_count:
-            opened[mentor_ids[k]] = vs  # lead slots are already ordered
-            continue
-        model.add(sum(vs) <= int(free[k]))
-        count = min(len(vs), int(free[k]))
-        ys = [model.new_bool_var(f"load_{k}_{s}") for s in range(count)]
-        for s in range(count - 1):
-            model.add(ys[s] >= ys[s + 1])
-        model.add(sum(ys) == sum(vs))
-        opened[mentor_ids[k]] = ys
-
-    levels = Levels(model, prep.seed, time_limit, progress)
-    total = levels.optimise("placed", sum(placed.values()), maximize=True, levels_left=5)
-    by_lottery = sorted(placed, key=lambda p: prep.ranks[p])
-    _, proven = lottery_level(levels, placed, by_lottery, int(total.value), levels_left=4)
-    _load_levels(levels, prep, opened, levels_left=3)
-    levels.optimise("fit", sum(fit_terms), maximize=True, levels_left=1)
-
-    solver = levels.solver
-    groups: list[Group] = []
-    for (k, slot), members in sorted(members_of.items()):
-        chosen = [pid for pid, v in members if solver.value(v)]
-        if chosen:
-            co_ids = [mentor_ids[j] for j, c in co.get((k, slot), []) if solver.value(c)]
-            groups.append(make_group(prep, [mentor_ids[k], *co_ids], chosen))
-    placed_ids = {pid for pid, v in placed.items() if solver.value(v)}
-    gone = []
-    for pid in seekers:
-        if pid in placed_ids:
-            continue
-        gone.append(reasons.get(pid) or _lost_or_size(prep, pid, placed_ids, len(candidates[pid])))
-    bound = math.floor(total.bound) if total.status != "OPTIMAL" else int(total.value)
-    notes = [f"co-facilitators drawn from each lead's {TOP_CO_MENTORS} best-overlapping mentors"] if co_count else []
-    if co_count and len(prep.mentors) <= ALL_CO_MENTORS_UP_TO:
-        notes = []
-    return _result(prep, groups, gone, levels, started, proven, notes, bound)
-
-
-def _lost_or_size(prep: Prepared, pid: str, placed_ids: set[str], options: int) -> Unplaced:
-    if options == 0:
-        return unplaced(pid, UnmatchedReason.NO_ELIGIBLE_PARTNER, "no eligible group")
-    ahead = sum(1 for p in placed_ids if prep.ranks[p] < prep.ranks[pid])
-    return unplaced(
-        pid,
-        UnmatchedReason.LOST_LOTTERY,
-        f"lost the lottery: the places in its {options} eligible mentors' groups went to people drawn ahead "
-        f"({ahead} placed people had a better lottery rank; "
-        f"this one ranked {prep.ranks[pid] + 1} of {len(prep.ranks)})",
+        fit_of[pid] = rules.fit(i)
+    active = [pid for pid in seekers if pid not in reasons]
+    room = {pid: eligible_of[pid] & (free > 0) for pid in active}
+    exact = sum(int(free[room[pid]].sum()) for pid in active) <= FULL_MODEL_LIMIT and (
+        not co_count or len(mentor_ids) <= ALL_CO_MENTORS_UP_TO
     )
+    cand: dict[str, set[int]] = {}
+    for pid in active:
+        pos = np.flatnonzero(room[pid])
+        if exact or len(pos) <= TOP_MENTORS:
+            cand[pid] = {int(k) for k in pos}
+        else:  # best fit first, ties by the mentors' own lottery order (a unique key)
+            order_key = fit_of[pid][pos] * (len(mentor_ids) + 1) + (len(mentor_ids) - local_rank[pos])
+            cand[pid] = {int(k) for k in pos[np.argsort(-order_key, kind="stable")[:TOP_MENTORS]]}
+    flow_value, flow_arcs = _flow_bound(prep, active, room, free * pol.group_members_max)
+    placed_cap = (int(free.sum()) // max(1, pol.mentors_per_group)) * pol.group_members_max
+    flow_bound = min(flow_value, placed_cap, len(active))
+    for pid, k in flow_arcs:
+        cand[pid].add(k)
+    greedy = greedy_facilitated(prep, {pid: eligible_of[pid] for pid in active}, fit_of, free)
+    for ms, g_members in greedy:
+        for pid in g_members:
+            cand[pid].add(ms[0])
+    candidates: dict[str, list[tuple[int, int]]] = {
+        pid: [(k, int(fit_of[pid][k])) for k in sorted(cand.get(pid, ()))] for pid in seekers
+    }
+
+    mentor_apart = {(min(mpos[a], mpos[b]), max(mpos[a], mpos[b])) for a, b in _apart_pairs(prep, mentor_ids)}
+    co_options = _co_mentor_candidates(prep, candidates, free, mentor_apart) if co_count else {}
+    for ms, _ in greedy:
+        for j in ms[1:]:
+            if j not in co_options[ms[0]]:
+                co_options[ms[0]].append(j)
+
+    def build(part: list[str]) -> _FacilitatedModel:
+        """The CP-SAT model of one component (every seeker when there is one)."""
+        in_part = set(part)
+        model = cp_model.CpModel()
+        demand: dict[int, int] = defaultdict(int)
+        for pid in part:
+            for k, _ in candidates[pid]:
+                demand[k] += 1
+        slots: dict[int, list[cp_model.IntVar]] = {}
+        for k, n in sorted(demand.items()):
+            count = min(int(free[k]), n // pol.group_members_min)
+            if co_count and len(co_options.get(k, [])) < co_count:
+                count = 0
+            if count > 0:
+                slots[k] = [model.new_bool_var(f"open_{k}_{s}") for s in range(count)]
+                for s in range(count - 1):
+                    model.add(slots[k][s] >= slots[k][s + 1])  # symmetry: slots open in order
+        co: dict[tuple[int, int], list[tuple[int, cp_model.IntVar]]] = {}
+        for k, ys in slots.items():
+            for s, y in enumerate(ys):
+                if co_count:
+                    helpers = [(j, model.new_bool_var(f"co_{k}_{s}_{j}")) for j in co_options[k]]
+                    model.add(sum(v for _, v in helpers) == co_count * y)
+                    co[(k, s)] = helpers
+                    for (j1, v1), (j2, v2) in itertools.combinations(helpers, 2):
+                        if (min(j1, j2), max(j1, j2)) in mentor_apart:
+                            model.add_bool_or([~v1, ~v2])
+        x: dict[tuple[str, int, int], cp_model.IntVar] = {}
+        x_of: dict[str, dict[tuple[int, int], cp_model.IntVar]] = defaultdict(dict)
+        placed: dict[str, cp_model.IntVar] = {}
+        members_of: dict[tuple[int, int], list[tuple[str, cp_model.IntVar]]] = defaultdict(list)
+        fit_terms = []
+        for pid in part:
+            mine = []
+            for k, f in candidates[pid]:
+                for s, y in enumerate(slots.get(k, [])):
+                    var = model.new_bool_var(f"x_{pid}_{k}_{s}")
+                    model.add_implication(var, y)
+                    x[(pid, k, s)] = var
+                    x_of[pid][(k, s)] = var
+                    members_of[(k, s)].append((pid, var))
+                    mine.append(var)
+                    if f:
+                        fit_terms.append(var * f)
+            placed[pid] = model.new_bool_var(f"placed_{pid}")
+            model.add(sum(mine) == placed[pid])
+        for (k, s), members in members_of.items():
+            y = slots[k][s]
+            model.add(sum(v for _, v in members) >= pol.group_members_min * y)
+            model.add(sum(v for _, v in members) <= pol.group_members_max * y)
+            for j, c in co.get((k, s), []):
+                for pid, v in members:
+                    if not eligible_of[pid][j]:
+                        model.add_bool_or([~v, ~c])  # a co-facilitator must be eligible for every member
+                    elif fit_of[pid][j] > 0:
+                        both = model.new_bool_var(f"cofit_{pid}_{k}_{s}_{j}")
+                        model.add_implication(both, v)
+                        model.add_implication(both, c)
+                        model.add_bool_or([~v, ~c, both])  # exactly v AND c: solutions carry their true fit
+                        fit_terms.append(both * int(fit_of[pid][j]))
+            if pol.max_same_department is not None:
+                mentor_dept = prep.by_id[mentor_ids[k]].department
+                by_dept: dict[str, list[cp_model.IntVar]] = defaultdict(list)
+                for pid, v in members:
+                    by_dept[prep.by_id[pid].department].append(v)
+                for j, c in co.get((k, s), []):
+                    by_dept[prep.by_id[mentor_ids[j]].department].append(c)
+                for dept, vs in by_dept.items():
+                    room_left = pol.max_same_department - (1 if dept == mentor_dept else 0)
+                    model.add(sum(vs) <= max(0, room_left))
+        for a, b in _apart_pairs(prep, part):
+            for shared_slot, va_ in x_of[a].items():
+                vb_ = x_of[b].get(shared_slot)
+                if vb_ is not None:
+                    model.add_bool_or([~va_, ~vb_])
+        for a, b in prep.locked:
+            if a not in in_part and b not in in_part:
+                continue  # another component's lock (or two mentors': noted once below)
+            if (a in placed) != (b in placed):  # mentor + mentee: the mentee must sit in one of that mentor's slots
+                mentee, mentor = (a, b) if a in placed else (b, a)
+                k = mpos.get(mentor, -1)
+                options = [v for (kk, _s), v in x_of[mentee].items() if kk == k]
+                if options:
+                    model.add(sum(options) == 1)
+                    prep.locks_applied += 1
+                else:
+                    prep.notes.append(f"lock {mentor}/{mentee} not applied: not an eligible pair with room")
+            elif a in placed and b in placed:  # two mentees: in one group together, or neither placed
+                for slot_key in set(x_of[a]) | set(x_of[b]):
+                    va, vb = x_of[a].get(slot_key), x_of[b].get(slot_key)
+                    if va is not None and vb is not None:
+                        model.add(va == vb)
+                    elif va is not None:
+                        model.add(va == 0)
+                    elif vb is not None:
+                        model.add(vb == 0)
+                model.add(placed[a] == placed[b])
+                prep.locks_applied += 1
+
+        # each mentor's groups, led or co-facilitated, within free capacity; ordered slots for the spread level
+        taken: dict[int, list[cp_model.IntVar]] = defaultdict(list)
+        for k, ys in slots.items():
+            taken[k] += ys
+        for helpers in co.values():
+            for j, c in helpers:
+                taken[j].append(c)
+        opened: dict[str, list[cp_model.IntVar]] = {}
+        for k, vs in sorted(taken.items()):
+            if not co_count:
+                opened[mentor_ids[k]] = vs  # lead slots are already ordered
+                continue
+            model.add(sum(vs) <= int(free[k]))
+            count = min(len(vs), int(free[k]))
+            ys = [model.new_bool_var(f"load_{k}_{s}") for s in range(count)]
+            for s in range(count - 1):
+                model.add(ys[s] >= ys[s + 1])
+            model.add(sum(ys) == sum(vs))
+            opened[mentor_ids[k]] = ys
+
+        hint: dict[cp_model.IntVar, int] = {v: 0 for v in placed.values()}
+        hint.update({v: 0 for v in x.values()})
+        hint.update({y: 0 for ys in slots.values() for y in ys})
+        hint.update({c: 0 for helpers in co.values() for _, c in helpers})
+        next_slot: dict[int, int] = defaultdict(int)
+        for ms, g_members in greedy:
+            if g_members[0] not in in_part:
+                continue
+            k = ms[0]
+            s = next_slot[k]
+            next_slot[k] += 1
+            if s < len(slots.get(k, [])):
+                hint[slots[k][s]] = 1
+                for pid in g_members:
+                    if (pid, k, s) in x:
+                        hint[x[(pid, k, s)]] = 1
+                        hint[placed[pid]] = 1
+                for j, c in co.get((k, s), []):
+                    hint[c] = int(j in ms[1:])
+        return _FacilitatedModel(model, placed, x_of, members_of, co, opened, fit_terms, hint)
+
+    notes: list[str] = []
+    if co_count and len(mentor_ids) > ALL_CO_MENTORS_UP_TO:
+        notes.append(f"co-facilitators drawn from each lead's {TOP_CO_MENTORS} best-overlapping mentors")
+    if not exact:
+        notes.append(
+            f"candidates pruned to each mentee's {TOP_MENTORS} best mentors, plus a lottery-ordered max flow's "
+            f"and the greedy's; placed_bound is the max-flow bound on the full eligibility graph"
+        )
+
+    def finish(
+        chosen_groups: list[tuple[list[str], list[str]]], levels: Levels | CombinedLevels | None, **kw: object
+    ) -> MatchingResult:
+        groups = [make_group(prep, ms, members) for ms, members in chosen_groups]
+        placed_ids = {pid for _, members in chosen_groups for pid in members}
+        gone = []
+        for pid in seekers:
+            if pid in placed_ids:
+                continue
+            if pid in reasons:
+                gone.append(reasons[pid])
+                continue
+            pid_room = room[pid]
+
+            def shares_a_mentor(p: str, mine: BoolArray = pid_room) -> bool:
+                return p in room and bool((room[p] & mine).any())
+
+            lost = _lost_lottery(
+                prep, pid, placed_ids, shares_a_mentor, "placed people who shared an eligible mentor with room"
+            )
+            gone.append(
+                lost
+                or unplaced(
+                    pid,
+                    UnmatchedReason.GROUP_SIZE,
+                    f"no group of {pol.group_members_min}-{pol.group_members_max} compatible members could be formed "
+                    f"with its {int(pid_room.sum())} eligible mentors with room (reporting lines, conflicts, "
+                    f"department bound or too few eligible people); nobody drawn ahead took its place",
+                )
+            )
+        return _result(prep, _Outcome(groups, gone, levels, notes=notes, **kw), started)  # type: ignore[arg-type]
+
+    for a, b in prep.locked:
+        if a in mpos and b in mpos:
+            prep.notes.append(f"lock {a}/{b} not applied: two mentors; lock a mentor with a mentee instead")
+    parts = _components(prep, seekers, candidates, co_options, mentor_ids)
+    if len(parts) <= 1:
+        parts = [seekers]
+    built = [build(part) for part in parts]
+    deadline = time.perf_counter() + time_limit * WALL_GUARD_FACTOR + 10.0
+    weight = sum(len(part) for part in parts)
+    runs: list[Levels] = []
+    for n, (part, fm) in enumerate(zip(parts, built, strict=True)):
+        share = len(part) / weight if len(parts) > 1 else 1.0
+        part_limit = max(time_limit * share, min(time_limit, 0.2)) if len(parts) > 1 else time_limit
+        report = progress if len(parts) == 1 else _part_progress(progress, n, len(parts))
+        levels = Levels(fm.model, prep.seed, part_limit, report, deadline=deadline)
+        levels.hint(fm.hint)
+        runs.append(levels)
+    totals = []
+    proven = True
+    tops: list[tuple[Levels, cp_model.IntVar, cp_model.LinearExprT, bool]] = []
+    for levels, fm in zip(runs, built, strict=True):  # placed, lottery, max load ratio: per component
+        total = levels.optimise("placed", sum(fm.placed.values()), maximize=True)
+        if not total.found:
+            spec = [([mentor_ids[k] for k in ms], g_members) for ms, g_members in greedy]
+            return finish(spec, None, placed_bound=flow_bound, fallback=True)
+        totals.append(total)
+        by_lottery = sorted((p for p in fm.placed if fm.x_of[p]), key=lambda p: prep.ranks[p])  # with a place to go
+        _, part_proven = lottery_level(levels, fm.placed, by_lottery, int(total.value))
+        proven = proven and part_proven
+        load = _load_terms(levels.model, prep, fm.opened)
+        if load is not None:
+            top, spread = load
+            found = levels.optimise("max_load_ratio", top, maximize=False, keep=False).found
+            tops.append((levels, top, spread, found))
+    # one maximum load ratio across components: each may use up to it when spreading its load
+    ratio = max((int(levels.outcomes[-1].value) for levels, _, _, found in tops if found), default=0)
+    for levels, top, spread, found in tops:
+        if found:
+            levels.model.add(top <= ratio)
+        levels.optimise("spread", spread, maximize=False)
+    for levels, fm in zip(runs, built, strict=True):
+        levels.optimise("fit", sum(fm.fit_terms), maximize=True)
+
+    chosen_groups: list[tuple[list[str], list[str]]] = []
+    for levels, fm in zip(runs, built, strict=True):
+        for (k, slot), members in sorted(fm.members_of.items()):
+            chosen = [pid for pid, v in members if levels.value(v)]
+            if chosen:
+                co_ids = [mentor_ids[j] for j, c in fm.co.get((k, slot), []) if levels.value(c)]
+                chosen_groups.append(([mentor_ids[k], *co_ids], chosen))
+    bound = flow_bound
+    if exact:
+        solver_bound = sum(int(t.value) if t.status == "OPTIMAL" else math.floor(t.bound + 1e-6) for t in totals)
+        bound = min(bound, solver_bound)
+    combined: Levels | CombinedLevels = runs[0] if len(runs) == 1 else CombinedLevels(runs)
+    if len(runs) > 1:
+        notes.append(f"solved as {len(runs)} independent components of the candidate graph (exact)")
+    return finish(chosen_groups, combined, placed_bound=bound, proven_lottery=proven, exact=exact)
 
 
-def _peer_groups(prep: Prepared, progress: Progress, time_limit: float) -> MatchingResult:
+def _peer_groups(prep: Prepared, progress: Progress, time_limit: float, greedy_only: bool = False) -> MatchingResult:
     started = time.perf_counter()
     pol = prep.policy
     pool = Pool.encode(prep.people)
     peers = [prep.people[i].participant_id for i in prep.seekers]
     n = len(peers)
-    n_groups = n // pol.group_members_min
+    row_of = {pid: r for r, pid in enumerate(peers)}
+    rules = PairRules(pool, pol, np.array(prep.seekers, dtype=np.int64))
+    compat = np.zeros((n, n), dtype=bool)
+    fitm = np.zeros((n, n), dtype=np.int64)
+    reasons: dict[str, Unplaced] = {}
+    need = pol.group_members_min - 1
+    for r, i in enumerate(prep.seekers):
+        failing = rules.failing(i)
+        if pol.seniority_rule is not SeniorityRule.PEERS_WITHIN:
+            failing.pop("seniority", None)  # mentor/mentee seniority has no meaning between peers
+        ok = np.ones(n, dtype=bool)
+        for mask in failing.values():
+            ok &= ~mask
+        ok[r] = False
+        compat[r] = ok
+        fitm[r] = rules.fit(i)
+        fitm[r, r] = 0
+        if int(ok.sum()) < need:
+            text = (
+                f"only {int(ok.sum())} compatible peers, a group needs {pol.group_members_min}: "
+                f"{describe_exclusions(first_failing_counts(failing), pol)}"
+            )
+            reasons[peers[r]] = unplaced(peers[r], UnmatchedReason.NO_ELIGIBLE_PARTNER, text)
+    for pair in prep.excluded:
+        a, b = sorted(pair)
+        if a in row_of and b in row_of:
+            compat[row_of[a], row_of[b]] = compat[row_of[b], row_of[a]] = False
+    active = [pid for pid in peers if pid not in reasons]
+    greedy = greedy_peers(prep, peers, compat, fitm)
+    notes: list[str] = []
+
+    def finish(chosen_groups: list[list[str]], levels: Levels | None, **kw: object) -> MatchingResult:
+        groups = [make_group(prep, [], members) for members in chosen_groups]
+        placed_ids = {pid for members in chosen_groups for pid in members}
+        gone = []
+        for pid in peers:
+            if pid in placed_ids:
+                continue
+            if pid in reasons:
+                gone.append(reasons[pid])
+                continue
+            r = row_of[pid]
+
+            def compatible(p: str, r: int = r) -> bool:
+                return bool(compat[r, row_of[p]])
+
+            lost = _lost_lottery(prep, pid, placed_ids, compatible, "placed peers compatible with this one")
+            gone.append(
+                lost
+                or unplaced(
+                    pid,
+                    UnmatchedReason.GROUP_SIZE,
+                    f"no group of {pol.group_members_min}-{pol.group_members_max} mutually compatible peers with a "
+                    f"common language could include it ({int(compat[r].sum())} compatible peers)",
+                )
+            )
+        return _result(prep, _Outcome(groups, gone, levels, notes=notes, **kw), started)  # type: ignore[arg-type]
+
+    if greedy_only:
+        return finish(greedy, None, placed_bound=len(active), fallback=True, baseline=True)
+    dense = n * max(1, n // pol.group_members_min) <= PEER_DENSE_LIMIT
+    allowed: dict[str, list[int]] = {}
+    if dense:
+        n_groups = max(len(greedy), n // pol.group_members_min)
+        allowed = {pid: list(range(n_groups)) if pid in set(active) else [] for pid in peers}
+    else:  # each peer may join its greedy group or the greedy groups of its best compatible partners
+        n_groups = len(greedy)
+        home = {pid: g for g, members in enumerate(greedy) for pid in members}
+        for pid in peers:
+            r = row_of[pid]
+            partners = np.flatnonzero(compat[r])
+            partners = partners[np.argsort(-fitm[r, partners], kind="stable")]
+            groups_ok = {home[pid]} if pid in home else set()
+            for q in partners:
+                if len(groups_ok) > PEER_PARTNERS:
+                    break
+                if peers[int(q)] in home:
+                    groups_ok.add(home[peers[int(q)]])
+            allowed[pid] = sorted(groups_ok) if pid not in reasons else []
     model = cp_model.CpModel()
-    x = {(pid, g): model.new_bool_var(f"x_{pid}_{g}") for pid in peers for g in range(n_groups)}
+    x = {(pid, g): model.new_bool_var(f"x_{pid}_{g}") for pid in peers for g in allowed[pid]}
+    in_group: dict[int, list[str]] = defaultdict(list)
+    for pid, g in x:
+        in_group[g].append(pid)
     y = [model.new_bool_var(f"open_{g}") for g in range(n_groups)]
     placed = {pid: model.new_bool_var(f"placed_{pid}") for pid in peers}
-    for g in range(n_groups - 1):
-        model.add(y[g] >= y[g + 1])
+    if dense:
+        for g in range(n_groups - 1):
+            model.add(y[g] >= y[g + 1])
     for pid in peers:
-        model.add(sum(x[(pid, g)] for g in range(n_groups)) == placed[pid])
-    languages = sorted({lang for pid in peers for lang in prep.by_id[pid].languages})
+        model.add(sum(x[(pid, g)] for g in allowed[pid]) == placed[pid])
     for g in range(n_groups):
-        members = [x[(pid, g)] for pid in peers]
-        model.add(sum(members) >= pol.group_members_min * y[g])
-        model.add(sum(members) <= pol.group_members_max * y[g])
-        for pid in peers:
+        ids = in_group[g]
+        member_vars = [x[(pid, g)] for pid in ids]
+        model.add(sum(member_vars) >= pol.group_members_min * y[g])
+        model.add(sum(member_vars) <= pol.group_members_max * y[g])
+        for pid in ids:
             model.add_implication(x[(pid, g)], y[g])
+        if not ids:
+            continue
         if pol.require_shared_language:
+            languages = sorted({lang for pid in ids for lang in prep.by_id[pid].languages})
             speaks = {lang: model.new_bool_var(f"lang_{g}_{lang}") for lang in languages}
             model.add(sum(speaks.values()) <= 1)
-            for pid in peers:
-                mine = [speaks[lang] for lang in prep.by_id[pid].languages]
-                model.add(sum(mine) >= 1).only_enforce_if(x[(pid, g)])
+            for pid in ids:
+                spoken = [speaks[lang] for lang in prep.by_id[pid].languages]
+                model.add(sum(spoken) >= 1).only_enforce_if(x[(pid, g)])
         for attr, width in (("tz", pol.max_timezone_distance_hours), ("level", pol.max_peer_level_spread)):
-            if width is None or (attr == "level" and pol.seniority_rule.value != "peers_within"):
+            if width is None or (attr == "level" and pol.seniority_rule is not SeniorityRule.PEERS_WITHIN):
                 continue
             values = {
-                pid: (prep.by_id[pid].utc_offset_minutes if attr == "tz" else prep.by_id[pid].level) for pid in peers
+                pid: (prep.by_id[pid].utc_offset_minutes if attr == "tz" else prep.by_id[pid].level) for pid in ids
             }
             span = int(width * 60) if attr == "tz" else int(width)
             low = model.new_int_var(min(values.values()) - span, max(values.values()), f"{attr}_low_{g}")
@@ -384,60 +767,85 @@ def _peer_groups(prep: Prepared, progress: Progress, time_limit: float) -> Match
                 model.add(low + span >= v).only_enforce_if(x[(pid, g)])
         if pol.max_same_department is not None:
             by_dept: dict[str, list[cp_model.IntVar]] = defaultdict(list)
-            for pid in peers:
+            for pid in ids:
                 by_dept[prep.by_id[pid].department].append(x[(pid, g)])
             for vs in by_dept.values():
-                model.add(sum(vs) <= pol.max_same_department)
+                if len(vs) > pol.max_same_department:
+                    model.add(sum(vs) <= pol.max_same_department)
     for a, b in _apart_pairs(prep, peers):
-        for g in range(n_groups):
+        for g in set(allowed[a]) & set(allowed[b]):
             model.add_bool_or([~x[(a, g)], ~x[(b, g)]])
     for a, b in prep.locked:
-        if a in placed and b in placed:
-            for g in range(n_groups):
-                model.add(x[(a, g)] == x[(b, g)])
-    # fit between peers: pair variables for each peer's best few partners
-    rules = PairRules(pool, pol, np.array(prep.seekers, dtype=np.int64))
+        if a in placed and b in placed:  # together in one group, or neither placed
+            for g in set(allowed[a]) | set(allowed[b]):
+                va, vb = x.get((a, g)), x.get((b, g))
+                if va is not None and vb is not None:
+                    model.add(va == vb)
+                else:
+                    only = va if va is not None else vb
+                    if only is not None:
+                        model.add(only == 0)
+            model.add(placed[a] == placed[b])
+            prep.locks_applied += 1
+        else:
+            prep.notes.append(f"lock {a}/{b} not applied: both must be peers in the pool")
+    # fit between peers: pair variables for each peer's best few compatible partners
     fit_terms = []
+    pair_vars: dict[tuple[str, str, int], cp_model.IntVar] = {}
     pair_set: dict[tuple[str, str], int] = {}
-    for row, i in enumerate(prep.seekers):
-        fit = rules.fit(i)
-        fit[row] = -1
-        for j in np.argsort(-fit, kind="stable")[:TOP_PARTNERS]:
-            if fit[j] > 0:
-                a, b = sorted((peers[row], peers[int(j)]))
-                pair_set[(a, b)] = int(fit[j])
+    for r in range(n):
+        options = np.flatnonzero(compat[r] & (fitm[r] > 0))
+        for j in options[np.argsort(-fitm[r, options], kind="stable")][:TOP_PARTNERS]:
+            a, b = sorted((peers[r], peers[int(j)]))
+            pair_set[(a, b)] = int(fitm[r, int(j)])
     for (a, b), f in sorted(pair_set.items()):
-        for g in range(n_groups):
+        for g in sorted(set(allowed[a]) & set(allowed[b])):
             both = model.new_bool_var(f"pair_{a}_{b}_{g}")
             model.add_implication(both, x[(a, g)])
             model.add_implication(both, x[(b, g)])
+            # both == x_a AND x_b exactly: any solution (e.g. the previous level's) carries its true fit
+            model.add_bool_or([~x[(a, g)], ~x[(b, g)], both])
             fit_terms.append(both * f)
+            pair_vars[(a, b, g)] = both
+    hint: dict[cp_model.IntVar, int] = {v: 0 for v in x.values()}
+    home_of = {pid: g for g, g_members in enumerate(greedy) for pid in g_members}
+    for (a, b, g), both in pair_vars.items():
+        hint[both] = int(home_of.get(a) == g and home_of.get(b) == g)
+    hint.update({v: 0 for v in placed.values()})
+    hint.update({v: 0 for v in y})
+    for g, g_members in enumerate(greedy):
+        hint[y[g]] = 1
+        for pid in g_members:
+            if (pid, g) in x:
+                hint[x[(pid, g)]] = 1
+                hint[placed[pid]] = 1
+    if pair_set:
+        notes.append(
+            "peer-group fit is optimised on each peer's best partners only, so no bound on the reported fit "
+            "(every pair of a group) is proven: fit_bound and gap are left empty"
+        )
+    if not dense:
+        notes.append(f"each peer may join its greedy group or its {PEER_PARTNERS} best partners' (pruned model)")
+
     levels = Levels(model, prep.seed, time_limit, progress)
-    total = levels.optimise("placed", sum(placed.values()), maximize=True, levels_left=3)
-    order = sorted(peers, key=lambda p: prep.ranks[p])
-    _, proven = lottery_level(levels, placed, order, int(total.value), levels_left=2)
-    levels.optimise("fit", sum(fit_terms) if fit_terms else 0, maximize=True, levels_left=1)
-    solver = levels.solver
-    groups = []
+    levels.hint(hint)
+    total = levels.optimise("placed", sum(placed.values()), maximize=True)
+    if not total.found:
+        return finish(greedy, None, placed_bound=len(active), fallback=True)
+    order = sorted((p for p in peers if allowed[p]), key=lambda p: prep.ranks[p])  # people with a place to go
+    _, proven = lottery_level(levels, placed, order, int(total.value))
+    levels.optimise("fit", sum(fit_terms) if fit_terms else 0, maximize=True)
+    chosen_groups = []
     for g in range(n_groups):
-        chosen = [pid for pid in peers if solver.value(x[(pid, g)])]
+        chosen = [pid for pid in in_group[g] if levels.value(x[(pid, g)])]
         if chosen:
-            groups.append(make_group(prep, [], chosen))
-    placed_ids = {pid for pid in peers if solver.value(placed[pid])}
-    gone = []
-    for pid in peers:
-        if pid not in placed_ids:
-            gone.append(
-                unplaced(
-                    pid,
-                    UnmatchedReason.GROUP_SIZE,
-                    f"no group of {pol.group_members_min}-{pol.group_members_max} compatible peers had room "
-                    f"(lottery rank {prep.ranks[pid] + 1} of {len(prep.ranks)})",
-                )
-            )
-    notes = ["peer-group fit counts each peer's best partners only"] if pair_set else []
-    bound = math.floor(total.bound) if total.status != "OPTIMAL" else int(total.value)
-    return _result(prep, groups, gone, levels, started, proven, notes, bound)
+            chosen_groups.append(chosen)
+    bound = len(active)
+    if dense:
+        bound = min(bound, int(total.value) if total.status == "OPTIMAL" else math.floor(total.bound + 1e-6))
+    return finish(
+        chosen_groups, levels, placed_bound=bound, proven_lottery=proven, exact=dense, fit_is_model_objective=False
+    )
 
 
 def _teams(prep: Prepared, progress: Progress, time_limit: float) -> MatchingResult:
@@ -446,6 +854,8 @@ def _teams(prep: Prepared, progress: Progress, time_limit: float) -> MatchingRes
     pool = Pool.encode(prep.people)
     mentors = np.array(prep.mentors, dtype=np.int64)
     mentor_ids = prep.mentor_ids
+    mpos = {pid: k for k, pid in enumerate(mentor_ids)}
+    free = np.array([prep.free(pid) for pid in mentor_ids], dtype=np.int64)
     rules = PairRules(pool, pol, mentors)
     teams: dict[str, list[int]] = defaultdict(list)
     gone: list[Unplaced] = []
@@ -460,14 +870,38 @@ def _teams(prep: Prepared, progress: Progress, time_limit: float) -> MatchingRes
     z: dict[tuple[str, int], cp_model.IntVar] = {}
     fit_terms = []
     sizes: dict[str, int] = {}
+    members_of: dict[str, list[str]] = {}
+    team_of: dict[str, str] = {}
+    eligible_of: dict[str, BoolArray] = {}
+    fit_of: dict[str, IntArray] = {}
     for team, rows in sorted(teams.items()):
         ids = [prep.people[i].participant_id for i in rows]
+        members_of[team] = ids
+        for pid in ids:
+            team_of[pid] = team
         if not pol.group_members_min <= len(rows) <= pol.group_members_max:
             bounds = f"{pol.group_members_min}-{pol.group_members_max}"
             for pid in ids:
                 gone.append(
                     unplaced(pid, UnmatchedReason.GROUP_SIZE, f"team {team} has {len(rows)} members, not {bounds}")
                 )
+            continue
+        clash = next(
+            (
+                (a, b)
+                for a, b in itertools.combinations(sorted(ids), 2)
+                if b in prep.by_id[a].conflicts_with
+                or a in prep.by_id[b].conflicts_with
+                or frozenset((a, b)) in prep.excluded
+            ),
+            None,
+        )
+        if clash is not None:
+            text = (
+                f"team {team} cannot be placed: its members {clash[0]} and {clash[1]} have a declared conflict or an "
+                f"exclude override, and an intact team is never split; resolve it or take one of them out of the pool"
+            )
+            gone += [unplaced(pid, UnmatchedReason.OTHER, text) for pid in ids]
             continue
         eligible = np.ones(len(mentors), dtype=bool)
         fit = np.zeros(len(mentors), dtype=np.int64)
@@ -478,20 +912,28 @@ def _teams(prep: Prepared, progress: Progress, time_limit: float) -> MatchingRes
                 counts[rule] = max(counts[rule], n)
             for mask in failing.values():
                 eligible &= ~mask
+            prep.drop_excluded_mentors(prep.people[i].participant_id, eligible)
             fit += rules.fit(i)
+        with_room = eligible & (free > 0)
+        if int(eligible.sum()) < pol.mentors_per_group:
+            text = f"no {pol.mentors_per_group} mentors eligible for every member: {describe_exclusions(counts, pol)}"
+            gone += [unplaced(pid, UnmatchedReason.NO_ELIGIBLE_PARTNER, text) for pid in ids]
+            continue
+        if int(with_room.sum()) < pol.mentors_per_group:
+            text = f"capacity exhausted: {int(eligible.sum())} mentors are eligible for every member, too few have room"
+            gone += [unplaced(pid, UnmatchedReason.CAPACITY_EXHAUSTED, text) for pid in ids]
+            continue
         sizes[team] = len(rows)
+        eligible_of[team] = with_room
+        fit_of[team] = fit
         placed[team] = model.new_bool_var(f"placed_{team}")
         options = []
-        for k in np.flatnonzero(eligible):
+        for k in map(int, np.flatnonzero(with_room)):
             var = model.new_bool_var(f"z_{team}_{k}")
-            z[(team, int(k))] = var
+            z[(team, k)] = var
             options.append(var)
             fit_terms.append(var * int(fit[k]))
         model.add(sum(options) == pol.mentors_per_group * placed[team])
-        if len(options) < pol.mentors_per_group:
-            text = f"no {pol.mentors_per_group} mentors eligible for every member: {describe_exclusions(counts, pol)}"
-            for pid in ids:
-                gone.append(unplaced(pid, UnmatchedReason.NO_ELIGIBLE_PARTNER, text))
     opened: dict[str, list[cp_model.IntVar]] = {}
     for pos, mentor in enumerate(mentor_ids):
         mine = [v for (_team, kk), v in z.items() if kk == pos]
@@ -505,32 +947,78 @@ def _teams(prep: Prepared, progress: Progress, time_limit: float) -> MatchingRes
             model.add(sum(ys) == sum(mine))
             opened[mentor] = ys
     for a, b in _apart_pairs(prep, mentor_ids):
-        ka, kb = mentor_ids.index(a), mentor_ids.index(b)
+        ka, kb = mpos[a], mpos[b]
         for team in placed:
             if (team, ka) in z and (team, kb) in z:
                 model.add_bool_or([~z[(team, ka)], ~z[(team, kb)]])
-    levels = Levels(model, prep.seed, time_limit, progress)
-    total = levels.optimise("placed", sum(placed[t] * sizes[t] for t in placed), maximize=True, levels_left=5)
+    for a, b in prep.locked:
+        if (a in mpos) != (b in mpos):  # a mentor and a team member: that mentor mentors the team
+            mentor, member = (a, b) if a in mpos else (b, a)
+            lock_var = z.get((team_of.get(member, ""), mpos[mentor]))
+            if lock_var is not None:
+                model.add(lock_var == 1)
+                prep.locks_applied += 1
+                continue
+        prep.notes.append(f"lock {a}/{b} not applied: teams are locked through a mentor and a team member")
     order = sorted(placed, key=lambda t: lottery_key(prep.seed, f"team:{t}"))
-    quota = sum(1 for t in placed if levels.solver.value(placed[t]))
-    _, proven = lottery_level(levels, placed, order, quota, levels_left=4)
-    _load_levels(levels, prep, opened, levels_left=3)
-    levels.optimise("fit", sum(fit_terms) if fit_terms else 0, maximize=True, levels_left=1)
-    solver = levels.solver
-    groups = []
-    done = {u.participant_id for u in gone}
-    for team, var in sorted(placed.items()):
-        ids = [prep.people[i].participant_id for i in teams[team]]
-        if solver.value(var):
-            chosen = [mentor_ids[k] for (t, k), v in z.items() if t == team and solver.value(v)]
-            groups.append(make_group(prep, chosen, ids))
-        else:
-            for pid in ids:
-                if pid not in done:
-                    text = f"lost the lottery: the eligible mentors' capacity went to teams drawn ahead (team {team})"
-                    gone.append(unplaced(pid, UnmatchedReason.LOST_LOTTERY, text))
-    bound = math.floor(total.bound) if total.status != "OPTIMAL" else int(total.value)
-    return _result(prep, groups, gone, levels, started, proven, [], bound)
+    greedy = greedy_teams(prep, order, eligible_of, fit_of, free)
+    hint: dict[cp_model.IntVar, int] = {v: 0 for v in z.values()}
+    for team, var in placed.items():
+        hint[var] = int(team in greedy)
+        for k in greedy.get(team, []):
+            hint[z[(team, k)]] = 1
+
+    def finish(chosen: dict[str, list[str]], levels: Levels | None, **kw: object) -> MatchingResult:
+        groups = [make_group(prep, chosen[team], members_of[team]) for team in sorted(chosen)]
+        done = {u.participant_id for u in gone}
+        lost_all = list(gone)
+        for team in sorted(placed):
+            if team in chosen:
+                continue
+            key = lottery_key(prep.seed, f"team:{team}")
+            rivals = [t for t in chosen if (eligible_of[t] & eligible_of[team]).any()]
+            # a larger team wins on the first level (most people placed) whatever the draw
+            ahead = [t for t in rivals if lottery_key(prep.seed, f"team:{t}") < key and sizes[t] <= sizes[team]]
+            larger = [t for t in rivals if sizes[t] > sizes[team]]
+            if ahead:
+                code = UnmatchedReason.LOST_LOTTERY
+                text = (
+                    f"lost the lottery to {len(ahead)} teams drawn ahead that shared its eligible mentors (team {team})"
+                )
+            elif larger:
+                code = UnmatchedReason.CAPACITY_EXHAUSTED
+                text = (
+                    f"the capacity of its eligible mentors went to {len(larger)} larger teams "
+                    f"(placing the most people comes before the lottery; team {team})"
+                )
+            else:
+                code = UnmatchedReason.OTHER
+                text = f"no {pol.mentors_per_group} eligible mentors with room may work together (team {team})"
+            lost_all += [unplaced(pid, code, text) for pid in members_of[team] if pid not in done]
+        return _result(prep, _Outcome(groups, lost_all, levels, **kw), started)  # type: ignore[arg-type]
+
+    levels = Levels(model, prep.seed, time_limit, progress)
+    levels.hint(hint)
+    total = levels.optimise("placed", sum(placed[t] * sizes[t] for t in placed), maximize=True)
+    if not total.found:
+        spec = {team: [mentor_ids[k] for k in ks] for team, ks in greedy.items()}
+        return finish(spec, None, placed_bound=sum(sizes.values()), fallback=True)
+    quota = sum(1 for t in placed if levels.value(placed[t]))
+    _, proven = lottery_level(levels, placed, order, quota)
+    _load_levels(levels, prep, opened)
+    levels.optimise("fit", sum(fit_terms) if fit_terms else 0, maximize=True)
+    chosen = {
+        team: [mentor_ids[k] for (t, k), v in z.items() if t == team and levels.value(v)]
+        for team, var in placed.items()
+        if levels.value(var)
+    }
+    bound = int(total.value) if total.status == "OPTIMAL" else math.floor(total.bound + 1e-6)
+    return finish(chosen, levels, placed_bound=bound, proven_lottery=proven)
+
+
+def greedy_peer_groups(prep: Prepared) -> MatchingResult:
+    """The peer-group greedy alone (lottery order, every rule), as the benchmarks' baseline."""
+    return _peer_groups(prep, lambda _m, _f: None, 0.0, greedy_only=True)
 
 
 def solve_groups(prep: Prepared, progress: Progress, time_limit: float) -> MatchingResult:

@@ -2,14 +2,23 @@
 
 A single weighted sum would let a lower level (fit) buy away a higher one (places); solving the
 levels in order with each optimum fixed as a constraint cannot. Each solve is hinted with the
-previous solution and seeded; search is deterministic (interleaved workers, deterministic time), so
-the same input and seed give the same groups.
+previous solution and seeded.
+
+Reproducibility: each level's budget is a fixed share of the *configured* time limit, spent as CP-SAT
+deterministic time with a fixed number of interleaved workers, so the same input and seed give the
+same groups on an idle or a loaded machine. Wall-clock time only enters as a guard (one deadline for
+the whole run, levels and lottery walk together); if that guard ever stops a solve, the run says so in
+its notes, because that result may not replay identically.
+
+A level that finds no solution never raises: the best solution found so far stands (the caller falls
+back to its greedy solution when even the first level found nothing), and the level is reported as
+``UNKNOWN``.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from ortools.sat.python import cp_model
@@ -24,6 +33,13 @@ _NAMES = {
     cp_model.UNKNOWN: "UNKNOWN",
 }
 
+SHARES = {"placed": 0.3, "lottery": 0.3, "max_load_ratio": 0.1, "spread": 0.1, "fit": 0.2}
+"""Each level's share of the configured time limit (deterministic time)."""
+LOTTERY_CHECK_SHARE = 0.05
+"""One feasibility check of the lottery walk: at most this share of the limit (and at most 5 s)."""
+WALL_GUARD_FACTOR = 4.0
+"""Wall-clock guard: the whole run stops after this many times the configured limit (+ 10 s)."""
+
 
 @dataclass
 class LevelOutcome:
@@ -31,6 +47,7 @@ class LevelOutcome:
     value: float
     bound: float
     status: str
+    found: bool = True
 
 
 @dataclass
@@ -41,113 +58,217 @@ class Levels:
     progress: Progress
     outcomes: list[LevelOutcome] = field(default_factory=list)
     solver: cp_model.CpSolver = field(default_factory=cp_model.CpSolver)
-    _started: float = field(default_factory=time.perf_counter)
-    _solved_once: bool = False
+    values: list[int] | None = None
+    """The best complete solution found so far (every later level keeps it feasible)."""
+    wall_guard_hit: bool = False
+    deterministic_used: float = 0.0
     last_status: str = "UNKNOWN"
+    fixed: dict[int, int] = field(default_factory=dict)
+    """Variable index -> value the lottery decided; the final solution must keep them."""
+    _done_share: float = 0.0
+    deadline: float | None = None
+    """Wall-clock guard shared by every solve of the run (components included); default from the limit."""
+    _deadline: float = 0.0
 
-    def _budget(self, levels_left: int) -> float:
-        remaining = self.time_limit_s - (time.perf_counter() - self._started)
-        return max(0.5, remaining / max(1, levels_left))
+    def __post_init__(self) -> None:
+        own = time.perf_counter() + self.time_limit_s * WALL_GUARD_FACTOR + 10.0
+        self._deadline = self.deadline if self.deadline is not None else own
 
-    def _solve(self, budget: float) -> object:
+    def budget(self, share: float) -> float:
+        """Deterministic seconds for a share of the configured limit: never depends on the clock."""
+        return max(0.05, self.time_limit_s * share)
+
+    def hint(self, values: Mapping[cp_model.IntVar, int]) -> None:
+        """A starting solution (e.g. the greedy's), possibly partial; CP-SAT completes it."""
+        hint = self.model.proto.solution_hint
+        hint.vars.clear()
+        hint.values.clear()
+        hint.vars.extend(v.index for v in values)
+        hint.values.extend(int(x) for x in values.values())
+
+    def _solve(self, budget: float) -> bool:
         p = self.solver.parameters
         p.random_seed = self.seed % (2**31)
         p.num_workers = 2
         p.interleave_search = True
         p.max_deterministic_time = budget
-        p.max_time_in_seconds = budget * 4  # a guard only; the deterministic limit is what binds
+        guard = min(budget * WALL_GUARD_FACTOR + 2.0, self._deadline - time.perf_counter())
+        p.max_time_in_seconds = max(0.05, guard)
         status = self.solver.solve(self.model)
         self.last_status = _NAMES.get(status, "UNKNOWN")
+        if status == cp_model.MODEL_INVALID:  # a bug in the model, not a time-out: never hide it
+            raise RuntimeError(f"CP-SAT model invalid: {self.model.validate()}")
+        response = self.solver.response_proto
+        self.deterministic_used += response.deterministic_time
+        stopped = status in (cp_model.UNKNOWN, cp_model.FEASIBLE) and response.deterministic_time < budget * 0.95
+        if stopped and self.solver.wall_time >= p.max_time_in_seconds * 0.95:
+            self.wall_guard_hit = True
         if status in (cp_model.OPTIMAL, cp_model.FEASIBLE):
-            self._solved_once = True
-            self._hint_from_solution()
-        return status
+            self.values = list(response.solution)
+            hint = self.model.proto.solution_hint
+            hint.vars.clear()
+            hint.values.clear()
+            hint.vars.extend(range(len(self.values)))
+            hint.values.extend(self.values)
+            return True
+        return False
 
-    def _hint_from_solution(self) -> None:
-        proto = self.model.proto
-        self.model.clear_hints()  # type: ignore[no-untyped-call]
-        for index in range(len(proto.variables)):
-            self.model.add_hint(self.model.get_int_var_from_proto_index(index), self.solver.value(
-                self.model.get_int_var_from_proto_index(index)))  # fmt: skip
+    def value(self, var: cp_model.IntVar) -> int:
+        if self.values is None:
+            raise RuntimeError("no solution found")
+        return self.values[var.index]
 
-    def optimise(self, name: str, expr: cp_model.LinearExprT, *, maximize: bool, levels_left: int) -> LevelOutcome:
-        """Solve this level and keep its optimum (or the best found) as a constraint for the next."""
-        self.progress(f"solving level {name}", 0.0)
+    def _report(self, name: str, share: float) -> None:
+        self._done_share = min(1.0, self._done_share + share)
+        self.progress(f"level {name} done", self._done_share)
+
+    def optimise(self, name: str, expr: cp_model.LinearExprT, *, maximize: bool, keep: bool = True) -> LevelOutcome:
+        """Solve this level and keep its optimum (or the best found) as a constraint for the next
+        (``keep=False``: the caller adds the constraint itself, e.g. one value across components)."""
+        share = SHARES[name]
+        self.progress(f"solving level {name}", self._done_share)
         if maximize:
             self.model.maximize(expr)
         else:
             self.model.minimize(expr)
-        status = self._solve(self._budget(levels_left))
-        if status not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
-            raise RuntimeError(f"level {name}: solver returned {self.last_status}")
-        value = round(self.solver.objective_value)
-        bound = self.solver.best_objective_bound
-        if maximize:
-            self.model.add(expr >= value)
-        else:
-            self.model.add(expr <= value)
+        found = self._solve(self.budget(share))
         self.model.clear_objective()  # type: ignore[no-untyped-call]
-        outcome = LevelOutcome(name, float(value), float(bound), self.last_status)
+        if not found:
+            outcome = LevelOutcome(name, float("nan"), float("nan"), "UNKNOWN", found=False)
+        else:
+            value = round(self.solver.objective_value)
+            bound = self.solver.best_objective_bound
+            if keep and maximize:
+                self.model.add(expr >= value)
+            elif keep:
+                self.model.add(expr <= value)
+            outcome = LevelOutcome(name, float(value), float(bound), self.last_status)
         self.outcomes.append(outcome)
+        self._report(name, share)
         return outcome
 
-    def feasible_with(self, assumptions: Sequence[cp_model.LiteralT], levels_left: int) -> bool | None:
-        """Is the model feasible with these literals true? None when the time ran out undecided."""
+    def feasible_with(self, assumptions: Sequence[cp_model.LiteralT], budget: float) -> bool | None:
+        """Is the model feasible with these literals true? None when the budget ran out undecided."""
         self.model.clear_assumptions()
         self.model.add_assumptions(list(assumptions))
-        status = self._solve(min(5.0, self._budget(levels_left)))
+        found = self._solve(budget)
+        status = self.last_status
         self.model.clear_assumptions()
-        if status in (cp_model.OPTIMAL, cp_model.FEASIBLE):
+        if found:
             return True
-        if status == cp_model.INFEASIBLE:
+        if status == "INFEASIBLE":
             return False
         return None
+
+    @property
+    def keeps_lottery(self) -> bool:
+        """Does the solution that stands keep every lottery decision? (It may not if every level after
+        the walk found nothing and the last solution found is one of the walk's own checks.)"""
+        return self.values is not None and all(self.values[i] == v for i, v in self.fixed.items())
 
     @property
     def all_optimal(self) -> bool:
         return all(o.status == "OPTIMAL" for o in self.outcomes)
 
 
+@dataclass
+class CombinedLevels:
+    """Independent components solved level by level: their outcomes read as one run's."""
+
+    parts: list[Levels]
+
+    @property
+    def all_optimal(self) -> bool:
+        return all(p.all_optimal for p in self.parts)
+
+    @property
+    def keeps_lottery(self) -> bool:
+        return all(p.keeps_lottery for p in self.parts)
+
+    @property
+    def wall_guard_hit(self) -> bool:
+        return any(p.wall_guard_hit for p in self.parts)
+
+    @property
+    def outcomes(self) -> list[LevelOutcome]:
+        names = list(dict.fromkeys(o.name for p in self.parts for o in p.outcomes))
+        out = []
+        for name in names:
+            mine = [o for p in self.parts for o in p.outcomes if o.name == name]
+            found = len(mine) == len(self.parts) and all(o.found for o in mine)
+            combine = max if name == "max_load_ratio" else sum  # one max ratio; sums elsewhere
+            value = float(combine(o.value for o in mine)) if found else float("nan")
+            bound = float(combine(o.bound for o in mine)) if found else float("nan")
+            status = "OPTIMAL" if found and all(o.status == "OPTIMAL" for o in mine) else "FEASIBLE"
+            out.append(LevelOutcome(name, value, bound, status if found else "UNKNOWN", found=found))
+        return out
+
+
 def lottery_level(
-    levels: Levels, placed: dict[str, cp_model.IntVar], order: list[str], quota: int, levels_left: int
+    levels: Levels, placed: Mapping[str, cp_model.IntVar], order: list[str], quota: int
 ) -> tuple[list[str], bool]:
     """Among placements of the fixed size, the one that follows the lottery exactly.
 
-    Walks the lottery order: take the longest run of next people that can all be placed together with
-    those already taken; the person after that run cannot be, so they are fixed out. This is the
-    lexicographic optimum (each decision is final and made in rank order). Returns who is placed and
-    whether every decision was proven (False if a check ran out of time: then the best found stands).
+    Walks the lottery order and decides each person in turn, finally: in if they can be placed
+    together with every decision so far, out otherwise. That is the lexicographic optimum by
+    definition. Most decisions need no solve: the last solution found (a *witness*, which keeps every
+    decision so far and the placed count) proves that everyone it places next in order can be placed,
+    so the walk jumps over them. Only a person the witness leaves out costs a check with solver
+    assumptions: feasible (in, and the new solution is the next witness) or infeasible (out). The
+    number placed is then fixed to ``quota`` exactly, so no later level can place anyone the walk did
+    not decide on.
+
+    ``order`` should hold only people with some place to go (others are out anyway). The whole walk
+    spends at most the lottery's share of the configured limit (deterministic time); if that runs
+    out, the decisions made so far stand and the rest of the placement is the solver's (reported as
+    unproven). Returns who is placed and whether every decision was proven.
     """
     taken: list[str] = []
     out: list[str] = []
     proven = True
+    total = levels.budget(SHARES["lottery"])
+    per_check = min(5.0, levels.budget(LOTTERY_CHECK_SHARE))
+    spent_before = levels.deterministic_used
+
+    def left() -> float:
+        return total - (levels.deterministic_used - spent_before)
+
     position = 0
     while len(taken) < quota and position < len(order):
-        need = quota - len(taken)
-        run = order[position : position + need]
+        witness = levels.values
+        while (
+            witness is not None
+            and position < len(order)
+            and len(taken) < quota
+            and witness[placed[order[position]].index] == 1
+        ):
+            taken.append(order[position])
+            position += 1
+        if len(taken) >= quota or position >= len(order):
+            break
+        if left() <= 0.01:
+            proven = False
+            break
+        person = order[position]
         fixed: list[cp_model.LiteralT] = [placed[p] for p in taken]
         fixed += [~placed[p] for p in out]
-        answer = levels.feasible_with([*fixed, *(placed[p] for p in run)], levels_left)
-        if answer:
-            taken += run
-            break
-        if answer is None:
+        answer = levels.feasible_with([*fixed, placed[person]], min(per_check, left()))
+        if answer is None:  # undecided in its budget: treated as out, and the walk is not proven
             proven = False
-        lo, hi = 0, len(run) - 1  # the longest feasible prefix of ``run`` has length lo
-        while lo < hi:
-            mid = (lo + hi + 1) // 2
-            ok = levels.feasible_with([*fixed, *(placed[p] for p in run[:mid])], levels_left)
-            if ok is None:
-                proven = False
-            if ok:
-                lo = mid
-            else:
-                hi = mid - 1
-        taken += run[:lo]
-        out.append(run[lo])
-        position += lo + 1
+        if answer:
+            taken.append(person)
+        else:
+            out.append(person)
+        position += 1
     for p in taken:
         levels.model.add(placed[p] == 1)
+        levels.fixed[placed[p].index] = 1
     for p in out:
         levels.model.add(placed[p] == 0)
+        levels.fixed[placed[p].index] = 0
+    if len(taken) < quota:
+        proven = False
+    levels.model.add(sum(placed.values()) == quota)
+    levels.progress("level lottery done", min(1.0, SHARES["placed"] + SHARES["lottery"]))
+    levels._done_share = SHARES["placed"] + SHARES["lottery"]
     return taken, proven

@@ -57,7 +57,10 @@ class Unplaced(BaseModel):
 
 class Stats(BaseModel):
     method: str = Field(description="min_cost_flow for pairs, cp_sat for groups, greedy for the baseline")
-    status: str = Field(description="OPTIMAL, FEASIBLE, INFEASIBLE, UNKNOWN or GREEDY")
+    status: str = Field(
+        description="OPTIMAL, FEASIBLE, or GREEDY (the greedy baseline, or a group run's fallback when the "
+        "solver found nothing in its budget)"
+    )
     seed: int
     placed_count: int
     unplaced_count: int

@@ -36,6 +36,7 @@ from services.matching.domain.common import (
 )
 from services.matching.domain.model import Group, MatchingResult, Stats, Unplaced
 from services.matching.domain.rules import (
+    BoolArray,
     IntArray,
     PairRules,
     Pool,
@@ -50,13 +51,25 @@ FULL_GRAPH_LIMIT = 25_000_000
 class Candidates:
     """Each mentee's pruned candidate mentors (positions in ``mentors``) and pair fits."""
 
+    def eligible_with_room(self, prep: Prepared, row: int) -> BoolArray:
+        """Every eligible mentor with room for one mentee, on the full graph (not the pruned arcs)."""
+        i = self.mentee_idx[row]
+        eligible = np.ones(len(self.mentors), dtype=bool)
+        for mask in self.rules.failing(i).values():
+            eligible &= ~mask
+        prep.drop_excluded_mentors(prep.people[i].participant_id, eligible)
+        out: BoolArray = eligible & (self.free > 0)
+        return out
+
     def __init__(self, prep: Prepared, pool: Pool, top_k: int, progress: Progress) -> None:
         self.mentors = np.array(prep.mentors, dtype=np.int64)
         self.mentee_idx = prep.seekers
         mentor_ids = prep.mentor_ids
         self.free = np.array([prep.free(pid) for pid in mentor_ids], dtype=np.int64)
-        mentor_rank = np.array([prep.ranks[pid] for pid in mentor_ids], dtype=np.int64)
+        # the mentors' own lottery order (0..m-1): a tie-break that never outweighs one point of fit
+        mentor_rank = np.argsort(np.argsort([prep.ranks[pid] for pid in mentor_ids], kind="stable"), kind="stable")
         rules = PairRules(pool, prep.policy, self.mentors)
+        self.rules = rules
         self.tails: list[IntArray] = []
         self.heads: list[IntArray] = []
         self.fits: list[IntArray] = []
@@ -238,12 +251,13 @@ def solve_pairs(prep: Prepared, progress: Progress, top_k: int = 40) -> Matching
     for a, b in prep.locked:
         mentor, mentee = (a, b) if a in mentor_pos else (b, a)
         row, k = mentee_row.get(mentee), mentor_pos.get(mentor)
-        ok = row is not None and k is not None and caps[k] > 0 and k in set(c.heads[row].tolist())
-        if not ok or row is None or k is None:
+        # eligibility on the full graph: a locked pair need not be among the mentee's pruned candidates
+        if row is None or k is None or row in locked_rows or caps[k] <= 0 or not c.eligible_with_room(prep, row)[k]:
             prep.notes.append(f"lock {mentor}/{mentee} not applied: not an eligible mentor-mentee pair with room")
             continue
         locked_rows[row] = k
         caps[k] -= 1
+        prep.locks_applied += 1
     if locked_rows:  # locked mentees leave the flow; their mentor's slot is taken
         keep = ~np.isin(c.tail, list(locked_rows))
         c.tail, c.head, c.fit = c.tail[keep], c.head[keep], c.fit[keep]
@@ -257,11 +271,9 @@ def solve_pairs(prep: Prepared, progress: Progress, top_k: int = 40) -> Matching
         if locked_rows:
             keep_full = ~np.isin(full_t, list(locked_rows))
             full_t, full_h, full_f = full_t[keep_full], full_h[keep_full], full_f[keep_full]
-        placed, used = _place_by_lottery(c, full_t, full_h, rank, caps)
-        # the pairs the placement used join the candidates, so the later levels can always keep it
-        c.tail = np.concatenate([c.tail, full_t[used]])
-        c.head = np.concatenate([c.head, full_h[used]])
-        c.fit = np.concatenate([c.fit, full_f[used]])
+        placed, _ = _place_by_lottery(c, full_t, full_h, rank, caps)
+        # the later levels run on the full graph too, so their optima (and the fit bound) are proven
+        c.tail, c.head, c.fit = full_t, full_h, full_f
     else:
         placed, _ = _place_by_lottery(c, c.tail, c.head, rank, caps)
     progress("balancing mentor load", 0.55)
@@ -273,6 +285,8 @@ def solve_pairs(prep: Prepared, progress: Progress, top_k: int = 40) -> Matching
         make_group(prep, [mentor_ids[k]], [mentee_ids[row]]) for row, k in sorted(pairs, key=lambda p: p[0])
     ]
     placed_rows = {row for row, _ in pairs}
+    pair_mentor = np.array([k for _, k in pairs], dtype=np.int64)  # placed pairs as arrays, for the reasons
+    pair_rank = np.array([rank[row] for row, _ in pairs], dtype=np.int64)
     n = len(mentee_ids)
     gone: list[Unplaced] = []
     for row in range(n):
@@ -287,11 +301,13 @@ def solve_pairs(prep: Prepared, progress: Progress, top_k: int = 40) -> Matching
             text = f"capacity exhausted: all {c.eligible_any[row]} eligible mentors are full (loads in other programs)"
             gone.append(unplaced(pid, UnmatchedReason.CAPACITY_EXHAUSTED, text))
         else:
-            ahead = int((rank[list(placed_rows)] < rank[row]).sum()) if placed_rows else 0
+            # competitors: the people now placed with one of its eligible mentors, drawn ahead of it
+            mine = c.eligible_with_room(prep, row)
+            ahead = int((mine[pair_mentor] & (pair_rank < rank[row])).sum())
             text = (
-                f"lost the lottery: the free places of its {c.eligible_free[row]} eligible mentors went to people "
-                f"drawn ahead ({ahead} placed people had a better lottery rank; this one ranked {prep.ranks[pid] + 1} "
-                f"of {len(prep.ranks)})"
+                f"lost the lottery to {ahead} equally eligible people drawn ahead: the free places of its "
+                f"{c.eligible_free[row]} eligible mentors went to them; this one ranked "
+                f"{prep.seeker_rank[pid] + 1} of {n}"
             )
             gone.append(unplaced(pid, UnmatchedReason.LOST_LOTTERY, text))
 
@@ -308,6 +324,11 @@ def solve_pairs(prep: Prepared, progress: Progress, top_k: int = 40) -> Matching
     fit = float(sum(g.fit for g in groups))
     relaxed = float(sum(c.best_fit[row] for row in placed_rows))
     gap = round((relaxed - fit) / relaxed, 6) if relaxed > 0 else 0.0
+    if c.full_edges is not None:  # every level ran exactly on every eligible pair: the fit is optimal
+        fit_bound, fit_gap = fit, 0.0
+    else:  # levels 3-4 ran on pruned arcs: the only proven bound is the relaxed one (each person's best mentor)
+        fit_bound, fit_gap = max(fit, relaxed), gap
+        notes.append("fairness and fit levels ran on pruned candidates: fit bound = each placed person's best mentor")
     stats = Stats(
         method="min_cost_flow",
         status="OPTIMAL" if proven else "FEASIBLE",
@@ -316,14 +337,14 @@ def solve_pairs(prep: Prepared, progress: Progress, top_k: int = 40) -> Matching
         unplaced_count=len(gone),
         placed_bound=placed_bound,
         total_fit=fit,
-        fit_bound=fit,
+        fit_bound=fit_bound,
         fit_bound_relaxed=relaxed,
-        gap=0.0 if proven else None,
+        gap=fit_gap,
         relaxed_gap=gap,
         max_load_ratio=max_load_ratio(prep, load),
         load=load,
         wall_time_seconds=round(time.perf_counter() - started, 3),
-        overrides_applied=len(locked_rows) + len(prep.excluded),
+        overrides_applied=prep.overrides_applied,
         levels={"placed": len(groups), "max_load_ratio": max_load_ratio(prep, load), "fit": fit},
         notes=notes,
     )

@@ -12,12 +12,14 @@ from services.matching.domain.model import MatchingInput, MatchingResult, Overri
 from services.matching.domain.rules import in_reporting_line
 
 
-def _apart_problems(a: ParticipantProfile, b: ParticipantProfile, inp: MatchingInput) -> list[str]:
+def _apart_problems(
+    a: ParticipantProfile, b: ParticipantProfile, inp: MatchingInput, *, reporting_lines: bool = True
+) -> list[str]:
     """Rules that keep two people out of one group whatever their roles (co-facilitators included)."""
     pol = inp.policy
     out = []
     names = f"{a.participant_id}/{b.participant_id}"
-    if in_reporting_line(a, b, pol.reporting_line_depth):
+    if reporting_lines and in_reporting_line(a, b, pol.reporting_line_depth):
         out.append(f"{names}: reporting line within depth {pol.reporting_line_depth}")
     if b.participant_id in a.conflicts_with or a.participant_id in b.conflicts_with:
         out.append(f"{names}: declared conflict")
@@ -90,7 +92,11 @@ def validate(inp: MatchingInput, result: MatchingResult) -> list[str]:
         for x, y in combinations(mentors, 2):
             problems += [f"{g.group_id}: {p}" for p in _apart_problems(by_id[x], by_id[y], inp)]
         for x, y in combinations(members, 2):
-            problems += [f"{g.group_id}: {p}" for p in _pair_problems(by_id[x], by_id[y], inp, mentor_pair=False)]
+            if inp.form is Form.TEAM:  # an intact team's own reporting lines are expected; conflicts are not
+                found = _apart_problems(by_id[x], by_id[y], inp, reporting_lines=False)
+            else:
+                found = _pair_problems(by_id[x], by_id[y], inp, mentor_pair=False)
+            problems += [f"{g.group_id}: {p}" for p in found]
         if pol.max_timezone_distance_hours is not None and inp.form is not Form.PEER_GROUP and not mentors:
             problems.append(f"{g.group_id}: no mentor")
     problems += [f"{pid} placed in {n} groups" for pid, n in seen.items() if n > 1]

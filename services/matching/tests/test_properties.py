@@ -99,7 +99,7 @@ def test_facilitated_groups_respect_every_rule(inp: MatchingInput, seed: int) ->
     assert validate(grouped, result) == []
 
 
-def brute_force_grouped(inp: MatchingInput) -> int:
+def brute_force_grouped(inp: MatchingInput, captured: dict[str, object] | None = None) -> int:
     """The most mentees placed over every set of disjoint groups (each checked by ``validate``)."""
     pol = inp.policy
     by_role = {p.participant_id: p.role for p in inp.participants}
@@ -134,18 +134,38 @@ def brute_force_grouped(inp: MatchingInput) -> int:
                 if not validate(inp, result_of([group])):
                     options.append((leads, members))
 
-    def best(start: int, used: Counter[str], taken: frozenset[str]) -> int:
-        top = 0
+    sets = _placements(options, free)
+    if captured is not None:
+        captured["placements"] = sets
+    return max((len(x) for x in sets), default=0)
+
+
+def _placements(options: list[tuple[tuple[str, ...], tuple[str, ...]]], free: dict[str, int]) -> set[frozenset[str]]:
+    """Every set of mentees that some choice of disjoint, capacity-respecting groups places."""
+    found: set[frozenset[str]] = {frozenset()}
+
+    def walk(start: int, used: Counter[str], taken: frozenset[str]) -> None:
         for n in range(start, len(options)):
             leads, members = options[n]
             if taken & set(members) or any(used[m] + 1 > free[m] for m in leads):
                 continue
             used.update(leads)
-            top = max(top, len(members) + best(n + 1, used, taken | set(members)))
+            found.add(taken | set(members))
+            walk(n + 1, used, taken | set(members))
             used.subtract(leads)
-        return top
 
-    return best(0, Counter(), frozenset())
+    walk(0, Counter(), frozenset())
+    return found
+
+
+def brute_force_lottery_choice(inp: MatchingInput, ranks: dict[str, int]) -> frozenset[str]:
+    """Among the largest placements, the one that is first in lottery order (lexicographically)."""
+    captured: dict[str, object] = {}
+    brute_force_grouped(inp, captured)
+    sets = captured["placements"]
+    assert isinstance(sets, set)
+    most = max(len(x) for x in sets)
+    return min((x for x in sets if len(x) == most), key=lambda x: sorted(ranks[p] for p in x))
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -175,10 +195,10 @@ def test_same_seed_same_groups_whatever_the_input_order() -> None:
 
     for form, size in ((Form.ONE_TO_ONE, 300), (Form.FACILITATED_GROUP, 60)):
         inp = instance(size, form, seed=4)
-        first = match(inp, 99, time_limit_s=4)
+        first = match(inp, 99, time_limit_s=2)
         shuffled = list(inp.participants)
         random.Random(1).shuffle(shuffled)
-        second = match(inp.model_copy(update={"participants": shuffled}), 99, time_limit_s=4)
+        second = match(inp.model_copy(update={"participants": shuffled}), 99, time_limit_s=2)
         assert _canonical(first.groups) == _canonical(second.groups)
         assert [g.group_id for g in first.groups] == [g.group_id for g in second.groups]
 
@@ -209,3 +229,93 @@ def test_lottery_is_reproducible_from_the_seed_and_ids_alone() -> None:
     expected = sorted(ids, key=lambda pid: hashlib.sha256(f"42:{pid}".encode()).hexdigest())
     assert lottery_order(ids, 42) == expected
     assert lottery_order(list(reversed(ids)), 42) == expected
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    small_pools(max_mentors=3, max_mentees=6, lenient=True),
+    st.lists(st.sampled_from(["T1", "T2"]), min_size=6, max_size=6),
+    st.integers(0, 10_000),
+)
+def test_teams_respect_every_rule(inp: MatchingInput, team_ids: list[str], seed: int) -> None:
+    """Random pools as teams (internal conflicts, exclusions and reporting lines included): every
+    solution validates, and an unplaced team member always has a reason."""
+    mentees = [p for p in inp.participants if p.role is not Role.MENTOR]
+    people = [p for p in inp.participants if p.role is Role.MENTOR]
+    people += [p.model_copy(update={"team_id": team_ids[i]}) for i, p in enumerate(mentees)]
+    teams = inp.model_copy(
+        update={
+            "form": Form.TEAM,
+            "participants": people,
+            "policy": inp.policy.model_copy(
+                update={"mentors_per_group": 2, "group_members_min": 1, "group_members_max": 6}
+            ),
+        }
+    )
+    result = match(teams, seed, time_limit_s=5)
+    assert validate(teams, result) == []
+    placed = {m.participant_id for g in result.groups for m in g.members if m.role is not Role.MENTOR}
+    assert placed | {u.participant_id for u in result.unplaced} == {p.participant_id for p in mentees}
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(small_pools(max_mentors=1, max_mentees=7, lenient=True), st.integers(0, 10_000))
+def test_peer_groups_respect_every_rule(inp: MatchingInput, seed: int) -> None:
+    peers = [p.model_copy(update={"role": Role.PEER, "capacity": None}) for p in inp.participants]
+    grouped = inp.model_copy(
+        update={
+            "form": Form.PEER_GROUP,
+            "participants": peers,
+            "policy": inp.policy.model_copy(
+                update={"mentors_per_group": 0, "group_members_min": 2, "group_members_max": 3}
+            ),
+        }
+    )
+    result = match(grouped, seed, time_limit_s=5)
+    assert validate(grouped, result) == []
+    placed = {m.participant_id for g in result.groups for m in g.members}
+    assert placed | {u.participant_id for u in result.unplaced} == {p.participant_id for p in peers}
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(small_pools(max_mentors=3, max_mentees=6), st.integers(0, 10_000))
+def test_pruned_facilitated_groups_respect_every_rule_and_never_beat_their_bound(inp: MatchingInput, seed: int) -> None:
+    from services.matching.domain import groups
+
+    grouped = inp.model_copy(
+        update={
+            "form": Form.FACILITATED_GROUP,
+            "policy": inp.policy.model_copy(update={"group_members_min": 1, "group_members_max": 2}),
+        }
+    )
+    saved = (groups.FULL_MODEL_LIMIT, groups.TOP_MENTORS)
+    groups.FULL_MODEL_LIMIT, groups.TOP_MENTORS = 0, 1  # force pruning to a single candidate mentor
+    try:
+        result = match(grouped, seed, time_limit_s=5)
+    finally:
+        groups.FULL_MODEL_LIMIT, groups.TOP_MENTORS = saved
+    assert validate(grouped, result) == []
+    best = brute_force_grouped(grouped)
+    assert result.stats.placed_count <= best <= result.stats.placed_bound
+    if result.stats.placed_count == result.stats.placed_bound:
+        assert result.stats.placed_count == best
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(small_pools(max_mentors=2, max_mentees=6, lenient=True), st.integers(0, 10_000))
+def test_facilitated_groups_place_exactly_the_lottery_first_maximum_placement(inp: MatchingInput, seed: int) -> None:
+    """Fit never decides who gets a place: among all largest placements, the one placed is the first in
+    lottery order (compare sorted ranks), checked by enumerating every placement."""
+    scarce = [p.model_copy(update={"capacity": 1}) if p.role is Role.MENTOR else p for p in inp.participants]
+    grouped = inp.model_copy(
+        update={
+            "form": Form.FACILITATED_GROUP,
+            "participants": scarce,
+            "existing_load": {},
+            "policy": inp.policy.model_copy(update={"group_members_min": 2, "group_members_max": 2}),
+        }
+    )
+    result = match(grouped, seed, time_limit_s=5)
+    assert validate(grouped, result) == []
+    placed = frozenset(m.participant_id for g in result.groups for m in g.members if m.role is not Role.MENTOR)
+    assert placed == brute_force_lottery_choice(grouped, result.lottery)

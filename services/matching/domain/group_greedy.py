@@ -1,0 +1,156 @@
+"""Fast greedy solutions for the group forms, in lottery order, respecting every hard rule.
+
+They seed CP-SAT (as hints) and are the fallback when the solver finds nothing within its budget, so
+a group form always returns a rule-respecting result. Pure functions of already-computed eligibility.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Mapping
+
+import numpy as np
+
+from services.matching.domain.common import Prepared
+from services.matching.domain.rules import BoolArray, IntArray
+
+MentorGroup = tuple[list[int], list[str]]
+"""(mentor positions, lead first; member ids)."""
+
+
+def _dept_ok(prep: Prepared, ids: list[str]) -> bool:
+    limit = prep.policy.max_same_department
+    if limit is None:
+        return True
+    return max(Counter(prep.by_id[p].department for p in ids).values(), default=0) <= limit
+
+
+def greedy_facilitated(
+    prep: Prepared,
+    eligible_of: Mapping[str, BoolArray],
+    fit_of: Mapping[str, IntArray],
+    free: IntArray,
+) -> list[MentorGroup]:
+    """Each person in lottery order joins an open group they are compatible with (every mentor eligible
+    for them, nobody apart, department bound): groups still below the minimum first, then the best fit.
+    Otherwise they open a group with the eligible mentor with room whose load ratio stays lowest (load
+    comes before fit in the objectives), best fit among equals, plus co-facilitators. Groups that stay
+    below the minimum dissolve and their members try the remaining groups once more."""
+    pol = prep.policy
+    mids = prep.mentor_ids
+    used = np.zeros(len(mids), dtype=np.int64)
+    cap = np.array([max(1, prep.capacity[m]) for m in mids], dtype=np.float64)
+    base = np.array([prep.load[m] for m in mids], dtype=np.float64)
+    groups: list[MentorGroup] = []
+    order = sorted(eligible_of, key=lambda p: prep.ranks[p])
+
+    def join(pid: str, allowed: list[int]) -> bool:
+        elig, fit = eligible_of[pid], fit_of[pid]
+        best, best_key = -1, (-1, -1)
+        for g in allowed:
+            ms, members = groups[g]
+            if len(members) >= pol.group_members_max or not all(elig[k] for k in ms):
+                continue
+            if any(prep.apart(pid, o) for o in members):
+                continue
+            if not _dept_ok(prep, [mids[k] for k in ms] + members + [pid]):
+                continue
+            key = (int(len(members) < pol.group_members_min), int(sum(fit[k] for k in ms)))
+            if key > best_key:
+                best, best_key = g, key
+        if best >= 0:
+            groups[best][1].append(pid)
+            return True
+        return False
+
+    for pid in order:
+        if join(pid, list(range(len(groups)))):
+            continue
+        elig, fit = eligible_of[pid], fit_of[pid]
+        options = [int(k) for k in np.flatnonzero(elig & (used < free))]
+        options.sort(key=lambda k: ((base[k] + used[k] + 1) / cap[k], -int(fit[k]), prep.ranks[mids[k]]))
+        chosen: list[int] = []
+        for k in options:
+            if any(prep.apart(mids[k], mids[j]) for j in chosen):
+                continue
+            if not _dept_ok(prep, [mids[j] for j in [*chosen, k]] + [pid]):
+                continue
+            chosen.append(k)
+            if len(chosen) == pol.mentors_per_group:
+                break
+        if len(chosen) == pol.mentors_per_group:
+            used[chosen] += 1
+            groups.append((chosen, [pid]))
+    small = [g for g in range(len(groups)) if len(groups[g][1]) < pol.group_members_min]
+    keep = [g for g in range(len(groups)) if g not in set(small)]
+    leftovers = sorted((p for g in small for p in groups[g][1]), key=lambda p: prep.ranks[p])
+    for pid in leftovers:
+        join(pid, keep)
+    return [groups[g] for g in keep]
+
+
+def greedy_peers(prep: Prepared, peers: list[str], compat: BoolArray, fit: IntArray) -> list[list[str]]:
+    """Peers in lottery order join the best-fitting compatible group with room and a common language,
+    else open one; groups below the minimum dissolve and their members try the others once more."""
+    pol = prep.policy
+    row = {pid: r for r, pid in enumerate(peers)}
+    langs = {pid: set(prep.by_id[pid].languages) for pid in peers}
+    groups: list[list[str]] = []
+    group_langs: list[set[str]] = []
+
+    def join(pid: str, allowed: list[int]) -> bool:
+        r = row[pid]
+        best, best_fit = -1, -1
+        for g in allowed:
+            members = groups[g]
+            if len(members) >= pol.group_members_max:
+                continue
+            if not all(compat[r, row[o]] for o in members):
+                continue
+            if pol.require_shared_language and not (group_langs[g] & langs[pid]):
+                continue
+            if not _dept_ok(prep, [*members, pid]):
+                continue
+            f = int(sum(fit[r, row[o]] for o in members))
+            if f > best_fit:
+                best, best_fit = g, f
+        if best >= 0:
+            groups[best].append(pid)
+            group_langs[best] &= langs[pid]
+            return True
+        return False
+
+    for pid in sorted(peers, key=lambda p: prep.ranks[p]):
+        if not join(pid, list(range(len(groups)))):
+            groups.append([pid])
+            group_langs.append(set(langs[pid]))
+    small = {g for g in range(len(groups)) if len(groups[g]) < pol.group_members_min}
+    keep = [g for g in range(len(groups)) if g not in small]
+    for pid in sorted((p for g in small for p in groups[g]), key=lambda p: prep.ranks[p]):
+        join(pid, keep)
+    return [groups[g] for g in keep if len(groups[g]) >= pol.group_members_min]
+
+
+def greedy_teams(
+    prep: Prepared, order: list[str], eligible: Mapping[str, BoolArray], fit: Mapping[str, IntArray], free: IntArray
+) -> dict[str, list[int]]:
+    """Teams in lottery order take the eligible mentors with room that may work together, lowest load
+    ratio first (load comes before fit in the objectives), best fit among equals."""
+    mids = prep.mentor_ids
+    used = np.zeros(len(mids), dtype=np.int64)
+    cap = np.array([max(1, prep.capacity[m]) for m in mids], dtype=np.float64)
+    base = np.array([prep.load[m] for m in mids], dtype=np.float64)
+    out: dict[str, list[int]] = {}
+    for team in order:
+        options = [int(k) for k in np.flatnonzero(eligible[team] & (used < free))]
+        options.sort(key=lambda k: ((base[k] + used[k] + 1) / cap[k], -int(fit[team][k]), prep.ranks[mids[k]]))
+        chosen: list[int] = []
+        for k in options:
+            if not any(prep.apart(mids[k], mids[j]) for j in chosen):
+                chosen.append(k)
+            if len(chosen) == prep.policy.mentors_per_group:
+                break
+        if len(chosen) == prep.policy.mentors_per_group:
+            used[chosen] += 1
+            out[team] = chosen
+    return out

@@ -1,0 +1,80 @@
+"""Publishing a run against the real database: capacity is per person across programs, so two programs'
+runs that read the same mentor's load before either published must not both take the last slot."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from conftest import StackEndpoints, unique
+from contracts.policy import Form, default_policy
+from runtime.db import create_pool, migrate
+from services.matching import handlers
+from services.matching.adapters import runs as repo
+from services.matching.tests.factories import mentor, person
+
+pytestmark = pytest.mark.stack
+
+MIGRATIONS = Path(handlers.__file__).parent / "migrations"
+
+
+@pytest.fixture
+async def db(stack: StackEndpoints, scratch_schemas: list[str]) -> AsyncIterator[asyncpg.Pool]:
+    schema = unique("matching_h")
+    scratch_schemas.append(schema)
+    pool = await create_pool(stack.admin_dsn, schema, max_size=4)
+    await migrate(pool, schema, {"matching": MIGRATIONS})
+    try:
+        yield pool
+    finally:
+        await pool.close()
+
+
+async def _program(pool: asyncpg.Pool, program_id: str, mentee: str) -> repo.ProgramView:
+    policy = default_policy(Form.ONE_TO_ONE)
+    await pool.execute(
+        "INSERT INTO programs (program_id, name, form, cadence_days, policy) VALUES ($1, $1, 'one_to_one', 30, $2)",
+        program_id,
+        policy.model_dump_json(),
+    )
+    for p in (mentor("M", capacity=1), person(mentee)):
+        await pool.execute(
+            "INSERT INTO pool (program_id, participant_id, role, profile) VALUES ($1, $2, $3, $4)",
+            program_id,
+            p.participant_id,
+            p.role.value,
+            p.model_dump_json(),
+        )
+    async with pool.acquire() as conn:
+        view = await repo.get_program(conn, program_id)
+    assert view is not None
+    return view
+
+
+async def test_concurrent_runs_of_two_programs_never_overfill_a_shared_mentor(db: asyncpg.Pool) -> None:
+    """Both runs read M's load (0 of 1) before either publishes; exactly one may publish, the other fails
+    with a clear error and publishes nothing."""
+    programs = [await _program(db, "prg-a", "a"), await _program(db, "prg-b", "b")]
+    started = []
+    for program in programs:
+        async with db.acquire() as conn:
+            inp = await handlers.build_input(conn, program, program.policy)
+            assert inp.existing_load == {}
+            run_id = f"run-{program.program_id}"
+            await repo.insert_run(
+                conn, run_id, program.program_id, dry_run=False, seed=1, policy=program.policy, by="test"
+            )
+        started.append(handlers.execute_run(db, run_id, program, inp, 1, handlers.RunRequest()))
+    await asyncio.gather(*started)
+    rows = await db.fetch("SELECT status, error FROM runs ORDER BY run_id")
+    assert sorted(r["status"] for r in rows) == ["completed", "failed"]
+    failed = next(r for r in rows if r["status"] == "failed")
+    assert "CapacityConflict" in failed["error"] and "M: 1 active + 1 new > capacity 1" in failed["error"]
+    assert await db.fetchval("SELECT count(*) FROM groups WHERE 'M' = ANY(mentor_ids)") == 1
+    run_ids = {r["run_id"] for r in await db.fetch("SELECT DISTINCT run_id FROM groups")}
+    group_ids = await db.fetch("SELECT group_id, run_id FROM groups")
+    assert len(run_ids) == 1 and len(group_ids) == 1
