@@ -23,6 +23,7 @@ from contracts.base import utcnow
 from contracts.envelope import Envelope
 from contracts.events import GroupMatched, MatchingCompleted, ParticipantUnmatched, SolverStats
 from contracts.policy import MatchingPolicy, SeedPolicy
+from runtime.logging import SafeMessage, describe_exception
 from runtime.outbox import add_to_outbox
 from services.matching.adapters import runs as repo
 from services.matching.domain import MatchingInput, MatchingResult, Override, match, validate
@@ -39,8 +40,12 @@ class Busy(Exception):
     pass
 
 
-class CapacityConflict(Exception):
+class CapacityConflict(SafeMessage):
     """Another run took a mentor's capacity between this run's read of the loads and its publication."""
+
+
+class InvalidSolution(SafeMessage):
+    """The solver's result broke a hard rule; the message names rules and participant ids only."""
 
 
 MENTOR_LOADS_LOCK = "matching:mentor-loads"
@@ -167,7 +172,7 @@ async def execute_run(
         result = with_run_group_ids(result, run_id)  # re-matching the same people later gives new ids
         problems = validate(inp, result)
         if problems:  # never publish a solution that breaks a rule
-            raise RuntimeError(f"solution failed validation: {problems[:3]}")
+            raise InvalidSolution(f"solution failed validation: {problems[:3]}")
         async with pool.acquire() as conn, conn.transaction():
             if not request.dry_run:
                 await check_capacity(conn, inp, result)
@@ -185,7 +190,7 @@ async def execute_run(
         async with pool.acquire() as conn:
             await repo.finish_run(
                 conn, run_id, status="failed", digest=input_digest, summary=None, result=None,
-                error=f"{type(exc).__name__}: {exc}"[:2000],
+                error=describe_exception(exc)[:2000],  # readable through the API: never quote input
             )  # fmt: skip
 
 
