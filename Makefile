@@ -33,7 +33,7 @@ demo: venv up
 
 lint: venv
 	$(PY) -m ruff check .
-	$(PY) -m mypy contracts runtime services deploy tests
+	$(PY) -m mypy contracts runtime services deploy tests bench conftest.py
 
 generate: venv
 	$(PY) -m contracts.generate
