@@ -20,10 +20,10 @@ from typing import Any
 
 from bench.synthetic_org import enrolments, org_chart, to_csv
 from deploy.local import services
-from runtime.auth import JwtConfig, issue_token
-from runtime.settings import ServiceSettings
+from runtime.auth import issue_token, jwt_config_from_env
 
 ORG_COLUMNS = ["employee_id", "manager_id", "department", "level", "location", "utc_offset_minutes", "languages"]
+DEMO_NAME = "Demo mentoring"
 ENROL_COLUMNS = ["participant_id", "role", "skills_offered", "skills_sought", "goals", "capacity"]
 
 
@@ -72,24 +72,23 @@ def main() -> int:
 
     step("starting the local stack and the services")
     urls = services.up(["enrollment", "matching"])
-    defaults = ServiceSettings.model_fields
-    jwt = JwtConfig(
-        secret=defaults["jwt_secret"].default.get_secret_value(),
-        issuer=str(defaults["jwt_issuer"].default),
-        audience=str(defaults["jwt_audience"].default),
-    )
+    jwt = jwt_config_from_env("enrollment")  # the services run with the same settings
     token = issue_token(jwt, "demo-admin", ["admin"])
     enrollment, matching = Client(urls["enrollment"], token), Client(urls["matching"], token)
 
-    step(f"importing an org chart of {args.people:,} people (CSV, as an HRIS export)")
-    people = org_chart(args.people, seed=args.seed)
+    # Capacity is a person's across programs: on a database that kept an earlier demo, its mentors still
+    # carry their groups. Each demo therefore brings its own people (E000001, then E2-000001, ...).
+    earlier = sum(1 for p in enrollment.call("GET", "/programs") if p["name"].startswith(DEMO_NAME))
+    prefix = "E" if earlier == 0 else f"E{earlier + 1}-"
+    step(f"importing an org chart of {args.people:,} people (CSV, as an HRIS export; ids {prefix}000000...)")
+    people = org_chart(args.people, seed=args.seed, prefix=prefix)
     result = enrollment.call("POST", "/org-chart", to_csv([p.row() for p in people], ORG_COLUMNS), "text/csv")
     print(f"imported {result['imported']:,} people")
 
     step("opening a one-to-one program with the default policy")
     program = enrollment.call(
         "POST", "/programs",
-        {"name": f"Demo mentoring {time.strftime('%Y-%m-%d %H:%M')}", "form": "one_to_one", "starts_on": "2026-01-12"},
+        {"name": f"{DEMO_NAME} {time.strftime('%Y-%m-%d %H:%M')}", "form": "one_to_one", "starts_on": "2026-01-12"},
     )  # fmt: skip
     pid = program["program_id"]
     policy = program["policy"]
