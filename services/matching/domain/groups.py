@@ -334,12 +334,13 @@ def _flow_bound(
 
 def _fit_start(
     prep: Prepared, levels: Levels, fm: _FacilitatedModel, fit_of: dict[str, IntArray], mentor_ids: list[str]
-) -> None:
+) -> tuple[list[int], int] | None:
     """Before the fit level (one mentor per group): the spread level's solution with its mentees
     reassigned between the same open groups for a better fit (``fit_polish``). The open groups and the
-    placed set are those of the solution found, so every higher level keeps its value exactly."""
+    placed set are those of the solution found, so every higher level keeps its value exactly.
+    Returns that start and its fit when it is better than the solution found."""
     if levels.values is None:
-        return
+        return None
     values = levels.values
     assign: dict[str, tuple[int, int]] = {}
     for slot, members in fm.members_of.items():
@@ -364,13 +365,14 @@ def _fit_start(
     )
     better = improve(problem)
     if problem.total(better) <= problem.total(assign):
-        return
+        return None
     start = list(values)
     for pid, slot in assign.items():
         start[fm.x_of[pid][slot].index] = 0
     for pid, slot in better.items():
         start[fm.x_of[pid][slot].index] = 1
     levels.start_from(start)
+    return start, problem.total(better)
 
 
 def _facilitated(prep: Prepared, progress: Progress, time_limit: float) -> MatchingResult:
@@ -664,9 +666,11 @@ def _facilitated(prep: Prepared, progress: Progress, time_limit: float) -> Match
             levels.model.add(top <= ratio)
         levels.optimise("spread", spread, maximize=False)
     for levels, fm in zip(runs, built, strict=True):
-        if not co_count:
-            _fit_start(prep, levels, fm, fit_of, mentor_ids)
-        levels.optimise("fit", sum(fm.fit_terms), maximize=True)
+        start = _fit_start(prep, levels, fm, fit_of, mentor_ids) if not co_count else None
+        outcome = levels.optimise("fit", sum(fm.fit_terms), maximize=True)
+        if start is not None and outcome.found and outcome.value < start[1]:  # the solver lost the hint
+            levels.start_from(start[0])
+            outcome.value = float(start[1])
 
     chosen_groups: list[tuple[list[str], list[str]]] = []
     for levels, fm in zip(runs, built, strict=True):
