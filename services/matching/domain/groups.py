@@ -39,6 +39,7 @@ from services.matching.domain.common import (
     max_load_ratio,
     unplaced,
 )
+from services.matching.domain.fit_polish import Reassignment, improve
 from services.matching.domain.group_greedy import greedy_facilitated, greedy_peers, greedy_teams
 from services.matching.domain.levels import WALL_GUARD_FACTOR, CombinedLevels, Levels, lottery_level
 from services.matching.domain.lottery import lottery_key
@@ -329,6 +330,49 @@ def _flow_bound(
     flows = f.flows(n + np.arange(len(tail), dtype=np.int64))
     used = np.flatnonzero(flows > 0)
     return int(flows.sum()), [(active[int(tail[a])], int(head[a])) for a in used]
+
+
+def _fit_start(
+    prep: Prepared, levels: Levels, fm: _FacilitatedModel, fit_of: dict[str, IntArray], mentor_ids: list[str]
+) -> tuple[list[int], int] | None:
+    """Before the fit level (one mentor per group): the spread level's solution with its mentees
+    reassigned between the same open groups for a better fit (``fit_polish``). The open groups and the
+    placed set are those of the solution found, so every higher level keeps its value exactly.
+    Returns that start and its fit when it is better than the solution found."""
+    if levels.values is None:
+        return None
+    values = levels.values
+    assign: dict[str, tuple[int, int]] = {}
+    for slot, members in fm.members_of.items():
+        for pid, v in members:
+            if values[v.index]:
+                assign[pid] = slot
+    open_slots = set(assign.values())
+    options = {pid: sorted(s for s in fm.x_of[pid] if s in open_slots) for pid in assign}
+    fit = {(pid, s): int(fit_of[pid][s[0]]) for pid, opts in options.items() for s in opts}
+    locked = {p for pair in prep.locked for p in pair if p in fm.placed}
+    problem = Reassignment(
+        assign=assign,
+        options=options,
+        fit=fit,
+        dept={pid: prep.by_id[pid].department for pid in assign},
+        mentor_dept={s: prep.by_id[mentor_ids[s[0]]].department for s in open_slots},
+        apart=frozenset(frozenset(pair) for pair in _apart_pairs(prep, sorted(assign))),
+        size_min=prep.policy.group_members_min,
+        size_max=prep.policy.group_members_max,
+        max_same_department=prep.policy.max_same_department,
+        frozen=frozenset(locked),
+    )
+    better = improve(problem)
+    if problem.total(better) <= problem.total(assign):
+        return None
+    start = list(values)
+    for pid, slot in assign.items():
+        start[fm.x_of[pid][slot].index] = 0
+    for pid, slot in better.items():
+        start[fm.x_of[pid][slot].index] = 1
+    levels.start_from(start)
+    return start, problem.total(better)
 
 
 def _facilitated(prep: Prepared, progress: Progress, time_limit: float) -> MatchingResult:
@@ -622,7 +666,11 @@ def _facilitated(prep: Prepared, progress: Progress, time_limit: float) -> Match
             levels.model.add(top <= ratio)
         levels.optimise("spread", spread, maximize=False)
     for levels, fm in zip(runs, built, strict=True):
-        levels.optimise("fit", sum(fm.fit_terms), maximize=True)
+        start = _fit_start(prep, levels, fm, fit_of, mentor_ids) if not co_count else None
+        outcome = levels.optimise("fit", sum(fm.fit_terms), maximize=True)
+        if start is not None and outcome.found and outcome.value < start[1]:  # the solver lost the hint
+            levels.start_from(start[0])
+            outcome.value = float(start[1])
 
     chosen_groups: list[tuple[list[str], list[str]]] = []
     for levels, fm in zip(runs, built, strict=True):

@@ -86,6 +86,16 @@ class Levels:
         hint.vars.extend(v.index for v in values)
         hint.values.extend(int(x) for x in values.values())
 
+    def start_from(self, values: list[int]) -> None:
+        """A complete solution that keeps every level fixed so far (e.g. a heuristic's improvement of the
+        last one found): it becomes the solution that stands and the next solve's hint."""
+        self.values = list(values)
+        hint = self.model.proto.solution_hint
+        hint.vars.clear()
+        hint.values.clear()
+        hint.vars.extend(range(len(self.values)))
+        hint.values.extend(self.values)
+
     def _solve(self, budget: float) -> bool:
         p = self.solver.parameters
         p.random_seed = self.seed % (2**31)
