@@ -26,7 +26,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
-from ortools.graph.python import min_cost_flow
+from ortools.graph.python import max_flow, min_cost_flow
 from ortools.sat.python import cp_model
 
 from contracts.events import UnmatchedReason
@@ -41,7 +41,14 @@ from services.matching.domain.common import (
 )
 from services.matching.domain.fit_polish import Reassignment, improve
 from services.matching.domain.group_greedy import greedy_facilitated, greedy_peers, greedy_teams
-from services.matching.domain.levels import WALL_GUARD_FACTOR, CombinedLevels, Levels, lottery_level
+from services.matching.domain.levels import (
+    SHARES,
+    WALL_GUARD_FACTOR,
+    CombinedLevels,
+    LevelOutcome,
+    Levels,
+    lottery_level,
+)
 from services.matching.domain.lottery import lottery_key
 from services.matching.domain.model import Group, MatchingResult, Stats, Unplaced
 from services.matching.domain.rules import (
@@ -106,6 +113,13 @@ class _Outcome:
     notes: list[str] = field(default_factory=list)
 
 
+def _level_value(outcome: LevelOutcome) -> float:
+    """A level's reported value: the max load ratio as a ratio (its level works in 1/RATIO_SCALE)."""
+    if outcome.name == "max_load_ratio":
+        return round(outcome.value / RATIO_SCALE, 6)
+    return outcome.value
+
+
 def _result(prep: Prepared, o: _Outcome, started: float) -> MatchingResult:
     load = loads_after(prep, o.groups)
     fit = float(sum(g.fit for g in o.groups))
@@ -138,6 +152,12 @@ def _result(prep: Prepared, o: _Outcome, started: float) -> MatchingResult:
             notes.append("the lottery walk ran out of budget: the decisions after it are the solver's, not proven")
         if levels.wall_guard_hit:
             notes.append("the wall-clock guard stopped a solve: this result may not replay identically")
+        ratio = next((x for x in levels.outcomes if x.name == "max_load_ratio" and x.found), None)
+        if ratio is not None and ratio.status == "OPTIMAL":
+            notes.append(f"max load ratio {_level_value(ratio):g}: proven the least")
+        elif ratio is not None:
+            low = round(ratio.bound / RATIO_SCALE, 6)
+            notes.append(f"max load ratio {_level_value(ratio):g}: not proven the least (lower bound {low:g})")
         unknown = [x.name for x in levels.outcomes if not x.found]
         if unknown:
             notes.append(f"levels {', '.join(unknown)} found nothing better in budget: the previous solution stands")
@@ -155,7 +175,7 @@ def _result(prep: Prepared, o: _Outcome, started: float) -> MatchingResult:
         load=load,
         wall_time_seconds=round(time.perf_counter() - started, 3),
         overrides_applied=prep.overrides_applied,
-        levels={x.name: x.value for x in (levels.outcomes if levels else []) if x.found},
+        levels={x.name: _level_value(x) for x in (levels.outcomes if levels else []) if x.found},
         notes=notes,
     )
     return MatchingResult(
@@ -256,6 +276,140 @@ def _load_levels(levels: Levels, prep: Prepared, opened: dict[str, list[cp_model
     top, spread = load
     levels.optimise("max_load_ratio", top, maximize=False)
     levels.optimise("spread", spread, maximize=False)
+
+
+def _ratio_of(prep: Prepared, mentor: str, groups: int) -> int:
+    """The scaled load ratio a mentor reaches with ``groups`` more groups (as the model's ``top`` sees it)."""
+    return -(-(prep.load[mentor] + groups) * RATIO_SCALE // prep.capacity[mentor])
+
+
+def _ratio_floor(prep: Prepared, opened: dict[str, list[cp_model.IntVar]]) -> int:
+    """The least ``top`` any solution can have: every mentor's load from before this run."""
+    return max((_ratio_of(prep, m, 0) for m in opened), default=0)
+
+
+def _ratio_thresholds(prep: Prepared, opened: dict[str, list[cp_model.IntVar]]) -> list[int]:
+    """Every value the max load ratio can take (it is some mentor's (load + n) / capacity), ascending."""
+    low = _ratio_floor(prep, opened)
+    values = {_ratio_of(prep, m, n) for m, slots in opened.items() for n in range(1, len(slots) + 1)}
+    return sorted({low} | {v for v in values if v > low})
+
+
+def _allowed_groups(prep: Prepared, mentor: str, slots: int, threshold: int) -> int:
+    """How many groups a mentor may take (lead or co-facilitate) with its ratio at most ``threshold``."""
+    n = (threshold * prep.capacity[mentor]) // RATIO_SCALE - prep.load[mentor]
+    return max(0, min(slots, n))
+
+
+def _ratio_is_flow_feasible(
+    prep: Prepared, fm: _FacilitatedModel, mentor_ids: list[str], must: list[str], threshold: int
+) -> bool:
+    """A necessary condition for "max load ratio <= threshold": the people the lottery placed fit
+    (max flow, mentee -> candidate lead -> sink, lead capacity = its allowed groups x group maximum),
+    and the mentors' allowed groups cover the groups that many people need (with co-facilitators,
+    ``mentors_per_group`` mentors each). It relaxes group minimums and member-member rules."""
+    pol = prep.policy
+    allowed = {m: _allowed_groups(prep, m, len(slots), threshold) for m, slots in fm.opened.items()}
+    need = -(-len(must) // pol.group_members_max) if must else 0
+    if sum(allowed.values()) < need * pol.mentors_per_group:
+        return False
+    lead_slots: dict[int, int] = defaultdict(int)
+    for pid in must:
+        for k, s in fm.x_of[pid]:
+            lead_slots[k] = max(lead_slots[k], s + 1)
+    leads = sorted(lead_slots)
+    if not must:
+        return True
+    flow = max_flow.SimpleMaxFlow()
+    source, sink, first_lead = 0, 1, 2 + len(must)
+    lead_node = {k: first_lead + i for i, k in enumerate(leads)}
+    for r, pid in enumerate(must):
+        flow.add_arc_with_capacity(source, 2 + r, 1)
+        for k in sorted({k for k, _ in fm.x_of[pid]}):
+            flow.add_arc_with_capacity(2 + r, lead_node[k], 1)
+    for k in leads:
+        groups = min(lead_slots[k], allowed.get(mentor_ids[k], 0))
+        flow.add_arc_with_capacity(lead_node[k], sink, groups * pol.group_members_max)
+    if flow.solve(source, sink) != flow.OPTIMAL:
+        raise RuntimeError("load ratio bound flow failed")
+    return int(flow.optimal_flow()) >= len(must)
+
+
+def _settle_ratio(levels: Levels, prep: Prepared, opened: dict[str, list[cp_model.IntVar]]) -> None:
+    """After the last level: the max load ratio level reports what the solution that stands achieves
+    (exact, scaled by RATIO_SCALE); the spread level may have lowered it below an unproven level value."""
+    outcome = next((o for o in levels.outcomes if o.name == "max_load_ratio" and o.found), None)
+    if outcome is None or levels.values is None or not opened:
+        return
+    exact = max((prep.load[m] + sum(levels.value(y) for y in ys)) / prep.capacity[m] for m, ys in opened.items())
+    outcome.value = exact * RATIO_SCALE
+    outcome.bound = min(outcome.bound, outcome.value)
+
+
+def _achieved_ratio(prep: Prepared, levels: Levels, opened: dict[str, list[cp_model.IntVar]]) -> int:
+    """The scaled max load ratio of the solution that stands (over this model's mentors)."""
+    return max((_ratio_of(prep, m, sum(levels.value(y) for y in ys)) for m, ys in opened.items()), default=0)
+
+
+def _min_max_ratio(
+    levels: Levels,
+    prep: Prepared,
+    fm: _FacilitatedModel,
+    mentor_ids: list[str],
+    top: cp_model.IntVar,
+) -> LevelOutcome:
+    """Level 3a: the least max load ratio, searched over its possible values instead of by one
+    minimisation (whose bound CP-SAT barely raises: the ratio is a max over many mentors).
+
+    The value is one of the few thresholds (load + n) / capacity. A max flow over the people the lottery
+    placed gives the least threshold that can hold (valid for every solution, so ``top >= it`` is added);
+    from it upwards, each threshold is one feasibility check ("every mentor within it"): the first
+    feasible one is the minimum, proven, when every check below it was infeasible. Checks share the
+    level's deterministic budget; if it runs out, the best solution found stands with the bound reached.
+    The caller adds the (common) cap on ``top``."""
+    share = SHARES["max_load_ratio"]
+    levels.progress("solving level max_load_ratio", levels._done_share)
+    budget = levels.budget(share)
+    spent_before = levels.deterministic_used
+    must = sorted(
+        pid for pid, v in fm.placed.items() if levels.fixed.get(v.index) == 1
+    )  # people the lottery decided in
+    thresholds = _ratio_thresholds(prep, fm.opened)
+    best = _achieved_ratio(prep, levels, fm.opened)
+    lo, hi = 0, len(thresholds) - 1  # the flow test is monotone in the threshold: binary search
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if _ratio_is_flow_feasible(prep, fm, mentor_ids, must, thresholds[mid]):
+            hi = mid
+        else:
+            lo = mid + 1
+    bound = min(thresholds[lo], best)
+    levels.model.add(top >= bound)  # redundant, valid for every solution: helps every later solve
+    proven = best <= bound
+    position = lo
+    while not proven and position < len(thresholds) and thresholds[position] < best:
+        left = budget - (levels.deterministic_used - spent_before)
+        if left <= 0.01:
+            break
+        threshold = thresholds[position]
+        within = levels.model.new_bool_var(f"ratio_within_{threshold}")
+        levels.model.add(top <= threshold).only_enforce_if(within)
+        answer = levels.feasible_with([within], left)
+        if answer is None:
+            break
+        if answer:
+            best = min(best, _achieved_ratio(prep, levels, fm.opened))
+            proven = True
+            break
+        bound = thresholds[position + 1] if position + 1 < len(thresholds) else best
+        position += 1
+    proven = proven or best <= bound
+    outcome = LevelOutcome(
+        "max_load_ratio", float(best), float(best if proven else bound), "OPTIMAL" if proven else "FEASIBLE"
+    )
+    levels.outcomes.append(outcome)
+    levels._report("max_load_ratio", share)
+    return outcome
 
 
 def _lost_lottery(
@@ -657,7 +811,7 @@ def _facilitated(prep: Prepared, progress: Progress, time_limit: float) -> Match
         load = _load_terms(levels.model, prep, fm.opened)
         if load is not None:
             top, spread = load
-            found = levels.optimise("max_load_ratio", top, maximize=False, keep=False).found
+            found = _min_max_ratio(levels, prep, fm, mentor_ids, top).found
             tops.append((levels, top, spread, found))
     # one maximum load ratio across components: each may use up to it when spreading its load
     ratio = max((int(levels.outcomes[-1].value) for levels, _, _, found in tops if found), default=0)
@@ -671,6 +825,7 @@ def _facilitated(prep: Prepared, progress: Progress, time_limit: float) -> Match
         if start is not None and outcome.found and outcome.value < start[1]:  # the solver lost the hint
             levels.start_from(start[0])
             outcome.value = float(start[1])
+        _settle_ratio(levels, prep, fm.opened)
 
     chosen_groups: list[tuple[list[str], list[str]]] = []
     for levels, fm in zip(runs, built, strict=True):
@@ -1055,6 +1210,7 @@ def _teams(prep: Prepared, progress: Progress, time_limit: float) -> MatchingRes
     _, proven = lottery_level(levels, placed, order, quota)
     _load_levels(levels, prep, opened)
     levels.optimise("fit", sum(fit_terms) if fit_terms else 0, maximize=True)
+    _settle_ratio(levels, prep, opened)
     chosen = {
         team: [mentor_ids[k] for (t, k), v in z.items() if t == team and levels.value(v)]
         for team, var in placed.items()

@@ -125,7 +125,8 @@ def test_facilitated_fit_is_near_the_proven_best_in_the_groups_the_higher_levels
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """120 mentees at a 2 s limit: the fit level's own search (from the spread level's solution) had
-    reached 471 against a best of 770 in the same groups; the reassignment start reaches 769. Placed,
+    reached 471 against a best of 770 in the same groups (603 since the max load level searches its
+    thresholds, which leaves a different spread solution); the reassignment start reaches 770. Placed,
     lottery, max load and spread (the open groups) are those of the run without it, exactly."""
     from bench.synthetic_pool import instance
 
@@ -137,7 +138,7 @@ def test_facilitated_fit_is_near_the_proven_best_in_the_groups_the_higher_levels
 
     monkeypatch.setattr(groups_module, "_fit_start", lambda *_args: None)
     plain = match(inp, 2026, time_limit_s=2)
-    assert result.stats.total_fit > 1.5 * plain.stats.total_fit
+    assert result.stats.total_fit > 1.2 * plain.stats.total_fit
 
     def higher_levels(r: MatchingResult) -> tuple[object, ...]:
         placed = sorted(m.participant_id for g in r.groups for m in g.members if m.role is not Role.MENTOR)

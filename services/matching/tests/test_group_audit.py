@@ -133,6 +133,37 @@ def test_independent_components_are_solved_apart_with_one_global_load_ratio() ->
     assert any("2 independent components" in n for n in result.stats.notes)
 
 
+def test_the_max_load_level_is_proven_by_its_thresholds_and_reports_what_the_groups_achieve() -> None:
+    """Eight Japanese speakers in groups of at most two, one Japanese mentor of capacity 5 already leading
+    one group elsewhere: the max flow over the placed people proves the ratio cannot be below
+    (1 + 4) / 5 = 1.0; the English component alone could stay at 1/4. The
+    level reports the achieved ratio (a ratio, not CP-SAT's scaled integer) and says it is proven."""
+    people = [mentor("MJ", capacity=5, languages=["ja"]), mentor("ME", capacity=4, languages=["en"])]
+    people += [person(f"j{i}", languages=["ja"], department=f"J{i}") for i in range(8)]
+    people += [person(f"e{i}", languages=["en"], department=f"E{i}") for i in range(2)]
+    inp = pool(people, form=Form.FACILITATED_GROUP, group_members_min=1, group_members_max=2, load={"MJ": 1})
+    result = solve(inp)
+    assert result.stats.placed_count == 10 and result.stats.status == "OPTIMAL"
+    assert result.stats.load == {"MJ": 5, "ME": 1}
+    assert result.stats.levels["max_load_ratio"] == result.stats.max_load_ratio == 1.0
+    assert "max load ratio 1: proven the least" in result.stats.notes
+
+
+def test_the_max_load_level_value_is_the_one_the_returned_groups_have() -> None:
+    """On a synthetic pool split into components, the level's value is the groups' own max ratio, proven."""
+    from bench.synthetic_pool import instance
+
+    inp = instance(120, Form.FACILITATED_GROUP, seed=120)
+    result = solve(inp, seed=2026, limit=2)
+    achieved = max(result.stats.load[m] / c for m, c in mentor_capacities(inp).items() if c)
+    assert result.stats.levels["max_load_ratio"] == round(achieved, 6) == result.stats.max_load_ratio
+    assert any(n.startswith("max load ratio") and n.endswith("proven the least") for n in result.stats.notes)
+
+
+def mentor_capacities(inp: MatchingInput) -> dict[str, int]:
+    return {p.participant_id: p.capacity or 0 for p in inp.participants if p.role is Role.MENTOR}
+
+
 def test_the_lottery_fixes_the_number_placed_for_every_later_level() -> None:
     model = cp_model.CpModel()
     placed = {p: model.new_bool_var(p) for p in "abcd"}
@@ -179,7 +210,7 @@ def test_large_peer_groups_do_not_crash() -> None:
 def test_same_input_and_seed_give_the_same_groups_when_the_limit_is_hit() -> None:
     from bench.synthetic_pool import instance
 
-    inp = instance(30, Form.FACILITATED_GROUP, seed=9)
+    inp = instance(60, Form.FACILITATED_GROUP, seed=9)  # 30 mentees are now proven optimal within 0.5 s
     first = solve(inp, seed=11, limit=0.5)
     second = solve(inp, seed=11, limit=0.5)
     assert first.stats.status == "FEASIBLE", "the tiny limit is hit (else this test proves nothing)"
