@@ -394,7 +394,7 @@ def _min_max_ratio(
         threshold = thresholds[position]
         within = levels.model.new_bool_var(f"ratio_within_{threshold}")
         levels.model.add(top <= threshold).only_enforce_if(within)
-        answer = levels.feasible_with([within], left)
+        answer = levels.feasible_with([within], left / 2)
         if answer is None:
             break
         if answer:
@@ -404,8 +404,20 @@ def _min_max_ratio(
         bound = thresholds[position + 1] if position + 1 < len(thresholds) else best
         position += 1
     proven = proven or best <= bound
+    levels.model.add(top >= min(bound, best))  # every threshold below was proven infeasible
+    left = budget - (levels.deterministic_used - spent_before)
+    if not proven and left > 0.01:  # a check ran out undecided: minimise from the best found instead
+        levels.model.minimize(top)
+        if levels._solve(left):
+            best = min(best, _achieved_ratio(prep, levels, fm.opened))
+            bound = max(bound, math.ceil(levels.solver.best_objective_bound - 1e-6))
+        levels.model.clear_objective()  # type: ignore[no-untyped-call]
+        proven = best <= bound
+    # the bound as an exact ratio (scaled): the least ratio a mentor can reach whose rounded-up value is >= it
+    reachable = [(prep.load[m] + n) / prep.capacity[m] for m, ys in fm.opened.items() for n in range(len(ys) + 1)]
+    exact_bound = min((r * RATIO_SCALE for r in reachable if math.ceil(r * RATIO_SCALE - 1e-9) >= bound), default=0.0)
     outcome = LevelOutcome(
-        "max_load_ratio", float(best), float(best if proven else bound), "OPTIMAL" if proven else "FEASIBLE"
+        "max_load_ratio", float(best), float(best) if proven else exact_bound, "OPTIMAL" if proven else "FEASIBLE"
     )
     levels.outcomes.append(outcome)
     levels._report("max_load_ratio", share)

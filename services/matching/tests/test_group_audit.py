@@ -160,6 +160,30 @@ def test_the_max_load_level_value_is_the_one_the_returned_groups_have() -> None:
     assert any(n.startswith("max load ratio") and n.endswith("proven the least") for n in result.stats.notes)
 
 
+def test_an_undecided_threshold_check_falls_back_to_minimising_the_ratio(monkeypatch: pytest.MonkeyPatch) -> None:
+    """If a threshold check runs out of budget undecided, the level minimises the ratio from the best
+    found instead: same groups' ratio reported, every rule kept, and the note tells whether it is proven."""
+    from bench.synthetic_pool import instance
+
+    inp = instance(40, Form.FACILITATED_GROUP, seed=1)  # its flow bound (1/3) is below the least ratio (0.4)
+    real = Levels.feasible_with
+    calls: list[str] = []
+
+    def undecided(self: Levels, assumptions: list[cp_model.IntVar], budget: float) -> bool | None:
+        if assumptions and str(assumptions[0]).startswith("ratio_within"):
+            calls.append(str(assumptions[0]))
+            return None
+        return real(self, assumptions, budget)
+
+    monkeypatch.setattr(Levels, "feasible_with", undecided)
+    result = solve(inp, seed=2026, limit=2)
+    assert calls, "a threshold check was asked for (else this test proves nothing)"
+    assert not any("not proven" in n and "lottery" in n for n in result.stats.notes)
+    achieved = max(result.stats.load[m] / c for m, c in mentor_capacities(inp).items() if c)
+    assert result.stats.levels["max_load_ratio"] == round(achieved, 6)
+    assert "max load ratio 0.4: not proven the least (lower bound 0.333333)" in result.stats.notes
+
+
 def mentor_capacities(inp: MatchingInput) -> dict[str, int]:
     return {p.participant_id: p.capacity or 0 for p in inp.participants if p.role is Role.MENTOR}
 
