@@ -101,6 +101,15 @@ def test_facilitated_groups_respect_every_rule(inp: MatchingInput, seed: int) ->
 
 def brute_force_grouped(inp: MatchingInput, captured: dict[str, object] | None = None) -> int:
     """The most mentees placed over every set of disjoint groups (each checked by ``validate``)."""
+    options, free = _group_options(inp)
+    sets = _placements(options, free)
+    if captured is not None:
+        captured["placements"] = sets
+    return max((len(x) for x in sets), default=0)
+
+
+def _group_options(inp: MatchingInput) -> tuple[list[tuple[tuple[str, ...], tuple[str, ...]]], dict[str, int]]:
+    """Every valid single group (its mentors, its members) and each mentor's free capacity."""
     pol = inp.policy
     by_role = {p.participant_id: p.role for p in inp.participants}
     mentors = sorted(pid for pid, role in by_role.items() if role is Role.MENTOR)
@@ -133,11 +142,32 @@ def brute_force_grouped(inp: MatchingInput, captured: dict[str, object] | None =
                 group = as_group(leads, members)
                 if not validate(inp, result_of([group])):
                     options.append((leads, members))
+    return options, free
 
-    sets = _placements(options, free)
-    if captured is not None:
-        captured["placements"] = sets
-    return max((len(x) for x in sets), default=0)
+
+def brute_force_least_ratio(inp: MatchingInput, placed: frozenset[str]) -> float:
+    """The least max load ratio (every mentor with a capacity, existing load included) over every set
+    of disjoint, capacity-respecting groups that places exactly ``placed``."""
+    options, free = _group_options(inp)
+    capacity = {p.participant_id: p.capacity or 0 for p in inp.participants if p.role is Role.MENTOR}
+    best = [float("inf")]
+
+    def ratio(used: Counter[str]) -> float:
+        return max(((inp.existing_load.get(m, 0) + used[m]) / c for m, c in capacity.items() if c), default=0.0)
+
+    def walk(start: int, used: Counter[str], taken: frozenset[str]) -> None:
+        if taken == placed:
+            best[0] = min(best[0], ratio(used))
+        for n in range(start, len(options)):
+            leads, members = options[n]
+            if not set(members) <= placed or taken & set(members) or any(used[m] + 1 > free[m] for m in leads):
+                continue
+            used.update(leads)
+            walk(n + 1, used, taken | set(members))
+            used.subtract(leads)
+
+    walk(0, Counter(), frozenset())
+    return best[0]
 
 
 def _placements(options: list[tuple[tuple[str, ...], tuple[str, ...]]], free: dict[str, int]) -> set[frozenset[str]]:
@@ -184,6 +214,34 @@ def test_facilitated_groups_with_one_or_two_mentors_place_the_brute_force_optimu
     result = match(grouped, seed, time_limit_s=5)
     assert validate(grouped, result) == []
     assert result.stats.placed_count == brute_force_grouped(grouped)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(small_pools(max_mentors=3, max_mentees=5, lenient=True), st.integers(0, 2), st.integers(0, 10_000))
+def test_facilitated_groups_reach_and_report_the_brute_force_least_max_load_ratio(
+    inp: MatchingInput, earlier: int, seed: int
+) -> None:
+    """Given the placed set, the max load ratio is the least any grouping of exactly those people
+    reaches (enumerated), the level reports that figure, and says it is proven."""
+    roomy = [p.model_copy(update={"capacity": 3}) if p.role is Role.MENTOR else p for p in inp.participants]
+    grouped = inp.model_copy(
+        update={
+            "form": Form.FACILITATED_GROUP,
+            "participants": roomy,
+            "existing_load": {"M0": earlier},
+            "policy": inp.policy.model_copy(update={"group_members_min": 1, "group_members_max": 2}),
+        }
+    )
+    result = match(grouped, seed, time_limit_s=5)
+    assert validate(grouped, result) == []
+    placed = frozenset(m.participant_id for g in result.groups for m in g.members if m.role is not Role.MENTOR)
+    if not placed:
+        return
+    least = round(brute_force_least_ratio(grouped, placed), 6)
+    assert result.stats.max_load_ratio == least
+    if result.stats.status == "OPTIMAL":
+        assert result.stats.levels["max_load_ratio"] <= least
+        assert any(n.endswith("proven the least") for n in result.stats.notes), result.stats.notes
 
 
 def _canonical(groups: list[Group]) -> list[tuple[str, ...]]:
