@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
+from typing import Any
 
 import asyncpg
 import httpx
@@ -153,3 +154,69 @@ async def test_matching_api_errors(platform: Platform) -> None:
     assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "policy"]
     r = await p.matching.get("/runs/run-nope")
     assert r.status_code == 401
+
+
+async def test_overrides_are_recorded_applied_counted_and_revoked(platform: Platform) -> None:
+    p = platform
+    people = org_chart(150, seed=9)
+    r = await p.enrollment.post("/org-chart", json=[x.row() for x in people], headers=p.admin)
+    assert r.status_code == 200, r.text
+    r = await p.enrollment.post(
+        "/programs", json={"name": "Overrides", "form": "one_to_one", "starts_on": "2026-01-01"}, headers=p.admin
+    )
+    program_id = r.json()["program_id"]
+    rows = enrolments(people, 90, seed=4)
+    r = await p.enrollment.post(f"/programs/{program_id}/enrolments/bulk", json=rows, headers=p.admin)
+    assert r.status_code == 200, r.text
+
+    async def pool_complete() -> bool:
+        return await p.pool_size(program_id) == len(rows)
+
+    await eventually(pool_complete, 60, "matching to build the pool from enrollment events")
+
+    async def dry_run() -> tuple[dict[str, Any], set[tuple[str, str]]]:
+        r = await p.matching.post(
+            f"/programs/{program_id}/runs", json={"wait": True, "dry_run": True, "seed": 3}, headers=p.admin
+        )
+        assert r.status_code == 200, r.text
+        run = r.json()
+        r = await p.matching.get(f"/runs/{run['run_id']}/groups", params={"limit": 1000}, headers=p.admin)
+        pairs = {(g["members"][0]["participant_id"], g["members"][1]["participant_id"]) for g in r.json()["items"]}
+        return run["summary"], pairs
+
+    before, pairs = await dry_run()
+    assert before["overrides_applied"] == 0
+    mentor_id, mentee_id = sorted(pairs)[0]
+
+    # bad overrides: one person twice, someone not in the program
+    url = f"/programs/{program_id}/overrides"
+    r = await p.matching.post(
+        url, json={"kind": "exclude_pair", "participant_ids": [mentee_id, mentee_id], "reason": "typo"}, headers=p.admin
+    )
+    assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "participant_ids"]
+    r = await p.matching.post(
+        url, json={"kind": "exclude_pair", "participant_ids": [mentee_id, "E999999"], "reason": "nope"}, headers=p.admin
+    )
+    assert r.status_code == 422 and "E999999" in r.json()["detail"][0]["msg"]
+
+    reason = "they share a project the HRIS does not know"
+    r = await p.matching.post(
+        url, json={"kind": "exclude_pair", "participant_ids": [mentor_id, mentee_id], "reason": reason}, headers=p.admin
+    )
+    assert r.status_code == 201, r.text
+    override_id = r.json()["override_id"]
+    excluded, pairs_excluded = await dry_run()
+    assert excluded["overrides_applied"] == 1
+    assert (mentor_id, mentee_id) not in pairs_excluded
+
+    r = await p.matching.post(f"{url}/{override_id}/revoke", json={"reason": "project ended"}, headers=p.admin)
+    assert r.status_code == 200 and r.json()["active"] is False and r.json()["revoked_reason"] == "project ended"
+    r = await p.matching.post(f"{url}/{override_id}/revoke", json={"reason": "again"}, headers=p.admin)
+    assert r.status_code == 404
+    r = await p.matching.get(url, headers=p.admin)
+    (record,) = r.json()["items"]
+    assert record["reason"] == reason and record["created_by"] == "admin-e2e" and record["revoked_by"] == "admin-e2e"
+
+    after, pairs_after = await dry_run()
+    assert after["overrides_applied"] == 0
+    assert pairs_after == pairs, "same input and seed, the override gone: the same groups as before"

@@ -151,14 +151,54 @@ async def explain(run_id: str, participant_id: str, ctx: Ctx, _: Staff) -> dict[
 
 @router.post("/programs/{program_id}/overrides", status_code=201, tags=["overrides"])
 async def add_override(program_id: str, body: OverrideBody, ctx: Ctx, who: Admin) -> dict[str, Any]:
-    """Record an admin override (lock or exclude a pair) with its reason; the next runs apply and count it."""
+    """Record an admin override with its reason; the next runs (and dry runs) apply and count it.
+
+    Moving a person is a ``lock_pair`` of that person and the mentor (or peer) they should join: a dry
+    run shows the effect before anything is published."""
+    first, second = body.participant_ids
+    if first == second:
+        raise _invalid("participant_ids", "an override needs two different participants")
     async with ctx.pool.acquire() as conn:
         if await repo.get_program(conn, program_id) is None:
             raise HTTPException(404, detail=f"no program {program_id}")
-        oid = await repo.add_override(
-            conn, program_id, body.kind.value, list(body.participant_ids), body.reason, who.subject
-        )
+        missing = sorted(set(body.participant_ids) - await repo.pool_members(conn, program_id, [first, second]))
+        if missing:
+            raise _invalid("participant_ids", f"not enrolled in program {program_id}: {', '.join(missing)}")
+        oid = await repo.add_override(conn, program_id, body.kind.value, [first, second], body.reason, who.subject)
     return {"override_id": oid, **body.model_dump(mode="json")}
+
+
+@router.get("/programs/{program_id}/overrides", tags=["overrides"])
+async def list_overrides(program_id: str, ctx: Ctx, _: Staff) -> dict[str, Any]:
+    """Every override of the program with who made it and why, revoked ones included (the audit trail)."""
+    async with ctx.pool.acquire() as conn:
+        if await repo.get_program(conn, program_id) is None:
+            raise HTTPException(404, detail=f"no program {program_id}")
+        items = await repo.list_overrides(conn, program_id)
+    return {"total": len(items), "items": [_override_view(o) for o in items]}
+
+
+class RevokeBody(BaseModel):
+    reason: str = Field(min_length=3, max_length=500)
+
+
+@router.post("/programs/{program_id}/overrides/{override_id}/revoke", tags=["overrides"])
+async def revoke_override(program_id: str, override_id: int, body: RevokeBody, ctx: Ctx, who: Admin) -> dict[str, Any]:
+    """Stop applying an override from the next run on; it stays on record with who revoked it and why."""
+    async with ctx.pool.acquire() as conn:
+        revoked = await repo.revoke_override(conn, program_id, override_id, body.reason, who.subject)
+    if revoked is None:
+        raise HTTPException(404, detail=f"no active override {override_id} in program {program_id}")
+    return _override_view(revoked)
+
+
+def _override_view(row: dict[str, Any]) -> dict[str, Any]:
+    return {
+        **row,
+        "participant_ids": list(row["participant_ids"]),
+        "created_at": row["created_at"].isoformat(),
+        "revoked_at": row["revoked_at"].isoformat() if row["revoked_at"] else None,
+    }
 
 
 def install(app: FastAPI) -> None:

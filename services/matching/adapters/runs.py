@@ -141,6 +141,39 @@ async def add_override(
     return value
 
 
+async def list_overrides(conn: asyncpg.Connection, program_id: str) -> list[dict[str, Any]]:
+    """Every override of the program, revoked ones included: the audit trail of interventions."""
+    rows = await conn.fetch(
+        "SELECT override_id, kind, participant_ids, reason, created_by, created_at, active,"
+        " revoked_by, revoked_reason, revoked_at FROM overrides WHERE program_id = $1 ORDER BY override_id",
+        program_id,
+    )
+    return [dict(r) for r in rows]
+
+
+async def revoke_override(
+    conn: asyncpg.Connection, program_id: str, override_id: int, reason: str, by: str
+) -> dict[str, Any] | None:
+    """Deactivate an active override, recording who and why; None when there is no such active override."""
+    row = await conn.fetchrow(
+        "UPDATE overrides SET active = false, revoked_by = $4, revoked_reason = $3, revoked_at = now()"
+        " WHERE program_id = $1 AND override_id = $2 AND active"
+        " RETURNING override_id, kind, participant_ids, reason, created_by, created_at, active,"
+        " revoked_by, revoked_reason, revoked_at",
+        program_id, override_id, reason, by,
+    )  # fmt: skip
+    return dict(row) if row else None
+
+
+async def pool_members(conn: asyncpg.Connection, program_id: str, participant_ids: list[str]) -> set[str]:
+    rows = await conn.fetch(
+        "SELECT participant_id FROM pool WHERE program_id = $1 AND active AND participant_id = ANY($2::text[])",
+        program_id,
+        participant_ids,
+    )
+    return {r["participant_id"] for r in rows}
+
+
 async def pool_counts(conn: asyncpg.Connection, program_id: str) -> dict[str, Any]:
     rows = await conn.fetch(
         "SELECT role, count(*) AS n FROM pool WHERE program_id = $1 AND active GROUP BY role", program_id
