@@ -18,6 +18,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import time
 import uuid
 from collections.abc import Iterable
 
@@ -115,6 +116,8 @@ class OutboxRelay:
         poll_seconds: float = 0.5,
         min_backoff: float = 0.5,
         max_backoff: float = 30.0,
+        retention_hours: float | None = None,
+        purge_every_seconds: float = 60.0,
     ) -> None:
         self._pool = pool
         self._producer = producer
@@ -124,6 +127,9 @@ class OutboxRelay:
         self._poll_seconds = poll_seconds
         self._min_backoff = min_backoff
         self._max_backoff = max_backoff
+        self._retention_hours = retention_hours
+        self._purge_every = purge_every_seconds
+        self._next_purge = 0.0
         self._wake = asyncio.Event()
         self._stopping = False
 
@@ -189,6 +195,7 @@ class OutboxRelay:
                     if sent < self._batch_size:
                         if self._metrics:  # measured when idle, so the count never slows a backlog down
                             self._metrics.outbox_pending.set(await pending_count(conn))
+                        await self._purge_when_due(conn)
                         await self._sleep()
                 clean = True
             finally:
@@ -202,6 +209,14 @@ class OutboxRelay:
                     # connection has already left the pool, and terminate() then has nothing to do.)
                     with contextlib.suppress(Exception):
                         conn.terminate()
+
+    async def _purge_when_due(self, conn: asyncpg.Connection) -> None:
+        """Published rows are only history: delete them after the retention period, when idle, at most
+        once per ``purge_every_seconds``, so the table stays small without slowing a backlog."""
+        if self._retention_hours is None or time.monotonic() < self._next_purge:
+            return
+        self._next_purge = time.monotonic() + self._purge_every
+        await purge_published(conn, self._retention_hours)
 
     async def before_mark(self, sent: int) -> None:
         """Called when a batch is on Kafka and not yet marked: a seam for fault-injection tests."""
@@ -222,3 +237,11 @@ class OutboxRelay:
 async def pending_count(conn: asyncpg.Connection) -> int:
     value: int = await conn.fetchval("SELECT count(*) FROM outbox WHERE published_at IS NULL")
     return value
+
+
+async def purge_published(conn: asyncpg.Connection, older_than_hours: float) -> int:
+    """Delete rows published more than ``older_than_hours`` ago; unpublished rows are never touched."""
+    status: str = await conn.execute(
+        "DELETE FROM outbox WHERE published_at < now() - make_interval(secs => $1)", older_than_hours * 3600.0
+    )
+    return int(status.split()[-1])

@@ -101,6 +101,7 @@ def create_app(spec: ServiceSpec) -> FastAPI:
             metrics=metrics,
             batch_size=settings.outbox_batch_size,
             poll_seconds=settings.outbox_poll_seconds,
+            retention_hours=settings.outbox_retention_hours,
         )
         relay_task = asyncio.create_task(relay.run(), name=f"{spec.name}-relay")
         relay_task.add_done_callback(_report_end)

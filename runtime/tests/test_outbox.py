@@ -17,7 +17,7 @@ import pytest
 from conftest import StackEndpoints, eventually, unique
 from contracts.envelope import Envelope
 from contracts.events import ParticipantWithdrawn
-from runtime.db import create_pool, migrate
+from runtime.db import RUNTIME_SQL, create_pool, migrate
 from runtime.logging import JsonFormatter
 from runtime.metrics import RuntimeMetrics
 from runtime.outbox import OutboxRelay, add_to_outbox, lock_outbox_keys
@@ -256,4 +256,37 @@ async def test_replicas_migrating_a_fresh_schema_at_once_do_not_collide(
         results = await asyncio.gather(*(migrate(p, schema, {}) for p in pools))
     finally:
         await asyncio.gather(*(p.close() for p in pools))
-    assert sorted(len(r) for r in results) == [0, 0, 0, 0, 0, 1]
+    runtime_migrations = len(list(RUNTIME_SQL.glob("*.sql")))
+    assert sorted(len(r) for r in results) == [0, 0, 0, 0, 0, runtime_migrations], "one replica applies, once"
+
+
+async def test_the_relay_deletes_published_rows_after_the_retention_period_and_never_unpublished_ones(
+    outbox_pool: asyncpg.Pool,
+) -> None:
+    schema = await outbox_pool.fetchval("SELECT current_schema()")
+    async with outbox_pool.acquire() as conn, conn.transaction():
+        await add_to_outbox(conn, _withdrawn("prg-1", "old"), _withdrawn("prg-1", "recent"))
+    # "old" was published 8 days ago, "recent" an hour ago; a third row is not published yet.
+    await outbox_pool.execute(
+        "UPDATE outbox SET published_at = now() - CASE WHEN id = (SELECT min(id) FROM outbox)"
+        " THEN interval '8 days' ELSE interval '1 hour' END"
+    )
+    async with outbox_pool.acquire() as conn, conn.transaction():
+        await add_to_outbox(conn, _withdrawn("prg-1", "waiting"))
+    producer = _FlakyProducer(failures=0)
+    relay = OutboxRelay(
+        outbox_pool, producer, schema=schema, poll_seconds=0.05, min_backoff=0.05, retention_hours=24 * 7
+    )
+    task = asyncio.create_task(relay.run())
+    try:
+
+        async def only_recent_rows_left() -> bool:
+            return bool(await outbox_pool.fetchval("SELECT count(*) FROM outbox") == 2)
+
+        await eventually(only_recent_rows_left, 20, "the relay to purge the row published 8 days ago")
+    finally:
+        relay.stop()
+        await asyncio.wait_for(task, 10)
+    assert len(producer.sent) == 1, "the waiting row was published, the purged one was never re-sent"
+    left = await outbox_pool.fetchval("SELECT count(*) FROM outbox WHERE published_at > now() - interval '2 hours'")
+    assert left == 2
