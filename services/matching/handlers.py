@@ -48,6 +48,10 @@ class InvalidSolution(SafeMessage):
     """The solver's result broke a hard rule; the message names rules and participant ids only."""
 
 
+CAPACITY_ATTEMPTS = 3
+"""A run that loses a mentor's last slot to another program's run solves again on the current loads, up to
+this many solves in all, before it fails with :class:`CapacityConflict`."""
+
 MENTOR_LOADS_LOCK = "matching:mentor-loads"
 """One advisory lock for every program: mentor capacity is per person, across programs, so the check of
 current loads and the insert of new groups must be serialised globally, not per program."""
@@ -71,8 +75,7 @@ async def check_capacity(conn: asyncpg.Connection, inp: MatchingInput, result: M
     if over:
         raise CapacityConflict(
             f"mentor loads changed since this run read them (another run published first); nothing was "
-            f"published, run again to match on current loads: {'; '.join(over[:5])}"
-            + (f" (and {len(over) - 5} more)" if len(over) > 5 else "")
+            f"published: {'; '.join(over[:5])}" + (f" (and {len(over) - 5} more)" if len(over) > 5 else "")
         )
 
 
@@ -168,22 +171,39 @@ async def execute_run(
 
     input_digest = digest(inp)
     try:
-        result = await asyncio.to_thread(match, inp, seed, progress=progress)
-        result = with_run_group_ids(result, run_id)  # re-matching the same people later gives new ids
-        problems = validate(inp, result)
-        if problems:  # never publish a solution that breaks a rule
-            raise InvalidSolution(f"solution failed validation: {problems[:3]}")
-        async with pool.acquire() as conn, conn.transaction():
-            if not request.dry_run:
-                await check_capacity(conn, inp, result)
-            summary = await _summary(conn, inp, result, request)
-            if not request.dry_run:
-                await _publish(conn, program, run_id, inp, result, input_digest)
-            await repo.finish_run(
-                conn, run_id, status="completed", digest=input_digest, summary=summary,
-                result=result.model_dump(mode="json"),
-            )  # fmt: skip
-            await conn.execute("UPDATE runs SET input = $2::jsonb WHERE run_id = $1", run_id, inp.model_dump_json())
+        for attempt in range(1, CAPACITY_ATTEMPTS + 1):
+            result = await asyncio.to_thread(match, inp, seed, progress=progress)
+            result = with_run_group_ids(result, run_id)  # re-matching the same people later gives new ids
+            if attempt > 1:
+                note = f"solved again on current mentor loads: another run published first ({attempt - 1}x)"
+                result = result.model_copy(
+                    update={"stats": result.stats.model_copy(update={"notes": [*result.stats.notes, note]})}
+                )
+            problems = validate(inp, result)
+            if problems:  # never publish a solution that breaks a rule
+                raise InvalidSolution(f"solution failed validation: {problems[:3]}")
+            try:
+                async with pool.acquire() as conn, conn.transaction():
+                    if not request.dry_run:
+                        await check_capacity(conn, inp, result)
+                    summary = await _summary(conn, inp, result, request)
+                    if not request.dry_run:
+                        await _publish(conn, program, run_id, inp, result, input_digest)
+                    await repo.finish_run(
+                        conn, run_id, status="completed", digest=input_digest, summary=summary,
+                        result=result.model_dump(mode="json"),
+                    )  # fmt: skip
+                    await conn.execute(
+                        "UPDATE runs SET input = $2::jsonb WHERE run_id = $1", run_id, inp.model_dump_json()
+                    )
+                break
+            except CapacityConflict:
+                if attempt == CAPACITY_ATTEMPTS:
+                    raise
+                log.info("mentor loads changed while solving; solving again", extra={"run_id": run_id})
+                async with pool.acquire() as conn:
+                    inp = await build_input(conn, program, inp.policy)
+                input_digest = digest(inp)
         log.info("matching run completed", extra={"run_id": run_id, "program_id": program.program_id})
     except Exception as exc:
         log.exception("matching run failed", extra={"run_id": run_id, "program_id": program.program_id})

@@ -4,6 +4,7 @@ runs that read the same mentor's load before either published must not both take
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -55,9 +56,8 @@ async def _program(pool: asyncpg.Pool, program_id: str, mentee: str) -> repo.Pro
     return view
 
 
-async def test_concurrent_runs_of_two_programs_never_overfill_a_shared_mentor(db: asyncpg.Pool) -> None:
-    """Both runs read M's load (0 of 1) before either publishes; exactly one may publish, the other fails
-    with a clear error and publishes nothing."""
+async def _race(db: asyncpg.Pool) -> None:
+    """Both programs' runs read M's load (0 of 1) before either publishes."""
     programs = [await _program(db, "prg-a", "a"), await _program(db, "prg-b", "b")]
     started = []
     for program in programs:
@@ -70,11 +70,33 @@ async def test_concurrent_runs_of_two_programs_never_overfill_a_shared_mentor(db
             )
         started.append(handlers.execute_run(db, run_id, program, inp, 1, handlers.RunRequest()))
     await asyncio.gather(*started)
+
+
+async def _groups_of_m(db: asyncpg.Pool) -> list[asyncpg.Record]:
+    return list(await db.fetch("SELECT group_id, run_id FROM groups WHERE 'M' = ANY(mentor_ids)"))
+
+
+async def test_concurrent_runs_of_two_programs_never_overfill_a_shared_mentor(db: asyncpg.Pool) -> None:
+    """Exactly one run gets M's last slot; the other sees the conflict at publication, solves again on the
+    current loads, and completes with its mentee unplaced for want of capacity."""
+    await _race(db)
+    rows = await db.fetch("SELECT run_id, status, summary FROM runs ORDER BY run_id")
+    assert [r["status"] for r in rows] == ["completed", "completed"]
+    (group,) = await _groups_of_m(db)
+    loser = next(r for r in rows if r["run_id"] != group["run_id"])
+    summary = json.loads(loser["summary"])
+    assert summary["placed"] == 0 and summary["unplaced_by_reason"] == {"capacity_exhausted": 1}
+    assert any("solved again on current mentor loads" in n for n in summary["notes"])
+
+
+async def test_a_run_that_keeps_losing_the_race_fails_clearly_and_publishes_nothing(
+    db: asyncpg.Pool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(handlers, "CAPACITY_ATTEMPTS", 1)
+    await _race(db)
     rows = await db.fetch("SELECT status, error FROM runs ORDER BY run_id")
     assert sorted(r["status"] for r in rows) == ["completed", "failed"]
     failed = next(r for r in rows if r["status"] == "failed")
     assert "CapacityConflict" in failed["error"] and "M: 1 active + 1 new > capacity 1" in failed["error"]
-    assert await db.fetchval("SELECT count(*) FROM groups WHERE 'M' = ANY(mentor_ids)") == 1
-    run_ids = {r["run_id"] for r in await db.fetch("SELECT DISTINCT run_id FROM groups")}
-    group_ids = await db.fetch("SELECT group_id, run_id FROM groups")
-    assert len(run_ids) == 1 and len(group_ids) == 1
+    assert len(await _groups_of_m(db)) == 1
+    assert len(await db.fetch("SELECT group_id FROM groups")) == 1
