@@ -129,6 +129,8 @@ def from_kafka(headers: Mapping[str, bytes | str] | Iterable[tuple[str, bytes | 
         raw = json.loads(value)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise InvalidMessage(f"body is not JSON: {exc}") from exc
+    except RecursionError as exc:  # a pathologically nested body: a dead letter, never a stuck partition
+        raise InvalidMessage("body is nested too deeply") from exc
     try:
         data = model.model_validate(raw)
     except ValidationError as exc:

@@ -213,7 +213,7 @@ class OutboxRelay:
     async def _purge_when_due(self, conn: asyncpg.Connection) -> None:
         """Published rows are only history: delete them after the retention period, when idle, at most
         once per ``purge_every_seconds``, so the table stays small without slowing a backlog."""
-        if self._retention_hours is None or time.monotonic() < self._next_purge:
+        if not self._retention_hours or time.monotonic() < self._next_purge:
             return
         self._next_purge = time.monotonic() + self._purge_every
         await purge_published(conn, self._retention_hours)
@@ -239,9 +239,24 @@ async def pending_count(conn: asyncpg.Connection) -> int:
     return value
 
 
+PURGE_BATCH = 10_000
+
+
 async def purge_published(conn: asyncpg.Connection, older_than_hours: float) -> int:
-    """Delete rows published more than ``older_than_hours`` ago; unpublished rows are never touched."""
-    status: str = await conn.execute(
-        "DELETE FROM outbox WHERE published_at < now() - make_interval(secs => $1)", older_than_hours * 3600.0
-    )
-    return int(status.split()[-1])
+    """Delete rows published more than ``older_than_hours`` ago; unpublished rows are never touched.
+
+    In batches, yielding between them, so a first purge of a long-grown table neither holds the relay
+    (and the events behind it) for long nor writes one huge transaction."""
+    total = 0
+    while True:
+        status: str = await conn.execute(
+            "DELETE FROM outbox WHERE id IN (SELECT id FROM outbox"
+            " WHERE published_at < now() - make_interval(secs => $1) LIMIT $2)",
+            older_than_hours * 3600.0,
+            PURGE_BATCH,
+        )
+        deleted = int(status.split()[-1])
+        total += deleted
+        if deleted < PURGE_BATCH:
+            return total
+        await asyncio.sleep(0)

@@ -126,6 +126,14 @@ def create_app(spec: ServiceSpec) -> FastAPI:
         secret=settings.jwt_secret.get_secret_value(), issuer=settings.jwt_issuer, audience=settings.jwt_audience
     )
 
+    @app.exception_handler(asyncpg.DataError)
+    async def unstorable_value(_: Request, exc: asyncpg.DataError) -> JSONResponse:
+        """A value the database cannot hold (a NUL character, a number out of range) is the caller's
+        input, not a server fault: 422. The message names the kind of problem, never the value."""
+        kind = type(exc).__name__.removesuffix("Error")
+        detail = [{"loc": ["body"], "msg": f"a value cannot be stored ({kind})", "type": "value_error"}]
+        return JSONResponse({"detail": detail}, status_code=422)
+
     @app.get("/health/live", include_in_schema=False)
     async def live() -> dict[str, str]:
         """Cheap and external-free: the process answers, that is all liveness means."""

@@ -37,8 +37,8 @@ class ServiceSettings(JwtSettings):
     log_level: str = "INFO"
     outbox_batch_size: int = Field(default=5000, ge=1, le=50_000)
     outbox_poll_seconds: float = Field(default=0.5, gt=0)
-    outbox_retention_hours: float | None = Field(
-        default=168, gt=0, description="published outbox rows are deleted after this long; unset keeps them"
+    outbox_retention_hours: float = Field(
+        default=168, ge=0, description="published outbox rows are deleted after this long; 0 keeps them"
     )
     consumer_offset_reset: Literal["earliest", "latest"] = Field(
         default="earliest", description="where a new consumer group starts: earliest rebuilds state from history"

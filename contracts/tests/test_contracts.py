@@ -48,6 +48,12 @@ def test_body_that_is_not_json_is_rejected_with_a_reason() -> None:
         from_kafka(headers, b"{oops")
 
 
+def test_a_pathologically_nested_body_is_a_dead_letter_not_a_crash() -> None:
+    headers, _ = _good_record()
+    with pytest.raises(InvalidMessage, match="nested too deeply"):
+        from_kafka(headers, b"[" * 100_000)
+
+
 def test_unknown_type_is_rejected() -> None:
     headers, value = _good_record()
     headers = [(k, b"org.mentoring.nope.v1" if k == "ce_type" else v) for k, v in headers]

@@ -117,6 +117,8 @@ def parse_upload(content: bytes, content_type: str, model: type[M], key: str | N
             records = list(enumerate(data, start=1))
     except (ValueError, csv.Error) as exc:
         return Upload(errors=[RowError(0, None, f"unreadable upload: {exc}")])
+    except RecursionError:
+        return Upload(errors=[RowError(0, None, "unreadable upload: nested too deeply")])
     if len(records) > MAX_ROWS:
         return Upload(errors=[RowError(0, None, f"at most {MAX_ROWS} rows per upload")])
     upload: Upload[M] = Upload()

@@ -115,6 +115,8 @@ def test_unknown_csv_columns_and_non_list_json_are_rejected() -> None:
     assert "unknown CSV columns: rol" in errors[0].message
     _, errors = parse_rows(b'{"participant_id": "E1"}', "application/json", EnrolmentRequest)
     assert "list of rows" in errors[0].message
+    _, errors = parse_rows(b"[" * 100_000, "application/json", EnrolmentRequest)
+    assert "nested too deeply" in errors[0].message
 
 
 @pytest.mark.parametrize("form", list(Form))
