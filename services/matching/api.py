@@ -6,7 +6,7 @@ import asyncio
 import json
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Path, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
@@ -161,7 +161,7 @@ async def add_override(program_id: str, body: OverrideBody, ctx: Ctx, who: Admin
     async with ctx.pool.acquire() as conn:
         if await repo.get_program(conn, program_id) is None:
             raise HTTPException(404, detail=f"no program {program_id}")
-        missing = sorted(set(body.participant_ids) - await repo.pool_members(conn, program_id, [first, second]))
+        missing = sorted(set(body.participant_ids) - await repo.active_in_pool(conn, program_id, [first, second]))
         if missing:
             raise _invalid("participant_ids", f"not enrolled in program {program_id}: {', '.join(missing)}")
         oid = await repo.add_override(conn, program_id, body.kind.value, [first, second], body.reason, who.subject)
@@ -169,8 +169,10 @@ async def add_override(program_id: str, body: OverrideBody, ctx: Ctx, who: Admin
 
 
 @router.get("/programs/{program_id}/overrides", tags=["overrides"])
-async def list_overrides(program_id: str, ctx: Ctx, _: Staff) -> dict[str, Any]:
-    """Every override of the program with who made it and why, revoked ones included (the audit trail)."""
+async def list_overrides(program_id: str, ctx: Ctx, _: Admin) -> dict[str, Any]:
+    """Every override of the program with who made it and why, revoked ones included (the audit trail).
+
+    Admins only: a reason often names a personal conflict between two people."""
     async with ctx.pool.acquire() as conn:
         if await repo.get_program(conn, program_id) is None:
             raise HTTPException(404, detail=f"no program {program_id}")
@@ -183,7 +185,13 @@ class RevokeBody(BaseModel):
 
 
 @router.post("/programs/{program_id}/overrides/{override_id}/revoke", tags=["overrides"])
-async def revoke_override(program_id: str, override_id: int, body: RevokeBody, ctx: Ctx, who: Admin) -> dict[str, Any]:
+async def revoke_override(
+    program_id: str,
+    override_id: Annotated[int, Path(ge=1, le=2**63 - 1)],
+    body: RevokeBody,
+    ctx: Ctx,
+    who: Admin,
+) -> dict[str, Any]:
     """Stop applying an override from the next run on; it stays on record with who revoked it and why."""
     async with ctx.pool.acquire() as conn:
         revoked = await repo.revoke_override(conn, program_id, override_id, body.reason, who.subject)

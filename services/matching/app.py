@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from pathlib import Path
 
 from fastapi import FastAPI
@@ -12,6 +13,7 @@ from contracts.topics import ENROLLMENT, SESSIONS
 from runtime.consumer import EventConsumer
 from runtime.service import ServiceContext, ServiceSpec, create_app
 from runtime.settings import ServiceSettings
+from services.matching.adapters import runs as repo
 from services.matching.adapters.pool import HANDLERS
 from services.matching.api import install, router
 
@@ -42,14 +44,23 @@ def _consumers(ctx: ServiceContext) -> list[EventConsumer]:
     ]
 
 
+log = logging.getLogger(__name__)
+
+RECOVER_EVERY_SECONDS = 15.0
+SILENT_FOR_SECONDS = 60.0
+"""A run whose heartbeat (every few seconds, see handlers.HEARTBEAT_SECONDS) is this old has no process."""
+
+
 def _recover(ctx: ServiceContext) -> asyncio.Task[None]:
-    """Runs cut short by a restart are marked failed, so nobody waits on them for ever."""
+    """Runs whose process died are marked failed, so nobody waits on them (or is refused as Busy) for ever.
+    Judged by their heartbeat, so a replica never fails another replica's live run."""
 
     async def recover() -> None:
-        await ctx.pool.execute(
-            "UPDATE runs SET status='failed', error='interrupted by a restart', completed_at=now()"
-            " WHERE status='running'"
-        )
+        while True:
+            async with ctx.pool.acquire() as conn:
+                for run_id in await repo.fail_orphaned_runs(conn, silent_for_seconds=SILENT_FOR_SECONDS):
+                    log.warning("matching run orphaned by a stopped process", extra={"run_id": run_id})
+            await asyncio.sleep(RECOVER_EVERY_SECONDS)
 
     return asyncio.create_task(recover())
 

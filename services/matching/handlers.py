@@ -7,6 +7,7 @@ Kafka poll loop, and reports progress into the run's row so a long run can be wa
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import logging
@@ -40,8 +41,20 @@ class Busy(Exception):
     pass
 
 
-class CapacityConflict(SafeMessage):
+class StaleInput(SafeMessage):
+    """What the run read at its start changed before it could publish: it solves again on fresh input."""
+
+
+class CapacityConflict(StaleInput):
     """Another run took a mentor's capacity between this run's read of the loads and its publication."""
+
+
+class PoolChanged(StaleInput):
+    """Someone placed by this run withdrew, or was placed by another run of the program, meanwhile."""
+
+
+class RunAbandoned(SafeMessage):
+    """The run's row is no longer 'running' (recovery judged it orphaned): it must not publish."""
 
 
 class InvalidSolution(SafeMessage):
@@ -66,10 +79,9 @@ async def check_capacity(conn: asyncpg.Connection, inp: MatchingInput, result: M
         return
     loads = await repo.mentor_loads(conn, list(new))
     capacities = await repo.mentor_capacities(conn, list(new))
-    declared = {p.participant_id: p.capacity or 0 for p in inp.participants}
     over = []
     for mentor, n in sorted(new.items()):
-        capacity = capacities.get(mentor, declared.get(mentor, 0))
+        capacity = capacities.get(mentor, 0)  # no active enrolment as a mentor any more: no capacity
         if loads.get(mentor, 0) + n > capacity:
             over.append(f"{mentor}: {loads.get(mentor, 0)} active + {n} new > capacity {capacity}")
     if over:
@@ -77,6 +89,21 @@ async def check_capacity(conn: asyncpg.Connection, inp: MatchingInput, result: M
             f"mentor loads changed since this run read them (another run published first); nothing was "
             f"published: {'; '.join(over[:5])}" + (f" (and {len(over) - 5} more)" if len(over) > 5 else "")
         )
+
+
+async def check_members(conn: asyncpg.Connection, program_id: str, result: MatchingResult) -> None:
+    """In the publishing transaction, under the global lock: everyone placed is still enrolled in the
+    program and in no active group of it (another run of the program cannot have placed them first)."""
+    placed = sorted({m.participant_id for g in result.groups for m in g.members})
+    if not placed:
+        return
+    gone = sorted(set(placed) - await repo.active_in_pool(conn, program_id, placed))
+    if gone:
+        raise PoolChanged(f"withdrew while this run solved: {', '.join(gone[:10])}")
+    mentees = sorted({m.participant_id for g in result.groups for m in g.members if m.role.value != "mentor"})
+    grouped = await repo.already_grouped(conn, program_id, mentees)
+    if grouped:
+        raise PoolChanged(f"placed by another run of the program meanwhile: {', '.join(grouped[:10])}")
 
 
 @dataclass(frozen=True)
@@ -156,7 +183,37 @@ async def start_run(
     return run_id, task
 
 
+HEARTBEAT_SECONDS = 5.0
+
+
 async def execute_run(
+    pool: asyncpg.Pool, run_id: str, program: repo.ProgramView, inp: MatchingInput, seed: int, request: RunRequest
+) -> None:
+    """Solve and publish, with a heartbeat on the run's row so other replicas know it is alive; a run
+    cancelled with its service is recorded as failed rather than left running."""
+
+    async def beat() -> None:
+        while True:
+            await asyncio.sleep(HEARTBEAT_SECONDS)
+            with contextlib.suppress(Exception):  # a missed beat is harmless; the next one counts
+                await repo.heartbeat(pool, run_id)
+
+    heart = asyncio.create_task(beat(), name=f"heartbeat-{run_id}")
+    try:
+        await _solve_and_publish(pool, run_id, program, inp, seed, request)
+    except asyncio.CancelledError:
+        with contextlib.suppress(Exception):
+            async with pool.acquire() as conn:
+                await repo.finish_run(
+                    conn, run_id, status="failed", digest=None, summary=None, result=None,
+                    error="cancelled: the service stopped during the run",
+                )  # fmt: skip
+        raise
+    finally:
+        heart.cancel()
+
+
+async def _solve_and_publish(
     pool: asyncpg.Pool, run_id: str, program: repo.ProgramView, inp: MatchingInput, seed: int, request: RunRequest
 ) -> None:
     loop = asyncio.get_running_loop()
@@ -184,8 +241,11 @@ async def execute_run(
                 raise InvalidSolution(f"solution failed validation: {problems[:3]}")
             try:
                 async with pool.acquire() as conn, conn.transaction():
+                    if not await repo.still_running(conn, run_id):
+                        raise RunAbandoned(f"run {run_id} was marked failed meanwhile; nothing was published")
                     if not request.dry_run:
                         await check_capacity(conn, inp, result)
+                        await check_members(conn, program.program_id, result)
                     summary = await _summary(conn, inp, result, request)
                     if not request.dry_run:
                         await _publish(conn, program, run_id, inp, result, input_digest)
@@ -197,7 +257,7 @@ async def execute_run(
                         "UPDATE runs SET input = $2::jsonb WHERE run_id = $1", run_id, inp.model_dump_json()
                     )
                 break
-            except CapacityConflict:
+            except StaleInput:
                 if attempt == CAPACITY_ATTEMPTS:
                     raise
                 log.info("mentor loads changed while solving; solving again", extra={"run_id": run_id})

@@ -86,13 +86,54 @@ async def set_progress(pool: asyncpg.Pool, run_id: str, progress: str) -> None:
     await pool.execute("UPDATE runs SET progress = $2 WHERE run_id = $1 AND status = 'running'", run_id, progress)
 
 
+async def heartbeat(pool: asyncpg.Pool, run_id: str) -> None:
+    await pool.execute("UPDATE runs SET heartbeat_at = now() WHERE run_id = $1", run_id)
+
+
+async def fail_orphaned_runs(conn: asyncpg.Connection, silent_for_seconds: float) -> list[str]:
+    """Mark failed every running run whose heartbeat stopped (its process died); their ids."""
+    rows = await conn.fetch(
+        "UPDATE runs SET status = 'failed', error = 'interrupted: its process stopped', completed_at = now(),"
+        " progress = NULL WHERE status = 'running' AND heartbeat_at < now() - make_interval(secs => $1)"
+        " RETURNING run_id",
+        silent_for_seconds,
+    )
+    return [r["run_id"] for r in rows]
+
+
+async def still_running(conn: asyncpg.Connection, run_id: str) -> bool:
+    """Lock the run's row for the publishing transaction: a run marked failed meanwhile never publishes."""
+    status = await conn.fetchval("SELECT status FROM runs WHERE run_id = $1 FOR UPDATE", run_id)
+    return bool(status == "running")
+
+
+async def already_grouped(conn: asyncpg.Connection, program_id: str, participant_ids: list[str]) -> list[str]:
+    """Which of these people are in an active group of the program already."""
+    rows = await conn.fetch(
+        "SELECT DISTINCT m FROM groups, unnest(member_ids) AS m"
+        " WHERE program_id = $1 AND status = 'active' AND member_ids && $2::text[] AND m = ANY($2::text[])",
+        program_id,
+        participant_ids,
+    )
+    return sorted(r["m"] for r in rows)
+
+
+async def active_in_pool(conn: asyncpg.Connection, program_id: str, participant_ids: list[str]) -> set[str]:
+    rows = await conn.fetch(
+        "SELECT participant_id FROM pool WHERE program_id = $1 AND active AND participant_id = ANY($2::text[])",
+        program_id,
+        participant_ids,
+    )
+    return {r["participant_id"] for r in rows}
+
+
 async def finish_run(
     conn: asyncpg.Connection, run_id: str, *, status: str, digest: str | None, summary: dict[str, Any] | None,
     result: dict[str, Any] | None, error: str | None = None,
 ) -> None:  # fmt: skip
     await conn.execute(
         "UPDATE runs SET status=$2, input_digest=$3, summary=$4::jsonb, result=$5::jsonb, error=$6,"
-        " completed_at=now(), progress=NULL WHERE run_id=$1",
+        " completed_at=now(), progress=NULL WHERE run_id=$1 AND status='running'",
         run_id, status, digest, json.dumps(summary) if summary is not None else None,
         json.dumps(result) if result is not None else None, error,
     )  # fmt: skip
@@ -163,15 +204,6 @@ async def revoke_override(
         program_id, override_id, reason, by,
     )  # fmt: skip
     return dict(row) if row else None
-
-
-async def pool_members(conn: asyncpg.Connection, program_id: str, participant_ids: list[str]) -> set[str]:
-    rows = await conn.fetch(
-        "SELECT participant_id FROM pool WHERE program_id = $1 AND active AND participant_id = ANY($2::text[])",
-        program_id,
-        participant_ids,
-    )
-    return {r["participant_id"] for r in rows}
 
 
 async def pool_counts(conn: asyncpg.Connection, program_id: str) -> dict[str, Any]:

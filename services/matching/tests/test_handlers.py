@@ -100,3 +100,31 @@ async def test_a_run_that_keeps_losing_the_race_fails_clearly_and_publishes_noth
     assert "CapacityConflict" in failed["error"] and "M: 1 active + 1 new > capacity 1" in failed["error"]
     assert len(await _groups_of_m(db)) == 1
     assert len(await db.fetch("SELECT group_id FROM groups")) == 1
+
+
+async def test_a_run_whose_placed_mentee_withdrew_meanwhile_solves_again_without_them(db: asyncpg.Pool) -> None:
+    program = await _program(db, "prg-w", "a")
+    async with db.acquire() as conn:
+        inp = await handlers.build_input(conn, program, program.policy)
+        await repo.insert_run(conn, "run-w", "prg-w", dry_run=False, seed=1, policy=program.policy, by="test")
+    # "a" withdraws after the run read the pool, before it publishes
+    await db.execute("UPDATE pool SET active = false WHERE program_id = 'prg-w' AND participant_id = 'a'")
+    await handlers.execute_run(db, "run-w", program, inp, 1, handlers.RunRequest())
+    row = await db.fetchrow("SELECT status, summary FROM runs WHERE run_id = 'run-w'")
+    assert row["status"] == "completed"
+    summary = json.loads(row["summary"])
+    assert summary["placed"] == 0 and any("solved again" in n for n in summary["notes"])
+    assert await db.fetchval("SELECT count(*) FROM groups") == 0
+
+
+async def test_only_runs_whose_heartbeat_stopped_are_marked_failed(db: asyncpg.Pool) -> None:
+    policy = default_policy(Form.ONE_TO_ONE)
+    async with db.acquire() as conn:
+        for run_id in ("run-dead", "run-alive"):
+            await repo.insert_run(conn, run_id, "prg-x", dry_run=False, seed=1, policy=policy, by="test")
+        await conn.execute("UPDATE runs SET heartbeat_at = now() - interval '5 minutes' WHERE run_id = 'run-dead'")
+        assert await repo.fail_orphaned_runs(conn, silent_for_seconds=60) == ["run-dead"]
+        # a late finish of the dead run changes nothing: failed stays failed
+        await repo.finish_run(conn, "run-dead", status="completed", digest=None, summary=None, result=None)
+    rows = {r["run_id"]: r["status"] for r in await db.fetch("SELECT run_id, status FROM runs")}
+    assert rows == {"run-dead": "failed", "run-alive": "running"}
