@@ -124,6 +124,9 @@ def merge_policy(base: MatchingPolicy, changes: Mapping[str, Any]) -> MatchingPo
     the rest. Raises UnknownPolicyFields, or pydantic's ValidationError locating the field at fault.
     """
     unknown = sorted(set(changes) - set(MatchingPolicy.model_fields))
+    weights = changes.get("weights")
+    if isinstance(weights, Mapping):  # a typo in a weight must not be dropped silently either
+        unknown += sorted(f"weights.{k}" for k in set(weights) - set(FitWeights.model_fields))
     if unknown:
         raise UnknownPolicyFields(unknown)
     merged: dict[str, Any] = base.model_dump()

@@ -133,6 +133,9 @@ def test_a_partial_policy_merges_over_the_base_and_is_checked_against_the_form()
     with pytest.raises(DomainError) as caught:
         resolve_policy(Form.ONE_TO_ONE, default_policy(Form.ONE_TO_ONE), {"mentors_per_group": 2})
     assert caught.value.loc == ["body", "policy", "mentors_per_group"]
+    with pytest.raises(DomainError) as caught:  # a typo in a weight is not dropped silently
+        resolve_policy(Form.ONE_TO_ONE, default_policy(Form.ONE_TO_ONE), {"weights": {"skil": 5}})
+    assert caught.value.loc[-1] == "skil" and "weights.skil" in str(caught.value)
 
 
 def test_patches_may_leave_fields_out_but_not_null_them() -> None:
