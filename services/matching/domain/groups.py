@@ -798,16 +798,9 @@ def _facilitated(prep: Prepared, progress: Progress, time_limit: float) -> Match
     if len(parts) <= 1:
         parts = [seekers]
     built = [build(part) for part in parts]
-    deadline = time.perf_counter() + time_limit * WALL_GUARD_FACTOR + 10.0
-    weight = sum(len(part) for part in parts)
-    runs: list[Levels] = []
-    for n, (part, fm) in enumerate(zip(parts, built, strict=True)):
-        share = len(part) / weight if len(parts) > 1 else 1.0
-        part_limit = max(time_limit * share, min(time_limit, 0.2)) if len(parts) > 1 else time_limit
-        report = progress if len(parts) == 1 else _part_progress(progress, n, len(parts))
-        levels = Levels(fm.model, prep.seed, part_limit, report, deadline=deadline)
+    runs = _component_runs(prep, progress, time_limit, [len(part) for part in parts], [fm.model for fm in built])
+    for levels, fm in zip(runs, built, strict=True):
         levels.hint(fm.hint)
-        runs.append(levels)
     totals = []
     proven = True
     tops: list[tuple[Levels, cp_model.IntVar, cp_model.LinearExprT, bool]] = []
