@@ -931,6 +931,8 @@ class _PeerModel:
     hint: dict[cp_model.IntVar, int]
     dense: bool
     has_pairs: bool
+    allowed: dict[str, list[int]]
+    """The groups each peer may join (empty: no place to go, e.g. no greedy group near it when pruned)."""
 
 
 def _peer_components(
@@ -1150,7 +1152,7 @@ def _peer_groups(prep: Prepared, progress: Progress, time_limit: float, greedy_o
                 if (pid, g) in x:
                     hint[x[(pid, g)]] = 1
                     hint[placed[pid]] = 1
-        return _PeerModel(model, x, placed, in_group, fit_terms, hint, dense, bool(pair_set))
+        return _PeerModel(model, x, placed, in_group, fit_terms, hint, dense, bool(pair_set), allowed)
 
     parts = _peer_components(peers, active, compat, lock_pairs, row_of)
     built = [build(part) for part in parts]
@@ -1170,7 +1172,7 @@ def _peer_groups(prep: Prepared, progress: Progress, time_limit: float, greedy_o
         if not total.found:
             return finish(greedy, None, placed_bound=len(active), fallback=True)
         totals.append(total)
-        order = sorted((p for p in pm.placed if p not in reasons), key=lambda p: prep.ranks[p])  # with a place to go
+        order = sorted((p for p in pm.placed if pm.allowed[p]), key=lambda p: prep.ranks[p])  # with a place to go
         _, part_proven = lottery_level(levels, pm.placed, order, int(total.value))
         proven = proven and part_proven
         levels.optimise("fit", sum(pm.fit_terms) if pm.fit_terms else 0, maximize=True)
