@@ -1404,9 +1404,9 @@ def _teams(prep: Prepared, progress: Progress, time_limit: float) -> MatchingRes
             spec = {team: [mentor_ids[k] for k in ks] for team, ks in greedy.items()}
             return finish(spec, None, placed_bound=sum(sizes.values()), fallback=True)
         totals.append(total)
-        quota = sum(1 for t in tm.placed if levels.value(tm.placed[t]))
         part_order = [t for t in order if t in tm.placed]
-        _, part_proven = lottery_level(levels, tm.placed, part_order, quota)
+        # quota in people: max-people solutions may differ in their number of teams
+        _, part_proven = lottery_level(levels, tm.placed, part_order, int(total.value), weights=sizes)
         proven = proven and part_proven
         load = _load_terms(levels.model, prep, tm.opened)
         if load is not None:

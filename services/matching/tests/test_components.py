@@ -258,3 +258,24 @@ def test_teams_components_share_one_max_load_ratio() -> None:
     assert result.stats.placed_count == 3 and result.stats.status == "OPTIMAL"
     assert result.stats.max_load_ratio == 1.0
     assert sorted(v for k, v in result.stats.load.items() if k.startswith("JM")) == [1, 1]
+
+
+def test_the_team_lottery_counts_people_not_teams() -> None:
+    """Team A (4 people) needs mentors M1 and M2; B (2) needs M1 and M3; C (2) needs M2 and M4: {A} and
+    {B, C} both place 4 people. The lottery decides between them, and every later level still has a
+    solution (the walk used to fix the number of *teams* of level 1's solution, which made the model
+    infeasible after it whenever the lottery chose the other one)."""
+    langs = {"M1": ["x", "b"], "M2": ["x", "c"], "M3": ["b"], "M4": ["c"]}
+    people = [mentor(m, capacity=1, languages=spoken) for m, spoken in langs.items()]
+    for team, lang, size in (("A", "x", 4), ("B", "b", 2), ("C", "c", 2)):
+        people += [person(f"{team.lower()}{i}", languages=[lang], team_id=team) for i in range(size)]
+    inp = pool(people, form=Form.TEAM, mentors_per_group=2, group_members_min=1)
+    firsts = set()
+    for seed in range(8):
+        result = solve(inp, seed)
+        first = min("ABC", key=lambda t: lottery_key(seed, f"team:{t}"))
+        firsts.add(first == "A")
+        assert placed_teams(result, inp) == (frozenset("A") if first == "A" else frozenset("BC"))
+        assert result.stats.status == "OPTIMAL", result.stats.notes
+        assert set(result.stats.levels) == {"placed", "max_load_ratio", "spread", "fit"}
+    assert firsts == {True, False}, "both outcomes of the draw are exercised"
