@@ -279,3 +279,45 @@ def test_the_team_lottery_counts_people_not_teams() -> None:
         assert result.stats.status == "OPTIMAL", result.stats.notes
         assert set(result.stats.levels) == {"placed", "max_load_ratio", "spread", "fit"}
     assert firsts == {True, False}, "both outcomes of the draw are exercised"
+
+
+@st.composite
+def two_team_communities(draw: st.DrawFn) -> tuple[MatchingInput, int]:
+    """English and Japanese teams and mentors (a mentor serves only its own community's teams): mentor
+    capacities 1-2 and levels 3-6 against member levels 1-4 make the choices scarce."""
+    people: list[ParticipantProfile] = []
+    for lang, tag in (("en", "E"), ("ja", "J")):
+        for i in range(draw(st.integers(1, 3))):
+            people.append(
+                mentor(
+                    f"{tag}M{i}",
+                    capacity=draw(st.integers(1, 2)),
+                    languages=[lang],
+                    level=draw(st.integers(3, 6)),
+                    department=f"{tag}D{i}",
+                    skills_offered=draw(st.lists(st.sampled_from(["a", "b", "c"]), max_size=2, unique=True)),
+                )
+            )
+        for t in range(draw(st.integers(1, 3))):
+            for i in range(draw(st.integers(1, 3))):
+                sought = draw(st.lists(st.sampled_from(["a", "b", "c"]), max_size=2, unique=True))
+                level = draw(st.integers(1, 4))
+                people.append(
+                    person(f"{tag}T{t}m{i}", languages=[lang], team_id=f"{tag}T{t}", skills_sought=sought, level=level)
+                )
+    per_team = draw(st.integers(1, 2))
+    return pool(people, form=Form.TEAM, mentors_per_group=per_team, group_members_min=1), draw(st.integers(0, 9999))
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(two_team_communities())
+def test_random_team_communities_solved_apart_equal_the_brute_force_optimum(case: tuple[MatchingInput, int]) -> None:
+    inp, seed = case
+    whole = solve(inp, seed)
+    alone = [solve(_team_only(inp, lang), seed) for lang in ("en", "ja")]
+    assert placed_ids(whole) == placed_ids(alone[0]) | placed_ids(alone[1])
+    teams, ratio, fit = brute_force_teams(inp, seed)
+    assert placed_teams(whole, inp) == teams
+    assert whole.stats.max_load_ratio == ratio
+    assert whole.stats.total_fit == fit
+    assert whole.stats.status == "OPTIMAL", whole.stats.notes
