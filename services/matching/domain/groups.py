@@ -798,16 +798,9 @@ def _facilitated(prep: Prepared, progress: Progress, time_limit: float) -> Match
     if len(parts) <= 1:
         parts = [seekers]
     built = [build(part) for part in parts]
-    deadline = time.perf_counter() + time_limit * WALL_GUARD_FACTOR + 10.0
-    weight = sum(len(part) for part in parts)
-    runs: list[Levels] = []
-    for n, (part, fm) in enumerate(zip(parts, built, strict=True)):
-        share = len(part) / weight if len(parts) > 1 else 1.0
-        part_limit = max(time_limit * share, min(time_limit, 0.2)) if len(parts) > 1 else time_limit
-        report = progress if len(parts) == 1 else _part_progress(progress, n, len(parts))
-        levels = Levels(fm.model, prep.seed, part_limit, report, deadline=deadline)
+    runs = _component_runs(prep, progress, time_limit, [len(part) for part in parts], [fm.model for fm in built])
+    for levels, fm in zip(runs, built, strict=True):
         levels.hint(fm.hint)
-        runs.append(levels)
     totals = []
     proven = True
     tops: list[tuple[Levels, cp_model.IntVar, cp_model.LinearExprT, bool]] = []
@@ -856,6 +849,119 @@ def _facilitated(prep: Prepared, progress: Progress, time_limit: float) -> Match
     return finish(chosen_groups, combined, placed_bound=bound, proven_lottery=proven, exact=exact)
 
 
+MIN_PART_SHARE = 0.05
+"""Peer groups and teams: components smaller than this share of the people are solved together, in
+bundles of at least this share, so a pool of many tiny components stays a few models whose budgets
+add up to the configured limit (solving independent components in one model is exact too)."""
+PART_FLOOR_S = 0.2
+"""The least deterministic budget of one component's model (a share of the limit, never below this)."""
+
+
+def _part_limit(size: int, weight: int, parts: int, time_limit: float) -> float:
+    """One component's budget: its share of the people, at least PART_FLOOR_S (never above the limit)."""
+    if parts <= 1:
+        return time_limit
+    return max(time_limit * size / weight, min(time_limit, PART_FLOOR_S))
+
+
+def _bundle(parts: list[list[str]], weight: Callable[[str], int] = lambda _: 1) -> list[list[str]]:
+    """Components in canonical order; the small ones (below MIN_PART_SHARE of the people) merged in that
+    order into bundles of at least that share. Deterministic: depends on the components only."""
+    size = {id(part): sum(weight(x) for x in part) for part in parts}
+    least = math.ceil(sum(size.values()) * MIN_PART_SHARE)
+    out: list[list[str]] = []
+    small: list[str] = []
+    small_size = 0
+    for part in parts:
+        if size[id(part)] >= least:
+            out.append(part)
+            continue
+        small += part
+        small_size += size[id(part)]
+        if small_size >= least:
+            out.append(small)
+            small, small_size = [], 0
+    if small:
+        out.append(small)
+    return sorted(out, key=lambda part: part[0])
+
+
+def _component_runs(
+    prep: Prepared, progress: Progress, time_limit: float, sizes: list[int], models: list[cp_model.CpModel]
+) -> list[Levels]:
+    """One ``Levels`` per component's model: a budget share by size, one wall-clock guard for the run."""
+    deadline = time.perf_counter() + time_limit * WALL_GUARD_FACTOR + 10.0
+    weight = max(1, sum(sizes))
+    runs = []
+    for n, (size, model) in enumerate(zip(sizes, models, strict=True)):
+        report = progress if len(models) == 1 else _part_progress(progress, n, len(models))
+        limit = _part_limit(size, weight, len(models), time_limit)
+        runs.append(Levels(model, prep.seed, limit, report, deadline=deadline))
+    return runs
+
+
+def _connected(nodes: list[str], neighbours: Callable[[str], list[str]]) -> list[list[str]]:
+    """Connected components of a graph over ``nodes`` (each in ``nodes`` order), in order of their first node."""
+    seen: set[str] = set()
+    index = {pid: i for i, pid in enumerate(nodes)}
+    out = []
+    for start in nodes:
+        if start in seen:
+            continue
+        seen.add(start)
+        stack, part = [start], []
+        while stack:
+            a = stack.pop()
+            part.append(a)
+            for b in neighbours(a):
+                if b in index and b not in seen:
+                    seen.add(b)
+                    stack.append(b)
+        out.append(sorted(part, key=index.__getitem__))
+    return out
+
+
+@dataclass
+class _PeerModel:
+    model: cp_model.CpModel
+    x: dict[tuple[str, int], cp_model.IntVar]
+    placed: dict[str, cp_model.IntVar]
+    in_group: dict[int, list[str]]
+    fit_terms: Sequence[cp_model.LinearExprT]
+    hint: dict[cp_model.IntVar, int]
+    dense: bool
+    has_pairs: bool
+    allowed: dict[str, list[int]]
+    """The groups each peer may join (empty: no place to go, e.g. no greedy group near it when pruned)."""
+
+
+def _peer_components(
+    peers: list[str], active: list[str], compat: BoolArray, locks: list[tuple[str, str]], row_of: dict[str, int]
+) -> list[list[str]]:
+    """Peers split into independent components, then bundled (``_bundle``). Two peers may share a
+    group only if they are compatible (every rule holds for every pair of a peer group), so peers with
+    no path of compatible pairs never meet: no variable or constraint links two components, placed and
+    fit are sums over them, and each lottery decision depends on its own component only. Locked peers
+    are joined (a lock with a peer who cannot be placed keeps the other out). Peers with no place to go
+    and no lock belong to none."""
+    wanted = set(active) | {p for pair in locks for p in pair}
+    nodes = [pid for pid in peers if pid in wanted]
+    is_active = set(active)
+    mask = np.zeros(len(peers), dtype=bool)
+    mask[[row_of[p] for p in active]] = True
+    linked = (compat | compat.T) & mask  # the rules are symmetric; this makes sure
+    locked: dict[str, list[str]] = defaultdict(list)
+    for a, b in locks:
+        locked[a].append(b)
+        locked[b].append(a)
+
+    def neighbours(pid: str) -> list[str]:
+        near = [peers[int(j)] for j in np.flatnonzero(linked[row_of[pid]])] if pid in is_active else []
+        return near + locked.get(pid, [])
+
+    return _bundle(_connected(nodes, neighbours))
+
+
 def _peer_groups(prep: Prepared, progress: Progress, time_limit: float, greedy_only: bool = False) -> MatchingResult:
     started = time.perf_counter()
     pol = prep.policy
@@ -893,7 +999,7 @@ def _peer_groups(prep: Prepared, progress: Progress, time_limit: float, greedy_o
     greedy = greedy_peers(prep, peers, compat, fitm)
     notes: list[str] = []
 
-    def finish(chosen_groups: list[list[str]], levels: Levels | None, **kw: object) -> MatchingResult:
+    def finish(chosen_groups: list[list[str]], levels: Levels | CombinedLevels | None, **kw: object) -> MatchingResult:
         groups = [make_group(prep, [], members) for members in chosen_groups]
         placed_ids = {pid for members in chosen_groups for pid in members}
         gone = []
@@ -922,77 +1028,91 @@ def _peer_groups(prep: Prepared, progress: Progress, time_limit: float, greedy_o
 
     if greedy_only:
         return finish(greedy, None, placed_bound=len(active), fallback=True, baseline=True)
-    dense = n * max(1, n // pol.group_members_min) <= PEER_DENSE_LIMIT
-    allowed: dict[str, list[int]] = {}
-    if dense:
-        n_groups = max(len(greedy), n // pol.group_members_min)
-        allowed = {pid: list(range(n_groups)) if pid in set(active) else [] for pid in peers}
-    else:  # each peer may join its greedy group or the greedy groups of its best compatible partners
-        n_groups = len(greedy)
-        home = {pid: g for g, members in enumerate(greedy) for pid in members}
-        for pid in peers:
-            r = row_of[pid]
-            partners = np.flatnonzero(compat[r])
-            partners = partners[np.argsort(-fitm[r, partners], kind="stable")]
-            groups_ok = {home[pid]} if pid in home else set()
-            for q in partners:
-                if len(groups_ok) > PEER_PARTNERS:
-                    break
-                if peers[int(q)] in home:
-                    groups_ok.add(home[peers[int(q)]])
-            allowed[pid] = sorted(groups_ok) if pid not in reasons else []
-    model = cp_model.CpModel()
-    x = {(pid, g): model.new_bool_var(f"x_{pid}_{g}") for pid in peers for g in allowed[pid]}
-    in_group: dict[int, list[str]] = defaultdict(list)
-    for pid, g in x:
-        in_group[g].append(pid)
-    y = [model.new_bool_var(f"open_{g}") for g in range(n_groups)]
-    placed = {pid: model.new_bool_var(f"placed_{pid}") for pid in peers}
-    if dense:
-        for g in range(n_groups - 1):
-            model.add(y[g] >= y[g + 1])
-    for pid in peers:
-        model.add(sum(x[(pid, g)] for g in allowed[pid]) == placed[pid])
-    for g in range(n_groups):
-        ids = in_group[g]
-        member_vars = [x[(pid, g)] for pid in ids]
-        model.add(sum(member_vars) >= pol.group_members_min * y[g])
-        model.add(sum(member_vars) <= pol.group_members_max * y[g])
-        for pid in ids:
-            model.add_implication(x[(pid, g)], y[g])
-        if not ids:
-            continue
-        if pol.require_shared_language:
-            languages = sorted({lang for pid in ids for lang in prep.by_id[pid].languages})
-            speaks = {lang: model.new_bool_var(f"lang_{g}_{lang}") for lang in languages}
-            model.add(sum(speaks.values()) <= 1)
-            for pid in ids:
-                spoken = [speaks[lang] for lang in prep.by_id[pid].languages]
-                model.add(sum(spoken) >= 1).only_enforce_if(x[(pid, g)])
-        for attr, width in (("tz", pol.max_timezone_distance_hours), ("level", pol.max_peer_level_spread)):
-            if width is None or (attr == "level" and pol.seniority_rule is not SeniorityRule.PEERS_WITHIN):
-                continue
-            values = {
-                pid: (prep.by_id[pid].utc_offset_minutes if attr == "tz" else prep.by_id[pid].level) for pid in ids
-            }
-            span = int(width * 60) if attr == "tz" else int(width)
-            low = model.new_int_var(min(values.values()) - span, max(values.values()), f"{attr}_low_{g}")
-            for pid, v in values.items():
-                model.add(low <= v).only_enforce_if(x[(pid, g)])
-                model.add(low + span >= v).only_enforce_if(x[(pid, g)])
-        if pol.max_same_department is not None:
-            by_dept: dict[str, list[cp_model.IntVar]] = defaultdict(list)
-            for pid in ids:
-                by_dept[prep.by_id[pid].department].append(x[(pid, g)])
-            for vs in by_dept.values():
-                if len(vs) > pol.max_same_department:
-                    model.add(sum(vs) <= pol.max_same_department)
-    for a, b in _apart_pairs(prep, peers):
-        for g in set(allowed[a]) & set(allowed[b]):
-            model.add_bool_or([~x[(a, g)], ~x[(b, g)]])
+    lock_pairs: list[tuple[str, str]] = []
     for a, b in prep.locked:
-        if a in placed and b in placed:  # together in one group, or neither placed
-            for g in set(allowed[a]) | set(allowed[b]):
+        if a in row_of and b in row_of:
+            lock_pairs.append((a, b))
+            prep.locks_applied += 1
+        else:
+            prep.notes.append(f"lock {a}/{b} not applied: both must be peers in the pool")
+
+    def build(part: list[str]) -> _PeerModel:
+        """The CP-SAT model of one component: its own numbered groups, the same rules."""
+        size = len(part)
+        in_part = set(part)
+        part_greedy = [members for members in greedy if members[0] in in_part]
+        dense = size * max(1, size // pol.group_members_min) <= PEER_DENSE_LIMIT
+        allowed: dict[str, list[int]] = {}
+        if dense:
+            n_groups = max(len(part_greedy), size // pol.group_members_min)
+            allowed = {pid: list(range(n_groups)) if pid not in reasons else [] for pid in part}
+        else:  # each peer may join its greedy group or the greedy groups of its best compatible partners
+            n_groups = len(part_greedy)
+            local = {pid: g for g, members in enumerate(part_greedy) for pid in members}
+            for pid in part:
+                r = row_of[pid]
+                partners = np.flatnonzero(compat[r])
+                partners = partners[np.argsort(-fitm[r, partners], kind="stable")]
+                groups_ok = {local[pid]} if pid in local else set()
+                for q in partners:
+                    if len(groups_ok) > PEER_PARTNERS:
+                        break
+                    if peers[int(q)] in local:
+                        groups_ok.add(local[peers[int(q)]])
+                allowed[pid] = sorted(groups_ok) if pid not in reasons else []
+        model = cp_model.CpModel()
+        x = {(pid, g): model.new_bool_var(f"x_{pid}_{g}") for pid in part for g in allowed[pid]}
+        in_group: dict[int, list[str]] = defaultdict(list)
+        for pid, g in x:
+            in_group[g].append(pid)
+        y = [model.new_bool_var(f"open_{g}") for g in range(n_groups)]
+        placed = {pid: model.new_bool_var(f"placed_{pid}") for pid in part}
+        if dense:
+            for g in range(n_groups - 1):
+                model.add(y[g] >= y[g + 1])
+        for pid in part:
+            model.add(sum(x[(pid, g)] for g in allowed[pid]) == placed[pid])
+        for g in range(n_groups):
+            ids = in_group[g]
+            member_vars = [x[(pid, g)] for pid in ids]
+            model.add(sum(member_vars) >= pol.group_members_min * y[g])
+            model.add(sum(member_vars) <= pol.group_members_max * y[g])
+            for pid in ids:
+                model.add_implication(x[(pid, g)], y[g])
+            if not ids:
+                continue
+            if pol.require_shared_language:
+                languages = sorted({lang for pid in ids for lang in prep.by_id[pid].languages})
+                speaks = {lang: model.new_bool_var(f"lang_{g}_{lang}") for lang in languages}
+                model.add(sum(speaks.values()) <= 1)
+                for pid in ids:
+                    spoken = [speaks[lang] for lang in prep.by_id[pid].languages]
+                    model.add(sum(spoken) >= 1).only_enforce_if(x[(pid, g)])
+            for attr, width in (("tz", pol.max_timezone_distance_hours), ("level", pol.max_peer_level_spread)):
+                if width is None or (attr == "level" and pol.seniority_rule is not SeniorityRule.PEERS_WITHIN):
+                    continue
+                values = {
+                    pid: (prep.by_id[pid].utc_offset_minutes if attr == "tz" else prep.by_id[pid].level) for pid in ids
+                }
+                span = int(width * 60) if attr == "tz" else int(width)
+                low = model.new_int_var(min(values.values()) - span, max(values.values()), f"{attr}_low_{g}")
+                for pid, v in values.items():
+                    model.add(low <= v).only_enforce_if(x[(pid, g)])
+                    model.add(low + span >= v).only_enforce_if(x[(pid, g)])
+            if pol.max_same_department is not None:
+                by_dept: dict[str, list[cp_model.IntVar]] = defaultdict(list)
+                for pid in ids:
+                    by_dept[prep.by_id[pid].department].append(x[(pid, g)])
+                for vs in by_dept.values():
+                    if len(vs) > pol.max_same_department:
+                        model.add(sum(vs) <= pol.max_same_department)
+        for a, b in _apart_pairs(prep, part):
+            for g in set(allowed[a]) & set(allowed[b]):
+                model.add_bool_or([~x[(a, g)], ~x[(b, g)]])
+        for a, b in lock_pairs:
+            if a not in in_part:
+                continue  # another component's lock (both ends are always in one component)
+            for g in set(allowed[a]) | set(allowed[b]):  # together in one group, or neither placed
                 va, vb = x.get((a, g)), x.get((b, g))
                 if va is not None and vb is not None:
                     model.add(va == vb)
@@ -1001,66 +1121,107 @@ def _peer_groups(prep: Prepared, progress: Progress, time_limit: float, greedy_o
                     if only is not None:
                         model.add(only == 0)
             model.add(placed[a] == placed[b])
-            prep.locks_applied += 1
-        else:
-            prep.notes.append(f"lock {a}/{b} not applied: both must be peers in the pool")
-    # fit between peers: pair variables for each peer's best few compatible partners
-    fit_terms = []
-    pair_vars: dict[tuple[str, str, int], cp_model.IntVar] = {}
-    pair_set: dict[tuple[str, str], int] = {}
-    for r in range(n):
-        options = np.flatnonzero(compat[r] & (fitm[r] > 0))
-        for j in options[np.argsort(-fitm[r, options], kind="stable")][:TOP_PARTNERS]:
-            a, b = sorted((peers[r], peers[int(j)]))
-            pair_set[(a, b)] = int(fitm[r, int(j)])
-    for (a, b), f in sorted(pair_set.items()):
-        for g in sorted(set(allowed[a]) & set(allowed[b])):
-            both = model.new_bool_var(f"pair_{a}_{b}_{g}")
-            model.add_implication(both, x[(a, g)])
-            model.add_implication(both, x[(b, g)])
-            # both == x_a AND x_b exactly: any solution (e.g. the previous level's) carries its true fit
-            model.add_bool_or([~x[(a, g)], ~x[(b, g)], both])
-            fit_terms.append(both * f)
-            pair_vars[(a, b, g)] = both
-    hint: dict[cp_model.IntVar, int] = {v: 0 for v in x.values()}
-    home_of = {pid: g for g, g_members in enumerate(greedy) for pid in g_members}
-    for (a, b, g), both in pair_vars.items():
-        hint[both] = int(home_of.get(a) == g and home_of.get(b) == g)
-    hint.update({v: 0 for v in placed.values()})
-    hint.update({v: 0 for v in y})
-    for g, g_members in enumerate(greedy):
-        hint[y[g]] = 1
-        for pid in g_members:
-            if (pid, g) in x:
-                hint[x[(pid, g)]] = 1
-                hint[placed[pid]] = 1
-    if pair_set:
+        # fit between peers: pair variables for each peer's best few compatible partners (same component)
+        fit_terms = []
+        pair_vars: dict[tuple[str, str, int], cp_model.IntVar] = {}
+        pair_set: dict[tuple[str, str], int] = {}
+        for pid in part:
+            r = row_of[pid]
+            options = np.flatnonzero(compat[r] & (fitm[r] > 0))
+            for j in options[np.argsort(-fitm[r, options], kind="stable")][:TOP_PARTNERS]:
+                a, b = sorted((pid, peers[int(j)]))
+                pair_set[(a, b)] = int(fitm[r, int(j)])
+        for (a, b), f in sorted(pair_set.items()):
+            for g in sorted(set(allowed.get(a, [])) & set(allowed.get(b, []))):
+                both = model.new_bool_var(f"pair_{a}_{b}_{g}")
+                model.add_implication(both, x[(a, g)])
+                model.add_implication(both, x[(b, g)])
+                # both == x_a AND x_b exactly: any solution (e.g. the previous level's) carries its true fit
+                model.add_bool_or([~x[(a, g)], ~x[(b, g)], both])
+                fit_terms.append(both * f)
+                pair_vars[(a, b, g)] = both
+        hint: dict[cp_model.IntVar, int] = {v: 0 for v in x.values()}
+        home_of = {pid: g for g, g_members in enumerate(part_greedy) for pid in g_members}
+        for (a, b, g), both in pair_vars.items():
+            hint[both] = int(home_of.get(a) == g and home_of.get(b) == g)
+        hint.update({v: 0 for v in placed.values()})
+        hint.update({v: 0 for v in y})
+        for g, g_members in enumerate(part_greedy):
+            hint[y[g]] = 1
+            for pid in g_members:
+                if (pid, g) in x:
+                    hint[x[(pid, g)]] = 1
+                    hint[placed[pid]] = 1
+        return _PeerModel(model, x, placed, in_group, fit_terms, hint, dense, bool(pair_set), allowed)
+
+    parts = _peer_components(peers, active, compat, lock_pairs, row_of)
+    built = [build(part) for part in parts]
+    if any(pm.has_pairs for pm in built):
         notes.append(
             "peer-group fit is optimised on each peer's best partners only, so no bound on the reported fit "
             "(every pair of a group) is proven: fit_bound and gap are left empty"
         )
-    if not dense:
+    if not all(pm.dense for pm in built):
         notes.append(f"each peer may join its greedy group or its {PEER_PARTNERS} best partners' (pruned model)")
-
-    levels = Levels(model, prep.seed, time_limit, progress)
-    levels.hint(hint)
-    total = levels.optimise("placed", sum(placed.values()), maximize=True)
-    if not total.found:
-        return finish(greedy, None, placed_bound=len(active), fallback=True)
-    order = sorted((p for p in peers if allowed[p]), key=lambda p: prep.ranks[p])  # people with a place to go
-    _, proven = lottery_level(levels, placed, order, int(total.value))
-    levels.optimise("fit", sum(fit_terms) if fit_terms else 0, maximize=True)
+    runs = _component_runs(prep, progress, time_limit, [len(part) for part in parts], [pm.model for pm in built])
+    totals = []
+    proven = True
+    for levels, pm in zip(runs, built, strict=True):
+        levels.hint(pm.hint)
+        total = levels.optimise("placed", sum(pm.placed.values()), maximize=True)
+        if not total.found:
+            return finish(greedy, None, placed_bound=len(active), fallback=True)
+        totals.append(total)
+        order = sorted((p for p in pm.placed if pm.allowed[p]), key=lambda p: prep.ranks[p])  # with a place to go
+        _, part_proven = lottery_level(levels, pm.placed, order, int(total.value))
+        proven = proven and part_proven
+        levels.optimise("fit", sum(pm.fit_terms) if pm.fit_terms else 0, maximize=True)
     chosen_groups = []
-    for g in range(n_groups):
-        chosen = [pid for pid in in_group[g] if levels.value(x[(pid, g)])]
-        if chosen:
-            chosen_groups.append(chosen)
-    bound = len(active)
-    if dense:
-        bound = min(bound, int(total.value) if total.status == "OPTIMAL" else math.floor(total.bound + 1e-6))
+    bound = 0
+    for levels, pm, total in zip(runs, built, totals, strict=True):
+        for g in sorted(pm.in_group):
+            chosen = [pid for pid in pm.in_group[g] if levels.value(pm.x[(pid, g)])]
+            if chosen:
+                chosen_groups.append(chosen)
+        part_active = sum(1 for pid in pm.placed if pid not in reasons)
+        if pm.dense:
+            solver_bound = int(total.value) if total.status == "OPTIMAL" else math.floor(total.bound + 1e-6)
+            part_active = min(part_active, solver_bound)
+        bound += part_active
+    combined: Levels | CombinedLevels = runs[0] if len(runs) == 1 else CombinedLevels(runs)
+    if len(runs) > 1:
+        notes.append(f"solved as {len(runs)} models over independent components of the compatibility graph (exact)")
+    exact = all(pm.dense for pm in built)
     return finish(
-        chosen_groups, levels, placed_bound=bound, proven_lottery=proven, exact=dense, fit_is_model_objective=False
+        chosen_groups, combined, placed_bound=bound, proven_lottery=proven, exact=exact, fit_is_model_objective=False
     )
+
+
+@dataclass
+class _TeamModel:
+    model: cp_model.CpModel
+    placed: dict[str, cp_model.IntVar]
+    z: dict[tuple[str, int], cp_model.IntVar]
+    opened: dict[str, list[cp_model.IntVar]]
+    fit_terms: Sequence[cp_model.LinearExprT]
+    hint: dict[cp_model.IntVar, int]
+
+
+def _team_components(teams: list[str], eligible: dict[str, BoolArray], sizes: dict[str, int]) -> list[list[str]]:
+    """Teams split into independent components, then bundled (``_bundle``): two teams are linked when
+    they share an eligible mentor with room. A team's variables are its own mentors' assignments; a
+    mentor's capacity, load slots and reporting-line exclusions (with another mentor of the same team)
+    and a lock (a mentor eligible for the team) stay inside one component, so no variable or constraint
+    links two of them."""
+    by_mentor: dict[int, list[str]] = defaultdict(list)
+    for team in teams:
+        for k in map(int, np.flatnonzero(eligible[team])):
+            by_mentor[k].append(team)
+
+    def neighbours(team: str) -> list[str]:
+        return [t for k in map(int, np.flatnonzero(eligible[team])) for t in by_mentor[k]]
+
+    return _bundle(_connected(teams, neighbours), weight=sizes.__getitem__)
 
 
 def _teams(prep: Prepared, progress: Progress, time_limit: float) -> MatchingResult:
@@ -1080,10 +1241,6 @@ def _teams(prep: Prepared, progress: Progress, time_limit: float) -> MatchingRes
             gone.append(unplaced(p.participant_id, UnmatchedReason.OTHER, "team mentoring needs a team_id"))
         else:
             teams[p.team_id].append(i)
-    model = cp_model.CpModel()
-    placed: dict[str, cp_model.IntVar] = {}
-    z: dict[tuple[str, int], cp_model.IntVar] = {}
-    fit_terms = []
     sizes: dict[str, int] = {}
     members_of: dict[str, list[str]] = {}
     team_of: dict[str, str] = {}
@@ -1141,18 +1298,44 @@ def _teams(prep: Prepared, progress: Progress, time_limit: float) -> MatchingRes
         sizes[team] = len(rows)
         eligible_of[team] = with_room
         fit_of[team] = fit
-        placed[team] = model.new_bool_var(f"placed_{team}")
-        options = []
-        for k in map(int, np.flatnonzero(with_room)):
-            var = model.new_bool_var(f"z_{team}_{k}")
-            z[(team, k)] = var
-            options.append(var)
-            fit_terms.append(var * int(fit[k]))
-        model.add(sum(options) == pol.mentors_per_group * placed[team])
-    opened: dict[str, list[cp_model.IntVar]] = {}
-    for pos, mentor in enumerate(mentor_ids):
-        mine = [v for (_team, kk), v in z.items() if kk == pos]
-        if mine:
+    lock_of: dict[str, int] = {}  # team -> a mentor locked to one of its members
+    locks: list[tuple[str, int]] = []
+    for a, b in prep.locked:
+        if (a in mpos) != (b in mpos):  # a mentor and a team member: that mentor mentors the team
+            mentor, member = (a, b) if a in mpos else (b, a)
+            team = team_of.get(member, "")
+            if team in eligible_of and eligible_of[team][mpos[mentor]]:
+                locks.append((team, mpos[mentor]))
+                lock_of[team] = mpos[mentor]
+                prep.locks_applied += 1
+                continue
+        prep.notes.append(f"lock {a}/{b} not applied: teams are locked through a mentor and a team member")
+    order = sorted(sizes, key=lambda t: lottery_key(prep.seed, f"team:{t}"))
+    greedy = greedy_teams(prep, order, eligible_of, fit_of, free)
+    mentor_apart = [(mpos[a], mpos[b]) for a, b in _apart_pairs(prep, mentor_ids)]
+
+    def build(part: list[str]) -> _TeamModel:
+        """The CP-SAT model of one component: its teams and their eligible mentors with room."""
+        model = cp_model.CpModel()
+        placed: dict[str, cp_model.IntVar] = {}
+        z: dict[tuple[str, int], cp_model.IntVar] = {}
+        fit_terms = []
+        for team in part:
+            placed[team] = model.new_bool_var(f"placed_{team}")
+            options = []
+            for k in map(int, np.flatnonzero(eligible_of[team])):
+                var = model.new_bool_var(f"z_{team}_{k}")
+                z[(team, k)] = var
+                options.append(var)
+                fit_terms.append(var * int(fit_of[team][k]))
+            model.add(sum(options) == pol.mentors_per_group * placed[team])
+        by_mentor: dict[int, list[cp_model.IntVar]] = defaultdict(list)
+        for (_team, k), v in z.items():
+            by_mentor[k].append(v)
+        opened: dict[str, list[cp_model.IntVar]] = {}
+        for pos in sorted(by_mentor):
+            mine = by_mentor[pos]
+            mentor = mentor_ids[pos]
             model.add(sum(mine) <= prep.free(mentor))
             # slots in order for the spread level: slot s is open when at least s+1 teams are taken
             count = min(len(mine), prep.free(mentor))
@@ -1161,33 +1344,25 @@ def _teams(prep: Prepared, progress: Progress, time_limit: float) -> MatchingRes
                 model.add(ys[s] >= ys[s + 1])
             model.add(sum(ys) == sum(mine))
             opened[mentor] = ys
-    for a, b in _apart_pairs(prep, mentor_ids):
-        ka, kb = mpos[a], mpos[b]
-        for team in placed:
-            if (team, ka) in z and (team, kb) in z:
-                model.add_bool_or([~z[(team, ka)], ~z[(team, kb)]])
-    for a, b in prep.locked:
-        if (a in mpos) != (b in mpos):  # a mentor and a team member: that mentor mentors the team
-            mentor, member = (a, b) if a in mpos else (b, a)
-            lock_var = z.get((team_of.get(member, ""), mpos[mentor]))
-            if lock_var is not None:
-                model.add(lock_var == 1)
-                prep.locks_applied += 1
-                continue
-        prep.notes.append(f"lock {a}/{b} not applied: teams are locked through a mentor and a team member")
-    order = sorted(placed, key=lambda t: lottery_key(prep.seed, f"team:{t}"))
-    greedy = greedy_teams(prep, order, eligible_of, fit_of, free)
-    hint: dict[cp_model.IntVar, int] = {v: 0 for v in z.values()}
-    for team, var in placed.items():
-        hint[var] = int(team in greedy)
-        for k in greedy.get(team, []):
-            hint[z[(team, k)]] = 1
+        for ka, kb in mentor_apart:
+            for team in part:
+                if (team, ka) in z and (team, kb) in z:
+                    model.add_bool_or([~z[(team, ka)], ~z[(team, kb)]])
+        for team, k in locks:
+            if team in placed:
+                model.add(z[(team, k)] == 1)
+        hint: dict[cp_model.IntVar, int] = {v: 0 for v in z.values()}
+        for team, var in placed.items():
+            hint[var] = int(team in greedy)
+            for k in greedy.get(team, []):
+                hint[z[(team, k)]] = 1
+        return _TeamModel(model, placed, z, opened, fit_terms, hint)
 
-    def finish(chosen: dict[str, list[str]], levels: Levels | None, **kw: object) -> MatchingResult:
+    def finish(chosen: dict[str, list[str]], levels: Levels | CombinedLevels | None, **kw: object) -> MatchingResult:
         groups = [make_group(prep, chosen[team], members_of[team]) for team in sorted(chosen)]
         done = {u.participant_id for u in gone}
         lost_all = list(gone)
-        for team in sorted(placed):
+        for team in sorted(sizes):
             if team in chosen:
                 continue
             key = lottery_key(prep.seed, f"team:{team}")
@@ -1212,24 +1387,51 @@ def _teams(prep: Prepared, progress: Progress, time_limit: float) -> MatchingRes
             lost_all += [unplaced(pid, code, text) for pid in members_of[team] if pid not in done]
         return _result(prep, _Outcome(groups, lost_all, levels, **kw), started)  # type: ignore[arg-type]
 
-    levels = Levels(model, prep.seed, time_limit, progress)
-    levels.hint(hint)
-    total = levels.optimise("placed", sum(placed[t] * sizes[t] for t in placed), maximize=True)
-    if not total.found:
-        spec = {team: [mentor_ids[k] for k in ks] for team, ks in greedy.items()}
-        return finish(spec, None, placed_bound=sum(sizes.values()), fallback=True)
-    quota = sum(1 for t in placed if levels.value(placed[t]))
-    _, proven = lottery_level(levels, placed, order, quota)
-    _load_levels(levels, prep, opened)
-    levels.optimise("fit", sum(fit_terms) if fit_terms else 0, maximize=True)
-    _settle_ratio(levels, prep, opened)
-    chosen = {
-        team: [mentor_ids[k] for (t, k), v in z.items() if t == team and levels.value(v)]
-        for team, var in placed.items()
-        if levels.value(var)
-    }
-    bound = int(total.value) if total.status == "OPTIMAL" else math.floor(total.bound + 1e-6)
-    return finish(chosen, levels, placed_bound=bound, proven_lottery=proven)
+    parts = _team_components(sorted(sizes), eligible_of, sizes)
+    if not parts:
+        parts = [[]]
+    built = [build(part) for part in parts]
+    runs = _component_runs(
+        prep, progress, time_limit, [sum(sizes[t] for t in part) for part in parts], [tm.model for tm in built]
+    )
+    totals = []
+    proven = True
+    tops: list[tuple[Levels, cp_model.IntVar, cp_model.LinearExprT, bool]] = []
+    for levels, tm in zip(runs, built, strict=True):  # placed, lottery, max load ratio: per component
+        levels.hint(tm.hint)
+        total = levels.optimise("placed", sum(tm.placed[t] * sizes[t] for t in tm.placed), maximize=True)
+        if not total.found:
+            spec = {team: [mentor_ids[k] for k in ks] for team, ks in greedy.items()}
+            return finish(spec, None, placed_bound=sum(sizes.values()), fallback=True)
+        totals.append(total)
+        part_order = [t for t in order if t in tm.placed]
+        # quota in people: max-people solutions may differ in their number of teams
+        _, part_proven = lottery_level(levels, tm.placed, part_order, int(total.value), weights=sizes)
+        proven = proven and part_proven
+        load = _load_terms(levels.model, prep, tm.opened)
+        if load is not None:
+            top, spread = load
+            found = levels.optimise("max_load_ratio", top, maximize=False, keep=False).found
+            tops.append((levels, top, spread, found))
+    # one maximum load ratio across components (each found its least): each may use up to it when spreading
+    ratio = max((int(levels.outcomes[-1].value) for levels, _, _, found in tops if found), default=0)
+    for levels, top, spread, found in tops:
+        if found:
+            levels.model.add(top <= ratio)
+        levels.optimise("spread", spread, maximize=False)
+    chosen: dict[str, list[str]] = {}
+    for levels, tm in zip(runs, built, strict=True):
+        levels.optimise("fit", sum(tm.fit_terms) if tm.fit_terms else 0, maximize=True)
+        _settle_ratio(levels, prep, tm.opened)
+        for team, var in tm.placed.items():
+            if levels.value(var):
+                chosen[team] = [mentor_ids[k] for (t, k), v in tm.z.items() if t == team and levels.value(v)]
+    bound = sum(int(t.value) if t.status == "OPTIMAL" else math.floor(t.bound + 1e-6) for t in totals)
+    combined: Levels | CombinedLevels = runs[0] if len(runs) == 1 else CombinedLevels(runs)
+    notes = []
+    if len(runs) > 1:
+        notes.append(f"solved as {len(runs)} models over independent components (teams sharing no mentor; exact)")
+    return finish(chosen, combined, placed_bound=bound, proven_lottery=proven, notes=notes)
 
 
 def greedy_peer_groups(prep: Prepared) -> MatchingResult:

@@ -215,7 +215,11 @@ class CombinedLevels:
 
 
 def lottery_level(
-    levels: Levels, placed: Mapping[str, cp_model.IntVar], order: list[str], quota: int
+    levels: Levels,
+    placed: Mapping[str, cp_model.IntVar],
+    order: list[str],
+    quota: int,
+    weights: Mapping[str, int] | None = None,
 ) -> tuple[list[str], bool]:
     """Among placements of the fixed size, the one that follows the lottery exactly.
 
@@ -232,10 +236,16 @@ def lottery_level(
     spends at most the lottery's share of the configured limit (deterministic time); if that runs
     out, the decisions made so far stand and the rest of the placement is the solver's (reported as
     unproven). Returns who is placed and whether every decision was proven.
+
+    ``weights`` (teams: their sizes) count each decision in people: ``quota`` is then the number of
+    people level 1 placed, not the number of teams its solution happened to have (two teams of 2 and
+    one of 4 place as many people).
     """
     taken: list[str] = []
     out: list[str] = []
     proven = True
+    weight = weights or {}
+    count = 0  # people (or entries) taken so far
     total = levels.budget(SHARES["lottery"])
     per_check = min(5.0, levels.budget(LOTTERY_CHECK_SHARE))
     spent_before = levels.deterministic_used
@@ -244,17 +254,18 @@ def lottery_level(
         return total - (levels.deterministic_used - spent_before)
 
     position = 0
-    while len(taken) < quota and position < len(order):
+    while count < quota and position < len(order):
         witness = levels.values
         while (
             witness is not None
             and position < len(order)
-            and len(taken) < quota
+            and count < quota
             and witness[placed[order[position]].index] == 1
         ):
             taken.append(order[position])
+            count += weight.get(order[position], 1)
             position += 1
-        if len(taken) >= quota or position >= len(order):
+        if count >= quota or position >= len(order):
             break
         if left() <= 0.01:
             proven = False
@@ -267,6 +278,7 @@ def lottery_level(
             proven = False
         if answer:
             taken.append(person)
+            count += weight.get(person, 1)
         else:
             out.append(person)
         position += 1
@@ -276,9 +288,9 @@ def lottery_level(
     for p in out:
         levels.model.add(placed[p] == 0)
         levels.fixed[placed[p].index] = 0
-    if len(taken) < quota:
+    if count < quota:
         proven = False
-    levels.model.add(sum(placed.values()) == quota)
+    levels.model.add(sum(v * weight.get(p, 1) for p, v in placed.items()) == quota)
     levels.progress("level lottery done", min(1.0, SHARES["placed"] + SHARES["lottery"]))
     levels._done_share = SHARES["placed"] + SHARES["lottery"]
     return taken, proven
