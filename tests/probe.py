@@ -51,6 +51,14 @@ async def _wait_for_signal() -> None:
     await stop.wait()
 
 
+async def _pause(paused_file: str, where: str, message: str) -> None:
+    """Tell the test where we froze (a file it polls, and a line), then wait to be killed right here."""
+    if paused_file:
+        Path(paused_file).write_text(f"{where}\n")
+    print(message, flush=True)
+    await asyncio.Event().wait()
+
+
 class PausingRelay(OutboxRelay):
     """Freezes between "sent" and "marked" after a given number of batches: the window a crash re-sends."""
 
@@ -61,10 +69,8 @@ class PausingRelay(OutboxRelay):
     async def before_mark(self, sent: int) -> None:
         self.batches += 1
         if self.pause_after and self.batches == self.pause_after:
-            if self.paused_file:
-                Path(self.paused_file).write_text(f"{sent}\n")
-            print(f"relay paused after batch {self.batches} ({sent} rows sent, not marked)", flush=True)
-            await asyncio.Event().wait()  # until killed
+            message = f"relay paused after batch {self.batches} ({sent} rows sent, not marked)"
+            await _pause(self.paused_file, f"{sent}", message)
 
 
 class PausingConsumer(EventConsumer):
@@ -84,10 +90,9 @@ class PausingConsumer(EventConsumer):
         await super().process(record)
         self.processed += 1
         if self.pause_after and self.processed == self.pause_after:
-            if self.paused_file:
-                Path(self.paused_file).write_text(f"{record.topic}:{record.partition}:{record.offset}\n")
-            print(f"consumer paused after {self.processed} events, offset not committed", flush=True)
-            await asyncio.Event().wait()  # until killed
+            where = f"{record.topic}:{record.partition}:{record.offset}"
+            message = f"consumer paused after {self.processed} events, offset not committed"
+            await _pause(self.paused_file, where, message)
 
 
 async def relay(dsn: str, schema: str, bootstrap: str, batch: int) -> None:

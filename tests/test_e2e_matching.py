@@ -32,6 +32,28 @@ class Platform:
         self.enrollment, self.matching, self.admin = enrollment, matching, admin
         self.matching_schema, self.dsn = matching_schema, dsn
 
+    async def enrolled_program(
+        self, name: str, *, org_size: int, org_seed: int, enrol: int, enrol_seed: int
+    ) -> tuple[str, list[dict[str, Any]]]:
+        """An org chart, a one-to-one program and a bulk enrolment through the enrollment API, once
+        matching has built the program's pool from the events: (program id, enrolment rows)."""
+        people = org_chart(org_size, seed=org_seed)
+        r = await self.enrollment.post("/org-chart", json=[x.row() for x in people], headers=self.admin)
+        assert r.status_code == 200, r.text
+        r = await self.enrollment.post(
+            "/programs", json={"name": name, "form": "one_to_one", "starts_on": "2026-01-01"}, headers=self.admin
+        )
+        program_id: str = r.json()["program_id"]
+        rows = enrolments(people, enrol, seed=enrol_seed)
+        r = await self.enrollment.post(f"/programs/{program_id}/enrolments/bulk", json=rows, headers=self.admin)
+        assert r.status_code == 200, r.text
+
+        async def pool_complete() -> bool:
+            return await self.pool_size(program_id) == len(rows)
+
+        await eventually(pool_complete, 60, "matching to build the pool from enrollment events")
+        return program_id, rows
+
     async def pool_size(self, program_id: str) -> int:
         conn = await asyncpg.connect(self.dsn)
         try:
@@ -79,21 +101,7 @@ async def platform(stack: StackEndpoints, scratch_schemas: list[str]) -> AsyncIt
 
 async def test_enrol_then_match_publishes_explained_groups(platform: Platform, stack: StackEndpoints) -> None:
     p = platform
-    people = org_chart(400, seed=5)
-    r = await p.enrollment.post("/org-chart", json=[x.row() for x in people], headers=p.admin)
-    assert r.status_code == 200, r.text
-    r = await p.enrollment.post(
-        "/programs", json={"name": "E2E", "form": "one_to_one", "starts_on": "2026-01-01"}, headers=p.admin
-    )
-    program_id = r.json()["program_id"]
-    rows = enrolments(people, 250, seed=3)
-    r = await p.enrollment.post(f"/programs/{program_id}/enrolments/bulk", json=rows, headers=p.admin)
-    assert r.status_code == 200, r.text
-
-    async def pool_complete() -> bool:
-        return await p.pool_size(program_id) == len(rows)
-
-    await eventually(pool_complete, 60, "matching to build the pool from enrollment events")
+    program_id, rows = await p.enrolled_program("E2E", org_size=400, org_seed=5, enrol=250, enrol_seed=3)
 
     async with TopicTail(stack.kafka_bootstrap, MATCHING.name) as tail:
         r = await p.matching.post(f"/programs/{program_id}/runs", json={"wait": True, "seed": 7}, headers=p.admin)
@@ -158,21 +166,7 @@ async def test_matching_api_errors(platform: Platform) -> None:
 
 async def test_overrides_are_recorded_applied_counted_and_revoked(platform: Platform) -> None:
     p = platform
-    people = org_chart(150, seed=9)
-    r = await p.enrollment.post("/org-chart", json=[x.row() for x in people], headers=p.admin)
-    assert r.status_code == 200, r.text
-    r = await p.enrollment.post(
-        "/programs", json={"name": "Overrides", "form": "one_to_one", "starts_on": "2026-01-01"}, headers=p.admin
-    )
-    program_id = r.json()["program_id"]
-    rows = enrolments(people, 90, seed=4)
-    r = await p.enrollment.post(f"/programs/{program_id}/enrolments/bulk", json=rows, headers=p.admin)
-    assert r.status_code == 200, r.text
-
-    async def pool_complete() -> bool:
-        return await p.pool_size(program_id) == len(rows)
-
-    await eventually(pool_complete, 60, "matching to build the pool from enrollment events")
+    program_id, _ = await p.enrolled_program("Overrides", org_size=150, org_seed=9, enrol=90, enrol_seed=4)
 
     async def dry_run() -> tuple[dict[str, Any], set[tuple[str, str]]]:
         r = await p.matching.post(

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import io
-import logging
 import random
 from collections.abc import AsyncIterator, Awaitable
 from datetime import UTC, datetime
@@ -18,7 +17,6 @@ from conftest import StackEndpoints, eventually, unique
 from contracts.envelope import Envelope
 from contracts.events import ParticipantWithdrawn
 from runtime.db import RUNTIME_SQL, create_pool, migrate
-from runtime.logging import JsonFormatter
 from runtime.metrics import RuntimeMetrics
 from runtime.outbox import OutboxRelay, add_to_outbox, lock_outbox_keys
 
@@ -172,17 +170,6 @@ class _FlakyProducer:
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         done.set_result(None)
         return done
-
-
-@pytest.fixture
-def json_log() -> AsyncIterator[io.StringIO] | Any:
-    stream = io.StringIO()
-    handler = logging.StreamHandler(stream)
-    handler.setFormatter(JsonFormatter("test"))
-    root = logging.getLogger()
-    root.addHandler(handler)
-    yield stream
-    root.removeHandler(handler)
 
 
 async def test_the_relay_survives_broker_and_database_failures_and_logs_no_payload(

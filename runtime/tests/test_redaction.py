@@ -6,7 +6,7 @@ import io
 import json
 import logging
 import logging.config
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -21,7 +21,7 @@ from contracts.events import ParticipantWithdrawn
 from contracts.topics import ENROLLMENT
 from runtime.consumer import EventConsumer
 from runtime.db import create_pool, migrate
-from runtime.logging import JsonFormatter, configure_logging, describe_exception, uvicorn_log_config
+from runtime.logging import configure_logging, describe_exception, uvicorn_log_config
 
 MARKER = "CONFIDENTIAL-NOTE-" + unique("x")
 
@@ -29,17 +29,6 @@ MARKER = "CONFIDENTIAL-NOTE-" + unique("x")
 class _Survey(BaseModel):
     rating: int
     note: str
-
-
-@pytest.fixture
-def json_log() -> Iterator[io.StringIO]:
-    stream = io.StringIO()
-    handler = logging.StreamHandler(stream)
-    handler.setFormatter(JsonFormatter("test"))
-    root = logging.getLogger()
-    root.addHandler(handler)
-    yield stream
-    root.removeHandler(handler)
 
 
 def _validation_error() -> ValidationError:

@@ -70,7 +70,7 @@ MENTOR_LOADS_LOCK = "matching:mentor-loads"
 current loads and the insert of new groups must be serialised globally, not per program."""
 
 
-async def check_capacity(conn: asyncpg.Connection, inp: MatchingInput, result: MatchingResult) -> None:
+async def check_capacity(conn: asyncpg.Connection, result: MatchingResult) -> None:
     """In the publishing transaction, under the global lock: re-read every mentor's active load (all
     programs) and refuse to publish if the new groups would now exceed a capacity."""
     await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", MENTOR_LOADS_LOCK)
@@ -244,7 +244,7 @@ async def _solve_and_publish(
                     if not await repo.still_running(conn, run_id):
                         raise RunAbandoned(f"run {run_id} was marked failed meanwhile; nothing was published")
                     if not request.dry_run:
-                        await check_capacity(conn, inp, result)
+                        await check_capacity(conn, result)
                         await check_members(conn, program.program_id, result)
                     summary = await _summary(conn, inp, result, request)
                     if not request.dry_run:

@@ -182,12 +182,16 @@ async def add_override(
     return value
 
 
+_OVERRIDE_COLUMNS = (
+    "override_id, kind, participant_ids, reason, created_by, created_at, active, revoked_by, revoked_reason, revoked_at"
+)
+"""What an override's audit view shows (listing and revoking return the same shape)."""
+
+
 async def list_overrides(conn: asyncpg.Connection, program_id: str) -> list[dict[str, Any]]:
     """Every override of the program, revoked ones included: the audit trail of interventions."""
     rows = await conn.fetch(
-        "SELECT override_id, kind, participant_ids, reason, created_by, created_at, active,"
-        " revoked_by, revoked_reason, revoked_at FROM overrides WHERE program_id = $1 ORDER BY override_id",
-        program_id,
+        f"SELECT {_OVERRIDE_COLUMNS} FROM overrides WHERE program_id = $1 ORDER BY override_id", program_id
     )
     return [dict(r) for r in rows]
 
@@ -198,9 +202,7 @@ async def revoke_override(
     """Deactivate an active override, recording who and why; None when there is no such active override."""
     row = await conn.fetchrow(
         "UPDATE overrides SET active = false, revoked_by = $4, revoked_reason = $3, revoked_at = now()"
-        " WHERE program_id = $1 AND override_id = $2 AND active"
-        " RETURNING override_id, kind, participant_ids, reason, created_by, created_at, active,"
-        " revoked_by, revoked_reason, revoked_at",
+        f" WHERE program_id = $1 AND override_id = $2 AND active RETURNING {_OVERRIDE_COLUMNS}",
         program_id, override_id, reason, by,
     )  # fmt: skip
     return dict(row) if row else None

@@ -22,7 +22,7 @@ import itertools
 import math
 import time
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -439,6 +439,40 @@ def _lost_lottery(
     )
 
 
+def _spread_under_shared_ratio(tops: list[tuple[Levels, cp_model.IntVar, cp_model.LinearExprT, bool]]) -> None:
+    """Components are solved apart but the maximum load ratio is one figure for the run: the largest of
+    the components' minima (each found by its own load level) caps every component, which then spreads
+    its load under that cap. Exact, since each component's minimum is reachable within the cap."""
+    ratio = max((int(levels.outcomes[-1].value) for levels, _, _, found in tops if found), default=0)
+    for levels, top, spread, found in tops:
+        if found:
+            levels.model.add(top <= ratio)
+        levels.optimise("spread", spread, maximize=False)
+
+
+def _unplaced_seekers(
+    prep: Prepared,
+    seekers: Iterable[str],
+    placed_ids: set[str],
+    reasons: Mapping[str, Unplaced],
+    competes_with: Callable[[str], Callable[[str], bool]],
+    what: str,
+    no_group: Callable[[str], str],
+) -> list[Unplaced]:
+    """Why each seeker left out is out: its own eligibility reason; else the lottery, when placed people
+    drawn ahead competed for its places; else no group of the allowed size could take it."""
+    gone = []
+    for pid in seekers:
+        if pid in placed_ids:
+            continue
+        if pid in reasons:
+            gone.append(reasons[pid])
+            continue
+        lost = _lost_lottery(prep, pid, placed_ids, competes_with(pid), what)
+        gone.append(lost or unplaced(pid, UnmatchedReason.GROUP_SIZE, no_group(pid)))
+    return gone
+
+
 def _co_mentor_candidates(
     prep: Prepared, candidates: dict[str, list[tuple[int, int]]], free: IntArray, mentor_apart: set[tuple[int, int]]
 ) -> dict[int, list[int]]:
@@ -764,31 +798,22 @@ def _facilitated(prep: Prepared, progress: Progress, time_limit: float) -> Match
     ) -> MatchingResult:
         groups = [make_group(prep, ms, members) for ms, members in chosen_groups]
         placed_ids = {pid for _, members in chosen_groups for pid in members}
-        gone = []
-        for pid in seekers:
-            if pid in placed_ids:
-                continue
-            if pid in reasons:
-                gone.append(reasons[pid])
-                continue
-            pid_room = room[pid]
 
-            def shares_a_mentor(p: str, mine: BoolArray = pid_room) -> bool:
-                return p in room and bool((room[p] & mine).any())
+        def shares_a_mentor(pid: str) -> Callable[[str], bool]:
+            mine = room[pid]
+            return lambda p: p in room and bool((room[p] & mine).any())
 
-            lost = _lost_lottery(
-                prep, pid, placed_ids, shares_a_mentor, "placed people who shared an eligible mentor with room"
+        def no_group(pid: str) -> str:
+            return (
+                f"no group of {pol.group_members_min}-{pol.group_members_max} compatible members could be formed "
+                f"with its {int(room[pid].sum())} eligible mentors with room (reporting lines, conflicts, "
+                f"department bound or too few eligible people); nobody drawn ahead took its place"
             )
-            gone.append(
-                lost
-                or unplaced(
-                    pid,
-                    UnmatchedReason.GROUP_SIZE,
-                    f"no group of {pol.group_members_min}-{pol.group_members_max} compatible members could be formed "
-                    f"with its {int(pid_room.sum())} eligible mentors with room (reporting lines, conflicts, "
-                    f"department bound or too few eligible people); nobody drawn ahead took its place",
-                )
-            )
+
+        gone = _unplaced_seekers(
+            prep, seekers, placed_ids, reasons, shares_a_mentor,
+            "placed people who shared an eligible mentor with room", no_group,
+        )  # fmt: skip
         return _result(prep, _Outcome(groups, gone, levels, notes=notes, **kw), started)  # type: ignore[arg-type]
 
     for a, b in prep.locked:
@@ -818,12 +843,7 @@ def _facilitated(prep: Prepared, progress: Progress, time_limit: float) -> Match
             top, spread = load
             found = _min_max_ratio(levels, prep, fm, mentor_ids, top).found
             tops.append((levels, top, spread, found))
-    # one maximum load ratio across components: each may use up to it when spreading its load
-    ratio = max((int(levels.outcomes[-1].value) for levels, _, _, found in tops if found), default=0)
-    for levels, top, spread, found in tops:
-        if found:
-            levels.model.add(top <= ratio)
-        levels.optimise("spread", spread, maximize=False)
+    _spread_under_shared_ratio(tops)
     for levels, fm in zip(runs, built, strict=True):
         start = _fit_start(prep, levels, fm, fit_of, mentor_ids) if not co_count else None
         outcome = levels.optimise("fit", sum(fm.fit_terms), maximize=True)
@@ -1002,28 +1022,20 @@ def _peer_groups(prep: Prepared, progress: Progress, time_limit: float, greedy_o
     def finish(chosen_groups: list[list[str]], levels: Levels | CombinedLevels | None, **kw: object) -> MatchingResult:
         groups = [make_group(prep, [], members) for members in chosen_groups]
         placed_ids = {pid for members in chosen_groups for pid in members}
-        gone = []
-        for pid in peers:
-            if pid in placed_ids:
-                continue
-            if pid in reasons:
-                gone.append(reasons[pid])
-                continue
+
+        def compatible_with(pid: str) -> Callable[[str], bool]:
             r = row_of[pid]
+            return lambda p: bool(compat[r, row_of[p]])
 
-            def compatible(p: str, r: int = r) -> bool:
-                return bool(compat[r, row_of[p]])
-
-            lost = _lost_lottery(prep, pid, placed_ids, compatible, "placed peers compatible with this one")
-            gone.append(
-                lost
-                or unplaced(
-                    pid,
-                    UnmatchedReason.GROUP_SIZE,
-                    f"no group of {pol.group_members_min}-{pol.group_members_max} mutually compatible peers with a "
-                    f"common language could include it ({int(compat[r].sum())} compatible peers)",
-                )
+        def no_group(pid: str) -> str:
+            return (
+                f"no group of {pol.group_members_min}-{pol.group_members_max} mutually compatible peers with a "
+                f"common language could include it ({int(compat[row_of[pid]].sum())} compatible peers)"
             )
+
+        gone = _unplaced_seekers(
+            prep, peers, placed_ids, reasons, compatible_with, "placed peers compatible with this one", no_group
+        )
         return _result(prep, _Outcome(groups, gone, levels, notes=notes, **kw), started)  # type: ignore[arg-type]
 
     if greedy_only:
@@ -1413,12 +1425,7 @@ def _teams(prep: Prepared, progress: Progress, time_limit: float) -> MatchingRes
             top, spread = load
             found = levels.optimise("max_load_ratio", top, maximize=False, keep=False).found
             tops.append((levels, top, spread, found))
-    # one maximum load ratio across components (each found its least): each may use up to it when spreading
-    ratio = max((int(levels.outcomes[-1].value) for levels, _, _, found in tops if found), default=0)
-    for levels, top, spread, found in tops:
-        if found:
-            levels.model.add(top <= ratio)
-        levels.optimise("spread", spread, maximize=False)
+    _spread_under_shared_ratio(tops)
     chosen: dict[str, list[str]] = {}
     for levels, tm in zip(runs, built, strict=True):
         levels.optimise("fit", sum(tm.fit_terms) if tm.fit_terms else 0, maximize=True)

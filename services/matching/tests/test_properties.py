@@ -74,6 +74,23 @@ def brute_force_placed(inp: MatchingInput) -> int:
     return best
 
 
+def as_form(
+    inp: MatchingInput,
+    form: Form,
+    *,
+    participants: list[ParticipantProfile] | None = None,
+    existing_load: dict[str, int] | None = None,
+    **policy: object,
+) -> MatchingInput:
+    """The same random pool matched as another form, with the given policy fields changed."""
+    update: dict[str, object] = {"form": form, "policy": inp.policy.model_copy(update=policy)}
+    if participants is not None:
+        update["participants"] = participants
+    if existing_load is not None:
+        update["existing_load"] = existing_load
+    return inp.model_copy(update=update)
+
+
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(small_pools(), st.integers(0, 10_000))
 def test_pairs_respect_every_rule_and_place_the_brute_force_optimum(inp: MatchingInput, seed: int) -> None:
@@ -89,12 +106,7 @@ def test_pairs_respect_every_rule_and_place_the_brute_force_optimum(inp: Matchin
 @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(small_pools(max_mentors=2, max_mentees=7), st.integers(0, 10_000))
 def test_facilitated_groups_respect_every_rule(inp: MatchingInput, seed: int) -> None:
-    grouped = inp.model_copy(
-        update={
-            "form": Form.FACILITATED_GROUP,
-            "policy": inp.policy.model_copy(update={"group_members_min": 2, "group_members_max": 3}),
-        }
-    )
+    grouped = as_form(inp, Form.FACILITATED_GROUP, group_members_min=2, group_members_max=3)
     result = match(grouped, seed, time_limit_s=5)
     assert validate(grouped, result) == []
 
@@ -203,13 +215,8 @@ def brute_force_lottery_choice(inp: MatchingInput, ranks: dict[str, int]) -> fro
 def test_facilitated_groups_with_one_or_two_mentors_place_the_brute_force_optimum(
     inp: MatchingInput, mentors_per_group: int, seed: int
 ) -> None:
-    grouped = inp.model_copy(
-        update={
-            "form": Form.FACILITATED_GROUP,
-            "policy": inp.policy.model_copy(
-                update={"mentors_per_group": mentors_per_group, "group_members_min": 1, "group_members_max": 2}
-            ),
-        }
+    grouped = as_form(
+        inp, Form.FACILITATED_GROUP, mentors_per_group=mentors_per_group, group_members_min=1, group_members_max=2
     )
     result = match(grouped, seed, time_limit_s=5)
     assert validate(grouped, result) == []
@@ -224,13 +231,13 @@ def test_facilitated_groups_reach_and_report_the_brute_force_least_max_load_rati
     """Given the placed set, the max load ratio is the least any grouping of exactly those people
     reaches (enumerated), the level reports that figure, and says it is proven."""
     roomy = [p.model_copy(update={"capacity": 3}) if p.role is Role.MENTOR else p for p in inp.participants]
-    grouped = inp.model_copy(
-        update={
-            "form": Form.FACILITATED_GROUP,
-            "participants": roomy,
-            "existing_load": {"M0": earlier},
-            "policy": inp.policy.model_copy(update={"group_members_min": 1, "group_members_max": 2}),
-        }
+    grouped = as_form(
+        inp,
+        Form.FACILITATED_GROUP,
+        participants=roomy,
+        existing_load={"M0": earlier},
+        group_members_min=1,
+        group_members_max=2,
     )
     result = match(grouped, seed, time_limit_s=5)
     assert validate(grouped, result) == []
@@ -332,15 +339,7 @@ def test_teams_respect_every_rule(inp: MatchingInput, team_ids: list[str], seed:
     mentees = [p for p in inp.participants if p.role is not Role.MENTOR]
     people = [p for p in inp.participants if p.role is Role.MENTOR]
     people += [p.model_copy(update={"team_id": team_ids[i]}) for i, p in enumerate(mentees)]
-    teams = inp.model_copy(
-        update={
-            "form": Form.TEAM,
-            "participants": people,
-            "policy": inp.policy.model_copy(
-                update={"mentors_per_group": 2, "group_members_min": 1, "group_members_max": 6}
-            ),
-        }
-    )
+    teams = as_form(inp, Form.TEAM, participants=people, mentors_per_group=2, group_members_min=1, group_members_max=6)
     result = match(teams, seed, time_limit_s=5)
     assert validate(teams, result) == []
     placed = {m.participant_id for g in result.groups for m in g.members if m.role is not Role.MENTOR}
@@ -351,14 +350,8 @@ def test_teams_respect_every_rule(inp: MatchingInput, team_ids: list[str], seed:
 @given(small_pools(max_mentors=1, max_mentees=7, lenient=True), st.integers(0, 10_000))
 def test_peer_groups_respect_every_rule(inp: MatchingInput, seed: int) -> None:
     peers = [p.model_copy(update={"role": Role.PEER, "capacity": None}) for p in inp.participants]
-    grouped = inp.model_copy(
-        update={
-            "form": Form.PEER_GROUP,
-            "participants": peers,
-            "policy": inp.policy.model_copy(
-                update={"mentors_per_group": 0, "group_members_min": 2, "group_members_max": 3}
-            ),
-        }
+    grouped = as_form(
+        inp, Form.PEER_GROUP, participants=peers, mentors_per_group=0, group_members_min=2, group_members_max=3
     )
     result = match(grouped, seed, time_limit_s=5)
     assert validate(grouped, result) == []
@@ -371,12 +364,7 @@ def test_peer_groups_respect_every_rule(inp: MatchingInput, seed: int) -> None:
 def test_pruned_facilitated_groups_respect_every_rule_and_never_beat_their_bound(inp: MatchingInput, seed: int) -> None:
     from services.matching.domain import groups
 
-    grouped = inp.model_copy(
-        update={
-            "form": Form.FACILITATED_GROUP,
-            "policy": inp.policy.model_copy(update={"group_members_min": 1, "group_members_max": 2}),
-        }
-    )
+    grouped = as_form(inp, Form.FACILITATED_GROUP, group_members_min=1, group_members_max=2)
     saved = (groups.FULL_MODEL_LIMIT, groups.TOP_MENTORS)
     groups.FULL_MODEL_LIMIT, groups.TOP_MENTORS = 0, 1  # force pruning to a single candidate mentor
     try:
@@ -396,13 +384,8 @@ def test_facilitated_groups_place_exactly_the_lottery_first_maximum_placement(in
     """Fit never decides who gets a place: among all largest placements, the one placed is the first in
     lottery order (compare sorted ranks), checked by enumerating every placement."""
     scarce = [p.model_copy(update={"capacity": 1}) if p.role is Role.MENTOR else p for p in inp.participants]
-    grouped = inp.model_copy(
-        update={
-            "form": Form.FACILITATED_GROUP,
-            "participants": scarce,
-            "existing_load": {},
-            "policy": inp.policy.model_copy(update={"group_members_min": 2, "group_members_max": 2}),
-        }
+    grouped = as_form(
+        inp, Form.FACILITATED_GROUP, participants=scarce, existing_load={}, group_members_min=2, group_members_max=2
     )
     result = match(grouped, seed, time_limit_s=5)
     assert validate(grouped, result) == []
