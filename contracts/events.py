@@ -253,6 +253,29 @@ class RelationshipClosed(_SessionsEvent):
     SUMMARY = "A group's relationship ended (or was renewed as a new one); frees mentor capacity."
     reason: ClosureReason
     closed_at: datetime
+    term: int | None = Field(
+        default=None,
+        ge=1,
+        description="the term that ended (1 = the first); a renewal (reason renewed) goes on as term + 1 "
+        "with the same members and group id, so it frees no capacity",
+    )
+
+
+class MeetingFormat(StrEnum):
+    IN_PERSON = "in_person"
+    VIDEO = "video"
+    PHONE = "phone"
+
+
+class ExpectationsAgreed(_SessionsEvent):
+    TYPE = "org.mentoring.expectations.agreed.v1"
+    SUMMARY = (
+        "A group agreed (or changed) its expectations: cadence and format. The agenda template and the "
+        "boundaries are the group's own words and stay in the sessions service."
+    )
+    cadence_days: int = Field(ge=1, le=366, description="agreed meeting cadence")
+    format: MeetingFormat
+    agreed_at: datetime
 
 
 # --- feedback ----------------------------------------------------------------------------------
@@ -271,6 +294,53 @@ class FeedbackGiven(Event):
     rating: int = Field(ge=1, le=5)
     would_recommend: int | None = Field(default=None, ge=0, le=10)
     mentor_helps: int | None = Field(default=None, ge=1, le=5, description="'my mentor gives the help I need'")
+    given_at: datetime
+
+
+class SurveyKind(StrEnum):
+    SESSION = "session"
+    CHECKIN = "checkin"
+    PROGRAM = "program"
+
+
+class Measure(StrEnum):
+    """What a question measures, so that KPIs can be computed from any survey version."""
+
+    SESSION_RATING = "session_rating"
+    MENTOR_HELPS = "mentor_helps"
+    MENTEE_ENGAGED = "mentee_engaged"
+    PAIRING_FIT = "pairing_fit"
+    WOULD_RECOMMEND = "would_recommend"
+    OTHER = "other"
+
+
+class QuestionScore(ContractModel):
+    question_id: Id
+    measure: Measure
+    score: int = Field(description="within [scale_min, scale_max]")
+    scale_min: int = Field(ge=0)
+    scale_max: int = Field(ge=1)
+
+
+class FeedbackGivenV2(Event):
+    TYPE = "org.mentoring.feedback.given.v2"
+    TOPIC = topics.FEEDBACK
+    SOURCE = "/mentoring/feedback"
+    SUMMARY = (
+        "A participant answered a survey instance for their group: scores per question, never free text. "
+        "A later answer to the same instance by the same person has the same feedback_id and a higher "
+        "revision, and replaces the earlier one (count it once)."
+    )
+    program_id: Id
+    group_id: Id
+    feedback_id: Id = Field(description="stable per survey instance and respondent; not the respondent's id")
+    revision: int = Field(ge=1, description="1 for the first answer, +1 each time it is replaced")
+    survey_id: Id
+    survey_version: int = Field(ge=1)
+    survey_kind: SurveyKind
+    session_id: Id | None = Field(default=None, description="for a session survey")
+    respondent_role: Role
+    scores: list[QuestionScore] = Field(min_length=1)
     given_at: datetime
 
 
@@ -321,7 +391,9 @@ ALL_EVENTS: tuple[type[Event], ...] = (
     GoalSet,
     GoalProgressed,
     RelationshipClosed,
+    ExpectationsAgreed,
     FeedbackGiven,
+    FeedbackGivenV2,
     AlertRaised,
     AlertCleared,
 )

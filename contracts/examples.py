@@ -133,7 +133,10 @@ EXAMPLES: dict[str, e.Event] = {
         progressed_at=_T,
     ),
     e.RelationshipClosed.TYPE: e.RelationshipClosed(
-        program_id=_PROGRAM, group_id=_GROUP, reason=e.ClosureReason.COMPLETED, closed_at=_T
+        program_id=_PROGRAM, group_id=_GROUP, reason=e.ClosureReason.COMPLETED, closed_at=_T, term=1
+    ),
+    e.ExpectationsAgreed.TYPE: e.ExpectationsAgreed(
+        program_id=_PROGRAM, group_id=_GROUP, cadence_days=14, format=e.MeetingFormat.VIDEO, agreed_at=_T
     ),
     e.FeedbackGiven.TYPE: e.FeedbackGiven(
         program_id=_PROGRAM,
@@ -144,6 +147,21 @@ EXAMPLES: dict[str, e.Event] = {
         rating=4,
         would_recommend=9,
         mentor_helps=5,
+        given_at=_T,
+    ),
+    e.FeedbackGivenV2.TYPE: e.FeedbackGivenV2(
+        program_id=_PROGRAM,
+        group_id=_GROUP,
+        feedback_id="fb-7d01c2",
+        revision=1,
+        survey_id="srv-checkin",
+        survey_version=1,
+        survey_kind=e.SurveyKind.CHECKIN,
+        respondent_role=Role.MENTEE,
+        scores=[
+            e.QuestionScore(question_id="q-help", measure=e.Measure.MENTOR_HELPS, score=4, scale_min=1, scale_max=5),
+            e.QuestionScore(question_id="q-fit", measure=e.Measure.PAIRING_FIT, score=5, scale_min=1, scale_max=5),
+        ],
         given_at=_T,
     ),
     e.AlertRaised.TYPE: e.AlertRaised(
