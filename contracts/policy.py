@@ -7,9 +7,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from enum import StrEnum
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import Field, model_validator
+from pydantic import Field, ValidationError, WithJsonSchema, model_validator
 
 from contracts.base import ContractModel
 
@@ -164,3 +164,44 @@ def policy_problems(form: Form, policy: MatchingPolicy) -> list[tuple[str, str]]
     if form is Form.PEER_GROUP and policy.group_members_max < 2:
         problems.append(("group_members_max", "a peer_group needs room for at least 2 peers"))
     return problems
+
+
+PolicyChanges = Annotated[dict[str, Any], WithJsonSchema({"$ref": "#/components/schemas/MatchingPolicy"})]
+"""A partial policy in an HTTP body: any subset of MatchingPolicy's fields. Documented with MatchingPolicy's
+schema (every field of it is optional there) but validated only after the merge, because a subset checked
+alone against the model defaults would be refused (``group_members_min: 3`` against the default maximum 1)."""
+
+
+class PolicyRejected(ValueError):
+    """A policy (or a change to one) that cannot be used; ``field`` is dotted inside the policy
+    (``weights.skill``, ``mentors_per_group``) or empty when the policy as a whole is at fault."""
+
+    def __init__(self, message: str, field: str = "") -> None:
+        super().__init__(message)
+        self.message = message
+        self.field = field
+
+
+def resolve_policy(form: Form, base: MatchingPolicy, changes: Mapping[str, Any]) -> MatchingPolicy:
+    """``changes`` merged over ``base``, validated again as a whole and against the program's form.
+
+    The one meaning of "this policy, with these changes": enrollment uses it for a program's policy and
+    matching for a what-if, so a change means the same thing in both. Raises :class:`PolicyRejected`.
+    """
+    try:
+        policy = merge_policy(base, changes)
+    except UnknownPolicyFields as exc:
+        raise PolicyRejected(str(exc), exc.names[0]) from exc
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(p) for p in err["loc"])
+        if not where:
+            # the policy's own cross-field rules name the field they are about first
+            first = str(err.get("ctx", {}).get("error", "")).split(" ")[0]
+            where = first if first in MatchingPolicy.model_fields else ""
+        raise PolicyRejected(err["msg"], where) from exc
+    problems = policy_problems(form, policy)
+    if problems:
+        name, message = problems[0]
+        raise PolicyRejected(message, name)
+    return policy

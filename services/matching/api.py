@@ -4,18 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import json
+from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Path, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
-from contracts.policy import MatchingPolicy
+from contracts.policy import MatchingPolicy, PolicyChanges, PolicyRejected, Role
 from runtime.auth import ApiRole, Principal, require
 from runtime.service import ServiceContext, context
 from services.matching import handlers
 from services.matching.adapters import runs as repo
-from services.matching.domain.model import OverrideKind
+from services.matching.domain.audit import explain_mentor, overrides_about
+from services.matching.domain.model import MatchingInput, MatchingResult, OverrideKind
 
 router = APIRouter()
 Ctx = Annotated[ServiceContext, Depends(context)]
@@ -26,7 +28,11 @@ Staff = Annotated[Principal, Depends(require(ApiRole.ADMIN, ApiRole.INTEGRATION)
 class RunBody(BaseModel):
     dry_run: bool = Field(default=False, description="compute and explain, publish nothing")
     seed: int | None = Field(default=None, ge=0, le=2**62, description="the lottery seed; random when absent")
-    policy: MatchingPolicy | None = Field(default=None, description="what-if rules and weights (dry runs)")
+    policy: PolicyChanges | None = Field(
+        default=None,
+        description="dry runs only: what-if changes, any subset of the policy's fields (weights too), merged over "
+        "the program's own policy and checked against its form exactly as enrollment checks a program's policy",
+    )
     against_last_run: bool = Field(default=False, description="dry run on the last published run's exact input")
     wait: bool = Field(default=False, description="answer when the run has finished (small programs)")
 
@@ -64,14 +70,17 @@ async def run_matching(program_id: str, body: RunBody, request: Request, ctx: Ct
     if body.against_last_run and not body.dry_run:
         raise _invalid("against_last_run", "only for dry runs")
     req = handlers.RunRequest(
-        dry_run=body.dry_run, seed=body.seed, policy=body.policy, against_last_run=body.against_last_run
+        dry_run=body.dry_run, seed=body.seed, policy_changes=body.policy, against_last_run=body.against_last_run
     )
     try:
         run_id, task = await handlers.start_run(ctx.pool, program_id, req, who.subject)
     except handlers.NotFound as exc:
         raise HTTPException(404, detail=str(exc)) from exc
-    except handlers.Busy as exc:
+    except (handlers.Busy, handlers.ProgramClosed) as exc:
         raise HTTPException(409, detail=str(exc)) from exc
+    except PolicyRejected as exc:
+        loc = ["body", "policy", *exc.field.split(".")] if exc.field else ["body", "policy"]
+        raise HTTPException(422, detail=[{"loc": loc, "msg": exc.message, "type": "value_error"}]) from exc
     tasks: set[asyncio.Task[None]] = request.app.state.runs
     tasks.add(task)
     task.add_done_callback(tasks.discard)
@@ -80,6 +89,58 @@ async def run_matching(program_id: str, body: RunBody, request: Request, ctx: Ct
     async with ctx.pool.acquire() as conn:
         row = await repo.get_run(conn, run_id)
     return JSONResponse(json.loads(json.dumps(_run_view(row), default=str)), status_code=200 if body.wait else 202)
+
+
+@router.post("/runs/{run_id}/publish", tags=["runs"])
+async def publish_dry_run(run_id: str, ctx: Ctx, who: Admin) -> dict[str, Any]:
+    """Publish a completed dry run as it is: the same groups, re-validated against the rules, the current
+    mentor loads and the current pool, so what an administrator rehearsed is what people get. Recorded as
+    a new run (``published_from`` names the dry run); 409 when the program moved on since the rehearsal."""
+    try:
+        published = await handlers.publish_dry_run(ctx.pool, run_id, who.subject)
+    except handlers.NotFound as exc:
+        raise HTTPException(404, detail=str(exc)) from exc
+    except (handlers.Busy, handlers.ProgramClosed, handlers.NotPublishable) as exc:
+        raise HTTPException(409, detail=str(exc)) from exc
+    return _jsonable(_run_view(await _run_or_404(ctx, published)))
+
+
+class RunRecord(BaseModel):
+    """A run as an auditor replays it."""
+
+    run_id: str
+    program_id: str
+    dry_run: bool
+    seed: int
+    policy: MatchingPolicy = Field(description="the policy the run solved under (the program's, or a what-if's)")
+    code_version: str | None = Field(description="package version + digest of the matching core's source")
+    requested_by: str
+    started_at: datetime
+    input_digest: str | None
+    published_from: str | None = Field(description="the dry run this run published as it was, if any")
+    input: MatchingInput = Field(description="the exact input: pool, policy, existing mentor loads, overrides")
+
+
+@router.get("/runs/{run_id}/input", tags=["runs"])
+async def run_input(run_id: str, ctx: Ctx, _: Staff) -> RunRecord:
+    """The run's audit record: its exact input, policy, seed, code version, who started it and when.
+
+    Save the document and replay offline: ``python -m services.matching.cli match record.json`` (the CLI
+    reads this whole document and uses its seed) gives the same groups."""
+    row = await _run_or_404(ctx, run_id)
+    if row["input"] is None:
+        raise HTTPException(409, detail=f"run {run_id} recorded no input")
+    return RunRecord(
+        run_id=row["run_id"], program_id=row["program_id"], dry_run=row["dry_run"], seed=row["seed"],
+        policy=MatchingPolicy.model_validate_json(row["policy"]), code_version=row["code_version"],
+        requested_by=row["requested_by"], started_at=row["started_at"], input_digest=row["input_digest"],
+        published_from=row["published_from"], input=MatchingInput.model_validate_json(row["input"]),
+    )  # fmt: skip
+
+
+def _jsonable(value: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = json.loads(json.dumps(value, default=str))
+    return out
 
 
 @router.get("/programs/{program_id}/pool", tags=["runs"])
@@ -140,12 +201,24 @@ async def explain(run_id: str, participant_id: str, ctx: Ctx, _: Staff) -> dict[
     if result is None:
         raise HTTPException(409, detail=f"run {run_id} has no result ({row['status']})")
     rank = result["lottery"].get(participant_id)
+    inp = MatchingInput.model_validate_json(row["input"]) if row["input"] else None
+    overrides = overrides_about(inp, participant_id) if inp else []
+    mentor = inp is not None and any(
+        p.participant_id == participant_id and p.role is Role.MENTOR for p in inp.participants
+    )
+    if mentor:
+        assert inp is not None
+        placed = MatchingResult.model_validate(result)
+        return {"participant_id": participant_id, **explain_mentor(inp, placed, participant_id),
+                "overrides": overrides}  # fmt: skip
     for g in result["groups"]:
         if any(m["participant_id"] == participant_id for m in g["members"]):
-            return {"participant_id": participant_id, "placed": True, "group": g, "lottery_rank": rank}
+            return {"participant_id": participant_id, "placed": True, "group": g, "lottery_rank": rank,
+                    "overrides": overrides}  # fmt: skip
     for u in result["unplaced"]:
         if u["participant_id"] == participant_id:
-            return {"participant_id": participant_id, "placed": False, **u, "lottery_rank": rank}
+            return {"participant_id": participant_id, "placed": False, **u, "lottery_rank": rank,
+                    "overrides": overrides}  # fmt: skip
     raise HTTPException(404, detail=f"{participant_id} was not in run {run_id}")
 
 
@@ -164,8 +237,32 @@ async def add_override(program_id: str, body: OverrideBody, ctx: Ctx, who: Admin
         missing = sorted(set(body.participant_ids) - await repo.active_in_pool(conn, program_id, [first, second]))
         if missing:
             raise _invalid("participant_ids", f"not enrolled in program {program_id}: {', '.join(missing)}")
+        await _check_override_takes_effect(conn, program_id, body)
         oid = await repo.add_override(conn, program_id, body.kind.value, [first, second], body.reason, who.subject)
     return {"override_id": oid, **body.model_dump(mode="json")}
+
+
+async def _check_override_takes_effect(conn: Any, program_id: str, body: OverrideBody) -> None:
+    """An override the next run could not apply is refused with the reason, never accepted silently."""
+    pair = list(body.participant_ids)
+    together = await repo.active_groups_with_all(conn, program_id, pair)
+    if body.kind is OverrideKind.EXCLUDE_PAIR and together:
+        raise HTTPException(409, detail=[{
+            "loc": ["body", "participant_ids"], "type": "conflict",
+            "msg": f"already together in active group {together[0]}: close that relationship (sessions) first; "
+                   "an exclusion only applies to groups formed by later runs",
+        }])  # fmt: skip
+    if body.kind is OverrideKind.LOCK_PAIR and not together:
+        mentors = set(await repo.mentors_among(conn, program_id, pair))
+        grouped = sorted(set(await repo.already_grouped(conn, program_id, pair)) - mentors)
+        if grouped:
+            raise HTTPException(409, detail=[{
+                "loc": ["body", "participant_ids"], "type": "conflict",
+                "msg": f"{', '.join(grouped)} already in an active group: a lock only applies to people a later "
+                       "run can place",
+            }])  # fmt: skip
+        if len(mentors) == 2:
+            raise _invalid("participant_ids", "a lock joins a mentor with a mentee (or two peers), not two mentors")
 
 
 @router.get("/programs/{program_id}/overrides", tags=["overrides"])
@@ -211,3 +308,4 @@ def _override_view(row: dict[str, Any]) -> dict[str, Any]:
 
 def install(app: FastAPI) -> None:
     app.state.runs = set()
+    app.state.on_stop.append(lambda: handlers.cancel_runs(app.state.runs))

@@ -1,8 +1,9 @@
 """Rehearse a matching offline, from an export: ``python -m services.matching.cli match INPUT.json``.
 
 INPUT.json has the service's schema (``MatchingInput``): program_id, form, policy, participants,
-existing_load, overrides (see docs/examples/matching_input.json). Writes groups, explanations,
-non-placements and statistics as JSON; progress and a summary go to stderr.
+existing_load, overrides (see docs/examples/matching_input.json) — or it is a run's audit record as
+``GET /runs/{run_id}/input`` returns it, whose input and seed are used (replaying the run). Writes groups,
+explanations, non-placements and statistics as JSON; progress and a summary go to stderr.
 """
 
 from __future__ import annotations
@@ -28,11 +29,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     try:
-        inp = MatchingInput.model_validate_json(args.input.read_text())
+        document = json.loads(args.input.read_text())
+        record = document if isinstance(document, dict) and "input" in document else {"input": document}
+        inp = MatchingInput.model_validate(record["input"])
     except (OSError, ValueError) as exc:
         print(f"cannot read {args.input}: {exc}", file=sys.stderr)
         return 2
-    seed = args.seed if args.seed is not None else inp.policy.seed
+    seed = args.seed if args.seed is not None else record.get("seed", inp.policy.seed)
     if seed is None:
         seed = secrets.randbits(62)
 

@@ -15,6 +15,7 @@ import secrets
 import time
 import uuid
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,11 +24,12 @@ import asyncpg
 from contracts.base import utcnow
 from contracts.envelope import Envelope
 from contracts.events import GroupMatched, MatchingCompleted, ParticipantUnmatched, SolverStats
-from contracts.policy import MatchingPolicy, SeedPolicy
+from contracts.policy import MatchingPolicy, SeedPolicy, resolve_policy
 from runtime.logging import SafeMessage, describe_exception
 from runtime.outbox import add_to_outbox
 from services.matching.adapters import runs as repo
 from services.matching.domain import MatchingInput, MatchingResult, Override, match, validate
+from services.matching.domain.audit import code_version, diff_results
 from services.matching.domain.common import with_run_group_ids
 
 log = logging.getLogger(__name__)
@@ -39,6 +41,14 @@ class NotFound(Exception):
 
 class Busy(Exception):
     pass
+
+
+class ProgramClosed(Exception):
+    """A closed program forms no more groups: a run (or a what-if) of it is refused."""
+
+
+class NotPublishable(SafeMessage):
+    """A dry run that cannot be published as it is (not a completed dry run, or the program moved on)."""
 
 
 class StaleInput(SafeMessage):
@@ -110,7 +120,9 @@ async def check_members(conn: asyncpg.Connection, program_id: str, result: Match
 class RunRequest:
     dry_run: bool = False
     seed: int | None = None
-    policy: MatchingPolicy | None = None
+    policy_changes: Mapping[str, Any] | None = None
+    """Dry runs only: any subset of the policy's fields, merged over the program's own policy and checked
+    against its form exactly as enrollment checks a program's policy (``resolve_policy``)."""
     against_last_run: bool = False
     """Dry runs only: re-match the last published run's exact input under the new policy and compare."""
 
@@ -166,7 +178,9 @@ async def start_run(
         )
         if running and not request.dry_run:
             raise Busy(f"run {running} is still running for {program_id}")
-        policy = request.policy or program.policy
+        if program.status == "closed":
+            raise ProgramClosed(f"program {program_id} is closed: it forms no more groups")
+        policy = resolve_policy(program.form, program.policy, request.policy_changes or {})
         if request.against_last_run:
             last = await repo.last_published_run(conn, program_id)
             if last is None or last["input"] is None:
@@ -178,12 +192,16 @@ async def start_run(
             inp = await build_input(conn, program, policy)
             seed = choose_seed(policy, request.seed)
         run_id = f"run-{uuid.uuid4().hex[:12]}"
-        await repo.insert_run(conn, run_id, program_id, dry_run=request.dry_run, seed=seed, policy=policy, by=by)
+        await repo.insert_run(
+            conn, run_id, program_id, dry_run=request.dry_run, seed=seed, policy=policy, by=by, inp=inp,
+            code_version=CODE_VERSION,
+        )  # fmt: skip
     task = asyncio.create_task(execute_run(pool, run_id, program, inp, seed, request), name=f"matching-{run_id}")
     return run_id, task
 
 
 HEARTBEAT_SECONDS = 5.0
+CODE_VERSION = code_version()
 
 
 async def execute_run(
@@ -323,36 +341,12 @@ async def _summary(
     summary = _stats_summary(inp, result)
     if request.dry_run:
         last = await repo.last_published_run(conn, program_id)
-        if last is not None and last["result"] is not None:
+        if last is not None and last["result"] is not None and last["input"] is not None:
             summary["compared_to"] = last["run_id"]
-            summary["diff"] = diff_results(MatchingResult.model_validate_json(last["result"]), result)
+            before_input = MatchingInput.model_validate_json(last["input"])
+            before = MatchingResult.model_validate_json(last["result"])
+            summary["diff"] = diff_results(before_input, before, inp, result)
     return summary
-
-
-def _partner_map(result: MatchingResult) -> dict[str, frozenset[str]]:
-    out = {}
-    for g in result.groups:
-        ids = frozenset(m.participant_id for m in g.members)
-        for pid in ids:
-            if any(m.participant_id == pid and m.role.value != "mentor" for m in g.members):
-                out[pid] = ids - {pid}
-    return out
-
-
-def diff_results(before: MatchingResult, after: MatchingResult) -> dict[str, Any]:
-    """What a changed policy would change: who moves, places, fit and load."""
-    a, b = _partner_map(before), _partner_map(after)
-    moved = sorted(pid for pid in set(a) & set(b) if a[pid] != b[pid])
-    return {
-        "people_moved": len(moved),
-        "moved_sample": moved[:20],
-        "newly_placed": sorted(set(b) - set(a))[:50],
-        "no_longer_placed": sorted(set(a) - set(b))[:50],
-        "placed_delta": after.stats.placed_count - before.stats.placed_count,
-        "total_fit_delta": after.stats.total_fit - before.stats.total_fit,
-        "max_load_ratio_before": before.stats.max_load_ratio,
-        "max_load_ratio_after": after.stats.max_load_ratio,
-    }
 
 
 async def _publish(
@@ -391,3 +385,59 @@ async def _publish(
     )))  # fmt: skip
     await repo.insert_groups(conn, rows)
     await add_to_outbox(conn, *events)
+
+
+async def publish_dry_run(pool: asyncpg.Pool, dry_run_id: str, by: str) -> str:
+    """Publish what an administrator rehearsed: the dry run's very groups, re-validated against the rules,
+    the current mentor loads and the current pool. Recorded as a new run that names the dry run."""
+    async with pool.acquire() as conn, conn.transaction():
+        dry = await repo.get_run(conn, dry_run_id)
+        if dry is None:
+            raise NotFound(f"no run {dry_run_id}")
+        if not dry["dry_run"] or dry["status"] != "completed" or dry["result"] is None or dry["input"] is None:
+            raise NotPublishable(f"run {dry_run_id} is not a completed dry run")
+        program_id = dry["program_id"]
+        await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", f"run:{program_id}")
+        program = await repo.get_program(conn, program_id)
+        if program is None:
+            raise NotFound(f"no program {program_id}")
+        if program.status == "closed":
+            raise ProgramClosed(f"program {program_id} is closed: it forms no more groups")
+        running = await conn.fetchval(
+            "SELECT run_id FROM runs WHERE program_id = $1 AND status = 'running' AND NOT dry_run", program_id
+        )
+        if running:
+            raise Busy(f"run {running} is still running for {program_id}")
+        inp = MatchingInput.model_validate_json(dry["input"])
+        run_id = f"run-{uuid.uuid4().hex[:12]}"
+        result = with_run_group_ids(MatchingResult.model_validate_json(dry["result"]), run_id)
+        problems = validate(inp, result)
+        if problems:
+            raise NotPublishable(f"the rehearsed groups break a rule: {problems[:3]}")
+        await repo.insert_run(
+            conn, run_id, program_id, dry_run=False, seed=int(dry["seed"]), policy=inp.policy, by=by, inp=inp,
+            code_version=dry["code_version"] or CODE_VERSION, published_from=dry_run_id,
+        )  # fmt: skip
+        try:
+            await check_capacity(conn, result)
+            await check_members(conn, program_id, result)
+        except StaleInput as exc:
+            raise NotPublishable(f"the program moved on since the rehearsal; run a new dry run: {exc}") from exc
+        input_digest = digest(inp)
+        await _publish(conn, program, run_id, inp, result, input_digest)
+        summary = _stats_summary(inp, result)
+        summary["published_from"] = dry_run_id
+        await repo.finish_run(
+            conn, run_id, status="completed", digest=input_digest, summary=summary,
+            result=result.model_dump(mode="json"),
+        )  # fmt: skip
+    log.info("dry run published as is", extra={"run_id": run_id, "program_id": program_id})
+    return run_id
+
+
+async def cancel_runs(tasks: set[asyncio.Task[None]]) -> None:
+    """At shutdown, before the database pool closes: each run in progress records that it failed (see
+    :func:`execute_run`), and a publication in flight rolls back whole."""
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)

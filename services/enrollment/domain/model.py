@@ -9,21 +9,14 @@ from __future__ import annotations
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
-from pydantic import Field, ValidationError, ValidationInfo, WithJsonSchema, field_validator
+from pydantic import Field, ValidationInfo, field_validator
 
 from contracts.base import ContractModel, Id, Tag
 from contracts.events import ParticipantProfile
-from contracts.policy import (
-    Form,
-    MatchingPolicy,
-    Role,
-    UnknownPolicyFields,
-    default_policy,
-    merge_policy,
-    policy_problems,
-)
+from contracts.policy import Form, MatchingPolicy, PolicyChanges, PolicyRejected, Role, default_policy
+from contracts.policy import resolve_policy as resolve_contract_policy
 
 MAX_CHAIN = 20
 """Manager levels kept per person: deeper than any reporting-line rule a policy may set."""
@@ -84,11 +77,6 @@ class RowErrors(DomainError):
 # --- programs ----------------------------------------------------------------------------------
 
 
-PolicyChanges = Annotated[dict[str, Any], WithJsonSchema({"$ref": "#/components/schemas/MatchingPolicy"})]
-"""A partial policy: any subset of MatchingPolicy's fields. Documented with MatchingPolicy's schema
-(every field of it is optional; ProgramOut puts it in the OpenAPI components) but validated only
-after the merge, because a subset checked alone against the model defaults would be refused
-(``group_members_min: 3`` against the default maximum of 1)."""
 _POLICY_DOC = (
     "any subset of the matching policy's fields (see MatchingPolicy); the fields not given keep the"
     " form's defaults on create and the program's current values on update"
@@ -137,27 +125,12 @@ class ProgramPatch(ContractModel):
 
 
 def resolve_policy(form: Form, base: MatchingPolicy, changes: Mapping[str, Any]) -> MatchingPolicy:
-    """``changes`` merged over ``base``, validated again as a whole and against the program's form.
-
-    Raises a DomainError naming the policy field at fault (``policy.mentors_per_group``).
-    """
+    """The contracts' :func:`contracts.policy.resolve_policy`, its refusal as a DomainError naming the
+    policy field at fault (``policy.mentors_per_group``)."""
     try:
-        policy = merge_policy(base, changes)
-    except UnknownPolicyFields as exc:
-        raise DomainError(str(exc), f"policy.{exc.names[0]}") from exc
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        where = ".".join(str(p) for p in err["loc"])
-        if not where:
-            # the policy's own cross-field rules name the field they are about first
-            first = str(err.get("ctx", {}).get("error", "")).split(" ")[0]
-            where = first if first in MatchingPolicy.model_fields else ""
-        raise DomainError(err["msg"], f"policy.{where}" if where else "policy") from exc
-    problems = policy_problems(form, policy)
-    if problems:
-        name, message = problems[0]
-        raise DomainError(message, f"policy.{name}")
-    return policy
+        return resolve_contract_policy(form, base, changes)
+    except PolicyRejected as exc:
+        raise DomainError(exc.message, f"policy.{exc.field}" if exc.field else "policy") from exc
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ import asyncpg
 
 from contracts.events import ParticipantProfile
 from contracts.policy import Form, MatchingPolicy
+from services.matching.domain.model import MatchingInput
 
 
 class ProgramView:
@@ -73,12 +74,15 @@ async def active_overrides(conn: asyncpg.Connection, program_id: str) -> list[di
 
 
 async def insert_run(
-    conn: asyncpg.Connection, run_id: str, program_id: str, *, dry_run: bool, seed: int, policy: MatchingPolicy, by: str
-) -> None:
+    conn: asyncpg.Connection, run_id: str, program_id: str, *, dry_run: bool, seed: int, policy: MatchingPolicy,
+    by: str, inp: MatchingInput, code_version: str, published_from: str | None = None,
+) -> None:  # fmt: skip
+    """The run's audit record from its first moment: the exact input, policy, seed, code and who asked."""
     await conn.execute(
-        "INSERT INTO runs (run_id, program_id, dry_run, seed, policy, status, requested_by)"
-        " VALUES ($1, $2, $3, $4, $5::jsonb, 'running', $6)",
-        run_id, program_id, dry_run, seed, policy.model_dump_json(), by,
+        "INSERT INTO runs (run_id, program_id, dry_run, seed, policy, status, requested_by, input, code_version,"
+        " published_from) VALUES ($1, $2, $3, $4, $5::jsonb, 'running', $6, $7::jsonb, $8, $9)",
+        run_id, program_id, dry_run, seed, policy.model_dump_json(), by, inp.model_dump_json(), code_version,
+        published_from,
     )  # fmt: skip
 
 
@@ -222,3 +226,24 @@ async def pool_counts(conn: asyncpg.Connection, program_id: str) -> dict[str, An
     by_role = {r["role"]: int(r["n"]) for r in rows}
     return {"participants": sum(by_role.values()), "by_role": by_role, "in_active_groups": int(grouped or 0),
             "active_groups": int(active_groups or 0)}  # fmt: skip
+
+
+async def active_groups_with_all(conn: asyncpg.Connection, program_id: str, participant_ids: list[str]) -> list[str]:
+    """Active groups of the program that hold every one of these people."""
+    rows = await conn.fetch(
+        "SELECT group_id FROM groups WHERE program_id = $1 AND status = 'active' AND member_ids @> $2::text[]"
+        " ORDER BY group_id",
+        program_id,
+        participant_ids,
+    )
+    return [r["group_id"] for r in rows]
+
+
+async def mentors_among(conn: asyncpg.Connection, program_id: str, participant_ids: list[str]) -> list[str]:
+    rows = await conn.fetch(
+        "SELECT participant_id FROM pool"
+        " WHERE program_id = $1 AND role = 'mentor' AND participant_id = ANY($2::text[])",
+        program_id,
+        participant_ids,
+    )
+    return sorted(r["participant_id"] for r in rows)

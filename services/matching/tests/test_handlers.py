@@ -16,6 +16,7 @@ from contracts.policy import Form, default_policy
 from runtime.db import create_pool, migrate
 from services.matching import handlers
 from services.matching.adapters import runs as repo
+from services.matching.domain import MatchingInput
 from services.matching.tests.factories import mentor, person
 
 pytestmark = pytest.mark.stack
@@ -66,7 +67,15 @@ async def _race(db: asyncpg.Pool) -> None:
             assert inp.existing_load == {}
             run_id = f"run-{program.program_id}"
             await repo.insert_run(
-                conn, run_id, program.program_id, dry_run=False, seed=1, policy=program.policy, by="test"
+                conn,
+                run_id,
+                program.program_id,
+                dry_run=False,
+                seed=1,
+                policy=program.policy,
+                by="test",
+                inp=inp,
+                code_version="test",
             )
         started.append(handlers.execute_run(db, run_id, program, inp, 1, handlers.RunRequest()))
     await asyncio.gather(*started)
@@ -106,7 +115,17 @@ async def test_a_run_whose_placed_mentee_withdrew_meanwhile_solves_again_without
     program = await _program(db, "prg-w", "a")
     async with db.acquire() as conn:
         inp = await handlers.build_input(conn, program, program.policy)
-        await repo.insert_run(conn, "run-w", "prg-w", dry_run=False, seed=1, policy=program.policy, by="test")
+        await repo.insert_run(
+            conn,
+            "run-w",
+            "prg-w",
+            dry_run=False,
+            seed=1,
+            policy=program.policy,
+            by="test",
+            inp=inp,
+            code_version="test",
+        )
     # "a" withdraws after the run read the pool, before it publishes
     await db.execute("UPDATE pool SET active = false WHERE program_id = 'prg-w' AND participant_id = 'a'")
     await handlers.execute_run(db, "run-w", program, inp, 1, handlers.RunRequest())
@@ -119,9 +138,12 @@ async def test_a_run_whose_placed_mentee_withdrew_meanwhile_solves_again_without
 
 async def test_only_runs_whose_heartbeat_stopped_are_marked_failed(db: asyncpg.Pool) -> None:
     policy = default_policy(Form.ONE_TO_ONE)
+    inp = MatchingInput(program_id="prg-x", form=Form.ONE_TO_ONE, policy=policy, participants=[])
     async with db.acquire() as conn:
         for run_id in ("run-dead", "run-alive"):
-            await repo.insert_run(conn, run_id, "prg-x", dry_run=False, seed=1, policy=policy, by="test")
+            await repo.insert_run(
+                conn, run_id, "prg-x", dry_run=False, seed=1, policy=policy, by="test", inp=inp, code_version="test"
+            )
         await conn.execute("UPDATE runs SET heartbeat_at = now() - interval '5 minutes' WHERE run_id = 'run-dead'")
         assert await repo.fail_orphaned_runs(conn, silent_for_seconds=60) == ["run-dead"]
         # a late finish of the dead run changes nothing: failed stays failed
