@@ -31,6 +31,7 @@ class Platform:
                  matching_schema: str, dsn: str) -> None:  # fmt: skip
         self.enrollment, self.matching, self.admin = enrollment, matching, admin
         self.matching_schema, self.dsn = matching_schema, dsn
+        self.enrollment_schema = ""
 
     async def enrolled_program(
         self, name: str, *, org_size: int, org_seed: int, enrol: int, enrol_seed: int
@@ -83,12 +84,16 @@ async def platform(stack: StackEndpoints, scratch_schemas: list[str]) -> AsyncIt
         )
     )
     enrollment = create_enrollment(
-        EnrollmentSettings(database_url=dsn, kafka_bootstrap=kafka, db_schema=e_schema, log_level="WARNING")
-    )
+        EnrollmentSettings(
+            database_url=dsn, kafka_bootstrap=kafka, db_schema=e_schema, consumer_offset_reset="latest",
+            log_level="WARNING",
+        )
+    )  # fmt: skip
     async with AsyncExitStack() as stack_:
         await stack_.enter_async_context(matching.router.lifespan_context(matching))
         await wait_for_consumer_group(stack.kafka_bootstrap, f"{m_schema}-pools")
         await stack_.enter_async_context(enrollment.router.lifespan_context(enrollment))
+        await wait_for_consumer_group(stack.kafka_bootstrap, f"{e_schema}-loads")
         e = await stack_.enter_async_context(
             httpx.AsyncClient(transport=httpx.ASGITransport(app=enrollment), base_url="http://enrollment", timeout=120)
         )
@@ -96,7 +101,9 @@ async def platform(stack: StackEndpoints, scratch_schemas: list[str]) -> AsyncIt
             httpx.AsyncClient(transport=httpx.ASGITransport(app=matching), base_url="http://matching", timeout=120)
         )
         admin = {"Authorization": f"Bearer {issue_token(enrollment.state.jwt, 'admin-e2e', ['admin'])}"}
-        yield Platform(e, m, admin, m_schema, stack.admin_dsn)
+        platform = Platform(e, m, admin, m_schema, stack.admin_dsn)
+        platform.enrollment_schema = e_schema
+        yield platform
 
 
 async def test_enrol_then_match_publishes_explained_groups(platform: Platform, stack: StackEndpoints) -> None:

@@ -270,3 +270,34 @@ async def test_a_run_stopped_with_its_service_is_recorded_failed_and_published_n
         assert outbox == 0
     finally:
         await conn.close()
+
+
+async def test_a_capacity_cut_below_the_current_load_is_refused_with_the_groups(platform: Platform) -> None:
+    p = platform
+    program_id, _ = await p.enrolled_program("Cut", org_size=200, org_seed=12, enrol=120, enrol_seed=12)
+    run = await _run(p, program_id, seed=3)
+    groups = await _groups(p, run["run_id"])
+    led: dict[str, list[str]] = {}
+    for g in groups:
+        led.setdefault(g["members"][0]["participant_id"], []).append(g["group_id"])
+    mentor_id, theirs = max(led.items(), key=lambda item: len(item[1]))
+    assert len(theirs) >= 2
+
+    async def enrollment_knows_the_groups() -> bool:
+        conn = await asyncpg.connect(p.dsn)
+        try:
+            table = f'"{p.enrollment_schema}".mentor_groups'
+            known = await conn.fetchval(f"SELECT count(*) FROM {table} WHERE program_id = $1", program_id)
+            return bool(known == len(groups))
+        finally:
+            await conn.close()
+
+    await eventually(enrollment_knows_the_groups, 30, "enrollment to learn the groups from group.matched")
+    url = f"/programs/{program_id}/enrolments/{mentor_id}"
+    r = await p.enrollment.patch(url, json={"capacity": 1}, headers=p.admin)
+    assert r.status_code == 409, r.text
+    error = r.json()["detail"][0]
+    assert error["loc"] == ["body", "capacity"] and all(g in error["msg"] for g in theirs)
+    assert (await p.enrollment.get(url, headers=p.admin)).json()["capacity"] != 1, "nothing was stored"
+    r = await p.enrollment.patch(url, params={"on_over_capacity": "keep_groups"}, json={"capacity": 1}, headers=p.admin)
+    assert r.status_code == 200 and r.json()["capacity"] == 1

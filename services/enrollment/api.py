@@ -11,7 +11,7 @@ and an error about the upload as a whole at ``["body"]``. ``type`` is pydantic's
 from __future__ import annotations
 
 from datetime import date
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request, status
 from fastapi.responses import JSONResponse
@@ -223,11 +223,23 @@ async def get_enrolment(program_id: str, participant_id: str, ctx: Ctx, who: Any
     "/programs/{program_id}/enrolments/{participant_id}", tags=["enrolments"], responses=_errors(404, 409, 422)
 )
 async def update_enrolment(
-    program_id: str, participant_id: str, patch: EnrolmentPatch, ctx: Ctx, who: Member
+    program_id: str,
+    participant_id: str,
+    patch: EnrolmentPatch,
+    ctx: Ctx,
+    who: Member,
+    on_over_capacity: Annotated[
+        Literal["refuse", "keep_groups"],
+        Query(
+            description="a mentor's capacity cut below the groups they lead now: refuse (409 naming the groups), "
+            "or keep_groups (they run on until they close; no new group until the load is under the capacity)"
+        ),
+    ] = "refuse",
 ) -> dict[str, Any]:
     """Change skills, goals, capacity, languages or conflicts. Publishes participant.updated."""
     _only_self(who, participant_id)
-    return (await handlers.update_enrolment(ctx.pool, program_id, participant_id, patch)).as_dict()
+    keep = on_over_capacity == "keep_groups"
+    return (await handlers.update_enrolment(ctx.pool, program_id, participant_id, patch, keep_groups=keep)).as_dict()
 
 
 @router.delete(

@@ -6,8 +6,11 @@ from pathlib import Path
 
 from pydantic_settings import SettingsConfigDict
 
-from runtime.service import ServiceSpec, create_app
+from contracts.topics import MATCHING, SESSIONS
+from runtime.consumer import EventConsumer
+from runtime.service import ServiceContext, ServiceSpec, create_app
 from runtime.settings import ServiceSettings
+from services.enrollment.adapters import loads
 from services.enrollment.api import install_error_handlers, router
 
 
@@ -22,12 +25,29 @@ def settings_class() -> type[EnrollmentSettings]:
     return EnrollmentSettings
 
 
+def _consumers(ctx: ServiceContext) -> list[EventConsumer]:
+    """Mentor loads, so that a capacity cut below them is refused (see adapters/loads.py)."""
+    return [
+        EventConsumer(
+            name=f"{ctx.settings.db_schema}-loads",
+            pool=ctx.pool,
+            producer=ctx.producer,
+            topics=(MATCHING, SESSIONS),
+            handlers=loads.HANDLERS,
+            metrics=ctx.metrics,
+            max_attempts=ctx.settings.consumer_max_attempts,
+            offset_reset=ctx.settings.consumer_offset_reset,
+        )
+    ]
+
+
 def build(settings: EnrollmentSettings | None = None) -> ServiceSpec:
     return ServiceSpec(
         name="enrollment",
         settings=settings or EnrollmentSettings(),
         migrations=Path(__file__).parent / "migrations",
         routers=[router],
+        consumers=_consumers,
         description="Programs, the org chart and enrolments. Publishes program and participant events.",
     )
 

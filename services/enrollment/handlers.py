@@ -29,6 +29,7 @@ from contracts.events import (
 )
 from contracts.policy import Role
 from runtime.outbox import add_to_outbox
+from services.enrollment.adapters import loads
 from services.enrollment.adapters import repository as repo
 from services.enrollment.domain.model import (
     Conflict,
@@ -362,8 +363,22 @@ async def my_enrolments(pool: asyncpg.Pool, participant_id: str) -> list[repo.En
         return await repo.enrolments_of(conn, participant_id)
 
 
+async def _refuse_cut_below_load(conn: asyncpg.Connection, participant_id: str, capacity: int | None) -> None:
+    """A mentor's capacity cut below the groups they lead now would leave those groups over capacity
+    without anyone deciding so: refused, naming the groups, unless the caller keeps them knowingly."""
+    groups = await loads.active_groups_of(conn, participant_id)
+    if capacity is not None and len(groups) > capacity:
+        shown = ", ".join(groups[:10]) + (f" and {len(groups) - 10} more" if len(groups) > 10 else "")
+        raise Conflict(
+            f"{participant_id} leads {len(groups)} active group(s) now ({shown}), more than a capacity of "
+            f"{capacity}: close some of them first, or pass on_over_capacity=keep_groups to keep them running "
+            "(no new group is then given until the load is under the capacity)",
+            "capacity",
+        )
+
+
 async def update_enrolment(
-    pool: asyncpg.Pool, program_id: str, participant_id: str, patch: EnrolmentPatch
+    pool: asyncpg.Pool, program_id: str, participant_id: str, patch: EnrolmentPatch, *, keep_groups: bool = False
 ) -> repo.EnrolmentRow:
     async def work(conn: asyncpg.Connection) -> repo.EnrolmentRow:
         await repo.hold_org_chart(conn)
@@ -375,6 +390,8 @@ async def update_enrolment(
             raise NotFound(f"{participant_id} is not enrolled in {program_id}", "participant_id", "path")
         request = apply_patch(row.request, patch)
         check_enrolment(program, request)
+        if shares and not keep_groups and request.capacity != row.request.capacity:
+            await _refuse_cut_below_load(conn, participant_id, request.capacity)
         person = await repo.get_person(conn, participant_id)
         assert person is not None  # enrolments reference org_people
         profile = OrgIndex({person.employee_id: person}, await repo.org_managers(conn)).profile(request)
