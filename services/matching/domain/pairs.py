@@ -298,7 +298,10 @@ def solve_pairs(prep: Prepared, progress: Progress, top_k: int = 40) -> Matching
             text = f"no eligible mentor: {describe_exclusions(counts, prep.policy)}"
             gone.append(unplaced(pid, UnmatchedReason.NO_ELIGIBLE_PARTNER, text))
         elif c.eligible_free[row] == 0:
-            text = f"capacity exhausted: all {c.eligible_any[row]} eligible mentors are full (loads in other programs)"
+            text = (
+                f"capacity exhausted: all {c.eligible_any[row]} eligible mentors are full "
+                "(the groups they already lead, in this program and others, fill their capacity)"
+            )
             gone.append(unplaced(pid, UnmatchedReason.CAPACITY_EXHAUSTED, text))
         else:
             # competitors: the people now placed with one of its eligible mentors, drawn ahead of it
