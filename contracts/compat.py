@@ -11,7 +11,7 @@ from typing import Any
 
 Schema = dict[str, Any]
 # Annotations, not structure: dropped where they are schema keywords, never as the names of properties.
-_IGNORED = {"title", "description", "examples", "default", "$defs"}
+_IGNORED = {"title", "description", "examples", "default", "$defs", "$id", "$schema"}
 
 
 def _resolve(node: Any, defs: Schema) -> Any:

@@ -13,6 +13,7 @@ from contracts.compat import breaking_changes
 from contracts.envelope import Envelope, InvalidMessage, from_kafka, to_kafka
 from contracts.events import ALL_EVENTS, EVENTS_BY_TYPE, Event
 from contracts.examples import EXAMPLES
+from contracts.topics import ALL_TOPICS
 
 
 @pytest.mark.parametrize("model", ALL_EVENTS, ids=lambda m: m.TYPE)
@@ -123,9 +124,37 @@ def test_asyncapi_document_is_up_to_date() -> None:
 
 def test_asyncapi_lists_every_event_with_a_valid_example() -> None:
     doc = generate.asyncapi_document()
-    messages = doc["components"]["messages"]
+    messages = {k: m for k, m in doc["components"]["messages"].items() if k != "DeadLetter"}
     assert {m["name"] for m in messages.values()} == set(EVENTS_BY_TYPE)
     for message in messages.values():
         model = EVENTS_BY_TYPE[message["name"]]
         (example,) = message["examples"]
         model.model_validate(example["payload"])
+
+
+def test_asyncapi_pins_each_message_type_and_gives_distinct_example_ids() -> None:
+    doc = generate.asyncapi_document()
+    messages = {k: m for k, m in doc["components"]["messages"].items() if k != "DeadLetter"}
+    ids = [m["examples"][0]["headers"]["ce_id"] for m in messages.values()]
+    assert len(set(ids)) == len(ids)
+    for message in messages.values():
+        pinned = message["headers"]["allOf"][1]["properties"]
+        assert pinned["ce_type"] == {"const": message["name"]}
+        assert message["examples"][0]["headers"]["ce_type"] == message["name"]
+
+
+def test_asyncapi_says_the_platform_sends_and_documents_dead_letters() -> None:
+    doc = generate.asyncapi_document()
+    assert {op["action"] for op in doc["operations"].values()} == {"send"}
+    addresses = {channel["address"] for channel in doc["channels"].values()}
+    for topic in ALL_TOPICS:
+        assert topic.name in addresses and topic.dead_letter in addresses
+    headers = doc["components"]["schemas"]["DeadLetterHeaders"]
+    assert {"dlt_reason", "dlt_original_topic", "dlt_original_offset", "dlt_attempts"} <= set(headers["required"])
+
+
+def test_published_schemas_name_their_dialect_and_an_absolute_id() -> None:
+    for model in EVENTS_BY_TYPE.values():
+        schema = json.loads(generate.schema_path(model).read_text())
+        assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
+        assert schema["$id"] == f"urn:mentoring-platform:event-schema:{model.TYPE}"
