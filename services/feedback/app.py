@@ -17,6 +17,9 @@ from services.feedback.api import install_error_handlers, router
 from services.feedback.handlers import HANDLERS
 
 
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
 class FeedbackSettings(ServiceSettings, EncryptionSettings):
     """``FEEDBACK_...`` environment; ``FEEDBACK_ENCRYPTION_KEYS`` / ``FEEDBACK_ENCRYPTION_KEY_ID`` seal comments."""
 
@@ -50,7 +53,7 @@ def build(settings: FeedbackSettings | None = None) -> ServiceSpec:
     return ServiceSpec(
         name="feedback",
         settings=settings or FeedbackSettings(),
-        migrations=Path(__file__).parent / "migrations",
+        migrations=MIGRATIONS,
         routers=[router],
         consumers=_consumers,
         description="Surveys (versioned data), due surveys and answers; free-text comments encrypted at rest. "
