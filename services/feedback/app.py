@@ -16,7 +16,6 @@ from runtime.settings import ServiceSettings
 from services.feedback.api import install_error_handlers, router
 from services.feedback.handlers import HANDLERS
 
-
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 

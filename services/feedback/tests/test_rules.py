@@ -124,9 +124,9 @@ def test_only_members_answer_and_only_for_sessions_they_attended() -> None:
         instance_for(SESSION, answer(session_id="s1"), MENTEE_IN_G1, held, "someone-else", now)
     assert exc.value.loc == ["body", "session_id"]
     other_group = HeldSession("s1", "g9", T0, frozenset({"me"}))
-    with pytest.raises(DomainError) as exc:
+    with pytest.raises(DomainError) as refused:
         instance_for(SESSION, answer(session_id="s1"), MENTEE_IN_G1, other_group, "me", now)
-    assert exc.value.loc == ["body", "session_id"] and exc.value.status == 422
+    assert refused.value.loc == ["body", "session_id"] and refused.value.status == 422
     instance = instance_for(SESSION, answer(session_id="s1"), MENTEE_IN_G1, held, "me", now)
     assert instance.key == "session:s1"
 
