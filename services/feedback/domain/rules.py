@@ -138,7 +138,25 @@ class ScoreIn(BaseModel):
 class AnswerIn(BaseModel):
     """One respondent's answer to one survey instance; a later one for the same instance replaces it."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(
+        extra="forbid",
+        frozen=True,
+        json_schema_extra={
+            "examples": [
+                {
+                    "survey_id": "default-checkin",
+                    "survey_version": 1,
+                    "group_id": "grp-7f3a9c",
+                    "period": 2,
+                    "answers": [
+                        {"question_id": "mentor-helps", "score": 4},
+                        {"question_id": "pairing-fit", "score": 5},
+                    ],
+                    "comment": "We should meet more often before my presentation.",
+                }
+            ]
+        },
+    )
     survey_id: Id
     survey_version: int = Field(ge=1, description="the version whose questions were answered")
     group_id: Id

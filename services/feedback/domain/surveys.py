@@ -49,6 +49,28 @@ class Question(_Strict):
 class SurveySpec(_Strict):
     """What an administrator writes to create a survey or its next version."""
 
+    model_config = ConfigDict(
+        extra="forbid",
+        frozen=True,
+        json_schema_extra={
+            "examples": [
+                {
+                    "name": "Workshop follow-up",
+                    "kind": "session",
+                    "questions": [
+                        {
+                            "question_id": "useful",
+                            "text": "How useful was this workshop?",
+                            "measure": "session_rating",
+                            "scale_min": 1,
+                            "scale_max": 5,
+                        }
+                    ],
+                }
+            ]
+        },
+    )
+
     name: str = Field(min_length=1, max_length=200)
     kind: SurveyKind = Field(
         description="session: after each session attended; checkin: every `every_days` per active group; "
@@ -78,6 +100,35 @@ class SurveySpec(_Strict):
 
 class Survey(SurveySpec):
     """One version of a survey, as stored."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        frozen=True,
+        json_schema_extra={
+            "examples": [
+                {
+                    "survey_id": "default-program",
+                    "version": 1,
+                    "name": "At the end of the relationship",
+                    "kind": "program",
+                    "questions": [
+                        {
+                            "question_id": "recommend",
+                            "text": "Would you recommend the program to a colleague?",
+                            "measure": "would_recommend",
+                            "scale_min": 0,
+                            "scale_max": 10,
+                            "asked_of": ["mentor", "mentee", "peer"],
+                        }
+                    ],
+                    "every_days": None,
+                    "active": True,
+                    "created_at": "2026-03-01T09:00:00Z",
+                    "created_by": "defaults",
+                }
+            ]
+        },
+    )
 
     survey_id: Id
     version: int = Field(ge=1)
