@@ -307,3 +307,27 @@ async def test_who_reads_what(feedback: Feedback) -> None:
     row = await fb.pool.fetchrow("SELECT * FROM answers")
     assert row["comment_key_id"] == "dev-1" and marker.encode() not in bytes(row["comment_blob"])
     assert marker not in str(dict(row))
+
+
+async def test_two_answers_at_once_make_one_answer_and_two_revisions(feedback: Feedback) -> None:
+    fb = feedback
+    group_id, session_id = await one_session(fb)
+    posts = [
+        fb.http.post("/me/answers", json=rating(group_id, session_id, score), headers=fb.participant(MENTEE))
+        for score in (1, 5)
+    ]
+    responses = await asyncio.gather(*posts)
+    assert sorted(r.status_code for r in responses) == [200, 201]
+    assert {r.json()["feedback_id"] for r in responses} == {responses[0].json()["feedback_id"]}
+    assert sorted(r.json()["revision"] for r in responses) == [1, 2]
+    assert await fb.count("answers") == 1 and await fb.count("outbox") == 2
+
+
+async def test_two_edits_at_once_make_two_versions(feedback: Feedback) -> None:
+    fb = feedback
+    admin = fb.token("hr", "admin")
+    current = (await fb.http.get("/surveys/default-session", headers=admin)).json()
+    spec = {k: current[k] for k in ("name", "kind", "questions")}
+    edits = [fb.http.put("/surveys/default-session", json={**spec, "name": n}, headers=admin) for n in ("a", "b")]
+    responses = await asyncio.gather(*edits)
+    assert sorted(r.json()["version"] for r in responses) == [2, 3]
