@@ -8,7 +8,7 @@ from fastapi import FastAPI
 from pydantic_settings import SettingsConfigDict
 
 from contracts.base import utcnow
-from contracts.topics import MATCHING, SESSIONS
+from contracts.topics import ENROLLMENT, MATCHING, SESSIONS
 from runtime.consumer import EventConsumer
 from runtime.crypto import EncryptionSettings
 from runtime.service import ServiceContext, ServiceSpec, create_app
@@ -33,13 +33,14 @@ def settings_class() -> type[FeedbackSettings]:
 
 
 def _consumers(ctx: ServiceContext) -> list[EventConsumer]:
-    """Groups and members from matching; sessions held and closures from sessions."""
+    """Groups and members from matching; sessions held and closures from sessions; who left a program
+    from enrollment (their part in its groups ends)."""
     return [
         EventConsumer(
             name=f"{ctx.settings.db_schema}-projection",
             pool=ctx.pool,
             producer=ctx.producer,
-            topics=(MATCHING, SESSIONS),
+            topics=(ENROLLMENT, MATCHING, SESSIONS),
             handlers=HANDLERS,
             metrics=ctx.metrics,
             max_attempts=ctx.settings.consumer_max_attempts,

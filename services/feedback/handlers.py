@@ -1,9 +1,10 @@
 """Feedback's use cases and event handlers: load, decide (domain), save state and its events in one
 transaction.
 
-Event handlers project what matching and sessions announce (groups and members, sessions held and
-who attended, closures) and run inside the runtime consumer's transaction, whose tracking record
-makes a redelivery a no-op; each is also an upsert, so applying one twice changes nothing either.
+Event handlers project what matching, sessions and enrollment announce (groups and members, sessions
+held and who attended, closures, who left a program) and run inside the runtime consumer's transaction,
+whose tracking record makes a redelivery a no-op; each is also an upsert, so applying one twice changes
+nothing either.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from contracts.events import (
     Event,
     FeedbackGivenV2,
     GroupMatched,
+    ParticipantWithdrawn,
     RelationshipClosed,
     SessionHeld,
     SurveyKind,
@@ -56,8 +58,16 @@ async def on_relationship_closed(conn: asyncpg.Connection, env: Envelope) -> Non
         await repo.save_closure(conn, event)
 
 
+async def on_participant_withdrawn(conn: asyncpg.Connection, env: Envelope) -> None:
+    """Their part in the program's groups ends: no more check-ins, and the program survey is due."""
+    event = env.data
+    assert isinstance(event, ParticipantWithdrawn)
+    await repo.save_withdrawal(conn, event)
+
+
 HANDLERS: dict[type[Event], Handler] = {
     GroupMatched: on_group_matched,
+    ParticipantWithdrawn: on_participant_withdrawn,
     SessionHeld: on_session_held,
     RelationshipClosed: on_relationship_closed,
 }

@@ -9,7 +9,14 @@ from datetime import datetime
 
 import asyncpg
 
-from contracts.events import GroupMatched, QuestionScore, RelationshipClosed, SessionHeld, SurveyKind
+from contracts.events import (
+    GroupMatched,
+    ParticipantWithdrawn,
+    QuestionScore,
+    RelationshipClosed,
+    SessionHeld,
+    SurveyKind,
+)
 from contracts.policy import Role
 from runtime.crypto import Sealed
 from services.feedback.domain.rules import HeldSession, Membership
@@ -106,9 +113,20 @@ async def save_closure(conn: asyncpg.Connection, e: RelationshipClosed) -> None:
     )  # fmt: skip
 
 
+async def save_withdrawal(conn: asyncpg.Connection, e: ParticipantWithdrawn) -> None:
+    await conn.execute(
+        "INSERT INTO withdrawals (program_id, participant_id, withdrawn_at) VALUES ($1, $2, $3)"
+        " ON CONFLICT (program_id, participant_id) DO UPDATE SET withdrawn_at = EXCLUDED.withdrawn_at",
+        e.program_id, e.participant_id, e.withdrawn_at,
+    )  # fmt: skip
+
+
+# A member's part ends when the group closes or when they left the program after being matched into it.
 _MEMBERSHIP = (
-    "SELECT g.group_id, g.program_id, m.role, g.matched_at, c.closed_at"
+    "SELECT g.group_id, g.program_id, m.role, g.matched_at, LEAST(c.closed_at, w.withdrawn_at) AS closed_at"
     " FROM group_members m JOIN groups g USING (group_id) LEFT JOIN closures c USING (group_id)"
+    " LEFT JOIN withdrawals w ON w.program_id = g.program_id AND w.participant_id = m.participant_id"
+    " AND w.withdrawn_at >= g.matched_at"
 )
 
 

@@ -4,8 +4,8 @@ A *survey instance* is one occasion to answer one survey, for one group:
 - ``session``: a session the respondent attended, for ``SURVEY_OPEN_DAYS`` after it was held;
 - ``checkin``: the n-th check-in of an active group, due ``n * every_days`` after the group was matched
   (n >= 1); the latest one is listed as due, and each stays answerable while the group is active;
-- ``program``: once, when the relationship closes for good (a renewal goes on and asks nothing),
-  for ``SURVEY_OPEN_DAYS`` after the closure.
+- ``program``: once, when the relationship closes for good (a renewal goes on and asks nothing) or
+  the respondent leaves the program, for ``SURVEY_OPEN_DAYS`` after that.
 
 Each respondent answers an instance once: a second answer replaces the first (same feedback id,
 revision + 1), so it is never counted twice.
@@ -40,7 +40,8 @@ class Membership:
     role: Role
     matched_at: datetime
     closed_at: datetime | None = None
-    """When the relationship ended for good; None while it is active (a renewal does not end it)."""
+    """When the respondent's part ended: the relationship closed for good, or they left the program;
+    None while it goes on (a renewal does not end it)."""
 
     @property
     def active(self) -> bool:

@@ -8,7 +8,7 @@ from datetime import timedelta
 import pytest
 
 from conftest import unique
-from contracts.events import ClosureReason
+from contracts.events import ClosureReason, ParticipantWithdrawn
 from contracts.policy import Role
 from services.feedback.adapters import repository as repo
 from services.feedback.tests.conftest import T0, Feedback, closed, group_matched, session_held
@@ -65,3 +65,23 @@ async def test_a_renewal_ends_nothing_and_the_first_final_closure_is_kept(feedba
         )
         membership = await repo.membership(conn, group_id, "E1")
     assert membership is not None and membership.closed_at == T0 + timedelta(days=20)
+
+
+async def test_a_member_who_leaves_the_program_gets_no_more_check_ins_but_the_program_survey(
+    feedback: Feedback,
+) -> None:
+    fb = feedback
+    group_id = unique("grp")
+    members = {"E1": Role.MENTOR, "E2": Role.MENTEE, "E3": Role.MENTEE}
+    left = ParticipantWithdrawn(program_id=fb.program_id, participant_id="E2", withdrawn_at=T0 + timedelta(days=40))
+    earlier = ParticipantWithdrawn(program_id=fb.program_id, participant_id="E3", withdrawn_at=T0 - timedelta(days=9))
+    await fb.learn(left, earlier, group_matched(fb.program_id, group_id, members))  # enrollment's topic came first
+    fb.clock.at(41)
+
+    async def kinds(person: str) -> list[tuple[str, int | None]]:
+        items = (await fb.http.get("/me/surveys/due", headers=fb.participant(person))).json()["items"]
+        return [(i["kind"], i["period"]) for i in items]
+
+    assert await kinds("E1") == [("checkin", 1)]
+    assert await kinds("E2") == [("program", None)], "left after being matched: their part has ended"
+    assert await kinds("E3") == [("checkin", 1)], "a withdrawal before this matching (since re-enrolled) ends nothing"
