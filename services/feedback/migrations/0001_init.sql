@@ -37,6 +37,15 @@ CREATE TABLE closures (
     closed_at TIMESTAMPTZ NOT NULL
 );
 
+-- A participant who left a program (participant.withdrawn): their part in the program's groups matched
+-- before then ends, as if their relationship had closed (no more check-ins; the program survey is due).
+CREATE TABLE withdrawals (
+    program_id     TEXT NOT NULL,
+    participant_id TEXT NOT NULL,
+    withdrawn_at   TIMESTAMPTZ NOT NULL,
+    PRIMARY KEY (program_id, participant_id)
+);
+
 CREATE TABLE sessions_held (
     session_id TEXT PRIMARY KEY,
     group_id   TEXT NOT NULL,
