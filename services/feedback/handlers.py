@@ -129,9 +129,9 @@ async def _answered_survey(conn: asyncpg.Connection, answer: AnswerIn) -> Survey
         raise DomainError(f"no survey {answer.survey_id}", "survey_id")
     if not latest.active:
         raise DomainError(f"survey {answer.survey_id} is retired", "survey_id")
-    survey = latest if latest.version == answer.survey_version else None
-    if survey is None and answer.survey_version < latest.version:
-        survey = await repo.get_survey(conn, answer.survey_id, answer.survey_version)
+    if latest.version == answer.survey_version:
+        return latest
+    survey = await repo.get_survey(conn, answer.survey_id, answer.survey_version)
     if survey is None:
         raise DomainError(f"survey {answer.survey_id} has no version {answer.survey_version}", "survey_version")
     return survey

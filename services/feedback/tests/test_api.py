@@ -331,3 +331,37 @@ async def test_two_edits_at_once_make_two_versions(feedback: Feedback) -> None:
     edits = [fb.http.put("/surveys/default-session", json={**spec, "name": n}, headers=admin) for n in ("a", "b")]
     responses = await asyncio.gather(*edits)
     assert sorted(r.json()["version"] for r in responses) == [2, 3]
+
+
+async def test_answers_name_the_version_they_answered_and_retired_surveys_take_none(feedback: Feedback) -> None:
+    fb = feedback
+    group_id, session_id = await one_session(fb)
+    admin = fb.token("hr", "admin")
+    v1 = (await fb.http.get("/surveys/default-session", headers=admin)).json()
+    extra = {
+        "question_id": "prepared",
+        "text": "Was the agenda clear?",
+        "measure": "other",
+        "scale_min": 1,
+        "scale_max": 3,
+    }
+    spec = {"name": v1["name"], "kind": "session", "questions": [*v1["questions"], extra]}
+    assert (await fb.http.put("/surveys/default-session", json=spec, headers=admin)).json()["version"] == 2
+
+    (due,) = (await fb.http.get("/me/surveys/due", headers=fb.participant(MENTEE))).json()["items"]
+    assert due["survey_version"] == 2 and [q["question_id"] for q in due["questions"]] == ["rating", "prepared"]
+    # a form loaded before the edit is still accepted, against the questions of its version
+    r = await fb.http.post("/me/answers", json=rating(group_id, session_id), headers=fb.participant(MENTEE))
+    assert r.status_code == 201 and r.json()["survey_version"] == 1
+    both = {**rating(group_id, session_id), "survey_version": 2}
+    r = await fb.http.post("/me/answers", json=both, headers=fb.participant(MENTOR))
+    assert r.status_code == 422 and r.json()["detail"][0]["msg"] == "unanswered question(s): prepared"
+    both["answers"] = [{"question_id": "rating", "score": 5}, {"question_id": "prepared", "score": 3}]
+    assert (await fb.http.post("/me/answers", json=both, headers=fb.participant(MENTOR))).status_code == 201
+
+    assert (
+        await fb.http.put("/surveys/default-session", json={**spec, "active": False}, headers=admin)
+    ).status_code == 200
+    r = await fb.http.post("/me/answers", json=rating(group_id, session_id), headers=fb.participant(MENTEE))
+    assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "survey_id"]
+    assert (await fb.http.get("/me/surveys/due", headers=fb.participant(MENTOR))).json()["items"] == []
