@@ -31,7 +31,7 @@ from runtime.logging import JsonFormatter
 from runtime.outbox import make_producer
 from runtime.tail import wait_for_consumer_group
 from services.feedback.app import FeedbackSettings, create
-from services.feedback.tests.conftest import Clock, closed, group_matched, session_held
+from services.feedback.tests.support import Clock, closed, group_matched, session_held
 
 pytestmark = pytest.mark.stack
 

@@ -13,7 +13,7 @@ from contracts.events import ClosureReason, SurveyKind
 from contracts.policy import Role
 from runtime.db import create_pool, migrate
 from services.feedback.app import MIGRATIONS
-from services.feedback.tests.conftest import T0, Feedback, closed, group_matched, session_held
+from services.feedback.tests.support import T0, Feedback, closed, group_matched, session_held
 
 pytestmark = pytest.mark.stack
 

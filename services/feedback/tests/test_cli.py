@@ -12,7 +12,7 @@ from contracts.policy import Role
 from runtime.crypto import DEV_KEYS, KeyRing, Sealed, new_key
 from services.feedback.cli import main
 from services.feedback.handlers import comment_context
-from services.feedback.tests.conftest import T0, Feedback, group_matched, session_held
+from services.feedback.tests.support import T0, Feedback, group_matched, session_held
 
 pytestmark = pytest.mark.stack
 

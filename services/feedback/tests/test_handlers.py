@@ -11,7 +11,7 @@ from conftest import unique
 from contracts.events import ClosureReason, ParticipantWithdrawn
 from contracts.policy import Role
 from services.feedback.adapters import repository as repo
-from services.feedback.tests.conftest import T0, Feedback, closed, group_matched, session_held
+from services.feedback.tests.support import T0, Feedback, closed, group_matched, session_held
 
 pytestmark = pytest.mark.stack
 
