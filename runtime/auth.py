@@ -3,6 +3,11 @@
 Roles: ``admin`` (runs programs), ``participant`` (the token's subject is their participant id, so
 they reach only their own records) and ``integration`` (read-only systems). 401 when the token is
 missing, malformed, expired or not ours; 403 when it is valid but the role is not allowed.
+
+Permissions (the optional ``permissions`` claim, a list of strings such as ``feedback:read-text``) grant
+what no role carries by itself: a right that even a plain admin lacks unless the identity provider
+gave it explicitly. A token without the claim has none; a service checks them with
+:meth:`Principal.can`.
 """
 
 from __future__ import annotations
@@ -32,9 +37,13 @@ class ApiRole(StrEnum):
 class Principal:
     subject: str
     roles: frozenset[ApiRole]
+    permissions: frozenset[str] = frozenset()
 
     def has(self, role: ApiRole) -> bool:
         return role in self.roles
+
+    def can(self, permission: str) -> bool:
+        return permission in self.permissions
 
 
 @dataclass(frozen=True)
@@ -44,10 +53,20 @@ class JwtConfig:
     audience: str
 
 
-def issue_token(config: JwtConfig, subject: str, roles: list[str], ttl_seconds: int = 8 * 3600) -> str:
+def issue_token(
+    config: JwtConfig,
+    subject: str,
+    roles: list[str],
+    ttl_seconds: int = 8 * 3600,
+    *,
+    permissions: list[str] | None = None,
+) -> str:
     now = int(time.time())
-    claims = {"sub": subject, "roles": roles, "iss": config.issuer, "aud": config.audience, "iat": now}
+    claims: dict[str, object] = {"sub": subject, "roles": roles, "iss": config.issuer, "aud": config.audience}
+    claims["iat"] = now
     claims["exp"] = now + ttl_seconds
+    if permissions:
+        claims["permissions"] = list(permissions)
     return jwt.encode(claims, config.secret, algorithm=ALGORITHM)
 
 
@@ -72,7 +91,9 @@ def decode_token(config: JwtConfig, token: str) -> Principal:
             roles.add(ApiRole(r))
         except ValueError:
             continue
-    return Principal(subject=str(claims["sub"]), roles=frozenset(roles))
+    granted = claims.get("permissions", [])
+    permissions = frozenset(p for p in granted if isinstance(p, str)) if isinstance(granted, list) else frozenset()
+    return Principal(subject=str(claims["sub"]), roles=frozenset(roles), permissions=permissions)
 
 
 def _unauthorized(detail: str) -> HTTPException:
@@ -112,8 +133,8 @@ def jwt_config_from_env(service: str | None = None) -> JwtConfig:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m runtime.auth --role admin --sub alice [--service enrollment]``: a token for the local stack,
-    signed with the settings the service reads from the same environment."""
+    """``python -m runtime.auth --role admin --sub alice [--permission feedback:read-text] [--service feedback]``:
+    a token for the local stack, signed with the settings the service reads from the same environment."""
     parser = argparse.ArgumentParser(description="Issue a development JWT for the local stack.")
     parser.add_argument("--role", action="append", choices=[r.value for r in ApiRole], required=True)
     parser.add_argument("--sub", default="dev-admin", help="subject: the participant id for participant tokens")
@@ -121,8 +142,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--service", default=None, help="read <SERVICE>_JWT_SECRET/_ISSUER/_AUDIENCE as that service does"
     )
+    parser.add_argument(
+        "--permission", action="append", default=[], help="a permission claim, e.g. feedback:read-text (repeatable)"
+    )
     args = parser.parse_args(argv)
-    print(issue_token(jwt_config_from_env(args.service), args.sub, args.role, args.ttl))
+    print(issue_token(jwt_config_from_env(args.service), args.sub, args.role, args.ttl, permissions=args.permission))
     return 0
 
 

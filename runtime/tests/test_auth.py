@@ -99,3 +99,31 @@ def test_dev_token_is_accepted_by_a_service_configured_from_the_same_environment
     assert main(["--role", "admin", "--service", "enrollment"]) == 0
     with pytest.raises(HTTPException):
         decode_token(service_config, capsys.readouterr().out.strip())
+
+
+def test_permissions_travel_in_the_token_and_default_to_none() -> None:
+    granted = decode_token(CONFIG, issue_token(CONFIG, "alice", ["admin"], permissions=["feedback:read-text"]))
+    assert granted.permissions == frozenset({"feedback:read-text"})
+    assert granted.can("feedback:read-text") and not granted.can("sessions:read-notes")
+    plain = decode_token(CONFIG, issue_token(CONFIG, "bob", ["admin"]))
+    assert plain.permissions == frozenset() and not plain.can("feedback:read-text")
+
+
+def test_a_malformed_permissions_claim_grants_nothing() -> None:
+    import time
+
+    import jwt
+
+    now = int(time.time())
+    claims = {"sub": "eve", "roles": ["admin"], "iss": CONFIG.issuer, "aud": CONFIG.audience, "exp": now + 60}
+    for bad in ("feedback:read-text", {"feedback:read-text": True}, [1, None]):
+        token = jwt.encode({**claims, "permissions": bad}, CONFIG.secret, algorithm="HS256")
+        assert decode_token(CONFIG, token).permissions == frozenset()
+
+
+def test_dev_token_command_grants_permissions(capsys: pytest.CaptureFixture[str]) -> None:
+    from runtime.auth import jwt_config_from_env
+
+    assert main(["--role", "admin", "--sub", "carol", "--permission", "feedback:read-text"]) == 0
+    principal = decode_token(jwt_config_from_env(), capsys.readouterr().out.strip())
+    assert principal.subject == "carol" and principal.can("feedback:read-text")
