@@ -287,7 +287,7 @@ async def log_held(pool: asyncpg.Pool, ring: KeyRing, caller: Caller, session_id
         s, rel = await _member_session(conn, caller, session_id)
         model.may_change_session(s.status, session_id)
         held_at = body.held_at or s.scheduled_for
-        model.check_when(held_at, utcnow(), "held_at" if body.held_at else "scheduled_for", held=True)
+        model.check_when(held_at, utcnow(), "held_at", held=True)  # held_at defaults to the scheduled time
         model.check_attendance(rel, body.attendees, s.guest_id)
         await repo.mark_held(conn, session_id, held_at, body.duration_minutes, body.attendees)
         event = SessionHeld(
