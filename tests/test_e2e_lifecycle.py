@@ -127,7 +127,7 @@ class Platform:
         if r.status_code == 404:
             return []
         assert r.status_code == 200, r.text
-        body: list[dict[str, Any]] = r.json()
+        body: list[dict[str, Any]] = r.json()["items"]
         return body
 
     async def run_matching(self, program_id: str, seed: int) -> dict[str, Any]:

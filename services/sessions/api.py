@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path, Request
+from fastapi import APIRouter, Depends, Path, Query, Request
 
 from runtime.auth import ApiRole, Principal, require
 from runtime.crypto import KeyRing
@@ -39,7 +39,7 @@ from services.sessions.domain.commands import (
     ScheduleIn,
 )
 from services.sessions.domain.model import Caller
-from services.sessions.views import ExpectationsOut, GoalOut, NoteOut, RelationshipOut, SessionOut
+from services.sessions.views import ExpectationsOut, GoalOut, NoteOut, RelationshipOut, RelationshipPage, SessionOut
 
 router = APIRouter()
 Ctx = Annotated[ServiceContext, Depends(context)]
@@ -89,13 +89,20 @@ async def my_relationships(ctx: Ctx, who: Participant) -> list[RelationshipOut]:
 
 @router.get(
     "/programs/{program_id}/relationships",
-    response_model=list[RelationshipOut],
+    response_model=RelationshipPage,
     tags=["relationships"],
-    responses=error_responses(404),
+    responses=error_responses(404, 422),
 )
-async def program_relationships(program_id: str, ctx: Ctx, _: Staff) -> list[RelationshipOut]:
-    """A program's relationships with every member and role (admins and integrations)."""
-    return await handlers.program_relationships(ctx.pool, program_id)
+async def program_relationships(
+    program_id: str,
+    ctx: Ctx,
+    _: Staff,
+    limit: Annotated[int, Query(ge=1, le=5000)] = 500,
+    after: Annotated[str | None, Query(description="the last group id of the previous page")] = None,
+) -> RelationshipPage:
+    """A page of a program's relationships, in group id order, with every member and role (admins and
+    integrations); 404 for a program sessions has not heard of."""
+    return await handlers.program_relationships(ctx.pool, program_id, after=after, limit=limit)
 
 
 @router.get(

@@ -47,6 +47,7 @@ from services.sessions.views import (
     MemberOut,
     NoteOut,
     RelationshipOut,
+    RelationshipPage,
     SessionOut,
     StepOut,
 )
@@ -92,11 +93,15 @@ async def my_relationships(pool: asyncpg.Pool, participant_id: str) -> list[Rela
         return [relationship_view(r, participant_id) for r in await repo.relationships_of_member(conn, participant_id)]
 
 
-async def program_relationships(pool: asyncpg.Pool, program_id: str) -> list[RelationshipOut]:
+async def program_relationships(
+    pool: asyncpg.Pool, program_id: str, *, after: str | None, limit: int
+) -> RelationshipPage:
     async with pool.acquire() as conn:
         if await repo.get_program(conn, program_id) is None:
             raise NotFoundError(f"no program {program_id}", "program_id", where="path")
-        return [relationship_view(r, None) for r in await repo.relationships_of_program(conn, program_id)]
+        rows = await repo.relationships_of_program(conn, program_id, after=after, limit=limit)
+    items = [relationship_view(r, None) for r in rows]
+    return RelationshipPage(items=items, next_after=items[-1].group_id if len(items) == limit else None)
 
 
 async def get_relationship(pool: asyncpg.Pool, caller: Caller, group_id: str) -> RelationshipOut:

@@ -8,6 +8,8 @@ nothing and nothing is published that was not stored. Every change to a group ho
 
 from __future__ import annotations
 
+import logging
+
 import asyncpg
 
 from contracts.base import utcnow
@@ -37,6 +39,8 @@ from services.sessions.domain.model import (
     without,
 )
 
+log = logging.getLogger(__name__)
+
 
 async def close(conn: asyncpg.Connection, rel: Relationship, outcome: ClosureReason) -> list[Envelope]:
     """End a relationship (the caller holds its row lock): it is closed, its still-scheduled sessions are
@@ -60,6 +64,13 @@ async def close(conn: asyncpg.Connection, rel: Relationship, outcome: ClosureRea
                     cancelled_at=now,
                 )
             )
+    log.info(
+        "relationship %s closed as %s (term %d)",
+        rel.group_id,
+        outcome.value,
+        rel.term,
+        extra={"program_id": rel.program_id},
+    )
     closed = RelationshipClosed(
         program_id=rel.program_id, group_id=rel.group_id, reason=outcome, closed_at=now, term=rel.term
     )
@@ -98,13 +109,15 @@ async def end_part(conn: asyncpg.Connection, rel: Relationship, participant_id: 
 
 
 async def on_program(conn: asyncpg.Connection, env: Envelope) -> None:
-    """Keep the program's cadence and group sizes; a program that closes ends its open relationships."""
+    """Keep the program's cadence and group sizes (open groups that agreed no cadence of their own follow
+    a change); a program that closes ends its open relationships."""
     event = env.data
     assert isinstance(event, ProgramOpened)  # ProgramUpdated is a ProgramOpened with a status
     status = event.status if isinstance(event, ProgramUpdated) else "open"
     await repo.upsert_program(
         conn, ProgramInfo.of(event.program_id, event.form, event.cadence_days, event.policy, status)
     )
+    await repo.follow_program_cadence(conn, event.program_id, event.cadence_days)
     if status != "closed":
         return
     events: list[Envelope] = []

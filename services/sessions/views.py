@@ -32,6 +32,11 @@ class RelationshipOut(BaseModel):
     members: list[MemberOut] = Field(description="for a member: the other members; for staff: everyone")
 
 
+class RelationshipPage(BaseModel):
+    items: list[RelationshipOut]
+    next_after: str | None = Field(description="pass as ``after`` for the next page; null on the last")
+
+
 class ExpectationsOut(BaseModel):
     group_id: str
     agreed: bool = Field(description="false until the group first sets them (the program's cadence applies)")

@@ -56,6 +56,16 @@ async def get_program(conn: asyncpg.Connection, program_id: str) -> ProgramInfo 
     )
 
 
+async def follow_program_cadence(conn: asyncpg.Connection, program_id: str, cadence_days: int) -> None:
+    """Open relationships without expectations of their own take the program's (new) cadence."""
+    await conn.execute(
+        "UPDATE relationships r SET cadence_days = $2 WHERE program_id = $1 AND status = 'open'"
+        " AND cadence_days <> $2 AND NOT EXISTS (SELECT 1 FROM expectations e WHERE e.group_id = r.group_id)",
+        program_id,
+        cadence_days,
+    )
+
+
 async def record_withdrawal(conn: asyncpg.Connection, program_id: str, participant_id: str) -> None:
     await conn.execute(
         "INSERT INTO withdrawals (program_id, participant_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
@@ -150,11 +160,22 @@ async def relationships_of_member(conn: asyncpg.Connection, participant_id: str)
 
 
 async def relationships_of_program(
-    conn: asyncpg.Connection, program_id: str, *, status: RelationshipStatus | None = None, for_update: bool = False
+    conn: asyncpg.Connection,
+    program_id: str,
+    *,
+    status: RelationshipStatus | None = None,
+    for_update: bool = False,
+    after: str | None = None,
+    limit: int | None = None,
 ) -> list[Relationship]:
-    sql = "SELECT * FROM relationships WHERE program_id = $1 AND ($2::text IS NULL OR status = $2)"
-    sql += " ORDER BY group_id" + (" FOR UPDATE" if for_update else "")
-    rows = await conn.fetch(sql, program_id, status.value if status else None)
+    """In group id order; ``after`` and ``limit`` page through a large program."""
+    sql = (
+        "SELECT * FROM relationships WHERE program_id = $1 AND ($2::text IS NULL OR status = $2)"
+        " AND ($3::text IS NULL OR group_id > $3) ORDER BY group_id LIMIT $4"
+    )
+    rows = await conn.fetch(
+        sql + (" FOR UPDATE" if for_update else ""), program_id, status.value if status else None, after, limit
+    )
     return await _with_members(conn, rows)
 
 

@@ -132,3 +132,38 @@ async def test_closing_the_program_closes_its_open_relationships_once(svc: Svc) 
     )
     late = await svc.group(program_id, ("M9", MENTOR), ("e9", MENTEE))
     assert await status(svc, late) == ("closed", "completed"), "a group of a closed program ends as it arrives"
+
+
+async def test_open_groups_follow_the_programs_cadence_until_they_agree_their_own(svc: Svc) -> None:
+    program_id = await svc.program(cadence_days=14)
+    own = await svc.group(program_id, ("M1", MENTOR), ("e1", MENTEE))
+    follows = await svc.group(program_id, ("M2", MENTOR), ("e2", MENTEE))
+    r = await svc.client.put(f"/relationships/{own}/expectations", json={"format": "phone"}, headers=svc.as_("M1"))
+    assert r.json()["cadence_days"] == 14
+    await svc.apply(
+        ProgramUpdated(
+            program_id=program_id,
+            name="Leaders",
+            form=Form.ONE_TO_ONE,
+            cadence_days=30,
+            starts_on=datetime(2026, 1, 1, tzinfo=UTC).date(),
+            policy=default_policy(Form.ONE_TO_ONE),
+            opened_at=datetime.now(UTC),
+        )
+    )
+    page = (await svc.client.get(f"/programs/{program_id}/relationships", headers=svc.admin)).json()
+    assert {r["group_id"]: r["cadence_days"] for r in page["items"]} == {own: 14, follows: 30}
+
+
+async def test_a_programs_relationships_come_in_pages(svc: Svc) -> None:
+    program_id = await svc.program()
+    ids = sorted([await svc.group(program_id, (f"M{i}", MENTOR), (f"e{i}", MENTEE)) for i in range(3)])
+    url = f"/programs/{program_id}/relationships"
+    first = (await svc.client.get(url, params={"limit": 2}, headers=svc.integration)).json()
+    assert [r["group_id"] for r in first["items"]] == ids[:2] and first["next_after"] == ids[1]
+    rest = (await svc.client.get(url, params={"limit": 2, "after": ids[1]}, headers=svc.integration)).json()
+    assert [r["group_id"] for r in rest["items"]] == ids[2:] and rest["next_after"] is None
+    r = await svc.client.get(url, params={"limit": 0}, headers=svc.admin)
+    assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["query", "limit"]
+    r = await svc.client.get("/programs/prg-unknown/relationships", headers=svc.admin)
+    assert r.status_code == 404 and r.json()["detail"][0]["loc"] == ["path", "program_id"]
