@@ -452,7 +452,48 @@ async def test_a_matched_group_lives_renews_loses_its_mentor_and_the_program_clo
             after_outbox = await p.fetch("sessions", "SELECT event_id FROM outbox")
             assert (await p.relationships(program_id), await p.pool(program_id), len(after_outbox)) == before
 
+            await _check_a_dead_letter_repeats_no_content(p, bus)
             await _check_nothing_leaked(p, bus, logs, marks, group_id, mentees)
+
+
+async def _check_a_dead_letter_repeats_no_content(p: Platform, bus: Bus) -> None:
+    """A group.matched that fails validation, with a marker where a list belongs: sessions parks it on the
+    dead-letter topic with a reason that names the field, never the content."""
+    marker, key = f"dlt-{uuid.uuid4().hex}", f"{p.prefix}-probe"
+    headers = [
+        ("ce_specversion", b"1.0"),
+        ("ce_id", str(uuid.uuid4()).encode()),
+        ("ce_source", b"/probe"),
+        ("ce_type", GroupMatched.TYPE.encode()),
+        ("ce_time", datetime.now(UTC).isoformat().encode()),
+    ]
+    body = f'{{"program_id": "{key}", "run_id": "r", "group_id": "{key}", "members": "{marker}"}}'.encode()
+    producer = AIOKafkaProducer(bootstrap_servers=p.stack.kafka_bootstrap)
+    await producer.start()
+    try:
+        await producer.send_and_wait(MATCHING.name, body, key=key.encode(), headers=headers)
+    finally:
+        await producer.stop()
+    group = f"{p.schemas['sessions']}-relationships".encode()
+
+    def parked() -> list[ConsumerRecord[bytes, bytes]]:
+        return [
+            r
+            for r in bus.records
+            if r.topic == MATCHING.dead_letter
+            and (r.key or b"") == key.encode()
+            and ("dlt_consumer_group", group) in r.headers
+        ]
+
+    async def arrived() -> bool:
+        return bool(parked())
+
+    await eventually(arrived, 60, "the dead letter of the invalid group.matched")
+    (record,) = parked()
+    reason = dict(record.headers)["dlt_reason"].decode()
+    assert "members" in reason, reason
+    for name, value in record.headers:
+        assert marker.encode() not in value and marker not in name, f"the content reached the header {name}"
 
 
 def _count(events: list[tuple[ConsumerRecord[bytes, bytes], Envelope]], name: str) -> int:
