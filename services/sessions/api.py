@@ -26,7 +26,7 @@ from runtime.auth import ApiRole, Principal, require
 from runtime.crypto import KeyRing
 from runtime.errors import error_responses
 from runtime.service import ServiceContext, context
-from services.sessions import handlers
+from services.sessions import handlers, progress
 from services.sessions.domain.commands import (
     CancelIn,
     CloseIn,
@@ -219,7 +219,7 @@ async def reschedule(session_id: str, body: RescheduleIn, ctx: Ctx, ring: Ring, 
 )
 async def set_goal(group_id: str, body: GoalIn, ctx: Ctx, ring: Ring, who: Participant) -> GoalOut:
     """A member sets their own goal in steps. Publishes goal.set (category and step count only)."""
-    return await handlers.set_goal(ctx.pool, ring, who, group_id, body)
+    return await progress.set_goal(ctx.pool, ring, who, group_id, body)
 
 
 @router.get(
@@ -227,7 +227,7 @@ async def set_goal(group_id: str, body: GoalIn, ctx: Ctx, ring: Ring, who: Parti
 )
 async def list_goals(group_id: str, ctx: Ctx, ring: Ring, who: Anyone) -> list[GoalOut]:
     """Every member's goals: wording for the group's members, counts only for staff."""
-    return await handlers.list_goals(ctx.pool, ring, who, group_id)
+    return await progress.list_goals(ctx.pool, ring, who, group_id)
 
 
 @router.post(
@@ -238,7 +238,7 @@ async def list_goals(group_id: str, ctx: Ctx, ring: Ring, who: Anyone) -> list[G
 )
 async def tick_step(goal_id: str, step: Step, ctx: Ctx, ring: Ring, who: Participant) -> GoalOut:
     """The goal's owner ticks a step off. Publishes goal.progressed (counts only)."""
-    return await handlers.tick_step(ctx.pool, ring, who, goal_id, step)
+    return await progress.tick_step(ctx.pool, ring, who, goal_id, step)
 
 
 @router.post(
@@ -250,7 +250,7 @@ async def tick_step(goal_id: str, step: Step, ctx: Ctx, ring: Ring, who: Partici
 )
 async def add_note(session_id: str, body: NoteIn, ctx: Ctx, ring: Ring, who: Participant) -> NoteOut:
     """A private note or action item, encrypted at rest; readable by its author only unless shared."""
-    return await handlers.add_note(ctx.pool, ring, who, session_id, body)
+    return await progress.add_note(ctx.pool, ring, who, session_id, body)
 
 
 @router.get(
@@ -258,10 +258,10 @@ async def add_note(session_id: str, body: NoteIn, ctx: Ctx, ring: Ring, who: Par
 )
 async def list_notes(session_id: str, ctx: Ctx, ring: Ring, who: Participant) -> list[NoteOut]:
     """The caller's own notes on the session and those shared with the group."""
-    return await handlers.list_notes(ctx.pool, ring, who, session_id)
+    return await progress.list_notes(ctx.pool, ring, who, session_id)
 
 
 @router.patch("/notes/{note_id}", response_model=NoteOut, tags=["notes"], responses=error_responses(403, 404, 422))
 async def update_note(note_id: str, body: NotePatch, ctx: Ctx, ring: Ring, who: Participant) -> NoteOut:
     """The author shares or unshares a note, or ticks an action item off."""
-    return await handlers.update_note(ctx.pool, ring, who, note_id, body)
+    return await progress.update_note(ctx.pool, ring, who, note_id, body)

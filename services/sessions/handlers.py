@@ -1,4 +1,5 @@
-"""Sessions' use cases: load, decide (domain), save the state and its events in one transaction.
+"""Sessions' use cases for relationships, expectations and sessions (goals and notes: :mod:`.progress`):
+load, decide (domain), save the state and its events in one transaction.
 
 Texts are sealed here, before the repository sees them, and opened here only for a reader the domain
 entitles to them. Every command on a group holds the group's row lock (``for_update``), so the group's
@@ -17,14 +18,12 @@ from contracts.events import (
     CancellationKind,
     ClosureReason,
     ExpectationsAgreed,
-    GoalProgressed,
-    GoalSet,
     SessionCancelled,
     SessionHeld,
     SessionScheduled,
 )
 from runtime.crypto import KeyRing
-from runtime.errors import ForbiddenError, NotFoundError
+from runtime.errors import NotFoundError
 from runtime.outbox import add_to_outbox
 from services.sessions import lifecycle
 from services.sessions.adapters import repository as repo
@@ -33,31 +32,25 @@ from services.sessions.domain import model
 from services.sessions.domain.commands import (
     CancelIn,
     ExpectationsIn,
-    GoalIn,
     HeldIn,
-    NoteIn,
-    NotePatch,
     RescheduleIn,
     ScheduleIn,
 )
 from services.sessions.domain.model import Caller, Relationship, SessionStatus
 from services.sessions.views import (
     ExpectationsOut,
-    GoalOut,
     MemberOut,
-    NoteOut,
     RelationshipOut,
     RelationshipPage,
     SessionOut,
-    StepOut,
 )
 
 
-def _new_id(prefix: str) -> str:
+def new_id(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:16]}"
 
 
-async def _relationship(conn: asyncpg.Connection, group_id: str, *, for_update: bool = False) -> Relationship:
+async def relationship_or_404(conn: asyncpg.Connection, group_id: str, *, for_update: bool = False) -> Relationship:
     rel = await repo.get_relationship(conn, group_id, for_update=for_update)
     if rel is None:
         raise NotFoundError(f"no relationship {group_id}", "group_id", where="path")
@@ -106,7 +99,7 @@ async def program_relationships(
 
 async def get_relationship(pool: asyncpg.Pool, caller: Caller, group_id: str) -> RelationshipOut:
     async with pool.acquire() as conn:
-        rel = await _relationship(conn, group_id)
+        rel = await relationship_or_404(conn, group_id)
     me = model.reader_of(rel, caller)
     return relationship_view(rel, me.participant_id if me else None)
 
@@ -116,12 +109,12 @@ async def close_relationship(
 ) -> RelationshipOut:
     """A member or an admin ends the relationship with an outcome, or renews it for another term."""
     async with pool.acquire() as conn, conn.transaction():
-        rel = await _relationship(conn, group_id, for_update=True)
+        rel = await relationship_or_404(conn, group_id, for_update=True)
         if not caller.admin:
             model.member_or_404(rel, caller.subject)
         model.writable(rel)
         await add_to_outbox(conn, *await lifecycle.close(conn, rel, outcome))
-        after = await _relationship(conn, group_id)
+        after = await relationship_or_404(conn, group_id)
     return relationship_view(after, None if caller.admin else caller.subject)
 
 
@@ -130,7 +123,7 @@ async def close_relationship(
 
 async def get_expectations(pool: asyncpg.Pool, ring: KeyRing, caller: Caller, group_id: str) -> ExpectationsOut:
     async with pool.acquire() as conn:
-        rel = await _relationship(conn, group_id)
+        rel = await relationship_or_404(conn, group_id)
         model.member_or_404(rel, caller.subject)
         row = await repo.get_expectations(conn, group_id)
     if row is None:
@@ -163,7 +156,7 @@ async def set_expectations(
     agenda and boundaries are the group's words and never leave the service."""
     now = utcnow()
     async with pool.acquire() as conn, conn.transaction():
-        rel = await _relationship(conn, group_id, for_update=True)
+        rel = await relationship_or_404(conn, group_id, for_update=True)
         model.may_set_expectations(rel, caller.subject)
         model.writable(rel)
         before = await repo.get_expectations(conn, group_id)
@@ -209,9 +202,9 @@ def session_view(ring: KeyRing, s: repo.SessionRow, *, topic: bool, reason: bool
 
 async def schedule(pool: asyncpg.Pool, ring: KeyRing, caller: Caller, group_id: str, body: ScheduleIn) -> SessionOut:
     model.check_when(body.scheduled_for, utcnow(), "scheduled_for", held=False)
-    session_id = _new_id("ses")
+    session_id = new_id("ses")
     async with pool.acquire() as conn, conn.transaction():
-        rel = await _relationship(conn, group_id, for_update=True)
+        rel = await relationship_or_404(conn, group_id, for_update=True)
         model.member_or_404(rel, caller.subject)
         model.writable(rel)
         model.check_guest(rel, body.guest_id)
@@ -244,20 +237,20 @@ async def schedule(pool: asyncpg.Pool, ring: KeyRing, caller: Caller, group_id: 
 
 async def list_sessions(pool: asyncpg.Pool, ring: KeyRing, caller: Caller, group_id: str) -> list[SessionOut]:
     async with pool.acquire() as conn:
-        rel = await _relationship(conn, group_id)
+        rel = await relationship_or_404(conn, group_id)
         member = model.reader_of(rel, caller) is not None
         rows = await repo.sessions_of(conn, group_id)
     return [session_view(ring, s, topic=member, reason=member) for s in rows]
 
 
-async def _session_for(
+async def session_and_group(
     conn: asyncpg.Connection, session_id: str, *, for_update: bool = False
 ) -> tuple[repo.SessionRow, Relationship]:
     """The session and its group; the group's row is locked first when writing (the lock order)."""
     found = await repo.get_session(conn, session_id)
     if found is None:
         raise NotFoundError(f"no session {session_id}", "session_id", where="path")
-    rel = await _relationship(conn, found.group_id, for_update=for_update)
+    rel = await relationship_or_404(conn, found.group_id, for_update=for_update)
     s = await repo.get_session(conn, session_id, for_update=for_update) if for_update else found
     assert s is not None
     return s, rel
@@ -267,7 +260,7 @@ async def get_session(pool: asyncpg.Pool, ring: KeyRing, caller: Caller, session
     """Members read everything; the session's guest reads it (with its topic) and nothing else; staff
     read its metadata; anyone else gets a 404."""
     async with pool.acquire() as conn:
-        s, rel = await _session_for(conn, session_id)
+        s, rel = await session_and_group(conn, session_id)
     if caller.participant and s.guest_id == caller.subject:
         return session_view(ring, s, topic=True, reason=False)
     try:
@@ -280,7 +273,7 @@ async def get_session(pool: asyncpg.Pool, ring: KeyRing, caller: Caller, session
 async def _member_session(
     conn: asyncpg.Connection, caller: Caller, session_id: str
 ) -> tuple[repo.SessionRow, Relationship]:
-    s, rel = await _session_for(conn, session_id, for_update=True)
+    s, rel = await session_and_group(conn, session_id, for_update=True)
     if rel.member(caller.subject) is None or caller.subject not in rel.active_ids:
         raise NotFoundError(f"no session {session_id}", "session_id", where="path")
     model.writable(rel)
@@ -347,175 +340,3 @@ async def reschedule(
         after = await repo.get_session(conn, session_id)
     assert after is not None
     return session_view(ring, after, topic=True, reason=True)
-
-
-# --- goals -----------------------------------------------------------------------------------------
-
-
-def goal_view(ring: KeyRing, g: repo.GoalRow, *, texts: bool) -> GoalOut:
-    steps = [
-        StepOut(
-            position=i + 1,
-            done=done_at is not None,
-            wording=sealed.unseal(ring, sealed.STEP, *wording, g.goal_id, i + 1) if texts else None,
-        )
-        for i, (wording, done_at) in enumerate(g.steps)
-    ]
-    return GoalOut(
-        goal_id=g.goal_id,
-        group_id=g.group_id,
-        participant_id=g.participant_id,
-        category=g.category,
-        wording=sealed.unseal(ring, sealed.GOAL, *g.wording, g.goal_id) if texts else None,
-        steps=steps,
-        steps_done=len(g.done_positions),
-        steps_total=len(g.steps),
-        set_at=g.set_at,
-    )
-
-
-async def set_goal(pool: asyncpg.Pool, ring: KeyRing, caller: Caller, group_id: str, body: GoalIn) -> GoalOut:
-    """A member sets their own goal; goal.set carries the category and the number of steps only."""
-    goal_id, now = _new_id("gol"), utcnow()
-    async with pool.acquire() as conn, conn.transaction():
-        rel = await _relationship(conn, group_id, for_update=True)
-        model.member_or_404(rel, caller.subject)
-        model.writable(rel)
-        row = repo.GoalRow(
-            goal_id=goal_id,
-            group_id=group_id,
-            participant_id=caller.subject,
-            category=body.category,
-            wording=sealed.seal(ring, sealed.GOAL, body.wording, goal_id),
-            steps=tuple(
-                (sealed.seal(ring, sealed.STEP, text, goal_id, i + 1), None) for i, text in enumerate(body.steps)
-            ),
-            set_at=now,
-        )
-        await repo.insert_goal(conn, row)
-        event = GoalSet(
-            program_id=rel.program_id,
-            group_id=group_id,
-            goal_id=goal_id,
-            participant_id=caller.subject,
-            category=body.category,
-            steps_total=len(body.steps),
-            set_at=now,
-        )
-        await add_to_outbox(conn, Envelope(data=event))
-    return goal_view(ring, row, texts=True)
-
-
-async def list_goals(pool: asyncpg.Pool, ring: KeyRing, caller: Caller, group_id: str) -> list[GoalOut]:
-    async with pool.acquire() as conn:
-        rel = await _relationship(conn, group_id)
-        member = model.reader_of(rel, caller) is not None
-        rows = await repo.goals_of(conn, group_id)
-    return [goal_view(ring, g, texts=member) for g in rows]
-
-
-async def tick_step(pool: asyncpg.Pool, ring: KeyRing, caller: Caller, goal_id: str, step: int) -> GoalOut:
-    """Only the goal's owner ticks its steps (another member: 403; anyone else: 404)."""
-    now = utcnow()
-    async with pool.acquire() as conn, conn.transaction():
-        found = await repo.get_goal(conn, goal_id)
-        if found is None:
-            raise NotFoundError(f"no goal {goal_id}", "goal_id", where="path")
-        rel = await _relationship(conn, found.group_id, for_update=True)
-        try:
-            model.member_or_404(rel, caller.subject)
-        except NotFoundError:
-            raise NotFoundError(f"no goal {goal_id}", "goal_id", where="path") from None
-        if found.participant_id != caller.subject:
-            raise ForbiddenError("only the goal's owner ticks its steps", "goal_id", where="path")
-        model.writable(rel)
-        goal = await repo.get_goal(conn, goal_id, for_update=True)
-        assert goal is not None
-        progress = model.tick(goal.done_positions, len(goal.steps), step, goal_id)
-        await repo.tick_step(conn, goal_id, step, now)
-        event = GoalProgressed(
-            program_id=rel.program_id,
-            group_id=rel.group_id,
-            goal_id=goal_id,
-            participant_id=caller.subject,
-            steps_done=progress.steps_done,
-            steps_total=progress.steps_total,
-            progressed_at=now,
-        )
-        await add_to_outbox(conn, Envelope(data=event))
-        after = await repo.get_goal(conn, goal_id)
-    assert after is not None
-    return goal_view(ring, after, texts=True)
-
-
-# --- notes -----------------------------------------------------------------------------------------
-
-
-def note_view(ring: KeyRing, n: repo.NoteRow) -> NoteOut:
-    text = sealed.unseal(ring, sealed.NOTE, *n.text, n.note_id)
-    assert text is not None
-    return NoteOut(
-        note_id=n.note_id,
-        session_id=n.session_id,
-        author_id=n.author_id,
-        kind=n.kind,
-        text=text,
-        shared=n.shared,
-        done=n.done,
-        created_at=n.created_at,
-    )
-
-
-async def add_note(pool: asyncpg.Pool, ring: KeyRing, caller: Caller, session_id: str, body: NoteIn) -> NoteOut:
-    """A private note or action item; no event at all (a note is nobody else's business)."""
-    note_id = _new_id("not")
-    async with pool.acquire() as conn, conn.transaction():
-        _, rel = await _session_for(conn, session_id)
-        if caller.subject not in rel.active_ids:
-            raise NotFoundError(f"no session {session_id}", "session_id", where="path")
-        row = repo.NoteRow(
-            note_id=note_id,
-            session_id=session_id,
-            group_id=rel.group_id,
-            author_id=caller.subject,
-            kind=body.kind,
-            text=sealed.seal(ring, sealed.NOTE, body.text, note_id),
-            shared=body.shared,
-            done=False,
-            created_at=utcnow(),
-        )
-        await repo.insert_note(conn, row)
-    return note_view(ring, row)
-
-
-async def list_notes(pool: asyncpg.Pool, ring: KeyRing, caller: Caller, session_id: str) -> list[NoteOut]:
-    """The caller's own notes and those shared with the group; a past member still reads their own."""
-    async with pool.acquire() as conn:
-        _, rel = await _session_for(conn, session_id)
-        if rel.member(caller.subject) is None:
-            raise NotFoundError(f"no session {session_id}", "session_id", where="path")
-        rows = await repo.notes_for(conn, session_id, caller.subject)
-    active = caller.subject in rel.active_ids
-    return [note_view(ring, n) for n in rows if active or n.author_id == caller.subject]
-
-
-async def update_note(pool: asyncpg.Pool, ring: KeyRing, caller: Caller, note_id: str, body: NotePatch) -> NoteOut:
-    """Only the author shares, unshares or ticks off a note (a member who sees a shared note: 403)."""
-    async with pool.acquire() as conn, conn.transaction():
-        n = await repo.get_note(conn, note_id, for_update=True)
-        rel = await repo.get_relationship(conn, n.group_id) if n else None
-        visible = (
-            n is not None
-            and rel is not None
-            and (n.author_id == caller.subject or (n.shared and caller.subject in rel.active_ids))
-        )
-        if not visible or n is None:
-            raise NotFoundError(f"no note {note_id}", "note_id", where="path")
-        if n.author_id != caller.subject:
-            raise ForbiddenError("only the author changes a note", "note_id", where="path")
-        shared = n.shared if body.shared is None else body.shared
-        done = n.done if body.done is None else body.done
-        await repo.update_note(conn, note_id, shared=shared, done=done)
-        after = await repo.get_note(conn, note_id)
-    assert after is not None
-    return note_view(ring, after)
