@@ -145,8 +145,9 @@ async def get_expectations(group_id: str, ctx: Ctx, ring: Ring, who: Participant
 async def set_expectations(
     group_id: str, body: ExpectationsIn, ctx: Ctx, ring: Ring, who: Participant
 ) -> ExpectationsOut:
-    """The mentor sets them (any member in a group without one). Publishes expectations.agreed when first
-    set or when cadence or format change; agenda and boundaries never leave the service."""
+    """The mentor sets them (any member in a group without one), whole: a text left out is cleared, a
+    cadence left out is the program's. Publishes expectations.agreed when first set or when cadence or
+    format change; agenda and boundaries never leave the service."""
     return await handlers.set_expectations(ctx.pool, ring, who, group_id, body)
 
 

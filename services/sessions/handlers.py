@@ -171,7 +171,7 @@ async def set_expectations(
             updated_at=now,
         )
         await repo.put_expectations(conn, group_id, row)
-        await conn.execute("UPDATE relationships SET cadence_days = $2 WHERE group_id = $1", group_id, cadence)
+        await repo.set_cadence(conn, group_id, cadence)
         if before is None or (before.cadence_days, before.format) != (cadence, body.format):
             agreed = ExpectationsAgreed(
                 program_id=rel.program_id, group_id=group_id, cadence_days=cadence, format=body.format, agreed_at=now

@@ -34,7 +34,6 @@ from services.sessions.domain.model import (
     ProgramInfo,
     Relationship,
     RelationshipStatus,
-    SessionStatus,
     still_viable,
     without,
 )
@@ -51,19 +50,16 @@ async def close(conn: asyncpg.Connection, rel: Relationship, outcome: ClosureRea
         return await renew(conn, rel)
     now = utcnow()
     await repo.close_relationship(conn, rel.group_id, outcome, now)
-    events = []
-    for s in await repo.sessions_of(conn, rel.group_id):
-        if s.status is SessionStatus.SCHEDULED:
-            await repo.mark_cancelled(conn, s.session_id, (None, None))
-            events.append(
-                SessionCancelled(
-                    program_id=rel.program_id,
-                    group_id=rel.group_id,
-                    session_id=s.session_id,
-                    kind=CancellationKind.CANCELLED,
-                    cancelled_at=now,
-                )
-            )
+    events = [
+        SessionCancelled(
+            program_id=rel.program_id,
+            group_id=rel.group_id,
+            session_id=session_id,
+            kind=CancellationKind.CANCELLED,
+            cancelled_at=now,
+        )
+        for session_id in await repo.cancel_scheduled(conn, rel.group_id)
+    ]
     log.info(
         "relationship %s closed as %s (term %d)",
         rel.group_id,

@@ -190,6 +190,10 @@ async def open_relationships_of(conn: asyncpg.Connection, program_id: str, parti
     return await _with_members(conn, rows)
 
 
+async def set_cadence(conn: asyncpg.Connection, group_id: str, cadence_days: int) -> None:
+    await conn.execute("UPDATE relationships SET cadence_days = $2 WHERE group_id = $1", group_id, cadence_days)
+
+
 async def end_membership(conn: asyncpg.Connection, group_id: str, participant_id: str) -> None:
     await conn.execute(
         "UPDATE members SET active = false WHERE group_id = $1 AND participant_id = $2", group_id, participant_id
@@ -342,6 +346,16 @@ async def mark_cancelled(conn: asyncpg.Connection, session_id: str, reason: Seal
         session_id,
         *reason,
     )
+
+
+async def cancel_scheduled(conn: asyncpg.Connection, group_id: str) -> list[str]:
+    """Cancel every still-scheduled session of a group (it ends); their ids, in time order."""
+    rows = await conn.fetch(
+        "UPDATE sessions SET status = 'cancelled', updated_at = now() WHERE group_id = $1 AND status = 'scheduled'"
+        " RETURNING session_id, scheduled_for",
+        group_id,
+    )
+    return [r["session_id"] for r in sorted(rows, key=lambda r: (r["scheduled_for"], r["session_id"]))]
 
 
 async def move(conn: asyncpg.Connection, session_id: str, to: datetime, reason: SealedPair) -> None:
