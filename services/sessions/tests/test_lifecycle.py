@@ -3,6 +3,7 @@ end publishes exactly one relationship.closed, also when events arrive twice or 
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -167,3 +168,18 @@ async def test_a_programs_relationships_come_in_pages(svc: Svc) -> None:
     assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["query", "limit"]
     r = await svc.client.get("/programs/prg-unknown/relationships", headers=svc.admin)
     assert r.status_code == 404 and r.json()["detail"][0]["loc"] == ["path", "program_id"]
+
+
+async def test_a_member_and_an_admin_closing_at_once_close_it_once(svc: Svc) -> None:
+    program_id = await svc.program()
+    group_id = await svc.group(program_id, ("M1", MENTOR), ("e1", MENTEE))
+    url = f"/relationships/{group_id}/close"
+    first, second = await asyncio.gather(
+        svc.client.post(url, json={"outcome": "completed"}, headers=svc.as_("e1")),
+        svc.client.post(url, json={"outcome": "faded"}, headers=svc.admin),
+    )
+    assert sorted([first.status_code, second.status_code]) == [200, 409]
+    winner = "completed" if first.status_code == 200 else "faded"
+    assert await closures(svc) == [(group_id, winner, 1)]
+    await svc.apply(withdrawn(program_id, "M1"))
+    assert await closures(svc) == [(group_id, winner, 1)], "a closed group does not close again"
