@@ -7,6 +7,7 @@ import asyncpg
 
 from contracts.envelope import Envelope
 from contracts.events import (
+    ClosureReason,
     Event,
     ParticipantEnrolled,
     ParticipantUpdated,
@@ -52,9 +53,13 @@ async def on_withdrawn(conn: asyncpg.Connection, env: Envelope) -> None:
 
 
 async def on_relationship_closed(conn: asyncpg.Connection, env: Envelope) -> None:
-    """A closed group frees its mentors' capacity and returns its members to the pool."""
+    """A closed group frees its mentors' capacity and returns its members to the pool. A renewal
+    (reason ``renewed``) ends only a term: the group goes on with the same members, so the mentor still
+    carries it and nothing is freed."""
     event = env.data
     assert isinstance(event, RelationshipClosed)
+    if event.reason is ClosureReason.RENEWED:
+        return
     await conn.execute("UPDATE groups SET status='closed' WHERE group_id=$1", event.group_id)
 
 
