@@ -25,7 +25,7 @@ down:
 status:
 	$(PYTHON) -m deploy.local.stack status
 
-test: venv up
+test: venv up lint
 	$(PY) -m pytest -q
 
 demo: venv up
@@ -33,6 +33,7 @@ demo: venv up
 
 lint: venv
 	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
 	$(PY) -m mypy contracts runtime services deploy tests bench conftest.py
 
 generate: venv
