@@ -4,6 +4,9 @@ Starts Kafka, PostgreSQL and the services; imports an org chart of a few thousan
 enrollment; opens a one-to-one program and enrols people in bulk; waits until matching has built the
 pool from the events; runs a matching and prints what an administrator needs: placed, unplaced by
 reason, mean fit, load spread, the solver's status and gap, and how to read one group's explanation.
+Then the program lives on: once the sessions service has the groups from ``group.matched``, a sample
+of them plays twelve weeks of meetings, goals and session surveys through the sessions and feedback
+APIs (``deploy/local/simulate.py``), and the demo prints sessions held, goals set and the mean rating.
 Everything goes through the public HTTP APIs and Kafka, as a real administrator's tools would.
 """
 
@@ -19,7 +22,7 @@ from collections.abc import Callable
 from typing import Any
 
 from bench.synthetic_org import enrolments, org_chart, to_csv
-from deploy.local import services
+from deploy.local import services, simulate
 from runtime.auth import issue_token, jwt_config_from_env
 
 ORG_COLUMNS = ["employee_id", "manager_id", "department", "level", "location", "utc_offset_minutes", "languages"]
@@ -63,23 +66,55 @@ def wait(what: str, check: Callable[[], bool], timeout: float = 180) -> None:
         time.sleep(0.5)
 
 
+def live_weeks(urls: dict[str, str], token: str, pid: str, run_id: str, args: argparse.Namespace) -> None:
+    """A sample of the groups lives twelve weeks through the sessions and feedback APIs."""
+    sessions = Client(urls["sessions"], token)
+    groups = Client(urls["matching"], token).call("GET", f"/runs/{run_id}/groups?limit={args.live_groups}")["items"]
+    if not groups:
+        return
+    step(f"waiting for the sessions service to open the relationships (group.matched), then {len(groups)} "
+         "groups live twelve weeks")  # fmt: skip
+    wanted = {g["group_id"] for g in groups}
+
+    def relationships_open() -> bool:
+        page = sessions.call("GET", f"/programs/{pid}/relationships?limit=5000", missing={"items": []})
+        return wanted <= {r["group_id"] for r in page["items"]}
+
+    wait("the relationships", relationships_open, timeout=300)
+    jwt = jwt_config_from_env("sessions")
+    simulation = simulate.Simulation(urls["sessions"], urls["feedback"], jwt, seed=args.seed)
+
+    def progress(done: int, total: int) -> None:
+        if done % 10 == 0 or done == total:
+            print(f"  {done} of {total} groups played", flush=True)
+
+    summary = simulation.run(groups, progress)
+    step("twelve weeks later")
+    scripts = ", ".join(f"{n} {name}" for name, n in sorted(summary.groups.items()))
+    print(f"groups            {sum(summary.groups.values())} played ({scripts})")
+    print(f"sessions held     {summary.sessions_held:,} ({summary.reschedules} rescheduled first)")
+    print(f"goals set         {summary.goals_set:,}, steps ticked off {summary.steps_done:,}")
+    print(f"mean rating       {summary.mean_rating} of 5 ({len(summary.ratings):,} session surveys answered)")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--people", type=int, default=4000, help="size of the organisation")
     parser.add_argument("--enrol", type=int, default=2500, help="how many of them enrol")
     parser.add_argument("--seed", type=int, default=2026, help="the published lottery seed")
+    parser.add_argument("--live-groups", type=int, default=40, help="groups whose twelve weeks are played")
     args = parser.parse_args()
 
     step("starting the local stack and the services")
-    urls = services.up(["enrollment", "matching"])
+    urls = services.up()
     jwt = jwt_config_from_env("enrollment")  # the services run with the same settings
     token = issue_token(jwt, "demo-admin", ["admin"])
     enrollment, matching = Client(urls["enrollment"], token), Client(urls["matching"], token)
 
     # Capacity is a person's across programs: on a database that kept an earlier demo, its mentors still
-    # carry their groups. Each demo therefore brings its own people (E000001, then E2-000001, ...).
+    # carry their groups. Each demo therefore brings its own people (D1-000001, then D2-000001, ...).
     earlier = sum(1 for p in enrollment.call("GET", "/programs") if p["name"].startswith(DEMO_NAME))
-    prefix = "E" if earlier == 0 else f"E{earlier + 1}-"
+    prefix = f"D{earlier + 1}-"  # never the tests' E000001...: they share the local topics
     step(f"importing an org chart of {args.people:,} people (CSV, as an HRIS export; ids {prefix}000000...)")
     people = org_chart(args.people, seed=args.seed, prefix=prefix)
     result = enrollment.call("POST", "/org-chart", to_csv([p.row() for p in people], ORG_COLUMNS), "text/csv")
@@ -160,8 +195,10 @@ def main() -> int:
     unplaced = matching.call("GET", f"/runs/{run_id}/unplaced")["items"]
     if unplaced:
         print(f"\nan unplaced person: {unplaced[0]['participant_id']}: {unplaced[0]['reason']}")
-    print(f"\nThe services keep running (make status / make down). Events: mentoring.matching.v1 on "
-          f"127.0.0.1:19092; API docs: {urls['enrollment']}/docs and {urls['matching']}/docs")  # fmt: skip
+    live_weeks(urls, token, pid, run_id, args)
+    docs = " ".join(f"{url}/docs" for url in urls.values())
+    print(f"\nThe services keep running (make status / make down). Events: mentoring.*.v1 on 127.0.0.1:19092; "
+          f"API docs: {docs}")  # fmt: skip
     return 0
 
 
