@@ -85,8 +85,11 @@ def decode_token(config: JwtConfig, token: str) -> Principal:
         raise _unauthorized("token expired") from exc
     except jwt.InvalidTokenError as exc:
         raise _unauthorized("invalid token") from exc
+    claimed = claims.get("roles", [])
+    if not isinstance(claimed, list) or not all(isinstance(r, str) for r in claimed):
+        raise _unauthorized("invalid token: roles must be a list of strings")
     roles = set()
-    for r in claims.get("roles", []):
+    for r in claimed:
         try:
             roles.add(ApiRole(r))
         except ValueError:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import time
 from typing import Annotated
 
+import jwt
 import pytest
 from fastapi import Depends, FastAPI, HTTPException
 from fastapi.testclient import TestClient
@@ -127,3 +129,13 @@ def test_dev_token_command_grants_permissions(capsys: pytest.CaptureFixture[str]
     assert main(["--role", "admin", "--sub", "carol", "--permission", "feedback:read-text"]) == 0
     principal = decode_token(jwt_config_from_env(), capsys.readouterr().out.strip())
     assert principal.subject == "carol" and principal.can("feedback:read-text")
+
+
+@pytest.mark.parametrize("roles", ["admin", {"admin": True}, [1, 2], None])
+def test_a_roles_claim_that_is_not_a_list_of_strings_is_401(client: TestClient, roles: object) -> None:
+    now = int(time.time())
+    claims = {"sub": "x", "roles": roles, "iss": CONFIG.issuer, "aud": CONFIG.audience, "iat": now, "exp": now + 60}
+    token = jwt.encode(claims, CONFIG.secret, algorithm="HS256")
+    response = client.get("/admin-only", headers=_bearer(token))
+    assert response.status_code == 401
+    assert response.headers["www-authenticate"] == "Bearer"
