@@ -54,7 +54,7 @@ def test_expired_token_is_401(client: TestClient) -> None:
     token = issue_token(CONFIG, "alice", ["admin"], ttl_seconds=-10)
     response = client.get("/admin-only", headers=_bearer(token))
     assert response.status_code == 401
-    assert response.json()["detail"] == "token expired"
+    assert response.json()["detail"] == "token expired"  # a bare FastAPI app; services add the one shape
 
 
 def test_token_from_another_issuer_or_key_is_401(client: TestClient) -> None:

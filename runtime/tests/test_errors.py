@@ -7,7 +7,14 @@ import httpx
 from fastapi import FastAPI
 from pydantic import BaseModel, Field
 
-from runtime.errors import ConflictError, FieldError, ForbiddenError, NotFoundError, install_field_errors
+from runtime.errors import (
+    ConflictError,
+    FieldError,
+    ForbiddenError,
+    NotFoundError,
+    install_field_errors,
+    install_http_errors,
+)
 
 
 class Body(BaseModel):
@@ -57,3 +64,54 @@ async def test_request_validation_never_repeats_the_input() -> None:
     (item,) = r.json()["detail"]
     assert set(item) == {"loc", "msg", "type"} and item["loc"] == ["body", "text"]
     assert "confidential" not in r.text
+
+
+def _plain_app() -> FastAPI:
+    from fastapi import HTTPException
+
+    app = FastAPI()
+    install_http_errors(app)
+
+    @app.get("/missing")
+    async def missing() -> None:
+        raise HTTPException(404, detail="no run r1")
+
+    @app.get("/locked")
+    async def locked() -> None:
+        raise HTTPException(401, detail="missing bearer token", headers={"WWW-Authenticate": "Bearer"})
+
+    @app.get("/itemised")
+    async def itemised() -> None:
+        raise HTTPException(409, detail=[{"loc": ["body", "x"], "msg": "taken", "type": "conflict"}])
+
+    @app.post("/body")
+    async def body(payload: Body) -> Body:
+        return payload
+
+    @app.get("/boom")
+    async def boom() -> None:
+        raise RuntimeError("secret-marker-77 must never be echoed")
+
+    return app
+
+
+async def test_every_http_error_has_the_one_shape() -> None:
+    transport = httpx.ASGITransport(app=_plain_app(), raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+        r = await client.get("/missing")
+        assert r.status_code == 404
+        assert r.json() == {"detail": [{"loc": [], "msg": "no run r1", "type": "not_found"}]}
+        r = await client.get("/locked")
+        assert r.status_code == 401 and r.headers["www-authenticate"] == "Bearer"
+        assert r.json()["detail"][0]["type"] == "unauthorized"
+        r = await client.get("/itemised")
+        assert r.json()["detail"] == [{"loc": ["body", "x"], "msg": "taken", "type": "conflict"}]
+        r = await client.get("/nowhere")
+        assert r.status_code == 404 and r.json()["detail"][0]["type"] == "not_found"
+        r = await client.delete("/missing")
+        assert r.status_code == 405 and r.json()["detail"][0]["type"] == "method_not_allowed"
+        r = await client.post("/body", content=b"\xff\xfe not utf-8", headers={"content-type": "application/json"})
+        assert r.status_code in (400, 422) and set(r.json()["detail"][0]) == {"loc", "msg", "type"}
+        r = await client.get("/boom")
+        assert r.status_code == 500 and r.json()["detail"][0]["type"] == "internal_error"
+        assert "secret-marker-77" not in r.text
