@@ -30,6 +30,17 @@ class InvalidMessage(Exception):
         self.reason = reason
 
 
+class UnknownEventType(InvalidMessage):
+    """A well-formed message of a type this release does not know (a newer producer added it).
+
+    Not a poison message: a consumer skips and counts it (forward compatibility), never dead-letters it.
+    """
+
+    def __init__(self, event_type: str) -> None:
+        super().__init__(f"unknown ce_type {event_type!r}")
+        self.event_type = event_type
+
+
 class _RandomIds:
     """Version-4 UUIDs from a buffered ``os.urandom``: one system call per 256 ids instead of one each,
     which is what bulk imports of tens of thousands of events are bounded by otherwise."""
@@ -118,7 +129,7 @@ def from_kafka(headers: Mapping[str, bytes | str] | Iterable[tuple[str, bytes | 
     event_type = h["ce_type"]
     model = EVENTS_BY_TYPE.get(event_type)
     if model is None:
-        raise InvalidMessage(f"unknown ce_type {event_type!r}")
+        raise UnknownEventType(event_type)
     try:
         time = datetime.fromisoformat(h["ce_time"])
     except ValueError as exc:

@@ -26,7 +26,9 @@ import asyncpg
 from aiokafka import AIOKafkaProducer
 
 from contracts.envelope import Envelope, to_kafka
+from runtime.logging import describe_exception
 from runtime.metrics import RuntimeMetrics
+from runtime.supervision import TaskStatus
 
 log = logging.getLogger(__name__)
 _CHANNEL = "outbox_ready"
@@ -132,6 +134,7 @@ class OutboxRelay:
         self._next_purge = 0.0
         self._wake = asyncio.Event()
         self._stopping = False
+        self._status = TaskStatus("outbox_relay")
 
     async def publish_pending(self, conn: asyncpg.Connection) -> int:
         """One batch: send every row, wait for every ack, then mark them published.
@@ -160,10 +163,12 @@ class OutboxRelay:
                 self._metrics.outbox_published.labels(r["topic"]).inc()
         return len(rows)
 
-    async def run(self) -> None:
+    async def run(self, status: TaskStatus | None = None) -> None:
         """Loop until stopped. Any error (database gone, broker unreachable, a send that failed) is
-        logged by type only, never with row content, and the loop starts over on a fresh connection
-        after a back-off: unmarked rows are sent again (at least once), nothing is skipped."""
+        logged by type only, never with row content, shown in ``status`` (readiness) until a publishing
+        pass succeeds, and the loop starts over on a fresh connection after a back-off: unmarked rows
+        are sent again (at least once), nothing is skipped."""
+        self._status = status or self._status
         backoff = self._min_backoff
         while not self._stopping:
             try:
@@ -172,6 +177,7 @@ class OutboxRelay:
             except Exception as exc:
                 if self._metrics:
                     self._metrics.outbox_relay_errors.labels(type(exc).__name__).inc()
+                self._status.failing(describe_exception(exc)[:300])
                 log.error(
                     "outbox relay failed; starting over after a back-off",
                     exc_info=exc,
@@ -192,6 +198,7 @@ class OutboxRelay:
                     await self._sleep()
                 while not self._stopping:
                     sent = await self.publish_pending(conn)
+                    self._status.ok()
                     if sent < self._batch_size:
                         if self._metrics:  # measured when idle, so the count never slows a backlog down
                             self._metrics.outbox_pending.set(await pending_count(conn))
