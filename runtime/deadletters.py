@@ -175,25 +175,31 @@ def _line(row: asyncpg.Record) -> str:
     return "\t".join(parts)
 
 
-def _settings(service: str) -> tuple[str, str, str]:
-    """(database url, schema, bootstrap) of a service, from its own settings (its env prefix)."""
-    app = importlib.import_module(f"services.{service}.app")
+def _settings(args: argparse.Namespace) -> tuple[str, str, str]:
+    """(database url, schema, bootstrap): as given, else from the service's own settings (its env prefix)."""
+    if args.dsn and args.schema and args.bootstrap:
+        return args.dsn, args.schema, args.bootstrap
+    app = importlib.import_module(f"services.{args.service}.app")
     settings = app.settings_class()()
-    return settings.database_url.get_secret_value(), settings.db_schema, settings.kafka_bootstrap
+    return (
+        args.dsn or settings.database_url.get_secret_value(),
+        args.schema or settings.db_schema,
+        args.bootstrap or settings.kafka_bootstrap,
+    )
 
 
 async def _main(args: argparse.Namespace) -> int:
     from runtime.db import create_pool
     from runtime.outbox import make_producer
 
-    dsn, schema, bootstrap = _settings(args.service)
-    pool = await create_pool(args.dsn or dsn, args.schema or schema)
+    dsn, schema, bootstrap = _settings(args)
+    pool = await create_pool(dsn, schema)
     try:
         if args.command == "list":
             for row in await list_rows(pool, all_rows=args.all):
                 print(_line(row))
             return 0
-        producer = make_producer(args.bootstrap or bootstrap, f"{args.service}-deadletters")
+        producer = make_producer(bootstrap, f"{args.service}-deadletters")
         await producer.start()
         try:
             count = await replay(pool, producer, ids=args.id or None, to=args.to)

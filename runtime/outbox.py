@@ -91,7 +91,7 @@ async def add_to_outbox(conn: asyncpg.Connection, *envelopes: Envelope) -> None:
     await conn.execute("SELECT pg_notify($1, '')", _CHANNEL)
 
 
-def make_producer(bootstrap: str, client_id: str) -> AIOKafkaProducer:
+def make_producer(bootstrap: str, client_id: str, *, request_timeout_ms: int = 30_000) -> AIOKafkaProducer:
     """Idempotent, acks=all: a retried send is not duplicated and per-partition order is kept."""
     return AIOKafkaProducer(
         bootstrap_servers=bootstrap,
@@ -100,7 +100,7 @@ def make_producer(bootstrap: str, client_id: str) -> AIOKafkaProducer:
         enable_idempotence=True,
         linger_ms=5,
         max_batch_size=256 * 1024,
-        request_timeout_ms=30_000,
+        request_timeout_ms=request_timeout_ms,
     )
 
 

@@ -32,6 +32,8 @@ pytestmark = pytest.mark.stack
 
 
 _SPAWNED: list[subprocess.Popen[str]] = []
+LOGS: dict[int, Path] = {}
+"""Where each spawned probe (by pid) writes its JSON log lines."""
 
 
 @pytest.fixture(autouse=True)
@@ -57,6 +59,7 @@ def _spawn(stack: StackEndpoints, *args: str, env: dict[str, str] | None = None)
         env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
     )
     _SPAWNED.append(proc)
+    LOGS[proc.pid] = Path(log.name)
     return proc
 
 
