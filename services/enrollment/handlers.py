@@ -3,8 +3,10 @@
 Locks, always taken in this order so that no two transactions wait on each other in a cycle:
 1. the org chart: SHARE for whoever builds profiles from it (enrol, bulk, update), SHARE ROW
    EXCLUSIVE for an import that changes it;
-2. program rows, FOR UPDATE, in program id order: every transaction that writes a program's events
-   holds its row, so those events commit in the order of their outbox ids;
+2. program rows, in program id order: FOR UPDATE to change a program or upload in bulk, FOR SHARE
+   for a single enrolment or its update (enrolments of one program run side by side; a change of
+   the program waits for them). Events of one program commit in the order of their outbox ids
+   because ``add_to_outbox`` serialises the writers of one key;
 3. the enrolment rows read to be changed or republished, FOR UPDATE.
 """
 
@@ -31,6 +33,7 @@ from contracts.policy import Role
 from runtime.outbox import add_to_outbox
 from services.enrollment.adapters import repository as repo
 from services.enrollment.domain.model import (
+    MAX_CHAIN,
     Conflict,
     EnrolmentPatch,
     EnrolmentRequest,
@@ -109,7 +112,9 @@ async def _program_or_404(conn: asyncpg.Connection, program_id: str, *, for_upda
     return program
 
 
-async def _lock_programs(conn: asyncpg.Connection, program_id: str, mentors: Sequence[str] = ()) -> Program:
+async def _lock_programs(
+    conn: asyncpg.Connection, program_id: str, mentors: Sequence[str] = (), *, share: bool = False
+) -> Program:
     """Locks ``program_id`` and every open program where one of ``mentors`` is an active mentor (their
     capacity is one number across programs, so a change republishes them all), in id order.
 
@@ -121,7 +126,7 @@ async def _lock_programs(conn: asyncpg.Connection, program_id: str, mentors: Seq
         missing = wanted - locked.keys()
         if not missing:
             break
-        locked.update(await repo.lock_programs(conn, sorted(missing)))
+        locked.update(await repo.lock_programs(conn, sorted(missing), share=share))
         if program_id not in locked:
             raise NotFound(f"no program {program_id}", "program_id", "path")
     return locked[program_id]
@@ -264,20 +269,30 @@ async def _with_known_capacity(
     ]
 
 
+async def _person_index(conn: asyncpg.Connection, participant_id: str) -> OrgIndex:
+    """What one person's profile needs: their org row and their manager chain, never the whole chart."""
+    person = await repo.get_person(conn, participant_id)
+    if person is None:
+        raise NotFound(f"{participant_id} is not in the org chart: import it first", "participant_id")
+    return OrgIndex({participant_id: person}, await repo.manager_chain(conn, participant_id, MAX_CHAIN))
+
+
 async def enrol(pool: asyncpg.Pool, program_id: str, asked: EnrolmentRequest) -> repo.EnrolmentRow:
+    """One enrolment: reads the person and their manager chain, holds the program FOR SHARE (so
+    enrolments of a program run in parallel), and the enrolment row only if it exists (a re-enrolment).
+    Two racing enrolments of one person: the second meets the first's row (409)."""
+
     async def work(conn: asyncpg.Connection) -> repo.EnrolmentRow:
         await repo.hold_org_chart(conn)
-        program = await _lock_programs(conn, program_id, list(_mentors([asked])))
+        program = await _lock_programs(conn, program_id, list(_mentors([asked])), share=True)
         [request] = await _with_known_capacity(conn, program_id, [asked])
         capacities = _mentors([request])
         check_enrolment(program, request)
+        await repo.lock_mentor_enrolments(conn, list(capacities))
         existing = await repo.get_enrolment(conn, program_id, request.participant_id, for_update=True)
         if existing is not None and existing.status == "active":
             raise Conflict(f"{request.participant_id} is already enrolled in {program_id}", "participant_id")
-        person = await repo.get_person(conn, request.participant_id)
-        if person is None:
-            raise NotFound(f"{request.participant_id} is not in the org chart: import it first", "participant_id")
-        profile = OrgIndex({person.employee_id: person}, await repo.org_managers(conn)).profile(request)
+        profile = (await _person_index(conn, request.participant_id)).profile(request)
         await repo.save_enrolments(conn, program_id, [(request, profile)])
         await add_to_outbox(
             conn,
@@ -288,7 +303,12 @@ async def enrol(pool: asyncpg.Pool, program_id: str, asked: EnrolmentRequest) ->
         assert row is not None
         return row
 
-    return await _transaction(pool, work)
+    try:
+        return await _transaction(pool, work)
+    except asyncpg.UniqueViolationError as exc:
+        if exc.constraint_name != "enrolments_pkey":
+            raise
+        raise Conflict(f"{asked.participant_id} is already enrolled in {program_id}", "participant_id") from exc
 
 
 async def bulk_enrol(
@@ -369,15 +389,15 @@ async def update_enrolment(
         await repo.hold_org_chart(conn)
         current = await repo.get_enrolment(conn, program_id, participant_id)
         shares = current is not None and current.request.role is Role.MENTOR and "capacity" in patch.model_fields_set
-        program = await _lock_programs(conn, program_id, [participant_id] if shares else [])
+        program = await _lock_programs(conn, program_id, [participant_id] if shares else [], share=True)
+        if shares:
+            await repo.lock_mentor_enrolments(conn, [participant_id])
         row = await repo.get_enrolment(conn, program_id, participant_id, for_update=True)
         if row is None or row.status != "active":
             raise NotFound(f"{participant_id} is not enrolled in {program_id}", "participant_id", "path")
         request = apply_patch(row.request, patch)
         check_enrolment(program, request)
-        person = await repo.get_person(conn, participant_id)
-        assert person is not None  # enrolments reference org_people
-        profile = OrgIndex({person.employee_id: person}, await repo.org_managers(conn)).profile(request)
+        profile = (await _person_index(conn, participant_id)).profile(request)
         await repo.update_enrolment(conn, program_id, request, profile)
         events = []
         if profile != row.profile:

@@ -50,14 +50,20 @@ async def get_program(conn: asyncpg.Connection, program_id: str, *, for_update: 
     return _program(row) if row else None
 
 
-async def lock_programs(conn: asyncpg.Connection, program_ids: Sequence[str]) -> dict[str, Program]:
+async def lock_programs(
+    conn: asyncpg.Connection, program_ids: Sequence[str], *, share: bool = False
+) -> dict[str, Program]:
     """Row locks on these programs, taken in id order so that two transactions never deadlock on them.
 
-    A program's row lock orders its events: whoever holds it writes that program's outbox rows, so
-    they commit in the order of their outbox ids.
+    FOR UPDATE (a change of the program itself, a bulk upload): nobody else writes the program's
+    events meanwhile. ``share`` (FOR SHARE, a single enrolment): enrolments of one program run side by
+    side, while a change or closing of the program waits for them (and they for it), so none is checked
+    against a policy or status that is changing under it. Outbox order per program holds either way:
+    :func:`runtime.outbox.add_to_outbox` serialises the writers of one key.
     """
     rows = await conn.fetch(
-        "SELECT * FROM programs WHERE program_id = ANY($1::text[]) ORDER BY program_id FOR UPDATE",
+        "SELECT * FROM programs WHERE program_id = ANY($1::text[]) ORDER BY program_id"
+        + (" FOR SHARE" if share else " FOR UPDATE"),
         sorted(set(program_ids)),
     )
     return {r["program_id"]: _program(r) for r in rows}
@@ -93,6 +99,21 @@ async def org_managers(conn: asyncpg.Connection) -> dict[str, str | None]:
     return {
         r["employee_id"]: r["manager_id"] for r in await conn.fetch("SELECT employee_id, manager_id FROM org_people")
     }
+
+
+async def manager_chain(conn: asyncpg.Connection, employee_id: str, depth: int) -> dict[str, str | None]:
+    """The person and their managers upwards (at most ``depth``), as employee -> manager: what one
+    profile needs, read through the primary key instead of loading the whole chart."""
+    rows = await conn.fetch(
+        "WITH RECURSIVE up(employee_id, manager_id, depth) AS ("
+        " SELECT employee_id, manager_id, 0 FROM org_people WHERE employee_id = $1"
+        " UNION ALL SELECT o.employee_id, o.manager_id, up.depth + 1 FROM org_people o"
+        " JOIN up ON o.employee_id = up.manager_id WHERE up.depth < $2)"
+        " SELECT employee_id, manager_id FROM up",
+        employee_id,
+        depth,
+    )
+    return {r["employee_id"]: r["manager_id"] for r in rows}
 
 
 async def org_people(conn: asyncpg.Connection, ids: Sequence[str] | None = None) -> dict[str, OrgPerson]:
@@ -251,6 +272,18 @@ async def mentor_programs(conn: asyncpg.Connection, participant_ids: Sequence[st
         list(participant_ids),
     )
     return {r["program_id"] for r in rows}
+
+
+async def lock_mentor_enrolments(conn: asyncpg.Connection, participant_ids: Sequence[str]) -> None:
+    """Row locks on these people's active mentor enrolments in every program, in (program, person)
+    order: two changes of one mentor's capacity in two programs then lock the same rows in the same
+    order and never deadlock, while their programs are held only FOR SHARE."""
+    if participant_ids:
+        await conn.execute(
+            "SELECT 1 FROM enrolments WHERE participant_id = ANY($1::text[]) AND role = 'mentor'"
+            " AND status = 'active' ORDER BY program_id, participant_id FOR UPDATE",
+            list(participant_ids),
+        )
 
 
 async def other_mentor_enrolments(
