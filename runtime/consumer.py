@@ -169,7 +169,7 @@ class EventConsumer:
     metrics: RuntimeMetrics | None = None
     max_attempts: int = 5
     offset_reset: Literal["earliest", "latest"] = "earliest"
-    batch_size: int = 1000
+    batch_size: int = 2000
     min_backoff_seconds: float = 0.2
     max_backoff_seconds: float = 10.0
     _attempts: dict[tuple[str, int, int], int] = field(default_factory=dict)
@@ -193,6 +193,8 @@ class EventConsumer:
             enable_auto_commit=False,
             auto_offset_reset=self.offset_reset,
             max_poll_records=self.batch_size,
+            # large fetches: a projection catching up reads thousands of records per round trip
+            max_partition_fetch_bytes=4 * 1024 * 1024,
         )
         await consumer.start()
         backoff = self.min_backoff_seconds

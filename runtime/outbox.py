@@ -32,6 +32,7 @@ from runtime.supervision import TaskStatus
 
 log = logging.getLogger(__name__)
 _CHANNEL = "outbox_ready"
+LINGER_SECONDS = 0.005
 
 
 def _row(env: Envelope) -> tuple[uuid.UUID, str, str, str, bytes]:
@@ -60,6 +61,18 @@ async def _lock_ids(conn: asyncpg.Connection, ids: Iterable[int]) -> None:
         await conn.execute("SELECT pg_advisory_xact_lock(k) FROM unnest($1::bigint[]) AS k", ordered)
 
 
+# The locks come first (the materialised CTE is read before any row reaches the INSERT, so every id is
+# drawn under them) and the rows keep their order.
+_LOCK_INSERT = (
+    "WITH locked AS MATERIALIZED (SELECT count(pg_advisory_xact_lock(k)) AS n FROM unnest($1::bigint[]) AS k),"
+    " added AS (INSERT INTO outbox (event_id, topic, key, headers, payload)"
+    " SELECT r.e, r.t, r.k, r.h::jsonb, r.p FROM locked,"
+    " unnest($2::uuid[], $3::text[], $4::text[], $5::text[], $6::bytea[]) WITH ORDINALITY AS r(e, t, k, h, p, i)"
+    " ORDER BY r.i RETURNING 1)"
+    " SELECT count(*) FROM added"
+)
+
+
 async def lock_outbox_keys(conn: asyncpg.Connection, topic: str, keys: Iterable[str]) -> None:
     """Take the per-key order locks; call in the transaction, before writing outbox rows some other way
     (e.g. an own COPY). :func:`add_to_outbox` does this itself. Held until the transaction ends."""
@@ -79,16 +92,18 @@ async def add_to_outbox(conn: asyncpg.Connection, *envelopes: Envelope) -> None:
     if not conn.is_in_transaction():
         raise RuntimeError("add_to_outbox must run inside the transaction of the state change")
     rows = [_row(env) for env in envelopes]
-    await _lock_ids(conn, (_lock_id(topic, key) for topic, key in {(r[1], r[2]) for r in rows}))
+    lock_ids = sorted({_lock_id(topic, key) for topic, key in {(r[1], r[2]) for r in rows}})
     if len(rows) > 50:
+        await _lock_ids(conn, lock_ids)
         await conn.copy_records_to_table(
             "outbox", records=rows, columns=["event_id", "topic", "key", "headers", "payload"]
         )
+        await conn.execute("SELECT pg_notify($1, '')", _CHANNEL)
     else:
-        await conn.executemany(
-            "INSERT INTO outbox (event_id, topic, key, headers, payload) VALUES ($1, $2, $3, $4::jsonb, $5)", rows
-        )
-    await conn.execute("SELECT pg_notify($1, '')", _CHANNEL)
+        # Lock and insert in one round trip: the key locks are then held only for this statement and
+        # the commit, which is what many concurrent writers of one key queue for. No NOTIFY: it takes
+        # a database-wide lock at commit, inside that queue; the relay polls every poll_seconds.
+        await conn.execute(_LOCK_INSERT, lock_ids, *(list(column) for column in zip(*rows, strict=True)))
 
 
 def make_producer(bootstrap: str, client_id: str, *, request_timeout_ms: int = 30_000) -> AIOKafkaProducer:
@@ -204,6 +219,8 @@ class OutboxRelay:
                             self._metrics.outbox_pending.set(await pending_count(conn))
                         await self._purge_when_due(conn)
                         await self._sleep()
+                        # let a burst of single writes (one notify each) gather into one batch
+                        await asyncio.sleep(LINGER_SECONDS)
                 clean = True
             finally:
                 try:

@@ -31,7 +31,8 @@ from aiokafka import AIOKafkaProducer
 from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from faststream.kafka import KafkaBroker
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, generate_latest
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from runtime.auth import JwtConfig
 from runtime.consumer import EventConsumer
@@ -104,6 +105,33 @@ def context(request: Request) -> ServiceContext:
     """FastAPI dependency: the running service's context."""
     ctx: ServiceContext = request.app.state.ctx
     return ctx
+
+
+class _CountRequests:
+    """Counts requests by method, route template and status: a plain ASGI middleware (Starlette's
+    ``BaseHTTPMiddleware`` costs a task group and a body stream per request, a hot path's worth)."""
+
+    def __init__(self, app: ASGIApp, counter: Counter) -> None:
+        self.app = app
+        self.counter = counter
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        status = 500
+
+        async def send_counted(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_counted)
+        finally:
+            route = getattr(scope.get("route"), "path", "unmatched")
+            self.counter.labels(scope["method"], route, status).inc()
 
 
 def create_app(spec: ServiceSpec) -> FastAPI:
@@ -212,12 +240,7 @@ def create_app(spec: ServiceSpec) -> FastAPI:
     async def prometheus() -> Response:
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
-    @app.middleware("http")
-    async def count_requests(request: Request, call_next):  # type: ignore[no-untyped-def]
-        response = await call_next(request)
-        route = request.scope.get("route")
-        metrics.http_requests.labels(request.method, getattr(route, "path", "unmatched"), response.status_code).inc()
-        return response
+    app.add_middleware(_CountRequests, counter=metrics.http_requests)
 
     for router in spec.routers:
         app.include_router(router)

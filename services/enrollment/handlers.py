@@ -271,16 +271,18 @@ async def _with_known_capacity(
 
 async def _person_index(conn: asyncpg.Connection, participant_id: str) -> OrgIndex:
     """What one person's profile needs: their org row and their manager chain, never the whole chart."""
-    person = await repo.get_person(conn, participant_id)
+    person, managers = await repo.person_and_chain(conn, participant_id, MAX_CHAIN)
     if person is None:
         raise NotFound(f"{participant_id} is not in the org chart: import it first", "participant_id")
-    return OrgIndex({participant_id: person}, await repo.manager_chain(conn, participant_id, MAX_CHAIN))
+    return OrgIndex({participant_id: person}, managers)
 
 
 async def enrol(pool: asyncpg.Pool, program_id: str, asked: EnrolmentRequest) -> repo.EnrolmentRow:
-    """One enrolment: reads the person and their manager chain, holds the program FOR SHARE (so
-    enrolments of a program run in parallel), and the enrolment row only if it exists (a re-enrolment).
-    Two racing enrolments of one person: the second meets the first's row (409)."""
+    """One enrolment, in few round trips and short locks: the person and their manager chain in one
+    query, the program held FOR SHARE (enrolments of a program run in parallel; a change of it waits),
+    the row written by one upsert that also tells an active enrolment (409) from a withdrawn one
+    (replaced), racing enrolments of one person included. Only the outbox write is serialised per
+    program (its events' order)."""
 
     async def work(conn: asyncpg.Connection) -> repo.EnrolmentRow:
         await repo.hold_org_chart(conn)
@@ -288,27 +290,19 @@ async def enrol(pool: asyncpg.Pool, program_id: str, asked: EnrolmentRequest) ->
         [request] = await _with_known_capacity(conn, program_id, [asked])
         capacities = _mentors([request])
         check_enrolment(program, request)
-        await repo.lock_mentor_enrolments(conn, list(capacities))
-        existing = await repo.get_enrolment(conn, program_id, request.participant_id, for_update=True)
-        if existing is not None and existing.status == "active":
-            raise Conflict(f"{request.participant_id} is already enrolled in {program_id}", "participant_id")
         profile = (await _person_index(conn, request.participant_id)).profile(request)
-        await repo.save_enrolments(conn, program_id, [(request, profile)])
+        await repo.lock_mentor_enrolments(conn, list(capacities))
+        row = await repo.enrol_one(conn, program_id, request, profile)
+        if row is None:
+            raise Conflict(f"{request.participant_id} is already enrolled in {program_id}", "participant_id")
         await add_to_outbox(
             conn,
-            Envelope(data=ParticipantEnrolled(program_id=program_id, profile=profile, enrolled_at=utcnow())),
+            Envelope(data=ParticipantEnrolled(program_id=program_id, profile=profile, enrolled_at=row.enrolled_at)),
             *await _share_capacity(conn, program_id, capacities),
         )
-        row = await repo.get_enrolment(conn, program_id, request.participant_id)
-        assert row is not None
         return row
 
-    try:
-        return await _transaction(pool, work)
-    except asyncpg.UniqueViolationError as exc:
-        if exc.constraint_name != "enrolments_pkey":
-            raise
-        raise Conflict(f"{asked.participant_id} is already enrolled in {program_id}", "participant_id") from exc
+    return await _transaction(pool, work)
 
 
 async def bulk_enrol(

@@ -101,19 +101,23 @@ async def org_managers(conn: asyncpg.Connection) -> dict[str, str | None]:
     }
 
 
-async def manager_chain(conn: asyncpg.Connection, employee_id: str, depth: int) -> dict[str, str | None]:
-    """The person and their managers upwards (at most ``depth``), as employee -> manager: what one
-    profile needs, read through the primary key instead of loading the whole chart."""
+async def person_and_chain(
+    conn: asyncpg.Connection, employee_id: str, depth: int
+) -> tuple[OrgPerson | None, dict[str, str | None]]:
+    """The person, and them and their managers upwards (at most ``depth``) as employee -> manager: what
+    one profile needs, in one query through the primary key instead of loading the whole chart."""
     rows = await conn.fetch(
-        "WITH RECURSIVE up(employee_id, manager_id, depth) AS ("
-        " SELECT employee_id, manager_id, 0 FROM org_people WHERE employee_id = $1"
-        " UNION ALL SELECT o.employee_id, o.manager_id, up.depth + 1 FROM org_people o"
+        "WITH RECURSIVE up AS ("
+        " SELECT o.*, 0 AS depth FROM org_people o WHERE employee_id = $1"
+        " UNION ALL SELECT o.*, up.depth + 1 FROM org_people o"
         " JOIN up ON o.employee_id = up.manager_id WHERE up.depth < $2)"
-        " SELECT employee_id, manager_id FROM up",
+        " SELECT * FROM up ORDER BY depth",
         employee_id,
         depth,
     )
-    return {r["employee_id"]: r["manager_id"] for r in rows}
+    if not rows:
+        return None, {}
+    return _person(rows[0]), {r["employee_id"]: r["manager_id"] for r in rows}
 
 
 async def org_people(conn: asyncpg.Connection, ids: Sequence[str] | None = None) -> dict[str, OrgPerson]:
@@ -199,6 +203,22 @@ async def existing_participants(conn: asyncpg.Connection, program_id: str, ids: 
         program_id, ids,
     )  # fmt: skip
     return {r["participant_id"] for r in rows}
+
+
+async def enrol_one(
+    conn: asyncpg.Connection, program_id: str, request: EnrolmentRequest, profile: ParticipantProfile
+) -> EnrolmentRow | None:
+    """Insert, or re-enrol someone who had withdrawn (their row is replaced), in one statement; None
+    when they are actively enrolled already (also when a racing enrolment of them committed first)."""
+    row = await conn.fetchrow(
+        "INSERT INTO enrolments (program_id, participant_id, role, status, request, profile)"
+        " VALUES ($1, $2, $3, 'active', $4::jsonb, $5::jsonb)"
+        " ON CONFLICT (program_id, participant_id) DO UPDATE SET role = EXCLUDED.role, status = 'active',"
+        " request = EXCLUDED.request, profile = EXCLUDED.profile, enrolled_at = now(), updated_at = now()"
+        " WHERE enrolments.status = 'withdrawn' RETURNING *",
+        program_id, request.participant_id, request.role.value, request.model_dump_json(), profile.model_dump_json(),
+    )  # fmt: skip
+    return EnrolmentRow(row) if row else None
 
 
 async def save_enrolments(
