@@ -45,4 +45,8 @@ class ServiceSettings(JwtSettings):
     consumer_offset_reset: Literal["earliest", "latest"] = Field(
         default="earliest", description="where a new consumer group starts: earliest rebuilds state from history"
     )
-    consumer_max_attempts: int = Field(default=5, ge=1, description="transient failures before a dead letter")
+    consumer_max_attempts: int = Field(
+        default=5,
+        ge=1,
+        description="failures of a handler (not of the infrastructure) before its event is dead-lettered",
+    )
