@@ -20,6 +20,7 @@ import argparse
 import asyncio
 import contextlib
 import dataclasses
+import gc
 import os
 import socket
 import statistics
@@ -137,6 +138,7 @@ async def projection_rate(admin_dsn: str, bootstrap: str, topic: str, total: int
             topics=(dataclasses.replace(ENROLLMENT, name=topic),),
             handlers=HANDLERS,
         )
+        gc.freeze()  # as a service does once started (runtime/service.py)
         task = asyncio.create_task(consumer.run(bootstrap))
         cpu_started = time.process_time()
         try:
@@ -189,7 +191,7 @@ async def running(name: str, admin_dsn: str, bootstrap: str, **env: str) -> Asyn
     log = tempfile.NamedTemporaryFile(prefix=f"bench-{name}-", suffix=".log", delete=False)  # noqa: SIM115
     process = subprocess.Popen(
         [sys.executable, "-m", "uvicorn", f"services.{name}.app:app", "--host", "127.0.0.1", "--port", str(port),
-         "--log-level", "warning", "--no-access-log"],
+         "--log-level", "warning", "--no-access-log", "--timeout-keep-alive", "300"],
         cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **settings},
     )  # fmt: skip
     service = Service(name, f"http://127.0.0.1:{port}", schema, process)

@@ -184,7 +184,6 @@ class EventConsumer:
         which restarts it (from the committed offsets) should anything but an infrastructure failure
         escape."""
         status = status or TaskStatus(f"consumer:{self.name}")
-        self._stopping = False
         consumer = AIOKafkaConsumer(
             *[t.name for t in self.topics],
             bootstrap_servers=bootstrap,

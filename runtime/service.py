@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -176,6 +177,9 @@ def create_app(spec: ServiceSpec) -> FastAPI:
         for item in spec.background:
             task = _as_background(item)
             supervisor.start(task.name, partial(task.run, ctx))
+        # Everything allocated so far lives as long as the process: keep it out of the cyclic
+        # collector's scans, which otherwise cost a batch consumer about half its CPU time.
+        gc.freeze()
         log.info("service started")
         try:
             yield
