@@ -184,6 +184,10 @@ def create_app(spec: ServiceSpec) -> FastAPI:
         try:
             yield
         finally:
+            # First what the service's own work needs the pool for (e.g. recording that a run stopped).
+            for stop in app.state.on_stop:
+                with contextlib.suppress(Exception):
+                    await stop()
             relay.stop()
             for consumer in consumers:
                 consumer.stop()
@@ -194,6 +198,7 @@ def create_app(spec: ServiceSpec) -> FastAPI:
             log.info("service stopped")
 
     app = FastAPI(title=f"Mentoring platform: {spec.name}", description=spec.description, lifespan=lifespan)
+    app.state.on_stop = []  # coroutine functions a service adds; awaited at shutdown before anything closes
     app.state.jwt = JwtConfig(
         secret=settings.jwt_secret.get_secret_value(), issuer=settings.jwt_issuer, audience=settings.jwt_audience
     )
