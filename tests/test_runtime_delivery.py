@@ -37,8 +37,9 @@ LOGS: dict[int, Path] = {}
 
 
 @pytest.fixture(autouse=True)
-def _no_probe_outlives_its_test() -> Iterator[None]:
-    """A failing test must not leave a relay or consumer running against dropped schemas and topics."""
+def _no_probe_outlives_its_test(private_topics: PrivateTopics, scratch_schemas: list[str]) -> Iterator[None]:
+    """A failing test must not leave a relay or consumer running against dropped schemas and topics
+    (asking for those fixtures makes this one end first: the probes die before what they use goes)."""
     yield
     while _SPAWNED:
         proc = _SPAWNED.pop()
