@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+from functools import partial
+from typing import cast
 
 from prometheus_client import CollectorRegistry, Counter
 
 from conftest import eventually
+from runtime.service import ServiceContext, _as_background
 from runtime.supervision import Supervisor, TaskStatus, every
 
 
@@ -64,3 +67,29 @@ async def test_a_task_reports_a_failure_it_handles_itself_and_a_graceful_task_en
     stop.set()
     await supervisor.stop(grace=5)
     assert supervisor.tasks["consumer:x"].done() and not supervisor.tasks["consumer:x"].cancelled()
+
+
+async def test_a_background_task_of_the_former_shape_is_supervised_and_restarted_too() -> None:
+    starts = 0
+
+    def _former(_ctx: ServiceContext) -> asyncio.Task[None]:
+        nonlocal starts
+        starts += 1
+
+        async def loop() -> None:
+            if starts < 3:
+                raise OSError("the database went away")
+            await asyncio.Event().wait()
+
+        return asyncio.create_task(loop())
+
+    task = _as_background(_former)
+    assert task.name == "former"
+    supervisor = Supervisor(min_backoff=0.01, max_backoff=0.02)
+    supervisor.start(task.name, partial(task.run, cast(ServiceContext, None)))
+
+    async def restarted() -> bool:
+        return starts >= 3
+
+    await eventually(restarted, 5, "the former-shape task to be started again after its failures")
+    await supervisor.stop()
