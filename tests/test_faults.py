@@ -12,40 +12,46 @@ clients use: the shared PostgreSQL and Kafka keep serving everyone else.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import subprocess
-import sys
 import tempfile
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
-from typing import TypeAlias
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import httpx
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.structs import ConsumerRecord
 
-from conftest import ROOT, PrivateTopics, StackEndpoints, eventually, unique
-from contracts.envelope import Envelope, to_kafka
-from contracts.events import ParticipantWithdrawn
-from contracts.topics import Topic
+from conftest import PrivateTopics, StackEndpoints, eventually, unique
+from contracts.envelope import to_kafka
 from runtime import deadletters
 from runtime import service as service_module
-from runtime.consumer import EventConsumer, Handler
-from runtime.db import create_pool, migrate
+from runtime.consumer import EventConsumer
+from runtime.db import create_pool
 from runtime.kafka import ensure_topics
 from runtime.metrics import RuntimeMetrics
-from runtime.outbox import OutboxRelay, add_to_outbox, make_producer
+from runtime.outbox import OutboxRelay, make_producer
 from runtime.service import ServiceSpec, create_app
 from runtime.settings import ServiceSettings
 from runtime.supervision import Supervisor
 from services.matching import app as matching_app
 from services.matching.adapters import runs as runs_repo
+from tests.faultkit import (
+    HANDLERS,
+    add_events,
+    applied_at_least,
+    assert_counts_agree,
+    consumer_schema,
+    consuming,
+    deadletters_cli,
+    outbox_with,
+    records_on,
+    sample,
+    send_raw,
+    with_id,
+    withdrawn,
+)
 from tests.faultproxy import TcpProxy
 from tests.probe import CONSUMER_SQL
 from tests.test_runtime_delivery import (
@@ -59,169 +65,6 @@ from tests.test_runtime_delivery import (
 
 pytestmark = pytest.mark.stack
 
-Record: TypeAlias = "ConsumerRecord[bytes, bytes]"
-Raw: TypeAlias = "tuple[bytes, bytes, list[tuple[str, bytes]]]"
-
-
-# Helpers -------------------------------------------------------------------------------------------
-
-
-def _withdrawn(program: str, seq: int) -> Envelope:
-    return Envelope(
-        data=ParticipantWithdrawn(program_id=program, participant_id=f"p{seq:06d}", withdrawn_at=datetime.now(UTC))
-    )
-
-
-async def _count_effects(conn: asyncpg.Connection, env: Envelope) -> None:
-    """Not idempotent on its own (a plain counter): a second application would show."""
-    event = env.data
-    assert isinstance(event, ParticipantWithdrawn)
-    await conn.execute(
-        "INSERT INTO applied (event_id, program_id, participant_id) VALUES ($1, $2, $3)",
-        env.id,
-        event.program_id,
-        event.participant_id,
-    )
-    await conn.execute("UPDATE counter SET n = n + 1 WHERE id = 1")
-
-
-HANDLERS: dict[type, Handler] = {ParticipantWithdrawn: _count_effects}
-
-
-async def _consumer_schema(stack: StackEndpoints, scratch_schemas: list[str], name: str) -> asyncpg.Pool:
-    schema = unique(name)
-    scratch_schemas.append(schema)
-    pool = await create_pool(stack.admin_dsn, schema)
-    await migrate(pool, schema, {})
-    await pool.execute(CONSUMER_SQL)
-    return pool
-
-
-async def _outbox(
-    stack: StackEndpoints, scratch_schemas: list[str], topic: Topic, envelopes: Sequence[Envelope]
-) -> asyncpg.Pool:
-    """The producer's side: events stored in an outbox (as a service would), aimed at the test's topic."""
-    schema = unique("faults_src")
-    scratch_schemas.append(schema)
-    pool = await create_pool(stack.admin_dsn, schema)
-    await migrate(pool, schema, {})
-    await _add(pool, topic, envelopes)
-    return pool
-
-
-async def _add(pool: asyncpg.Pool, topic: Topic, envelopes: Sequence[Envelope]) -> None:
-    async with pool.acquire() as conn, conn.transaction():
-        await add_to_outbox(conn, *envelopes)
-        await conn.execute("UPDATE outbox SET topic = $1 WHERE published_at IS NULL", topic.name)
-
-
-async def _records(bootstrap: str, topic: str) -> list[Record]:
-    """Everything on the topic now, from the beginning."""
-    ends = await _end_offsets(bootstrap, topic)
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
-    await consumer.start()
-    try:
-        tps = [TopicPartition(topic, p) for p, end in ends.items() if end > 0]
-        if not tps:
-            return []
-        consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
-        found: list[Record] = []
-
-        async def caught_up() -> bool:
-            batches = await consumer.getmany(timeout_ms=200, max_records=10_000)
-            for records in batches.values():
-                found.extend(records)
-            positions = [await consumer.position(tp) for tp in tps]
-            return all(pos >= ends[tp.partition] for pos, tp in zip(positions, tps, strict=True))
-
-        await eventually(caught_up, 60, f"reading {topic} to its end")
-        return found
-    finally:
-        await consumer.stop()
-
-
-def _ce_ids(records: Sequence[Record]) -> set[str]:
-    return {v.decode() for r in records for k, v in r.headers if k == "ce_id"}
-
-
-async def _assert_counts_agree(src: asyncpg.Pool, dst: asyncpg.Pool, bootstrap: str, topic: Topic, total: int) -> None:
-    """Outbox events == distinct ids on Kafka == effects == tracking records; nothing dead-lettered."""
-    outbox_ids = {str(r["event_id"]) for r in await src.fetch("SELECT event_id FROM outbox")}
-    assert len(outbox_ids) == total
-    on_kafka = _ce_ids(await _records(bootstrap, topic.name))
-    assert on_kafka == outbox_ids, "every stored event reached Kafka, and nothing else did"
-    applied = [r["event_id"] for r in await dst.fetch("SELECT event_id FROM applied")]
-    assert len(applied) == len(set(applied)) == total, "each event applied exactly once"
-    assert set(applied) == outbox_ids
-    assert await dst.fetchval("SELECT n FROM counter") == total
-    assert await dst.fetchval("SELECT count(*) FROM processed_events") == total
-    assert await dst.fetchval("SELECT count(*) FROM dead_letters") == 0
-    assert sum((await _end_offsets(bootstrap, topic.dead_letter)).values()) == 0, "nothing dead-lettered"
-
-
-def _applied(pool: asyncpg.Pool, expected: int) -> Callable[[], Awaitable[bool]]:
-    async def check() -> bool:
-        return bool(await pool.fetchval("SELECT count(*) FROM applied") >= expected)
-
-    return check
-
-
-@contextlib.asynccontextmanager
-async def _consuming(
-    stack: StackEndpoints, pool: asyncpg.Pool, topic: Topic, metrics: RuntimeMetrics, *, batch_size: int = 500
-) -> AsyncIterator[tuple[EventConsumer, Supervisor]]:
-    """A consumer in this process, supervised as a service runs it."""
-    producer = make_producer(stack.kafka_bootstrap, "faults")
-    await producer.start()
-    consumer = EventConsumer(
-        name=unique("faults"),
-        pool=pool,
-        producer=producer,
-        topics=(topic,),
-        handlers=HANDLERS,
-        metrics=metrics,
-        batch_size=batch_size,
-    )
-    supervisor = Supervisor(errors=metrics.background_errors)
-    supervisor.start(f"consumer:{consumer.name}", partial(consumer.run, stack.kafka_bootstrap), graceful=True)
-    try:
-        yield consumer, supervisor
-    finally:
-        consumer.stop()
-        await supervisor.stop()
-        await producer.stop()
-
-
-def _sample(metrics: RuntimeMetrics, name: str, **labels: str) -> float:
-    return metrics.registry.get_sample_value(name, labels) or 0.0
-
-
-async def _send_raw(
-    bootstrap: str, topic: str, records: Sequence[tuple[bytes, bytes, list[tuple[str, bytes]]]]
-) -> None:
-    """Produce as a foreign producer would (no contracts), with room for a message near the broker's limit."""
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, max_request_size=2 * 1024 * 1024, acks="all")
-    await producer.start()
-    try:
-        for key, value, headers in records:
-            await producer.send_and_wait(topic, value, key=key, headers=headers)
-    finally:
-        await producer.stop()
-
-
-def _with_id(headers: list[tuple[str, bytes]], event_id: str) -> list[tuple[str, bytes]]:
-    return [(k, event_id.encode() if k == "ce_id" else v) for k, v in headers]
-
-
-def _cli(*args: str) -> str:
-    result = subprocess.run(
-        [sys.executable, "-m", "runtime.deadletters", *args], cwd=ROOT, capture_output=True, text=True, check=False
-    )
-    assert result.returncode == 0, result.stderr
-    return result.stdout
-
-
 # 1. A dead-letter copy that cannot be published ---------------------------------------------------
 
 
@@ -229,15 +72,15 @@ async def test_a_dead_letter_too_large_for_its_topic_is_cut_kept_whole_and_the_p
     stack: StackEndpoints, scratch_schemas: list[str], private_topics: PrivateTopics
 ) -> None:
     topic = await private_topics("oversized", partitions=1)
-    pool = await _consumer_schema(stack, scratch_schemas, "faults_big")
+    pool = await consumer_schema(stack, scratch_schemas, "faults_big")
     metrics = RuntimeMetrics("faults")
-    good = to_kafka(_withdrawn(unique("prg"), 1))
+    good = to_kafka(withdrawn(unique("prg"), 1))
     body = b"x" * 1_048_200  # the broker takes it; with the dlt_* headers the copy would not fit 1 MiB
-    poison = (good.key, body, _with_id(good.headers, unique("big")))
-    await _send_raw(stack.kafka_bootstrap, topic.name, [poison, (good.key, good.value, good.headers)])
+    poison = (good.key, body, with_id(good.headers, unique("big")))
+    await send_raw(stack.kafka_bootstrap, topic.name, [poison, (good.key, good.value, good.headers)])
 
-    async with _consuming(stack, pool, topic, metrics) as (_, supervisor):
-        await eventually(_applied(pool, 1), 60, "the valid event behind the oversized one to be applied")
+    async with consuming(stack, pool, topic, metrics) as (_, supervisor):
+        await eventually(applied_at_least(pool, 1), 60, "the valid event behind the oversized one to be applied")
 
         async def kept() -> bool:
             return bool(await pool.fetchval("SELECT count(*) FROM dead_letters") == 1)
@@ -245,7 +88,7 @@ async def test_a_dead_letter_too_large_for_its_topic_is_cut_kept_whole_and_the_p
         await eventually(kept, 30, "the oversized dead letter to be kept in the table")
         assert supervisor.failing() == {}
 
-    [copy] = await _records(stack.kafka_bootstrap, topic.dead_letter)
+    [copy] = await records_on(stack.kafka_bootstrap, topic.dead_letter)
     headers = {k: v.decode() for k, v in copy.headers}
     assert headers["dlt_body_cut_bytes"] == "1048200"
     assert headers["dlt_body_stored"] == "dead_letters"
@@ -255,10 +98,10 @@ async def test_a_dead_letter_too_large_for_its_topic_is_cut_kept_whole_and_the_p
     assert row["value"] == body, "the whole message is kept"
     assert row["on_topic"] and row["publish_error"] is None
     assert (row["topic"], row["partition"], row["offset"]) == (topic.name, 0, 0)
-    assert _sample(metrics, "faults_events_consumed_total", topic=topic.name, outcome="dead_lettered") == 1
-    assert _sample(metrics, "faults_events_consumed_total", topic=topic.name, outcome="applied") == 1
+    assert sample(metrics, "faults_events_consumed_total", topic=topic.name, outcome="dead_lettered") == 1
+    assert sample(metrics, "faults_events_consumed_total", topic=topic.name, outcome="applied") == 1
     assert await pool.fetchval("SELECT n FROM counter") == 1
-    listed = _cli("list", "--service", "matching", "--dsn", stack.admin_dsn, "--schema", _schema_of(row),
+    listed = deadletters_cli("list", "--service", "matching", "--dsn", stack.admin_dsn, "--schema", _schema_of(row),
                   "--bootstrap", stack.kafka_bootstrap)  # fmt: skip
     assert "1048200 bytes" in listed and "on .dlt, body cut" in listed
     await pool.close()
@@ -273,31 +116,33 @@ async def test_a_dead_letter_whose_topic_is_missing_is_kept_and_replayed_once_th
 ) -> None:
     monkeypatch.setattr(deadletters, "PUBLISH_TIMEOUT_SECONDS", 3.0)
     topic = await private_topics("nodlt", partitions=1, dead_letter=False)
-    pool = await _consumer_schema(stack, scratch_schemas, "faults_nodlt")
+    pool = await consumer_schema(stack, scratch_schemas, "faults_nodlt")
     metrics = RuntimeMetrics("faults")
-    good = to_kafka(_withdrawn(unique("prg"), 1))
-    await _send_raw(
+    good = to_kafka(withdrawn(unique("prg"), 1))
+    await send_raw(
         stack.kafka_bootstrap,
         topic.name,
-        [(good.key, b"{not json", _with_id(good.headers, unique("bad"))), (good.key, good.value, good.headers)],
+        [(good.key, b"{not json", with_id(good.headers, unique("bad"))), (good.key, good.value, good.headers)],
     )
-    async with _consuming(stack, pool, topic, metrics):
-        await eventually(_applied(pool, 1), 60, "the valid event behind the poison one to be applied")
+    async with consuming(stack, pool, topic, metrics):
+        await eventually(applied_at_least(pool, 1), 60, "the valid event behind the poison one to be applied")
     row = await pool.fetchrow("SELECT *, current_schema() AS schema FROM dead_letters")
     assert row is not None and not row["on_topic"]
     assert row["publish_error"], "why the copy could not be published is recorded"
     assert row["value"] == b"{not json"
-    assert _sample(metrics, "faults_dead_letters_kept_total", topic=topic.name) == 1
+    assert sample(metrics, "faults_dead_letters_kept_total", topic=topic.name) == 1
 
     await ensure_topics(stack.kafka_bootstrap, [topic])  # the operator creates the missing topic
     args = ("--service", "matching", "--dsn", stack.admin_dsn, "--schema", _schema_of(row))
-    out = _cli("replay", *args, "--bootstrap", stack.kafka_bootstrap, "--to", "dlt")
+    out = deadletters_cli("replay", *args, "--bootstrap", stack.kafka_bootstrap, "--to", "dlt")
     assert "replayed 1 dead letter(s)" in out
-    [copy] = await _records(stack.kafka_bootstrap, topic.dead_letter)
+    [copy] = await records_on(stack.kafka_bootstrap, topic.dead_letter)
     assert copy.value == b"{not json"
     assert {k: v.decode() for k, v in copy.headers}["dlt_reason"].startswith("body is not JSON")
     assert await pool.fetchval("SELECT replayed_to FROM dead_letters") == topic.dead_letter
-    assert "not on .dlt" not in _cli("list", *args, "--bootstrap", stack.kafka_bootstrap)  # replayed rows hidden
+    assert "not on .dlt" not in deadletters_cli(
+        "list", *args, "--bootstrap", stack.kafka_bootstrap
+    )  # replayed rows hidden
     await pool.close()
 
 
@@ -321,7 +166,7 @@ async def test_a_database_outage_is_waited_out_with_readiness_503_and_nothing_is
     monkeypatch.setattr(service_module, "configure_logging", lambda *_: None)
     topic = await private_topics("outage", partitions=3)
     total = 3000
-    src = await _outbox(stack, scratch_schemas, topic, [_withdrawn(unique("prg"), i) for i in range(total)])
+    src = await outbox_with(stack, scratch_schemas, topic, [withdrawn(unique("prg"), i) for i in range(total)])
     dst_schema = unique("faults_outage")
     scratch_schemas.append(dst_schema)
     pg = urlsplit(stack.admin_dsn)
@@ -355,7 +200,7 @@ async def test_a_database_outage_is_waited_out_with_readiness_503_and_nothing_is
             await producer.start()
             supervisor = Supervisor()
             supervisor.start("relay", relay.run, graceful=True)
-            await eventually(_applied(dst, 200), 60, "the consumer to apply the first events")
+            await eventually(applied_at_least(dst, 200), 60, "the consumer to apply the first events")
             await proxy.cut()  # PostgreSQL is gone for the service, mid-burst
 
             async def unready() -> bool:
@@ -365,12 +210,12 @@ async def test_a_database_outage_is_waited_out_with_readiness_503_and_nothing_is
             await eventually(unready, 60, "readiness to answer 503 naming the consumer")
 
             async def retried_a_few_times() -> bool:
-                return _sample(metrics, "faults_events_consumed_total", topic=topic.name, outcome="retried") >= 400
+                return sample(metrics, "faults_events_consumed_total", topic=topic.name, outcome="retried") >= 400
 
             await eventually(retried_a_few_times, 60, "the consumer to retry its batch during the outage")
             assert (await client.get("/health/ready")).status_code == 503
             await proxy.restore()
-            await eventually(_applied(dst, total), 120, "every event to be applied once the database is back")
+            await eventually(applied_at_least(dst, total), 120, "every event to be applied once the database is back")
 
             async def ready() -> bool:
                 return (await client.get("/health/ready")).status_code == 200
@@ -378,7 +223,7 @@ async def test_a_database_outage_is_waited_out_with_readiness_503_and_nothing_is
             await eventually(ready, 30, "readiness to answer 200 again")
             relay.stop()
             await supervisor.stop()
-        await _assert_counts_agree(src, dst, stack.kafka_bootstrap, topic, total)
+        await assert_counts_agree(src, dst, stack.kafka_bootstrap, topic, total)
     finally:
         await producer.stop()
         await proxy.close()
@@ -462,18 +307,18 @@ async def test_an_unknown_event_type_is_skipped_and_counted_never_dead_lettered(
     stack: StackEndpoints, scratch_schemas: list[str], private_topics: PrivateTopics
 ) -> None:
     topic = await private_topics("unknown", partitions=1)
-    pool = await _consumer_schema(stack, scratch_schemas, "faults_unknown")
+    pool = await consumer_schema(stack, scratch_schemas, "faults_unknown")
     metrics = RuntimeMetrics("faults")
-    good = to_kafka(_withdrawn(unique("prg"), 1))
+    good = to_kafka(withdrawn(unique("prg"), 1))
     future = [(k, b"org.mentoring.participant.celebrated.v1" if k == "ce_type" else v) for k, v in good.headers]
-    future = _with_id(future, unique("future"))
+    future = with_id(future, unique("future"))
     body = json.dumps({"program_id": "prg", "participant_id": "p1", "reason": "added in a later release"}).encode()
-    await _send_raw(stack.kafka_bootstrap, topic.name, [(good.key, body, future), (good.key, good.value, good.headers)])
-    async with _consuming(stack, pool, topic, metrics) as (_, supervisor):
-        await eventually(_applied(pool, 1), 60, "the known event after the unknown one to be applied")
+    await send_raw(stack.kafka_bootstrap, topic.name, [(good.key, body, future), (good.key, good.value, good.headers)])
+    async with consuming(stack, pool, topic, metrics) as (_, supervisor):
+        await eventually(applied_at_least(pool, 1), 60, "the known event after the unknown one to be applied")
         assert supervisor.failing() == {}
-    assert _sample(metrics, "faults_events_consumed_total", topic=topic.name, outcome="skipped") == 1
-    assert _sample(metrics, "faults_events_consumed_total", topic=topic.name, outcome="dead_lettered") == 0
+    assert sample(metrics, "faults_events_consumed_total", topic=topic.name, outcome="skipped") == 1
+    assert sample(metrics, "faults_events_consumed_total", topic=topic.name, outcome="dead_lettered") == 0
     assert sum((await _end_offsets(stack.kafka_bootstrap, topic.dead_letter)).values()) == 0
     assert await pool.fetchval("SELECT count(*) FROM dead_letters") == 0
     await pool.close()
@@ -488,7 +333,7 @@ async def test_a_consumer_killed_inside_its_batch_applies_every_event_once_after
     topic = await private_topics("killed", partitions=3)
     total = 3000
     prefix = unique("prg")
-    src = await _outbox(stack, scratch_schemas, topic, [_withdrawn(f"{prefix}-{i % 4}", i) for i in range(total)])
+    src = await outbox_with(stack, scratch_schemas, topic, [withdrawn(f"{prefix}-{i % 4}", i) for i in range(total)])
     producer = make_producer(stack.kafka_bootstrap, "faults-src")
     await producer.start()
     relay = OutboxRelay(src, producer, schema=unique("faults_src"))
@@ -516,11 +361,11 @@ async def test_a_consumer_killed_inside_its_batch_applies_every_event_once_after
         assert await dst.fetchval("SELECT count(*) FROM applied") == before
         assert await dst.fetchval("SELECT count(*) FROM processed_events") == before
         consumer = _spawn(stack, *consume)
-        await eventually(_applied(dst, total), 120, "every event to be applied after the restart")
+        await eventually(applied_at_least(dst, total), 120, "every event to be applied after the restart")
         _stop(consumer)
         relay.stop()
         await supervisor.stop()
-        await _assert_counts_agree(src, dst, stack.kafka_bootstrap, topic, total)
+        await assert_counts_agree(src, dst, stack.kafka_bootstrap, topic, total)
         await dst.close()
     finally:
         await producer.stop()
@@ -536,8 +381,8 @@ async def test_a_relay_that_loses_the_broker_mid_relay_publishes_everything_once
     topic = await private_topics("relaycut", partitions=3)
     prefix = unique("prg")
     chunk = 1000
-    events = [_withdrawn(f"{prefix}-{i % 4}", i) for i in range(3 * chunk)]
-    src = await _outbox(stack, scratch_schemas, topic, events[:chunk])
+    events = [withdrawn(f"{prefix}-{i % 4}", i) for i in range(3 * chunk)]
+    src = await outbox_with(stack, scratch_schemas, topic, events[:chunk])
     src_schema = str(await src.fetchval("SELECT current_schema()"))
     kafka = stack.kafka_bootstrap.rsplit(":", 1)
     proxy = TcpProxy(kafka[0], int(kafka[1]))
@@ -547,17 +392,17 @@ async def test_a_relay_that_loses_the_broker_mid_relay_publishes_everything_once
         *("relay", "--schema", src_schema, "--batch", "200"),
         env={"PROBE_KAFKA_VIA": f"127.0.0.1:{proxy.port}", "PROBE_KAFKA_TIMEOUT_MS": "3000"},
     )
-    dst = await _consumer_schema(stack, scratch_schemas, "faults_relaycut")
+    dst = await consumer_schema(stack, scratch_schemas, "faults_relaycut")
     metrics = RuntimeMetrics("faults")
     try:
-        async with _consuming(stack, dst, topic, metrics):
+        async with consuming(stack, dst, topic, metrics):
 
             async def published(n: int) -> bool:
                 return bool(await src.fetchval("SELECT count(*) FROM outbox WHERE published_at IS NOT NULL") >= n)
 
             await eventually(partial(published, chunk), 60, "the relay to publish the first events")
             await proxy.cut()  # the broker is gone for the relay
-            await _add(src, topic, events[chunk : 2 * chunk])
+            await add_events(src, topic, events[chunk : 2 * chunk])
 
             async def relay_stuck() -> bool:
                 # The idempotent producer keeps retrying its sends (nothing is marked published meanwhile)
@@ -566,14 +411,14 @@ async def test_a_relay_that_loses_the_broker_mid_relay_publishes_everything_once
                 return "Unable connect to node" in log and pending == chunk
 
             await eventually(relay_stuck, 60, "the relay to hit the missing broker with events pending")
-            await _add(src, topic, events[2 * chunk :])
+            await add_events(src, topic, events[2 * chunk :])
             await proxy.restore()
             await eventually(
                 partial(published, 3 * chunk), 90, "the relay to publish everything once the broker is back"
             )
-            await eventually(_applied(dst, 3 * chunk), 90, "every event to be applied")
+            await eventually(applied_at_least(dst, 3 * chunk), 90, "every event to be applied")
         _stop(relay)
-        await _assert_counts_agree(src, dst, stack.kafka_bootstrap, topic, 3 * chunk)
+        await assert_counts_agree(src, dst, stack.kafka_bootstrap, topic, 3 * chunk)
     finally:
         await proxy.close()
         await dst.close()
