@@ -135,6 +135,7 @@ class OutboxRelay:
         max_backoff: float = 30.0,
         retention_hours: float | None = None,
         purge_every_seconds: float = 60.0,
+        ack_timeout_seconds: float = 30.0,
     ) -> None:
         self._pool = pool
         self._producer = producer
@@ -146,6 +147,7 @@ class OutboxRelay:
         self._max_backoff = max_backoff
         self._retention_hours = retention_hours
         self._purge_every = purge_every_seconds
+        self._ack_timeout = ack_timeout_seconds
         self._next_purge = 0.0
         self._wake = asyncio.Event()
         self._stopping = False
@@ -168,7 +170,10 @@ class OutboxRelay:
             futures.append(
                 await self._producer.send(r["topic"], value=r["payload"], key=r["key"].encode(), headers=headers)
             )
-        await asyncio.gather(*futures)
+        # The idempotent producer retries a send for as long as the broker is away: bounded here, so the
+        # relay reports the outage (readiness) and starts over; a late ack of the old send only adds a
+        # duplicate after the original, which consumers skip.
+        await asyncio.wait_for(asyncio.gather(*futures), self._ack_timeout)
         await self.before_mark(len(rows))
         await conn.execute(
             "UPDATE outbox SET published_at = now() WHERE id = ANY($1::bigint[])", [r["id"] for r in rows]
