@@ -7,6 +7,7 @@ commands use, so the tests prove the stack a developer runs.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import subprocess
 import sys
@@ -18,10 +19,13 @@ from pathlib import Path
 
 import asyncpg
 import pytest
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
+from contracts.topics import ENROLLMENT, Topic
+from runtime.kafka import ensure_topics
 from runtime.tail import TopicTail
 
-__all__ = ["ROOT", "StackEndpoints", "TopicTail", "eventually", "unique"]
+__all__ = ["ROOT", "PrivateTopics", "StackEndpoints", "TopicTail", "eventually", "unique"]
 
 ROOT = Path(__file__).resolve().parent
 
@@ -72,6 +76,45 @@ async def scratch_schemas(stack: StackEndpoints) -> AsyncIterator[list[str]]:
             await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
     finally:
         await conn.close()
+
+
+PrivateTopics = Callable[..., Awaitable[Topic]]
+
+
+@pytest.fixture
+async def private_topics(stack: StackEndpoints) -> AsyncIterator[PrivateTopics]:
+    """Topics of the test's own (``test.<name>_<random>`` and its ``.dlt``), deleted when the test ends,
+    so that history left by other runs cannot blur what a test counts and the broker does not fill up.
+
+    ``await private_topics("enrollment", partitions=3, dead_letter=True)``; ``dead_letter=False`` leaves
+    the ``.dlt`` topic out (to test a dead-letter copy that cannot be published).
+    """
+    created: list[str] = []
+
+    async def make(name: str = "enrollment", *, partitions: int = 3, dead_letter: bool = True) -> Topic:
+        topic = dataclasses.replace(ENROLLMENT, name=unique(f"test.{name}"), partitions=partitions)
+        created.extend([topic.name, topic.dead_letter])
+        if dead_letter:
+            await ensure_topics(stack.kafka_bootstrap, [topic])
+        else:
+            admin = AIOKafkaAdminClient(bootstrap_servers=stack.kafka_bootstrap)
+            await admin.start()
+            try:
+                await admin.create_topics([NewTopic(topic.name, partitions, 1)])
+            finally:
+                await admin.close()
+        return topic
+
+    yield make
+    admin = AIOKafkaAdminClient(bootstrap_servers=stack.kafka_bootstrap)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        doomed = [t for t in created if t in existing]
+        if doomed:
+            await admin.delete_topics(doomed)
+    finally:
+        await admin.close()
 
 
 async def eventually(check: Callable[[], Awaitable[bool]], timeout: float, what: str) -> None:

@@ -1,41 +1,97 @@
-"""Idempotent event consumption with a dead-letter topic, on FastStream.
+"""Batched, idempotent event consumption: nothing lost, nothing applied twice, no partition blocked.
 
-- Parse and validate through the contracts envelope; anything unusable goes to ``<topic>.dlt`` with
-  the reason, original topic/partition/offset and attempt count in headers, and is acked: a poison
-  message never loops.
-- The effect and the event id are written in one transaction (the tracking record): a redelivery
-  finds the id and changes nothing.
-- Offsets are committed only after that transaction (FastStream ``NACK_ON_ERROR``: ack after the
-  handler returns, seek back on an exception), so a crash replays instead of losing.
-- A transient failure is retried with a back-off; after ``max_attempts`` the message is dead-lettered
-  rather than blocking its partition for ever.
+The guarantee and why each step keeps it:
+
+- **A batch per poll.** :meth:`EventConsumer.run` polls up to ``batch_size`` records (aiokafka,
+  ``enable_auto_commit=False``), partition by partition in offset order, and applies them in **one
+  database transaction**: the ids of the batch's events are recorded with one multi-row
+  ``INSERT ... ON CONFLICT DO NOTHING RETURNING`` into ``processed_events`` (the tracking record), and
+  only the ids it returns are applied. A redelivered event, or the same id twice in one batch, is a
+  ``duplicate`` and changes nothing.
+- **Offsets after the transaction.** Each partition's offset is committed only once the transaction that
+  applied its records has committed; a crash in between replays the batch, and the tracking record
+  skips what was already applied. Per-partition order holds because a partition's records are applied
+  in offset order and nothing after a record is committed before it.
+- **Failure classes** (:func:`is_transient`):
+
+  * *never applicable*: a body that does not parse, an event that fails its contract's validation, an
+    event a handler refuses with :class:`RejectEvent`: dead-lettered at once (attempts 1);
+  * *infrastructure*: the database or the broker is unreachable or refuses work for now
+    (``OSError``/``ConnectionError``, ``TimeoutError``, asyncpg's interface and connection errors,
+    SQLSTATE classes 08 connection, 53 insufficient resources, 57 operator intervention such as a
+    shutdown or a cancelled statement, 40 serialization failure or deadlock, 55P03 lock not available,
+    and every Kafka client error): **never dead-lettered**. The batch's partitions are sought back to
+    the batch's first offsets (the consumer does not advance), the consumer backs off (capped at
+    ``max_backoff_seconds``) and tries again for as long as the failure lasts; meanwhile its
+    :class:`~runtime.supervision.TaskStatus` carries the reason and ``/health/ready`` answers 503;
+  * *anything else* a handler raises (a bug, a constraint violation, a value the database refuses):
+    the record is tried again up to ``max_attempts`` times with a short back-off (it may be a race with
+    another writer), then dead-lettered with the reason.
+
+  A poison record is dead-lettered **alone**: the batch is applied again without it, so the rest of its
+  batch (and partition) is applied. Dead letters are sent after the batch's transaction commits and
+  before its offsets are, so a crash re-sends a dead letter at worst (at least once, like every event).
+  A dead-letter copy that cannot be published is kept in the service's database
+  (:mod:`runtime.deadletters`); the partition moves on.
+- **Unknown event types** (a newer producer's) are skipped and counted (``outcome="skipped"``), never
+  dead-lettered; a known type this consumer has no handler for is ``ignored``.
+
+Handlers. The per-event API is unchanged: ``async def handler(conn, envelope)`` in a
+``dict[type[Event], Handler]``; each is called inside the batch's transaction, in order, once per fresh
+event. Where one statement per batch pays (a projection receiving thousands of events), wrap a batch
+handler with :func:`batched`::
+
+    async def on_enrolled(conn: asyncpg.Connection, envelopes: Sequence[Envelope]) -> None:
+        ...  # one multi-row statement for all of them
+
+    handlers = {ParticipantEnrolled: batched(on_enrolled), ParticipantWithdrawn: on_withdrawn}
+
+A batch handler receives each *run* of consecutive fresh events that map to the same :class:`Batched`
+object (so one ``Batched`` may serve several types), in order, never reordered around other handlers'
+events; it must cope with one entity appearing twice in a run (the later event wins). When it raises,
+the batch is applied again with it called one event at a time, to find the poison record.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections import Counter
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Literal, TypeAlias
 
 import asyncpg
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 from aiokafka.structs import ConsumerRecord
-from faststream import AckPolicy
-from faststream.kafka import KafkaBroker, KafkaMessage
-from faststream.message import StreamMessage
 
-from contracts.envelope import Envelope, InvalidMessage, from_kafka
+from contracts.envelope import Envelope, InvalidMessage, UnknownEventType, from_kafka
 from contracts.events import Event
 from contracts.topics import Topic
+from runtime.deadletters import DeadLetter, send_dead_letter
 from runtime.logging import SafeMessage, describe_exception, validation_summary
 from runtime.metrics import RuntimeMetrics
+from runtime.supervision import TaskStatus
 
 log = logging.getLogger(__name__)
 
 Handler = Callable[[asyncpg.Connection, Envelope], Awaitable[None]]
+BatchHandler = Callable[[asyncpg.Connection, Sequence[Envelope]], Awaitable[None]]
+Record: TypeAlias = "ConsumerRecord[bytes, bytes]"
+
+
+@dataclass(frozen=True)
+class Batched:
+    """A handler that takes a run of consecutive events at once (see the module docstring)."""
+
+    apply: BatchHandler
+
+
+def batched(handler: BatchHandler) -> Batched:
+    return Batched(handler)
 
 
 class RejectEvent(SafeMessage):
@@ -45,7 +101,32 @@ class RejectEvent(SafeMessage):
     """
 
 
-def dead_letter_reason(record: ConsumerRecord[bytes, bytes], exc: InvalidMessage) -> str:
+_TRANSIENT: tuple[type[BaseException], ...] = (
+    OSError,  # ConnectionRefusedError, ConnectionResetError, ...
+    TimeoutError,
+    asyncpg.InterfaceError,  # the connection was closed under us, the pool is closing
+    asyncpg.PostgresConnectionError,  # SQLSTATE 08
+    asyncpg.InsufficientResourcesError,  # 53: too many connections, disk full
+    asyncpg.OperatorInterventionError,  # 57: admin shutdown, cannot connect now, statement cancelled
+    asyncpg.TransactionRollbackError,  # 40: serialization failure, deadlock
+    asyncpg.LockNotAvailableError,  # 55P03
+    KafkaError,
+)
+
+
+def is_transient(exc: BaseException) -> bool:
+    """An infrastructure failure (retried for as long as it lasts), judged on the error and its causes."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, _TRANSIENT):
+            return True
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return False
+
+
+def dead_letter_reason(record: Record, exc: InvalidMessage) -> str:
     """The reason of an unusable message, without the rejected content.
 
     A validation failure keeps where and what (``data.note: string_too_long``), not the input; the
@@ -58,10 +139,22 @@ def dead_letter_reason(record: ConsumerRecord[bytes, bytes], exc: InvalidMessage
     return exc.reason
 
 
-async def _raw_body(message: StreamMessage[Any]) -> bytes:
-    """Keep FastStream from decoding JSON itself: a malformed body must reach our dead-letter path."""
-    body: bytes = message.body
-    return body
+class _HandlerFailed(Exception):
+    """A handler raised; ``index`` is the failing event's place in the batch, None when a batch
+    handler failed on a run of several (the batch is then applied one event at a time)."""
+
+    def __init__(self, index: int | None, error: BaseException) -> None:
+        super().__init__(type(error).__name__)
+        self.index = index
+        self.error = error
+
+
+_RECORD_IDS = (
+    "INSERT INTO processed_events (consumer, event_id) SELECT $1, unnest($2::text[])"
+    " ON CONFLICT DO NOTHING RETURNING event_id"
+)
+
+Work: TypeAlias = "list[tuple[Record, Envelope]]"
 
 
 @dataclass
@@ -72,100 +165,233 @@ class EventConsumer:
     pool: asyncpg.Pool
     producer: AIOKafkaProducer
     topics: tuple[Topic, ...]
-    handlers: dict[type[Event], Handler]
+    handlers: Mapping[type[Event], Handler | Batched]
     metrics: RuntimeMetrics | None = None
     max_attempts: int = 5
     offset_reset: Literal["earliest", "latest"] = "earliest"
+    batch_size: int = 2000
+    min_backoff_seconds: float = 0.2
+    max_backoff_seconds: float = 10.0
     _attempts: dict[tuple[str, int, int], int] = field(default_factory=dict)
+    _unknown_types: set[str] = field(default_factory=set)
+    _stopping: bool = False
+    _wake: asyncio.Event = field(default_factory=asyncio.Event)
 
-    def attach(self, broker: KafkaBroker) -> None:
-        """Register the subscriber on a broker (the service's FastStream app)."""
+    # The poll loop ---------------------------------------------------------------------------------
 
-        async def on_message(message: KafkaMessage) -> None:
-            await self.process(message.raw_message)
-
-        broker.subscriber(
+    async def run(self, bootstrap: str, status: TaskStatus | None = None) -> None:
+        """Consume until :meth:`stop`; meant to run under a :class:`~runtime.supervision.Supervisor`,
+        which restarts it (from the committed offsets) should anything but an infrastructure failure
+        escape."""
+        status = status or TaskStatus(f"consumer:{self.name}")
+        consumer = AIOKafkaConsumer(
             *[t.name for t in self.topics],
+            bootstrap_servers=bootstrap,
             group_id=self.name,
+            client_id=self.name,
+            enable_auto_commit=False,
             auto_offset_reset=self.offset_reset,
-            ack_policy=AckPolicy.NACK_ON_ERROR,
-            max_poll_records=200,
-            decoder=_raw_body,
-        )(on_message)
+            max_poll_records=self.batch_size,
+            # large fetches: a projection catching up reads thousands of records per round trip
+            max_partition_fetch_bytes=4 * 1024 * 1024,
+        )
+        await consumer.start()
+        backoff = self.min_backoff_seconds
+        try:
+            while not self._stopping:
+                batches = await consumer.getmany(timeout_ms=500, max_records=self.batch_size)
+                if not batches:
+                    continue
+                try:
+                    await self.process_batch([r for records in batches.values() for r in records])
+                    await self._commit(consumer, batches)
+                except Exception as exc:
+                    if not is_transient(exc):
+                        raise
+                    status.failing(f"retrying a batch: {describe_exception(exc)[:300]}")
+                    self._count((r.topic, "retried") for rs in batches.values() for r in rs)
+                    log.warning(
+                        "infrastructure failure; the batch will be applied again after a back-off",
+                        extra={"consumer": self.name, "error_type": type(exc).__name__, "retry_in_seconds": backoff},
+                    )
+                    self._rewind(consumer, batches)
+                    await self._sleep(backoff)
+                    backoff = min(backoff * 2, self.max_backoff_seconds)
+                    continue
+                status.ok()
+                backoff = self.min_backoff_seconds
+        finally:
+            with contextlib.suppress(Exception):
+                await consumer.stop()
 
-    async def process(self, record: ConsumerRecord[bytes, bytes]) -> None:
-        position = (record.topic, record.partition, record.offset)
+    def stop(self) -> None:
+        self._stopping = True
+        self._wake.set()
+
+    async def _sleep(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), seconds)
+
+    async def _commit(self, consumer: AIOKafkaConsumer, batches: dict[TopicPartition, list[Record]]) -> None:
         try:
-            envelope = from_kafka(record.headers, record.value)
-        except InvalidMessage as exc:
-            await self.dead_letter(record, dead_letter_reason(record, exc), attempts=1)
-            return
-        handler = self.handlers.get(type(envelope.data))
-        if handler is None:
-            self._count(record.topic, "ignored")
-            return
+            await consumer.commit({tp: records[-1].offset + 1 for tp, records in batches.items()})
+        except (CommitFailedError, IllegalStateError):
+            # The group rebalanced while the batch was applied: the partitions' new owner replays from
+            # the last committed offsets and the tracking record skips what this batch applied.
+            log.warning("offsets not committed: the group rebalanced", extra={"consumer": self.name})
+
+    def _rewind(self, consumer: AIOKafkaConsumer, batches: dict[TopicPartition, list[Record]]) -> None:
+        """Seek each partition still ours back to the batch's first record: the consumer does not advance."""
+        owned = consumer.assignment()
+        for tp, records in batches.items():
+            if tp in owned:
+                consumer.seek(tp, records[0].offset)
+
+    # One batch ---------------------------------------------------------------------------------------
+
+    async def process(self, record: Record) -> None:
+        """One record, as a batch of one (tests and tools)."""
+        await self.process_batch([record])
+
+    async def process_batch(self, records: Sequence[Record]) -> None:
+        """Apply, skip or dead-letter every record; raises only an infrastructure failure (retry all)."""
         started = time.perf_counter()
-        try:
-            applied = await self.apply(envelope, handler)
-        except RejectEvent as exc:
-            await self.dead_letter(record, f"rejected: {describe_exception(exc)}", attempts=1)
-            return
-        except Exception as exc:
-            attempts = self._attempts.get(position, 0) + 1
-            self._attempts[position] = attempts
-            if attempts >= self.max_attempts:
-                self._attempts.pop(position, None)
-                log.exception("giving up on event", extra={"event_id": envelope.id, "topic": record.topic})
-                reason = f"failed {attempts} times: {describe_exception(exc)}"
-                await self.dead_letter(record, reason, attempts=attempts)
-                return
-            self._count(record.topic, "retried")
+        outcomes: Counter[tuple[str, str]] = Counter()
+        letters: list[DeadLetter] = []
+        work: Work = []
+        for record in records:
+            try:
+                envelope = from_kafka(record.headers, record.value)
+            except UnknownEventType as exc:
+                outcomes[(record.topic, "skipped")] += 1
+                self._note_unknown(exc.event_type, record)
+                continue
+            except InvalidMessage as exc:
+                letters.append(DeadLetter(self.name, record, dead_letter_reason(record, exc), attempts=1))
+                continue
+            if type(envelope.data) in self.handlers:
+                work.append((record, envelope))
+            else:
+                outcomes[(record.topic, "ignored")] += 1
+        applied = await self._apply_isolating(work, letters)
+        for letter in letters:
+            where = await send_dead_letter(self.producer, self.pool, letter)
+            outcomes[(letter.record.topic, "dead_lettered")] += 1
+            if where != "topic" and self.metrics:
+                self.metrics.dead_letters_kept.labels(letter.record.topic).inc()
             log.warning(
-                "event failed, will retry",
+                "event dead-lettered",
                 extra={
-                    "event_id": envelope.id,
-                    "topic": record.topic,
-                    "offset": record.offset,
-                    "error_type": type(exc).__name__,
+                    "topic": letter.record.topic,
+                    "partition": letter.record.partition,
+                    "offset": letter.record.offset,
+                    "consumer": self.name,
                 },
             )
-            await asyncio.sleep(min(0.2 * 2**attempts, 5.0))
-            raise
-        self._attempts.pop(position, None)
-        self._count(record.topic, "applied" if applied else "duplicate")
-        if self.metrics:
-            self.metrics.handle_seconds.labels(record.topic).observe(time.perf_counter() - started)
+        outcomes.update(applied)
+        self._count(outcomes.elements())
+        if self.metrics and records:
+            self.metrics.batch_seconds.labels(self.name).observe(time.perf_counter() - started)
 
-    async def apply(self, envelope: Envelope, handler: Handler) -> bool:
-        """The tracking record: effect and event id commit together. False = already applied."""
-        async with self.pool.acquire() as conn, conn.transaction():
-            fresh = await conn.fetchval(
-                "INSERT INTO processed_events (consumer, event_id) VALUES ($1, $2) ON CONFLICT DO NOTHING RETURNING 1",
-                self.name,
-                envelope.id,
+    async def _apply_isolating(self, work: Work, letters: list[DeadLetter]) -> Counter[tuple[str, str]]:
+        """Apply the batch; a poison record is taken out (into ``letters``) and the rest applied again."""
+        one_by_one = False
+        while True:
+            try:
+                return await self._apply(work, one_by_one)
+            except _HandlerFailed as failed:
+                if is_transient(failed.error):
+                    raise failed.error from None
+                if failed.index is None:
+                    one_by_one = True
+                    continue
+                record, envelope = work[failed.index]
+                letter = self._poison(record, envelope, failed.error)
+                if letter is not None:
+                    letters.append(letter)
+                    del work[failed.index]
+                    continue
+                attempts = self._attempts[(record.topic, record.partition, record.offset)]
+                await asyncio.sleep(min(self.min_backoff_seconds * 2**attempts, 5.0))
+
+    def _poison(self, record: Record, envelope: Envelope, exc: BaseException) -> DeadLetter | None:
+        """A dead letter for a record its handler refuses, or None to try it again (attempt counted)."""
+        if isinstance(exc, RejectEvent):
+            return DeadLetter(self.name, record, f"rejected: {describe_exception(exc)}", attempts=1)
+        position = (record.topic, record.partition, record.offset)
+        attempts = self._attempts.get(position, 0) + 1
+        if attempts >= self.max_attempts:
+            self._attempts.pop(position, None)
+            log.error(
+                "giving up on event",
+                exc_info=exc,
+                extra={"event_id": envelope.id, "topic": record.topic, "consumer": self.name},
             )
-            if not fresh:
-                return False
-            await handler(conn, envelope)
-            return True
-
-    async def dead_letter(self, record: ConsumerRecord[bytes, bytes], reason: str, *, attempts: int) -> None:
-        headers = [(k, v) for k, v in record.headers if not k.startswith("dlt_")]
-        headers += [
-            ("dlt_reason", reason[:2000].encode()),
-            ("dlt_original_topic", record.topic.encode()),
-            ("dlt_original_partition", str(record.partition).encode()),
-            ("dlt_original_offset", str(record.offset).encode()),
-            ("dlt_consumer_group", self.name.encode()),
-            ("dlt_attempts", str(attempts).encode()),
-        ]
-        await self.producer.send_and_wait(f"{record.topic}.dlt", value=record.value, key=record.key, headers=headers)
-        self._count(record.topic, "dead_lettered")
+            return DeadLetter(self.name, record, f"failed {attempts} times: {describe_exception(exc)}", attempts)
+        self._attempts[position] = attempts
+        self._count([(record.topic, "retried")])
         log.warning(
-            "event dead-lettered",
-            extra={"topic": record.topic, "partition": record.partition, "offset": record.offset},
+            "event failed, will retry",
+            extra={
+                "event_id": envelope.id,
+                "topic": record.topic,
+                "offset": record.offset,
+                "error_type": type(exc).__name__,
+            },
         )
+        return None
 
-    def _count(self, topic: str, outcome: str) -> None:
+    async def _apply(self, work: Work, one_by_one: bool) -> Counter[tuple[str, str]]:
+        """The tracking record: every fresh event's effect and its id commit together, in one transaction."""
+        outcomes: Counter[tuple[str, str]] = Counter()
+        if not work:
+            return outcomes
+        async with self.pool.acquire() as conn, conn.transaction():
+            ids = list(dict.fromkeys(envelope.id for _, envelope in work))
+            fresh = {row[0] for row in await conn.fetch(_RECORD_IDS, self.name, ids)}
+            todo: list[int] = []
+            for i, (record, envelope) in enumerate(work):
+                if envelope.id in fresh:
+                    fresh.discard(envelope.id)  # the same id later in the batch is a duplicate
+                    todo.append(i)
+                    outcomes[(record.topic, "applied")] += 1
+                else:
+                    outcomes[(record.topic, "duplicate")] += 1
+            await self._run_handlers(conn, work, todo, one_by_one)
+        for position in [(r.topic, r.partition, r.offset) for r, _ in work]:
+            self._attempts.pop(position, None)
+        return outcomes
+
+    async def _run_handlers(self, conn: asyncpg.Connection, work: Work, todo: list[int], one_by_one: bool) -> None:
+        j = 0
+        while j < len(todo):
+            handler = self.handlers[type(work[todo[j]][1].data)]
+            end = j + 1
+            if isinstance(handler, Batched) and not one_by_one:
+                while end < len(todo) and self.handlers[type(work[todo[end]][1].data)] is handler:
+                    end += 1
+            run = todo[j:end]
+            try:
+                if isinstance(handler, Batched):
+                    await handler.apply(conn, [work[i][1] for i in run])
+                else:
+                    await handler(conn, work[run[0]][1])
+            except Exception as exc:
+                raise _HandlerFailed(run[0] if len(run) == 1 else None, exc) from exc
+            j = end
+
+    # Bookkeeping --------------------------------------------------------------------------------------
+
+    def _note_unknown(self, event_type: str, record: Record) -> None:
+        """Logged once per type and process (a newer producer's type may arrive by the thousand)."""
+        if event_type not in self._unknown_types:
+            self._unknown_types.add(event_type)
+            log.info(
+                "skipping events of a type this release does not know",
+                extra={"event_type": event_type[:200], "topic": record.topic, "consumer": self.name},
+            )
+
+    def _count(self, outcomes: Iterable[tuple[str, str]]) -> None:
         if self.metrics:
-            self.metrics.consumed.labels(topic, outcome).inc()
+            for (topic, outcome), n in Counter(outcomes).items():
+                self.metrics.consumed.labels(topic, outcome).inc(n)

@@ -31,6 +31,9 @@ _FIELDS = (
     "run_id",
     "error_type",
     "retry_in_seconds",
+    "task",
+    "consumer",
+    "batch_size",
 )
 
 # Errors whose text is written by infrastructure about infrastructure (addresses, timeouts), not about

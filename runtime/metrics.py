@@ -27,12 +27,28 @@ class RuntimeMetrics:
         )
         self.consumed = Counter(
             f"{p}_events_consumed_total",
-            "Events received, by outcome (applied, duplicate, dead_lettered, retried)",
+            "Events received, by outcome (applied, duplicate, dead_lettered, skipped = unknown type, ignored ="
+            " no handler, retried = a batch or event applied again after a failure)",
             ["topic", "outcome"],
             registry=self.registry,
         )
-        self.handle_seconds = Histogram(
-            f"{p}_event_handle_seconds", "Time to apply one event", ["topic"], registry=self.registry
+        self.batch_seconds = Histogram(
+            f"{p}_event_batch_seconds",
+            "Time to apply one polled batch of events (parse, transaction, dead letters)",
+            ["consumer"],
+            registry=self.registry,
+        )
+        self.dead_letters_kept = Counter(
+            f"{p}_dead_letters_kept_total",
+            "Dead letters kept in the dead_letters table (copy not publishable, or its body cut)",
+            ["topic"],
+            registry=self.registry,
+        )
+        self.background_errors = Counter(
+            f"{p}_background_task_errors_total",
+            "Failures of a supervised background task (it restarts after a back-off)",
+            ["task"],
+            registry=self.registry,
         )
         self.http_requests = Counter(
             f"{p}_http_requests_total", "HTTP requests", ["method", "route", "status"], registry=self.registry

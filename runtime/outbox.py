@@ -26,10 +26,13 @@ import asyncpg
 from aiokafka import AIOKafkaProducer
 
 from contracts.envelope import Envelope, to_kafka
+from runtime.logging import describe_exception
 from runtime.metrics import RuntimeMetrics
+from runtime.supervision import TaskStatus
 
 log = logging.getLogger(__name__)
 _CHANNEL = "outbox_ready"
+LINGER_SECONDS = 0.005
 
 
 def _row(env: Envelope) -> tuple[uuid.UUID, str, str, str, bytes]:
@@ -58,6 +61,18 @@ async def _lock_ids(conn: asyncpg.Connection, ids: Iterable[int]) -> None:
         await conn.execute("SELECT pg_advisory_xact_lock(k) FROM unnest($1::bigint[]) AS k", ordered)
 
 
+# The locks come first (the materialised CTE is read before any row reaches the INSERT, so every id is
+# drawn under them) and the rows keep their order.
+_LOCK_INSERT = (
+    "WITH locked AS MATERIALIZED (SELECT count(pg_advisory_xact_lock(k)) AS n FROM unnest($1::bigint[]) AS k),"
+    " added AS (INSERT INTO outbox (event_id, topic, key, headers, payload)"
+    " SELECT r.e, r.t, r.k, r.h::jsonb, r.p FROM locked,"
+    " unnest($2::uuid[], $3::text[], $4::text[], $5::text[], $6::bytea[]) WITH ORDINALITY AS r(e, t, k, h, p, i)"
+    " ORDER BY r.i RETURNING 1)"
+    " SELECT count(*) FROM added"
+)
+
+
 async def lock_outbox_keys(conn: asyncpg.Connection, topic: str, keys: Iterable[str]) -> None:
     """Take the per-key order locks; call in the transaction, before writing outbox rows some other way
     (e.g. an own COPY). :func:`add_to_outbox` does this itself. Held until the transaction ends."""
@@ -77,19 +92,21 @@ async def add_to_outbox(conn: asyncpg.Connection, *envelopes: Envelope) -> None:
     if not conn.is_in_transaction():
         raise RuntimeError("add_to_outbox must run inside the transaction of the state change")
     rows = [_row(env) for env in envelopes]
-    await _lock_ids(conn, (_lock_id(topic, key) for topic, key in {(r[1], r[2]) for r in rows}))
+    lock_ids = sorted({_lock_id(topic, key) for topic, key in {(r[1], r[2]) for r in rows}})
     if len(rows) > 50:
+        await _lock_ids(conn, lock_ids)
         await conn.copy_records_to_table(
             "outbox", records=rows, columns=["event_id", "topic", "key", "headers", "payload"]
         )
+        await conn.execute("SELECT pg_notify($1, '')", _CHANNEL)
     else:
-        await conn.executemany(
-            "INSERT INTO outbox (event_id, topic, key, headers, payload) VALUES ($1, $2, $3, $4::jsonb, $5)", rows
-        )
-    await conn.execute("SELECT pg_notify($1, '')", _CHANNEL)
+        # Lock and insert in one round trip: the key locks are then held only for this statement and
+        # the commit, which is what many concurrent writers of one key queue for. No NOTIFY: it takes
+        # a database-wide lock at commit, inside that queue; the relay polls every poll_seconds.
+        await conn.execute(_LOCK_INSERT, lock_ids, *(list(column) for column in zip(*rows, strict=True)))
 
 
-def make_producer(bootstrap: str, client_id: str) -> AIOKafkaProducer:
+def make_producer(bootstrap: str, client_id: str, *, request_timeout_ms: int = 30_000) -> AIOKafkaProducer:
     """Idempotent, acks=all: a retried send is not duplicated and per-partition order is kept."""
     return AIOKafkaProducer(
         bootstrap_servers=bootstrap,
@@ -98,7 +115,7 @@ def make_producer(bootstrap: str, client_id: str) -> AIOKafkaProducer:
         enable_idempotence=True,
         linger_ms=5,
         max_batch_size=256 * 1024,
-        request_timeout_ms=30_000,
+        request_timeout_ms=request_timeout_ms,
     )
 
 
@@ -118,6 +135,7 @@ class OutboxRelay:
         max_backoff: float = 30.0,
         retention_hours: float | None = None,
         purge_every_seconds: float = 60.0,
+        ack_timeout_seconds: float = 30.0,
     ) -> None:
         self._pool = pool
         self._producer = producer
@@ -129,9 +147,11 @@ class OutboxRelay:
         self._max_backoff = max_backoff
         self._retention_hours = retention_hours
         self._purge_every = purge_every_seconds
+        self._ack_timeout = ack_timeout_seconds
         self._next_purge = 0.0
         self._wake = asyncio.Event()
         self._stopping = False
+        self._status = TaskStatus("outbox_relay")
 
     async def publish_pending(self, conn: asyncpg.Connection) -> int:
         """One batch: send every row, wait for every ack, then mark them published.
@@ -150,7 +170,10 @@ class OutboxRelay:
             futures.append(
                 await self._producer.send(r["topic"], value=r["payload"], key=r["key"].encode(), headers=headers)
             )
-        await asyncio.gather(*futures)
+        # The idempotent producer retries a send for as long as the broker is away: bounded here, so the
+        # relay reports the outage (readiness) and starts over; a late ack of the old send only adds a
+        # duplicate after the original, which consumers skip.
+        await asyncio.wait_for(asyncio.gather(*futures), self._ack_timeout)
         await self.before_mark(len(rows))
         await conn.execute(
             "UPDATE outbox SET published_at = now() WHERE id = ANY($1::bigint[])", [r["id"] for r in rows]
@@ -160,10 +183,12 @@ class OutboxRelay:
                 self._metrics.outbox_published.labels(r["topic"]).inc()
         return len(rows)
 
-    async def run(self) -> None:
+    async def run(self, status: TaskStatus | None = None) -> None:
         """Loop until stopped. Any error (database gone, broker unreachable, a send that failed) is
-        logged by type only, never with row content, and the loop starts over on a fresh connection
-        after a back-off: unmarked rows are sent again (at least once), nothing is skipped."""
+        logged by type only, never with row content, shown in ``status`` (readiness) until a publishing
+        pass succeeds, and the loop starts over on a fresh connection after a back-off: unmarked rows
+        are sent again (at least once), nothing is skipped."""
+        self._status = status or self._status
         backoff = self._min_backoff
         while not self._stopping:
             try:
@@ -172,6 +197,7 @@ class OutboxRelay:
             except Exception as exc:
                 if self._metrics:
                     self._metrics.outbox_relay_errors.labels(type(exc).__name__).inc()
+                self._status.failing(describe_exception(exc)[:300])
                 log.error(
                     "outbox relay failed; starting over after a back-off",
                     exc_info=exc,
@@ -192,11 +218,14 @@ class OutboxRelay:
                     await self._sleep()
                 while not self._stopping:
                     sent = await self.publish_pending(conn)
+                    self._status.ok()
                     if sent < self._batch_size:
                         if self._metrics:  # measured when idle, so the count never slows a backlog down
                             self._metrics.outbox_pending.set(await pending_count(conn))
                         await self._purge_when_due(conn)
                         await self._sleep()
+                        # let a burst of single writes (one notify each) gather into one batch
+                        await asyncio.sleep(LINGER_SECONDS)
                 clean = True
             finally:
                 try:

@@ -36,11 +36,17 @@ class ServiceSettings(JwtSettings):
     http_port: int = Field(default=8080, ge=1, le=65535)
     log_level: str = "INFO"
     outbox_batch_size: int = Field(default=5000, ge=1, le=50_000)
-    outbox_poll_seconds: float = Field(default=0.5, gt=0)
+    outbox_poll_seconds: float = Field(
+        default=0.2, gt=0, description="how often an idle relay looks for rows (a bulk write also wakes it at once)"
+    )
     outbox_retention_hours: float = Field(
         default=168, ge=0, description="published outbox rows are deleted after this long; 0 keeps them"
     )
     consumer_offset_reset: Literal["earliest", "latest"] = Field(
         default="earliest", description="where a new consumer group starts: earliest rebuilds state from history"
     )
-    consumer_max_attempts: int = Field(default=5, ge=1, description="transient failures before a dead letter")
+    consumer_max_attempts: int = Field(
+        default=5,
+        ge=1,
+        description="failures of a handler (not of the infrastructure) before its event is dead-lettered",
+    )

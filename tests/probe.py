@@ -7,10 +7,16 @@ Killing either with SIGKILL at any moment must not lose or double an effect.
 Fault hook, so a test kills the relay at the worst moment instead of racing it: with
 ``PROBE_RELAY_PAUSE_AFTER_BATCHES=N`` the relay stops for good once its N-th batch is acknowledged by
 Kafka and before it is marked published, after touching the file ``PROBE_RELAY_PAUSED_FILE``.
-Likewise ``PROBE_CONSUMER_PAUSE_AFTER_EVENTS=N`` (and ``PROBE_CONSUMER_PAUSED_FILE``) freezes the consumer
-once its N-th event is applied and committed in the database, before FastStream commits the offset.
+Likewise ``PROBE_CONSUMER_PAUSE_AFTER_BATCHES=N`` (and ``PROBE_CONSUMER_PAUSED_FILE``) freezes the
+consumer once its N-th batch is applied and committed in the database, before the offsets are committed
+(the file holds how many events it applied); ``PROBE_CONSUMER_FREEZE_AT_EVENT=N`` freezes it inside the
+handler of its N-th event, mid-batch, with the batch's transaction open.
 Every delivery the consumer receives is recorded in ``deliveries`` (outside the tracking transaction),
 so a test can prove a redelivery happened.
+
+``PROBE_KAFKA_VIA=host:port`` sends every broker connection of the process through that address (a
+TCP proxy a test cuts to simulate the broker going away; the broker advertises its own address, so
+the redirection has to happen in the client).
 """
 
 from __future__ import annotations
@@ -18,10 +24,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import functools
 import os
 import signal
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
+import aiokafka.client
 import asyncpg
 from aiokafka.structs import ConsumerRecord
 
@@ -30,8 +40,9 @@ from contracts.events import ParticipantWithdrawn
 from contracts.topics import ENROLLMENT
 from runtime.consumer import EventConsumer
 from runtime.db import create_pool, migrate
-from runtime.kafka import make_broker
+from runtime.logging import configure_logging
 from runtime.outbox import OutboxRelay, make_producer
+from runtime.supervision import Supervisor
 
 CONSUMER_SQL = """
 CREATE TABLE IF NOT EXISTS applied (
@@ -74,33 +85,48 @@ class PausingRelay(OutboxRelay):
 
 
 class PausingConsumer(EventConsumer):
-    """Freezes after the effect is stored and before the offset is committed: the window a crash replays."""
+    """Freezes after a batch's effects are stored and before its offsets are committed: the window a
+    crash replays."""
 
-    pause_after = int(os.environ.get("PROBE_CONSUMER_PAUSE_AFTER_EVENTS", "0"))
+    pause_after = int(os.environ.get("PROBE_CONSUMER_PAUSE_AFTER_BATCHES", "0"))
     paused_file = os.environ.get("PROBE_CONSUMER_PAUSED_FILE", "")
-    processed = 0
+    batches = 0
+    applied = 0
 
-    async def process(self, record: ConsumerRecord[bytes, bytes]) -> None:
-        await self.pool.execute(
+    async def process_batch(self, records: Sequence[ConsumerRecord[bytes, bytes]]) -> None:
+        await self.pool.executemany(
             'INSERT INTO deliveries (topic, part, "offset") VALUES ($1, $2, $3)',
-            record.topic,
-            record.partition,
-            record.offset,
+            [(r.topic, r.partition, r.offset) for r in records],
         )
-        await super().process(record)
-        self.processed += 1
-        if self.pause_after and self.processed == self.pause_after:
-            where = f"{record.topic}:{record.partition}:{record.offset}"
-            message = f"consumer paused after {self.processed} events, offset not committed"
-            await _pause(self.paused_file, where, message)
+        await super().process_batch(records)
+        self.batches += 1
+        if self.pause_after and self.batches == self.pause_after:
+            applied = await self.pool.fetchval("SELECT n FROM counter")
+            message = f"consumer paused after {self.batches} batches ({applied} events), offsets not committed"
+            await _pause(self.paused_file, str(applied), message)
+
+
+def _redirect_kafka(via: str) -> None:
+    """Every connection to a broker goes to ``via`` instead (bootstrap and advertised addresses alike)."""
+    host, port = via.rsplit(":", 1)
+    real = aiokafka.client.create_conn
+
+    async def create_conn(_host: str, _port: int, **kwargs: Any) -> Any:
+        return await real(host, int(port), **kwargs)
+
+    aiokafka.client.create_conn = create_conn
 
 
 async def relay(dsn: str, schema: str, bootstrap: str, batch: int) -> None:
+    if os.environ.get("PROBE_KAFKA_VIA"):
+        _redirect_kafka(os.environ["PROBE_KAFKA_VIA"])
     pool = await create_pool(dsn, schema)
     await migrate(pool, schema, {})
-    producer = make_producer(bootstrap, "probe-relay")
+    timeout_ms = int(os.environ.get("PROBE_KAFKA_TIMEOUT_MS", "30000"))
+    producer = make_producer(bootstrap, "probe-relay", request_timeout_ms=timeout_ms)
     await producer.start()
-    r = PausingRelay(pool, producer, schema=schema, batch_size=batch, poll_seconds=0.2)
+    ack_timeout = float(os.environ.get("PROBE_RELAY_ACK_TIMEOUT_SECONDS", "30"))
+    r = PausingRelay(pool, producer, schema=schema, batch_size=batch, poll_seconds=0.2, ack_timeout_seconds=ack_timeout)
     task = asyncio.create_task(r.run())
     await _wait_for_signal()
     r.stop()
@@ -109,18 +135,25 @@ async def relay(dsn: str, schema: str, bootstrap: str, batch: int) -> None:
     await pool.close()
 
 
-async def consume(dsn: str, schema: str, bootstrap: str, group: str, prefix: str, topic: str) -> None:
+async def consume(dsn: str, schema: str, bootstrap: str, group: str, prefix: str, topic: str, batch: int) -> None:
     pool = await create_pool(dsn, schema)
     await migrate(pool, schema, {})
     await pool.execute(CONSUMER_SQL)
     producer = make_producer(bootstrap, "probe-consumer")
     await producer.start()
+    freeze_at = int(os.environ.get("PROBE_CONSUMER_FREEZE_AT_EVENT", "0"))
+    handled = 0
 
     async def on_withdrawn(conn: asyncpg.Connection, env: Envelope) -> None:
+        nonlocal handled
         event = env.data
         assert isinstance(event, ParticipantWithdrawn)
         if not event.program_id.startswith(prefix):
             return
+        handled += 1
+        if freeze_at and handled == freeze_at:
+            paused_file = os.environ.get("PROBE_CONSUMER_PAUSED_FILE", "")
+            await _pause(paused_file, "mid-batch", f"consumer frozen inside its batch at event {handled}")
         await conn.execute(
             "INSERT INTO applied (event_id, program_id, participant_id) VALUES ($1, $2, $3)",
             env.id,
@@ -129,18 +162,20 @@ async def consume(dsn: str, schema: str, bootstrap: str, group: str, prefix: str
         )
         await conn.execute("UPDATE counter SET n = n + 1 WHERE id = 1")
 
-    broker = make_broker(bootstrap, "probe-consumer")
-    PausingConsumer(
+    consumer = PausingConsumer(
         name=group,
         pool=pool,
         producer=producer,
         topics=(dataclasses.replace(ENROLLMENT, name=topic),),
         handlers={ParticipantWithdrawn: on_withdrawn},
-    ).attach(broker)
-    await broker.start()
+        batch_size=batch,
+    )
+    supervisor = Supervisor()
+    supervisor.start("consumer", functools.partial(consumer.run, bootstrap), graceful=True)
     print("consumer ready", flush=True)
     await _wait_for_signal()
-    await broker.stop()
+    consumer.stop()
+    await supervisor.stop()
     await producer.stop()
     await pool.close()
 
@@ -156,10 +191,11 @@ def main() -> None:
     parser.add_argument("--prefix", default="")
     parser.add_argument("--topic", default=ENROLLMENT.name)
     a = parser.parse_args()
+    configure_logging(f"probe-{a.mode}", "INFO")
     if a.mode == "relay":
         asyncio.run(relay(a.dsn, a.schema, a.bootstrap, a.batch))
     else:
-        asyncio.run(consume(a.dsn, a.schema, a.bootstrap, a.group, a.prefix, a.topic))
+        asyncio.run(consume(a.dsn, a.schema, a.bootstrap, a.group, a.prefix, a.topic, a.batch))
 
 
 if __name__ == "__main__":

@@ -3,8 +3,10 @@
 Locks, always taken in this order so that no two transactions wait on each other in a cycle:
 1. the org chart: SHARE for whoever builds profiles from it (enrol, bulk, update), SHARE ROW
    EXCLUSIVE for an import that changes it;
-2. program rows, FOR UPDATE, in program id order: every transaction that writes a program's events
-   holds its row, so those events commit in the order of their outbox ids;
+2. program rows, in program id order: FOR UPDATE to change a program or upload in bulk, FOR SHARE
+   for a single enrolment or its update (enrolments of one program run side by side; a change of
+   the program waits for them). Events of one program commit in the order of their outbox ids
+   because ``add_to_outbox`` serialises the writers of one key;
 3. the enrolment rows read to be changed or republished, FOR UPDATE.
 """
 
@@ -32,6 +34,7 @@ from runtime.outbox import add_to_outbox
 from services.enrollment.adapters import loads
 from services.enrollment.adapters import repository as repo
 from services.enrollment.domain.model import (
+    MAX_CHAIN,
     Conflict,
     EnrolmentPatch,
     EnrolmentRequest,
@@ -110,7 +113,9 @@ async def _program_or_404(conn: asyncpg.Connection, program_id: str, *, for_upda
     return program
 
 
-async def _lock_programs(conn: asyncpg.Connection, program_id: str, mentors: Sequence[str] = ()) -> Program:
+async def _lock_programs(
+    conn: asyncpg.Connection, program_id: str, mentors: Sequence[str] = (), *, share: bool = False
+) -> Program:
     """Locks ``program_id`` and every open program where one of ``mentors`` is an active mentor (their
     capacity is one number across programs, so a change republishes them all), in id order.
 
@@ -122,7 +127,7 @@ async def _lock_programs(conn: asyncpg.Connection, program_id: str, mentors: Seq
         missing = wanted - locked.keys()
         if not missing:
             break
-        locked.update(await repo.lock_programs(conn, sorted(missing)))
+        locked.update(await repo.lock_programs(conn, sorted(missing), share=share))
         if program_id not in locked:
             raise NotFound(f"no program {program_id}", "program_id", "path")
     return locked[program_id]
@@ -265,28 +270,37 @@ async def _with_known_capacity(
     ]
 
 
+async def _person_index(conn: asyncpg.Connection, participant_id: str) -> OrgIndex:
+    """What one person's profile needs: their org row and their manager chain, never the whole chart."""
+    person, managers = await repo.person_and_chain(conn, participant_id, MAX_CHAIN)
+    if person is None:
+        raise NotFound(f"{participant_id} is not in the org chart: import it first", "participant_id")
+    return OrgIndex({participant_id: person}, managers)
+
+
 async def enrol(pool: asyncpg.Pool, program_id: str, asked: EnrolmentRequest) -> repo.EnrolmentRow:
+    """One enrolment, in few round trips and short locks: the person and their manager chain in one
+    query, the program held FOR SHARE (enrolments of a program run in parallel; a change of it waits),
+    the row written by one upsert that also tells an active enrolment (409) from a withdrawn one
+    (replaced), racing enrolments of one person included. Only the outbox write is serialised per
+    program (its events' order)."""
+
     async def work(conn: asyncpg.Connection) -> repo.EnrolmentRow:
         await repo.hold_org_chart(conn)
-        program = await _lock_programs(conn, program_id, list(_mentors([asked])))
+        program = await _lock_programs(conn, program_id, list(_mentors([asked])), share=True)
         [request] = await _with_known_capacity(conn, program_id, [asked])
         capacities = _mentors([request])
         check_enrolment(program, request)
-        existing = await repo.get_enrolment(conn, program_id, request.participant_id, for_update=True)
-        if existing is not None and existing.status == "active":
+        profile = (await _person_index(conn, request.participant_id)).profile(request)
+        await repo.lock_mentor_enrolments(conn, list(capacities))
+        row = await repo.enrol_one(conn, program_id, request, profile)
+        if row is None:
             raise Conflict(f"{request.participant_id} is already enrolled in {program_id}", "participant_id")
-        person = await repo.get_person(conn, request.participant_id)
-        if person is None:
-            raise NotFound(f"{request.participant_id} is not in the org chart: import it first", "participant_id")
-        profile = OrgIndex({person.employee_id: person}, await repo.org_managers(conn)).profile(request)
-        await repo.save_enrolments(conn, program_id, [(request, profile)])
         await add_to_outbox(
             conn,
-            Envelope(data=ParticipantEnrolled(program_id=program_id, profile=profile, enrolled_at=utcnow())),
+            Envelope(data=ParticipantEnrolled(program_id=program_id, profile=profile, enrolled_at=row.enrolled_at)),
             *await _share_capacity(conn, program_id, capacities),
         )
-        row = await repo.get_enrolment(conn, program_id, request.participant_id)
-        assert row is not None
         return row
 
     return await _transaction(pool, work)
@@ -384,7 +398,9 @@ async def update_enrolment(
         await repo.hold_org_chart(conn)
         current = await repo.get_enrolment(conn, program_id, participant_id)
         shares = current is not None and current.request.role is Role.MENTOR and "capacity" in patch.model_fields_set
-        program = await _lock_programs(conn, program_id, [participant_id] if shares else [])
+        program = await _lock_programs(conn, program_id, [participant_id] if shares else [], share=True)
+        if shares:
+            await repo.lock_mentor_enrolments(conn, [participant_id])
         row = await repo.get_enrolment(conn, program_id, participant_id, for_update=True)
         if row is None or row.status != "active":
             raise NotFound(f"{participant_id} is not enrolled in {program_id}", "participant_id", "path")
@@ -392,9 +408,7 @@ async def update_enrolment(
         check_enrolment(program, request)
         if shares and not keep_groups and request.capacity != row.request.capacity:
             await _refuse_cut_below_load(conn, participant_id, request.capacity)
-        person = await repo.get_person(conn, participant_id)
-        assert person is not None  # enrolments reference org_people
-        profile = OrgIndex({person.employee_id: person}, await repo.org_managers(conn)).profile(request)
+        profile = (await _person_index(conn, participant_id)).profile(request)
         await repo.update_enrolment(conn, program_id, request, profile)
         events = []
         if profile != row.profile:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from pathlib import Path
 
@@ -11,7 +10,7 @@ from pydantic_settings import SettingsConfigDict
 
 from contracts.topics import ENROLLMENT, SESSIONS
 from runtime.consumer import EventConsumer
-from runtime.service import ServiceContext, ServiceSpec, create_app
+from runtime.service import BackgroundTask, ServiceContext, ServiceSpec, create_app, periodic
 from runtime.settings import ServiceSettings
 from services.matching.adapters import runs as repo
 from services.matching.adapters.pool import HANDLERS
@@ -51,18 +50,17 @@ SILENT_FOR_SECONDS = 60.0
 """A run whose heartbeat (every few seconds, see handlers.HEARTBEAT_SECONDS) is this old has no process."""
 
 
-def _recover(ctx: ServiceContext) -> asyncio.Task[None]:
+async def fail_orphaned_runs(ctx: ServiceContext) -> None:
     """Runs whose process died are marked failed, so nobody waits on them (or is refused as Busy) for ever.
     Judged by their heartbeat, so a replica never fails another replica's live run."""
+    async with ctx.pool.acquire() as conn:
+        for run_id in await repo.fail_orphaned_runs(conn, silent_for_seconds=SILENT_FOR_SECONDS):
+            log.warning("matching run orphaned by a stopped process", extra={"run_id": run_id})
 
-    async def recover() -> None:
-        while True:
-            async with ctx.pool.acquire() as conn:
-                for run_id in await repo.fail_orphaned_runs(conn, silent_for_seconds=SILENT_FOR_SECONDS):
-                    log.warning("matching run orphaned by a stopped process", extra={"run_id": run_id})
-            await asyncio.sleep(RECOVER_EVERY_SECONDS)
 
-    return asyncio.create_task(recover())
+def _recovery() -> BackgroundTask:
+    """Supervised: a failing pass (the database away) is counted, shown in readiness and retried."""
+    return periodic("orphaned_runs", RECOVER_EVERY_SECONDS, fail_orphaned_runs)
 
 
 def build(settings: MatchingSettings | None = None) -> ServiceSpec:
@@ -72,7 +70,7 @@ def build(settings: MatchingSettings | None = None) -> ServiceSpec:
         migrations=Path(__file__).parent / "migrations",
         routers=[router],
         consumers=_consumers,
-        background=[_recover],
+        background=[_recovery()],
         description="Fair, explainable group formation: group.matched, participant.unmatched, matching.completed.",
     )
 

@@ -50,14 +50,20 @@ async def get_program(conn: asyncpg.Connection, program_id: str, *, for_update: 
     return _program(row) if row else None
 
 
-async def lock_programs(conn: asyncpg.Connection, program_ids: Sequence[str]) -> dict[str, Program]:
+async def lock_programs(
+    conn: asyncpg.Connection, program_ids: Sequence[str], *, share: bool = False
+) -> dict[str, Program]:
     """Row locks on these programs, taken in id order so that two transactions never deadlock on them.
 
-    A program's row lock orders its events: whoever holds it writes that program's outbox rows, so
-    they commit in the order of their outbox ids.
+    FOR UPDATE (a change of the program itself, a bulk upload): nobody else writes the program's
+    events meanwhile. ``share`` (FOR SHARE, a single enrolment): enrolments of one program run side by
+    side, while a change or closing of the program waits for them (and they for it), so none is checked
+    against a policy or status that is changing under it. Outbox order per program holds either way:
+    :func:`runtime.outbox.add_to_outbox` serialises the writers of one key.
     """
     rows = await conn.fetch(
-        "SELECT * FROM programs WHERE program_id = ANY($1::text[]) ORDER BY program_id FOR UPDATE",
+        "SELECT * FROM programs WHERE program_id = ANY($1::text[]) ORDER BY program_id"
+        + (" FOR SHARE" if share else " FOR UPDATE"),
         sorted(set(program_ids)),
     )
     return {r["program_id"]: _program(r) for r in rows}
@@ -93,6 +99,25 @@ async def org_managers(conn: asyncpg.Connection) -> dict[str, str | None]:
     return {
         r["employee_id"]: r["manager_id"] for r in await conn.fetch("SELECT employee_id, manager_id FROM org_people")
     }
+
+
+async def person_and_chain(
+    conn: asyncpg.Connection, employee_id: str, depth: int
+) -> tuple[OrgPerson | None, dict[str, str | None]]:
+    """The person, and them and their managers upwards (at most ``depth``) as employee -> manager: what
+    one profile needs, in one query through the primary key instead of loading the whole chart."""
+    rows = await conn.fetch(
+        "WITH RECURSIVE up AS ("
+        " SELECT o.*, 0 AS depth FROM org_people o WHERE employee_id = $1"
+        " UNION ALL SELECT o.*, up.depth + 1 FROM org_people o"
+        " JOIN up ON o.employee_id = up.manager_id WHERE up.depth < $2)"
+        " SELECT * FROM up ORDER BY depth",
+        employee_id,
+        depth,
+    )
+    if not rows:
+        return None, {}
+    return _person(rows[0]), {r["employee_id"]: r["manager_id"] for r in rows}
 
 
 async def org_people(conn: asyncpg.Connection, ids: Sequence[str] | None = None) -> dict[str, OrgPerson]:
@@ -180,6 +205,22 @@ async def existing_participants(conn: asyncpg.Connection, program_id: str, ids: 
     return {r["participant_id"] for r in rows}
 
 
+async def enrol_one(
+    conn: asyncpg.Connection, program_id: str, request: EnrolmentRequest, profile: ParticipantProfile
+) -> EnrolmentRow | None:
+    """Insert, or re-enrol someone who had withdrawn (their row is replaced), in one statement; None
+    when they are actively enrolled already (also when a racing enrolment of them committed first)."""
+    row = await conn.fetchrow(
+        "INSERT INTO enrolments (program_id, participant_id, role, status, request, profile)"
+        " VALUES ($1, $2, $3, 'active', $4::jsonb, $5::jsonb)"
+        " ON CONFLICT (program_id, participant_id) DO UPDATE SET role = EXCLUDED.role, status = 'active',"
+        " request = EXCLUDED.request, profile = EXCLUDED.profile, enrolled_at = now(), updated_at = now()"
+        " WHERE enrolments.status = 'withdrawn' RETURNING *",
+        program_id, request.participant_id, request.role.value, request.model_dump_json(), profile.model_dump_json(),
+    )  # fmt: skip
+    return EnrolmentRow(row) if row else None
+
+
 async def save_enrolments(
     conn: asyncpg.Connection, program_id: str, items: Sequence[tuple[EnrolmentRequest, ParticipantProfile]]
 ) -> None:
@@ -251,6 +292,18 @@ async def mentor_programs(conn: asyncpg.Connection, participant_ids: Sequence[st
         list(participant_ids),
     )
     return {r["program_id"] for r in rows}
+
+
+async def lock_mentor_enrolments(conn: asyncpg.Connection, participant_ids: Sequence[str]) -> None:
+    """Row locks on these people's active mentor enrolments in every program, in (program, person)
+    order: two changes of one mentor's capacity in two programs then lock the same rows in the same
+    order and never deadlock, while their programs are held only FOR SHARE."""
+    if participant_ids:
+        await conn.execute(
+            "SELECT 1 FROM enrolments WHERE participant_id = ANY($1::text[]) AND role = 'mentor'"
+            " AND status = 'active' ORDER BY program_id, participant_id FOR UPDATE",
+            list(participant_ids),
+        )
 
 
 async def other_mentor_enrolments(

@@ -26,6 +26,7 @@ from contracts.events import (
 from contracts.topics import ENROLLMENT
 from runtime.auth import JwtConfig, issue_token
 from services.enrollment.app import EnrollmentSettings, create
+from services.enrollment.domain.model import manager_chain
 
 pytestmark = pytest.mark.stack
 
@@ -602,3 +603,29 @@ async def test_a_value_the_database_cannot_store_is_a_422_not_a_500(api: Api) ->
     assert r.status_code == 422, r.text
     assert r.json()["detail"][0]["loc"] == ["body"] and "\u0000" not in r.text
     assert (await api.client.get("/programs", headers=api.admin)).json() == []
+
+
+async def test_concurrent_single_enrolments_get_full_manager_chains_and_a_racing_duplicate_is_a_409(api: Api) -> None:
+    """Single enrolments read only the person's manager chain, yet each profile's chain is the one the
+    whole chart gives; enrolments of one program run side by side, and the same person enrolled twice
+    at once is one 201 and one 409 (never a 500)."""
+    people = await _import(api, 400, seed=3)
+    pid = (await _open(api))["program_id"]
+    managers = {p.employee_id: p.manager_id for p in people}
+    chosen = [p for p in people[1:] if p.level <= 3][:40]
+    calls = [
+        api.client.post(f"/programs/{pid}/enrolments", json={"participant_id": p.employee_id, "role": "mentee"},
+                        headers=api.admin)
+        for p in chosen
+    ]  # fmt: skip
+    twice = people[-1].employee_id
+    calls += [
+        api.client.post(f"/programs/{pid}/enrolments", json={"participant_id": twice, "role": "mentee"},
+                        headers=api.admin)
+        for _ in range(2)
+    ]  # fmt: skip
+    responses = await asyncio.gather(*calls)
+    assert [r.status_code for r in responses[: len(chosen)]] == [201] * len(chosen)
+    assert sorted(r.status_code for r in responses[len(chosen) :]) == [201, 409]
+    for person, r in zip(chosen, responses, strict=False):
+        assert r.json()["manager_chain"] == manager_chain(person.employee_id, managers)

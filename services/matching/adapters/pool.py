@@ -1,7 +1,13 @@
 """Matching's projection of enrollment events into programs and pools (applied idempotently by the
-runtime's tracking record), plus the frees that a closed relationship brings."""
+runtime's tracking record), plus the frees that a closed relationship brings.
+
+Enrolments and withdrawals arrive by the ten thousand after a bulk upload, so they are batch handlers
+(:func:`runtime.consumer.batched`): one statement per run of consecutive events instead of one each.
+"""
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import asyncpg
 
@@ -16,7 +22,7 @@ from contracts.events import (
     ProgramUpdated,
     RelationshipClosed,
 )
-from runtime.consumer import Handler
+from runtime.consumer import Batched, Handler, batched
 
 
 async def on_program(conn: asyncpg.Connection, env: Envelope) -> None:
@@ -31,24 +37,37 @@ async def on_program(conn: asyncpg.Connection, env: Envelope) -> None:
     )  # fmt: skip
 
 
-async def on_participant(conn: asyncpg.Connection, env: Envelope) -> None:
-    event = env.data
-    assert isinstance(event, ParticipantEnrolled | ParticipantUpdated)
-    p = event.profile
+async def on_participants(conn: asyncpg.Connection, envelopes: Sequence[Envelope]) -> None:
+    """Enrolled or updated: the latest profile of each person is in the pool, active. One statement;
+    a person twice in the run keeps the later event (one row may not be upserted twice in a statement)."""
+    latest: dict[tuple[str, str], ParticipantEnrolled | ParticipantUpdated] = {}
+    for env in envelopes:
+        event = env.data
+        assert isinstance(event, ParticipantEnrolled | ParticipantUpdated)
+        latest[(event.program_id, event.profile.participant_id)] = event
+    events = list(latest.values())
     await conn.execute(
-        "INSERT INTO pool (program_id, participant_id, role, profile, active) VALUES ($1,$2,$3,$4::jsonb,true)"
+        "INSERT INTO pool (program_id, participant_id, role, profile, active)"
+        " SELECT p, q, r, f::jsonb, true FROM unnest($1::text[], $2::text[], $3::text[], $4::text[]) AS t(p, q, r, f)"
         " ON CONFLICT (program_id, participant_id) DO UPDATE SET role=EXCLUDED.role, profile=EXCLUDED.profile,"
         " active=true, updated_at=now()",
-        event.program_id, p.participant_id, p.role.value, p.model_dump_json(),
-    )  # fmt: skip
+        [e.program_id for e in events],
+        [e.profile.participant_id for e in events],
+        [e.profile.role.value for e in events],
+        [e.profile.model_dump_json() for e in events],
+    )
 
 
-async def on_withdrawn(conn: asyncpg.Connection, env: Envelope) -> None:
-    event = env.data
-    assert isinstance(event, ParticipantWithdrawn)
+async def on_withdrawals(conn: asyncpg.Connection, envelopes: Sequence[Envelope]) -> None:
+    pairs = []
+    for env in envelopes:
+        event = env.data
+        assert isinstance(event, ParticipantWithdrawn)
+        pairs.append((event.program_id, event.participant_id))
     await conn.execute(
-        "UPDATE pool SET active=false, updated_at=now() WHERE program_id=$1 AND participant_id=$2",
-        event.program_id, event.participant_id,
+        "UPDATE pool SET active=false, updated_at=now() FROM unnest($1::text[], $2::text[]) AS w(p, q)"
+        " WHERE pool.program_id = w.p AND pool.participant_id = w.q",
+        [p for p, _ in pairs], [q for _, q in pairs],
     )  # fmt: skip
 
 
@@ -63,11 +82,13 @@ async def on_relationship_closed(conn: asyncpg.Connection, env: Envelope) -> Non
     await conn.execute("UPDATE groups SET status='closed' WHERE group_id=$1", event.group_id)
 
 
-HANDLERS: dict[type[Event], Handler] = {
+_PARTICIPANTS = batched(on_participants)  # one object for both types: an upload's runs mix them
+
+HANDLERS: dict[type[Event], Handler | Batched] = {
     ProgramOpened: on_program,
     ProgramUpdated: on_program,
-    ParticipantEnrolled: on_participant,
-    ParticipantUpdated: on_participant,
-    ParticipantWithdrawn: on_withdrawn,
+    ParticipantEnrolled: _PARTICIPANTS,
+    ParticipantUpdated: _PARTICIPANTS,
+    ParticipantWithdrawn: batched(on_withdrawals),
     RelationshipClosed: on_relationship_closed,
 }

@@ -1,0 +1,359 @@
+"""The event pipeline, end to end, in one run (prints figures; nothing is asserted):
+
+1. the raw aiokafka consume rate of participant.enrolled records (the ceiling);
+2. matching's pool projection rate: those records from Kafka into the pool, through the runtime's
+   batched idempotent consumer (parse, tracking record, one upsert per batch, offset commit);
+3. upload -> complete pool: from the HTTP 200 of a bulk enrolment of 10,000 and of 50,000 people until
+   the last of them is in matching's pool (outbox relay, Kafka, matching's consumer);
+4. single enrolments per second with 50 concurrent clients, and their p50/p99 latency, on an org of
+   20,000 people.
+
+    python -m bench.pipeline_bench [--projection-events 50000] [--sizes 10000,50000] [--singles 3000]
+
+Enrollment and matching run as separate uvicorn processes (as deployed), on free loopback ports, in
+throw-away schemas, against the local stack; the bench's topics and schemas are deleted afterwards.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import dataclasses
+import gc
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
+
+import asyncpg
+import httpx
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+
+from bench.synthetic_org import Person, enrolments, org_chart
+from contracts.base import utcnow
+from contracts.envelope import Envelope, to_kafka
+from contracts.events import ParticipantEnrolled, ParticipantProfile
+from contracts.topics import ENROLLMENT
+from deploy.local.stack import Stack
+from runtime.auth import issue_token, jwt_config_from_env
+from runtime.consumer import EventConsumer, Record
+from runtime.db import create_pool, migrate
+from runtime.kafka import ensure_topics
+from runtime.outbox import make_producer
+from runtime.tail import wait_for_consumer_group
+from services.matching.adapters.pool import HANDLERS
+
+ROOT = Path(__file__).resolve().parent.parent
+MATCHING_MIGRATIONS = ROOT / "services" / "matching" / "migrations"
+
+
+def _enrolled(program_id: str, i: int) -> Envelope:
+    profile = ParticipantProfile.model_validate(
+        {
+            "participant_id": f"E{i:07d}",
+            "role": "mentee" if i % 5 else "mentor",
+            "department": "Engineering",
+            "level": 2 + i % 5,
+            "manager_id": f"E{i // 7:07d}",
+            "manager_chain": [f"E{i // 7:07d}", f"E{i // 49:07d}", "E0000000"],
+            "location": "Milan",
+            "utc_offset_minutes": 60,
+            "languages": ["it", "en"],
+            "skills_offered": ["python", "sql"],
+            "skills_sought": ["leadership"],
+            "goals": ["promotion"],
+            "capacity": None if i % 5 else 3,
+        }
+    )
+    return Envelope(data=ParticipantEnrolled(program_id=program_id, profile=profile, enrolled_at=utcnow()))
+
+
+# 1 + 2: raw consume and pool projection ------------------------------------------------------------
+
+
+async def _fill(bootstrap: str, topic: str, envelopes: Sequence[Envelope]) -> None:
+    producer = make_producer(bootstrap, "bench-pipeline")
+    await producer.start()
+    try:
+        pending = []
+        for env in envelopes:
+            record = to_kafka(env)
+            pending.append(await producer.send(topic, record.value, key=record.key, headers=record.headers))
+            if len(pending) >= 5000:
+                await asyncio.gather(*pending)
+                pending.clear()
+        await asyncio.gather(*pending)
+    finally:
+        await producer.stop()
+
+
+async def raw_consume_rate(bootstrap: str, topic: str, partitions: int, total: int) -> float:
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        tps = [TopicPartition(topic, p) for p in range(partitions)]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        seen, started = 0, time.perf_counter()
+        while seen < total:
+            batches = await consumer.getmany(timeout_ms=1000, max_records=10_000)
+            seen += sum(len(r) for r in batches.values())
+        return total / (time.perf_counter() - started)
+    finally:
+        await consumer.stop()
+
+
+class _TimedConsumer(EventConsumer):
+    """Notes when its first batch starts, so the group join is not counted as projection time."""
+
+    first_batch_at: float | None = None
+
+    async def process_batch(self, records: Sequence[Record]) -> None:
+        if self.first_batch_at is None:
+            self.first_batch_at = time.perf_counter()
+        await super().process_batch(records)
+
+
+async def projection_rate(admin_dsn: str, bootstrap: str, topic: str, total: int) -> tuple[float, float, float]:
+    """Events/s from Kafka into matching's pool (tracking record included), the batch size used, and the
+    consumer process's CPU time per event (what the rate would be bounded by on a core of its own)."""
+    schema = f"bench_projection_{uuid.uuid4().hex[:8]}"
+    pool = await create_pool(admin_dsn, schema, max_size=4)
+    try:
+        await migrate(pool, schema, {"matching": MATCHING_MIGRATIONS})
+        producer = make_producer(bootstrap, "bench-projection")
+        await producer.start()
+        consumer = _TimedConsumer(
+            name=f"{schema}-pools",
+            pool=pool,
+            producer=producer,
+            topics=(dataclasses.replace(ENROLLMENT, name=topic),),
+            handlers=HANDLERS,
+        )
+        gc.freeze()  # as a service does once started (runtime/service.py)
+        task = asyncio.create_task(consumer.run(bootstrap))
+        cpu_started = time.process_time()
+        try:
+            while await pool.fetchval("SELECT count(*) FROM pool") < total:
+                if task.done():
+                    task.result()
+                await asyncio.sleep(0.05)
+            assert consumer.first_batch_at is not None
+            elapsed = time.perf_counter() - consumer.first_batch_at
+            cpu = time.process_time() - cpu_started
+        finally:
+            consumer.stop()
+            await task
+            await producer.stop()
+        return total / elapsed, consumer.batch_size, cpu / total
+    finally:
+        await pool.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+        await pool.close()
+
+
+# 3 + 4: the services as processes --------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclasses.dataclass
+class Service:
+    name: str
+    url: str
+    schema: str
+    process: subprocess.Popen[bytes]
+
+
+@contextlib.asynccontextmanager
+async def running(name: str, admin_dsn: str, bootstrap: str, **env: str) -> AsyncIterator[Service]:
+    port = _free_port()
+    schema = f"bench_{name}_{uuid.uuid4().hex[:8]}"
+    prefix = name.upper()
+    settings = {
+        f"{prefix}_DATABASE_URL": admin_dsn,
+        f"{prefix}_DB_SCHEMA": schema,
+        f"{prefix}_KAFKA_BOOTSTRAP": bootstrap,
+        f"{prefix}_LOG_LEVEL": "WARNING",
+        **{f"{prefix}_{k.upper()}": v for k, v in env.items()},
+    }
+    log = tempfile.NamedTemporaryFile(prefix=f"bench-{name}-", suffix=".log", delete=False)  # noqa: SIM115
+    process = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", f"services.{name}.app:app", "--host", "127.0.0.1", "--port", str(port),
+         "--log-level", "warning", "--no-access-log", "--timeout-keep-alive", "300"],
+        cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **settings},
+    )  # fmt: skip
+    service = Service(name, f"http://127.0.0.1:{port}", schema, process)
+    try:
+        async with httpx.AsyncClient(timeout=5) as client:
+            deadline = time.monotonic() + 120
+            while True:
+                with contextlib.suppress(httpx.HTTPError):
+                    if (await client.get(f"{service.url}/health/ready")).status_code == 200:
+                        break
+                if process.poll() is not None or time.monotonic() > deadline:
+                    raise SystemExit(f"{name} did not become ready; see {log.name}")
+                await asyncio.sleep(0.2)
+        yield service
+    finally:
+        process.terminate()
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        conn = await asyncpg.connect(admin_dsn)
+        try:
+            await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+        finally:
+            await conn.close()
+
+
+async def _pool_size(conn: asyncpg.Connection, schema: str, program_id: str) -> int:
+    return int(await conn.fetchval(f'SELECT count(*) FROM "{schema}".pool WHERE program_id = $1', program_id))
+
+
+async def upload_to_pool(
+    client: httpx.AsyncClient, enrollment: Service, matching: Service, admin_dsn: str, people: list[Person], size: int
+) -> tuple[float, float]:
+    """(seconds until the HTTP 200, seconds from the 200 until the whole upload is in matching's pool)."""
+    r = await client.post(
+        f"{enrollment.url}/programs", json={"name": f"bench {size}", "form": "one_to_one", "starts_on": "2026-01-01"}
+    )
+    r.raise_for_status()
+    program_id = r.json()["program_id"]
+    rows = enrolments(people, size, seed=size)
+    started = time.perf_counter()
+    r = await client.post(f"{enrollment.url}/programs/{program_id}/enrolments/bulk", json=rows, timeout=600)
+    r.raise_for_status()
+    accepted = time.perf_counter()
+    conn = await asyncpg.connect(admin_dsn)
+    try:
+        deadline = accepted + 600
+        while await _pool_size(conn, matching.schema, program_id) < size:
+            if time.perf_counter() > deadline:
+                raise SystemExit(f"{size:,} enrolments did not reach matching's pool in 600 s")
+            await asyncio.sleep(0.02)
+    finally:
+        await conn.close()
+    return accepted - started, time.perf_counter() - accepted
+
+
+async def single_enrolments(
+    client: httpx.AsyncClient, enrollment: Service, people: list[Person], count: int, concurrency: int
+) -> tuple[float, list[float]]:
+    r = await client.post(
+        f"{enrollment.url}/programs", json={"name": "bench singles", "form": "one_to_one", "starts_on": "2026-01-01"}
+    )
+    r.raise_for_status()
+    program_id = r.json()["program_id"]
+    rows = enrolments(people, count, seed=99)
+    queue: asyncio.Queue[dict[str, object]] = asyncio.Queue()
+    for row in rows:
+        queue.put_nowait(row)
+    latencies: list[float] = []
+    failures: list[int] = []
+
+    async def worker() -> None:
+        while not queue.empty():
+            row = queue.get_nowait()
+            t0 = time.perf_counter()
+            response = await client.post(f"{enrollment.url}/programs/{program_id}/enrolments", json=row)
+            latencies.append(time.perf_counter() - t0)
+            if response.status_code != 201:
+                failures.append(response.status_code)
+
+    started = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    elapsed = time.perf_counter() - started
+    if failures:
+        raise SystemExit(f"{len(failures)} single enrolments failed (statuses {sorted(set(failures))}): no figures")
+    return count / elapsed, latencies
+
+
+def _quantile(values: list[float], q: float) -> float:
+    return statistics.quantiles(values, n=100)[int(q * 100) - 1] if len(values) > 1 else values[0]
+
+
+async def services_part(admin_dsn: str, bootstrap: str, sizes: list[int], singles: int) -> None:
+    """Single enrolments first (org of 20,000), then the uploads (the org grown to fit the largest)."""
+    token = issue_token(jwt_config_from_env("enrollment"), "bench", ["admin"])
+    limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
+    async with (
+        running("matching", admin_dsn, bootstrap, consumer_offset_reset="latest") as matching,
+        running("enrollment", admin_dsn, bootstrap) as enrollment,
+        httpx.AsyncClient(headers={"Authorization": f"Bearer {token}"}, timeout=120, limits=limits) as client,
+    ):
+        await wait_for_consumer_group(bootstrap, f"{matching.schema}-pools", timeout=60)
+        org = org_chart(20_000, seed=2026)
+        (await client.post(f"{enrollment.url}/org-chart", json=[p.row() for p in org], timeout=600)).raise_for_status()
+        if singles:
+            rate, latencies = await single_enrolments(client, enrollment, org, singles, concurrency=50)
+            print(
+                f"single enrolments, org of 20,000, 50 concurrent clients: {rate:,.0f}/s"
+                f" (p50 {_quantile(latencies, 0.5) * 1000:.0f} ms, p99 {_quantile(latencies, 0.99) * 1000:.0f} ms,"
+                f" {singles:,} enrolments)   target >= 300/s"
+            )
+        if not sizes:
+            return
+        big = org_chart(int(max(sizes) * 1.25) + 10, seed=2026)  # the same first 20,000 people, and more
+        (await client.post(f"{enrollment.url}/org-chart", json=[p.row() for p in big], timeout=600)).raise_for_status()
+        for size in sizes:
+            stored, to_pool = await upload_to_pool(client, enrollment, matching, admin_dsn, big, size)
+            print(
+                f"upload of {size:>6,} enrolments: HTTP 200 after {stored:5.2f} s, complete in matching's pool"
+                f" {to_pool:5.2f} s after the 200 ({size / to_pool:,.0f} events/s)   target <= 10 s for 50,000"
+            )
+
+
+async def kafka_part(admin_dsn: str, bootstrap: str, events: int) -> None:
+    topic = dataclasses.replace(ENROLLMENT, name=f"bench.pipeline.{uuid.uuid4().hex[:8]}", partitions=3)
+    await ensure_topics(bootstrap, [topic])
+    try:
+        program = f"prg-bench-{uuid.uuid4().hex[:6]}"
+        await _fill(bootstrap, topic.name, [_enrolled(program, i) for i in range(events)])
+        raw = raw_consume_rate(bootstrap, topic.name, topic.partitions, events)
+        print(f"raw aiokafka consume ({events:,} participant.enrolled records): {await raw:,.0f} records/s")
+        rate, batch, cpu = await projection_rate(admin_dsn, bootstrap, topic.name, events)
+        print(
+            f"matching pool projection ({events:,} events, batches of up to {batch:,.0f}, tracking record and"
+            f" offset commit per batch): {rate:,.0f} events/s   target >= 30,000/s"
+            f"\n  (consumer process CPU {cpu * 1e6:.0f} us/event, group join and record fetch included:"
+            f" {1 / cpu:,.0f} events/s on a core of its own, before PostgreSQL's share)"
+        )
+    finally:
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+        await admin.start()
+        try:
+            await admin.delete_topics([topic.name, topic.dead_letter])
+        finally:
+            await admin.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--projection-events", type=int, default=50_000, help="0 skips the Kafka part")
+    parser.add_argument("--sizes", default="10000,50000")
+    parser.add_argument("--singles", type=int, default=3000, help="0 skips the single enrolments")
+    args = parser.parse_args()
+    endpoints = Stack().up()
+    print(f"machine: {os.cpu_count()} cores (shared with whatever else runs now: figures vary run to run)")
+    if args.projection_events:
+        asyncio.run(kafka_part(endpoints.admin_dsn, endpoints.kafka_bootstrap, args.projection_events))
+    sizes = [int(s) for s in args.sizes.split(",") if s]
+    asyncio.run(services_part(endpoints.admin_dsn, endpoints.kafka_bootstrap, sizes, args.singles))
+
+
+if __name__ == "__main__":
+    main()

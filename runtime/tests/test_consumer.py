@@ -1,0 +1,138 @@
+"""One batch through the consumer, on the real database (the dead-letter producer is a fake that keeps
+what it was given): poison alone, duplicates skipped, batch handlers, infrastructure failures raised."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+import pytest
+from aiokafka.structs import ConsumerRecord
+
+from conftest import StackEndpoints, unique
+from contracts.envelope import Envelope, to_kafka
+from contracts.events import ParticipantWithdrawn
+from contracts.topics import ENROLLMENT
+from runtime.consumer import EventConsumer, Handler, RejectEvent, batched, is_transient
+from runtime.db import create_pool, migrate
+from runtime.metrics import RuntimeMetrics
+
+pytestmark = pytest.mark.stack
+
+
+class _Producer:
+    def __init__(self) -> None:
+        self.sent: list[dict[str, Any]] = []
+
+    async def send_and_wait(self, topic: str, value: bytes, key: bytes, headers: list[tuple[str, bytes]]) -> None:
+        self.sent.append({"topic": topic, "value": value, "headers": dict(headers)})
+
+
+def _records(envelopes: Sequence[Envelope], first_offset: int = 0) -> list[ConsumerRecord[bytes, bytes]]:
+    out = []
+    for offset, env in enumerate(envelopes, start=first_offset):
+        r = to_kafka(env)
+        out.append(
+            ConsumerRecord(ENROLLMENT.name, 0, offset, 0, 0, r.key, r.value, None, len(r.key), len(r.value), r.headers)
+        )
+    return out
+
+
+def _withdrawn(participant: str) -> Envelope:
+    return Envelope(
+        data=ParticipantWithdrawn(program_id="prg-1", participant_id=participant, withdrawn_at=datetime.now(UTC))
+    )
+
+
+@pytest.fixture
+async def pool(stack: StackEndpoints, scratch_schemas: list[str]) -> AsyncIterator[asyncpg.Pool]:
+    schema = unique("consumer")
+    scratch_schemas.append(schema)
+    p = await create_pool(stack.admin_dsn, schema)
+    await migrate(p, schema, {})
+    await p.execute("CREATE TABLE seen (seq BIGSERIAL PRIMARY KEY, participant_id TEXT NOT NULL)")
+    yield p
+    await p.close()
+
+
+def _consumer(pool: asyncpg.Pool, handler: Handler | Any, producer: _Producer, **kw: Any) -> EventConsumer:
+    return EventConsumer(
+        name=unique("c"),
+        pool=pool,
+        producer=producer,
+        topics=(ENROLLMENT,),
+        handlers={ParticipantWithdrawn: handler},
+        metrics=RuntimeMetrics("t"),
+        min_backoff_seconds=0.01,
+        **kw,
+    )
+
+
+async def _seen(pool: asyncpg.Pool) -> list[str]:
+    return [r["participant_id"] for r in await pool.fetch("SELECT participant_id FROM seen ORDER BY seq")]
+
+
+async def test_a_poison_event_is_dead_lettered_alone_and_the_rest_of_its_batch_applied_in_order(
+    pool: asyncpg.Pool,
+) -> None:
+    async def handler(conn: asyncpg.Connection, env: Envelope) -> None:
+        assert isinstance(env.data, ParticipantWithdrawn)
+        if env.data.participant_id == "p3":
+            raise RejectEvent("p3 belongs to no known program")
+        await conn.execute("INSERT INTO seen (participant_id) VALUES ($1)", env.data.participant_id)
+
+    producer = _Producer()
+    consumer = _consumer(pool, handler, producer)
+    batch = [_withdrawn(f"p{i}") for i in range(6)]
+    records = _records([*batch, batch[1]])  # the same event twice in one batch
+    await consumer.process_batch(records)
+    assert await _seen(pool) == ["p0", "p1", "p2", "p4", "p5"]
+    [letter] = producer.sent
+    assert letter["topic"] == f"{ENROLLMENT.name}.dlt"
+    assert letter["headers"]["dlt_original_offset"] == b"3"
+    assert letter["headers"]["dlt_reason"] == b"rejected: RejectEvent: p3 belongs to no known program"
+
+    await consumer.process_batch(_records(batch[4:], first_offset=7))  # redelivered across batches
+    assert await _seen(pool) == ["p0", "p1", "p2", "p4", "p5"]
+    m = consumer.metrics
+    assert m is not None
+    topic = ENROLLMENT.name
+    assert m.registry.get_sample_value("t_events_consumed_total", {"topic": topic, "outcome": "applied"}) == 5
+    assert m.registry.get_sample_value("t_events_consumed_total", {"topic": topic, "outcome": "duplicate"}) == 3
+    assert m.registry.get_sample_value("t_events_consumed_total", {"topic": topic, "outcome": "dead_lettered"}) == 1
+
+
+async def test_a_failing_batch_handler_is_narrowed_to_its_poison_event(pool: asyncpg.Pool) -> None:
+    calls: list[int] = []
+
+    async def many(conn: asyncpg.Connection, envelopes: Sequence[Envelope]) -> None:
+        calls.append(len(envelopes))
+        ids = [e.data.participant_id for e in envelopes]  # type: ignore[attr-defined]
+        if "bad" in ids:
+            raise ValueError("a value this handler cannot store")
+        await conn.executemany("INSERT INTO seen (participant_id) VALUES ($1)", [(i,) for i in ids])
+
+    producer = _Producer()
+    consumer = _consumer(pool, batched(many), producer, max_attempts=2)
+    await consumer.process_batch(_records([_withdrawn(p) for p in ("a", "b", "bad", "c")]))
+    assert await _seen(pool) == ["a", "b", "c"]
+    assert calls[0] == 4, "one call for the whole run first"
+    assert 1 in calls, "then one event at a time, to find the poison"
+    [letter] = producer.sent
+    assert letter["headers"]["dlt_reason"] == b"failed 2 times: ValueError"
+    assert letter["headers"]["dlt_attempts"] == b"2"
+
+
+async def test_an_infrastructure_failure_is_raised_for_a_retry_and_never_dead_lettered(pool: asyncpg.Pool) -> None:
+    async def handler(conn: asyncpg.Connection, env: Envelope) -> None:
+        raise ConnectionResetError("connection to the database lost")
+
+    producer = _Producer()
+    consumer = _consumer(pool, handler, producer, max_attempts=1)
+    with pytest.raises(ConnectionResetError) as raised:
+        await consumer.process_batch(_records([_withdrawn("p1")]))
+    assert is_transient(raised.value)
+    assert producer.sent == []
+    assert await pool.fetchval("SELECT count(*) FROM processed_events") == 0, "rolled back: applied on retry"
