@@ -46,9 +46,19 @@ def _stack(*args: str) -> str:
     return result.stdout
 
 
+def _stop_local_services() -> None:
+    """The demo's services (``make demo`` leaves them running) consume the same local topics as the tests'
+    in-process services and would act on the tests' events too (a second sessions service closing the
+    same relationships): the suite runs without them. Only this checkout's services are stopped."""
+    from deploy.local import services
+
+    services.down()
+
+
 @pytest.fixture(scope="session")
 def stack() -> Iterator[StackEndpoints]:
     _stack("up")
+    _stop_local_services()
     env: dict[str, str] = {}
     for line in _stack("env").splitlines():
         line = line.removeprefix("export ").strip()

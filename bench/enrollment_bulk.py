@@ -31,7 +31,12 @@ _TYPE, _ENROLLED = "ce_type", ParticipantEnrolled.TYPE.encode()
 async def one_size(admin_dsn: str, bootstrap: str, size: int) -> None:
     schema = f"bench_enrollment_{uuid.uuid4().hex[:8]}"
     settings = EnrollmentSettings(
-        database_url=admin_dsn, db_schema=schema, kafka_bootstrap=bootstrap, log_level="WARNING", db_pool_max=4
+        database_url=admin_dsn,
+        db_schema=schema,
+        kafka_bootstrap=bootstrap,
+        log_level="WARNING",
+        db_pool_max=4,
+        consumer_offset_reset="latest",
     )
     app = create(settings)
     people = org_chart(int(size * 1.25) + 10, seed=size)

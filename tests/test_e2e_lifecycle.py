@@ -167,7 +167,11 @@ async def platform(stack: StackEndpoints, scratch_schemas: list[str]) -> AsyncIt
         ),
         "enrollment": create_enrollment(
             EnrollmentSettings(
-                database_url=dsn, kafka_bootstrap=kafka, log_level="INFO", db_schema=schemas["enrollment"]
+                database_url=dsn,
+                kafka_bootstrap=kafka,
+                log_level="INFO",
+                db_schema=schemas["enrollment"],
+                consumer_offset_reset="latest",
             )
         ),
     }

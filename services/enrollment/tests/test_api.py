@@ -52,8 +52,9 @@ async def api(stack: StackEndpoints, scratch_schemas: list[str]) -> AsyncIterato
     schema = unique("enrollment_t")
     scratch_schemas.append(schema)
     settings = EnrollmentSettings(
-        database_url=stack.admin_dsn, db_schema=schema, kafka_bootstrap=stack.kafka_bootstrap, log_level="WARNING"
-    )
+        database_url=stack.admin_dsn, db_schema=schema, kafka_bootstrap=stack.kafka_bootstrap, log_level="WARNING",
+        consumer_offset_reset="latest",  # the shared topics' history (other tests' groups) is not this test's
+    )  # fmt: skip
     app: FastAPI = create(settings)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)

@@ -28,8 +28,9 @@ def server(stack: StackEndpoints, scratch_schemas: list[str]) -> Iterator[str]:
     schema = unique("enrollment_cli")
     scratch_schemas.append(schema)
     settings = EnrollmentSettings(
-        database_url=stack.admin_dsn, db_schema=schema, kafka_bootstrap=stack.kafka_bootstrap, log_level="WARNING"
-    )
+        database_url=stack.admin_dsn, db_schema=schema, kafka_bootstrap=stack.kafka_bootstrap, log_level="WARNING",
+        consumer_offset_reset="latest",  # the shared topics' history (other tests' groups) is not this test's
+    )  # fmt: skip
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
