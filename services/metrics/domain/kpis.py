@@ -15,7 +15,7 @@ from services.metrics.domain.facts import Facts, GroupFact, ParticipantFact
 from services.metrics.domain.relationships import relationship_states
 from services.metrics.domain.report import Breakdown, Kpi, Section, Window, formula
 from services.metrics.domain.risk import risk
-from services.metrics.domain.suppression import Figure, breakdown, figure
+from services.metrics.domain.suppression import Figure, breakdown, count, figure
 from services.metrics.domain.thresholds import Thresholds
 
 DAY = 86400.0
@@ -73,7 +73,7 @@ def participation(facts: Facts, w: Window) -> Section:
     roles = {r: by_role.get(r, 0) for r in ("mentor", "mentee", "peer")}
     s.breakdowns.append(Breakdown(ENROLMENTS, breakdown({r: (float(n), n) for r, n in roles.items()})))
     active = [p for p in facts.participants if p.active_at(w.end)]
-    s.kpis.append(Kpi(ACTIVE, figure(float(len(active)), len(active))))
+    s.kpis.append(Kpi(ACTIVE, count(len(active), len(active))))
     mentors = sum(1 for p in active if p.role == "mentor")
     mentees = sum(1 for p in active if p.role == "mentee")
     s.kpis.append(Kpi(RATIO, figure(mentees / mentors if mentors else None, min(mentors, mentees))))
@@ -82,10 +82,10 @@ def participation(facts: Facts, w: Window) -> Section:
         m.participant_id for g in facts.org_groups if g.open_at(w.end) for m in g.members
     )
     several_rel = sum(1 for pid in people if open_groups[pid] >= 2)
-    s.kpis.append(Kpi(SEVERAL_REL, figure(float(several_rel), several_rel)))
+    s.kpis.append(Kpi(SEVERAL_REL, count(several_rel, several_rel)))
     programs: Counter[str] = Counter(p.participant_id for p in facts.org_participants if p.active_at(w.end))
     several_prog = sum(1 for pid in people if programs[pid] >= 2)
-    s.kpis.append(Kpi(SEVERAL_PROG, figure(float(several_prog), several_prog)))
+    s.kpis.append(Kpi(SEVERAL_PROG, count(several_prog, several_prog)))
     mentee_since: dict[str, datetime] = {}
     for p in facts.org_participants:
         if p.role == "mentee" and (
@@ -99,9 +99,9 @@ def participation(facts: Facts, w: Window) -> Section:
         and w.contains(p.enrolled_at)
         and mentee_since.get(p.participant_id, w.end) < p.enrolled_at
     }
-    s.kpis.append(Kpi(BECAME, figure(float(len(became)), len(became))))
+    s.kpis.append(Kpi(BECAME, count(len(became), len(became))))
     withdrawn = sum(1 for p in facts.participants if w.contains(p.withdrawn_at))
-    s.kpis.append(Kpi(WITHDRAWALS, figure(float(withdrawn), withdrawn)))
+    s.kpis.append(Kpi(WITHDRAWALS, count(withdrawn, withdrawn)))
     return s
 
 
@@ -258,7 +258,7 @@ def engagement(facts: Facts, w: Window, thresholds: dict[str, Thresholds]) -> Se
     by_id = {g.group_id: g for g in facts.groups}
     held = [x for x in facts.sessions if w.contains(x.held_at) and x.group_id in by_id]
     held_groups = [by_id[gid] for gid in {x.group_id for x in held}]
-    s.kpis.append(Kpi(HELD, figure(float(len(held)), _people(held_groups))))
+    s.kpis.append(Kpi(HELD, count(len(held), _people(held_groups))))
     expected, open_groups = expected_sessions(facts.groups, w)
     s.kpis.append(Kpi(AGAINST_CADENCE, figure(len(held) / expected if expected else None, _people(open_groups))))
     members = sum(len(by_id[x.group_id].members) for x in held)
@@ -267,7 +267,7 @@ def engagement(facts: Facts, w: Window, thresholds: dict[str, Thresholds]) -> Se
     for key, kind in ((CANCELLED, "cancelled"), (RESCHEDULED, "rescheduled")):
         slips = [x for x in facts.slips if x.kind == kind and w.contains(x.at) and x.group_id in by_id]
         slip_groups = [by_id[gid] for gid in {x.group_id for x in slips}]
-        s.kpis.append(Kpi(key, figure(float(len(slips)), _people(slip_groups))))
+        s.kpis.append(Kpi(key, count(len(slips), _people(slip_groups))))
     s.breakdowns.append(Breakdown(RELATIONSHIPS, breakdown(relationship_cells(facts, w, thresholds))))
     return s
 
@@ -334,11 +334,11 @@ AGREE = 0.75
 def outcomes(facts: Facts, w: Window) -> Section:
     s = Section("outcomes")
     goals_set = [g for g in facts.goals if w.contains(g.set_at)]
-    s.kpis.append(Kpi(GOALS_SET, figure(float(len(goals_set)), len({g.participant_id for g in goals_set}))))
+    s.kpis.append(Kpi(GOALS_SET, count(len(goals_set), len({g.participant_id for g in goals_set}))))
     moved = [g for g in facts.goals if w.contains(g.progressed_at) and g.steps_done > 0]
-    s.kpis.append(Kpi(GOALS_PROGRESSED, figure(float(len(moved)), len({g.participant_id for g in moved}))))
+    s.kpis.append(Kpi(GOALS_PROGRESSED, count(len(moved), len({g.participant_id for g in moved}))))
     done = [g for g in moved if g.steps_done >= g.steps_total]
-    s.kpis.append(Kpi(GOALS_DONE, figure(float(len(done)), len({g.participant_id for g in done}))))
+    s.kpis.append(Kpi(GOALS_DONE, count(len(done), len({g.participant_id for g in done}))))
     answers = [f for f in facts.feedback if w.contains(f.given_at)]
     ratings = [f.session_rating for f in answers if f.session_rating is not None]
     mean_rating = stats.mean(ratings)

@@ -59,10 +59,14 @@ def figure(value: float | None, n: int, minimum: int = MIN_PEOPLE) -> Figure:
     return Figure(value if n > 0 else None, n)
 
 
+def count(value: int, people: int, minimum: int = MIN_PEOPLE) -> Figure:
+    """A count (of enrolments, sessions, goals...) with the people behind it; zero is shown as 0."""
+    if 0 < people < minimum:
+        return Figure(None, people, suppressed=True)
+    return Figure(float(value), people)
+
+
 def breakdown(cells: Mapping[K, tuple[float | None, int]], minimum: int = MIN_PEOPLE) -> dict[K, Figure]:
     """Cells (value, people) of one breakdown, with primary and complementary suppression applied."""
     hidden = suppressed_cells({k: n for k, (_, n) in cells.items()}, minimum)
-    return {
-        k: Figure(None, n, suppressed=True) if k in hidden else Figure(v if n > 0 else None, n)
-        for k, (v, n) in cells.items()
-    }
+    return {k: Figure(None, n, suppressed=True) if k in hidden else Figure(v, n) for k, (v, n) in cells.items()}

@@ -10,7 +10,7 @@ from services.metrics.domain import stats
 from services.metrics.domain.facts import Facts
 from services.metrics.domain.kpis import active_seekers, expected_sessions, first_placement
 from services.metrics.domain.report import Window, WindowName
-from services.metrics.domain.suppression import MIN_PEOPLE, Figure, breakdown, figure
+from services.metrics.domain.suppression import MIN_PEOPLE, Figure, breakdown, count, figure
 
 
 def funnel(facts: Facts, at: datetime) -> dict[str, Figure]:
@@ -32,7 +32,7 @@ def suppress_steps(counts: dict[str, int]) -> dict[str, Figure]:
     out: dict[str, Figure] = {}
     last: int | None = None
     for k, n in counts.items():
-        f = figure(float(n), n)
+        f = count(n, n)
         if not f.suppressed and last is not None and 0 < last - n < MIN_PEOPLE:
             f = Figure(None, n, suppressed=True)
         out[k] = f

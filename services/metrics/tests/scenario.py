@@ -174,6 +174,31 @@ class Scenario:
             self.answer(i, score, revision=2 if i == 0 else 1)
         return self
 
+    def widen(self, busy: int, idle: int) -> Scenario:
+        """More mentors, for charts with cells of five or more: ``busy`` ones with one Sales mentee each
+        (matched at T0+2d, meeting at T0+16d) and ``idle`` ones without."""
+        at = T0 + 2 * DAY
+        for k in range(busy + idle):
+            self._enrol(f"X{k}", Role.MENTOR, "Eng", capacity=3)
+        for k in range(busy):
+            self._enrol(f"x{k}", Role.MENTEE, "Sales")
+            group = f"{self.tag}-gx{k}"
+            members = [
+                GroupMember(participant_id=self.pid(f"X{k}"), role=Role.MENTOR),
+                GroupMember(participant_id=self.pid(f"x{k}"), role=Role.MENTEE),
+            ]
+            matched = GroupMatched(
+                program_id=self.program_id, run_id=f"{self.tag}-r1", group_id=group, form=Form.ONE_TO_ONE,
+                members=members, fit=3.0, explanation=[], cadence_days=CADENCE, matched_at=at,
+            )  # fmt: skip
+            self.add(matched, at)
+            held = SessionHeld(
+                program_id=self.program_id, group_id=group, session_id=f"{group}-s", held_at=T0 + 16 * DAY,
+                duration_minutes=45, attendees=[m.participant_id for m in members],
+            )  # fmt: skip
+            self.add(held, T0 + 16 * DAY)
+        return self
+
     def held(self, i: int, at: datetime, attendees: list[str]) -> None:
         self.add(
             SessionHeld(
