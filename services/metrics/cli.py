@@ -18,9 +18,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import asyncpg
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
+from contracts.topics import Topic
 from runtime.consumer import EventConsumer
 from runtime.db import create_pool, migrate
 from runtime.kafka import ensure_topics, make_broker
@@ -30,6 +32,7 @@ from services.metrics.app import PROJECTED_TOPICS, MetricsSettings, consumer_nam
 
 log = logging.getLogger(__name__)
 
+MIGRATIONS = Path(__file__).parent / "migrations"
 TABLES = ("programs", "participants", "groups", "sessions_held", "feedback", "alerts")
 
 
@@ -45,16 +48,13 @@ class Rebuilt:
     rows: dict[str, int]
 
 
-async def end_offsets(bootstrap: str) -> dict[TopicPartition, int]:
+async def end_offsets(bootstrap: str, topics: tuple[Topic, ...] = PROJECTED_TOPICS) -> dict[TopicPartition, int]:
+    """The end of every non-empty partition of ``topics`` now."""
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
     await consumer.start()
     try:
         await consumer._client.force_metadata_update()
-        tps = [
-            TopicPartition(t.name, p)
-            for t in PROJECTED_TOPICS
-            for p in sorted(consumer.partitions_for_topic(t.name) or ())
-        ]
+        tps = [TopicPartition(t.name, p) for t in topics for p in sorted(consumer.partitions_for_topic(t.name) or ())]
         ends = await consumer.end_offsets(tps)
         starts = await consumer.beginning_offsets(tps)
     finally:
@@ -72,6 +72,49 @@ async def committed(bootstrap: str, group: str) -> dict[TopicPartition, int]:
     return {tp: meta.offset for tp, meta in offsets.items()}
 
 
+async def project_until_caught_up(
+    pool: asyncpg.Pool,
+    settings: MetricsSettings,
+    *,
+    topics: tuple[Topic, ...] = PROJECTED_TOPICS,
+    progress: Callable[[int, int], None] | None = None,
+    timeout: float = 3600,
+) -> int:
+    """Runs the projection (a new consumer group named after the schema, from the earliest offsets) until
+    it has committed past the end every partition had when it started; returns that many events."""
+    group = consumer_name(settings.db_schema)
+    targets = await end_offsets(settings.kafka_bootstrap, topics)
+    total = sum(targets.values())
+    producer = make_producer(settings.kafka_bootstrap, f"{group}-replay")
+    await producer.start()
+    broker = make_broker(settings.kafka_bootstrap, f"{group}-replay")
+    consumer = EventConsumer(
+        name=group,
+        pool=pool,
+        producer=producer,
+        topics=topics,
+        handlers=HANDLERS,
+        max_attempts=settings.consumer_max_attempts,
+        offset_reset="earliest",
+    )
+    consumer.attach(broker)
+    await broker.start()
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            done = await committed(settings.kafka_bootstrap, group)
+            if progress:
+                progress(sum(min(done.get(tp, 0), end) for tp, end in targets.items()), total)
+            if all(done.get(tp, 0) >= end for tp, end in targets.items()):
+                return total
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the projection into {settings.db_schema} did not catch up in {timeout}s")
+            await asyncio.sleep(0.1)
+    finally:
+        await broker.stop()
+        await producer.stop()
+
+
 async def rebuild(
     settings: MetricsSettings, progress: Callable[[int, int], None] | None = None, timeout: float = 3600
 ) -> Rebuilt:
@@ -84,38 +127,9 @@ async def rebuild(
             exists = await conn.fetchval("SELECT to_regclass($1) IS NOT NULL", f'"{schema}".programs')
             if exists and await conn.fetchval(f'SELECT count(*) FROM "{schema}".programs'):
                 raise NotFresh(f"schema {schema} already holds read models: rebuild into a fresh one")
-        await migrate(pool, schema, {"metrics": Path(__file__).parent / "migrations"})
+        await migrate(pool, schema, {"metrics": MIGRATIONS})
         await ensure_topics(settings.kafka_bootstrap)
-        targets = await end_offsets(settings.kafka_bootstrap)
-        total = sum(targets.values())
-        producer = make_producer(settings.kafka_bootstrap, f"{schema}-rebuild")
-        await producer.start()
-        broker = make_broker(settings.kafka_bootstrap, f"{schema}-rebuild")
-        EventConsumer(
-            name=consumer_name(schema),
-            pool=pool,
-            producer=producer,
-            topics=PROJECTED_TOPICS,
-            handlers=HANDLERS,
-            max_attempts=settings.consumer_max_attempts,
-            offset_reset="earliest",
-        ).attach(broker)
-        await broker.start()
-        try:
-            deadline = time.monotonic() + timeout
-            while True:
-                done = await committed(settings.kafka_bootstrap, consumer_name(schema))
-                caught_up = sum(min(done.get(tp, 0), end) for tp, end in targets.items())
-                if progress:
-                    progress(caught_up, total)
-                if all(done.get(tp, 0) >= end for tp, end in targets.items()):
-                    break
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"rebuild of {schema} did not catch up in {timeout}s")
-                await asyncio.sleep(0.2)
-        finally:
-            await broker.stop()
-            await producer.stop()
+        total = await project_until_caught_up(pool, settings, progress=progress, timeout=timeout)
         async with pool.acquire() as conn:
             rows = {t: int(await conn.fetchval(f'SELECT count(*) FROM "{schema}".{t}')) for t in TABLES}
         return Rebuilt(schema, total, time.monotonic() - started, rows)
