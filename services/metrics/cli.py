@@ -154,6 +154,13 @@ def main(argv: list[str] | None = None) -> int:
     except NotFresh as exc:
         print(f"\n{exc}", file=sys.stderr)
         return 2
+    except asyncpg.InsufficientPrivilegeError:
+        print(
+            f"\nthe database role may not create schema {args.schema}: create it for the metrics role first"
+            f" (CREATE SCHEMA {args.schema} AUTHORIZATION metrics) and run again",
+            file=sys.stderr,
+        )
+        return 2
     print(
         f"\nrebuilt {result.schema}: {result.events} events in {result.seconds:.1f}s; rows: "
         + ", ".join(f"{k} {v}" for k, v in result.rows.items())
