@@ -49,8 +49,10 @@ from contracts.policy import Form, Role, default_policy
 from contracts.topics import ENROLLMENT, FEEDBACK, MATCHING, SESSIONS, Topic
 from deploy.local.stack import Endpoints, Stack
 from runtime.auth import issue_token
+from runtime.consumer import EventConsumer
 from runtime.db import create_pool, migrate
 from runtime.tail import wait_for_consumer_group
+from services.metrics.adapters.projection import HANDLERS, apply_batch
 from services.metrics.app import MetricsSettings, consumer_name, create
 from services.metrics.cli import MIGRATIONS, project_until_caught_up
 
@@ -240,10 +242,17 @@ async def throughput(stack: Endpoints, mentees: int, weeks: int) -> None:
             rows = await pool.fetchval("SELECT count(*) FROM processed_events")
         finally:
             await pool.close()
+        db_rate = await database_only(dsn, f"{schema}_db", events)
+        batched_rate = await database_batched(dsn, f"{schema}_batch", events)
         rate = applied / projection_s
         print(
             f"metrics projection:        {rate:>10,.0f} events/s ({projection_s:.2f}s, {rows:,} tracking rows,"
             f" group join included) = {rate / raw_rate:.1%} of raw"
+        )
+        print(f"straight to Postgres:      {db_rate:>10,.0f} events/s (the consumer's apply in a loop, no Kafka)")
+        print(
+            f"straight to Postgres, batched: {batched_rate:>6,.0f} events/s (tracking record + apply_batch,"
+            f" {BATCH:,} events per transaction, no Kafka)"
         )
         print(
             "  target >= 30,000 events/s: "
@@ -252,6 +261,56 @@ async def throughput(stack: Endpoints, mentees: int, weeks: int) -> None:
     finally:
         await admin.delete_topics(names)
         await admin.close()
+        conn = await asyncpg.connect(dsn)
+        await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+        await conn.close()
+
+
+async def database_only(dsn: str, schema: str, events: list[Envelope]) -> float:
+    """What the per-event transactions alone allow: the consumer's apply (tracking record + handler, one
+    transaction per event) called in a loop, no Kafka: separates the database's share from the bus's."""
+    pool = await create_pool(dsn, schema, max_size=2)
+    try:
+        await migrate(pool, schema, {"metrics": MIGRATIONS})
+        consumer = EventConsumer(name="bench", pool=pool, producer=None, topics=(), handlers=HANDLERS)
+        started = time.perf_counter()
+        for env in events:
+            await consumer.apply(env, HANDLERS[type(env.data)])
+        return len(events) / (time.perf_counter() - started)
+    finally:
+        await pool.close()
+        conn = await asyncpg.connect(dsn)
+        await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+        await conn.close()
+
+
+BATCH = 5000
+
+
+async def database_batched(dsn: str, schema: str, events: list[Envelope]) -> float:
+    """What a batched consumer could reach on the database side: per batch of 5,000, one transaction that
+    records the event ids (skipping those seen before, as the tracking record does) and applies the fresh
+    ones with :func:`apply_batch`. The runtime's batched consumer (another branch) is not used here."""
+    pool = await create_pool(dsn, schema, max_size=2)
+    try:
+        await migrate(pool, schema, {"metrics": MIGRATIONS})
+        started = time.perf_counter()
+        async with pool.acquire() as conn:
+            for start in range(0, len(events), BATCH):
+                batch = events[start : start + BATCH]
+                async with conn.transaction():
+                    fresh = {
+                        r["event_id"]
+                        for r in await conn.fetch(
+                            "INSERT INTO processed_events (consumer, event_id) SELECT 'bench', unnest($1::text[])"
+                            " ON CONFLICT DO NOTHING RETURNING event_id",
+                            [e.id for e in batch],
+                        )
+                    }
+                    await apply_batch(conn, [e for e in batch if e.id in fresh])
+        return len(events) / (time.perf_counter() - started)
+    finally:
+        await pool.close()
         conn = await asyncpg.connect(dsn)
         await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
         await conn.close()

@@ -81,25 +81,35 @@ class RelationshipRisk:
     risk: Risk
 
 
-async def _load(pool: asyncpg.Pool) -> tuple[Facts, dict[str, Thresholds], int]:
+@dataclass(frozen=True)
+class Loaded:
+    facts: Facts
+    limits: dict[str, Thresholds]
+    open_alerts: list[queries.AlertRow]
+
+
+async def _load(pool: asyncpg.Pool) -> Loaded:
     async with pool.acquire() as conn:
         facts = await queries.load_facts(conn)
         limits = await queries.thresholds(conn)
-        open_alerts = await queries.alerts(conn, open_only=True)
-    return facts, limits, len(open_alerts)
+        open_alerts = await queries.alerts(conn, open_only=True, limit=1_000_000)
+    return Loaded(facts, limits, open_alerts)
+
+
+def _report(loaded: Loaded, scope: Scope, window: WindowName, as_of: datetime) -> Report:
+    narrowed = scope.narrow(loaded.facts)
+    w = Window.ending(window, as_of)
+    sections = kpis(narrowed, w, loaded.limits)
+    programs = {p.program_id for p in narrowed.programs}
+    open_alerts = sum(1 for a in loaded.open_alerts if a.program_id in programs)
+    risks = relationship_risks(narrowed, as_of)
+    limit = loaded.limits.get
+    at_risk = sum(1 for r in risks if r.risk.score >= limit(r.program_id, DEFAULT_THRESHOLDS).at_risk_score)
+    return Report(scope, w, sections, audit(narrowed, w), scorecard(narrowed, w, sections, open_alerts, at_risk))
 
 
 async def report(pool: asyncpg.Pool, scope: Scope, window: WindowName, as_of: datetime) -> Report:
-    facts, limits, _ = await _load(pool)
-    narrowed = scope.narrow(facts)
-    w = Window.ending(window, as_of)
-    sections = kpis(narrowed, w, limits)
-    programs = {p.program_id for p in narrowed.programs}
-    async with pool.acquire() as conn:
-        open_alerts = [a for a in await queries.alerts(conn, open_only=True) if a.program_id in programs]
-    risks = relationship_risks(narrowed, as_of)
-    at_risk = sum(1 for r in risks if r.risk.score >= limits.get(r.program_id, DEFAULT_THRESHOLDS).at_risk_score)
-    return Report(scope, w, sections, audit(narrowed, w), scorecard(narrowed, w, sections, len(open_alerts), at_risk))
+    return _report(await _load(pool), scope, window, as_of)
 
 
 def relationship_risks(facts: Facts, at: datetime) -> list[RelationshipRisk]:
@@ -109,8 +119,8 @@ def relationship_risks(facts: Facts, at: datetime) -> list[RelationshipRisk]:
 
 
 async def risks(pool: asyncpg.Pool, program_id: str, at: datetime) -> list[RelationshipRisk]:
-    facts, _, _ = await _load(pool)
-    return relationship_risks(Scope(program_id=program_id).narrow(facts), at)
+    loaded = await _load(pool)
+    return relationship_risks(Scope(program_id=program_id).narrow(loaded.facts), at)
 
 
 def conditions(facts: Facts, limits: dict[str, Thresholds], now: datetime) -> list[Condition]:
@@ -166,8 +176,8 @@ class Evaluation:
 
 async def evaluate_alerts(pool: asyncpg.Pool, now: datetime) -> Evaluation:
     """Raise what should be open, clear what should not, in one transaction with their events."""
-    facts, limits, _ = await _load(pool)
-    wanted = conditions(facts, limits, now)
+    loaded = await _load(pool)
+    wanted = conditions(loaded.facts, loaded.limits, now)
     async with pool.acquire() as conn, conn.transaction():
         if not await alert_store.lock_evaluation(conn):
             return Evaluation(0, 0)
@@ -204,13 +214,12 @@ class DashboardData:
 
 
 async def dashboard(pool: asyncpg.Pool, scope: Scope, as_of: datetime) -> DashboardData:
-    facts, _, _ = await _load(pool)
-    narrowed = scope.narrow(facts)
-    r = await report(pool, scope, WindowName.PROGRAM_TO_DATE, as_of)
+    loaded = await _load(pool)
+    narrowed = scope.narrow(loaded.facts)
+    r = _report(loaded, scope, WindowName.PROGRAM_TO_DATE, as_of)
     states = relationship_states(narrowed, as_of)
     programs = {p.program_id for p in narrowed.programs}
-    async with pool.acquire() as conn:
-        open_alerts = [a for a in await queries.alerts(conn, open_only=True) if a.program_id in programs]
+    open_alerts = [a for a in loaded.open_alerts if a.program_id in programs]
     return DashboardData(
         report=r,
         programs=sorted((p.program_id, p.name) for p in narrowed.programs),

@@ -1,14 +1,20 @@
 """Every projection statement of the metrics service, in one module.
 
-Each event becomes one statement keyed by the fact's own id (a session, a goal, a feedback_id, a
-group), so applying it twice or in another order across topics gives the same rows; the runtime's
-tracking record (``processed_events``) makes a redelivery a no-op on top. No handler reads state to
-decide what to write, so a batched consumer can apply many events in one transaction unchanged.
+Each event becomes one or a few statements keyed by the fact's own id (a session, a goal, a
+feedback_id, a group), so applying it twice or in another order across topics gives the same rows; the
+runtime's tracking record (``processed_events``) makes a redelivery a no-op on top. No statement reads
+another table, so statements on different tables commute: :func:`apply_batch` applies a batch with one
+``executemany`` per run of equal statements on a table, in the order the events came in for that table,
+which is the same effect as :data:`HANDLERS` one event after another, in far fewer round trips.
 """
 
 from __future__ import annotations
 
+import itertools
+import re
 from collections import defaultdict
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
 
 import asyncpg
 
@@ -37,16 +43,31 @@ from runtime.consumer import Handler
 from services.metrics.domain.stats import normalise
 
 
-async def on_program(conn: asyncpg.Connection, env: Envelope) -> None:
+class Statement(NamedTuple):
+    table: str
+    sql: str
+    args: tuple[Any, ...]
+
+
+_TABLE = re.compile(r"^(?:INSERT INTO|UPDATE) (\w+)")
+
+
+def _s(sql: str, *args: Any) -> Statement:
+    found = _TABLE.match(sql)
+    assert found, sql
+    return Statement(found.group(1), sql, args)
+
+
+def on_program(env: Envelope) -> list[Statement]:
     e = env.data
     assert isinstance(e, ProgramOpened)
     status = e.status if isinstance(e, ProgramUpdated) else "open"
-    await conn.execute(
+    return [_s(
         "INSERT INTO programs (program_id, name, form, cadence_days, status, starts_on, opened_at)"
         " VALUES ($1,$2,$3,$4,$5,$6,$7) ON CONFLICT (program_id) DO UPDATE SET name=EXCLUDED.name,"
         " cadence_days=EXCLUDED.cadence_days, status=EXCLUDED.status, starts_on=EXCLUDED.starts_on",
         e.program_id, e.name, e.form.value, e.cadence_days, status, e.starts_on, e.opened_at,
-    )  # fmt: skip
+    )]  # fmt: skip
 
 
 _PARTICIPANT = (
@@ -57,138 +78,144 @@ _PARTICIPANT = (
 )
 
 
-async def on_enrolled(conn: asyncpg.Connection, env: Envelope) -> None:
+def on_enrolled(env: Envelope) -> list[Statement]:
     """A (re-)enrolment starts the enrolment afresh: a new enrolment time, no withdrawal."""
     e = env.data
     assert isinstance(e, ParticipantEnrolled)
     p = e.profile
-    await conn.execute(
+    return [_s(
         _PARTICIPANT + ", enrolled_at=EXCLUDED.enrolled_at, withdrawn_at=NULL",
         e.program_id, p.participant_id, p.role.value, p.department, p.level, p.location, p.capacity, e.enrolled_at,
-    )  # fmt: skip
+    )]  # fmt: skip
 
 
-async def on_updated(conn: asyncpg.Connection, env: Envelope) -> None:
+def on_updated(env: Envelope) -> list[Statement]:
     e = env.data
     assert isinstance(e, ParticipantUpdated)
     p = e.profile
-    await conn.execute(
+    return [_s(
         _PARTICIPANT,
         e.program_id, p.participant_id, p.role.value, p.department, p.level, p.location, p.capacity, e.updated_at,
-    )  # fmt: skip
+    )]  # fmt: skip
 
 
-async def on_withdrawn(conn: asyncpg.Connection, env: Envelope) -> None:
+def on_withdrawn(env: Envelope) -> list[Statement]:
     e = env.data
     assert isinstance(e, ParticipantWithdrawn)
-    await conn.execute(
+    return [_s(
         "UPDATE participants SET withdrawn_at=$3 WHERE program_id=$1 AND participant_id=$2",
         e.program_id, e.participant_id, e.withdrawn_at,
-    )  # fmt: skip
+    )]  # fmt: skip
 
 
-async def on_group_matched(conn: asyncpg.Connection, env: Envelope) -> None:
+def on_group_matched(env: Envelope) -> list[Statement]:
     e = env.data
     assert isinstance(e, GroupMatched)
-    await conn.execute(
+    group = _s(
         "INSERT INTO groups (group_id, program_id, run_id, form, fit, cadence_days, matched_at)"
         " VALUES ($1,$2,$3,$4,$5,$6,$7) ON CONFLICT (group_id) DO NOTHING",
         e.group_id, e.program_id, e.run_id, e.form.value, e.fit, e.cadence_days, e.matched_at,
     )  # fmt: skip
-    await conn.execute(
-        "INSERT INTO members (group_id, participant_id, program_id, role)"
-        " SELECT $1, m.pid, $2, m.role FROM unnest($3::text[], $4::text[]) AS m(pid, role)"
-        " ON CONFLICT DO NOTHING",
-        e.group_id, e.program_id, [m.participant_id for m in e.members], [m.role.value for m in e.members],
-    )  # fmt: skip
+    members = [
+        _s(
+            "INSERT INTO members (group_id, participant_id, program_id, role) VALUES ($1,$2,$3,$4)"
+            " ON CONFLICT DO NOTHING",
+            e.group_id,
+            m.participant_id,
+            e.program_id,
+            m.role.value,
+        )
+        for m in e.members
+    ]
+    return [group, *members]
 
 
-async def on_unmatched(conn: asyncpg.Connection, env: Envelope) -> None:
+def on_unmatched(env: Envelope) -> list[Statement]:
     """The latest run's reason wins (the envelope's time orders runs; the payload carries none)."""
     e = env.data
     assert isinstance(e, ParticipantUnmatched)
-    await conn.execute(
+    return [_s(
         "INSERT INTO unmatched (program_id, participant_id, run_id, reason_code, at) VALUES ($1,$2,$3,$4,$5)"
         " ON CONFLICT (program_id, participant_id) DO UPDATE SET run_id=EXCLUDED.run_id,"
         " reason_code=EXCLUDED.reason_code, at=EXCLUDED.at WHERE unmatched.at <= EXCLUDED.at",
         e.program_id, e.participant_id, e.run_id, e.reason_code.value, env.time,
-    )  # fmt: skip
+    )]  # fmt: skip
 
 
-async def on_completed(conn: asyncpg.Connection, env: Envelope) -> None:
+def on_completed(env: Envelope) -> list[Statement]:
     e = env.data
     assert isinstance(e, MatchingCompleted)
-    await conn.execute(
+    return [_s(
         "INSERT INTO runs (run_id, program_id, completed_at, placed_count, unplaced_count) VALUES ($1,$2,$3,$4,$5)"
         " ON CONFLICT (run_id) DO NOTHING",
         e.run_id, e.program_id, e.completed_at, e.placed_count, e.unplaced_count,
-    )  # fmt: skip
+    )]  # fmt: skip
 
 
-async def on_held(conn: asyncpg.Connection, env: Envelope) -> None:
+def on_held(env: Envelope) -> list[Statement]:
     e = env.data
     assert isinstance(e, SessionHeld)
-    await conn.execute(
+    return [_s(
         "INSERT INTO sessions_held (session_id, program_id, group_id, held_at, duration_minutes, attendees)"
         " VALUES ($1,$2,$3,$4,$5,$6) ON CONFLICT (session_id) DO UPDATE SET held_at=EXCLUDED.held_at,"
         " duration_minutes=EXCLUDED.duration_minutes, attendees=EXCLUDED.attendees",
         e.session_id, e.program_id, e.group_id, e.held_at, e.duration_minutes, len(set(e.attendees)),
-    )  # fmt: skip
+    )]  # fmt: skip
 
 
-async def on_cancelled(conn: asyncpg.Connection, env: Envelope) -> None:
+def on_cancelled(env: Envelope) -> list[Statement]:
     e = env.data
     assert isinstance(e, SessionCancelled)
-    await conn.execute(
+    return [_s(
         "INSERT INTO slips (session_id, at, kind, program_id, group_id) VALUES ($1,$2,$3,$4,$5)"
         " ON CONFLICT DO NOTHING",
         e.session_id, e.cancelled_at, e.kind.value, e.program_id, e.group_id,
-    )  # fmt: skip
+    )]  # fmt: skip
 
 
-async def on_goal_set(conn: asyncpg.Connection, env: Envelope) -> None:
+def on_goal_set(env: Envelope) -> list[Statement]:
     e = env.data
     assert isinstance(e, GoalSet)
-    await conn.execute(
+    return [_s(
         "INSERT INTO goals (goal_id, program_id, group_id, participant_id, category, steps_total, set_at)"
         " VALUES ($1,$2,$3,$4,$5,$6,$7) ON CONFLICT (goal_id) DO UPDATE SET category=EXCLUDED.category,"
         " set_at=EXCLUDED.set_at, steps_total=EXCLUDED.steps_total",
         e.goal_id, e.program_id, e.group_id, e.participant_id, e.category.value, e.steps_total, e.set_at,
-    )  # fmt: skip
+    )]  # fmt: skip
 
 
-async def on_goal_progressed(conn: asyncpg.Connection, env: Envelope) -> None:
+def on_goal_progressed(env: Envelope) -> list[Statement]:
     """The latest progress wins, whichever order the events are applied in."""
     e = env.data
     assert isinstance(e, GoalProgressed)
-    await conn.execute(
+    return [_s(
         "INSERT INTO goals (goal_id, program_id, group_id, participant_id, steps_total, steps_done, progressed_at)"
         " VALUES ($1,$2,$3,$4,$5,$6,$7) ON CONFLICT (goal_id) DO UPDATE SET steps_done=EXCLUDED.steps_done,"
         " steps_total=EXCLUDED.steps_total, progressed_at=EXCLUDED.progressed_at"
         " WHERE goals.progressed_at IS NULL OR goals.progressed_at <= EXCLUDED.progressed_at",
         e.goal_id, e.program_id, e.group_id, e.participant_id, e.steps_total, e.steps_done, e.progressed_at,
-    )  # fmt: skip
+    )]  # fmt: skip
 
 
-async def on_closed(conn: asyncpg.Connection, env: Envelope) -> None:
+def on_closed(env: Envelope) -> list[Statement]:
     e = env.data
     assert isinstance(e, RelationshipClosed)
-    await conn.execute(
+    return [_s(
         "INSERT INTO closures (group_id, closed_at, program_id, reason, term) VALUES ($1,$2,$3,$4,$5)"
         " ON CONFLICT DO NOTHING",
         e.group_id, e.closed_at, e.program_id, e.reason.value, e.term,
-    )  # fmt: skip
+    )]  # fmt: skip
 
 
-async def on_expectations(conn: asyncpg.Connection, env: Envelope) -> None:
+def on_expectations(env: Envelope) -> list[Statement]:
     e = env.data
     assert isinstance(e, ExpectationsAgreed)
-    await conn.execute(
+    return [_s(
         "INSERT INTO expectations (group_id, program_id, cadence_days, agreed_at) VALUES ($1,$2,$3,$4)"
         " ON CONFLICT (group_id) DO UPDATE SET cadence_days=EXCLUDED.cadence_days, agreed_at=EXCLUDED.agreed_at"
         " WHERE expectations.agreed_at <= EXCLUDED.agreed_at",
         e.group_id, e.program_id, e.cadence_days, e.agreed_at,
-    )  # fmt: skip
+    )]  # fmt: skip
 
 
 def measures(e: FeedbackGivenV2) -> dict[str, float | int | None]:
@@ -205,12 +232,12 @@ def measures(e: FeedbackGivenV2) -> dict[str, float | int | None]:
     return out
 
 
-async def on_feedback(conn: asyncpg.Connection, env: Envelope) -> None:
+def on_feedback(env: Envelope) -> list[Statement]:
     """One row per feedback_id; a higher revision replaces it, a lower or equal one changes nothing."""
     e = env.data
     assert isinstance(e, FeedbackGivenV2)
     m = measures(e)
-    await conn.execute(
+    return [_s(
         "INSERT INTO feedback (feedback_id, revision, program_id, group_id, respondent_role, survey_kind, given_at,"
         " session_rating, mentor_helps, mentee_engaged, pairing_fit, would_recommend)"
         " VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12) ON CONFLICT (feedback_id) DO UPDATE SET"
@@ -221,7 +248,7 @@ async def on_feedback(conn: asyncpg.Connection, env: Envelope) -> None:
         e.feedback_id, e.revision, e.program_id, e.group_id, e.respondent_role.value, e.survey_kind.value,
         e.given_at, m["session_rating"], m["mentor_helps"], m["mentee_engaged"], m["pairing_fit"],
         m["would_recommend"],
-    )  # fmt: skip
+    )]  # fmt: skip
 
 
 def alert_subject(kind: str, group_id: str | None, mentor_id: str | None, program_id: str) -> str:
@@ -233,27 +260,25 @@ def alert_subject(kind: str, group_id: str | None, mentor_id: str | None, progra
     return program_id
 
 
-async def on_alert_raised(conn: asyncpg.Connection, env: Envelope) -> None:
+def on_alert_raised(env: Envelope) -> list[Statement]:
     """Our own alerts, back from the topic: already stored when raised, restored by a rebuild."""
     e = env.data
     assert isinstance(e, AlertRaisedV2)
-    await conn.execute(
+    return [_s(
         "INSERT INTO alerts (alert_id, kind, subject, program_id, group_id, mentor_id, severity, detail,"
         " risk_score, raised_at) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10) ON CONFLICT DO NOTHING",
         e.alert_id, e.kind.value, alert_subject(e.kind.value, e.group_id, e.mentor_id, e.program_id), e.program_id,
         e.group_id, e.mentor_id, e.severity, e.detail, e.risk_score, e.raised_at,
-    )  # fmt: skip
+    )]  # fmt: skip
 
 
-async def on_alert_cleared(conn: asyncpg.Connection, env: Envelope) -> None:
+def on_alert_cleared(env: Envelope) -> list[Statement]:
     e = env.data
     assert isinstance(e, AlertClearedV2)
-    await conn.execute(
-        "UPDATE alerts SET cleared_at=$2 WHERE alert_id=$1 AND cleared_at IS NULL", e.alert_id, e.cleared_at
-    )
+    return [_s("UPDATE alerts SET cleared_at=$2 WHERE alert_id=$1 AND cleared_at IS NULL", e.alert_id, e.cleared_at)]
 
 
-HANDLERS: dict[type[Event], Handler] = {
+STATEMENTS: dict[type[Event], Callable[[Envelope], list[Statement]]] = {
     ProgramOpened: on_program,
     ProgramUpdated: on_program,
     ParticipantEnrolled: on_enrolled,
@@ -272,3 +297,33 @@ HANDLERS: dict[type[Event], Handler] = {
     AlertRaisedV2: on_alert_raised,
     AlertClearedV2: on_alert_cleared,
 }
+
+
+def _handler(statements: Callable[[Envelope], list[Statement]]) -> Handler:
+    async def apply(conn: asyncpg.Connection, env: Envelope) -> None:
+        for st in statements(env):
+            await conn.execute(st.sql, *st.args)
+
+    return apply
+
+
+HANDLERS: dict[type[Event], Handler] = {event: _handler(statements) for event, statements in STATEMENTS.items()}
+"""The per-event form, for the runtime's :class:`~runtime.consumer.EventConsumer`."""
+
+
+async def apply_batch(conn: asyncpg.Connection, envelopes: Sequence[Envelope]) -> None:
+    """The effect of :data:`HANDLERS` applied to ``envelopes`` in order, in a few ``executemany`` calls.
+
+    Call it in the transaction that records the batch's event ids, with the envelopes not applied
+    before. Statements are grouped per table (no statement reads another table, so tables commute),
+    keeping each table's order, and each run of the same statement goes in one ``executemany``.
+    """
+    per_table: dict[str, list[Statement]] = defaultdict(list)
+    for env in envelopes:
+        of_event = STATEMENTS.get(type(env.data))
+        if of_event is not None:
+            for st in of_event(env):
+                per_table[st.table].append(st)
+    for in_order in per_table.values():
+        for sql, run in itertools.groupby(in_order, key=lambda st: st.sql):
+            await conn.executemany(sql, [st.args for st in run])

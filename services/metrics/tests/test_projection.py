@@ -71,6 +71,11 @@ async def test_scripted_program_kpis_equal_the_hand_computed_values(
     assert kpi(week, "sessions_held")["value"] == 0 and kpi(week, "sessions_held")["n"] == 0
     assert kpi(week, "placed_share")["value"] == pytest.approx(10 / 12)
 
+    # the organisation and the program's form contain the program (other tests' programs may be there too)
+    for path in ("/kpis", "/forms/one_to_one/kpis"):
+        wider = await metrics.get(path, window="program_to_date", as_of=AS_OF.isoformat())
+        assert kpi(wider, "active_participants")["value"] >= 18
+
     before = await snapshot(metrics, s.program_id)
 
     # redelivery of every event (same ids) changes nothing
