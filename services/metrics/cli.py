@@ -2,9 +2,10 @@
 fresh schema, then point the service at it (``METRICS_DB_SCHEMA=<fresh>``).
 
 The fresh schema's consumer group is new, so it starts at the earliest offsets; the command notes the
-end of every partition when it starts and returns once the group has committed past all of them. The
-running service keeps serving from its old schema meanwhile. Alert state is rebuilt too: it is
-projected from the alerts topic.
+end of every partition when it starts and returns once it has applied and committed past all of them,
+in batches (:mod:`services.metrics.adapters.replay`). A service started on the new schema goes on from
+there as the same consumer group. The running service keeps serving from its old schema meanwhile.
+Alert state is rebuilt too: it is projected from the alerts topic.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from runtime.db import create_pool, migrate
 from runtime.kafka import ensure_topics, make_broker
 from runtime.outbox import make_producer
 from services.metrics.adapters.projection import HANDLERS
+from services.metrics.adapters.replay import replay
 from services.metrics.app import PROJECTED_TOPICS, MetricsSettings, consumer_name
 
 log = logging.getLogger(__name__)
@@ -129,7 +131,17 @@ async def rebuild(
                 raise NotFresh(f"schema {schema} already holds read models: rebuild into a fresh one")
         await migrate(pool, schema, {"metrics": MIGRATIONS})
         await ensure_topics(settings.kafka_bootstrap)
-        total = await project_until_caught_up(pool, settings, progress=progress, timeout=timeout)
+        targets = await end_offsets(settings.kafka_bootstrap)
+        await replay(
+            pool,
+            settings.kafka_bootstrap,
+            PROJECTED_TOPICS,
+            group=consumer_name(schema),
+            targets=targets,
+            progress=progress,
+            timeout=timeout,
+        )
+        total = sum(targets.values())
         async with pool.acquire() as conn:
             rows = {t: int(await conn.fetchval(f'SELECT count(*) FROM "{schema}".{t}')) for t in TABLES}
         return Rebuilt(schema, total, time.monotonic() - started, rows)

@@ -1,9 +1,12 @@
 """The dashboard: server-rendered HTML per program and for the organisation, admins only.
 
-A browser cannot send a bearer header by itself, so ``GET /dashboard/login?token=<admin JWT>`` checks
-the token and trades it for an HttpOnly, SameSite=Strict cookie scoped to ``/dashboard`` that expires
-with the token, then redirects to the page without the token in its address. Scripts and tools may
-send ``Authorization: Bearer <token>`` instead. No token: 401; a token without the admin role: 403.
+A browser cannot send a bearer header by itself, so ``/dashboard/login`` checks an admin token and
+trades it for an HttpOnly, SameSite=Strict cookie scoped to ``/dashboard`` that expires with the token,
+then redirects to the page without the token in its address. The token comes either from the sign-in
+form (``GET /dashboard/login`` shows it; it posts the token, which then stays out of the browser's
+history) or as ``?token=`` in a link, handy from a terminal (that address does enter the history: use
+a short-lived token). Scripts and tools may send ``Authorization: Bearer <token>`` instead. No token:
+401; a token without the admin role: 403.
 No participant id is ever rendered; every figure from fewer than five people reads "< 5".
 """
 
@@ -14,7 +17,7 @@ from html import escape
 from typing import Annotated
 
 import jwt
-from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
+from fastapi import APIRouter, Depends, Form, HTTPException, Query, Request, Response, status
 from fastapi.responses import HTMLResponse, RedirectResponse
 
 from runtime.auth import ALGORITHM, ApiRole, JwtConfig, Principal, decode_token
@@ -39,7 +42,7 @@ def _token(request: Request) -> str | None:
 def admin(request: Request) -> Principal:
     token = _token(request)
     if not token:
-        raise HTTPException(status.HTTP_401_UNAUTHORIZED, "sign in: open /dashboard/login?token=<admin token>")
+        raise HTTPException(status.HTTP_401_UNAUTHORIZED, "sign in first: /dashboard/login")
     principal = decode_token(request.app.state.jwt, token)
     if not principal.has(ApiRole.ADMIN):
         raise HTTPException(status.HTTP_403_FORBIDDEN, "needs role: admin")
@@ -49,19 +52,21 @@ def admin(request: Request) -> Principal:
 Admin = Annotated[Principal, Depends(admin)]
 
 
-@router.get("/login", response_class=RedirectResponse, status_code=303)
-async def login(
-    request: Request,
-    token: Annotated[str, Query(min_length=1)],
-    next: Annotated[str, Query(pattern=r"^/dashboard(/[A-Za-z0-9_\-/]*)?$")] = "/dashboard",
-) -> RedirectResponse:
-    """Trade an admin token for the dashboard's HttpOnly cookie, then go to ``next`` (a dashboard path)."""
+NextPath = Annotated[str, Query(pattern=r"^/dashboard(/[A-Za-z0-9_\-/]*)?$")]
+
+SIGN_IN = """<!doctype html><html lang="en"><head><meta charset="utf-8"><title>Mentoring metrics: sign in</title>
+</head><body><h1>Mentoring metrics</h1><form method="post" action="/dashboard/login?next={next}">
+<label>Admin token <input type="password" name="token" autocomplete="off" required></label>
+<button type="submit">Sign in</button></form></body></html>"""
+
+
+def _signed_in(request: Request, token: str, next_path: str) -> RedirectResponse:
     config: JwtConfig = request.app.state.jwt
     principal = decode_token(config, token)
     if not principal.has(ApiRole.ADMIN):
         raise HTTPException(status.HTTP_403_FORBIDDEN, "needs role: admin")
     expires = jwt.decode(token, config.secret, algorithms=[ALGORITHM], audience=config.audience)["exp"]
-    response = RedirectResponse(next, status_code=303)
+    response = RedirectResponse(next_path, status_code=303)
     response.set_cookie(
         COOKIE,
         token,
@@ -72,6 +77,22 @@ async def login(
         secure=request.url.scheme == "https",
     )
     return response
+
+
+@router.get("/login", response_model=None, responses={303: {"description": "signed in"}})
+async def login(request: Request, token: str | None = None, next: NextPath = "/dashboard") -> Response:
+    """With ``token`` (an admin JWT): sign in and go to ``next``; without: the sign-in form."""
+    if token:
+        return _signed_in(request, token, next)
+    return HTMLResponse(SIGN_IN.format(next=escape(next)))
+
+
+@router.post("/login", response_class=RedirectResponse, status_code=303)
+async def login_form(
+    request: Request, token: Annotated[str, Form(min_length=1)], next: NextPath = "/dashboard"
+) -> RedirectResponse:
+    """The sign-in form's post: the token travels in the body, not the address."""
+    return _signed_in(request, token, next)
 
 
 @router.get("", response_class=HTMLResponse)
@@ -116,7 +137,7 @@ def render(data: handlers.DashboardData, title: str) -> str:
         f'<p class="note">As of {escape(r.window.end.isoformat(timespec="minutes"))}. '
         'Figures from fewer than 5 people read "&lt; 5"; no participant is named.</p>',
     ]
-    if len(data.programs) > 1:
+    if data.report.scope.program_id is None:
         links = "".join(
             f'<li><a href="/dashboard/programs/{escape(pid)}">{escape(name)}</a></li>' for pid, name in data.programs
         )

@@ -67,6 +67,15 @@ class Page:
         """Navigate and wait for the load event; returns the main document's HTTP status."""
         self.events.clear()
         await self.call("Page.navigate", url=url)
+        return await self._loaded(url)
+
+    async def submit(self, expression: str) -> int:
+        """Run a script that navigates (e.g. submits a form) and wait for the next page's load."""
+        self.events.clear()
+        await self.call("Runtime.evaluate", expression=expression)
+        return await self._loaded(expression)
+
+    async def _loaded(self, url: str) -> int:
         for _ in range(600):
             if any(e.get("method") == "Page.loadEventFired" for e in self.events):
                 break
