@@ -37,6 +37,8 @@ class Replayed:
     records: int
     applied: int
     skipped_unreadable: int
+    seconds_from_first_batch: float
+    """time from the first batch fetched to the end: the replay without the consumer group's join"""
 
 
 async def _apply(pool: asyncpg.Pool, consumer_name: str, envelopes: list[Envelope]) -> int:
@@ -83,6 +85,7 @@ async def replay(
     )
     await consumer.start()
     records = applied = unreadable = 0
+    first_batch: float | None = None
     total = sum(targets.values())
     deadline = time.monotonic() + timeout
     try:
@@ -92,7 +95,8 @@ async def replay(
             if progress:
                 progress(reached, total)
             if len(positions) == len(targets) and all(positions[tp] >= end for tp, end in targets.items()):
-                return Replayed(records, applied, unreadable)
+                since = time.monotonic() - first_batch if first_batch is not None else 0.0
+                return Replayed(records, applied, unreadable, since)
             if time.monotonic() > deadline:
                 raise TimeoutError(f"replay as {group} did not catch up in {timeout}s ({reached}/{total})")
             fetched = await consumer.getmany(timeout_ms=500, max_records=batch)
@@ -109,6 +113,7 @@ async def replay(
                         envelopes.append(env)
             if not fetched:
                 continue
+            first_batch = first_batch or time.monotonic()
             applied += await _with_retries(functools.partial(_apply, pool, group, envelopes))
             await consumer.commit()
     finally:
