@@ -155,3 +155,19 @@ def test_fading_relationship_conditions() -> None:
     falling = RelationshipState("g", "p", 14, T0, T0, 0, ratings=[1.0, 1.0, 1.0, 0.75, 0.5, 0.75])
     [drop] = relationship_conditions(falling, T0 + timedelta(days=1), t)
     assert drop.key.kind == "feedback_drop" and "fell" in drop.detail
+
+
+def test_mentor_and_program_safety_nets() -> None:
+    from services.metrics.domain.alerts import MentorLoad, ProgramPlacement, mentor_condition, program_condition
+
+    t = Thresholds()
+    assert mentor_condition(MentorLoad("M1", "p", 1, 2), t) is None
+    at = mentor_condition(MentorLoad("M1", "p", 2, 2), t)
+    assert at is not None and at.severity == "warning" and at.mentor_id == "M1" and "M1" not in at.detail
+    over = mentor_condition(MentorLoad("M1", "p", 3, 2), t)
+    assert over is not None and over.severity == "critical"
+    assert mentor_condition(MentorLoad("M1", "p", 2, 2), Thresholds(mentor_load_ratio=1.5)) is None
+    assert program_condition(ProgramPlacement("p", 10, 7, has_run=False), t) is None, "no run yet: nothing to judge"
+    low = program_condition(ProgramPlacement("p", 10, 7, has_run=True), t)
+    assert low is not None and low.key.kind == "match_rate_below_target" and "70%" in low.detail
+    assert program_condition(ProgramPlacement("p", 10, 8, has_run=True), t) is None

@@ -166,5 +166,9 @@ async def test_access_and_errors(metrics: Metrics) -> None:
     assert r.status_code == 404 and r.json()["detail"][0]["loc"] == ["path", "program_id"]
     r = await metrics.http.get("/kpis", params={"window": "year"}, headers=metrics.admin)
     assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["query", "window"]
+    r = await metrics.http.put("/programs/p1/thresholds", json={"fade_factor": 2}, headers=metrics.admin)
+    assert r.status_code == 200
+    got = (await metrics.http.get("/programs/p1/thresholds", headers=metrics.integration)).json()
+    assert got["fade_factor"] == 2 and got["reschedules"] == 3, "what is not named keeps its default"
     r = await metrics.http.put("/programs/p1/thresholds", json={"fade_factor": -1}, headers=metrics.admin)
     assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "fade_factor"]
