@@ -22,6 +22,7 @@ from pathlib import Path
 import asyncpg
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.structs import OffsetAndMetadata
 
 from contracts.topics import Topic
 from runtime.consumer import EventConsumer
@@ -72,6 +73,25 @@ async def committed(bootstrap: str, group: str) -> dict[TopicPartition, int]:
     finally:
         await admin.close()
     return {tp: meta.offset for tp, meta in offsets.items()}
+
+
+async def forget_offsets(bootstrap: str, group: str, topics: tuple[Topic, ...] = PROJECTED_TOPICS) -> None:
+    """A schema name used before (then dropped) would find its consumer group's offsets at the end of the
+    topics and replay nothing: the group of a fresh schema starts from zero, so its offsets are moved back
+    to the beginning of every partition (the group has no members while the rebuild has not started)."""
+    done = await committed(bootstrap, group)
+    if not done:
+        return
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        tps = list(done)
+        consumer.assign(tps)
+        starts = await consumer.beginning_offsets(tps)
+        await consumer.commit({tp: OffsetAndMetadata(offset, "") for tp, offset in starts.items()})
+        log.warning("consumer group %s had offsets from an earlier schema of that name: moved to the start", group)
+    finally:
+        await consumer.stop()
 
 
 async def project_until_caught_up(
@@ -131,6 +151,7 @@ async def rebuild(
                 raise NotFresh(f"schema {schema} already holds read models: rebuild into a fresh one")
         await migrate(pool, schema, {"metrics": MIGRATIONS})
         await ensure_topics(settings.kafka_bootstrap)
+        await forget_offsets(settings.kafka_bootstrap, consumer_name(schema))
         targets = await end_offsets(settings.kafka_bootstrap)
         await replay(
             pool,

@@ -88,9 +88,15 @@ class Loaded:
     open_alerts: list[queries.AlertRow]
 
 
-async def _load(pool: asyncpg.Pool) -> Loaded:
+async def _load(pool: asyncpg.Pool, scope: Scope | None = None) -> Loaded:
+    """The facts of ``scope`` (everything without one)."""
     async with pool.acquire() as conn:
-        facts = await queries.load_facts(conn)
+        ids: list[str] | None = None
+        if scope is not None and scope.program_id is not None:
+            ids = [scope.program_id]
+        elif scope is not None and scope.form is not None:
+            ids = await queries.program_ids(conn, scope.form)
+        facts = await queries.load_facts(conn, ids)
         limits = await queries.thresholds(conn)
         open_alerts = await queries.alerts(conn, open_only=True, limit=1_000_000)
     return Loaded(facts, limits, open_alerts)
@@ -109,7 +115,7 @@ def _report(loaded: Loaded, scope: Scope, window: WindowName, as_of: datetime) -
 
 
 async def report(pool: asyncpg.Pool, scope: Scope, window: WindowName, as_of: datetime) -> Report:
-    return _report(await _load(pool), scope, window, as_of)
+    return _report(await _load(pool, scope), scope, window, as_of)
 
 
 def relationship_risks(facts: Facts, at: datetime) -> list[RelationshipRisk]:
@@ -119,8 +125,9 @@ def relationship_risks(facts: Facts, at: datetime) -> list[RelationshipRisk]:
 
 
 async def risks(pool: asyncpg.Pool, program_id: str, at: datetime) -> list[RelationshipRisk]:
-    loaded = await _load(pool)
-    return relationship_risks(Scope(program_id=program_id).narrow(loaded.facts), at)
+    scope = Scope(program_id=program_id)
+    loaded = await _load(pool, scope)
+    return relationship_risks(scope.narrow(loaded.facts), at)
 
 
 def conditions(facts: Facts, limits: dict[str, Thresholds], now: datetime) -> list[Condition]:
@@ -214,7 +221,7 @@ class DashboardData:
 
 
 async def dashboard(pool: asyncpg.Pool, scope: Scope, as_of: datetime) -> DashboardData:
-    loaded = await _load(pool)
+    loaded = await _load(pool, scope)
     narrowed = scope.narrow(loaded.facts)
     r = _report(loaded, scope, WindowName.PROGRAM_TO_DATE, as_of)
     states = relationship_states(narrowed, as_of)

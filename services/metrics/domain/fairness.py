@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 
 from services.metrics.domain import stats
 from services.metrics.domain.facts import Facts, ParticipantFact
@@ -53,23 +54,35 @@ class DimensionAudit:
     """best - worst over visible cells, per measure (absolute; 'lower' measures are best when lowest)"""
 
 
-def _cell_measures(people: list[ParticipantFact], facts: Facts, w: Window) -> dict[str, float | None]:
-    first = first_placement(facts)
-    placed = [p for p in people if first.get((p.program_id, p.participant_id), w.end) < w.end]
-    days = [(first[(p.program_id, p.participant_id)] - p.enrolled_at).total_seconds() / DAY for p in placed]
-    member_groups: dict[tuple[str, str], list[str]] = defaultdict(list)
-    for g in facts.groups:
-        if g.matched_at < w.end:
-            for m in g.members:
-                member_groups[(g.program_id, m.participant_id)].append(g.group_id)
-    fit_by_group = {g.group_id: g.fit for g in facts.groups}
-    fits = [fit_by_group[gid] for p in placed for gid in member_groups[(p.program_id, p.participant_id)]]
-    rating: dict[tuple[str, str], list[float]] = defaultdict(list)
-    for f in facts.feedback:
-        if w.contains(f.given_at) and f.session_rating is not None:
-            rating[(f.group_id, f.respondent_role)].append(f.session_rating)
+@dataclass(frozen=True)
+class _Index:
+    """What every cell's measures look up, built once per audit."""
+
+    first: dict[tuple[str, str], datetime]
+    groups_of: dict[tuple[str, str], list[str]]
+    fit: dict[str, float]
+    ratings: dict[tuple[str, str], list[float]]
+
+    @classmethod
+    def of(cls, facts: Facts, w: Window) -> _Index:
+        groups_of: dict[tuple[str, str], list[str]] = defaultdict(list)
+        for g in facts.groups:
+            if g.matched_at < w.end:
+                for m in g.members:
+                    groups_of[(g.program_id, m.participant_id)].append(g.group_id)
+        ratings: dict[tuple[str, str], list[float]] = defaultdict(list)
+        for f in facts.feedback:
+            if w.contains(f.given_at) and f.session_rating is not None:
+                ratings[(f.group_id, f.respondent_role)].append(f.session_rating)
+        return cls(first_placement(facts), groups_of, {g.group_id: g.fit for g in facts.groups}, ratings)
+
+
+def _cell_measures(people: list[ParticipantFact], ix: _Index, w: Window) -> dict[str, float | None]:
+    placed = [p for p in people if ix.first.get((p.program_id, p.participant_id), w.end) < w.end]
+    days = [(ix.first[(p.program_id, p.participant_id)] - p.enrolled_at).total_seconds() / DAY for p in placed]
+    fits = [ix.fit[gid] for p in placed for gid in ix.groups_of[(p.program_id, p.participant_id)]]
     ratings = [
-        r for p in placed for gid in member_groups[(p.program_id, p.participant_id)] for r in rating[(gid, p.role)]
+        r for p in placed for gid in ix.groups_of[(p.program_id, p.participant_id)] for r in ix.ratings[(gid, p.role)]
     ]
     mean_rating = stats.mean(ratings)
     return {
@@ -82,6 +95,7 @@ def _cell_measures(people: list[ParticipantFact], facts: Facts, w: Window) -> di
 
 def audit(facts: Facts, w: Window) -> list[DimensionAudit]:
     seekers = active_seekers(facts, w.end)
+    ix = _Index.of(facts, w)
     result = []
     for dimension, attribute in DIMENSIONS.items():
         groups: dict[str, list[ParticipantFact]] = defaultdict(list)
@@ -94,7 +108,7 @@ def audit(facts: Facts, w: Window) -> list[DimensionAudit]:
             if key in hidden:
                 cells[key] = FairnessCell(Figure(None, n, True), {m: Figure(None, n, True) for m in MEASURES})
             else:
-                values = _cell_measures(groups[key], facts, w)
+                values = _cell_measures(groups[key], ix, w)
                 cells[key] = FairnessCell(Figure(float(n), n), {m: Figure(v, n) for m, v in values.items()})
         result.append(DimensionAudit(dimension, cells, _gaps(cells)))
     return result

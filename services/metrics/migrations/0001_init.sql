@@ -23,6 +23,7 @@ CREATE TABLE participants (
     withdrawn_at   TIMESTAMPTZ,
     PRIMARY KEY (program_id, participant_id)
 );
+CREATE INDEX participants_person ON participants (participant_id);
 
 CREATE TABLE groups (
     group_id     TEXT PRIMARY KEY,
@@ -42,6 +43,7 @@ CREATE TABLE members (
     role           TEXT NOT NULL,
     PRIMARY KEY (group_id, participant_id)
 );
+CREATE INDEX members_person ON members (participant_id);
 
 CREATE TABLE unmatched (
     program_id     TEXT NOT NULL,
@@ -69,6 +71,7 @@ CREATE TABLE sessions_held (
     attendees        INT NOT NULL
 );
 CREATE INDEX sessions_held_group ON sessions_held (group_id, held_at);
+CREATE INDEX sessions_held_program ON sessions_held (program_id);
 
 CREATE TABLE slips (
     session_id TEXT NOT NULL,
@@ -122,6 +125,7 @@ CREATE TABLE feedback (
     pairing_fit     DOUBLE PRECISION,
     would_recommend INT
 );
+CREATE INDEX feedback_program ON feedback (program_id);
 
 -- alert state: written with the alert event in one transaction, and projected back from the alerts
 -- topic, so a rebuild from offset zero restores it too
