@@ -193,9 +193,17 @@ def _window(r: handlers.Report) -> WindowOut:
 
 
 async def _report(
-    ctx: ServiceContext, request: Request, scope: handlers.Scope, window: WindowName, as_of: datetime | None
+    ctx: ServiceContext,
+    request: Request,
+    scope: handlers.Scope,
+    window: WindowName,
+    as_of: datetime | None,
+    *,
+    fairness: bool = True,
+    culture: bool = True,
 ) -> handlers.Report:
-    return await handlers.report(ctx.pool, scope, window, as_of or now(request))
+    at = as_of or now(request)
+    return await handlers.report(ctx.pool, scope, window, at, fairness=fairness, culture=culture)
 
 
 def _kpis_out(r: handlers.Report) -> KpiReportOut:
@@ -245,7 +253,7 @@ async def org_kpis(
     ctx: Ctx, request: Request, _: Reader, window: WindowQ = WindowName.MONTH, as_of: AsOfQ = None
 ) -> KpiReportOut:
     """The organisation's KPIs for one window."""
-    return _kpis_out(await _report(ctx, request, handlers.Scope(), window, as_of))
+    return _kpis_out(await _report(ctx, request, handlers.Scope(), window, as_of, fairness=False, culture=False))
 
 
 @router.get("/forms/{form}/kpis", response_model=KpiReportOut, description=formulas_text())
@@ -253,7 +261,9 @@ async def form_kpis(
     form: Form, ctx: Ctx, request: Request, _: Reader, window: WindowQ = WindowName.MONTH, as_of: AsOfQ = None
 ) -> KpiReportOut:
     """The KPIs of every program of one form, together."""
-    return _kpis_out(await _report(ctx, request, handlers.Scope(form=form.value), window, as_of))
+    return _kpis_out(
+        await _report(ctx, request, handlers.Scope(form=form.value), window, as_of, fairness=False, culture=False)
+    )
 
 
 @router.get(
@@ -263,7 +273,9 @@ async def program_kpis(
     program_id: str, ctx: Ctx, request: Request, _: Reader, window: WindowQ = WindowName.MONTH, as_of: AsOfQ = None
 ) -> KpiReportOut:
     """One program's KPIs for one window."""
-    return _kpis_out(await _report(ctx, request, handlers.Scope(program_id=program_id), window, as_of))
+    return _kpis_out(
+        await _report(ctx, request, handlers.Scope(program_id=program_id), window, as_of, fairness=False, culture=False)
+    )
 
 
 @router.get("/fairness", response_model=FairnessOut)
@@ -273,7 +285,7 @@ async def org_fairness(
     """Fairness audit of the organisation: match rate, time to match, fit and satisfaction by department,
     level and location, with the best-worst gap over visible cells; cells under 5 people are suppressed,
     with complementary suppression."""
-    return _fairness_out(await _report(ctx, request, handlers.Scope(), window, as_of))
+    return _fairness_out(await _report(ctx, request, handlers.Scope(), window, as_of, culture=False))
 
 
 @router.get("/programs/{program_id}/fairness", response_model=FairnessOut, responses=NOT_FOUND)
@@ -286,7 +298,9 @@ async def program_fairness(
     as_of: AsOfQ = None,
 ) -> FairnessOut:
     """Fairness audit of one program (see ``GET /fairness``)."""
-    return _fairness_out(await _report(ctx, request, handlers.Scope(program_id=program_id), window, as_of))
+    return _fairness_out(
+        await _report(ctx, request, handlers.Scope(program_id=program_id), window, as_of, culture=False)
+    )
 
 
 @router.get("/scorecard", response_model=ScorecardOut)
@@ -294,7 +308,7 @@ async def org_scorecard(
     ctx: Ctx, request: Request, _: Reader, window: WindowQ = WindowName.PROGRAM_TO_DATE, as_of: AsOfQ = None
 ) -> ScorecardOut:
     """The mentoring-culture scorecard: one indicator per hallmark, or why it cannot be measured."""
-    return _scorecard_out(await _report(ctx, request, handlers.Scope(), window, as_of))
+    return _scorecard_out(await _report(ctx, request, handlers.Scope(), window, as_of, fairness=False))
 
 
 @router.get("/programs/{program_id}/scorecard", response_model=ScorecardOut, responses=NOT_FOUND)
@@ -307,7 +321,9 @@ async def program_scorecard(
     as_of: AsOfQ = None,
 ) -> ScorecardOut:
     """One program's culture scorecard."""
-    return _scorecard_out(await _report(ctx, request, handlers.Scope(program_id=program_id), window, as_of))
+    return _scorecard_out(
+        await _report(ctx, request, handlers.Scope(program_id=program_id), window, as_of, fairness=False)
+    )
 
 
 @router.get("/programs/{program_id}/risks", response_model=list[RiskOut], responses=NOT_FOUND)

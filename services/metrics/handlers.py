@@ -102,20 +102,34 @@ async def _load(pool: asyncpg.Pool, scope: Scope | None = None) -> Loaded:
     return Loaded(facts, limits, open_alerts)
 
 
-def _report(loaded: Loaded, scope: Scope, window: WindowName, as_of: datetime) -> Report:
+def _report(
+    loaded: Loaded, scope: Scope, window: WindowName, as_of: datetime, *, fairness: bool = True, culture: bool = True
+) -> Report:
+    """The KPIs, and the fairness audit and the culture scorecard unless not wanted (each costs a pass)."""
     narrowed = scope.narrow(loaded.facts)
     w = Window.ending(window, as_of)
     sections = kpis(narrowed, w, loaded.limits)
+    fair = audit(narrowed, w) if fairness else []
+    if not culture:
+        return Report(scope, w, sections, fair, [])
     programs = {p.program_id for p in narrowed.programs}
     open_alerts = sum(1 for a in loaded.open_alerts if a.program_id in programs)
     risks = relationship_risks(narrowed, as_of)
     limit = loaded.limits.get
     at_risk = sum(1 for r in risks if r.risk.score >= limit(r.program_id, DEFAULT_THRESHOLDS).at_risk_score)
-    return Report(scope, w, sections, audit(narrowed, w), scorecard(narrowed, w, sections, open_alerts, at_risk))
+    return Report(scope, w, sections, fair, scorecard(narrowed, w, sections, open_alerts, at_risk))
 
 
-async def report(pool: asyncpg.Pool, scope: Scope, window: WindowName, as_of: datetime) -> Report:
-    return _report(await _load(pool, scope), scope, window, as_of)
+async def report(
+    pool: asyncpg.Pool,
+    scope: Scope,
+    window: WindowName,
+    as_of: datetime,
+    *,
+    fairness: bool = True,
+    culture: bool = True,
+) -> Report:
+    return _report(await _load(pool, scope), scope, window, as_of, fairness=fairness, culture=culture)
 
 
 def relationship_risks(facts: Facts, at: datetime) -> list[RelationshipRisk]:
