@@ -376,6 +376,46 @@ class AlertCleared(_AlertEvent):
     cleared_at: datetime
 
 
+class AlertKindV2(StrEnum):
+    """Every safety net of the metrics service; v1's three kinds plus the two v1 could not name."""
+
+    NO_RECENT_SESSION = "no_recent_session"
+    REPEATED_RESCHEDULES = "repeated_reschedules"
+    FEEDBACK_DROP = "feedback_drop"
+    MENTOR_OVER_CAPACITY = "mentor_over_capacity"
+    MATCH_RATE_BELOW_TARGET = "match_rate_below_target"
+
+
+class _AlertEventV2(Event):
+    TOPIC = topics.ALERTS
+    SOURCE = "/mentoring/metrics"
+    alert_id: Id
+    program_id: Id
+    group_id: Id | None = Field(default=None, description="the relationship, for a relationship's alert")
+    mentor_id: Id | None = Field(
+        default=None, description="the mentor, for mentor_over_capacity (integration teams route it to HR)"
+    )
+    kind: AlertKindV2
+
+
+class AlertRaisedV2(_AlertEventV2):
+    TYPE = "org.mentoring.alert.raised.v2"
+    SUMMARY = (
+        "A safety net fired: a relationship stopped meeting, keeps rescheduling or its feedback dropped, a "
+        "mentor is at or above capacity, or a program's match rate is under its target. Raised once per cause."
+    )
+    severity: str = Field(description="warning | critical")
+    detail: str = Field(description="generated text, e.g. 'no session for 45 days (cadence 14)'")
+    risk_score: float | None = Field(default=None, ge=0, le=100, description="the relationship's risk score")
+    raised_at: datetime
+
+
+class AlertClearedV2(_AlertEventV2):
+    TYPE = "org.mentoring.alert.cleared.v2"
+    SUMMARY = "The cause of an alert went away (the group met again, the load fell, the match rate recovered)."
+    cleared_at: datetime
+
+
 ALL_EVENTS: tuple[type[Event], ...] = (
     ProgramOpened,
     ProgramUpdated,
@@ -396,6 +436,8 @@ ALL_EVENTS: tuple[type[Event], ...] = (
     FeedbackGivenV2,
     AlertRaised,
     AlertCleared,
+    AlertRaisedV2,
+    AlertClearedV2,
 )
 
 EVENTS_BY_TYPE: dict[str, type[Event]] = {e.TYPE: e for e in ALL_EVENTS}

@@ -176,6 +176,19 @@ EXAMPLES: dict[str, e.Event] = {
     e.AlertCleared.TYPE: e.AlertCleared(
         alert_id="alr-5", program_id=_PROGRAM, group_id=_GROUP, kind=e.AlertKind.NO_RECENT_SESSION, cleared_at=_T
     ),
+    e.AlertRaisedV2.TYPE: e.AlertRaisedV2(
+        alert_id="alr-6",
+        program_id=_PROGRAM,
+        group_id=_GROUP,
+        kind=e.AlertKindV2.NO_RECENT_SESSION,
+        severity="warning",
+        detail="no session held for 45 days (agreed cadence 14 days)",
+        risk_score=62.5,
+        raised_at=_T,
+    ),
+    e.AlertClearedV2.TYPE: e.AlertClearedV2(
+        alert_id="alr-6", program_id=_PROGRAM, group_id=_GROUP, kind=e.AlertKindV2.NO_RECENT_SESSION, cleared_at=_T
+    ),
 }
 
 

@@ -16,7 +16,7 @@ from deploy.tools import ensure
 ROOT = Path(__file__).resolve().parent.parent
 CHART = ROOT / "deploy" / "helm" / "mentoring"
 KUBERNETES_VERSION = "1.30.0"
-SERVICES = ("enrollment", "matching", "sessions", "feedback")
+SERVICES = ("enrollment", "matching", "sessions", "feedback", "metrics")
 
 
 @pytest.fixture(scope="module")

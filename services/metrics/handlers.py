@@ -1,0 +1,251 @@
+"""Metrics' use cases: read the facts, compute (domain), and for alerts store the decision with its
+events in one transaction."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+
+import asyncpg
+
+from services.metrics.adapters import alert_store, queries
+from services.metrics.domain.alerts import (
+    AlertKey,
+    Condition,
+    MentorLoad,
+    ProgramPlacement,
+    decide,
+    mentor_condition,
+    program_condition,
+    relationship_conditions,
+)
+from services.metrics.domain.facts import Facts
+from services.metrics.domain.fairness import DimensionAudit, audit
+from services.metrics.domain.kpis import active_seekers, first_placement, kpis, mentor_capacities, mentor_loads
+from services.metrics.domain.relationships import relationship_states
+from services.metrics.domain.report import Section, Window, WindowName
+from services.metrics.domain.risk import Risk, risk
+from services.metrics.domain.scorecard import Hallmark, scorecard
+from services.metrics.domain.suppression import Figure
+from services.metrics.domain.thresholds import DEFAULT_THRESHOLDS, Thresholds
+from services.metrics.domain.trends import WeekPoint, funnel, load_histogram, weekly
+
+log = logging.getLogger(__name__)
+
+Clock = Callable[[], datetime]
+
+
+class NotFound(Exception):
+    def __init__(self, what: str, field: str) -> None:
+        super().__init__(what)
+        self.field = field
+
+
+@dataclass(frozen=True)
+class Scope:
+    """The organisation (both None), one form, or one program."""
+
+    program_id: str | None = None
+    form: str | None = None
+
+    @property
+    def label(self) -> str:
+        return f"program {self.program_id}" if self.program_id else f"form {self.form}" if self.form else "organisation"
+
+    def narrow(self, facts: Facts) -> Facts:
+        if self.program_id is not None:
+            if not any(p.program_id == self.program_id for p in facts.programs):
+                raise NotFound(f"no program {self.program_id}", "program_id")
+            return facts.only({self.program_id})
+        if self.form is not None:
+            return facts.only({p.program_id for p in facts.programs if p.form == self.form})
+        return facts
+
+
+@dataclass(frozen=True)
+class Report:
+    scope: Scope
+    window: Window
+    sections: list[Section]
+    fairness: list[DimensionAudit]
+    scorecard: list[Hallmark]
+
+
+@dataclass(frozen=True)
+class RelationshipRisk:
+    group_id: str
+    program_id: str
+    risk: Risk
+
+
+@dataclass(frozen=True)
+class Loaded:
+    facts: Facts
+    limits: dict[str, Thresholds]
+    open_alerts: list[queries.AlertRow]
+
+
+async def _load(pool: asyncpg.Pool, scope: Scope | None = None) -> Loaded:
+    """The facts of ``scope`` (everything without one)."""
+    async with pool.acquire() as conn:
+        ids: list[str] | None = None
+        if scope is not None and scope.program_id is not None:
+            ids = [scope.program_id]
+        elif scope is not None and scope.form is not None:
+            ids = await queries.program_ids(conn, scope.form)
+        facts = await queries.load_facts(conn, ids)
+        limits = await queries.thresholds(conn)
+        open_alerts = await queries.alerts(conn, open_only=True, limit=1_000_000)
+    return Loaded(facts, limits, open_alerts)
+
+
+def _report(
+    loaded: Loaded, scope: Scope, window: WindowName, as_of: datetime, *, fairness: bool = True, culture: bool = True
+) -> Report:
+    """The KPIs, and the fairness audit and the culture scorecard unless not wanted (each costs a pass)."""
+    narrowed = scope.narrow(loaded.facts)
+    w = Window.ending(window, as_of)
+    sections = kpis(narrowed, w, loaded.limits)
+    fair = audit(narrowed, w) if fairness else []
+    if not culture:
+        return Report(scope, w, sections, fair, [])
+    programs = {p.program_id for p in narrowed.programs}
+    open_alerts = sum(1 for a in loaded.open_alerts if a.program_id in programs)
+    risks = relationship_risks(narrowed, as_of)
+    limit = loaded.limits.get
+    at_risk = sum(1 for r in risks if r.risk.score >= limit(r.program_id, DEFAULT_THRESHOLDS).at_risk_score)
+    return Report(scope, w, sections, fair, scorecard(narrowed, w, sections, open_alerts, at_risk))
+
+
+async def report(
+    pool: asyncpg.Pool,
+    scope: Scope,
+    window: WindowName,
+    as_of: datetime,
+    *,
+    fairness: bool = True,
+    culture: bool = True,
+) -> Report:
+    return _report(await _load(pool, scope), scope, window, as_of, fairness=fairness, culture=culture)
+
+
+def relationship_risks(facts: Facts, at: datetime) -> list[RelationshipRisk]:
+    states = relationship_states(facts, at)
+    found = [RelationshipRisk(s.group_id, s.program_id, risk(s, at)) for s in states.values()]
+    return sorted(found, key=lambda r: (-r.risk.score, r.group_id))
+
+
+async def risks(pool: asyncpg.Pool, program_id: str, at: datetime) -> list[RelationshipRisk]:
+    scope = Scope(program_id=program_id)
+    loaded = await _load(pool, scope)
+    return relationship_risks(scope.narrow(loaded.facts), at)
+
+
+def conditions(facts: Facts, limits: dict[str, Thresholds], now: datetime) -> list[Condition]:
+    """Every alert that should be open now, each judged by its program's thresholds."""
+    found: list[Condition] = []
+    for state in relationship_states(facts, now).values():
+        found += relationship_conditions(state, now, limits.get(state.program_id, DEFAULT_THRESHOLDS))
+    found += _mentor_conditions(facts, limits, now)
+    for program in facts.programs:
+        if program.status != "open":
+            continue
+        scoped = facts.only({program.program_id})
+        seekers = active_seekers(scoped, now)
+        first = first_placement(scoped)
+        placed = sum(1 for p in seekers if first.get((p.program_id, p.participant_id), now) < now)
+        has_run = any(r.completed_at <= now for r in scoped.runs)
+        c = program_condition(
+            ProgramPlacement(program.program_id, len(seekers), placed, has_run),
+            limits.get(program.program_id, DEFAULT_THRESHOLDS),
+        )
+        if c:
+            found.append(c)
+    return found
+
+
+def _mentor_conditions(facts: Facts, limits: dict[str, Thresholds], now: datetime) -> list[Condition]:
+    programs: dict[str, list[str]] = {}
+    for p in facts.participants:
+        if p.role == "mentor" and p.active_at(now):
+            programs.setdefault(p.participant_id, []).append(p.program_id)
+    load: dict[str, int] = {}
+    for g in facts.groups:
+        if g.open_at(now):
+            for m in g.mentors():
+                load[m] = load.get(m, 0) + 1
+    capacity = mentor_capacities(facts)
+    found = []
+    for mentor, mentor_programs in sorted(programs.items()):
+        t = min((limits.get(pid, DEFAULT_THRESHOLDS) for pid in mentor_programs), key=lambda x: x.mentor_load_ratio)
+        c = mentor_condition(
+            MentorLoad(mentor, min(mentor_programs), load.get(mentor, 0), capacity.get(mentor) or 0), t
+        )
+        if c:
+            found.append(c)
+    return found
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    raised: int
+    cleared: int
+
+
+async def evaluate_alerts(pool: asyncpg.Pool, now: datetime) -> Evaluation:
+    """Raise what should be open, clear what should not, in one transaction with their events."""
+    loaded = await _load(pool)
+    wanted = conditions(loaded.facts, loaded.limits, now)
+    async with pool.acquire() as conn, conn.transaction():
+        if not await alert_store.lock_evaluation(conn):
+            return Evaluation(0, 0)
+        open_rows = {(a.kind, a.subject): a for a in await queries.alerts(conn, open_only=True, limit=1_000_000)}
+        decision = decide(wanted, [AlertKey(k, s) for k, s in open_rows])
+        await alert_store.raise_alerts(conn, decision.raise_, now)
+        await alert_store.clear_alerts(conn, [open_rows[(k.kind, k.subject)] for k in decision.clear], now)
+    if decision.raise_ or decision.clear:
+        log.info("alerts evaluated", extra={"raised": len(decision.raise_), "cleared": len(decision.clear)})
+    return Evaluation(len(decision.raise_), len(decision.clear))
+
+
+async def evaluate_forever(pool: asyncpg.Pool, clock: Clock, every_seconds: float) -> None:
+    """The schedule: evaluate, wait, repeat; a failed evaluation is logged and tried again next time."""
+    while True:
+        try:
+            await evaluate_alerts(pool, clock())
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.warning("alert evaluation failed, will retry", extra={"error_type": type(exc).__name__})
+        await asyncio.sleep(every_seconds)
+
+
+@dataclass(frozen=True)
+class DashboardData:
+    report: Report
+    programs: list[tuple[str, str]]
+    """(program id, name) of the scope, for links"""
+    funnel: dict[str, Figure]
+    weeks: list[WeekPoint]
+    loads: dict[str, Figure]
+    alerts: list[tuple[queries.AlertRow, Risk | None]]
+
+
+async def dashboard(pool: asyncpg.Pool, scope: Scope, as_of: datetime) -> DashboardData:
+    loaded = await _load(pool, scope)
+    narrowed = scope.narrow(loaded.facts)
+    r = _report(loaded, scope, WindowName.PROGRAM_TO_DATE, as_of)
+    states = relationship_states(narrowed, as_of)
+    programs = {p.program_id for p in narrowed.programs}
+    open_alerts = [a for a in loaded.open_alerts if a.program_id in programs]
+    return DashboardData(
+        report=r,
+        programs=sorted((p.program_id, p.name) for p in narrowed.programs),
+        funnel=funnel(narrowed, as_of),
+        weeks=weekly(narrowed, as_of),
+        loads=load_histogram(mentor_loads(narrowed, as_of)),
+        alerts=[(a, risk(states[a.group_id], as_of) if a.group_id in states else None) for a in open_alerts],
+    )
