@@ -1,6 +1,6 @@
 """Group forms with CP-SAT: facilitated groups (a mentor and several mentees), peer groups (peers
 only) and team mentoring (an intact team and its mentors). Levels, in order: most placed; who is
-placed by lottery; lowest maximum mentor load ratio, then spread; best fit.
+placed by lottery; lowest maximum mentor load ratio, then fewest idle mentors; best fit.
 
 Interpretation of the group rules (documented in docs/matching.md):
 - facilitated groups: language, time zone and seniority are mentor-member rules (the mentor runs the
@@ -61,7 +61,6 @@ from services.matching.domain.rules import (
 )
 
 RATIO_SCALE = 1000
-SPREAD_SCALE = 100
 TOP_MENTORS = 8
 TOP_PARTNERS = 3
 TOP_CO_MENTORS = 6
@@ -251,31 +250,22 @@ def _part_progress(progress: Progress, n: int, parts: int) -> Progress:
 def _load_terms(
     model: cp_model.CpModel, prep: Prepared, opened: dict[str, list[cp_model.IntVar]]
 ) -> tuple[cp_model.IntVar, cp_model.LinearExprT] | None:
-    """The max load ratio variable and the spread expression (sum of load^2 / capacity), or None.
+    """The max load ratio variable and the number of mentors used (given at least one group), or None.
 
-    ``opened[m]`` are mentor m's group slots in order (slot s+1 opens only after slot s), so the spread
-    is linear: each slot costs its marginal increase of load^2 / capacity.
+    ``opened[m]`` are mentor m's group slots in order (slot s+1 opens only after slot s), so "mentor m
+    has a group in this run" is its first slot. Fair load (docs/matching.md) is: nobody above the least
+    achievable max load ratio, then as few eligible mentors idle as possible. Neither term rewards
+    fewer or larger groups: the ratio caps each mentor, and the mentors-used count only grows when a
+    group moves to an idle mentor (the old sum of load^2 / capacity fell with every group *not* opened).
     """
     if not opened:
         return None
     top = model.new_int_var(0, RATIO_SCALE * 50, "max_load_ratio")
-    spread_terms = []
     for mentor, slots in opened.items():
         cap, load = prep.capacity[mentor], prep.load[mentor]
         model.add((load + sum(slots)) * RATIO_SCALE <= top * cap)
-        for s, y in enumerate(slots):
-            spread_terms.append(y * ((2 * (load + s) + 1) * SPREAD_SCALE // max(1, cap)))
-    return top, sum(spread_terms)
-
-
-def _load_levels(levels: Levels, prep: Prepared, opened: dict[str, list[cp_model.IntVar]]) -> None:
-    """Level 3: minimise the maximum load ratio, then the spread (sum of load^2 / capacity)."""
-    load = _load_terms(levels.model, prep, opened)
-    if load is None:
-        return
-    top, spread = load
-    levels.optimise("max_load_ratio", top, maximize=False)
-    levels.optimise("spread", spread, maximize=False)
+    used = sum(slots[0] for slots in opened.values() if slots)
+    return top, used
 
 
 def _ratio_of(prep: Prepared, mentor: str, groups: int) -> int:
@@ -337,7 +327,7 @@ def _ratio_is_flow_feasible(
 
 def _settle_ratio(levels: Levels, prep: Prepared, opened: dict[str, list[cp_model.IntVar]]) -> None:
     """After the last level: the max load ratio level reports what the solution that stands achieves
-    (exact, scaled by RATIO_SCALE); the spread level may have lowered it below an unproven level value."""
+    (exact, scaled by RATIO_SCALE); the mentors-used level may have lowered it below an unproven level value."""
     outcome = next((o for o in levels.outcomes if o.name == "max_load_ratio" and o.found), None)
     if outcome is None or levels.values is None or not opened:
         return
@@ -439,15 +429,16 @@ def _lost_lottery(
     )
 
 
-def _spread_under_shared_ratio(tops: list[tuple[Levels, cp_model.IntVar, cp_model.LinearExprT, bool]]) -> None:
+def _idle_under_shared_ratio(tops: list[tuple[Levels, cp_model.IntVar, cp_model.LinearExprT, bool]]) -> None:
     """Components are solved apart but the maximum load ratio is one figure for the run: the largest of
-    the components' minima (each found by its own load level) caps every component, which then spreads
-    its load under that cap. Exact, since each component's minimum is reachable within the cap."""
+    the components' minima (each found by its own load level) caps every component, which then uses as
+    many of its mentors as it can under that cap (fewest idle). Exact, since each component's minimum is
+    reachable within the cap and the mentors-used count is a sum over components."""
     ratio = max((int(levels.outcomes[-1].value) for levels, _, _, found in tops if found), default=0)
-    for levels, top, spread, found in tops:
+    for levels, top, used, found in tops:
         if found:
             levels.model.add(top <= ratio)
-        levels.optimise("spread", spread, maximize=False)
+        levels.optimise("mentors_used", used, maximize=True)
 
 
 def _unplaced_seekers(
@@ -535,7 +526,7 @@ def _flow_bound(
 def _fit_start(
     prep: Prepared, levels: Levels, fm: _FacilitatedModel, fit_of: dict[str, IntArray], mentor_ids: list[str]
 ) -> tuple[list[int], int] | None:
-    """Before the fit level (one mentor per group): the spread level's solution with its mentees
+    """Before the fit level (one mentor per group): the load levels' solution with its mentees
     reassigned between the same open groups for a better fit (``fit_polish``). The open groups and the
     placed set are those of the solution found, so every higher level keeps its value exactly.
     Returns that start and its fit when it is better than the solution found."""
@@ -743,7 +734,7 @@ def _facilitated(prep: Prepared, progress: Progress, time_limit: float) -> Match
                 model.add(placed[a] == placed[b])
                 prep.locks_applied += 1
 
-        # each mentor's groups, led or co-facilitated, within free capacity; ordered slots for the spread level
+        # each mentor's groups, led or co-facilitated, within free capacity; ordered slots for the load levels
         taken: dict[int, list[cp_model.IntVar]] = defaultdict(list)
         for k, ys in slots.items():
             taken[k] += ys
@@ -840,10 +831,10 @@ def _facilitated(prep: Prepared, progress: Progress, time_limit: float) -> Match
         proven = proven and part_proven
         load = _load_terms(levels.model, prep, fm.opened)
         if load is not None:
-            top, spread = load
+            top, used = load
             found = _min_max_ratio(levels, prep, fm, mentor_ids, top).found
-            tops.append((levels, top, spread, found))
-    _spread_under_shared_ratio(tops)
+            tops.append((levels, top, used, found))
+    _idle_under_shared_ratio(tops)
     for levels, fm in zip(runs, built, strict=True):
         start = _fit_start(prep, levels, fm, fit_of, mentor_ids) if not co_count else None
         outcome = levels.optimise("fit", sum(fm.fit_terms), maximize=True)
@@ -1349,7 +1340,7 @@ def _teams(prep: Prepared, progress: Progress, time_limit: float) -> MatchingRes
             mine = by_mentor[pos]
             mentor = mentor_ids[pos]
             model.add(sum(mine) <= prep.free(mentor))
-            # slots in order for the spread level: slot s is open when at least s+1 teams are taken
+            # slots in order for the load levels: slot s is open when at least s+1 teams are taken
             count = min(len(mine), prep.free(mentor))
             ys = [model.new_bool_var(f"slot_{pos}_{s}") for s in range(count)]
             for s in range(count - 1):
@@ -1422,10 +1413,10 @@ def _teams(prep: Prepared, progress: Progress, time_limit: float) -> MatchingRes
         proven = proven and part_proven
         load = _load_terms(levels.model, prep, tm.opened)
         if load is not None:
-            top, spread = load
+            top, used = load
             found = levels.optimise("max_load_ratio", top, maximize=False, keep=False).found
-            tops.append((levels, top, spread, found))
-    _spread_under_shared_ratio(tops)
+            tops.append((levels, top, used, found))
+    _idle_under_shared_ratio(tops)
     chosen: dict[str, list[str]] = {}
     for levels, tm in zip(runs, built, strict=True):
         levels.optimise("fit", sum(tm.fit_terms) if tm.fit_terms else 0, maximize=True)

@@ -33,7 +33,7 @@ _NAMES = {
     cp_model.UNKNOWN: "UNKNOWN",
 }
 
-SHARES = {"placed": 0.3, "lottery": 0.3, "max_load_ratio": 0.1, "spread": 0.1, "fit": 0.2}
+SHARES = {"placed": 0.3, "lottery": 0.3, "max_load_ratio": 0.1, "mentors_used": 0.1, "fit": 0.2}
 """Each level's share of the configured time limit (deterministic time)."""
 LOTTERY_CHECK_SHARE = 0.05
 """One feasibility check of the lottery walk: at most this share of the limit (and at most 5 s)."""

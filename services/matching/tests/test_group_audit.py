@@ -144,7 +144,7 @@ def test_the_max_load_level_is_proven_by_its_thresholds_and_reports_what_the_gro
     inp = pool(people, form=Form.FACILITATED_GROUP, group_members_min=1, group_members_max=2, load={"MJ": 1})
     result = solve(inp)
     assert result.stats.placed_count == 10 and result.stats.status == "OPTIMAL"
-    assert result.stats.load == {"MJ": 5, "ME": 1}
+    assert result.stats.load["MJ"] == 5 and result.stats.load["ME"] in (1, 2), "ME: one or two groups, within 1.0"
     assert result.stats.levels["max_load_ratio"] == result.stats.max_load_ratio == 1.0
     assert "max load ratio 1: proven the least" in result.stats.notes
 
@@ -234,7 +234,7 @@ def test_large_peer_groups_do_not_crash() -> None:
 def test_same_input_and_seed_give_the_same_groups_when_the_limit_is_hit() -> None:
     from bench.synthetic_pool import instance
 
-    inp = instance(60, Form.FACILITATED_GROUP, seed=9)  # 30 mentees are now proven optimal within 0.5 s
+    inp = instance(75, Form.FACILITATED_GROUP, seed=9)  # 64 mentees are now proven optimal within 0.5 s
     first = solve(inp, seed=11, limit=0.5)
     second = solve(inp, seed=11, limit=0.5)
     assert first.stats.status == "FEASIBLE", "the tiny limit is hit (else this test proves nothing)"
