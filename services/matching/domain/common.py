@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -41,6 +42,8 @@ class Prepared:
     notes: list[str] = field(default_factory=list)
     locks_applied: int = 0
     """Locks the solver actually enforced (a lock it cannot express is noted, not counted)."""
+    started: float = field(default_factory=time.perf_counter)
+    """When the run started (wall clock): the time limit counts preparation too."""
 
     @classmethod
     def of(cls, inp: MatchingInput, seed: int) -> Prepared:

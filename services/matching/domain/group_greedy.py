@@ -42,12 +42,17 @@ def greedy_facilitated(
     cap = np.array([max(1, prep.capacity[m]) for m in mids], dtype=np.float64)
     base = np.array([prep.load[m] for m in mids], dtype=np.float64)
     groups: list[MentorGroup] = []
+    led: dict[int, list[int]] = {}
+    """Groups with room by lead mentor: a person may only join groups whose lead is eligible for them."""
     order = sorted(eligible_of, key=lambda p: prep.ranks[p])
+    tiebreak = np.array([prep.ranks[m] for m in mids], dtype=np.int64)
 
-    def join(pid: str, allowed: list[int]) -> bool:
+    def join(pid: str, allowed: set[int] | None = None) -> bool:
         elig, fit = eligible_of[pid], fit_of[pid]
         best, best_key = -1, (-1, -1)
-        for g in allowed:
+        for g in sorted(g for k, gs in led.items() if elig[k] for g in gs):
+            if allowed is not None and g not in allowed:
+                continue
             ms, members = groups[g]
             if len(members) >= pol.group_members_max or not all(elig[k] for k in ms):
                 continue
@@ -60,15 +65,22 @@ def greedy_facilitated(
                 best, best_key = g, key
         if best >= 0:
             groups[best][1].append(pid)
+            if len(groups[best][1]) >= pol.group_members_max:
+                lead = groups[best][0][0]
+                led[lead].remove(best)
+                if not led[lead]:
+                    del led[lead]
             return True
         return False
 
     for pid in order:
-        if join(pid, list(range(len(groups)))):
+        if join(pid):
             continue
         elig, fit = eligible_of[pid], fit_of[pid]
-        options = [int(k) for k in np.flatnonzero(elig & (used < free))]
-        options.sort(key=lambda k: ((base[k] + used[k] + 1) / cap[k], -int(fit[k]), prep.ranks[mids[k]]))
+        pos = np.flatnonzero(elig & (used < free))
+        # lowest load ratio after one more group, then best fit, then the mentors' lottery order
+        ratio = (base[pos] + used[pos] + 1) / cap[pos]
+        options = [int(k) for k in pos[np.lexsort((tiebreak[pos], -fit[pos], ratio))]]
         chosen: list[int] = []
         for k in options:
             if any(prep.apart(mids[k], mids[j]) for j in chosen):
@@ -80,12 +92,16 @@ def greedy_facilitated(
                 break
         if len(chosen) == pol.mentors_per_group:
             used[chosen] += 1
+            led.setdefault(chosen[0], []).append(len(groups))
             groups.append((chosen, [pid]))
     small = [g for g in range(len(groups)) if len(groups[g][1]) < pol.group_members_min]
     keep = [g for g in range(len(groups)) if g not in set(small)]
     leftovers = sorted((p for g in small for p in groups[g][1]), key=lambda p: prep.ranks[p])
+    for g in small:
+        groups[g][1].clear()
+    kept = set(keep)
     for pid in leftovers:
-        join(pid, keep)
+        join(pid, kept)
     return [groups[g] for g in keep]
 
 

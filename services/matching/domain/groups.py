@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
-from ortools.graph.python import max_flow, min_cost_flow
+from ortools.graph.python import max_flow
 from ortools.sat.python import cp_model
 
 from contracts.events import UnmatchedReason
@@ -43,11 +43,11 @@ from services.matching.domain.fit_polish import Reassignment, improve
 from services.matching.domain.group_greedy import greedy_facilitated, greedy_peers, greedy_teams
 from services.matching.domain.levels import (
     SHARES,
-    WALL_GUARD_FACTOR,
     CombinedLevels,
     LevelOutcome,
     Levels,
     lottery_level,
+    run_deadline,
 )
 from services.matching.domain.lottery import lottery_key
 from services.matching.domain.model import Group, MatchingResult, Stats, Unplaced
@@ -106,10 +106,35 @@ class _Outcome:
     """The model held every eligible option (no pruning): its bounds are bounds on the full problem."""
     fallback: bool = False
     baseline: bool = False
+    """The greedy asked for as a baseline (benchmarks), not a fallback."""
     fit_is_model_objective: bool = True
     """The fit level's objective is exactly the reported total fit (false for peer groups)."""
-    """The greedy asked for as a baseline (benchmarks), not a fallback."""
     notes: list[str] = field(default_factory=list)
+    why_greedy: str | None = None
+    """Why a fallback is the greedy's (default: the solver found nothing in its budget)."""
+
+
+def _quota(
+    levels: Levels, total: LevelOutcome, placed: Mapping[str, cp_model.IntVar], weights: Mapping[str, int] | None = None
+) -> int | None:
+    """How many level 1 placed: its value, or, when its solve found nothing (the clock, or presolve
+    eating a tiny budget), the count in the solution that stands (the adopted greedy hint); None if none."""
+    if total.found:
+        return int(total.value)
+    if levels.values is None:
+        return None
+    weight = weights or {}
+    return sum(levels.values[v.index] * weight.get(p, 1) for p, v in placed.items())
+
+
+def _proven_most(outcome: LevelOutcome, otherwise: int) -> int:
+    """A maximisation level's proven upper bound: its value when optimal, else its solver bound, else
+    ``otherwise`` (a level that only kept the standing solution proves nothing)."""
+    if outcome.status == "OPTIMAL":
+        return int(outcome.value)
+    if math.isnan(outcome.bound):
+        return otherwise
+    return math.floor(outcome.bound + 1e-6)
 
 
 def _level_value(outcome: LevelOutcome) -> float:
@@ -119,7 +144,7 @@ def _level_value(outcome: LevelOutcome) -> float:
     return outcome.value
 
 
-def _result(prep: Prepared, o: _Outcome, started: float) -> MatchingResult:
+def _result(prep: Prepared, o: _Outcome) -> MatchingResult:
     load = loads_after(prep, o.groups)
     fit = float(sum(g.fit for g in o.groups))
     placed = sum(len([m for m in g.members if m.role.value != "mentor"]) for g in o.groups)
@@ -127,20 +152,22 @@ def _result(prep: Prepared, o: _Outcome, started: float) -> MatchingResult:
     fit_bound: float | None = None
     gap: float | None = None
     levels = o.levels
-    if (o.fallback or o.baseline) and prep.locks_applied:
-        notes.append(f"the greedy does not apply locks: {prep.locks_applied} lock(s) not applied, not counted")
+    if (o.fallback or o.baseline) and (prep.locks_applied or prep.locked):
+        n = prep.locks_applied or len(prep.locked)
+        notes.append(f"the greedy does not apply locks: {n} lock(s) not applied, not counted")
         prep.locks_applied = 0
     if o.baseline:
         status = "GREEDY"
     elif o.fallback or levels is None:
         status = "GREEDY"  # the published contract (SolverStats.status) names a fallback GREEDY
-        notes.append("the solver found no solution within its budget: this is the greedy solution (lottery order)")
+        nothing = "the solver found no solution within its budget: this is the greedy solution (lottery order)"
+        notes.append(o.why_greedy or nothing)
     else:
         kept = levels.keeps_lottery
         proven = levels.all_optimal and o.proven_lottery and kept and o.exact and placed >= o.placed_bound
         status = "OPTIMAL" if proven and not levels.wall_guard_hit else "FEASIBLE"
         last = next((x for x in levels.outcomes if x.name == "fit" and x.found), None)
-        if last is not None and o.fit_is_model_objective:
+        if last is not None and o.fit_is_model_objective and not math.isnan(last.bound):
             fit_bound = max(fit, last.bound)
             gap = round((fit_bound - fit) / fit_bound, 6) if fit_bound else 0.0
             if not o.exact:
@@ -150,7 +177,11 @@ def _result(prep: Prepared, o: _Outcome, started: float) -> MatchingResult:
         elif not o.proven_lottery:
             notes.append("the lottery walk ran out of budget: the decisions after it are the solver's, not proven")
         if levels.wall_guard_hit:
-            notes.append("the wall-clock guard stopped a solve: this result may not replay identically")
+            notes.append(
+                f"the wall-clock limit stopped the solver at level {levels.stopped_at}: the result is the last "
+                "level completed within its deterministic budget (the same input and seed give these groups "
+                "whenever the clock stops there; a less busy machine may complete more levels)"
+            )
         ratio = next((x for x in levels.outcomes if x.name == "max_load_ratio" and x.found), None)
         if ratio is not None and ratio.status == "OPTIMAL":
             notes.append(f"max load ratio {_level_value(ratio):g}: proven the least")
@@ -172,7 +203,7 @@ def _result(prep: Prepared, o: _Outcome, started: float) -> MatchingResult:
         gap=gap,
         max_load_ratio=max_load_ratio(prep, load),
         load=load,
-        wall_time_seconds=round(time.perf_counter() - started, 3),
+        wall_time_seconds=round(time.perf_counter() - prep.started, 3),
         overrides_applied=prep.overrides_applied,
         levels={x.name: _level_value(x) for x in (levels.outcomes if levels else []) if x.found},
         notes=notes,
@@ -358,6 +389,7 @@ def _min_max_ratio(
     level's deterministic budget; if it runs out, the best solution found stands with the bound reached.
     The caller adds the (common) cap on ``top``."""
     share = SHARES["max_load_ratio"]
+    levels._level = "max_load_ratio"
     levels.progress("solving level max_load_ratio", levels._done_share)
     budget = levels.budget(share)
     spent_before = levels.deterministic_used
@@ -489,38 +521,92 @@ def _co_mentor_candidates(
 def _flow_bound(
     prep: Prepared, active: list[str], with_room: dict[str, BoolArray], caps: IntArray
 ) -> tuple[int, list[tuple[str, int]]]:
-    """Max flow mentee -> eligible mentor with room -> sink (``caps`` per mentor), min total lottery rank.
+    """Max flow mentee -> eligible mentor with room -> sink (``caps`` per mentor).
 
     It relaxes group minimums and member-member rules, so its value bounds the number placed on the
-    *full* eligibility graph; its arcs (the lottery-first way to use every mentor) join the candidates.
+    *full* eligibility graph; its arcs (one way to use every mentor) join the candidates. A plain max
+    flow (push-relabel): the lottery-ordered min-cost version took 4-8 s at 5,000 mentees.
     """
     n, m = len(active), len(caps)
     if n == 0 or m == 0:
         return 0, []
-    f = min_cost_flow.SimpleMinCostFlow()
+    f = max_flow.SimpleMaxFlow()
     source, sink, mb, tb = 0, 1, 2, 2 + n
-    rank = np.array([prep.seeker_rank[p] for p in active], dtype=np.int64)
-    f.add_arcs_with_capacity_and_unit_cost(
-        np.zeros(n, dtype=np.int64), mb + np.arange(n, dtype=np.int64), np.ones(n, dtype=np.int64), rank
-    )
     tails = [np.full(int(with_room[p].sum()), r, dtype=np.int64) for r, p in enumerate(active)]
     heads = [np.flatnonzero(with_room[p]).astype(np.int64) for p in active]
     tail = np.concatenate(tails) if tails else np.zeros(0, dtype=np.int64)
     head = np.concatenate(heads) if heads else np.zeros(0, dtype=np.int64)
-    f.add_arcs_with_capacity_and_unit_cost(
-        mb + tail, tb + head, np.ones(len(tail), dtype=np.int64), np.zeros(len(tail), dtype=np.int64)
+    f.add_arcs_with_capacity(np.zeros(n, dtype=np.int64), mb + np.arange(n, dtype=np.int64), np.ones(n, dtype=np.int64))
+    first = f.num_arcs()
+    f.add_arcs_with_capacity(mb + tail, tb + head, np.ones(len(tail), dtype=np.int64))
+    f.add_arcs_with_capacity(
+        tb + np.arange(m, dtype=np.int64), np.full(m, sink, dtype=np.int64), caps.astype(np.int64)
     )
-    f.add_arcs_with_capacity_and_unit_cost(
-        tb + np.arange(m, dtype=np.int64), np.full(m, sink, dtype=np.int64), caps.astype(np.int64),
-        np.zeros(m, dtype=np.int64),
-    )  # fmt: skip
-    f.set_node_supply(source, n)
-    f.set_node_supply(sink, -n)
-    if f.solve_max_flow_with_min_cost() != f.OPTIMAL:
+    if f.solve(source, sink) != f.OPTIMAL:
         raise RuntimeError("placement bound flow failed")
-    flows = f.flows(n + np.arange(len(tail), dtype=np.int64))
+    flows = f.flows(first + np.arange(len(tail), dtype=np.int64))
     used = np.flatnonzero(flows > 0)
-    return int(flows.sum()), [(active[int(tail[a])], int(head[a])) for a in used]
+    return int(f.optimal_flow()), [(active[int(tail[a])], int(head[a])) for a in used]
+
+
+MODEL_VARS_PER_SECOND = 4_000
+"""Facilitated groups: the largest CP-SAT model (mentee x group-slot variables) tried, per second of the
+time limit. Building the model in Python costs about 20-40 us a variable on this 2-core machine, and the
+levels need the rest of the limit; above it the run returns the greedy with its fit reassigned (a
+deterministic decision: it depends on the input and the limit, never on the clock). Models up to
+FULL_MODEL_LIMIT variables are always tried (they build in well under a second)."""
+
+
+def _model_size(candidates: Mapping[str, list[tuple[int, int]]], free: IntArray, size_min: int) -> int:
+    """The number of mentee x slot variables the facilitated model would have (before building it)."""
+    demand: dict[int, int] = defaultdict(int)
+    for options in candidates.values():
+        for k, _ in options:
+            demand[k] += 1
+    slots = {k: min(int(free[k]), n // max(1, size_min)) for k, n in demand.items()}
+    return sum(slots[k] for options in candidates.values() for k, _ in options)
+
+
+def _polish_greedy(
+    prep: Prepared,
+    greedy: list[tuple[list[int], list[str]]],
+    candidates: Mapping[str, list[tuple[int, int]]],
+    mentor_ids: list[str],
+) -> list[tuple[list[str], list[str]]]:
+    """The greedy's groups (one mentor each) with their mentees reassigned between them for a better fit
+    (``fit_polish``: every rule kept, the same open groups, so the same placed set and mentor loads)."""
+    assign: dict[str, tuple[int, int]] = {}
+    slot_of_group: list[tuple[int, int]] = []
+    count: dict[int, int] = defaultdict(int)
+    for ms, members in greedy:
+        slot = (ms[0], count[ms[0]])
+        count[ms[0]] += 1
+        slot_of_group.append(slot)
+        for pid in members:
+            assign[pid] = slot
+    open_by_mentor: dict[int, list[tuple[int, int]]] = defaultdict(list)
+    for slot in slot_of_group:
+        open_by_mentor[slot[0]].append(slot)
+    options = {pid: sorted(s for k, _ in candidates[pid] for s in open_by_mentor.get(k, [])) for pid in assign}
+    fit_of = {pid: dict(candidates[pid]) for pid in assign}
+    problem = Reassignment(
+        assign=assign,
+        options=options,
+        fit={(pid, s): fit_of[pid][s[0]] for pid, opts in options.items() for s in opts},
+        dept={pid: prep.by_id[pid].department for pid in assign},
+        mentor_dept={s: prep.by_id[mentor_ids[s[0]]].department for s in slot_of_group},
+        apart=frozenset(frozenset(pair) for pair in _apart_pairs(prep, sorted(assign))),
+        size_min=prep.policy.group_members_min,
+        size_max=prep.policy.group_members_max,
+        max_same_department=prep.policy.max_same_department,
+    )
+    better = improve(problem)
+    if problem.total(better) <= problem.total(assign):
+        better = assign
+    members_of: dict[tuple[int, int], list[str]] = defaultdict(list)
+    for pid, slot in sorted(better.items()):
+        members_of[slot].append(pid)
+    return [([mentor_ids[slot[0]]], members_of[slot]) for slot in slot_of_group if members_of[slot]]
 
 
 def _fit_start(
@@ -569,7 +655,6 @@ def _fit_start(
 def _facilitated(prep: Prepared, progress: Progress, time_limit: float) -> MatchingResult:
     """Groups anchored on a lead mentor's slots; with ``mentors_per_group`` above 1, co-facilitators
     join a slot. Every mentor of a group must be eligible for every member (mentor-member rules)."""
-    started = time.perf_counter()
     pol = prep.policy
     co_count = pol.mentors_per_group - 1
     pool = Pool.encode(prep.people)
@@ -615,12 +700,16 @@ def _facilitated(prep: Prepared, progress: Progress, time_limit: float) -> Match
         else:  # best fit first, ties by the mentors' own lottery order (a unique key)
             order_key = fit_of[pid][pos] * (len(mentor_ids) + 1) + (len(mentor_ids) - local_rank[pos])
             cand[pid] = {int(k) for k in pos[np.argsort(-order_key, kind="stable")[:TOP_MENTORS]]}
-    flow_value, flow_arcs = _flow_bound(prep, active, room, free * pol.group_members_max)
-    placed_cap = (int(free.sum()) // max(1, pol.mentors_per_group)) * pol.group_members_max
-    flow_bound = min(flow_value, placed_cap, len(active))
-    for pid, k in flow_arcs:
-        cand[pid].add(k)
     greedy = greedy_facilitated(prep, {pid: eligible_of[pid] for pid in active}, fit_of, free)
+    greedy_placed = sum(len(g_members) for _, g_members in greedy)
+    placed_cap = min(len(active), (int(free.sum()) // max(1, pol.mentors_per_group)) * pol.group_members_max)
+    if greedy_placed >= placed_cap:  # the greedy meets the counting bound: no flow needed to prove it
+        flow_bound = greedy_placed
+    else:
+        flow_value, flow_arcs = _flow_bound(prep, active, room, free * pol.group_members_max)
+        flow_bound = min(flow_value, placed_cap)
+        for pid, k in flow_arcs:
+            cand[pid].add(k)
     for ms, g_members in greedy:
         for pid in g_members:
             cand[pid].add(ms[0])
@@ -805,8 +894,22 @@ def _facilitated(prep: Prepared, progress: Progress, time_limit: float) -> Match
             prep, seekers, placed_ids, reasons, shares_a_mentor,
             "placed people who shared an eligible mentor with room", no_group,
         )  # fmt: skip
-        return _result(prep, _Outcome(groups, gone, levels, notes=notes, **kw), started)  # type: ignore[arg-type]
+        return _result(prep, _Outcome(groups, gone, levels, notes=notes, **kw))  # type: ignore[arg-type]
 
+    greedy_spec = [([mentor_ids[k] for k in ms], g_members) for ms, g_members in greedy]
+    size = _model_size(candidates, free, pol.group_members_min)
+    too_large = size > max(FULL_MODEL_LIMIT, time_limit * MODEL_VARS_PER_SECOND)
+    if too_large or time.perf_counter() > run_deadline(prep.started, time_limit):
+        polished = greedy_spec if co_count or not too_large else _polish_greedy(prep, greedy, candidates, mentor_ids)
+        why = (
+            f"the CP-SAT model ({size:,} mentee-group variables) is too large to build and solve within the "
+            f"{time_limit:g} s limit (at most {MODEL_VARS_PER_SECOND:,} per second of it, or {FULL_MODEL_LIMIT:,}): "
+            "greedy groups in "
+            "lottery order, fit improved by reassigning mentees between its open groups"
+            if too_large
+            else "the clock ran out while preparing the model: greedy groups in lottery order"
+        )
+        return finish(polished, None, placed_bound=flow_bound, fallback=True, why_greedy=why)
     for a, b in prep.locked:
         if a in mpos and b in mpos:
             prep.notes.append(f"lock {a}/{b} not applied: two mentors; lock a mentor with a mentee instead")
@@ -817,25 +920,31 @@ def _facilitated(prep: Prepared, progress: Progress, time_limit: float) -> Match
     runs = _component_runs(prep, progress, time_limit, [len(part) for part in parts], [fm.model for fm in built])
     for levels, fm in zip(runs, built, strict=True):
         levels.hint(fm.hint)
-    totals = []
+        levels.adopt_hint()
+    # level 1 in every component before any other level: if the clock stops the run, every component
+    # has its most-placed solution or, failing that, its share of the greedy's groups
+    firsts = [
+        levels.optimise("placed", sum(fm.placed.values()), maximize=True)
+        for levels, fm in zip(runs, built, strict=True)
+    ]
+    quotas = [_quota(levels, total, fm.placed) for levels, fm, total in zip(runs, built, firsts, strict=True)]
+    solved = [(levels, fm, q) for levels, fm, q in zip(runs, built, quotas, strict=True) if q is not None]
+    if not solved:
+        return finish(greedy_spec, None, placed_bound=flow_bound, fallback=True)
     proven = True
-    tops: list[tuple[Levels, cp_model.IntVar, cp_model.LinearExprT, bool]] = []
-    for levels, fm in zip(runs, built, strict=True):  # placed, lottery, max load ratio: per component
-        total = levels.optimise("placed", sum(fm.placed.values()), maximize=True)
-        if not total.found:
-            spec = [([mentor_ids[k] for k in ms], g_members) for ms, g_members in greedy]
-            return finish(spec, None, placed_bound=flow_bound, fallback=True)
-        totals.append(total)
+    for levels, fm, quota in solved:
         by_lottery = sorted((p for p in fm.placed if fm.x_of[p]), key=lambda p: prep.ranks[p])  # with a place to go
-        _, part_proven = lottery_level(levels, fm.placed, by_lottery, int(total.value))
+        _, part_proven = lottery_level(levels, fm.placed, by_lottery, quota)
         proven = proven and part_proven
+    tops: list[tuple[Levels, cp_model.IntVar, cp_model.LinearExprT, bool]] = []
+    for levels, fm, _ in solved:
         load = _load_terms(levels.model, prep, fm.opened)
         if load is not None:
             top, used = load
             found = _min_max_ratio(levels, prep, fm, mentor_ids, top).found
             tops.append((levels, top, used, found))
     _idle_under_shared_ratio(tops)
-    for levels, fm in zip(runs, built, strict=True):
+    for levels, fm, _ in solved:
         start = _fit_start(prep, levels, fm, fit_of, mentor_ids) if not co_count else None
         outcome = levels.optimise("fit", sum(fm.fit_terms), maximize=True)
         if start is not None and outcome.found and outcome.value < start[1]:  # the solver lost the hint
@@ -844,20 +953,28 @@ def _facilitated(prep: Prepared, progress: Progress, time_limit: float) -> Match
         _settle_ratio(levels, prep, fm.opened)
 
     chosen_groups: list[tuple[list[str], list[str]]] = []
-    for levels, fm in zip(runs, built, strict=True):
+    for levels, fm, _ in solved:
         for (k, slot), members in sorted(fm.members_of.items()):
             chosen = [pid for pid, v in members if levels.value(v)]
             if chosen:
                 co_ids = [mentor_ids[j] for j, c in fm.co.get((k, slot), []) if levels.value(c)]
                 chosen_groups.append(([mentor_ids[k], *co_ids], chosen))
+    unsolved = {pid for fm, quota in zip(built, quotas, strict=True) if quota is None for pid in fm.placed}
+    if unsolved:
+        chosen_groups += [([mentor_ids[k] for k in ms], g) for ms, g in greedy if g[0] in unsolved]
+        notes.append(
+            f"{len(runs) - len(solved)} of {len(runs)} components got no solution before the clock stopped the "
+            "solver: their groups are the greedy's (lottery order, every rule)"
+        )
+        proven = False
     bound = flow_bound
-    if exact:
-        solver_bound = sum(int(t.value) if t.status == "OPTIMAL" else math.floor(t.bound + 1e-6) for t in totals)
-        bound = min(bound, solver_bound)
-    combined: Levels | CombinedLevels = runs[0] if len(runs) == 1 else CombinedLevels(runs)
+    if exact and not unsolved:
+        bound = min(bound, sum(_proven_most(t, flow_bound) for t in firsts))
+    kept = [levels for levels, _, _ in solved]
+    combined: Levels | CombinedLevels = kept[0] if len(kept) == 1 else CombinedLevels(kept)
     if len(runs) > 1:
         notes.append(f"solved as {len(runs)} independent components of the candidate graph (exact)")
-    return finish(chosen_groups, combined, placed_bound=bound, proven_lottery=proven, exact=exact)
+    return finish(chosen_groups, combined, placed_bound=bound, proven_lottery=proven, exact=exact and not unsolved)
 
 
 MIN_PART_SHARE = 0.05
@@ -901,7 +1018,7 @@ def _component_runs(
     prep: Prepared, progress: Progress, time_limit: float, sizes: list[int], models: list[cp_model.CpModel]
 ) -> list[Levels]:
     """One ``Levels`` per component's model: a budget share by size, one wall-clock guard for the run."""
-    deadline = time.perf_counter() + time_limit * WALL_GUARD_FACTOR + 10.0
+    deadline = run_deadline(prep.started, time_limit)
     weight = max(1, sum(sizes))
     runs = []
     for n, (size, model) in enumerate(zip(sizes, models, strict=True)):
@@ -974,7 +1091,6 @@ def _peer_components(
 
 
 def _peer_groups(prep: Prepared, progress: Progress, time_limit: float, greedy_only: bool = False) -> MatchingResult:
-    started = time.perf_counter()
     pol = prep.policy
     pool = Pool.encode(prep.people)
     peers = [prep.people[i].participant_id for i in prep.seekers]
@@ -1027,7 +1143,7 @@ def _peer_groups(prep: Prepared, progress: Progress, time_limit: float, greedy_o
         gone = _unplaced_seekers(
             prep, peers, placed_ids, reasons, compatible_with, "placed peers compatible with this one", no_group
         )
-        return _result(prep, _Outcome(groups, gone, levels, notes=notes, **kw), started)  # type: ignore[arg-type]
+        return _result(prep, _Outcome(groups, gone, levels, notes=notes, **kw))  # type: ignore[arg-type]
 
     if greedy_only:
         return finish(greedy, None, placed_bound=len(active), fallback=True, baseline=True)
@@ -1048,7 +1164,11 @@ def _peer_groups(prep: Prepared, progress: Progress, time_limit: float, greedy_o
         allowed: dict[str, list[int]] = {}
         if dense:
             n_groups = max(len(part_greedy), size // pol.group_members_min)
-            allowed = {pid: list(range(n_groups)) if pid not in reasons else [] for pid in part}
+            # groups are interchangeable: number them by their first member (in ``part`` order), so the
+            # r-th peer may only join groups 0..r (without it, 15 peers took 9 s to prove their fit)
+            index = {pid: r for r, pid in enumerate(part)}
+            part_greedy = sorted(part_greedy, key=lambda members: min(index[m] for m in members))
+            allowed = {pid: list(range(min(n_groups, index[pid] + 1))) if pid not in reasons else [] for pid in part}
         else:  # each peer may join its greedy group or the greedy groups of its best compatible partners
             n_groups = len(part_greedy)
             local = {pid: g for g, members in enumerate(part_greedy) for pid in members}
@@ -1167,31 +1287,48 @@ def _peer_groups(prep: Prepared, progress: Progress, time_limit: float, greedy_o
     if not all(pm.dense for pm in built):
         notes.append(f"each peer may join its greedy group or its {PEER_PARTNERS} best partners' (pruned model)")
     runs = _component_runs(prep, progress, time_limit, [len(part) for part in parts], [pm.model for pm in built])
-    totals = []
-    proven = True
     for levels, pm in zip(runs, built, strict=True):
         levels.hint(pm.hint)
-        total = levels.optimise("placed", sum(pm.placed.values()), maximize=True)
-        if not total.found:
-            return finish(greedy, None, placed_bound=len(active), fallback=True)
-        totals.append(total)
+        levels.adopt_hint()
+    # level 1 in every component before any other level (see _facilitated)
+    firsts = [
+        levels.optimise("placed", sum(pm.placed.values()), maximize=True)
+        for levels, pm in zip(runs, built, strict=True)
+    ]
+    quotas = [_quota(levels, total, pm.placed) for levels, pm, total in zip(runs, built, firsts, strict=True)]
+    solved = [(levels, pm, total, q) for levels, pm, total, q in zip(runs, built, firsts, quotas, strict=True)]
+    solved = [entry for entry in solved if entry[3] is not None]
+    if runs and not solved:
+        return finish(greedy, None, placed_bound=len(active), fallback=True)
+    proven = True
+    for levels, pm, _, quota in solved:
         order = sorted((p for p in pm.placed if pm.allowed[p]), key=lambda p: prep.ranks[p])  # with a place to go
-        _, part_proven = lottery_level(levels, pm.placed, order, int(total.value))
+        _, part_proven = lottery_level(levels, pm.placed, order, int(quota or 0))
         proven = proven and part_proven
+    for levels, pm, _, _ in solved:
         levels.optimise("fit", sum(pm.fit_terms) if pm.fit_terms else 0, maximize=True)
     chosen_groups = []
     bound = 0
-    for levels, pm, total in zip(runs, built, totals, strict=True):
+    for levels, pm, total, _ in solved:
         for g in sorted(pm.in_group):
             chosen = [pid for pid in pm.in_group[g] if levels.value(pm.x[(pid, g)])]
             if chosen:
                 chosen_groups.append(chosen)
         part_active = sum(1 for pid in pm.placed if pid not in reasons)
         if pm.dense:
-            solver_bound = int(total.value) if total.status == "OPTIMAL" else math.floor(total.bound + 1e-6)
-            part_active = min(part_active, solver_bound)
+            part_active = min(part_active, _proven_most(total, part_active))
         bound += part_active
-    combined: Levels | CombinedLevels = runs[0] if len(runs) == 1 else CombinedLevels(runs)
+    unsolved = {pid for pm, q in zip(built, quotas, strict=True) if q is None for pid in pm.placed}
+    if unsolved:
+        chosen_groups += [members for members in greedy if members[0] in unsolved]
+        bound += sum(1 for pid in unsolved if pid not in reasons)
+        notes.append(
+            f"{len(runs) - len(solved)} of {len(runs)} components got no solution before the clock stopped the "
+            "solver: their groups are the greedy's (lottery order, every rule)"
+        )
+        proven = False
+    kept = [levels for levels, _, _, _ in solved]
+    combined: Levels | CombinedLevels = kept[0] if len(kept) == 1 else CombinedLevels(kept)
     if len(runs) > 1:
         notes.append(f"solved as {len(runs)} models over independent components of the compatibility graph (exact)")
     exact = all(pm.dense for pm in built)
@@ -1228,7 +1365,6 @@ def _team_components(teams: list[str], eligible: dict[str, BoolArray], sizes: di
 
 
 def _teams(prep: Prepared, progress: Progress, time_limit: float) -> MatchingResult:
-    started = time.perf_counter()
     pol = prep.policy
     pool = Pool.encode(prep.people)
     mentors = np.array(prep.mentors, dtype=np.int64)
@@ -1388,7 +1524,7 @@ def _teams(prep: Prepared, progress: Progress, time_limit: float) -> MatchingRes
                 code = UnmatchedReason.OTHER
                 text = f"no {pol.mentors_per_group} eligible mentors with room may work together (team {team})"
             lost_all += [unplaced(pid, code, text) for pid in members_of[team] if pid not in done]
-        return _result(prep, _Outcome(groups, lost_all, levels, **kw), started)  # type: ignore[arg-type]
+        return _result(prep, _Outcome(groups, lost_all, levels, **kw))  # type: ignore[arg-type]
 
     parts = _team_components(sorted(sizes), eligible_of, sizes)
     if not parts:
@@ -1397,36 +1533,53 @@ def _teams(prep: Prepared, progress: Progress, time_limit: float) -> MatchingRes
     runs = _component_runs(
         prep, progress, time_limit, [sum(sizes[t] for t in part) for part in parts], [tm.model for tm in built]
     )
-    totals = []
-    proven = True
-    tops: list[tuple[Levels, cp_model.IntVar, cp_model.LinearExprT, bool]] = []
-    for levels, tm in zip(runs, built, strict=True):  # placed, lottery, max load ratio: per component
+    for levels, tm in zip(runs, built, strict=True):
         levels.hint(tm.hint)
-        total = levels.optimise("placed", sum(tm.placed[t] * sizes[t] for t in tm.placed), maximize=True)
-        if not total.found:
-            spec = {team: [mentor_ids[k] for k in ks] for team, ks in greedy.items()}
-            return finish(spec, None, placed_bound=sum(sizes.values()), fallback=True)
-        totals.append(total)
+        levels.adopt_hint()
+    # level 1 in every component before any other level (see _facilitated)
+    firsts = [
+        levels.optimise("placed", sum(tm.placed[t] * sizes[t] for t in tm.placed), maximize=True)
+        for levels, tm in zip(runs, built, strict=True)
+    ]
+    quotas = [_quota(levels, total, tm.placed, sizes) for levels, tm, total in zip(runs, built, firsts, strict=True)]
+    solved = [(levels, tm, q) for levels, tm, q in zip(runs, built, quotas, strict=True) if q is not None]
+    greedy_spec = {team: [mentor_ids[k] for k in ks] for team, ks in greedy.items()}
+    if not solved:
+        return finish(greedy_spec, None, placed_bound=sum(sizes.values()), fallback=True)
+    proven = True
+    for levels, tm, quota in solved:
         part_order = [t for t in order if t in tm.placed]
         # quota in people: max-people solutions may differ in their number of teams
-        _, part_proven = lottery_level(levels, tm.placed, part_order, int(total.value), weights=sizes)
+        _, part_proven = lottery_level(levels, tm.placed, part_order, quota, weights=sizes)
         proven = proven and part_proven
+    tops: list[tuple[Levels, cp_model.IntVar, cp_model.LinearExprT, bool]] = []
+    for levels, tm, _ in solved:
         load = _load_terms(levels.model, prep, tm.opened)
         if load is not None:
             top, used = load
+            levels._level = "max_load_ratio"
             found = levels.optimise("max_load_ratio", top, maximize=False, keep=False).found
             tops.append((levels, top, used, found))
     _idle_under_shared_ratio(tops)
     chosen: dict[str, list[str]] = {}
-    for levels, tm in zip(runs, built, strict=True):
+    for levels, tm, _ in solved:
         levels.optimise("fit", sum(tm.fit_terms) if tm.fit_terms else 0, maximize=True)
         _settle_ratio(levels, prep, tm.opened)
         for team, var in tm.placed.items():
             if levels.value(var):
                 chosen[team] = [mentor_ids[k] for (t, k), v in tm.z.items() if t == team and levels.value(v)]
-    bound = sum(int(t.value) if t.status == "OPTIMAL" else math.floor(t.bound + 1e-6) for t in totals)
-    combined: Levels | CombinedLevels = runs[0] if len(runs) == 1 else CombinedLevels(runs)
+    bound = sum(_proven_most(t, sum(sizes[x] for x in tm.placed)) for t, tm in zip(firsts, built, strict=True))
     notes = []
+    unsolved = [team for tm, q in zip(built, quotas, strict=True) if q is None for team in tm.placed]
+    if unsolved:
+        chosen.update({team: greedy_spec[team] for team in unsolved if team in greedy_spec})
+        notes.append(
+            f"{len(runs) - len(solved)} of {len(runs)} components got no solution before the clock stopped the "
+            "solver: their teams' mentors are the greedy's (lottery order, every rule)"
+        )
+        proven = False
+    kept = [levels for levels, _, _ in solved]
+    combined: Levels | CombinedLevels = kept[0] if len(kept) == 1 else CombinedLevels(kept)
     if len(runs) > 1:
         notes.append(f"solved as {len(runs)} models over independent components (teams sharing no mentor; exact)")
     return finish(chosen, combined, placed_bound=bound, proven_lottery=proven, notes=notes)

@@ -5,11 +5,14 @@ from __future__ import annotations
 
 from collections import Counter
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from contracts.policy import Form, Role
 from services.matching.domain import MatchingInput, MatchingResult, match, validate
+from services.matching.domain import groups as groups_module
+from services.matching.domain import levels as levels_module
 from services.matching.domain.rules import pair_fit
 from services.matching.tests.factories import mentor, person, pool
 from services.matching.tests.test_properties import _group_options, as_form, small_pools
@@ -119,3 +122,44 @@ def test_facilitated_load_and_fit_are_the_brute_force_optimum_for_the_placed_set
     assert result.stats.max_load_ratio == ratio
     assert _mentors_used(result) == used
     assert result.stats.total_fit == fit
+
+
+# the wall-clock limit ------------------------------------------------------------------------------
+
+
+def test_when_the_clock_runs_out_before_any_solve_the_result_is_the_greedy_every_time(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A machine so busy that the deadline passes during preparation: the run returns the greedy's
+    groups (a deterministic stage), says why, and gives the same groups every time."""
+    from bench.synthetic_pool import instance
+
+    monkeypatch.setattr(levels_module, "WALL_DEADLINE_SHARE", 0.0)
+    inp = instance(120, Form.FACILITATED_GROUP, seed=5)
+    first, second = match(inp, 3, time_limit_s=5), match(inp, 3, time_limit_s=5)
+    assert validate(inp, first) == []
+    assert first.stats.status == "GREEDY"
+    assert any("clock ran out" in n for n in first.stats.notes)
+    assert [g.group_id for g in first.groups] == [g.group_id for g in second.groups]
+
+
+def test_a_model_too_large_for_the_limit_is_not_built_and_the_greedy_fit_is_improved(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Above the size the limit allows (a deterministic rule: input and limit, never the clock), the
+    run keeps the greedy's placed set and open groups and reassigns mentees between them for fit."""
+    from bench.synthetic_pool import instance
+
+    inp = instance(200, Form.FACILITATED_GROUP, seed=8)
+    monkeypatch.setattr(levels_module, "WALL_DEADLINE_SHARE", 0.0)
+    baseline = match(inp, 4, time_limit_s=5)  # the group greedy as it is
+    monkeypatch.setattr(levels_module, "WALL_DEADLINE_SHARE", 1_000.0)
+    monkeypatch.setattr(groups_module, "FULL_MODEL_LIMIT", 0)
+    monkeypatch.setattr(groups_module, "MODEL_VARS_PER_SECOND", 0)
+    result = match(inp, 4, time_limit_s=5)
+    assert validate(inp, result) == []
+    assert result.stats.status == "GREEDY"
+    assert any("too large to build" in n for n in result.stats.notes)
+    assert _placed(result) == _placed(baseline)
+    assert result.stats.load == baseline.stats.load
+    assert result.stats.total_fit > baseline.stats.total_fit

@@ -9,6 +9,7 @@ from contracts.events import ParticipantProfile, UnmatchedReason
 from contracts.policy import Form, Role
 from services.matching.domain import MatchingInput, MatchingResult, Override, OverrideKind, match, validate
 from services.matching.domain import groups as groups_module
+from services.matching.domain import levels as levels_module
 from services.matching.domain.common import group_id, no_progress
 from services.matching.domain.levels import Levels, lottery_level
 from services.matching.tests.factories import mentor, person, pool
@@ -210,14 +211,15 @@ def test_facilitated_groups_return_the_best_found_when_the_limit_is_tiny() -> No
     assert result.stats.placed_count > 0
 
 
-def test_a_greedy_fallback_does_not_count_locks_it_did_not_apply() -> None:
+def test_a_greedy_fallback_does_not_count_locks_it_did_not_apply(monkeypatch: pytest.MonkeyPatch) -> None:
     from bench.synthetic_pool import instance
 
+    monkeypatch.setattr(levels_module, "WALL_DEADLINE_SHARE", 0.0)  # the clock has run out before any solve
     inp = instance(150, Form.FACILITATED_GROUP, seed=3)
     mentees = [p.participant_id for p in inp.participants if p.role is not Role.MENTOR]
     locked = inp.model_copy(update={"overrides": [lock(mentees[0], mentees[1])]})  # always expressible
     result = solve(locked, seed=5, limit=0.01)
-    assert result.stats.status == "GREEDY", "a limit this small leaves the solver nothing: the fallback runs"
+    assert result.stats.status == "GREEDY", "no time left for the solver: the fallback runs"
     assert result.stats.overrides_applied == 0
     assert any("does not apply locks" in n for n in result.stats.notes)
 
