@@ -1497,6 +1497,25 @@ def _teams(prep: Prepared, progress: Progress, time_limit: float) -> MatchingRes
                 hint[z[(team, k)]] = 1
         return _TeamModel(model, placed, z, opened, fit_terms, hint)
 
+    apart_set = {(min(a, b), max(a, b)) for a, b in mentor_apart}
+
+    def placeable_alone(team: str) -> bool:
+        """Is there a set of ``mentors_per_group`` eligible mentors with room, none apart from another
+        (and the locked mentor among them)? If not, the team cannot be placed even with nobody else."""
+        must = [lock_of[team]] if team in lock_of else []
+        pool_k = [int(k) for k in np.flatnonzero(eligible_of[team]) if int(k) not in must]
+
+        def extend(chosen: list[int], start: int) -> bool:
+            if len(chosen) >= pol.mentors_per_group:
+                return True
+            for n in range(start, len(pool_k)):
+                k = pool_k[n]
+                if all((min(k, j), max(k, j)) not in apart_set for j in chosen) and extend([*chosen, k], n + 1):
+                    return True
+            return False
+
+        return extend(must, 0)
+
     def finish(chosen: dict[str, list[str]], levels: Levels | CombinedLevels | None, **kw: object) -> MatchingResult:
         groups = [make_group(prep, chosen[team], members_of[team]) for team in sorted(chosen)]
         done = {u.participant_id for u in gone}
@@ -1509,7 +1528,13 @@ def _teams(prep: Prepared, progress: Progress, time_limit: float) -> MatchingRes
             # a larger team wins on the first level (most people placed) whatever the draw
             ahead = [t for t in rivals if lottery_key(prep.seed, f"team:{t}") < key and sizes[t] <= sizes[team]]
             larger = [t for t in rivals if sizes[t] > sizes[team]]
-            if ahead:
+            if not placeable_alone(team):
+                code = UnmatchedReason.OTHER
+                text = (
+                    f"no {pol.mentors_per_group} of its {int(eligible_of[team].sum())} eligible mentors with room may "
+                    f"work together (reporting line, declared conflict or exclude override between them; team {team})"
+                )
+            elif ahead:
                 code = UnmatchedReason.LOST_LOTTERY
                 text = (
                     f"lost the lottery to {len(ahead)} teams drawn ahead that shared its eligible mentors (team {team})"
