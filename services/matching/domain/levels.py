@@ -92,6 +92,10 @@ class Levels:
         own = run_deadline(time.perf_counter(), self.time_limit_s)
         self._deadline = self.deadline if self.deadline is not None else own
 
+    def out_of_time(self) -> bool:
+        """Past the run's wall-clock deadline: skip optional work (heuristics) that would overrun it."""
+        return self.wall_guard_hit or time.perf_counter() >= self._deadline
+
     def budget(self, share: float) -> float:
         """Deterministic seconds for a share of the configured limit: never depends on the clock."""
         return max(0.02, self.time_limit_s * DETERMINISTIC_SHARE * share)

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from contracts.policy import Form, Role
 from services.matching.domain import MatchingInput, MatchingResult, match, validate
-from services.matching.domain import groups as groups_module
+from services.matching.domain import facilitated as facilitated_module
 from services.matching.domain import levels as levels_module
 from services.matching.domain.rules import pair_fit
 from services.matching.tests.factories import mentor, person, pool
@@ -154,8 +154,8 @@ def test_a_model_too_large_for_the_limit_is_not_built_and_the_greedy_fit_is_impr
     monkeypatch.setattr(levels_module, "WALL_DEADLINE_SHARE", 0.0)
     baseline = match(inp, 4, time_limit_s=5)  # the group greedy as it is
     monkeypatch.setattr(levels_module, "WALL_DEADLINE_SHARE", 1_000.0)
-    monkeypatch.setattr(groups_module, "FULL_MODEL_LIMIT", 0)
-    monkeypatch.setattr(groups_module, "MODEL_VARS_PER_SECOND", 0)
+    monkeypatch.setattr(facilitated_module, "FULL_MODEL_LIMIT", 0)
+    monkeypatch.setattr(facilitated_module, "MODEL_VARS_PER_SECOND", 0)
     result = match(inp, 4, time_limit_s=5)
     assert validate(inp, result) == []
     assert result.stats.status == "GREEDY"

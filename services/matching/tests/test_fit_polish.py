@@ -11,10 +11,10 @@ from ortools.sat.python import cp_model
 
 from contracts.policy import Form, Role
 from services.matching.domain import MatchingInput, MatchingResult, match, validate
-from services.matching.domain import groups as groups_module
+from services.matching.domain import facilitated as facilitated_module
 from services.matching.domain.common import Prepared
+from services.matching.domain.common import apart_pairs as _apart_pairs
 from services.matching.domain.fit_polish import Reassignment, Slot, improve
-from services.matching.domain.groups import _apart_pairs
 from services.matching.domain.rules import PairRules, Pool
 
 
@@ -136,7 +136,7 @@ def test_facilitated_fit_is_near_the_proven_best_in_the_groups_the_higher_levels
     best = _best_fit_in_the_same_groups(inp, result)
     assert result.stats.total_fit >= 0.99 * best
 
-    monkeypatch.setattr(groups_module, "_fit_start", lambda *_args: None)
+    monkeypatch.setattr(facilitated_module, "_fit_start", lambda *_args: None)
     plain = match(inp, 2026, time_limit_s=2)
     assert result.stats.total_fit > 1.2 * plain.stats.total_fit
 

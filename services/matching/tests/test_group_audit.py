@@ -8,7 +8,7 @@ from ortools.sat.python import cp_model
 from contracts.events import ParticipantProfile, UnmatchedReason
 from contracts.policy import Form, Role
 from services.matching.domain import MatchingInput, MatchingResult, Override, OverrideKind, match, validate
-from services.matching.domain import groups as groups_module
+from services.matching.domain import facilitated as facilitated_module
 from services.matching.domain import levels as levels_module
 from services.matching.domain.common import group_id, no_progress
 from services.matching.domain.levels import Levels, lottery_level
@@ -113,7 +113,7 @@ def test_pruned_candidates_never_cost_a_place(monkeypatch: pytest.MonkeyPatch) -
     inp = pool(people, form=Form.FACILITATED_GROUP, group_members_min=1, group_members_max=3, max_same_department=1)
     result = solve(inp)
     assert (result.stats.placed_count, result.stats.placed_bound, result.stats.status) == (9, 9, "OPTIMAL")
-    monkeypatch.setattr(groups_module, "FULL_MODEL_LIMIT", 0)  # force pruning to the top 8
+    monkeypatch.setattr(facilitated_module, "FULL_MODEL_LIMIT", 0)  # force pruning to the top 8
     result = solve(inp)
     assert (result.stats.placed_count, result.stats.placed_bound) == (9, 9), "placed proven against the full graph"
     assert result.stats.status == "FEASIBLE", "the lower levels ran on a pruned model: not claimed optimal"

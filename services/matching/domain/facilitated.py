@@ -1,0 +1,535 @@
+"""Facilitated groups: a lead mentor's numbered slots (groups), mentees and optional co-facilitators.
+
+Preparation (eligibility, reasons, candidates, the placement bound, the greedy), then either the
+CP-SAT levels per component or, when the model is too large for the time limit, the greedy's groups
+with their fit reassigned. Every mentor of a group must be eligible for every member.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections import defaultdict
+from collections.abc import Callable, Mapping
+
+import numpy as np
+from ortools.graph.python import max_flow
+from ortools.sat.python import cp_model
+
+from contracts.events import UnmatchedReason
+from services.matching.domain.common import (
+    Prepared,
+    Progress,
+    apart_pairs,
+    make_group,
+    unplaced,
+)
+from services.matching.domain.components import component_runs, facilitated_components
+from services.matching.domain.facilitated_model import FacilitatedModel
+from services.matching.domain.fit_polish import Reassignment, improve
+from services.matching.domain.group_greedy import greedy_facilitated
+from services.matching.domain.group_result import Outcome, group_result, proven_most, quota_of, unplaced_seekers
+from services.matching.domain.levels import (
+    CombinedLevels,
+    Levels,
+    lottery_level,
+    run_deadline,
+)
+from services.matching.domain.load_levels import idle_under_shared_ratio, load_terms, min_max_ratio, settle_ratio
+from services.matching.domain.model import MatchingResult, Unplaced
+from services.matching.domain.rules import (
+    BoolArray,
+    IntArray,
+    PairRules,
+    Pool,
+    describe_exclusions,
+    first_failing_counts,
+)
+
+TOP_MENTORS = 8
+TOP_CO_MENTORS = 6
+ALL_CO_MENTORS_UP_TO = 12
+"""Pools with this few mentors consider every mentor as a co-facilitator: exact on small pools."""
+FULL_MODEL_LIMIT = 20_000
+"""Facilitated groups: while (mentee, eligible mentor slot) variables stay below this, every eligible
+mentor is a candidate (the model is exact); above it each mentee keeps its best few, plus the arcs of a
+lottery-ordered max flow on the full graph and of the greedy solution."""
+
+
+def _co_mentor_candidates(
+    prep: Prepared, candidates: dict[str, list[tuple[int, int]]], free: IntArray, mentor_apart: set[tuple[int, int]]
+) -> dict[int, list[int]]:
+    """For each lead mentor, the mentors who may co-facilitate its groups: free, not apart from the
+    lead, ranked by how many of the lead's candidate mentees they could also serve (then lottery)."""
+    shared: dict[int, dict[int, int]] = defaultdict(lambda: defaultdict(int))
+    for cands in candidates.values():
+        ks = [k for k, _ in cands]
+        for a in ks:
+            for b in ks:
+                if a != b:
+                    shared[a][b] += 1
+    everyone = len(prep.mentors) <= ALL_CO_MENTORS_UP_TO
+    out: dict[int, list[int]] = {}
+    for lead in range(len(prep.mentors)):
+        pool = range(len(prep.mentors)) if everyone else shared[lead].keys()
+        options = [j for j in pool if j != lead and free[j] > 0 and (min(lead, j), max(lead, j)) not in mentor_apart]
+        options.sort(key=lambda j: (-shared[lead].get(j, 0), prep.ranks[prep.mentor_ids[j]]))
+        out[lead] = options if everyone else options[:TOP_CO_MENTORS]
+    return out
+
+
+def _flow_bound(
+    prep: Prepared, active: list[str], with_room: dict[str, BoolArray], caps: IntArray
+) -> tuple[int, list[tuple[str, int]]]:
+    """Max flow mentee -> eligible mentor with room -> sink (``caps`` per mentor).
+
+    It relaxes group minimums and member-member rules, so its value bounds the number placed on the
+    *full* eligibility graph; its arcs (one way to use every mentor) join the candidates. A plain max
+    flow (push-relabel): the lottery-ordered min-cost version took 4-8 s at 5,000 mentees.
+    """
+    n, m = len(active), len(caps)
+    if n == 0 or m == 0:
+        return 0, []
+    f = max_flow.SimpleMaxFlow()
+    source, sink, mb, tb = 0, 1, 2, 2 + n
+    tails = [np.full(int(with_room[p].sum()), r, dtype=np.int64) for r, p in enumerate(active)]
+    heads = [np.flatnonzero(with_room[p]).astype(np.int64) for p in active]
+    tail = np.concatenate(tails) if tails else np.zeros(0, dtype=np.int64)
+    head = np.concatenate(heads) if heads else np.zeros(0, dtype=np.int64)
+    f.add_arcs_with_capacity(np.zeros(n, dtype=np.int64), mb + np.arange(n, dtype=np.int64), np.ones(n, dtype=np.int64))
+    first = f.num_arcs()
+    f.add_arcs_with_capacity(mb + tail, tb + head, np.ones(len(tail), dtype=np.int64))
+    f.add_arcs_with_capacity(
+        tb + np.arange(m, dtype=np.int64), np.full(m, sink, dtype=np.int64), caps.astype(np.int64)
+    )
+    if f.solve(source, sink) != f.OPTIMAL:
+        raise RuntimeError("placement bound flow failed")
+    flows = f.flows(first + np.arange(len(tail), dtype=np.int64))
+    used = np.flatnonzero(flows > 0)
+    return int(f.optimal_flow()), [(active[int(tail[a])], int(head[a])) for a in used]
+MODEL_VARS_PER_SECOND = 4_000
+"""Facilitated groups: the largest CP-SAT model (mentee x group-slot variables) tried, per second of the
+time limit. Building the model in Python costs about 20-40 us a variable on this 2-core machine, and the
+levels need the rest of the limit; above it the run returns the greedy with its fit reassigned (a
+deterministic decision: it depends on the input and the limit, never on the clock). Models up to
+FULL_MODEL_LIMIT variables are always tried (they build in well under a second)."""
+
+
+def _model_size(candidates: Mapping[str, list[tuple[int, int]]], free: IntArray, size_min: int) -> int:
+    """The number of mentee x slot variables the facilitated model would have (before building it)."""
+    demand: dict[int, int] = defaultdict(int)
+    for options in candidates.values():
+        for k, _ in options:
+            demand[k] += 1
+    slots = {k: min(int(free[k]), n // max(1, size_min)) for k, n in demand.items()}
+    return sum(slots[k] for options in candidates.values() for k, _ in options)
+
+
+def _polish_greedy(
+    prep: Prepared,
+    greedy: list[tuple[list[int], list[str]]],
+    candidates: Mapping[str, list[tuple[int, int]]],
+    mentor_ids: list[str],
+) -> list[tuple[list[str], list[str]]]:
+    """The greedy's groups (one mentor each) with their mentees reassigned between them for a better fit
+    (``fit_polish``: every rule kept, the same open groups, so the same placed set and mentor loads)."""
+    assign: dict[str, tuple[int, int]] = {}
+    slot_of_group: list[tuple[int, int]] = []
+    count: dict[int, int] = defaultdict(int)
+    for ms, members in greedy:
+        slot = (ms[0], count[ms[0]])
+        count[ms[0]] += 1
+        slot_of_group.append(slot)
+        for pid in members:
+            assign[pid] = slot
+    open_by_mentor: dict[int, list[tuple[int, int]]] = defaultdict(list)
+    for slot in slot_of_group:
+        open_by_mentor[slot[0]].append(slot)
+    options = {pid: sorted(s for k, _ in candidates[pid] for s in open_by_mentor.get(k, [])) for pid in assign}
+    fit_of = {pid: dict(candidates[pid]) for pid in assign}
+    problem = Reassignment(
+        assign=assign,
+        options=options,
+        fit={(pid, s): fit_of[pid][s[0]] for pid, opts in options.items() for s in opts},
+        dept={pid: prep.by_id[pid].department for pid in assign},
+        mentor_dept={s: prep.by_id[mentor_ids[s[0]]].department for s in slot_of_group},
+        apart=frozenset(frozenset(pair) for pair in apart_pairs(prep, sorted(assign))),
+        size_min=prep.policy.group_members_min,
+        size_max=prep.policy.group_members_max,
+        max_same_department=prep.policy.max_same_department,
+    )
+    better = improve(problem)
+    if problem.total(better) <= problem.total(assign):
+        better = assign
+    members_of: dict[tuple[int, int], list[str]] = defaultdict(list)
+    for pid, slot in sorted(better.items()):
+        members_of[slot].append(pid)
+    return [([mentor_ids[slot[0]]], members_of[slot]) for slot in slot_of_group if members_of[slot]]
+
+
+def _fit_start(
+    prep: Prepared, levels: Levels, fm: FacilitatedModel, fit_of: dict[str, IntArray], mentor_ids: list[str]
+) -> tuple[list[int], int] | None:
+    """Before the fit level (one mentor per group): the load levels' solution with its mentees
+    reassigned between the same open groups for a better fit (``fit_polish``). The open groups and the
+    placed set are those of the solution found, so every higher level keeps its value exactly.
+    Returns that start and its fit when it is better than the solution found."""
+    if levels.values is None:
+        return None
+    values = levels.values
+    assign: dict[str, tuple[int, int]] = {}
+    for slot, members in fm.members_of.items():
+        for pid, v in members:
+            if values[v.index]:
+                assign[pid] = slot
+    open_slots = set(assign.values())
+    options = {pid: sorted(s for s in fm.x_of[pid] if s in open_slots) for pid in assign}
+    fit = {(pid, s): int(fit_of[pid][s[0]]) for pid, opts in options.items() for s in opts}
+    locked = {p for pair in prep.locked for p in pair if p in fm.placed}
+    problem = Reassignment(
+        assign=assign,
+        options=options,
+        fit=fit,
+        dept={pid: prep.by_id[pid].department for pid in assign},
+        mentor_dept={s: prep.by_id[mentor_ids[s[0]]].department for s in open_slots},
+        apart=frozenset(frozenset(pair) for pair in apart_pairs(prep, sorted(assign))),
+        size_min=prep.policy.group_members_min,
+        size_max=prep.policy.group_members_max,
+        max_same_department=prep.policy.max_same_department,
+        frozen=frozenset(locked),
+    )
+    better = improve(problem)
+    if problem.total(better) <= problem.total(assign):
+        return None
+    start = list(values)
+    for pid, slot in assign.items():
+        start[fm.x_of[pid][slot].index] = 0
+    for pid, slot in better.items():
+        start[fm.x_of[pid][slot].index] = 1
+    levels.start_from(start)
+    return start, problem.total(better)
+
+
+def solve_facilitated(prep: Prepared, progress: Progress, time_limit: float) -> MatchingResult:
+    """Groups anchored on a lead mentor's slots; with ``mentors_per_group`` above 1, co-facilitators
+    join a slot. Every mentor of a group must be eligible for every member (mentor-member rules)."""
+    pol = prep.policy
+    co_count = pol.mentors_per_group - 1
+    pool = Pool.encode(prep.people)
+    mentors = np.array(prep.mentors, dtype=np.int64)
+    mentor_ids = prep.mentor_ids
+    mpos = {pid: k for k, pid in enumerate(mentor_ids)}
+    free = np.array([prep.free(pid) for pid in mentor_ids], dtype=np.int64)
+    rules = PairRules(pool, pol, mentors)
+    seekers = [prep.people[i].participant_id for i in prep.seekers]
+    eligible_of: dict[str, BoolArray] = {}
+    fit_of: dict[str, IntArray] = {}
+    reasons: dict[str, Unplaced] = {}
+    local_rank = np.argsort(np.argsort([prep.ranks[pid] for pid in mentor_ids], kind="stable"), kind="stable")
+    for row, i in enumerate(prep.seekers):
+        pid = seekers[row]
+        failing = rules.failing(i)
+        eligible = np.ones(len(mentors), dtype=bool)
+        for mask in failing.values():
+            eligible &= ~mask
+        prep.drop_excluded_mentors(pid, eligible)
+        with_room = eligible & (free > 0)
+        if not eligible.any():
+            text = f"no eligible mentor: {describe_exclusions(first_failing_counts(failing), pol)}"
+            reasons[pid] = unplaced(pid, UnmatchedReason.NO_ELIGIBLE_PARTNER, text)
+        elif not with_room.any():
+            text = f"capacity exhausted: all {int(eligible.sum())} eligible mentors are full"
+            reasons[pid] = unplaced(pid, UnmatchedReason.CAPACITY_EXHAUSTED, text)
+        elif int(eligible.sum()) < pol.mentors_per_group:
+            text = f"only {int(eligible.sum())} eligible mentors; the policy wants {pol.mentors_per_group} per group"
+            reasons[pid] = unplaced(pid, UnmatchedReason.NO_ELIGIBLE_PARTNER, text)
+        eligible_of[pid] = eligible
+        fit_of[pid] = rules.fit(i)
+    active = [pid for pid in seekers if pid not in reasons]
+    room = {pid: eligible_of[pid] & (free > 0) for pid in active}
+    exact = sum(int(free[room[pid]].sum()) for pid in active) <= FULL_MODEL_LIMIT and (
+        not co_count or len(mentor_ids) <= ALL_CO_MENTORS_UP_TO
+    )
+    cand: dict[str, set[int]] = {}
+    for pid in active:
+        pos = np.flatnonzero(room[pid])
+        if exact or len(pos) <= TOP_MENTORS:
+            cand[pid] = {int(k) for k in pos}
+        else:  # best fit first, ties by the mentors' own lottery order (a unique key)
+            order_key = fit_of[pid][pos] * (len(mentor_ids) + 1) + (len(mentor_ids) - local_rank[pos])
+            cand[pid] = {int(k) for k in pos[np.argsort(-order_key, kind="stable")[:TOP_MENTORS]]}
+    greedy = greedy_facilitated(prep, {pid: eligible_of[pid] for pid in active}, fit_of, free)
+    greedy_placed = sum(len(g_members) for _, g_members in greedy)
+    placed_cap = min(len(active), (int(free.sum()) // max(1, pol.mentors_per_group)) * pol.group_members_max)
+    if greedy_placed >= placed_cap:  # the greedy meets the counting bound: no flow needed to prove it
+        flow_bound = greedy_placed
+    else:
+        flow_value, flow_arcs = _flow_bound(prep, active, room, free * pol.group_members_max)
+        flow_bound = min(flow_value, placed_cap)
+        for pid, k in flow_arcs:
+            cand[pid].add(k)
+    for ms, g_members in greedy:
+        for pid in g_members:
+            cand[pid].add(ms[0])
+    candidates: dict[str, list[tuple[int, int]]] = {
+        pid: [(k, int(fit_of[pid][k])) for k in sorted(cand.get(pid, ()))] for pid in seekers
+    }
+
+    mentor_apart = {(min(mpos[a], mpos[b]), max(mpos[a], mpos[b])) for a, b in apart_pairs(prep, mentor_ids)}
+    co_options = _co_mentor_candidates(prep, candidates, free, mentor_apart) if co_count else {}
+    for ms, _ in greedy:
+        for j in ms[1:]:
+            if j not in co_options[ms[0]]:
+                co_options[ms[0]].append(j)
+
+    def build(part: list[str]) -> FacilitatedModel:
+        """The CP-SAT model of one component (every seeker when there is one)."""
+        in_part = set(part)
+        model = cp_model.CpModel()
+        demand: dict[int, int] = defaultdict(int)
+        for pid in part:
+            for k, _ in candidates[pid]:
+                demand[k] += 1
+        slots: dict[int, list[cp_model.IntVar]] = {}
+        for k, n in sorted(demand.items()):
+            count = min(int(free[k]), n // pol.group_members_min)
+            if co_count and len(co_options.get(k, [])) < co_count:
+                count = 0
+            if count > 0:
+                slots[k] = [model.new_bool_var(f"open_{k}_{s}") for s in range(count)]
+                for s in range(count - 1):
+                    model.add(slots[k][s] >= slots[k][s + 1])  # symmetry: slots open in order
+        co: dict[tuple[int, int], list[tuple[int, cp_model.IntVar]]] = {}
+        for k, ys in slots.items():
+            for s, y in enumerate(ys):
+                if co_count:
+                    helpers = [(j, model.new_bool_var(f"co_{k}_{s}_{j}")) for j in co_options[k]]
+                    model.add(sum(v for _, v in helpers) == co_count * y)
+                    co[(k, s)] = helpers
+                    for (j1, v1), (j2, v2) in itertools.combinations(helpers, 2):
+                        if (min(j1, j2), max(j1, j2)) in mentor_apart:
+                            model.add_bool_or([~v1, ~v2])
+        x: dict[tuple[str, int, int], cp_model.IntVar] = {}
+        x_of: dict[str, dict[tuple[int, int], cp_model.IntVar]] = defaultdict(dict)
+        placed: dict[str, cp_model.IntVar] = {}
+        members_of: dict[tuple[int, int], list[tuple[str, cp_model.IntVar]]] = defaultdict(list)
+        fit_terms = []
+        for pid in part:
+            mine = []
+            for k, f in candidates[pid]:
+                for s, y in enumerate(slots.get(k, [])):
+                    var = model.new_bool_var(f"x_{pid}_{k}_{s}")
+                    model.add_implication(var, y)
+                    x[(pid, k, s)] = var
+                    x_of[pid][(k, s)] = var
+                    members_of[(k, s)].append((pid, var))
+                    mine.append(var)
+                    if f:
+                        fit_terms.append(var * f)
+            placed[pid] = model.new_bool_var(f"placed_{pid}")
+            model.add(sum(mine) == placed[pid])
+        for (k, s), members in members_of.items():
+            y = slots[k][s]
+            model.add(sum(v for _, v in members) >= pol.group_members_min * y)
+            model.add(sum(v for _, v in members) <= pol.group_members_max * y)
+            for j, c in co.get((k, s), []):
+                for pid, v in members:
+                    if not eligible_of[pid][j]:
+                        model.add_bool_or([~v, ~c])  # a co-facilitator must be eligible for every member
+                    elif fit_of[pid][j] > 0:
+                        both = model.new_bool_var(f"cofit_{pid}_{k}_{s}_{j}")
+                        model.add_implication(both, v)
+                        model.add_implication(both, c)
+                        model.add_bool_or([~v, ~c, both])  # exactly v AND c: solutions carry their true fit
+                        fit_terms.append(both * int(fit_of[pid][j]))
+            if pol.max_same_department is not None:
+                mentor_dept = prep.by_id[mentor_ids[k]].department
+                by_dept: dict[str, list[cp_model.IntVar]] = defaultdict(list)
+                for pid, v in members:
+                    by_dept[prep.by_id[pid].department].append(v)
+                for j, c in co.get((k, s), []):
+                    by_dept[prep.by_id[mentor_ids[j]].department].append(c)
+                for dept, vs in by_dept.items():
+                    room_left = pol.max_same_department - (1 if dept == mentor_dept else 0)
+                    model.add(sum(vs) <= max(0, room_left))
+        for a, b in apart_pairs(prep, part):
+            for shared_slot, va_ in x_of[a].items():
+                vb_ = x_of[b].get(shared_slot)
+                if vb_ is not None:
+                    model.add_bool_or([~va_, ~vb_])
+        for a, b in prep.locked:
+            if a not in in_part and b not in in_part:
+                continue  # another component's lock (or two mentors': noted once below)
+            if (a in placed) != (b in placed):  # mentor + mentee: the mentee must sit in one of that mentor's slots
+                mentee, mentor = (a, b) if a in placed else (b, a)
+                k = mpos.get(mentor, -1)
+                options = [v for (kk, _s), v in x_of[mentee].items() if kk == k]
+                if options:
+                    model.add(sum(options) == 1)
+                    prep.locks_applied += 1
+                else:
+                    prep.notes.append(f"lock {mentor}/{mentee} not applied: not an eligible pair with room")
+            elif a in placed and b in placed:  # two mentees: in one group together, or neither placed
+                for slot_key in set(x_of[a]) | set(x_of[b]):
+                    va, vb = x_of[a].get(slot_key), x_of[b].get(slot_key)
+                    if va is not None and vb is not None:
+                        model.add(va == vb)
+                    elif va is not None:
+                        model.add(va == 0)
+                    elif vb is not None:
+                        model.add(vb == 0)
+                model.add(placed[a] == placed[b])
+                prep.locks_applied += 1
+
+        # each mentor's groups, led or co-facilitated, within free capacity; ordered slots for the load levels
+        taken: dict[int, list[cp_model.IntVar]] = defaultdict(list)
+        for k, ys in slots.items():
+            taken[k] += ys
+        for helpers in co.values():
+            for j, c in helpers:
+                taken[j].append(c)
+        opened: dict[str, list[cp_model.IntVar]] = {}
+        for k, vs in sorted(taken.items()):
+            if not co_count:
+                opened[mentor_ids[k]] = vs  # lead slots are already ordered
+                continue
+            model.add(sum(vs) <= int(free[k]))
+            count = min(len(vs), int(free[k]))
+            ys = [model.new_bool_var(f"load_{k}_{s}") for s in range(count)]
+            for s in range(count - 1):
+                model.add(ys[s] >= ys[s + 1])
+            model.add(sum(ys) == sum(vs))
+            opened[mentor_ids[k]] = ys
+
+        hint: dict[cp_model.IntVar, int] = {v: 0 for v in placed.values()}
+        hint.update({v: 0 for v in x.values()})
+        hint.update({y: 0 for ys in slots.values() for y in ys})
+        hint.update({c: 0 for helpers in co.values() for _, c in helpers})
+        next_slot: dict[int, int] = defaultdict(int)
+        for ms, g_members in greedy:
+            if g_members[0] not in in_part:
+                continue
+            k = ms[0]
+            s = next_slot[k]
+            next_slot[k] += 1
+            if s < len(slots.get(k, [])):
+                hint[slots[k][s]] = 1
+                for pid in g_members:
+                    if (pid, k, s) in x:
+                        hint[x[(pid, k, s)]] = 1
+                        hint[placed[pid]] = 1
+                for j, c in co.get((k, s), []):
+                    hint[c] = int(j in ms[1:])
+        return FacilitatedModel(model, placed, x_of, members_of, co, opened, fit_terms, hint)
+
+    notes: list[str] = []
+    if co_count and len(mentor_ids) > ALL_CO_MENTORS_UP_TO:
+        notes.append(f"co-facilitators drawn from each lead's {TOP_CO_MENTORS} best-overlapping mentors")
+    if not exact:
+        notes.append(
+            f"candidates pruned to each mentee's {TOP_MENTORS} best mentors, plus a lottery-ordered max flow's "
+            f"and the greedy's; placed_bound is the max-flow bound on the full eligibility graph"
+        )
+
+    def finish(
+        chosen_groups: list[tuple[list[str], list[str]]], levels: Levels | CombinedLevels | None, **kw: object
+    ) -> MatchingResult:
+        groups = [make_group(prep, ms, members) for ms, members in chosen_groups]
+        placed_ids = {pid for _, members in chosen_groups for pid in members}
+
+        def shares_a_mentor(pid: str) -> Callable[[str], bool]:
+            mine = room[pid]
+            return lambda p: p in room and bool((room[p] & mine).any())
+
+        def no_group(pid: str) -> str:
+            return (
+                f"no group of {pol.group_members_min}-{pol.group_members_max} compatible members could be formed "
+                f"with its {int(room[pid].sum())} eligible mentors with room (reporting lines, conflicts, "
+                f"department bound or too few eligible people); nobody drawn ahead took its place"
+            )
+
+        gone = unplaced_seekers(
+            prep, seekers, placed_ids, reasons, shares_a_mentor,
+            "placed people who shared an eligible mentor with room", no_group,
+        )  # fmt: skip
+        return group_result(prep, Outcome(groups, gone, levels, notes=notes, **kw))  # type: ignore[arg-type]
+
+    greedy_spec = [([mentor_ids[k] for k in ms], g_members) for ms, g_members in greedy]
+    size = _model_size(candidates, free, pol.group_members_min)
+    too_large = size > max(FULL_MODEL_LIMIT, time_limit * MODEL_VARS_PER_SECOND)
+    if too_large or time.perf_counter() > run_deadline(prep.started, time_limit):
+        polished = greedy_spec if co_count or not too_large else _polish_greedy(prep, greedy, candidates, mentor_ids)
+        why = (
+            f"the CP-SAT model ({size:,} mentee-group variables) is too large to build and solve within the "
+            f"{time_limit:g} s limit (at most {MODEL_VARS_PER_SECOND:,} per second of it, or {FULL_MODEL_LIMIT:,}): "
+            "greedy groups in "
+            "lottery order, fit improved by reassigning mentees between its open groups"
+            if too_large
+            else "the clock ran out while preparing the model: greedy groups in lottery order"
+        )
+        return finish(polished, None, placed_bound=flow_bound, fallback=True, why_greedy=why)
+    for a, b in prep.locked:
+        if a in mpos and b in mpos:
+            prep.notes.append(f"lock {a}/{b} not applied: two mentors; lock a mentor with a mentee instead")
+    parts = facilitated_components(prep, seekers, candidates, co_options, mentor_ids)
+    if len(parts) <= 1:
+        parts = [seekers]
+    built = [build(part) for part in parts]
+    runs = component_runs(prep, progress, time_limit, [len(part) for part in parts], [fm.model for fm in built])
+    for levels, fm in zip(runs, built, strict=True):
+        levels.hint(fm.hint)
+        levels.adopt_hint()
+    # level 1 in every component before any other level: if the clock stops the run, every component
+    # has its most-placed solution or, failing that, its share of the greedy's groups
+    firsts = [
+        levels.optimise("placed", sum(fm.placed.values()), maximize=True)
+        for levels, fm in zip(runs, built, strict=True)
+    ]
+    quotas = [quota_of(levels, total, fm.placed) for levels, fm, total in zip(runs, built, firsts, strict=True)]
+    solved = [(levels, fm, q) for levels, fm, q in zip(runs, built, quotas, strict=True) if q is not None]
+    if not solved:
+        return finish(greedy_spec, None, placed_bound=flow_bound, fallback=True)
+    proven = True
+    for levels, fm, quota in solved:
+        by_lottery = sorted((p for p in fm.placed if fm.x_of[p]), key=lambda p: prep.ranks[p])  # with a place to go
+        _, part_proven = lottery_level(levels, fm.placed, by_lottery, quota)
+        proven = proven and part_proven
+    tops: list[tuple[Levels, cp_model.IntVar, cp_model.LinearExprT, bool]] = []
+    for levels, fm, _ in solved:
+        load = load_terms(levels.model, prep, fm.opened)
+        if load is not None:
+            top, used = load
+            found = min_max_ratio(levels, prep, fm, mentor_ids, top).found
+            tops.append((levels, top, used, found))
+    idle_under_shared_ratio(tops)
+    for levels, fm, _ in solved:
+        start = _fit_start(prep, levels, fm, fit_of, mentor_ids) if not co_count and not levels.out_of_time() else None
+        outcome = levels.optimise("fit", sum(fm.fit_terms), maximize=True)
+        if start is not None and outcome.found and outcome.value < start[1]:  # the solver lost the hint
+            levels.start_from(start[0])
+            outcome.value = float(start[1])
+        settle_ratio(levels, prep, fm.opened)
+
+    chosen_groups: list[tuple[list[str], list[str]]] = []
+    for levels, fm, _ in solved:
+        for (k, slot), members in sorted(fm.members_of.items()):
+            chosen = [pid for pid, v in members if levels.value(v)]
+            if chosen:
+                co_ids = [mentor_ids[j] for j, c in fm.co.get((k, slot), []) if levels.value(c)]
+                chosen_groups.append(([mentor_ids[k], *co_ids], chosen))
+    unsolved = {pid for fm, quota in zip(built, quotas, strict=True) if quota is None for pid in fm.placed}
+    if unsolved:
+        chosen_groups += [([mentor_ids[k] for k in ms], g) for ms, g in greedy if g[0] in unsolved]
+        notes.append(
+            f"{len(runs) - len(solved)} of {len(runs)} components got no solution before the clock stopped the "
+            "solver: their groups are the greedy's (lottery order, every rule)"
+        )
+        proven = False
+    bound = flow_bound
+    if exact and not unsolved:
+        bound = min(bound, sum(proven_most(t, flow_bound) for t in firsts))
+    kept = [levels for levels, _, _ in solved]
+    combined: Levels | CombinedLevels = kept[0] if len(kept) == 1 else CombinedLevels(kept)
+    if len(runs) > 1:
+        notes.append(f"solved as {len(runs)} independent components of the candidate graph (exact)")
+    return finish(chosen_groups, combined, placed_bound=bound, proven_lottery=proven, exact=exact and not unsolved)
