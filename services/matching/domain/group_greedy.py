@@ -6,12 +6,12 @@ a group form always returns a rule-respecting result. Pure functions of already-
 
 from __future__ import annotations
 
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Mapping
 
 import numpy as np
 
-from services.matching.domain.common import Prepared
+from services.matching.domain.common import Prepared, apart_pairs
 from services.matching.domain.rules import BoolArray, IntArray
 
 MentorGroup = tuple[list[int], list[str]]
@@ -42,34 +42,49 @@ def greedy_facilitated(
     cap = np.array([max(1, prep.capacity[m]) for m in mids], dtype=np.float64)
     base = np.array([prep.load[m] for m in mids], dtype=np.float64)
     groups: list[MentorGroup] = []
-    led: dict[int, list[int]] = {}
-    """Groups with room by lead mentor: a person may only join groups whose lead is eligible for them."""
     order = sorted(eligible_of, key=lambda p: prep.ranks[p])
     tiebreak = np.array([prep.ranks[m] for m in mids], dtype=np.int64)
+    apart_of: dict[str, set[str]] = defaultdict(set)
+    for a, b in apart_pairs(prep, [*mids, *order]):
+        apart_of[a].add(b)
+        apart_of[b].add(a)
+    limit = pol.max_same_department
+    depts: list[Counter[str]] = []
+    # per group, as arrays (grown as groups open), so each person scans the open groups at numpy speed
+    lead = np.zeros(0, dtype=np.int64)
+    size = np.zeros(0, dtype=np.int64)
+    co_fit_needed = pol.mentors_per_group > 1
 
-    def join(pid: str, allowed: set[int] | None = None) -> bool:
+    def join(pid: str, allowed: BoolArray | None = None) -> bool:
+        """The open group with room this person may join: below the minimum first, then best fit, then
+        the earliest opened (the order the previous version scanned in), checking the rules in that order."""
         elig, fit = eligible_of[pid], fit_of[pid]
-        best, best_key = -1, (-1, -1)
-        for g in sorted(g for k, gs in led.items() if elig[k] for g in gs):
-            if allowed is not None and g not in allowed:
+        if not len(groups):
+            return False
+        ok = elig[lead] & (size < pol.group_members_max)
+        if allowed is not None:
+            ok &= allowed
+        candidates = np.flatnonzero(ok)
+        if not len(candidates):
+            return False
+        below = (size[candidates] < pol.group_members_min).astype(np.int64)
+        if co_fit_needed:
+            gain = np.array([sum(int(fit[k]) for k in groups[g][0]) for g in candidates], dtype=np.int64)
+        else:
+            gain = fit[lead[candidates]].astype(np.int64)
+        mine = apart_of.get(pid, set())
+        dept = prep.by_id[pid].department
+        for g in candidates[np.lexsort((candidates, -gain, -below))]:
+            ms, members = groups[int(g)]
+            if co_fit_needed and not all(elig[k] for k in ms):
                 continue
-            ms, members = groups[g]
-            if len(members) >= pol.group_members_max or not all(elig[k] for k in ms):
+            if mine and any(o in mine for o in members):
                 continue
-            if any(prep.apart(pid, o) for o in members):
+            if limit is not None and depts[int(g)][dept] + 1 > limit:
                 continue
-            if not _dept_ok(prep, [mids[k] for k in ms] + members + [pid]):
-                continue
-            key = (int(len(members) < pol.group_members_min), int(sum(fit[k] for k in ms)))
-            if key > best_key:
-                best, best_key = g, key
-        if best >= 0:
-            groups[best][1].append(pid)
-            if len(groups[best][1]) >= pol.group_members_max:
-                lead = groups[best][0][0]
-                led[lead].remove(best)
-                if not led[lead]:
-                    del led[lead]
+            members.append(pid)
+            depts[int(g)][dept] += 1
+            size[g] += 1
             return True
         return False
 
@@ -92,14 +107,15 @@ def greedy_facilitated(
                 break
         if len(chosen) == pol.mentors_per_group:
             used[chosen] += 1
-            led.setdefault(chosen[0], []).append(len(groups))
             groups.append((chosen, [pid]))
+            depts.append(Counter([*(prep.by_id[mids[k]].department for k in chosen), prep.by_id[pid].department]))
+            lead = np.append(lead, chosen[0])
+            size = np.append(size, 1)
     small = [g for g in range(len(groups)) if len(groups[g][1]) < pol.group_members_min]
     keep = [g for g in range(len(groups)) if g not in set(small)]
     leftovers = sorted((p for g in small for p in groups[g][1]), key=lambda p: prep.ranks[p])
-    for g in small:
-        groups[g][1].clear()
-    kept = set(keep)
+    kept = np.zeros(len(groups), dtype=bool)
+    kept[keep] = True
     for pid in leftovers:
         join(pid, kept)
     return [groups[g] for g in keep]
