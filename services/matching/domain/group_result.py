@@ -142,6 +142,7 @@ def group_result(prep: Prepared, o: Outcome) -> MatchingResult:
         overrides_applied=prep.overrides_applied,
         levels={x.name: level_value(x) for x in (levels.outcomes if levels else []) if x.found},
         notes=notes,
+        solves=levels.records if levels is not None else [],
     )
     return MatchingResult(
         program_id=prep.inp.program_id,

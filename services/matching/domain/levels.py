@@ -22,6 +22,8 @@ back to its greedy solution when even the first level found nothing), and the le
 
 from __future__ import annotations
 
+import logging
+import math
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -29,6 +31,13 @@ from dataclasses import dataclass, field
 from ortools.sat.python import cp_model
 
 from services.matching.domain.common import Progress
+from services.matching.domain.model import SolveRecord
+
+_log = logging.getLogger(__name__)
+
+
+def _finite(x: float) -> float | None:
+    return round(x, 6) if math.isfinite(x) else None
 
 _NAMES = {
     cp_model.OPTIMAL: "OPTIMAL",
@@ -80,13 +89,16 @@ class Levels:
     last_status: str = "UNKNOWN"
     fixed: dict[int, int] = field(default_factory=dict)
     """Variable index -> value the lottery decided; the final solution must keep them."""
-    _done_share: float = 0.0
+    done_share: float = 0.0
     deadline: float | None = None
     """Wall-clock deadline shared by every solve of the run (components included); default from the limit."""
     _deadline: float = 0.0
     stopped_at: str | None = None
     """The level whose solve the wall clock stopped (its result discarded, no later level run)."""
-    _level: str = "placed"
+    records: list[SolveRecord] = field(default_factory=list)
+    """Every solve of this model, in order (``Stats.solves``)."""
+    level: str = "placed"
+    """The level being solved (named in the log, the notes and the clock's stop)."""
 
     def __post_init__(self) -> None:
         own = run_deadline(time.perf_counter(), self.time_limit_s)
@@ -152,7 +164,7 @@ class Levels:
         hint.vars.extend(range(len(self.values)))
         hint.values.extend(self.values)
 
-    def _solve(self, budget: float) -> bool:
+    def solve(self, budget: float) -> bool:
         """One deterministic solve; False when it found nothing, or when the wall clock stopped it before
         its deterministic budget (then its solution, which depends on the machine, is discarded)."""
         left = self._deadline - time.perf_counter()
@@ -172,7 +184,9 @@ class Levels:
         response = self.solver.response_proto
         self.deterministic_used += response.deterministic_time
         undecided = status in (cp_model.UNKNOWN, cp_model.FEASIBLE)
-        if undecided and response.deterministic_time < budget * 0.98 and self.solver.wall_time >= left * 0.95:
+        clock = undecided and response.deterministic_time < budget * 0.98 and self.solver.wall_time >= left * 0.95
+        self._record(budget, "CLOCK_STOPPED" if clock else self.last_status)
+        if clock:
             self._clock_stopped()
             return False
         if status in (cp_model.OPTIMAL, cp_model.FEASIBLE):
@@ -185,32 +199,54 @@ class Levels:
             return True
         return False
 
+    def _record(self, budget: float, status: str) -> None:
+        """One solve in the run's log and statistics: model size, status, objective, bound and time."""
+        proto, response = self.model.proto, self.solver.response_proto
+        has_objective = self.model.has_objective() and status in ("OPTIMAL", "FEASIBLE")
+        record = SolveRecord(
+            level=self.level,
+            variables=len(proto.variables),
+            constraints=len(proto.constraints),
+            status=status,
+            objective=_finite(response.objective_value) if has_objective else None,
+            bound=_finite(response.best_objective_bound) if has_objective else None,
+            budget_deterministic_s=round(budget, 3),
+            deterministic_s=round(response.deterministic_time, 3),
+            wall_s=round(response.wall_time, 3),
+        )
+        self.records.append(record)
+        _log.info(
+            "matching level %s: %d variables, %d constraints, %s, objective %s, bound %s, %.3f det s of %.3f, %.3f s",
+            record.level, record.variables, record.constraints, record.status, record.objective, record.bound,
+            record.deterministic_s, record.budget_deterministic_s, record.wall_s,
+        )  # fmt: skip
+
     def _clock_stopped(self) -> None:
         self.wall_guard_hit = True
         self.last_status = "UNKNOWN"
         if self.stopped_at is None:
-            self.stopped_at = self._level
+            self.stopped_at = self.level
 
     def value(self, var: cp_model.IntVar) -> int:
         if self.values is None:
             raise RuntimeError("no solution found")
         return self.values[var.index]
 
-    def _report(self, name: str, share: float) -> None:
-        self._done_share = min(1.0, self._done_share + share)
-        self.progress(f"level {name} done", self._done_share)
+    def report(self, name: str, share: float) -> None:
+        self.done_share = min(1.0, self.done_share + share)
+        self.progress(f"level {name} done", self.done_share)
 
     def optimise(self, name: str, expr: cp_model.LinearExprT, *, maximize: bool, keep: bool = True) -> LevelOutcome:
         """Solve this level and keep its optimum (or the best found) as a constraint for the next
         (``keep=False``: the caller adds the constraint itself, e.g. one value across components)."""
         share = SHARES[name]
-        self._level = name
-        self.progress(f"solving level {name}", self._done_share)
+        self.level = name
+        self.progress(f"solving level {name}", self.done_share)
         if maximize:
             self.model.maximize(expr)
         else:
             self.model.minimize(expr)
-        found = self._solve(self.budget(share))
+        found = self.solve(self.budget(share))
         self.model.clear_objective()  # type: ignore[no-untyped-call]
         value: float | None = None
         if found:
@@ -230,14 +266,14 @@ class Levels:
                 self.model.add(expr <= value)
             outcome = LevelOutcome(name, float(value), float(bound), status)
         self.outcomes.append(outcome)
-        self._report(name, share)
+        self.report(name, share)
         return outcome
 
     def feasible_with(self, assumptions: Sequence[cp_model.LiteralT], budget: float) -> bool | None:
         """Is the model feasible with these literals true? None when the budget ran out undecided."""
         self.model.clear_assumptions()
         self.model.add_assumptions(list(assumptions))
-        found = self._solve(budget)
+        found = self.solve(budget)
         status = self.last_status
         self.model.clear_assumptions()
         if found:
@@ -274,6 +310,11 @@ class CombinedLevels:
     @property
     def wall_guard_hit(self) -> bool:
         return any(p.wall_guard_hit for p in self.parts)
+
+    @property
+    def records(self) -> list[SolveRecord]:
+        """Every component's solves, each marked with its component (0-based, canonical order)."""
+        return [r.model_copy(update={"component": n}) for n, p in enumerate(self.parts) for r in p.records]
 
     @property
     def stopped_at(self) -> str | None:
@@ -333,7 +374,7 @@ def lottery_level(
     def left() -> float:
         return total - (levels.deterministic_used - spent_before)
 
-    levels._level = "lottery"
+    levels.level = "lottery"
     position = 0
     while count < quota and position < len(order) and not levels.wall_guard_hit:
         witness = levels.values
@@ -376,5 +417,5 @@ def lottery_level(
         proven = False
     levels.model.add(sum(v * weight.get(p, 1) for p, v in placed.items()) == quota)
     levels.progress("level lottery done", min(1.0, SHARES["placed"] + SHARES["lottery"]))
-    levels._done_share = SHARES["placed"] + SHARES["lottery"]
+    levels.done_share = SHARES["placed"] + SHARES["lottery"]
     return taken, proven

@@ -137,8 +137,8 @@ def min_max_ratio(
     level's deterministic budget; if it runs out, the best solution found stands with the bound reached.
     The caller adds the (common) cap on ``top``."""
     share = SHARES["max_load_ratio"]
-    levels._level = "max_load_ratio"
-    levels.progress("solving level max_load_ratio", levels._done_share)
+    levels.level = "max_load_ratio"
+    levels.progress("solving level max_load_ratio", levels.done_share)
     budget = levels.budget(share)
     spent_before = levels.deterministic_used
     must = sorted(
@@ -178,7 +178,7 @@ def min_max_ratio(
     left = budget - (levels.deterministic_used - spent_before)
     if not proven and left > 0.01:  # a check ran out undecided: minimise from the best found instead
         levels.model.minimize(top)
-        if levels._solve(left):
+        if levels.solve(left):
             best = min(best, achieved_ratio(prep, levels, fm.opened))
             bound = max(bound, math.ceil(levels.solver.best_objective_bound - 1e-6))
         levels.model.clear_objective()  # type: ignore[no-untyped-call]
@@ -190,7 +190,7 @@ def min_max_ratio(
         "max_load_ratio", float(best), float(best) if proven else exact_bound, "OPTIMAL" if proven else "FEASIBLE"
     )
     levels.outcomes.append(outcome)
-    levels._report("max_load_ratio", share)
+    levels.report("max_load_ratio", share)
     return outcome
 
 

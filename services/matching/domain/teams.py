@@ -271,7 +271,7 @@ def solve_teams(prep: Prepared, progress: Progress, time_limit: float) -> Matchi
         load = load_terms(levels.model, prep, tm.opened)
         if load is not None:
             top, used = load
-            levels._level = "max_load_ratio"
+            levels.level = "max_load_ratio"
             found = levels.optimise("max_load_ratio", top, maximize=False, keep=False).found
             tops.append((levels, top, used, found))
     idle_under_shared_ratio(tops)
