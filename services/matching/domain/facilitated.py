@@ -107,8 +107,9 @@ def _flow_bound(
     flows = f.flows(first + np.arange(len(tail), dtype=np.int64))
     used = np.flatnonzero(flows > 0)
     return int(f.optimal_flow()), [(active[int(tail[a])], int(head[a])) for a in used]
-POLISH_BEFORE_SHARE = 0.92
-"""The fit reassignment of the standing solution starts only before this share of the limit."""
+POLISH_SLACK = 0.07
+"""The fit reassignment of the standing solution may start up to this share of the limit after the
+solves' deadline (85 % + 7 %): the rest is for building and validating the result."""
 MODEL_VARS_PER_SECOND = 4_000
 """Facilitated groups: the largest CP-SAT model (mentee x group-slot variables) tried, per second of the
 time limit. Building the model in Python costs about 20-40 us a variable on this 2-core machine, and the
@@ -507,7 +508,7 @@ def solve_facilitated(prep: Prepared, progress: Progress, time_limit: float) -> 
     for levels, fm, _ in solved:
         # the reassignment runs even when the clock has stopped the solver (then it improves the stage that
         # stands: deterministic given that stage), unless the limit itself is about to pass
-        in_time = time.perf_counter() < prep.started + time_limit * POLISH_BEFORE_SHARE
+        in_time = time.perf_counter() < run_deadline(prep.started, time_limit) + time_limit * POLISH_SLACK
         start = _fit_start(prep, levels, fm, fit_of, mentor_ids) if not co_count and in_time else None
         outcome = levels.optimise("fit", sum(fm.fit_terms), maximize=True)
         if start is not None and outcome.found and outcome.value < start[1]:  # the solver lost the hint
