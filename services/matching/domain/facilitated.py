@@ -7,7 +7,6 @@ with their fit reassigned. Every mentor of a group must be eligible for every me
 
 from __future__ import annotations
 
-import itertools
 import time
 from collections import defaultdict
 from collections.abc import Callable, Mapping
@@ -25,7 +24,19 @@ from services.matching.domain.common import (
     unplaced,
 )
 from services.matching.domain.components import component_runs, facilitated_components
-from services.matching.domain.facilitated_model import FacilitatedModel
+from services.matching.domain.facilitated_model import (
+    FacilitatedModel,
+    add_apart,
+    add_assignment,
+    add_co_eligibility,
+    add_co_facilitators,
+    add_department_bound,
+    add_group_size,
+    add_load_slots,
+    add_locks,
+    add_slots,
+    hint_from_greedy,
+)
 from services.matching.domain.fit_polish import Reassignment, improve
 from services.matching.domain.group_greedy import greedy_facilitated
 from services.matching.domain.group_result import Outcome, group_result, proven_most, quota_of, unplaced_seekers
@@ -285,145 +296,34 @@ def solve_facilitated(prep: Prepared, progress: Progress, time_limit: float) -> 
             if j not in co_options[ms[0]]:
                 co_options[ms[0]].append(j)
 
+    dept_of = {pid: prep.by_id[pid].department for pid in seekers}
+    mentor_dept = [prep.by_id[m].department for m in mentor_ids]
+
     def build(part: list[str]) -> FacilitatedModel:
-        """The CP-SAT model of one component (every seeker when there is one)."""
+        """The CP-SAT model of one component (every seeker when there is one): one call per rule."""
         in_part = set(part)
-        model = cp_model.CpModel()
+        fm = FacilitatedModel()
         demand: dict[int, int] = defaultdict(int)
         for pid in part:
             for k, _ in candidates[pid]:
                 demand[k] += 1
-        slots: dict[int, list[cp_model.IntVar]] = {}
-        for k, n in sorted(demand.items()):
-            count = min(int(free[k]), n // pol.group_members_min)
-            if co_count and len(co_options.get(k, [])) < co_count:
-                count = 0
-            if count > 0:
-                slots[k] = [model.new_bool_var(f"open_{k}_{s}") for s in range(count)]
-                for s in range(count - 1):
-                    model.add(slots[k][s] >= slots[k][s + 1])  # symmetry: slots open in order
-        co: dict[tuple[int, int], list[tuple[int, cp_model.IntVar]]] = {}
-        for k, ys in slots.items():
-            for s, y in enumerate(ys):
-                if co_count:
-                    helpers = [(j, model.new_bool_var(f"co_{k}_{s}_{j}")) for j in co_options[k]]
-                    model.add(sum(v for _, v in helpers) == co_count * y)
-                    co[(k, s)] = helpers
-                    for (j1, v1), (j2, v2) in itertools.combinations(helpers, 2):
-                        if (min(j1, j2), max(j1, j2)) in mentor_apart:
-                            model.add_bool_or([~v1, ~v2])
-        x: dict[tuple[str, int, int], cp_model.IntVar] = {}
-        x_of: dict[str, dict[tuple[int, int], cp_model.IntVar]] = defaultdict(dict)
-        placed: dict[str, cp_model.IntVar] = {}
-        members_of: dict[tuple[int, int], list[tuple[str, cp_model.IntVar]]] = defaultdict(list)
-        fit_terms = []
-        for pid in part:
-            mine = []
-            for k, f in candidates[pid]:
-                for s, y in enumerate(slots.get(k, [])):
-                    var = model.new_bool_var(f"x_{pid}_{k}_{s}")
-                    model.add_implication(var, y)
-                    x[(pid, k, s)] = var
-                    x_of[pid][(k, s)] = var
-                    members_of[(k, s)].append((pid, var))
-                    mine.append(var)
-                    if f:
-                        fit_terms.append(var * f)
-            placed[pid] = model.new_bool_var(f"placed_{pid}")
-            model.add(sum(mine) == placed[pid])
-        for (k, s), members in members_of.items():
-            y = slots[k][s]
-            model.add(sum(v for _, v in members) >= pol.group_members_min * y)
-            model.add(sum(v for _, v in members) <= pol.group_members_max * y)
-            for j, c in co.get((k, s), []):
-                for pid, v in members:
-                    if not eligible_of[pid][j]:
-                        model.add_bool_or([~v, ~c])  # a co-facilitator must be eligible for every member
-                    elif fit_of[pid][j] > 0:
-                        both = model.new_bool_var(f"cofit_{pid}_{k}_{s}_{j}")
-                        model.add_implication(both, v)
-                        model.add_implication(both, c)
-                        model.add_bool_or([~v, ~c, both])  # exactly v AND c: solutions carry their true fit
-                        fit_terms.append(both * int(fit_of[pid][j]))
-            if pol.max_same_department is not None:
-                mentor_dept = prep.by_id[mentor_ids[k]].department
-                by_dept: dict[str, list[cp_model.IntVar]] = defaultdict(list)
-                for pid, v in members:
-                    by_dept[prep.by_id[pid].department].append(v)
-                for j, c in co.get((k, s), []):
-                    by_dept[prep.by_id[mentor_ids[j]].department].append(c)
-                for dept, vs in by_dept.items():
-                    room_left = pol.max_same_department - (1 if dept == mentor_dept else 0)
-                    model.add(sum(vs) <= max(0, room_left))
-        for a, b in apart_pairs(prep, part):
-            for shared_slot, va_ in x_of[a].items():
-                vb_ = x_of[b].get(shared_slot)
-                if vb_ is not None:
-                    model.add_bool_or([~va_, ~vb_])
-        for a, b in prep.locked:
-            if a not in in_part and b not in in_part:
-                continue  # another component's lock (or two mentors': noted once below)
-            if (a in placed) != (b in placed):  # mentor + mentee: the mentee must sit in one of that mentor's slots
-                mentee, mentor = (a, b) if a in placed else (b, a)
-                k = mpos.get(mentor, -1)
-                options = [v for (kk, _s), v in x_of[mentee].items() if kk == k]
-                if options:
-                    model.add(sum(options) == 1)
-                    prep.locks_applied += 1
-                else:
-                    prep.notes.append(f"lock {mentor}/{mentee} not applied: not an eligible pair with room")
-            elif a in placed and b in placed:  # two mentees: in one group together, or neither placed
-                for slot_key in set(x_of[a]) | set(x_of[b]):
-                    va, vb = x_of[a].get(slot_key), x_of[b].get(slot_key)
-                    if va is not None and vb is not None:
-                        model.add(va == vb)
-                    elif va is not None:
-                        model.add(va == 0)
-                    elif vb is not None:
-                        model.add(vb == 0)
-                model.add(placed[a] == placed[b])
-                prep.locks_applied += 1
-
-        # each mentor's groups, led or co-facilitated, within free capacity; ordered slots for the load levels
-        taken: dict[int, list[cp_model.IntVar]] = defaultdict(list)
-        for k, ys in slots.items():
-            taken[k] += ys
-        for helpers in co.values():
-            for j, c in helpers:
-                taken[j].append(c)
-        opened: dict[str, list[cp_model.IntVar]] = {}
-        for k, vs in sorted(taken.items()):
-            if not co_count:
-                opened[mentor_ids[k]] = vs  # lead slots are already ordered
-                continue
-            model.add(sum(vs) <= int(free[k]))
-            count = min(len(vs), int(free[k]))
-            ys = [model.new_bool_var(f"load_{k}_{s}") for s in range(count)]
-            for s in range(count - 1):
-                model.add(ys[s] >= ys[s + 1])
-            model.add(sum(ys) == sum(vs))
-            opened[mentor_ids[k]] = ys
-
-        hint: dict[cp_model.IntVar, int] = {v: 0 for v in placed.values()}
-        hint.update({v: 0 for v in x.values()})
-        hint.update({y: 0 for ys in slots.values() for y in ys})
-        hint.update({c: 0 for helpers in co.values() for _, c in helpers})
-        next_slot: dict[int, int] = defaultdict(int)
-        for ms, g_members in greedy:
-            if g_members[0] not in in_part:
-                continue
-            k = ms[0]
-            s = next_slot[k]
-            next_slot[k] += 1
-            if s < len(slots.get(k, [])):
-                hint[slots[k][s]] = 1
-                for pid in g_members:
-                    if (pid, k, s) in x:
-                        hint[x[(pid, k, s)]] = 1
-                        hint[placed[pid]] = 1
-                for j, c in co.get((k, s), []):
-                    hint[c] = int(j in ms[1:])
-        return FacilitatedModel(model, placed, x_of, members_of, co, opened, fit_terms, hint)
+        add_slots(fm, demand, free, pol.group_members_min, lambda k: len(co_options.get(k, [])) >= co_count)
+        if co_count:
+            add_co_facilitators(fm, co_options, co_count, mentor_apart)
+        add_assignment(fm, {pid: candidates[pid] for pid in part})
+        add_group_size(fm, pol.group_members_min, pol.group_members_max)
+        if co_count:
+            add_co_eligibility(fm, eligible_of, fit_of)
+        if pol.max_same_department is not None:
+            add_department_bound(fm, pol.max_same_department, dept_of, mentor_dept)
+        add_apart(fm, apart_pairs(prep, part))
+        # another component's lock is its own; two mentors' locks are noted once, below
+        applied, lock_notes = add_locks(fm, [(a, b) for a, b in prep.locked if a in in_part or b in in_part], mpos)
+        prep.locks_applied += applied
+        prep.notes.extend(lock_notes)
+        add_load_slots(fm, free, mentor_ids, bool(co_count))
+        hint_from_greedy(fm, [(ms, members) for ms, members in greedy if members[0] in in_part])
+        return fm
 
     notes: list[str] = []
     if co_count and len(mentor_ids) > ALL_CO_MENTORS_UP_TO:
