@@ -7,6 +7,7 @@ partners'.
 
 from __future__ import annotations
 
+import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -30,6 +31,7 @@ from services.matching.domain.levels import (
     CombinedLevels,
     Levels,
     lottery_level,
+    run_deadline,
 )
 from services.matching.domain.model import MatchingResult, Unplaced
 from services.matching.domain.rules import (
@@ -43,6 +45,18 @@ TOP_PARTNERS = 3
 PEER_DENSE_LIMIT = 6_000
 """Peer groups: while peers x groups stays below this, every peer may join every group (exact)."""
 PEER_PARTNERS = 6
+PEER_VARS_PER_SECOND = 1_500
+"""Peer groups: the largest model tried per second of the limit (peer-group variables and the pair
+variables of the fit level cost more to build than the facilitated ones: about 2,000 peers' pruned
+model took 4-8 s to build on this machine); above it the greedy's groups are the result."""
+
+
+def _model_size(size: int, size_min: int) -> int:
+    """About how many peer x group variables a component's model has (see ``build``)."""
+    if size * max(1, size // size_min) <= PEER_DENSE_LIMIT:
+        groups = max(1, size // size_min)
+        return size * groups - groups * (groups - 1) // 2  # the r-th peer may join groups 0..r
+    return size * (PEER_PARTNERS + 2)
 
 
 @dataclass
@@ -249,6 +263,18 @@ def solve_peer_groups(
         return PeerModel(model, x, placed, in_group, fit_terms, hint, dense, bool(pair_set), allowed)
 
     parts = peer_components(peers, active, compat, lock_pairs, row_of)
+    size = sum(_model_size(len(part), pol.group_members_min) for part in parts)
+    too_large = size > max(PEER_DENSE_LIMIT, time_limit * PEER_VARS_PER_SECOND)
+    if too_large or time.perf_counter() > run_deadline(prep.started, time_limit):
+        why = (
+            f"the CP-SAT model (about {size:,} peer-group variables) is too large to build and solve within the "
+            f"{time_limit:g} s limit (at most {PEER_VARS_PER_SECOND:,} per second of it, or {PEER_DENSE_LIMIT:,}): "
+            "greedy groups in lottery order"
+            if too_large
+            else "the clock ran out while preparing the model: greedy groups in lottery order"
+        )
+        prep.locks_applied = 0  # the greedy applies none; the result's notes say so
+        return finish(greedy, None, placed_bound=len(active), fallback=True, why_greedy=why)
     built = [build(part) for part in parts]
     if any(pm.has_pairs for pm in built):
         notes.append(
