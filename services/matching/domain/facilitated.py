@@ -340,9 +340,15 @@ def solve_facilitated(prep: Prepared, progress: Progress, time_limit: float) -> 
         groups = [make_group(prep, ms, members) for ms, members in chosen_groups]
         placed_ids = {pid for _, members in chosen_groups for pid in members}
 
+        with_room = sorted(p for p in placed_ids if p in room)
+        rooms = np.array([room[p] for p in with_room], dtype=np.uint8).reshape(len(with_room), len(mentor_ids))
+
         def shares_a_mentor(pid: str) -> Callable[[str], bool]:
-            mine = room[pid]
-            return lambda p: p in room and bool((room[p] & mine).any())
+            """The placed people who had an eligible mentor with room in common with ``pid`` (one
+            matrix-vector product: pairwise checks took 19 s for 88 unplaced of 5,000)."""
+            mine = room[pid].astype(np.int32) if pid in room else np.zeros(len(mentor_ids), dtype=np.int32)
+            sharing = {with_room[int(r)] for r in np.flatnonzero(rooms @ mine)} if len(with_room) else set()
+            return sharing.__contains__
 
         def no_group(pid: str) -> str:
             return (
