@@ -150,7 +150,7 @@ def _flow_repaired(problem: Reassignment) -> dict[str, Slot] | None:
     return None
 
 
-def _polish(problem: Reassignment, start: Mapping[str, Slot]) -> dict[str, Slot]:
+def _polish(problem: Reassignment, start: Mapping[str, Slot], rounds: int = POLISH_ROUNDS) -> dict[str, Slot]:
     """Moves and swaps between open groups that raise the fit and keep every rule, in a fixed order."""
     assign = dict(start)
     members: dict[Slot, set[str]] = defaultdict(set)
@@ -187,7 +187,7 @@ def _polish(problem: Reassignment, start: Mapping[str, Slot]) -> dict[str, Slot]
 
     movable = sorted(pid for pid in assign if pid not in problem.frozen)
     open_slots = set(members)
-    for _ in range(POLISH_ROUNDS):
+    for _ in range(rounds):
         improved = False
         for a in movable:
             here = assign[a]
@@ -221,14 +221,15 @@ def _polish(problem: Reassignment, start: Mapping[str, Slot]) -> dict[str, Slot]
     return assign
 
 
-def improve(problem: Reassignment) -> dict[str, Slot]:
+def improve(problem: Reassignment, rounds: int = POLISH_ROUNDS) -> dict[str, Slot]:
     """A reassignment at least as fit as ``problem.assign`` that keeps every rule and every group's size
-    within bounds; the open groups and the placed set do not change."""
+    within bounds; the open groups and the placed set do not change. ``rounds`` bounds the local search
+    (a deterministic amount of work, for large pools under a time limit)."""
     best = dict(problem.assign)
     flowed = _flow_repaired(problem)
     if flowed is not None and problem.total(flowed) > problem.total(best):
         best = flowed
-    polished = _polish(problem, best)
+    polished = _polish(problem, best, rounds)
     if problem.total(polished) > problem.total(best) and not problem.broken(polished):
         best = polished
     return best
