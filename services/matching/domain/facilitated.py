@@ -132,6 +132,19 @@ deterministic decision: it depends on the input and the limit, never on the cloc
 FULL_MODEL_LIMIT variables are always tried (they build in well under a second)."""
 
 
+def _better_greedy(
+    options: list[list[tuple[list[int], list[str]]]], fit_of: Mapping[str, IntArray]
+) -> list[tuple[list[int], list[str]]]:
+    """The greedy solution that places more people, then has more fit (the first on a tie)."""
+
+    def key(groups: list[tuple[list[int], list[str]]]) -> tuple[int, int]:
+        placed = sum(len(members) for _, members in groups)
+        fit = sum(int(fit_of[pid][k]) for ms, members in groups for pid in members for k in ms)
+        return placed, fit
+
+    return max(options, key=key)
+
+
 def _model_size(candidates: Mapping[str, list[tuple[int, int]]], free: IntArray, size_min: int) -> int:
     """The number of mentee x slot variables the facilitated model would have (before building it)."""
     demand: dict[int, int] = defaultdict(int)
@@ -275,7 +288,11 @@ def solve_facilitated(prep: Prepared, progress: Progress, time_limit: float) -> 
         else:  # best fit first, ties by the mentors' own lottery order (a unique key)
             order_key = fit_of[pid][pos] * (len(mentor_ids) + 1) + (len(mentor_ids) - local_rank[pos])
             cand[pid] = {int(k) for k in pos[np.argsort(-order_key, kind="stable")[:TOP_MENTORS]]}
-    greedy = greedy_facilitated(prep, {pid: eligible_of[pid] for pid in active}, fit_of, free)
+    greedy = _better_greedy(
+        [greedy_facilitated(prep, {pid: eligible_of[pid] for pid in active}, fit_of, free, fill_first=first)
+         for first in (True, False)],
+        fit_of,
+    )  # fmt: skip
     greedy_placed = sum(len(g_members) for _, g_members in greedy)
     placed_cap = min(len(active), (int(free.sum()) // max(1, pol.mentors_per_group)) * pol.group_members_max)
     if greedy_placed >= placed_cap:  # the greedy meets the counting bound: no flow needed to prove it

@@ -30,12 +30,17 @@ def greedy_facilitated(
     eligible_of: Mapping[str, BoolArray],
     fit_of: Mapping[str, IntArray],
     free: IntArray,
+    fill_first: bool = True,
 ) -> list[MentorGroup]:
     """Each person in lottery order joins an open group they are compatible with (every mentor eligible
     for them, nobody apart, department bound): groups still below the minimum first, then the best fit.
     Otherwise they open a group with the eligible mentor with room whose load ratio stays lowest (load
     comes before fit in the objectives), best fit among equals, plus co-facilitators. Groups that stay
-    below the minimum dissolve and their members try the remaining groups once more."""
+    below the minimum dissolve and their members try the remaining groups once more.
+
+    A person joins an open group only if it fits them at least as well as the group they would open;
+    ``fill_first`` makes a group still below its minimum take them anyway (more placed, less fit); the
+    caller may run both and keep the better by the objectives' order."""
     pol = prep.policy
     mids = prep.mentor_ids
     used = np.zeros(len(mids), dtype=np.int64)
@@ -55,7 +60,7 @@ def greedy_facilitated(
     size = np.zeros(0, dtype=np.int64)
     co_fit_needed = pol.mentors_per_group > 1
 
-    def join(pid: str, allowed: BoolArray | None = None) -> bool:
+    def join(pid: str, allowed: BoolArray | None = None, at_least: int | None = None) -> bool:
         """The open group with room this person may join: below the minimum first, then best fit, then
         the earliest opened (the order the previous version scanned in), checking the rules in that order."""
         elig, fit = eligible_of[pid], fit_of[pid]
@@ -72,6 +77,9 @@ def greedy_facilitated(
             gain = np.array([sum(int(fit[k]) for k in groups[g][0]) for g in candidates], dtype=np.int64)
         else:
             gain = fit[lead[candidates]].astype(np.int64)
+        if at_least is not None:  # a group still below its minimum, or one fitting as well as a new group would
+            keep = ((below > 0) | (gain >= at_least)) if fill_first else (gain >= at_least)
+            candidates, below, gain = candidates[keep], below[keep], gain[keep]
         mine = apart_of.get(pid, set())
         dept = prep.by_id[pid].department
         for g in candidates[np.lexsort((candidates, -gain, -below))]:
@@ -89,13 +97,15 @@ def greedy_facilitated(
         return False
 
     for pid in order:
-        if join(pid):
-            continue
         elig, fit = eligible_of[pid], fit_of[pid]
         pos = np.flatnonzero(elig & (used < free))
         # lowest load ratio after one more group, then best fit, then the mentors' lottery order
         ratio = (base[pos] + used[pos] + 1) / cap[pos]
         options = [int(k) for k in pos[np.lexsort((tiebreak[pos], -fit[pos], ratio))]]
+        # join an open group unless a new one would fit this person better (a group below its minimum
+        # always takes them: placing comes first); without a mentor to open one, any group will do
+        if join(pid, at_least=int(fit[options[0]]) if options else None):
+            continue
         chosen: list[int] = []
         for k in options:
             if any(prep.apart(mids[k], mids[j]) for j in chosen):
@@ -105,6 +115,9 @@ def greedy_facilitated(
             chosen.append(k)
             if len(chosen) == pol.mentors_per_group:
                 break
+        if len(chosen) < pol.mentors_per_group:
+            join(pid)
+            continue
         if len(chosen) == pol.mentors_per_group:
             used[chosen] += 1
             groups.append((chosen, [pid]))

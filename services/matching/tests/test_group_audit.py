@@ -182,7 +182,9 @@ def test_an_undecided_threshold_check_falls_back_to_minimising_the_ratio(monkeyp
     assert not any("not proven" in n and "lottery" in n for n in result.stats.notes)
     achieved = max(result.stats.load[m] / c for m, c in mentor_capacities(inp).items() if c)
     assert result.stats.levels["max_load_ratio"] == round(achieved, 6)
-    assert "max load ratio 0.4: not proven the least (lower bound 0.333333)" in result.stats.notes
+    # the fallback minimisation may prove 0.4 itself, or stop at the flow's bound: either is said as it is
+    said = {"max load ratio 0.4: not proven the least (lower bound 0.333333)", "max load ratio 0.4: proven the least"}
+    assert said & set(result.stats.notes), result.stats.notes
 
 
 def mentor_capacities(inp: MatchingInput) -> dict[str, int]:
