@@ -21,6 +21,7 @@ always 0). Prints figures; asserts nothing.
 from __future__ import annotations
 
 import argparse
+import functools
 import random
 import resource
 import sys
@@ -137,18 +138,17 @@ def idle_and_fit_bound(inp: MatchingInput, result: MatchingResult) -> tuple[int 
     n, m = len(rows), len(mentors)
     source, sink, virtual = 0, 1, 2
     base, mbase = 3, 3 + n
-    tails, heads, caps, costs = [], [], [], []
+    arcs: list[tuple[int, int, int, int]] = []  # tail, head, capacity, cost
     for r, (_, eligible, fit) in enumerate(rows):
-        tails.append(source), heads.append(base + r), caps.append(1), costs.append(0)
+        arcs.append((source, base + r, 1, 0))
         pos = np.flatnonzero(eligible & (allowed > 0))
         order = pos[np.argsort(-fit[pos], kind="stable")]
-        for k in order[:TOP_ARCS]:
-            tails.append(base + r), heads.append(mbase + int(k)), caps.append(1), costs.append(-int(fit[k]))
+        arcs += [(base + r, mbase + int(k), 1, -int(fit[k])) for k in order[:TOP_ARCS]]
         if len(order) > TOP_ARCS:
-            tails.append(base + r), heads.append(virtual), caps.append(1), costs.append(-int(fit[order[TOP_ARCS]]))
-    for k in range(m):
-        tails.append(mbase + k), heads.append(sink), caps.append(int(slots[k])), costs.append(0)
-    tails.append(virtual), heads.append(sink), caps.append(n), costs.append(0)
+            arcs.append((base + r, virtual, 1, -int(fit[order[TOP_ARCS]])))
+    arcs += [(mbase + k, sink, int(slots[k]), 0) for k in range(m)]
+    arcs.append((virtual, sink, n, 0))
+    tails, heads, caps, costs = (list(column) for column in zip(*arcs, strict=True))
     f.add_arcs_with_capacity_and_unit_cost(
         np.array(tails, dtype=np.int64), np.array(heads, dtype=np.int64), np.array(caps, dtype=np.int64),
         np.array(costs, dtype=np.int64),
@@ -266,13 +266,13 @@ def cases(args: argparse.Namespace) -> list[tuple[str, Callable[[], MatchingInpu
     out: list[tuple[str, Callable[[], MatchingInput], bool]] = []
     for size in (1_000, 5_000, 20_000, 50_000):
         for family in ("capacity", "tight"):
-            out.append((f"facil {family} {size:,}", lambda s=size, f=family: facilitated(s, f), True))
+            out.append((f"facil {family} {size:,}", functools.partial(facilitated, size, family), True))
     for size in (500, 2_000, 10_000):
-        out.append((f"peer {size:,}", lambda s=size: peers(s), True))
+        out.append((f"peer {size:,}", functools.partial(peers, size), True))
     for count in (200, 2_000):
-        out.append((f"team {count:,} teams", lambda c=count: teams(c), False))
+        out.append((f"team {count:,} teams", functools.partial(teams, count), False))
     for size in (int(x) for x in args.pairs.split(",") if x):
-        out.append((f"one_to_one {size:,}", lambda s=size: pairs(s), True))
+        out.append((f"one_to_one {size:,}", functools.partial(pairs, size), True))
     return out
 
 
