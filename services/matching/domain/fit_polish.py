@@ -1,12 +1,11 @@
 """Facilitated groups, fit level: a better starting solution under the fixed higher levels.
 
-Once placement, the lottery, the max load ratio and the spread are fixed, the open groups (which mentor
-runs how many) are fixed too: the spread depends only on them. What is left for the fit level is
-which placed mentee sits in which open group, each group keeping between the policy's minimum and
-maximum members, plus the member-member rules (reporting lines, declared conflicts, excluded pairs,
-the department bound). Moving mentees between open groups therefore keeps every higher level's value
-exactly. CP-SAT, started from the spread level's solution, improves this reassignment slowly at
-scale; this module gives it a far better start:
+The solution that stands after the load levels (or the greedy's, on pools too large for CP-SAT) has
+its open groups: which mentor runs how many. Moving mentees between those open groups, each keeping
+between the policy's minimum and maximum members and every member-member rule (reporting lines,
+declared conflicts, excluded pairs, the department bound), keeps the placed set, the lottery, the max
+load ratio and the mentors used exactly; only fit changes. CP-SAT, started from that solution,
+improves this reassignment slowly at scale; this module gives it a far better start:
 
 1. a min-cost flow (mentee -> open group it may join -> sink, group minimum and maximum as arc
    capacities, cost -fit) solves the reassignment exactly *without* the member-member rules;
