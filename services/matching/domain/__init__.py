@@ -8,10 +8,11 @@ from __future__ import annotations
 
 from services.matching.domain.common import Prepared, Progress, no_progress
 from services.matching.domain.greedy import greedy_match
-from services.matching.domain.groups import greedy_peer_groups, solve_groups
+from services.matching.domain.groups import solve_groups
 from services.matching.domain.lottery import lottery_order, lottery_ranks
 from services.matching.domain.model import MatchingInput, MatchingResult, Override, OverrideKind
 from services.matching.domain.pairs import solve_pairs
+from services.matching.domain.peers import greedy_peer_groups
 from services.matching.domain.validate import validate
 
 __all__ = [

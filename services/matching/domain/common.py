@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -41,6 +42,8 @@ class Prepared:
     notes: list[str] = field(default_factory=list)
     locks_applied: int = 0
     """Locks the solver actually enforced (a lock it cannot express is noted, not counted)."""
+    started: float = field(default_factory=time.perf_counter)
+    """When the run started (wall clock): the time limit counts preparation too."""
 
     @classmethod
     def of(cls, inp: MatchingInput, seed: int) -> Prepared:
@@ -184,3 +187,23 @@ def loads_after(prep: Prepared, groups: list[Group]) -> dict[str, int]:
 def max_load_ratio(prep: Prepared, load: dict[str, int]) -> float:
     ratios = [load[m] / c for m, c in prep.capacity.items() if c > 0]
     return round(max(ratios, default=0.0), 6)
+
+
+def apart_pairs(prep: Prepared, ids: list[str]) -> list[tuple[str, str]]:
+    """Pairs that may never share a group: reporting lines, declared conflicts, excluded overrides."""
+    depth = prep.policy.reporting_line_depth
+    wanted = set(ids)
+    pairs: set[tuple[str, str]] = set()
+    for pid in ids:
+        p = prep.by_id[pid]
+        for manager in p.manager_chain[:depth] if depth > 0 else []:
+            if manager in wanted:
+                pairs.add((min(pid, manager), max(pid, manager)))
+        for other in p.conflicts_with:
+            if other in wanted and other != pid:
+                pairs.add((min(pid, other), max(pid, other)))
+    for pair in prep.excluded:
+        a, b = sorted(pair)
+        if a in wanted and b in wanted:
+            pairs.add((a, b))
+    return sorted(pairs)

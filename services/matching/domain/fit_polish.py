@@ -1,12 +1,11 @@
 """Facilitated groups, fit level: a better starting solution under the fixed higher levels.
 
-Once placement, the lottery, the max load ratio and the spread are fixed, the open groups (which mentor
-runs how many) are fixed too: the spread depends only on them. What is left for the fit level is
-which placed mentee sits in which open group, each group keeping between the policy's minimum and
-maximum members, plus the member-member rules (reporting lines, declared conflicts, excluded pairs,
-the department bound). Moving mentees between open groups therefore keeps every higher level's value
-exactly. CP-SAT, started from the spread level's solution, improves this reassignment slowly at
-scale; this module gives it a far better start:
+The solution that stands after the load levels (or the greedy's, on pools too large for CP-SAT) has
+its open groups: which mentor runs how many. Moving mentees between those open groups, each keeping
+between the policy's minimum and maximum members and every member-member rule (reporting lines,
+declared conflicts, excluded pairs, the department bound), keeps the placed set, the lottery, the max
+load ratio and the mentors used exactly; only fit changes. CP-SAT, started from that solution,
+improves this reassignment slowly at scale; this module gives it a far better start:
 
 1. a min-cost flow (mentee -> open group it may join -> sink, group minimum and maximum as arc
    capacities, cost -fit) solves the reassignment exactly *without* the member-member rules;
@@ -150,7 +149,7 @@ def _flow_repaired(problem: Reassignment) -> dict[str, Slot] | None:
     return None
 
 
-def _polish(problem: Reassignment, start: Mapping[str, Slot]) -> dict[str, Slot]:
+def _polish(problem: Reassignment, start: Mapping[str, Slot], rounds: int = POLISH_ROUNDS) -> dict[str, Slot]:
     """Moves and swaps between open groups that raise the fit and keep every rule, in a fixed order."""
     assign = dict(start)
     members: dict[Slot, set[str]] = defaultdict(set)
@@ -187,7 +186,7 @@ def _polish(problem: Reassignment, start: Mapping[str, Slot]) -> dict[str, Slot]
 
     movable = sorted(pid for pid in assign if pid not in problem.frozen)
     open_slots = set(members)
-    for _ in range(POLISH_ROUNDS):
+    for _ in range(rounds):
         improved = False
         for a in movable:
             here = assign[a]
@@ -221,14 +220,15 @@ def _polish(problem: Reassignment, start: Mapping[str, Slot]) -> dict[str, Slot]
     return assign
 
 
-def improve(problem: Reassignment) -> dict[str, Slot]:
+def improve(problem: Reassignment, rounds: int = POLISH_ROUNDS) -> dict[str, Slot]:
     """A reassignment at least as fit as ``problem.assign`` that keeps every rule and every group's size
-    within bounds; the open groups and the placed set do not change."""
+    within bounds; the open groups and the placed set do not change. ``rounds`` bounds the local search
+    (a deterministic amount of work, for large pools under a time limit)."""
     best = dict(problem.assign)
     flowed = _flow_repaired(problem)
     if flowed is not None and problem.total(flowed) > problem.total(best):
         best = flowed
-    polished = _polish(problem, best)
+    polished = _polish(problem, best, rounds)
     if problem.total(polished) > problem.total(best) and not problem.broken(polished):
         best = polished
     return best

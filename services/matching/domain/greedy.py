@@ -46,7 +46,7 @@ def greedy_match(prep: Prepared) -> MatchingResult:
             for k in candidates[np.lexsort((candidates, -fit[candidates]))]:
                 groups = groups_of.setdefault(int(k), [])
                 for members in groups:  # join an existing group of this mentor with room and no clash
-                    if len(members) < pol.group_members_max and _fits(prep, pid, members):
+                    if len(members) < pol.group_members_max and _fits(prep, pid, members, mentor_ids[int(k)]):
                         members.append(pid)
                         placed = True
                         break
@@ -88,7 +88,7 @@ def greedy_match(prep: Prepared) -> MatchingResult:
     )
 
 
-def _fits(prep: Prepared, pid: str, members: list[str]) -> bool:
+def _fits(prep: Prepared, pid: str, members: list[str], mentor: str) -> bool:
     """Member-member rules of a facilitated group: reporting lines, conflicts, department bound."""
     from services.matching.domain.rules import in_reporting_line
 
@@ -101,7 +101,7 @@ def _fits(prep: Prepared, pid: str, members: list[str]) -> bool:
         if frozenset((pid, other)) in prep.excluded:
             return False
     if pol.max_same_department is not None:
-        same = sum(1 for other in members if prep.by_id[other].department == p.department)
-        if same + 1 > pol.max_same_department - 1:  # the mentor's own department may count too: stay safe
+        same = sum(1 for other in [mentor, *members] if prep.by_id[other].department == p.department)
+        if same + 1 > pol.max_same_department:  # the mentor counts too
             return False
     return True

@@ -6,12 +6,12 @@ a group form always returns a rule-respecting result. Pure functions of already-
 
 from __future__ import annotations
 
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Mapping
 
 import numpy as np
 
-from services.matching.domain.common import Prepared
+from services.matching.domain.common import Prepared, apart_pairs
 from services.matching.domain.rules import BoolArray, IntArray
 
 MentorGroup = tuple[list[int], list[str]]
@@ -30,12 +30,17 @@ def greedy_facilitated(
     eligible_of: Mapping[str, BoolArray],
     fit_of: Mapping[str, IntArray],
     free: IntArray,
+    fill_first: bool = True,
 ) -> list[MentorGroup]:
     """Each person in lottery order joins an open group they are compatible with (every mentor eligible
     for them, nobody apart, department bound): groups still below the minimum first, then the best fit.
     Otherwise they open a group with the eligible mentor with room whose load ratio stays lowest (load
     comes before fit in the objectives), best fit among equals, plus co-facilitators. Groups that stay
-    below the minimum dissolve and their members try the remaining groups once more."""
+    below the minimum dissolve and their members try the remaining groups once more.
+
+    A person joins an open group only if it fits them at least as well as the group they would open;
+    ``fill_first`` makes a group still below its minimum take them anyway (more placed, less fit); the
+    caller may run both and keep the better by the objectives' order."""
     pol = prep.policy
     mids = prep.mentor_ids
     used = np.zeros(len(mids), dtype=np.int64)
@@ -43,32 +48,64 @@ def greedy_facilitated(
     base = np.array([prep.load[m] for m in mids], dtype=np.float64)
     groups: list[MentorGroup] = []
     order = sorted(eligible_of, key=lambda p: prep.ranks[p])
+    tiebreak = np.array([prep.ranks[m] for m in mids], dtype=np.int64)
+    apart_of: dict[str, set[str]] = defaultdict(set)
+    for a, b in apart_pairs(prep, [*mids, *order]):
+        apart_of[a].add(b)
+        apart_of[b].add(a)
+    limit = pol.max_same_department
+    depts: list[Counter[str]] = []
+    # per group, as arrays (grown as groups open), so each person scans the open groups at numpy speed
+    lead = np.zeros(0, dtype=np.int64)
+    size = np.zeros(0, dtype=np.int64)
+    co_fit_needed = pol.mentors_per_group > 1
 
-    def join(pid: str, allowed: list[int]) -> bool:
+    def join(pid: str, allowed: BoolArray | None = None, at_least: int | None = None) -> bool:
+        """The open group with room this person may join: below the minimum first, then best fit, then
+        the earliest opened (the order the previous version scanned in), checking the rules in that order."""
         elig, fit = eligible_of[pid], fit_of[pid]
-        best, best_key = -1, (-1, -1)
-        for g in allowed:
-            ms, members = groups[g]
-            if len(members) >= pol.group_members_max or not all(elig[k] for k in ms):
+        if not len(groups):
+            return False
+        ok = elig[lead] & (size < pol.group_members_max)
+        if allowed is not None:
+            ok &= allowed
+        candidates = np.flatnonzero(ok)
+        if not len(candidates):
+            return False
+        below = (size[candidates] < pol.group_members_min).astype(np.int64)
+        if co_fit_needed:
+            gain = np.array([sum(int(fit[k]) for k in groups[g][0]) for g in candidates], dtype=np.int64)
+        else:
+            gain = fit[lead[candidates]].astype(np.int64)
+        if at_least is not None:  # a group still below its minimum, or one fitting as well as a new group would
+            keep = ((below > 0) | (gain >= at_least)) if fill_first else (gain >= at_least)
+            candidates, below, gain = candidates[keep], below[keep], gain[keep]
+        mine = apart_of.get(pid, set())
+        dept = prep.by_id[pid].department
+        for g in candidates[np.lexsort((candidates, -gain, -below))]:
+            ms, members = groups[int(g)]
+            if co_fit_needed and not all(elig[k] for k in ms):
                 continue
-            if any(prep.apart(pid, o) for o in members):
+            if mine and any(o in mine for o in members):
                 continue
-            if not _dept_ok(prep, [mids[k] for k in ms] + members + [pid]):
+            if limit is not None and depts[int(g)][dept] + 1 > limit:
                 continue
-            key = (int(len(members) < pol.group_members_min), int(sum(fit[k] for k in ms)))
-            if key > best_key:
-                best, best_key = g, key
-        if best >= 0:
-            groups[best][1].append(pid)
+            members.append(pid)
+            depts[int(g)][dept] += 1
+            size[g] += 1
             return True
         return False
 
     for pid in order:
-        if join(pid, list(range(len(groups)))):
-            continue
         elig, fit = eligible_of[pid], fit_of[pid]
-        options = [int(k) for k in np.flatnonzero(elig & (used < free))]
-        options.sort(key=lambda k: ((base[k] + used[k] + 1) / cap[k], -int(fit[k]), prep.ranks[mids[k]]))
+        pos = np.flatnonzero(elig & (used < free))
+        # lowest load ratio after one more group, then best fit, then the mentors' lottery order
+        ratio = (base[pos] + used[pos] + 1) / cap[pos]
+        options = [int(k) for k in pos[np.lexsort((tiebreak[pos], -fit[pos], ratio))]]
+        # join an open group unless a new one would fit this person better (a group below its minimum
+        # always takes them: placing comes first); without a mentor to open one, any group will do
+        if join(pid, at_least=int(fit[options[0]]) if options else None):
+            continue
         chosen: list[int] = []
         for k in options:
             if any(prep.apart(mids[k], mids[j]) for j in chosen):
@@ -78,14 +115,22 @@ def greedy_facilitated(
             chosen.append(k)
             if len(chosen) == pol.mentors_per_group:
                 break
+        if len(chosen) < pol.mentors_per_group:
+            join(pid)
+            continue
         if len(chosen) == pol.mentors_per_group:
             used[chosen] += 1
             groups.append((chosen, [pid]))
+            depts.append(Counter([*(prep.by_id[mids[k]].department for k in chosen), prep.by_id[pid].department]))
+            lead = np.append(lead, chosen[0])
+            size = np.append(size, 1)
     small = [g for g in range(len(groups)) if len(groups[g][1]) < pol.group_members_min]
     keep = [g for g in range(len(groups)) if g not in set(small)]
     leftovers = sorted((p for g in small for p in groups[g][1]), key=lambda p: prep.ranks[p])
+    kept = np.zeros(len(groups), dtype=bool)
+    kept[keep] = True
     for pid in leftovers:
-        join(pid, keep)
+        join(pid, kept)
     return [groups[g] for g in keep]
 
 

@@ -55,6 +55,21 @@ class Unplaced(BaseModel):
     reason: str
 
 
+class SolveRecord(BaseModel):
+    """One CP-SAT solve of a group run: which level, how large the model, what it reached, how long."""
+
+    level: str
+    component: int = 0
+    variables: int
+    constraints: int
+    status: str = Field(description="OPTIMAL, FEASIBLE, INFEASIBLE, UNKNOWN, or CLOCK_STOPPED (discarded)")
+    objective: float | None = None
+    bound: float | None = None
+    budget_deterministic_s: float
+    deterministic_s: float
+    wall_s: float
+
+
 class Stats(BaseModel):
     method: str = Field(description="min_cost_flow for pairs, cp_sat for groups, greedy for the baseline")
     status: str = Field(
@@ -85,6 +100,9 @@ class Stats(BaseModel):
     overrides_applied: int = 0
     levels: dict[str, float] = Field(default_factory=dict, description="objective value reached at each level")
     notes: list[str] = Field(default_factory=list)
+    solves: list[SolveRecord] = Field(
+        default_factory=list, description="every CP-SAT solve of a group run, in order (also logged)"
+    )
 
 
 class MatchingResult(BaseModel):

@@ -20,6 +20,8 @@ IntArray = npt.NDArray[np.int64]
 BoolArray = npt.NDArray[np.bool_]
 Bits = npt.NDArray[np.uint64]
 
+SELF = "self"
+"""The ``failing`` key that excludes a person from their own candidates (peers): not in RULES."""
 RULES = ("capacity", "shared language", "time zone", "seniority", "reporting line", "declared conflict", "department")
 
 
@@ -141,8 +143,10 @@ class PairRules:
         if pol.max_same_department is not None and pol.max_same_department < 2:
             out["department"] = p.dept[o] == p.dept[i]
         self_pos = self._others_ids.get(p.people[i].participant_id)
-        if self_pos is not None:
-            out.setdefault("declared conflict", conflict)[self_pos] = True
+        if self_pos is not None:  # nobody is their own partner; not a rule, so never counted in a reason
+            itself = np.zeros(n, dtype=bool)
+            itself[self_pos] = True
+            out[SELF] = itself
         return out
 
     def eligible(self, i: int) -> BoolArray:

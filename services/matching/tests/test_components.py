@@ -185,7 +185,7 @@ def _team_only(inp: MatchingInput, lang: str) -> MatchingInput:
 
 def brute_force_teams(inp: MatchingInput, seed: int) -> tuple[frozenset[str], float, float]:
     """Every assignment of mentor sets to teams: the most people placed, then the lottery-first set of
-    teams, the least max load ratio, the least spread and the best fit, in that order."""
+    teams, the least max load ratio, the most mentors used (fewest idle) and the best fit, in that order."""
     pol = inp.policy
     mentors = [p for p in inp.participants if p.role is Role.MENTOR]
     teams: dict[str, list[ParticipantProfile]] = {}
@@ -215,9 +215,9 @@ def brute_force_teams(inp: MatchingInput, seed: int) -> tuple[frozenset[str], fl
             continue
         people = sum(len(teams[t]) for t, ms in zip(order, pick, strict=True) if ms)
         ratio = max((load[m] / cap[m] for m in cap if cap[m]), default=0.0)
-        spread = sum(load[m] ** 2 / cap[m] for m in cap if cap[m])
+        used = sum(1 for m in load if load[m] > 0)
         fit = sum(pair_fit(m, x, pol)[0] for t, ms in zip(order, pick, strict=True) if ms for m in ms for x in teams[t])
-        key = (people, [ms is not None for ms in pick], -ratio, -spread, fit)
+        key = (people, [ms is not None for ms in pick], -ratio, used, fit)
         if best is None or key > best:
             best = key
             chosen = (frozenset(t for t, ms in zip(order, pick, strict=True) if ms), ratio, float(fit))
@@ -249,7 +249,7 @@ def test_teams_with_disjoint_mentors_solved_apart_equal_each_alone_and_the_brute
 
 def test_teams_components_share_one_max_load_ratio() -> None:
     """Each component finds its own least max load ratio (English 1.0, Japanese 0.5); the run's is the
-    largest, and the Japanese teams, spread under that common cap, still use both mentors."""
+    largest, and the Japanese teams, under that common cap, still use both mentors (fewest idle)."""
     people = [mentor("EM", capacity=1, languages=["en"]), person("Ea", languages=["en"], team_id="E1")]
     people += [mentor(f"JM{i}", capacity=2, languages=["ja"]) for i in range(2)]
     people += [person(f"J{t}", languages=["ja"], team_id=f"J{t}") for t in range(2)]
@@ -277,7 +277,7 @@ def test_the_team_lottery_counts_people_not_teams() -> None:
         firsts.add(first == "A")
         assert placed_teams(result, inp) == (frozenset("A") if first == "A" else frozenset("BC"))
         assert result.stats.status == "OPTIMAL", result.stats.notes
-        assert set(result.stats.levels) == {"placed", "max_load_ratio", "spread", "fit"}
+        assert set(result.stats.levels) == {"placed", "max_load_ratio", "mentors_used", "fit"}
     assert firsts == {True, False}, "both outcomes of the draw are exercised"
 
 

@@ -8,7 +8,8 @@ from ortools.sat.python import cp_model
 from contracts.events import ParticipantProfile, UnmatchedReason
 from contracts.policy import Form, Role
 from services.matching.domain import MatchingInput, MatchingResult, Override, OverrideKind, match, validate
-from services.matching.domain import groups as groups_module
+from services.matching.domain import facilitated as facilitated_module
+from services.matching.domain import levels as levels_module
 from services.matching.domain.common import group_id, no_progress
 from services.matching.domain.levels import Levels, lottery_level
 from services.matching.tests.factories import mentor, person, pool
@@ -112,7 +113,7 @@ def test_pruned_candidates_never_cost_a_place(monkeypatch: pytest.MonkeyPatch) -
     inp = pool(people, form=Form.FACILITATED_GROUP, group_members_min=1, group_members_max=3, max_same_department=1)
     result = solve(inp)
     assert (result.stats.placed_count, result.stats.placed_bound, result.stats.status) == (9, 9, "OPTIMAL")
-    monkeypatch.setattr(groups_module, "FULL_MODEL_LIMIT", 0)  # force pruning to the top 8
+    monkeypatch.setattr(facilitated_module, "FULL_MODEL_LIMIT", 0)  # force pruning to the top 8
     result = solve(inp)
     assert (result.stats.placed_count, result.stats.placed_bound) == (9, 9), "placed proven against the full graph"
     assert result.stats.status == "FEASIBLE", "the lower levels ran on a pruned model: not claimed optimal"
@@ -144,7 +145,7 @@ def test_the_max_load_level_is_proven_by_its_thresholds_and_reports_what_the_gro
     inp = pool(people, form=Form.FACILITATED_GROUP, group_members_min=1, group_members_max=2, load={"MJ": 1})
     result = solve(inp)
     assert result.stats.placed_count == 10 and result.stats.status == "OPTIMAL"
-    assert result.stats.load == {"MJ": 5, "ME": 1}
+    assert result.stats.load["MJ"] == 5 and result.stats.load["ME"] in (1, 2), "ME: one or two groups, within 1.0"
     assert result.stats.levels["max_load_ratio"] == result.stats.max_load_ratio == 1.0
     assert "max load ratio 1: proven the least" in result.stats.notes
 
@@ -181,7 +182,9 @@ def test_an_undecided_threshold_check_falls_back_to_minimising_the_ratio(monkeyp
     assert not any("not proven" in n and "lottery" in n for n in result.stats.notes)
     achieved = max(result.stats.load[m] / c for m, c in mentor_capacities(inp).items() if c)
     assert result.stats.levels["max_load_ratio"] == round(achieved, 6)
-    assert "max load ratio 0.4: not proven the least (lower bound 0.333333)" in result.stats.notes
+    # the fallback minimisation may prove 0.4 itself, or stop at the flow's bound: either is said as it is
+    said = {"max load ratio 0.4: not proven the least (lower bound 0.333333)", "max load ratio 0.4: proven the least"}
+    assert said & set(result.stats.notes), result.stats.notes
 
 
 def mentor_capacities(inp: MatchingInput) -> dict[str, int]:
@@ -210,14 +213,15 @@ def test_facilitated_groups_return_the_best_found_when_the_limit_is_tiny() -> No
     assert result.stats.placed_count > 0
 
 
-def test_a_greedy_fallback_does_not_count_locks_it_did_not_apply() -> None:
+def test_a_greedy_fallback_does_not_count_locks_it_did_not_apply(monkeypatch: pytest.MonkeyPatch) -> None:
     from bench.synthetic_pool import instance
 
+    monkeypatch.setattr(levels_module, "WALL_DEADLINE_SHARE", 0.0)  # the clock has run out before any solve
     inp = instance(150, Form.FACILITATED_GROUP, seed=3)
     mentees = [p.participant_id for p in inp.participants if p.role is not Role.MENTOR]
     locked = inp.model_copy(update={"overrides": [lock(mentees[0], mentees[1])]})  # always expressible
     result = solve(locked, seed=5, limit=0.01)
-    assert result.stats.status == "GREEDY", "a limit this small leaves the solver nothing: the fallback runs"
+    assert result.stats.status == "GREEDY", "no time left for the solver: the fallback runs"
     assert result.stats.overrides_applied == 0
     assert any("does not apply locks" in n for n in result.stats.notes)
 
@@ -234,7 +238,7 @@ def test_large_peer_groups_do_not_crash() -> None:
 def test_same_input_and_seed_give_the_same_groups_when_the_limit_is_hit() -> None:
     from bench.synthetic_pool import instance
 
-    inp = instance(60, Form.FACILITATED_GROUP, seed=9)  # 30 mentees are now proven optimal within 0.5 s
+    inp = instance(75, Form.FACILITATED_GROUP, seed=9)  # 64 mentees are now proven optimal within 0.5 s
     first = solve(inp, seed=11, limit=0.5)
     second = solve(inp, seed=11, limit=0.5)
     assert first.stats.status == "FEASIBLE", "the tiny limit is hit (else this test proves nothing)"

@@ -362,7 +362,7 @@ def test_peer_groups_respect_every_rule(inp: MatchingInput, seed: int) -> None:
 @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(small_pools(max_mentors=3, max_mentees=6), st.integers(0, 10_000))
 def test_pruned_facilitated_groups_respect_every_rule_and_never_beat_their_bound(inp: MatchingInput, seed: int) -> None:
-    from services.matching.domain import groups
+    from services.matching.domain import facilitated as groups
 
     grouped = as_form(inp, Form.FACILITATED_GROUP, group_members_min=1, group_members_max=2)
     saved = (groups.FULL_MODEL_LIMIT, groups.TOP_MENTORS)

@@ -1,0 +1,479 @@
+"""Facilitated groups: a lead mentor's numbered slots (groups), mentees and optional co-facilitators.
+
+Preparation (eligibility, reasons, candidates, the placement bound, the greedy), then either the
+CP-SAT levels per component or, when the model is too large for the time limit, the greedy's groups
+with their fit reassigned. Every mentor of a group must be eligible for every member.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from collections.abc import Callable, Mapping
+
+import numpy as np
+from ortools.graph.python import max_flow
+from ortools.sat.python import cp_model
+
+from contracts.events import UnmatchedReason
+from services.matching.domain.common import (
+    Prepared,
+    Progress,
+    apart_pairs,
+    make_group,
+    unplaced,
+)
+from services.matching.domain.components import component_runs, facilitated_components
+from services.matching.domain.facilitated_model import (
+    FacilitatedModel,
+    add_apart,
+    add_assignment,
+    add_co_eligibility,
+    add_co_facilitators,
+    add_department_bound,
+    add_group_size,
+    add_load_slots,
+    add_locks,
+    add_slots,
+    hint_from_greedy,
+)
+from services.matching.domain.fit_polish import POLISH_ROUNDS, Reassignment, improve
+from services.matching.domain.group_greedy import greedy_facilitated
+from services.matching.domain.group_result import Outcome, group_result, proven_most, quota_of, unplaced_seekers
+from services.matching.domain.levels import (
+    CombinedLevels,
+    Levels,
+    lottery_level,
+    run_deadline,
+)
+from services.matching.domain.load_levels import idle_under_shared_ratio, load_terms, min_max_ratio, settle_ratio
+from services.matching.domain.model import MatchingResult, Unplaced
+from services.matching.domain.rules import (
+    BoolArray,
+    IntArray,
+    PairRules,
+    Pool,
+    describe_exclusions,
+    first_failing_counts,
+)
+
+TOP_MENTORS = 8
+TOP_CO_MENTORS = 6
+ALL_CO_MENTORS_UP_TO = 12
+"""Pools with this few mentors consider every mentor as a co-facilitator: exact on small pools."""
+FULL_MODEL_LIMIT = 20_000
+"""Facilitated groups: while (mentee, eligible mentor slot) variables stay below this, every eligible
+mentor is a candidate (the model is exact); above it each mentee keeps its best few, plus the arcs of a
+lottery-ordered max flow on the full graph and of the greedy solution."""
+
+
+def _co_mentor_candidates(
+    prep: Prepared, candidates: dict[str, list[tuple[int, int]]], free: IntArray, mentor_apart: set[tuple[int, int]]
+) -> dict[int, list[int]]:
+    """For each lead mentor, the mentors who may co-facilitate its groups: free, not apart from the
+    lead, ranked by how many of the lead's candidate mentees they could also serve (then lottery)."""
+    shared: dict[int, dict[int, int]] = defaultdict(lambda: defaultdict(int))
+    for cands in candidates.values():
+        ks = [k for k, _ in cands]
+        for a in ks:
+            for b in ks:
+                if a != b:
+                    shared[a][b] += 1
+    everyone = len(prep.mentors) <= ALL_CO_MENTORS_UP_TO
+    out: dict[int, list[int]] = {}
+    for lead in range(len(prep.mentors)):
+        pool = range(len(prep.mentors)) if everyone else shared[lead].keys()
+        options = [j for j in pool if j != lead and free[j] > 0 and (min(lead, j), max(lead, j)) not in mentor_apart]
+        options.sort(key=lambda j: (-shared[lead].get(j, 0), prep.ranks[prep.mentor_ids[j]]))
+        out[lead] = options if everyone else options[:TOP_CO_MENTORS]
+    return out
+
+
+def _flow_bound(
+    prep: Prepared, active: list[str], with_room: dict[str, BoolArray], caps: IntArray
+) -> tuple[int, list[tuple[str, int]]]:
+    """Max flow mentee -> eligible mentor with room -> sink (``caps`` per mentor).
+
+    It relaxes group minimums and member-member rules, so its value bounds the number placed on the
+    *full* eligibility graph; its arcs (one way to use every mentor) join the candidates. A plain max
+    flow (push-relabel): the lottery-ordered min-cost version took 4-8 s at 5,000 mentees.
+    """
+    n, m = len(active), len(caps)
+    if n == 0 or m == 0:
+        return 0, []
+    f = max_flow.SimpleMaxFlow()
+    source, sink, mb, tb = 0, 1, 2, 2 + n
+    tails = [np.full(int(with_room[p].sum()), r, dtype=np.int64) for r, p in enumerate(active)]
+    heads = [np.flatnonzero(with_room[p]).astype(np.int64) for p in active]
+    tail = np.concatenate(tails) if tails else np.zeros(0, dtype=np.int64)
+    head = np.concatenate(heads) if heads else np.zeros(0, dtype=np.int64)
+    f.add_arcs_with_capacity(np.zeros(n, dtype=np.int64), mb + np.arange(n, dtype=np.int64), np.ones(n, dtype=np.int64))
+    first = f.num_arcs()
+    f.add_arcs_with_capacity(mb + tail, tb + head, np.ones(len(tail), dtype=np.int64))
+    f.add_arcs_with_capacity(
+        tb + np.arange(m, dtype=np.int64), np.full(m, sink, dtype=np.int64), caps.astype(np.int64)
+    )
+    if f.solve(source, sink) != f.OPTIMAL:
+        raise RuntimeError("placement bound flow failed")
+    flows = f.flows(first + np.arange(len(tail), dtype=np.int64))
+    used = np.flatnonzero(flows > 0)
+    return int(f.optimal_flow()), [(active[int(tail[a])], int(head[a])) for a in used]
+FLOW_ARC_LIMIT = 25_000_000
+"""The placement bound's max flow is built up to this many eligible pairs (20,000 x 5,000 capacity-bound
+mentees: 80 M pairs took 8 GB and minutes); above it the counting bound is reported, as for pairs."""
+POLISH_MOVES = 10_000
+"""Large pools: the local search of the greedy's reassignment gets POLISH_MOVES / mentees rounds (a
+deterministic amount of work: 30 rounds took 9 s at 5,000 mentees on the tight benchmark pool)."""
+POLISH_SLACK = 0.07
+"""The fit reassignment of the standing solution may start up to this share of the limit after the
+solves' deadline (85 % + 7 %): the rest is for building and validating the result."""
+MODEL_VARS_PER_SECOND = 4_000
+"""Facilitated groups: the largest CP-SAT model (mentee x group-slot variables) tried, per second of the
+time limit. Building the model in Python costs about 20-40 us a variable on this 2-core machine, and the
+levels need the rest of the limit; above it the run returns the greedy with its fit reassigned (a
+deterministic decision: it depends on the input and the limit, never on the clock). Models up to
+FULL_MODEL_LIMIT variables are always tried (they build in well under a second)."""
+
+
+def _better_greedy(
+    options: list[list[tuple[list[int], list[str]]]], fit_of: Mapping[str, IntArray]
+) -> list[tuple[list[int], list[str]]]:
+    """The greedy solution that places more people, then has more fit (the first on a tie)."""
+
+    def key(groups: list[tuple[list[int], list[str]]]) -> tuple[int, int]:
+        placed = sum(len(members) for _, members in groups)
+        fit = sum(int(fit_of[pid][k]) for ms, members in groups for pid in members for k in ms)
+        return placed, fit
+
+    return max(options, key=key)
+
+
+def _model_size(candidates: Mapping[str, list[tuple[int, int]]], free: IntArray, size_min: int) -> int:
+    """The number of mentee x slot variables the facilitated model would have (before building it)."""
+    demand: dict[int, int] = defaultdict(int)
+    for options in candidates.values():
+        for k, _ in options:
+            demand[k] += 1
+    slots = {k: min(int(free[k]), n // max(1, size_min)) for k, n in demand.items()}
+    return sum(slots[k] for options in candidates.values() for k, _ in options)
+
+
+def _polish_greedy(
+    prep: Prepared,
+    greedy: list[tuple[list[int], list[str]]],
+    candidates: Mapping[str, list[tuple[int, int]]],
+    mentor_ids: list[str],
+) -> list[tuple[list[str], list[str]]]:
+    """The greedy's groups (one mentor each) with their mentees reassigned between them for a better fit
+    (``fit_polish``: every rule kept, the same open groups, so the same placed set and mentor loads)."""
+    assign: dict[str, tuple[int, int]] = {}
+    slot_of_group: list[tuple[int, int]] = []
+    count: dict[int, int] = defaultdict(int)
+    for ms, members in greedy:
+        slot = (ms[0], count[ms[0]])
+        count[ms[0]] += 1
+        slot_of_group.append(slot)
+        for pid in members:
+            assign[pid] = slot
+    open_by_mentor: dict[int, list[tuple[int, int]]] = defaultdict(list)
+    for slot in slot_of_group:
+        open_by_mentor[slot[0]].append(slot)
+    options = {pid: sorted(s for k, _ in candidates[pid] for s in open_by_mentor.get(k, [])) for pid in assign}
+    fit_of = {pid: dict(candidates[pid]) for pid in assign}
+    problem = Reassignment(
+        assign=assign,
+        options=options,
+        fit={(pid, s): fit_of[pid][s[0]] for pid, opts in options.items() for s in opts},
+        dept={pid: prep.by_id[pid].department for pid in assign},
+        mentor_dept={s: prep.by_id[mentor_ids[s[0]]].department for s in slot_of_group},
+        apart=frozenset(frozenset(pair) for pair in apart_pairs(prep, sorted(assign))),
+        size_min=prep.policy.group_members_min,
+        size_max=prep.policy.group_members_max,
+        max_same_department=prep.policy.max_same_department,
+    )
+    better = improve(problem, rounds=max(1, min(POLISH_ROUNDS, POLISH_MOVES // max(1, len(assign)))))
+    if problem.total(better) <= problem.total(assign):
+        better = assign
+    members_of: dict[tuple[int, int], list[str]] = defaultdict(list)
+    for pid, slot in sorted(better.items()):
+        members_of[slot].append(pid)
+    return [([mentor_ids[slot[0]]], members_of[slot]) for slot in slot_of_group if members_of[slot]]
+
+
+def _fit_start(
+    prep: Prepared, levels: Levels, fm: FacilitatedModel, fit_of: dict[str, IntArray], mentor_ids: list[str]
+) -> tuple[list[int], int] | None:
+    """Before the fit level (one mentor per group): the load levels' solution with its mentees
+    reassigned between the same open groups for a better fit (``fit_polish``). The open groups and the
+    placed set are those of the solution found, so every higher level keeps its value exactly.
+    Returns that start and its fit when it is better than the solution found."""
+    if levels.values is None:
+        return None
+    values = levels.values
+    assign: dict[str, tuple[int, int]] = {}
+    for slot, members in fm.members_of.items():
+        for pid, v in members:
+            if values[v.index]:
+                assign[pid] = slot
+    open_slots = set(assign.values())
+    options = {pid: sorted(s for s in fm.x_of[pid] if s in open_slots) for pid in assign}
+    fit = {(pid, s): int(fit_of[pid][s[0]]) for pid, opts in options.items() for s in opts}
+    locked = {p for pair in prep.locked for p in pair if p in fm.placed}
+    problem = Reassignment(
+        assign=assign,
+        options=options,
+        fit=fit,
+        dept={pid: prep.by_id[pid].department for pid in assign},
+        mentor_dept={s: prep.by_id[mentor_ids[s[0]]].department for s in open_slots},
+        apart=frozenset(frozenset(pair) for pair in apart_pairs(prep, sorted(assign))),
+        size_min=prep.policy.group_members_min,
+        size_max=prep.policy.group_members_max,
+        max_same_department=prep.policy.max_same_department,
+        frozen=frozenset(locked),
+    )
+    better = improve(problem)
+    if problem.total(better) <= problem.total(assign):
+        return None
+    start = list(values)
+    for pid, slot in assign.items():
+        start[fm.x_of[pid][slot].index] = 0
+    for pid, slot in better.items():
+        start[fm.x_of[pid][slot].index] = 1
+    levels.start_from(start)
+    return start, problem.total(better)
+
+
+def solve_facilitated(prep: Prepared, progress: Progress, time_limit: float) -> MatchingResult:
+    """Groups anchored on a lead mentor's slots; with ``mentors_per_group`` above 1, co-facilitators
+    join a slot. Every mentor of a group must be eligible for every member (mentor-member rules)."""
+    pol = prep.policy
+    co_count = pol.mentors_per_group - 1
+    pool = Pool.encode(prep.people)
+    mentors = np.array(prep.mentors, dtype=np.int64)
+    mentor_ids = prep.mentor_ids
+    mpos = {pid: k for k, pid in enumerate(mentor_ids)}
+    free = np.array([prep.free(pid) for pid in mentor_ids], dtype=np.int64)
+    rules = PairRules(pool, pol, mentors)
+    seekers = [prep.people[i].participant_id for i in prep.seekers]
+    eligible_of: dict[str, BoolArray] = {}
+    fit_of: dict[str, IntArray] = {}
+    reasons: dict[str, Unplaced] = {}
+    local_rank = np.argsort(np.argsort([prep.ranks[pid] for pid in mentor_ids], kind="stable"), kind="stable")
+    for row, i in enumerate(prep.seekers):
+        pid = seekers[row]
+        failing = rules.failing(i)
+        eligible = np.ones(len(mentors), dtype=bool)
+        for mask in failing.values():
+            eligible &= ~mask
+        prep.drop_excluded_mentors(pid, eligible)
+        with_room = eligible & (free > 0)
+        if not eligible.any():
+            text = f"no eligible mentor: {describe_exclusions(first_failing_counts(failing), pol)}"
+            reasons[pid] = unplaced(pid, UnmatchedReason.NO_ELIGIBLE_PARTNER, text)
+        elif not with_room.any():
+            text = f"capacity exhausted: all {int(eligible.sum())} eligible mentors are full"
+            reasons[pid] = unplaced(pid, UnmatchedReason.CAPACITY_EXHAUSTED, text)
+        elif int(eligible.sum()) < pol.mentors_per_group:
+            text = f"only {int(eligible.sum())} eligible mentors; the policy wants {pol.mentors_per_group} per group"
+            reasons[pid] = unplaced(pid, UnmatchedReason.NO_ELIGIBLE_PARTNER, text)
+        eligible_of[pid] = eligible
+        fit_of[pid] = rules.fit(i)
+    active = [pid for pid in seekers if pid not in reasons]
+    room = {pid: eligible_of[pid] & (free > 0) for pid in active}
+    exact = sum(int(free[room[pid]].sum()) for pid in active) <= FULL_MODEL_LIMIT and (
+        not co_count or len(mentor_ids) <= ALL_CO_MENTORS_UP_TO
+    )
+    cand: dict[str, set[int]] = {}
+    for pid in active:
+        pos = np.flatnonzero(room[pid])
+        if exact or len(pos) <= TOP_MENTORS:
+            cand[pid] = {int(k) for k in pos}
+        else:  # best fit first, ties by the mentors' own lottery order (a unique key)
+            order_key = fit_of[pid][pos] * (len(mentor_ids) + 1) + (len(mentor_ids) - local_rank[pos])
+            cand[pid] = {int(k) for k in pos[np.argsort(-order_key, kind="stable")[:TOP_MENTORS]]}
+    greedy = _better_greedy(
+        [greedy_facilitated(prep, {pid: eligible_of[pid] for pid in active}, fit_of, free, fill_first=first)
+         for first in (True, False)],
+        fit_of,
+    )  # fmt: skip
+    greedy_placed = sum(len(g_members) for _, g_members in greedy)
+    placed_cap = min(len(active), (int(free.sum()) // max(1, pol.mentors_per_group)) * pol.group_members_max)
+    arcs = sum(int(room[pid].sum()) for pid in active)
+    if greedy_placed >= placed_cap:  # the greedy meets the counting bound: no flow needed to prove it
+        flow_bound = greedy_placed
+    elif arcs > FLOW_ARC_LIMIT:  # the flow would not fit in memory and time: the counting bound stands
+        flow_bound = placed_cap
+        prep.notes.append(
+            f"placed_bound is the counting bound (min(seekers, free groups x group maximum)): the max flow over "
+            f"{arcs:,} eligible pairs is not built above {FLOW_ARC_LIMIT:,}"
+        )
+    else:
+        flow_value, flow_arcs = _flow_bound(prep, active, room, free * pol.group_members_max)
+        flow_bound = min(flow_value, placed_cap)
+        for pid, k in flow_arcs:
+            cand[pid].add(k)
+    for ms, g_members in greedy:
+        for pid in g_members:
+            cand[pid].add(ms[0])
+    candidates: dict[str, list[tuple[int, int]]] = {
+        pid: [(k, int(fit_of[pid][k])) for k in sorted(cand.get(pid, ()))] for pid in seekers
+    }
+
+    mentor_apart = {(min(mpos[a], mpos[b]), max(mpos[a], mpos[b])) for a, b in apart_pairs(prep, mentor_ids)}
+    co_options = _co_mentor_candidates(prep, candidates, free, mentor_apart) if co_count else {}
+    for ms, _ in greedy:
+        for j in ms[1:]:
+            if j not in co_options[ms[0]]:
+                co_options[ms[0]].append(j)
+
+    dept_of = {pid: prep.by_id[pid].department for pid in seekers}
+    mentor_dept = [prep.by_id[m].department for m in mentor_ids]
+
+    def build(part: list[str]) -> FacilitatedModel:
+        """The CP-SAT model of one component (every seeker when there is one): one call per rule."""
+        in_part = set(part)
+        fm = FacilitatedModel()
+        demand: dict[int, int] = defaultdict(int)
+        for pid in part:
+            for k, _ in candidates[pid]:
+                demand[k] += 1
+        add_slots(fm, demand, free, pol.group_members_min, lambda k: len(co_options.get(k, [])) >= co_count)
+        if co_count:
+            add_co_facilitators(fm, co_options, co_count, mentor_apart)
+        add_assignment(fm, {pid: candidates[pid] for pid in part})
+        add_group_size(fm, pol.group_members_min, pol.group_members_max)
+        if co_count:
+            add_co_eligibility(fm, eligible_of, fit_of)
+        if pol.max_same_department is not None:
+            add_department_bound(fm, pol.max_same_department, dept_of, mentor_dept)
+        add_apart(fm, apart_pairs(prep, part))
+        # another component's lock is its own; two mentors' locks are noted once, below
+        applied, lock_notes = add_locks(fm, [(a, b) for a, b in prep.locked if a in in_part or b in in_part], mpos)
+        prep.locks_applied += applied
+        prep.notes.extend(lock_notes)
+        add_load_slots(fm, free, mentor_ids, bool(co_count))
+        hint_from_greedy(fm, [(ms, members) for ms, members in greedy if members[0] in in_part])
+        return fm
+
+    notes: list[str] = []
+    if co_count and len(mentor_ids) > ALL_CO_MENTORS_UP_TO:
+        notes.append(f"co-facilitators drawn from each lead's {TOP_CO_MENTORS} best-overlapping mentors")
+    if not exact:
+        notes.append(
+            f"candidates pruned to each mentee's {TOP_MENTORS} best mentors, plus a lottery-ordered max flow's "
+            f"and the greedy's; placed_bound is the max-flow bound on the full eligibility graph"
+        )
+
+    def finish(
+        chosen_groups: list[tuple[list[str], list[str]]], levels: Levels | CombinedLevels | None, **kw: object
+    ) -> MatchingResult:
+        groups = [make_group(prep, ms, members) for ms, members in chosen_groups]
+        placed_ids = {pid for _, members in chosen_groups for pid in members}
+
+        with_room = sorted(p for p in placed_ids if p in room)
+        rooms = np.array([room[p] for p in with_room], dtype=np.uint8).reshape(len(with_room), len(mentor_ids))
+
+        def shares_a_mentor(pid: str) -> Callable[[str], bool]:
+            """The placed people who had an eligible mentor with room in common with ``pid`` (one
+            matrix-vector product: pairwise checks took 19 s for 88 unplaced of 5,000)."""
+            mine = room[pid].astype(np.int32) if pid in room else np.zeros(len(mentor_ids), dtype=np.int32)
+            sharing = {with_room[int(r)] for r in np.flatnonzero(rooms @ mine)} if len(with_room) else set()
+            return sharing.__contains__
+
+        def no_group(pid: str) -> str:
+            return (
+                f"no group of {pol.group_members_min}-{pol.group_members_max} compatible members could be formed "
+                f"with its {int(room[pid].sum())} eligible mentors with room (reporting lines, conflicts, "
+                f"department bound or too few eligible people); nobody drawn ahead took its place"
+            )
+
+        gone = unplaced_seekers(
+            prep, seekers, placed_ids, reasons, shares_a_mentor,
+            "placed people who shared an eligible mentor with room", no_group,
+        )  # fmt: skip
+        return group_result(prep, Outcome(groups, gone, levels, notes=notes, **kw))  # type: ignore[arg-type]
+
+    greedy_spec = [([mentor_ids[k] for k in ms], g_members) for ms, g_members in greedy]
+    size = _model_size(candidates, free, pol.group_members_min)
+    too_large = size > max(FULL_MODEL_LIMIT, time_limit * MODEL_VARS_PER_SECOND)
+    if too_large or time.perf_counter() > run_deadline(prep.started, time_limit):
+        in_time = time.perf_counter() < run_deadline(prep.started, time_limit)
+        polish = too_large and in_time and not co_count
+        polished = _polish_greedy(prep, greedy, candidates, mentor_ids) if polish else greedy_spec
+        why = (
+            f"the CP-SAT model ({size:,} mentee-group variables) is too large to build and solve within the "
+            f"{time_limit:g} s limit (at most {MODEL_VARS_PER_SECOND:,} per second of it, or {FULL_MODEL_LIMIT:,}): "
+            "greedy groups in lottery order"
+            + (", fit improved by reassigning mentees between its open groups" if polish else "")
+            if too_large
+            else "the clock ran out while preparing the model: greedy groups in lottery order"
+        )
+        return finish(polished, None, placed_bound=flow_bound, fallback=True, why_greedy=why)
+    for a, b in prep.locked:
+        if a in mpos and b in mpos:
+            prep.notes.append(f"lock {a}/{b} not applied: two mentors; lock a mentor with a mentee instead")
+    parts = facilitated_components(prep, seekers, candidates, co_options, mentor_ids)
+    if len(parts) <= 1:
+        parts = [seekers]
+    built = [build(part) for part in parts]
+    runs = component_runs(prep, progress, time_limit, [len(part) for part in parts], [fm.model for fm in built])
+    for levels, fm in zip(runs, built, strict=True):
+        levels.hint(fm.hint)
+        levels.adopt_hint()
+    # level 1 in every component before any other level: if the clock stops the run, every component
+    # has its most-placed solution or, failing that, its share of the greedy's groups
+    firsts = [
+        levels.optimise("placed", sum(fm.placed.values()), maximize=True)
+        for levels, fm in zip(runs, built, strict=True)
+    ]
+    quotas = [quota_of(levels, total, fm.placed) for levels, fm, total in zip(runs, built, firsts, strict=True)]
+    solved = [(levels, fm, q) for levels, fm, q in zip(runs, built, quotas, strict=True) if q is not None]
+    if not solved:
+        return finish(greedy_spec, None, placed_bound=flow_bound, fallback=True)
+    proven = True
+    for levels, fm, quota in solved:
+        by_lottery = sorted((p for p in fm.placed if fm.x_of[p]), key=lambda p: prep.ranks[p])  # with a place to go
+        _, part_proven = lottery_level(levels, fm.placed, by_lottery, quota)
+        proven = proven and part_proven
+    tops: list[tuple[Levels, cp_model.IntVar, cp_model.LinearExprT, bool]] = []
+    for levels, fm, _ in solved:
+        load = load_terms(levels.model, prep, fm.opened)
+        if load is not None:
+            top, used = load
+            found = min_max_ratio(levels, prep, fm, mentor_ids, top).found
+            tops.append((levels, top, used, found))
+    idle_under_shared_ratio(tops)
+    for levels, fm, _ in solved:
+        # the reassignment runs even when the clock has stopped the solver (then it improves the stage that
+        # stands: deterministic given that stage), unless the limit itself is about to pass
+        in_time = time.perf_counter() < run_deadline(prep.started, time_limit) + time_limit * POLISH_SLACK
+        start = _fit_start(prep, levels, fm, fit_of, mentor_ids) if not co_count and in_time else None
+        outcome = levels.optimise("fit", sum(fm.fit_terms), maximize=True)
+        if start is not None and outcome.found and outcome.value < start[1]:  # the solver lost the hint
+            levels.start_from(start[0])
+            outcome.value = float(start[1])
+        settle_ratio(levels, prep, fm.opened)
+
+    chosen_groups: list[tuple[list[str], list[str]]] = []
+    for levels, fm, _ in solved:
+        for (k, slot), members in sorted(fm.members_of.items()):
+            chosen = [pid for pid, v in members if levels.value(v)]
+            if chosen:
+                co_ids = [mentor_ids[j] for j, c in fm.co.get((k, slot), []) if levels.value(c)]
+                chosen_groups.append(([mentor_ids[k], *co_ids], chosen))
+    unsolved = {pid for fm, quota in zip(built, quotas, strict=True) if quota is None for pid in fm.placed}
+    if unsolved:
+        chosen_groups += [([mentor_ids[k] for k in ms], g) for ms, g in greedy if g[0] in unsolved]
+        notes.append(
+            f"{len(runs) - len(solved)} of {len(runs)} components got no solution before the clock stopped the "
+            "solver: their groups are the greedy's (lottery order, every rule)"
+        )
+        proven = False
+    bound = flow_bound
+    if exact and not unsolved:
+        bound = min(bound, sum(proven_most(t, flow_bound) for t in firsts))
+    kept = [levels for levels, _, _ in solved]
+    combined: Levels | CombinedLevels = kept[0] if len(kept) == 1 else CombinedLevels(kept)
+    if len(runs) > 1:
+        notes.append(f"solved as {len(runs)} independent components of the candidate graph (exact)")
+    return finish(chosen_groups, combined, placed_bound=bound, proven_lottery=proven, exact=exact and not unsolved)

@@ -1,0 +1,339 @@
+"""Peer groups: numbered groups of peers, a chosen group language, time-zone and level windows.
+
+Every rule holds for every pair of a group; the exact (dense) model lets any peer join any group,
+numbered by their first member; the pruned model lets each peer join its greedy group or its best
+partners'.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from ortools.sat.python import cp_model
+
+from contracts.events import UnmatchedReason
+from contracts.policy import SeniorityRule
+from services.matching.domain.common import (
+    Prepared,
+    Progress,
+    apart_pairs,
+    make_group,
+    unplaced,
+)
+from services.matching.domain.components import component_runs, peer_components
+from services.matching.domain.group_greedy import greedy_peers
+from services.matching.domain.group_result import Outcome, group_result, proven_most, quota_of, unplaced_seekers
+from services.matching.domain.levels import (
+    CombinedLevels,
+    Levels,
+    lottery_level,
+    run_deadline,
+)
+from services.matching.domain.model import MatchingResult, Unplaced
+from services.matching.domain.rules import (
+    PairRules,
+    Pool,
+    describe_exclusions,
+    first_failing_counts,
+)
+
+TOP_PARTNERS = 3
+PEER_DENSE_LIMIT = 6_000
+"""Peer groups: while peers x groups stays below this, every peer may join every group (exact)."""
+PEER_PARTNERS = 6
+PEER_VARS_PER_SECOND = 1_500
+"""Peer groups: the largest model tried per second of the limit (peer-group variables and the pair
+variables of the fit level cost more to build than the facilitated ones: about 2,000 peers' pruned
+model took 4-8 s to build on this machine); above it the greedy's groups are the result."""
+
+
+def _model_size(size: int, size_min: int) -> int:
+    """About how many peer x group variables a component's model has (see ``build``)."""
+    if size * max(1, size // size_min) <= PEER_DENSE_LIMIT:
+        groups = max(1, size // size_min)
+        return size * groups - groups * (groups - 1) // 2  # the r-th peer may join groups 0..r
+    return size * (PEER_PARTNERS + 2)
+
+
+@dataclass
+class PeerModel:
+    model: cp_model.CpModel
+    x: dict[tuple[str, int], cp_model.IntVar]
+    placed: dict[str, cp_model.IntVar]
+    in_group: dict[int, list[str]]
+    fit_terms: Sequence[cp_model.LinearExprT]
+    hint: dict[cp_model.IntVar, int]
+    dense: bool
+    has_pairs: bool
+    allowed: dict[str, list[int]]
+    """The groups each peer may join (empty: no place to go, e.g. no greedy group near it when pruned)."""
+
+
+def solve_peer_groups(
+    prep: Prepared, progress: Progress, time_limit: float, greedy_only: bool = False
+) -> MatchingResult:
+    pol = prep.policy
+    pool = Pool.encode(prep.people)
+    peers = [prep.people[i].participant_id for i in prep.seekers]
+    n = len(peers)
+    row_of = {pid: r for r, pid in enumerate(peers)}
+    rules = PairRules(pool, pol, np.array(prep.seekers, dtype=np.int64))
+    compat = np.zeros((n, n), dtype=bool)
+    fitm = np.zeros((n, n), dtype=np.int64)
+    reasons: dict[str, Unplaced] = {}
+    need = pol.group_members_min - 1
+    for r, i in enumerate(prep.seekers):
+        failing = rules.failing(i)
+        if pol.seniority_rule is not SeniorityRule.PEERS_WITHIN:
+            failing.pop("seniority", None)  # mentor/mentee seniority has no meaning between peers
+        ok = np.ones(n, dtype=bool)
+        for mask in failing.values():
+            ok &= ~mask
+        ok[r] = False
+        compat[r] = ok
+        fitm[r] = rules.fit(i)
+        fitm[r, r] = 0
+        if int(ok.sum()) < need:
+            text = (
+                f"only {int(ok.sum())} compatible peers, a group needs {pol.group_members_min}: "
+                f"{describe_exclusions(first_failing_counts(failing), pol)}"
+            )
+            reasons[peers[r]] = unplaced(peers[r], UnmatchedReason.NO_ELIGIBLE_PARTNER, text)
+    for pair in prep.excluded:
+        a, b = sorted(pair)
+        if a in row_of and b in row_of:
+            compat[row_of[a], row_of[b]] = compat[row_of[b], row_of[a]] = False
+    active = [pid for pid in peers if pid not in reasons]
+    greedy = greedy_peers(prep, peers, compat, fitm)
+    notes: list[str] = []
+
+    def finish(chosen_groups: list[list[str]], levels: Levels | CombinedLevels | None, **kw: object) -> MatchingResult:
+        groups = [make_group(prep, [], members) for members in chosen_groups]
+        placed_ids = {pid for members in chosen_groups for pid in members}
+
+        def compatible_with(pid: str) -> Callable[[str], bool]:
+            r = row_of[pid]
+            return lambda p: bool(compat[r, row_of[p]])
+
+        def no_group(pid: str) -> str:
+            return (
+                f"no group of {pol.group_members_min}-{pol.group_members_max} mutually compatible peers with a "
+                f"common language could include it ({int(compat[row_of[pid]].sum())} compatible peers)"
+            )
+
+        gone = unplaced_seekers(
+            prep, peers, placed_ids, reasons, compatible_with, "placed peers compatible with this one", no_group
+        )
+        return group_result(prep, Outcome(groups, gone, levels, notes=notes, **kw))  # type: ignore[arg-type]
+
+    if greedy_only:
+        return finish(greedy, None, placed_bound=len(active), fallback=True, baseline=True)
+    lock_pairs: list[tuple[str, str]] = []
+    for a, b in prep.locked:
+        if a in row_of and b in row_of:
+            lock_pairs.append((a, b))
+            prep.locks_applied += 1
+        else:
+            prep.notes.append(f"lock {a}/{b} not applied: both must be peers in the pool")
+
+    def build(part: list[str]) -> PeerModel:
+        """The CP-SAT model of one component: its own numbered groups, the same rules."""
+        size = len(part)
+        in_part = set(part)
+        part_greedy = [members for members in greedy if members[0] in in_part]
+        dense = size * max(1, size // pol.group_members_min) <= PEER_DENSE_LIMIT
+        allowed: dict[str, list[int]] = {}
+        if dense:
+            n_groups = max(len(part_greedy), size // pol.group_members_min)
+            # groups are interchangeable: number them by their first member (in ``part`` order), so the
+            # r-th peer may only join groups 0..r (without it, 15 peers took 9 s to prove their fit)
+            index = {pid: r for r, pid in enumerate(part)}
+            part_greedy = sorted(part_greedy, key=lambda members: min(index[m] for m in members))
+            allowed = {pid: list(range(min(n_groups, index[pid] + 1))) if pid not in reasons else [] for pid in part}
+        else:  # each peer may join its greedy group or the greedy groups of its best compatible partners
+            n_groups = len(part_greedy)
+            local = {pid: g for g, members in enumerate(part_greedy) for pid in members}
+            for pid in part:
+                r = row_of[pid]
+                partners = np.flatnonzero(compat[r])
+                partners = partners[np.argsort(-fitm[r, partners], kind="stable")]
+                groups_ok = {local[pid]} if pid in local else set()
+                for q in partners:
+                    if len(groups_ok) > PEER_PARTNERS:
+                        break
+                    if peers[int(q)] in local:
+                        groups_ok.add(local[peers[int(q)]])
+                allowed[pid] = sorted(groups_ok) if pid not in reasons else []
+        model = cp_model.CpModel()
+        x = {(pid, g): model.new_bool_var(f"x_{pid}_{g}") for pid in part for g in allowed[pid]}
+        in_group: dict[int, list[str]] = defaultdict(list)
+        for pid, g in x:
+            in_group[g].append(pid)
+        y = [model.new_bool_var(f"open_{g}") for g in range(n_groups)]
+        placed = {pid: model.new_bool_var(f"placed_{pid}") for pid in part}
+        if dense:
+            for g in range(n_groups - 1):
+                model.add(y[g] >= y[g + 1])
+        for pid in part:
+            model.add(sum(x[(pid, g)] for g in allowed[pid]) == placed[pid])
+        for g in range(n_groups):
+            ids = in_group[g]
+            member_vars = [x[(pid, g)] for pid in ids]
+            model.add(sum(member_vars) >= pol.group_members_min * y[g])
+            model.add(sum(member_vars) <= pol.group_members_max * y[g])
+            for pid in ids:
+                model.add_implication(x[(pid, g)], y[g])
+            if not ids:
+                continue
+            if pol.require_shared_language:
+                languages = sorted({lang for pid in ids for lang in prep.by_id[pid].languages})
+                speaks = {lang: model.new_bool_var(f"lang_{g}_{lang}") for lang in languages}
+                model.add(sum(speaks.values()) <= 1)
+                for pid in ids:
+                    spoken = [speaks[lang] for lang in prep.by_id[pid].languages]
+                    model.add(sum(spoken) >= 1).only_enforce_if(x[(pid, g)])
+            for attr, width in (("tz", pol.max_timezone_distance_hours), ("level", pol.max_peer_level_spread)):
+                if width is None or (attr == "level" and pol.seniority_rule is not SeniorityRule.PEERS_WITHIN):
+                    continue
+                values = {
+                    pid: (prep.by_id[pid].utc_offset_minutes if attr == "tz" else prep.by_id[pid].level) for pid in ids
+                }
+                span = int(width * 60) if attr == "tz" else int(width)
+                low = model.new_int_var(min(values.values()) - span, max(values.values()), f"{attr}_low_{g}")
+                for pid, v in values.items():
+                    model.add(low <= v).only_enforce_if(x[(pid, g)])
+                    model.add(low + span >= v).only_enforce_if(x[(pid, g)])
+            if pol.max_same_department is not None:
+                by_dept: dict[str, list[cp_model.IntVar]] = defaultdict(list)
+                for pid in ids:
+                    by_dept[prep.by_id[pid].department].append(x[(pid, g)])
+                for vs in by_dept.values():
+                    if len(vs) > pol.max_same_department:
+                        model.add(sum(vs) <= pol.max_same_department)
+        for a, b in apart_pairs(prep, part):
+            for g in set(allowed[a]) & set(allowed[b]):
+                model.add_bool_or([~x[(a, g)], ~x[(b, g)]])
+        for a, b in lock_pairs:
+            if a not in in_part:
+                continue  # another component's lock (both ends are always in one component)
+            for g in set(allowed[a]) | set(allowed[b]):  # together in one group, or neither placed
+                va, vb = x.get((a, g)), x.get((b, g))
+                if va is not None and vb is not None:
+                    model.add(va == vb)
+                else:
+                    only = va if va is not None else vb
+                    if only is not None:
+                        model.add(only == 0)
+            model.add(placed[a] == placed[b])
+        # fit between peers: pair variables for each peer's best few compatible partners (same component)
+        fit_terms = []
+        pair_vars: dict[tuple[str, str, int], cp_model.IntVar] = {}
+        pair_set: dict[tuple[str, str], int] = {}
+        for pid in part:
+            r = row_of[pid]
+            options = np.flatnonzero(compat[r] & (fitm[r] > 0))
+            for j in options[np.argsort(-fitm[r, options], kind="stable")][:TOP_PARTNERS]:
+                a, b = sorted((pid, peers[int(j)]))
+                pair_set[(a, b)] = int(fitm[r, int(j)])
+        for (a, b), f in sorted(pair_set.items()):
+            for g in sorted(set(allowed.get(a, [])) & set(allowed.get(b, []))):
+                both = model.new_bool_var(f"pair_{a}_{b}_{g}")
+                model.add_implication(both, x[(a, g)])
+                model.add_implication(both, x[(b, g)])
+                # both == x_a AND x_b exactly: any solution (e.g. the previous level's) carries its true fit
+                model.add_bool_or([~x[(a, g)], ~x[(b, g)], both])
+                fit_terms.append(both * f)
+                pair_vars[(a, b, g)] = both
+        hint: dict[cp_model.IntVar, int] = {v: 0 for v in x.values()}
+        home_of = {pid: g for g, g_members in enumerate(part_greedy) for pid in g_members}
+        for (a, b, g), both in pair_vars.items():
+            hint[both] = int(home_of.get(a) == g and home_of.get(b) == g)
+        hint.update({v: 0 for v in placed.values()})
+        hint.update({v: 0 for v in y})
+        for g, g_members in enumerate(part_greedy):
+            hint[y[g]] = 1
+            for pid in g_members:
+                if (pid, g) in x:
+                    hint[x[(pid, g)]] = 1
+                    hint[placed[pid]] = 1
+        return PeerModel(model, x, placed, in_group, fit_terms, hint, dense, bool(pair_set), allowed)
+
+    parts = peer_components(peers, active, compat, lock_pairs, row_of)
+    size = sum(_model_size(len(part), pol.group_members_min) for part in parts)
+    too_large = size > max(PEER_DENSE_LIMIT, time_limit * PEER_VARS_PER_SECOND)
+    if too_large or time.perf_counter() > run_deadline(prep.started, time_limit):
+        why = (
+            f"the CP-SAT model (about {size:,} peer-group variables) is too large to build and solve within the "
+            f"{time_limit:g} s limit (at most {PEER_VARS_PER_SECOND:,} per second of it, or {PEER_DENSE_LIMIT:,}): "
+            "greedy groups in lottery order"
+            if too_large
+            else "the clock ran out while preparing the model: greedy groups in lottery order"
+        )
+        prep.locks_applied = 0  # the greedy applies none; the result's notes say so
+        return finish(greedy, None, placed_bound=len(active), fallback=True, why_greedy=why)
+    built = [build(part) for part in parts]
+    if any(pm.has_pairs for pm in built):
+        notes.append(
+            "peer-group fit is optimised on each peer's best partners only, so no bound on the reported fit "
+            "(every pair of a group) is proven: fit_bound and gap are left empty"
+        )
+    if not all(pm.dense for pm in built):
+        notes.append(f"each peer may join its greedy group or its {PEER_PARTNERS} best partners' (pruned model)")
+    runs = component_runs(prep, progress, time_limit, [len(part) for part in parts], [pm.model for pm in built])
+    for levels, pm in zip(runs, built, strict=True):
+        levels.hint(pm.hint)
+        levels.adopt_hint()
+    # level 1 in every component before any other level (see solve_facilitated)
+    firsts = [
+        levels.optimise("placed", sum(pm.placed.values()), maximize=True)
+        for levels, pm in zip(runs, built, strict=True)
+    ]
+    quotas = [quota_of(levels, total, pm.placed) for levels, pm, total in zip(runs, built, firsts, strict=True)]
+    solved = [(levels, pm, total, q) for levels, pm, total, q in zip(runs, built, firsts, quotas, strict=True)]
+    solved = [entry for entry in solved if entry[3] is not None]
+    if runs and not solved:
+        return finish(greedy, None, placed_bound=len(active), fallback=True)
+    proven = True
+    for levels, pm, _, quota in solved:
+        order = sorted((p for p in pm.placed if pm.allowed[p]), key=lambda p: prep.ranks[p])  # with a place to go
+        _, part_proven = lottery_level(levels, pm.placed, order, int(quota or 0))
+        proven = proven and part_proven
+    for levels, pm, _, _ in solved:
+        levels.optimise("fit", sum(pm.fit_terms) if pm.fit_terms else 0, maximize=True)
+    chosen_groups = []
+    bound = 0
+    for levels, pm, total, _ in solved:
+        for g in sorted(pm.in_group):
+            chosen = [pid for pid in pm.in_group[g] if levels.value(pm.x[(pid, g)])]
+            if chosen:
+                chosen_groups.append(chosen)
+        part_active = sum(1 for pid in pm.placed if pid not in reasons)
+        if pm.dense:
+            part_active = min(part_active, proven_most(total, part_active))
+        bound += part_active
+    unsolved = {pid for pm, q in zip(built, quotas, strict=True) if q is None for pid in pm.placed}
+    if unsolved:
+        chosen_groups += [members for members in greedy if members[0] in unsolved]
+        bound += sum(1 for pid in unsolved if pid not in reasons)
+        notes.append(
+            f"{len(runs) - len(solved)} of {len(runs)} components got no solution before the clock stopped the "
+            "solver: their groups are the greedy's (lottery order, every rule)"
+        )
+        proven = False
+    kept = [levels for levels, _, _, _ in solved]
+    combined: Levels | CombinedLevels = kept[0] if len(kept) == 1 else CombinedLevels(kept)
+    if len(runs) > 1:
+        notes.append(f"solved as {len(runs)} models over independent components of the compatibility graph (exact)")
+    exact = all(pm.dense for pm in built)
+    return finish(
+        chosen_groups, combined, placed_bound=bound, proven_lottery=proven, exact=exact, fit_is_model_objective=False
+    )
+
+
+def greedy_peer_groups(prep: Prepared) -> MatchingResult:
+    """The peer-group greedy alone (lottery order, every rule), as the benchmarks' baseline."""
+    return solve_peer_groups(prep, lambda _m, _f: None, 0.0, greedy_only=True)

@@ -1,0 +1,299 @@
+"""Team mentoring: an intact team and its mentors, placed whole or not at all.
+
+The mentors must be eligible for every team member; an intact team's own reporting lines do not
+keep it out, a declared conflict or an exclude override inside it does.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from ortools.sat.python import cp_model
+
+from contracts.events import UnmatchedReason
+from services.matching.domain.common import (
+    Prepared,
+    Progress,
+    apart_pairs,
+    make_group,
+    unplaced,
+)
+from services.matching.domain.components import component_runs, team_components
+from services.matching.domain.group_greedy import greedy_teams
+from services.matching.domain.group_result import Outcome, group_result, proven_most, quota_of
+from services.matching.domain.levels import (
+    CombinedLevels,
+    Levels,
+    lottery_level,
+)
+from services.matching.domain.load_levels import idle_under_shared_ratio, load_terms, settle_ratio
+from services.matching.domain.lottery import lottery_key
+from services.matching.domain.model import MatchingResult, Unplaced
+from services.matching.domain.rules import (
+    BoolArray,
+    IntArray,
+    PairRules,
+    Pool,
+    describe_exclusions,
+    first_failing_counts,
+)
+
+
+@dataclass
+class TeamModel:
+    model: cp_model.CpModel
+    placed: dict[str, cp_model.IntVar]
+    z: dict[tuple[str, int], cp_model.IntVar]
+    opened: dict[str, list[cp_model.IntVar]]
+    fit_terms: Sequence[cp_model.LinearExprT]
+    hint: dict[cp_model.IntVar, int]
+
+
+def solve_teams(prep: Prepared, progress: Progress, time_limit: float) -> MatchingResult:
+    pol = prep.policy
+    pool = Pool.encode(prep.people)
+    mentors = np.array(prep.mentors, dtype=np.int64)
+    mentor_ids = prep.mentor_ids
+    mpos = {pid: k for k, pid in enumerate(mentor_ids)}
+    free = np.array([prep.free(pid) for pid in mentor_ids], dtype=np.int64)
+    rules = PairRules(pool, pol, mentors)
+    teams: dict[str, list[int]] = defaultdict(list)
+    gone: list[Unplaced] = []
+    for i in prep.seekers:
+        p = prep.people[i]
+        if p.team_id is None:
+            gone.append(unplaced(p.participant_id, UnmatchedReason.OTHER, "team mentoring needs a team_id"))
+        else:
+            teams[p.team_id].append(i)
+    sizes: dict[str, int] = {}
+    members_of: dict[str, list[str]] = {}
+    team_of: dict[str, str] = {}
+    eligible_of: dict[str, BoolArray] = {}
+    fit_of: dict[str, IntArray] = {}
+    for team, rows in sorted(teams.items()):
+        ids = [prep.people[i].participant_id for i in rows]
+        members_of[team] = ids
+        for pid in ids:
+            team_of[pid] = team
+        if not pol.group_members_min <= len(rows) <= pol.group_members_max:
+            bounds = f"{pol.group_members_min}-{pol.group_members_max}"
+            for pid in ids:
+                gone.append(
+                    unplaced(pid, UnmatchedReason.GROUP_SIZE, f"team {team} has {len(rows)} members, not {bounds}")
+                )
+            continue
+        clash = next(
+            (
+                (a, b)
+                for a, b in itertools.combinations(sorted(ids), 2)
+                if b in prep.by_id[a].conflicts_with
+                or a in prep.by_id[b].conflicts_with
+                or frozenset((a, b)) in prep.excluded
+            ),
+            None,
+        )
+        if clash is not None:
+            text = (
+                f"team {team} cannot be placed: its members {clash[0]} and {clash[1]} have a declared conflict or an "
+                f"exclude override, and an intact team is never split; resolve it or take one of them out of the pool"
+            )
+            gone += [unplaced(pid, UnmatchedReason.OTHER, text) for pid in ids]
+            continue
+        eligible = np.ones(len(mentors), dtype=bool)
+        fit = np.zeros(len(mentors), dtype=np.int64)
+        counts: dict[str, int] = defaultdict(int)
+        for i in rows:
+            failing = rules.failing(i)
+            for rule, n in first_failing_counts(failing).items():
+                counts[rule] = max(counts[rule], n)
+            for mask in failing.values():
+                eligible &= ~mask
+            prep.drop_excluded_mentors(prep.people[i].participant_id, eligible)
+            fit += rules.fit(i)
+        with_room = eligible & (free > 0)
+        if int(eligible.sum()) < pol.mentors_per_group:
+            text = f"no {pol.mentors_per_group} mentors eligible for every member: {describe_exclusions(counts, pol)}"
+            gone += [unplaced(pid, UnmatchedReason.NO_ELIGIBLE_PARTNER, text) for pid in ids]
+            continue
+        if int(with_room.sum()) < pol.mentors_per_group:
+            text = f"capacity exhausted: {int(eligible.sum())} mentors are eligible for every member, too few have room"
+            gone += [unplaced(pid, UnmatchedReason.CAPACITY_EXHAUSTED, text) for pid in ids]
+            continue
+        sizes[team] = len(rows)
+        eligible_of[team] = with_room
+        fit_of[team] = fit
+    lock_of: dict[str, int] = {}  # team -> a mentor locked to one of its members
+    locks: list[tuple[str, int]] = []
+    for a, b in prep.locked:
+        if (a in mpos) != (b in mpos):  # a mentor and a team member: that mentor mentors the team
+            mentor, member = (a, b) if a in mpos else (b, a)
+            team = team_of.get(member, "")
+            if team in eligible_of and eligible_of[team][mpos[mentor]]:
+                locks.append((team, mpos[mentor]))
+                lock_of[team] = mpos[mentor]
+                prep.locks_applied += 1
+                continue
+        prep.notes.append(f"lock {a}/{b} not applied: teams are locked through a mentor and a team member")
+    order = sorted(sizes, key=lambda t: lottery_key(prep.seed, f"team:{t}"))
+    greedy = greedy_teams(prep, order, eligible_of, fit_of, free)
+    mentor_apart = [(mpos[a], mpos[b]) for a, b in apart_pairs(prep, mentor_ids)]
+
+    def build(part: list[str]) -> TeamModel:
+        """The CP-SAT model of one component: its teams and their eligible mentors with room."""
+        model = cp_model.CpModel()
+        placed: dict[str, cp_model.IntVar] = {}
+        z: dict[tuple[str, int], cp_model.IntVar] = {}
+        fit_terms = []
+        for team in part:
+            placed[team] = model.new_bool_var(f"placed_{team}")
+            options = []
+            for k in map(int, np.flatnonzero(eligible_of[team])):
+                var = model.new_bool_var(f"z_{team}_{k}")
+                z[(team, k)] = var
+                options.append(var)
+                fit_terms.append(var * int(fit_of[team][k]))
+            model.add(sum(options) == pol.mentors_per_group * placed[team])
+        by_mentor: dict[int, list[cp_model.IntVar]] = defaultdict(list)
+        for (_team, k), v in z.items():
+            by_mentor[k].append(v)
+        opened: dict[str, list[cp_model.IntVar]] = {}
+        for pos in sorted(by_mentor):
+            mine = by_mentor[pos]
+            mentor = mentor_ids[pos]
+            model.add(sum(mine) <= prep.free(mentor))
+            # slots in order for the load levels: slot s is open when at least s+1 teams are taken
+            count = min(len(mine), prep.free(mentor))
+            ys = [model.new_bool_var(f"slot_{pos}_{s}") for s in range(count)]
+            for s in range(count - 1):
+                model.add(ys[s] >= ys[s + 1])
+            model.add(sum(ys) == sum(mine))
+            opened[mentor] = ys
+        for ka, kb in mentor_apart:
+            for team in part:
+                if (team, ka) in z and (team, kb) in z:
+                    model.add_bool_or([~z[(team, ka)], ~z[(team, kb)]])
+        for team, k in locks:
+            if team in placed:
+                model.add(z[(team, k)] == 1)
+        hint: dict[cp_model.IntVar, int] = {v: 0 for v in z.values()}
+        for team, var in placed.items():
+            hint[var] = int(team in greedy)
+            for k in greedy.get(team, []):
+                hint[z[(team, k)]] = 1
+        return TeamModel(model, placed, z, opened, fit_terms, hint)
+
+    apart_set = {(min(a, b), max(a, b)) for a, b in mentor_apart}
+
+    def placeable_alone(team: str) -> bool:
+        """Is there a set of ``mentors_per_group`` eligible mentors with room, none apart from another
+        (and the locked mentor among them)? If not, the team cannot be placed even with nobody else."""
+        must = [lock_of[team]] if team in lock_of else []
+        pool_k = [int(k) for k in np.flatnonzero(eligible_of[team]) if int(k) not in must]
+
+        def extend(chosen: list[int], start: int) -> bool:
+            if len(chosen) >= pol.mentors_per_group:
+                return True
+            for n in range(start, len(pool_k)):
+                k = pool_k[n]
+                if all((min(k, j), max(k, j)) not in apart_set for j in chosen) and extend([*chosen, k], n + 1):
+                    return True
+            return False
+
+        return extend(must, 0)
+
+    def finish(chosen: dict[str, list[str]], levels: Levels | CombinedLevels | None, **kw: object) -> MatchingResult:
+        groups = [make_group(prep, chosen[team], members_of[team]) for team in sorted(chosen)]
+        done = {u.participant_id for u in gone}
+        lost_all = list(gone)
+        for team in sorted(sizes):
+            if team in chosen:
+                continue
+            key = lottery_key(prep.seed, f"team:{team}")
+            rivals = [t for t in chosen if (eligible_of[t] & eligible_of[team]).any()]
+            # a larger team wins on the first level (most people placed) whatever the draw
+            ahead = [t for t in rivals if lottery_key(prep.seed, f"team:{t}") < key and sizes[t] <= sizes[team]]
+            larger = [t for t in rivals if sizes[t] > sizes[team]]
+            if not placeable_alone(team):
+                code = UnmatchedReason.OTHER
+                text = (
+                    f"no {pol.mentors_per_group} of its {int(eligible_of[team].sum())} eligible mentors with room may "
+                    f"work together (reporting line, declared conflict or exclude override between them; team {team})"
+                )
+            elif ahead:
+                code = UnmatchedReason.LOST_LOTTERY
+                text = (
+                    f"lost the lottery to {len(ahead)} teams drawn ahead that shared its eligible mentors (team {team})"
+                )
+            elif larger:
+                code = UnmatchedReason.CAPACITY_EXHAUSTED
+                text = (
+                    f"the capacity of its eligible mentors went to {len(larger)} larger teams "
+                    f"(placing the most people comes before the lottery; team {team})"
+                )
+            else:
+                code = UnmatchedReason.OTHER
+                text = f"no {pol.mentors_per_group} eligible mentors with room may work together (team {team})"
+            lost_all += [unplaced(pid, code, text) for pid in members_of[team] if pid not in done]
+        return group_result(prep, Outcome(groups, lost_all, levels, **kw))  # type: ignore[arg-type]
+
+    parts = team_components(sorted(sizes), eligible_of, sizes)
+    if not parts:
+        parts = [[]]
+    built = [build(part) for part in parts]
+    runs = component_runs(
+        prep, progress, time_limit, [sum(sizes[t] for t in part) for part in parts], [tm.model for tm in built]
+    )
+    for levels, tm in zip(runs, built, strict=True):
+        levels.hint(tm.hint)
+        levels.adopt_hint()
+    # level 1 in every component before any other level (see solve_facilitated)
+    firsts = [
+        levels.optimise("placed", sum(tm.placed[t] * sizes[t] for t in tm.placed), maximize=True)
+        for levels, tm in zip(runs, built, strict=True)
+    ]
+    quotas = [quota_of(levels, total, tm.placed, sizes) for levels, tm, total in zip(runs, built, firsts, strict=True)]
+    solved = [(levels, tm, q) for levels, tm, q in zip(runs, built, quotas, strict=True) if q is not None]
+    greedy_spec = {team: [mentor_ids[k] for k in ks] for team, ks in greedy.items()}
+    if not solved:
+        return finish(greedy_spec, None, placed_bound=sum(sizes.values()), fallback=True)
+    proven = True
+    for levels, tm, quota in solved:
+        part_order = [t for t in order if t in tm.placed]
+        # quota in people: max-people solutions may differ in their number of teams
+        _, part_proven = lottery_level(levels, tm.placed, part_order, quota, weights=sizes)
+        proven = proven and part_proven
+    tops: list[tuple[Levels, cp_model.IntVar, cp_model.LinearExprT, bool]] = []
+    for levels, tm, _ in solved:
+        load = load_terms(levels.model, prep, tm.opened)
+        if load is not None:
+            top, used = load
+            levels.level = "max_load_ratio"
+            found = levels.optimise("max_load_ratio", top, maximize=False, keep=False).found
+            tops.append((levels, top, used, found))
+    idle_under_shared_ratio(tops)
+    chosen: dict[str, list[str]] = {}
+    for levels, tm, _ in solved:
+        levels.optimise("fit", sum(tm.fit_terms) if tm.fit_terms else 0, maximize=True)
+        settle_ratio(levels, prep, tm.opened)
+        for team, var in tm.placed.items():
+            if levels.value(var):
+                chosen[team] = [mentor_ids[k] for (t, k), v in tm.z.items() if t == team and levels.value(v)]
+    bound = sum(proven_most(t, sum(sizes[x] for x in tm.placed)) for t, tm in zip(firsts, built, strict=True))
+    notes = []
+    unsolved = [team for tm, q in zip(built, quotas, strict=True) if q is None for team in tm.placed]
+    if unsolved:
+        chosen.update({team: greedy_spec[team] for team in unsolved if team in greedy_spec})
+        notes.append(
+            f"{len(runs) - len(solved)} of {len(runs)} components got no solution before the clock stopped the "
+            "solver: their teams' mentors are the greedy's (lottery order, every rule)"
+        )
+        proven = False
+    kept = [levels for levels, _, _ in solved]
+    combined: Levels | CombinedLevels = kept[0] if len(kept) == 1 else CombinedLevels(kept)
+    if len(runs) > 1:
+        notes.append(f"solved as {len(runs)} models over independent components (teams sharing no mentor; exact)")
+    return finish(chosen, combined, placed_bound=bound, proven_lottery=proven, notes=notes)
