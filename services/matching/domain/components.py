@@ -72,6 +72,8 @@ def part_progress(progress: Progress, n: int, parts: int) -> Progress:
         progress(f"component {n + 1} of {parts}: {message}", fraction)
 
     return report
+
+
 MIN_PART_SHARE = 0.05
 """Peer groups and teams: components smaller than this share of the people are solved together, in
 bundles of at least this share, so a pool of many tiny components stays a few models whose budgets

@@ -110,14 +110,14 @@ def _flow_bound(
     f.add_arcs_with_capacity(np.zeros(n, dtype=np.int64), mb + np.arange(n, dtype=np.int64), np.ones(n, dtype=np.int64))
     first = f.num_arcs()
     f.add_arcs_with_capacity(mb + tail, tb + head, np.ones(len(tail), dtype=np.int64))
-    f.add_arcs_with_capacity(
-        tb + np.arange(m, dtype=np.int64), np.full(m, sink, dtype=np.int64), caps.astype(np.int64)
-    )
+    f.add_arcs_with_capacity(tb + np.arange(m, dtype=np.int64), np.full(m, sink, dtype=np.int64), caps.astype(np.int64))
     if f.solve(source, sink) != f.OPTIMAL:
         raise RuntimeError("placement bound flow failed")
     flows = f.flows(first + np.arange(len(tail), dtype=np.int64))
     used = np.flatnonzero(flows > 0)
     return int(f.optimal_flow()), [(active[int(tail[a])], int(head[a])) for a in used]
+
+
 FLOW_ARC_LIMIT = 25_000_000
 """The placement bound's max flow is built up to this many eligible pairs (20,000 x 5,000 capacity-bound
 mentees: 80 M pairs took 8 GB and minutes); above it the counting bound is reported, as for pairs."""

@@ -39,6 +39,7 @@ _log = logging.getLogger(__name__)
 def _finite(x: float) -> float | None:
     return round(x, 6) if math.isfinite(x) else None
 
+
 _NAMES = {
     cp_model.OPTIMAL: "OPTIMAL",
     cp_model.FEASIBLE: "FEASIBLE",

@@ -34,9 +34,7 @@ def feasible(fm: FacilitatedModel, *fixed: tuple[cp_model.IntVar, int]) -> bool:
     return status != cp_model.INFEASIBLE
 
 
-def two_mentors(
-    mentees: list[str], free: tuple[int, int] = (1, 1), size: tuple[int, int] = (1, 3)
-) -> FacilitatedModel:
+def two_mentors(mentees: list[str], free: tuple[int, int] = (1, 1), size: tuple[int, int] = (1, 3)) -> FacilitatedModel:
     """Mentors 0 and 1 (free capacity ``free``), every mentee a candidate of both, fit 1 with mentor 0."""
     fm = FacilitatedModel()
     add_slots(fm, {0: len(mentees), 1: len(mentees)}, np.array(free), size[0])
