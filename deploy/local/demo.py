@@ -13,11 +13,14 @@ Everything goes through the public HTTP APIs and Kafka, as a real administrator'
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import sys
 import time
 import urllib.error
 import urllib.request
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
@@ -95,6 +98,57 @@ def live_weeks(urls: dict[str, str], token: str, pid: str, run_id: str, args: ar
     print(f"sessions held     {summary.sessions_held:,} ({summary.reschedules} rescheduled first)")
     print(f"goals set         {summary.goals_set:,}, steps ticked off {summary.steps_done:,}")
     print(f"mean rating       {summary.mean_rating} of 5 ({len(summary.ratings):,} session surveys answered)")
+    if "metrics" in urls:
+        program_health(Client(urls["metrics"], token), urls["metrics"], pid)
+
+
+HEADLINES = (
+    "placed_share", "time_to_match_median_days", "mentor_load_gini", "sessions_vs_cadence", "attendance_rate",
+    "mean_session_rating", "nps", "goals_progressed",
+)  # fmt: skip
+
+
+def _kpis(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {k["key"]: k for section in report["sections"] for k in section["kpis"]}
+
+
+def program_health(metrics: Client, url: str, pid: str) -> None:
+    """What the administrator opens every week: the headline KPIs, the open alerts, the dashboard."""
+    step("waiting for the metrics service to project the twelve weeks, then the program's health")
+    report: dict[str, Any] = {}
+
+    def caught_up() -> bool:
+        nonlocal report
+        report = metrics.call("GET", f"/programs/{pid}/kpis?window=program_to_date", missing={"sections": []})
+        held = _kpis(report).get("sessions_vs_cadence", {}).get("figure", {}).get("n")
+        return bool(report["sections"]) and held is not None and held > 0
+
+    wait("the KPIs", caught_up, timeout=300)
+    kpis = _kpis(report)
+    for key in HEADLINES:
+        if key in kpis:
+            k = kpis[key]
+            print(f"  {k['label']:<40} {k['figure']['display']}")
+    evaluated: list[dict[str, Any]] = []
+
+    def alerts_raised() -> bool:
+        nonlocal evaluated
+        evaluated = metrics.call("GET", f"/alerts?status=open&program_id={pid}")
+        return bool(evaluated)
+
+    with contextlib.suppress(SystemExit):  # a healthy program may have none: say so after a while
+        wait("the safety nets' evaluation", alerts_raised, timeout=60)
+    risks = metrics.call("GET", f"/programs/{pid}/risks")
+    kinds = Counter(a["kind"] for a in evaluated)
+    print(f"open alerts       {len(evaluated)}: " + ", ".join(f"{n} {kind}" for kind, n in kinds.most_common()))
+    for kind in kinds:
+        alert = next(a for a in evaluated if a["kind"] == kind)
+        print(f"  e.g. [{alert['severity']}] {kind}: {alert['detail']}")
+    for risk in risks[:3]:
+        parts = ", ".join(f"{name} {value:g}" for name, value in risk["parts"].items())
+        print(f"  risk {risk['score']:g} for {risk['group_id']} ({parts})")
+    print(f"dashboard         {url}/dashboard/login?token=$(.venv/bin/python -m runtime.auth --role admin "
+          "--service metrics)")  # fmt: skip
 
 
 def main() -> int:
@@ -106,6 +160,7 @@ def main() -> int:
     args = parser.parse_args()
 
     step("starting the local stack and the services")
+    os.environ.setdefault("METRICS_EVALUATE_EVERY_SECONDS", "5")  # the safety nets answer within the demo
     urls = services.up()
     jwt = jwt_config_from_env("enrollment")  # the services run with the same settings
     token = issue_token(jwt, "demo-admin", ["admin"])

@@ -11,7 +11,7 @@ from collections import Counter, defaultdict
 from datetime import datetime
 
 from services.metrics.domain import stats
-from services.metrics.domain.facts import Facts, GroupFact, ParticipantFact
+from services.metrics.domain.facts import Facts, GroupFact, ParticipantFact, SessionFact
 from services.metrics.domain.relationships import relationship_states
 from services.metrics.domain.report import Breakdown, Kpi, Section, Window, formula
 from services.metrics.domain.risk import risk
@@ -224,7 +224,8 @@ AGAINST_CADENCE = formula(
     "sessions_vs_cadence",
     "Sessions held against cadence",
     "sessions held in the window / sessions expected, where each relationship open during the window "
-    "expects (days it was open in the window) / (its agreed cadence, else the program's) sessions",
+    "expects (days it was open in the window) / (its agreed cadence, else the program's) sessions; a "
+    "relationship is open from its match, or from its first session held when that came earlier",
 )
 ATTENDANCE = formula(
     "attendance_rate",
@@ -241,10 +242,22 @@ RELATIONSHIPS = formula(
 )
 
 
-def expected_sessions(groups: list[GroupFact], w: Window) -> tuple[float, list[GroupFact]]:
+def first_sessions(sessions: list[SessionFact]) -> dict[str, datetime]:
+    """Each group's first session held: sessions recorded from before the match (a pair that already met,
+    history brought in) open the relationship earlier, or its expected sessions would be near zero."""
+    first: dict[str, datetime] = {}
+    for x in sessions:
+        if x.group_id not in first or x.held_at < first[x.group_id]:
+            first[x.group_id] = x.held_at
+    return first
+
+
+def expected_sessions(groups: list[GroupFact], w: Window, sessions: list[SessionFact]) -> tuple[float, list[GroupFact]]:
+    first = first_sessions(sessions)
     total, counted = 0.0, []
     for g in groups:
-        start = max(g.matched_at, w.start) if w.start else g.matched_at
+        opened = min(g.matched_at, first.get(g.group_id, g.matched_at))
+        start = max(opened, w.start) if w.start else opened
         closure = g.closed_by(w.end)
         end = min(w.end, closure.closed_at) if closure else w.end
         if end > start:
@@ -259,7 +272,7 @@ def engagement(facts: Facts, w: Window, thresholds: dict[str, Thresholds]) -> Se
     held = [x for x in facts.sessions if w.contains(x.held_at) and x.group_id in by_id]
     held_groups = [by_id[gid] for gid in {x.group_id for x in held}]
     s.kpis.append(Kpi(HELD, count(len(held), _people(held_groups))))
-    expected, open_groups = expected_sessions(facts.groups, w)
+    expected, open_groups = expected_sessions(facts.groups, w, facts.sessions)
     s.kpis.append(Kpi(AGAINST_CADENCE, figure(len(held) / expected if expected else None, _people(open_groups))))
     members = sum(len(by_id[x.group_id].members) for x in held)
     attended = sum(min(x.attendees, len(by_id[x.group_id].members)) for x in held)

@@ -55,7 +55,7 @@ def weekly(facts: Facts, end: datetime, weeks: int = 12) -> list[WeekPoint]:
     for i in range(weeks, 0, -1):
         w = Window(WindowName.WEEK, end - timedelta(days=7 * i), end - timedelta(days=7 * (i - 1)))
         held = [x for x in facts.sessions if w.contains(x.held_at) and x.group_id in by_id]
-        expected, open_groups = expected_sessions(facts.groups, w)
+        expected, open_groups = expected_sessions(facts.groups, w, facts.sessions)
         people = len({m.participant_id for g in open_groups for m in g.members})
         answers = [f for f in facts.feedback if w.contains(f.given_at)]
         ratings = [f.session_rating for f in answers if f.session_rating is not None]

@@ -171,3 +171,17 @@ def test_mentor_and_program_safety_nets() -> None:
     low = program_condition(ProgramPlacement("p", 10, 7, has_run=True), t)
     assert low is not None and low.key.kind == "match_rate_below_target" and "70%" in low.detail
     assert program_condition(ProgramPlacement("p", 10, 8, has_run=True), t) is None
+
+
+def test_a_relationship_whose_sessions_predate_its_match_expects_sessions_from_the_first_one() -> None:
+    from services.metrics.domain.facts import GroupFact, SessionFact
+    from services.metrics.domain.kpis import expected_sessions
+    from services.metrics.domain.report import Window, WindowName
+
+    matched = datetime(2026, 6, 1, tzinfo=UTC)
+    group = GroupFact("g1", "p1", "one_to_one", 3.0, 14, matched, members=())
+    before = [SessionFact("s1", "g1", "p1", matched - timedelta(days=28), 2)]
+    end = matched + timedelta(days=14)
+    window = Window(WindowName.PROGRAM_TO_DATE, None, end)
+    assert expected_sessions([group], window, [])[0] == 1.0, "from the match: 14 days / cadence 14"
+    assert expected_sessions([group], window, before)[0] == 3.0, "from the first session held, 28 days earlier"
