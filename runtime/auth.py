@@ -22,7 +22,9 @@ from typing import Annotated
 
 import jwt
 from fastapi import Depends, HTTPException, Request, status
+from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 ALGORITHM = "HS256"
 
@@ -155,3 +157,34 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+PUBLIC_PATHS = ("/health/", "/metrics", "/docs", "/redoc", "/openapi.json", "/dashboard", "/favicon.ico")
+"""Paths that answer without a bearer token: probes, Prometheus, the API documents, a browser's favicon and
+the dashboard's pages (a browser signs in with a cookie there, see services/metrics/dashboard.py)."""
+
+
+class AuthenticateFirst:
+    """ASGI middleware: every other request needs a valid bearer token *before* anything reads its body,
+    so an unauthenticated request with a broken body is a 401, never a 400 or 422 that reveals what the
+    route expects. Roles are still checked per route by :func:`require` (403)."""
+
+    def __init__(self, app: ASGIApp, config: Callable[[], JwtConfig], public: tuple[str, ...] = PUBLIC_PATHS):
+        self.app, self.config, self.public = app, config, public
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"].startswith(self.public):
+            await self.app(scope, receive, send)
+            return
+        header = dict(scope["headers"]).get(b"authorization", b"").decode("latin-1")
+        scheme, _, token = header.partition(" ")
+        try:
+            if scheme.lower() != "bearer" or not token.strip():
+                raise _unauthorized("missing bearer token")
+            decode_token(self.config(), token.strip())
+        except HTTPException as exc:
+            item = {"loc": ["header", "authorization"], "msg": str(exc.detail), "type": "unauthorized"}
+            response = JSONResponse({"detail": [item]}, status_code=401, headers=exc.headers)
+            await response(scope, receive, send)
+            return
+        await self.app(scope, receive, send)

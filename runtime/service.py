@@ -35,7 +35,7 @@ from faststream.kafka import KafkaBroker
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, generate_latest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from runtime.auth import JwtConfig
+from runtime.auth import AuthenticateFirst, JwtConfig
 from runtime.consumer import EventConsumer
 from runtime.db import create_pool, migrate
 from runtime.errors import install_http_errors
@@ -204,6 +204,7 @@ def create_app(spec: ServiceSpec) -> FastAPI:
     app.state.jwt = JwtConfig(
         secret=settings.jwt_secret.get_secret_value(), issuer=settings.jwt_issuer, audience=settings.jwt_audience
     )
+    app.add_middleware(AuthenticateFirst, config=lambda: app.state.jwt)
 
     @app.exception_handler(asyncpg.DataError)
     async def unstorable_value(_: Request, exc: asyncpg.DataError) -> JSONResponse:

@@ -9,8 +9,9 @@ import jwt
 import pytest
 from fastapi import Depends, FastAPI, HTTPException
 from fastapi.testclient import TestClient
+from pydantic import BaseModel
 
-from runtime.auth import ApiRole, JwtConfig, Principal, decode_token, issue_token, main, require
+from runtime.auth import ApiRole, AuthenticateFirst, JwtConfig, Principal, decode_token, issue_token, main, require
 
 CONFIG = JwtConfig(secret="test-secret-with-enough-length-for-hs256", issuer="test-issuer", audience="test-aud")
 
@@ -139,3 +140,36 @@ def test_a_roles_claim_that_is_not_a_list_of_strings_is_401(client: TestClient, 
     response = client.get("/admin-only", headers=_bearer(token))
     assert response.status_code == 401
     assert response.headers["www-authenticate"] == "Bearer"
+
+
+class Body(BaseModel):
+    n: int
+
+
+def test_authentication_comes_before_the_body_is_read() -> None:
+    app = FastAPI()
+    app.state.jwt = CONFIG
+    app.add_middleware(AuthenticateFirst, config=lambda: app.state.jwt)
+
+    @app.post("/things")
+    async def things(body: Body, who: Annotated[Principal, Depends(require(ApiRole.ADMIN))]) -> dict[str, int]:
+        return {"n": body.n}
+
+    @app.get("/health/live")
+    async def live() -> dict[str, str]:
+        return {"status": "ok"}
+
+    client = TestClient(app)
+    broken = {"content": b"{not json", "headers": {"content-type": "application/json"}}
+    r = client.post("/things", **broken)
+    assert r.status_code == 401 and r.headers["www-authenticate"] == "Bearer"
+    assert r.json() == {
+        "detail": [{"loc": ["header", "authorization"], "msg": "missing bearer token", "type": "unauthorized"}]
+    }
+    r = client.post("/things", content=b"{not json", headers={"content-type": "application/json", **_bearer("junk")})
+    assert r.status_code == 401
+    admin = _bearer(issue_token(CONFIG, "a", ["admin"]))
+    r = client.post("/things", content=b"{not json", headers={"content-type": "application/json", **admin})
+    assert r.status_code == 422, "an authenticated caller learns what is wrong with the body"
+    assert client.post("/things", json={"n": 3}, headers=admin).json() == {"n": 3}
+    assert client.get("/health/live").status_code == 200, "probes need no token"
