@@ -22,7 +22,7 @@ import asyncio
 import contextlib
 import gc
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -35,8 +35,10 @@ from faststream.kafka import KafkaBroker
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, generate_latest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from contracts.events import Event
+from contracts.topics import Topic
 from runtime.auth import AuthenticateFirst, JwtConfig
-from runtime.consumer import EventConsumer
+from runtime.consumer import Batched, EventConsumer, Handler
 from runtime.db import create_pool, migrate
 from runtime.errors import install_http_errors
 from runtime.kafka import ensure_topics, make_broker
@@ -58,6 +60,22 @@ class ServiceContext:
     producer: AIOKafkaProducer
     broker: KafkaBroker
     metrics: RuntimeMetrics
+
+    def consumer(
+        self, name: str, topics: tuple[Topic, ...], handlers: Mapping[type[Event], Handler | Batched]
+    ) -> EventConsumer:
+        """A consumer group of this service, wired the one way every service wires it: its pool, producer
+        (for dead letters) and metrics, with the attempts and offset reset from its settings."""
+        return EventConsumer(
+            name=name,
+            pool=self.pool,
+            producer=self.producer,
+            topics=topics,
+            handlers=handlers,
+            metrics=self.metrics,
+            max_attempts=self.settings.consumer_max_attempts,
+            offset_reset=self.settings.consumer_offset_reset,
+        )
 
 
 @dataclass(frozen=True)

@@ -27,18 +27,7 @@ def settings_class() -> type[EnrollmentSettings]:
 
 def _consumers(ctx: ServiceContext) -> list[EventConsumer]:
     """Mentor loads, so that a capacity cut below them is refused (see adapters/loads.py)."""
-    return [
-        EventConsumer(
-            name=f"{ctx.settings.db_schema}-loads",
-            pool=ctx.pool,
-            producer=ctx.producer,
-            topics=(MATCHING, SESSIONS),
-            handlers=loads.HANDLERS,
-            metrics=ctx.metrics,
-            max_attempts=ctx.settings.consumer_max_attempts,
-            offset_reset=ctx.settings.consumer_offset_reset,
-        )
-    ]
+    return [ctx.consumer(f"{ctx.settings.db_schema}-loads", (MATCHING, SESSIONS), loads.HANDLERS)]
 
 
 def build(settings: EnrollmentSettings | None = None) -> ServiceSpec:

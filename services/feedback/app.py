@@ -35,18 +35,7 @@ def settings_class() -> type[FeedbackSettings]:
 def _consumers(ctx: ServiceContext) -> list[EventConsumer]:
     """Groups and members from matching; sessions held and closures from sessions; who left a program
     from enrollment (their part in its groups ends)."""
-    return [
-        EventConsumer(
-            name=f"{ctx.settings.db_schema}-projection",
-            pool=ctx.pool,
-            producer=ctx.producer,
-            topics=(ENROLLMENT, MATCHING, SESSIONS),
-            handlers=HANDLERS,
-            metrics=ctx.metrics,
-            max_attempts=ctx.settings.consumer_max_attempts,
-            offset_reset=ctx.settings.consumer_offset_reset,
-        )
-    ]
+    return [ctx.consumer(f"{ctx.settings.db_schema}-projection", (ENROLLMENT, MATCHING, SESSIONS), HANDLERS)]
 
 
 def build(settings: FeedbackSettings | None = None) -> ServiceSpec:

@@ -29,18 +29,7 @@ def settings_class() -> type[MatchingSettings]:
 
 
 def _consumers(ctx: ServiceContext) -> list[EventConsumer]:
-    return [
-        EventConsumer(
-            name=f"{ctx.settings.db_schema}-pools",
-            pool=ctx.pool,
-            producer=ctx.producer,
-            topics=(ENROLLMENT, SESSIONS),
-            handlers=HANDLERS,
-            metrics=ctx.metrics,
-            max_attempts=ctx.settings.consumer_max_attempts,
-            offset_reset=ctx.settings.consumer_offset_reset,
-        )
-    ]
+    return [ctx.consumer(f"{ctx.settings.db_schema}-pools", (ENROLLMENT, SESSIONS), HANDLERS)]
 
 
 log = logging.getLogger(__name__)

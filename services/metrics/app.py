@@ -40,16 +40,7 @@ def consumer_name(schema: str) -> str:
 
 
 def projection(ctx: ServiceContext) -> EventConsumer:
-    return EventConsumer(
-        name=consumer_name(ctx.settings.db_schema),
-        pool=ctx.pool,
-        producer=ctx.producer,
-        topics=PROJECTED_TOPICS,
-        handlers=BATCHED_HANDLERS,
-        metrics=ctx.metrics,
-        max_attempts=ctx.settings.consumer_max_attempts,
-        offset_reset=ctx.settings.consumer_offset_reset,
-    )
+    return ctx.consumer(consumer_name(ctx.settings.db_schema), PROJECTED_TOPICS, BATCHED_HANDLERS)
 
 
 def build(settings: MetricsSettings | None = None, clock: Clock = utcnow) -> ServiceSpec:

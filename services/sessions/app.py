@@ -30,18 +30,7 @@ def settings_class() -> type[SessionsSettings]:
 
 def _consumers(ctx: ServiceContext) -> list[EventConsumer]:
     """One consumer group over programs, withdrawals and matched groups: the relationships' lifecycle."""
-    return [
-        EventConsumer(
-            name=f"{ctx.settings.db_schema}-relationships",
-            pool=ctx.pool,
-            producer=ctx.producer,
-            topics=(ENROLLMENT, MATCHING),
-            handlers=HANDLERS,
-            metrics=ctx.metrics,
-            max_attempts=ctx.settings.consumer_max_attempts,
-            offset_reset=ctx.settings.consumer_offset_reset,
-        )
-    ]
+    return [ctx.consumer(f"{ctx.settings.db_schema}-relationships", (ENROLLMENT, MATCHING), HANDLERS)]
 
 
 def build(settings: SessionsSettings | None = None) -> ServiceSpec:
