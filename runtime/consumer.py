@@ -156,6 +156,8 @@ _RECORD_IDS = (
 
 Work: TypeAlias = "list[tuple[Record, Envelope]]"
 
+LAG_EVERY_SECONDS = 1.0
+
 
 @dataclass
 class EventConsumer:
@@ -176,6 +178,7 @@ class EventConsumer:
     _unknown_types: set[str] = field(default_factory=set)
     _stopping: bool = False
     _wake: asyncio.Event = field(default_factory=asyncio.Event)
+    _lag_due: float = 0.0
 
     # The poll loop ---------------------------------------------------------------------------------
 
@@ -197,8 +200,11 @@ class EventConsumer:
         )
         await consumer.start()
         backoff = self.min_backoff_seconds
+        if self.metrics:
+            self.metrics.consumer_started(t.name for t in self.topics)
         try:
             while not self._stopping:
+                await self._observe_lag(consumer)
                 batches = await consumer.getmany(timeout_ms=500, max_records=self.batch_size)
                 if not batches:
                     continue
@@ -221,12 +227,34 @@ class EventConsumer:
                 status.ok()
                 backoff = self.min_backoff_seconds
         finally:
+            if self.metrics:
+                self.metrics.set_consumer_lag(self.name, {})
             with contextlib.suppress(Exception):
                 await consumer.stop()
 
     def stop(self) -> None:
         self._stopping = True
         self._wake.set()
+
+    async def _observe_lag(self, consumer: AIOKafkaConsumer) -> None:
+        """Each assigned partition's lag (end offset minus position) from what the last fetches told the
+        client: no request to the broker, at most once per ``LAG_EVERY_SECONDS``, so it costs the poll
+        loop nothing measurable. A partition not fetched yet (no end offset known) is left out; a round
+        interrupted by a rebalance (or a position being reset) is skipped, never waited for."""
+        now = time.monotonic()
+        if self.metrics is None or now < self._lag_due:
+            return
+        self._lag_due = now + LAG_EVERY_SECONDS
+        lags: dict[tuple[str, int], int] = {}
+        try:
+            async with asyncio.timeout(0.2):
+                for tp in consumer.assignment():
+                    end = consumer.highwater(tp)
+                    if end is not None:
+                        lags[(tp.topic, tp.partition)] = max(0, end - await consumer.position(tp))
+        except (TimeoutError, AssertionError, IllegalStateError):
+            return
+        self.metrics.set_consumer_lag(self.name, lags)
 
     async def _sleep(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):

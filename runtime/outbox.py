@@ -289,3 +289,34 @@ async def purge_published(conn: asyncpg.Connection, older_than_hours: float) -> 
         if deleted < PURGE_BATCH:
             return total
         await asyncio.sleep(0)
+
+
+BACKLOG_COUNT_LIMIT = 100_000
+"""The backlog is counted up to this many rows, so a scrape during a large backlog stays cheap."""
+
+_BACKLOG = (
+    "SELECT (SELECT count(*) FROM (SELECT 1 FROM outbox WHERE published_at IS NULL LIMIT $1) AS p),"
+    " coalesce((SELECT extract(epoch FROM clock_timestamp() - created_at) FROM outbox"
+    " WHERE published_at IS NULL ORDER BY id LIMIT 1), 0)::float8"
+)
+
+
+async def outbox_backlog(conn: asyncpg.Connection) -> tuple[int, float]:
+    """Rows waiting to be published (up to :data:`BACKLOG_COUNT_LIMIT`) and the age in seconds of the
+    oldest of them (0 when none): both read from the partial index of unpublished rows."""
+    row = await conn.fetchrow(_BACKLOG, BACKLOG_COUNT_LIMIT)
+    assert row is not None
+    return int(row[0]), float(row[1])
+
+
+async def measure_backlog(pool: asyncpg.Pool, metrics: RuntimeMetrics, timeout_seconds: float = 1.0) -> None:
+    """Refresh the backlog gauges, at each scrape: they then hold even while the relay is stuck (the
+    oldest row's age keeps growing, which is what the alert watches). Bounded by ``timeout_seconds``:
+    a database that does not answer leaves the last figures, and the scrape still answers."""
+    try:
+        async with asyncio.timeout(timeout_seconds), pool.acquire() as conn:
+            pending, oldest_age = await outbox_backlog(conn)
+    except Exception as exc:
+        log.debug("outbox backlog not measured", extra={"error_type": type(exc).__name__})
+        return
+    metrics.set_outbox_backlog(pending, oldest_age)

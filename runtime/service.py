@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import gc
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from functools import partial
@@ -32,7 +33,7 @@ from aiokafka import AIOKafkaProducer
 from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from faststream.kafka import KafkaBroker
-from prometheus_client import CONTENT_TYPE_LATEST, Counter, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from contracts.events import Event
@@ -43,8 +44,8 @@ from runtime.db import create_pool, migrate
 from runtime.errors import install_http_errors
 from runtime.kafka import ensure_topics, make_broker
 from runtime.logging import configure_logging
-from runtime.metrics import RuntimeMetrics
-from runtime.outbox import OutboxRelay, make_producer
+from runtime.metrics import HTTP_METHODS, RuntimeMetrics
+from runtime.outbox import OutboxRelay, make_producer, measure_backlog
 from runtime.settings import ServiceSettings
 from runtime.supervision import Supervisor, TaskStatus, every
 
@@ -128,18 +129,24 @@ def context(request: Request) -> ServiceContext:
 
 
 class _CountRequests:
-    """Counts requests by method, route template and status: a plain ASGI middleware (Starlette's
-    ``BaseHTTPMiddleware`` costs a task group and a body stream per request, a hot path's worth)."""
+    """Counts and times requests by method, route template and status: a plain ASGI middleware (Starlette's
+    ``BaseHTTPMiddleware`` costs a task group and a body stream per request, a hot path's worth).
 
-    def __init__(self, app: ASGIApp, counter: Counter) -> None:
+    It is the outermost middleware but one: Starlette's ``ServerErrorMiddleware`` answers an unhandled
+    exception *outside* it, so a request whose exception passes through here without a response started
+    is counted as the 500 that middleware then sends."""
+
+    def __init__(self, app: ASGIApp, counter: Counter, durations: Histogram | None = None) -> None:
         self.app = app
         self.counter = counter
+        self.durations = durations
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         status = 500
+        started = time.perf_counter()
 
         async def send_counted(message: Message) -> None:
             nonlocal status
@@ -150,8 +157,17 @@ class _CountRequests:
         try:
             await self.app(scope, receive, send_counted)
         finally:
-            route = getattr(scope.get("route"), "path", "unmatched")
-            self.counter.labels(scope["method"], route, status).inc()
+            route = _route_template(scope)
+            method = scope["method"] if scope["method"] in HTTP_METHODS else "other"
+            self.counter.labels(method, route, status).inc()
+            if self.durations is not None:
+                self.durations.labels(method, route, status).observe(time.perf_counter() - started)
+
+
+def _route_template(scope: Scope) -> str:
+    """The template of the route that answered; ``unmatched`` when no route did (a path no route has, or
+    a request refused before routing, such as authentication's 401), so made-up paths add no series."""
+    return str(getattr(scope.get("route"), "path", "unmatched"))
 
 
 def create_app(spec: ServiceSpec) -> FastAPI:
@@ -218,6 +234,7 @@ def create_app(spec: ServiceSpec) -> FastAPI:
 
     app = FastAPI(title=f"Mentoring platform: {spec.name}", description=spec.description, lifespan=lifespan)
     app.state.on_stop = []  # coroutine functions a service adds; awaited at shutdown before anything closes
+    app.state.metrics = metrics  # where a service registers metrics of its own (same registry, same /metrics)
     install_http_errors(app)
     app.state.jwt = JwtConfig(
         secret=settings.jwt_secret.get_secret_value(), issuer=settings.jwt_issuer, audience=settings.jwt_audience
@@ -267,10 +284,13 @@ def create_app(spec: ServiceSpec) -> FastAPI:
         return JSONResponse(body, status_code=200 if ok else 503)
 
     @app.get("/metrics", include_in_schema=False)
-    async def prometheus() -> Response:
+    async def prometheus(request: Request) -> Response:
+        ctx: ServiceContext | None = getattr(request.app.state, "ctx", None)
+        if ctx is not None:
+            await measure_backlog(ctx.pool, metrics)
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
-    app.add_middleware(_CountRequests, counter=metrics.http_requests)
+    app.add_middleware(_CountRequests, counter=metrics.http_requests, durations=metrics.http_duration)
 
     for router in spec.routers:
         app.include_router(router)
