@@ -73,7 +73,7 @@ async def run_matching(program_id: str, body: RunBody, request: Request, ctx: Ct
         dry_run=body.dry_run, seed=body.seed, policy_changes=body.policy, against_last_run=body.against_last_run
     )
     try:
-        run_id, task = await handlers.start_run(ctx.pool, program_id, req, who.subject)
+        run_id, task = await handlers.start_run(ctx.pool, program_id, req, who.subject, ctx.metrics)
     except handlers.NotFound as exc:
         raise HTTPException(404, detail=str(exc)) from exc
     except (handlers.Busy, handlers.ProgramClosed) as exc:

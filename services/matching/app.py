@@ -14,6 +14,7 @@ from runtime.service import BackgroundTask, ServiceContext, ServiceSpec, create_
 from runtime.settings import ServiceSettings
 from services.matching.adapters import runs as repo
 from services.matching.adapters.pool import HANDLERS
+from services.matching.adapters.run_metrics import run_metrics
 from services.matching.api import install, router
 
 
@@ -45,6 +46,7 @@ async def fail_orphaned_runs(ctx: ServiceContext) -> None:
     async with ctx.pool.acquire() as conn:
         for run_id in await repo.fail_orphaned_runs(conn, silent_for_seconds=SILENT_FOR_SECONDS):
             log.warning("matching run orphaned by a stopped process", extra={"run_id": run_id})
+            run_metrics(ctx.metrics.registry).orphaned.inc()
 
 
 def _recovery() -> BackgroundTask:
@@ -67,6 +69,7 @@ def build(settings: MatchingSettings | None = None) -> ServiceSpec:
 def create(settings: MatchingSettings | None = None) -> FastAPI:
     app = create_app(build(settings))
     install(app)
+    run_metrics(app.state.metrics.registry)  # registered now: /metrics shows the run series from the start
     return app
 
 

@@ -26,8 +26,10 @@ from contracts.envelope import Envelope
 from contracts.events import GroupMatched, MatchingCompleted, ParticipantUnmatched, SolverStats
 from contracts.policy import MatchingPolicy, SeedPolicy, resolve_policy
 from runtime.logging import SafeMessage, describe_exception
+from runtime.metrics import RuntimeMetrics
 from runtime.outbox import add_to_outbox
 from services.matching.adapters import runs as repo
+from services.matching.adapters.run_metrics import RunMetrics, run_metrics
 from services.matching.domain import MatchingInput, MatchingResult, Override, match, validate
 from services.matching.domain.audit import code_version, diff_results
 from services.matching.domain.common import with_run_group_ids
@@ -166,7 +168,7 @@ async def build_input(conn: asyncpg.Connection, program: repo.ProgramView, polic
 
 
 async def start_run(
-    pool: asyncpg.Pool, program_id: str, request: RunRequest, by: str
+    pool: asyncpg.Pool, program_id: str, request: RunRequest, by: str, metrics: RuntimeMetrics | None = None
 ) -> tuple[str, asyncio.Task[None]]:
     async with pool.acquire() as conn, conn.transaction():
         await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", f"run:{program_id}")
@@ -196,7 +198,9 @@ async def start_run(
             conn, run_id, program_id, dry_run=request.dry_run, seed=seed, policy=policy, by=by, inp=inp,
             code_version=CODE_VERSION,
         )  # fmt: skip
-    task = asyncio.create_task(execute_run(pool, run_id, program, inp, seed, request), name=f"matching-{run_id}")
+    observed = run_metrics(metrics.registry) if metrics is not None else None
+    run = execute_run(pool, run_id, program, inp, seed, request, observed)
+    task = asyncio.create_task(run, name=f"matching-{run_id}")
     return run_id, task
 
 
@@ -205,10 +209,12 @@ CODE_VERSION = code_version()
 
 
 async def execute_run(
-    pool: asyncpg.Pool, run_id: str, program: repo.ProgramView, inp: MatchingInput, seed: int, request: RunRequest
-) -> None:
+    pool: asyncpg.Pool, run_id: str, program: repo.ProgramView, inp: MatchingInput, seed: int, request: RunRequest,
+    metrics: RunMetrics | None = None,
+) -> None:  # fmt: skip
     """Solve and publish, with a heartbeat on the run's row so other replicas know it is alive; a run
-    cancelled with its service is recorded as failed rather than left running."""
+    cancelled with its service is recorded as failed rather than left running. Its outcome and duration
+    go to ``metrics`` (``matching_runs_total``, ``matching_run_duration_seconds``)."""
 
     async def beat() -> None:
         while True:
@@ -217,9 +223,13 @@ async def execute_run(
                 await repo.heartbeat(pool, run_id)
 
     heart = asyncio.create_task(beat(), name=f"heartbeat-{run_id}")
+    started, outcome = time.monotonic(), "failed"
+    if metrics is not None:
+        metrics.in_progress.inc()
     try:
-        await _solve_and_publish(pool, run_id, program, inp, seed, request)
+        outcome = await _solve_and_publish(pool, run_id, program, inp, seed, request)
     except asyncio.CancelledError:
+        outcome = "cancelled"
         with contextlib.suppress(Exception):
             async with pool.acquire() as conn:
                 await repo.finish_run(
@@ -229,11 +239,15 @@ async def execute_run(
         raise
     finally:
         heart.cancel()
+        if metrics is not None:
+            metrics.in_progress.dec()
+            metrics.finished(outcome, request.dry_run, time.monotonic() - started)
 
 
 async def _solve_and_publish(
     pool: asyncpg.Pool, run_id: str, program: repo.ProgramView, inp: MatchingInput, seed: int, request: RunRequest
-) -> None:
+) -> str:
+    """The run's outcome: ``completed``, or ``failed`` (recorded on the run with its reason)."""
     loop = asyncio.get_running_loop()
     last_report = [0.0]
 
@@ -283,6 +297,7 @@ async def _solve_and_publish(
                     inp = await build_input(conn, program, inp.policy)
                 input_digest = digest(inp)
         log.info("matching run completed", extra={"run_id": run_id, "program_id": program.program_id})
+        return "completed"
     except Exception as exc:
         log.exception("matching run failed", extra={"run_id": run_id, "program_id": program.program_id})
         async with pool.acquire() as conn:
@@ -290,6 +305,7 @@ async def _solve_and_publish(
                 conn, run_id, status="failed", digest=input_digest, summary=None, result=None,
                 error=describe_exception(exc)[:2000],  # readable through the API: never quote input
             )  # fmt: skip
+        return "failed"
 
 
 def _load_spread(inp: MatchingInput, result: MatchingResult) -> dict[str, float]:
