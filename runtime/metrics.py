@@ -88,6 +88,19 @@ class RuntimeMetrics:
             "Age of the oldest outbox row not yet published (0 when none), measured at each scrape",
             registry=self.registry,
         )
+        self.ready = Gauge(
+            f"{p}_ready",
+            "1 when /health/ready answers 200 (database, broker and every supervised task fine), else 0;"
+            " evaluated at each scrape",
+            registry=self.registry,
+        )
+        self.readiness_check = Gauge(
+            f"{p}_readiness_check",
+            "Each readiness check at the last scrape: 1 passing, 0 failing (database, broker, outbox_relay,"
+            " consumer:<group>, a background task's name)",
+            ["check"],
+            registry=self.registry,
+        )
         self._lagging: dict[str, set[tuple[str, int]]] = {}
 
     def set_consumer_lag(self, consumer: str, lags: Mapping[tuple[str, int], int]) -> None:
@@ -104,6 +117,11 @@ class RuntimeMetrics:
             for outcome in EVENT_OUTCOMES:
                 self.consumed.labels(topic, outcome)
             self.dead_letters_kept.labels(topic)
+
+    def set_readiness(self, checks: Mapping[str, bool]) -> None:
+        self.ready.set(1 if all(checks.values()) else 0)
+        for check, ok in checks.items():
+            self.readiness_check.labels(check).set(1 if ok else 0)
 
     def set_outbox_backlog(self, pending: int, oldest_age_seconds: float) -> None:
         self.outbox_pending.set(pending)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import json
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -288,6 +289,7 @@ def create_app(spec: ServiceSpec) -> FastAPI:
         ctx: ServiceContext | None = getattr(request.app.state, "ctx", None)
         if ctx is not None:
             await measure_backlog(ctx.pool, metrics)
+            metrics.set_readiness(json.loads(bytes((await ready(request)).body))["checks"])
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     app.add_middleware(_CountRequests, counter=metrics.http_requests, durations=metrics.http_duration)

@@ -112,7 +112,7 @@ def _withdrawn(seq: int) -> Envelope:
 
 
 @pytest.mark.stack
-async def test_the_outbox_backlog_and_its_oldest_rows_age_are_measured_at_each_scrape(
+async def test_the_outbox_backlog_its_oldest_rows_age_and_readiness_are_measured_at_each_scrape(
     stuck_relay_app: FastAPI,
 ) -> None:
     pool: asyncpg.Pool = stuck_relay_app.state.ctx.pool
@@ -120,6 +120,9 @@ async def test_the_outbox_backlog_and_its_oldest_rows_age_are_measured_at_each_s
         text = (await client.get("/metrics")).text
         assert _samples(text, "probe_outbox_pending_events") == {(): 0.0}
         assert _samples(text, "probe_outbox_oldest_pending_age_seconds") == {(): 0.0}
+        assert _samples(text, "probe_ready") == {(): 0.0}  # what /health/ready says: the relay has ended
+        checks = _samples(text, "probe_readiness_check")
+        assert checks == {_key(check="database"): 1.0, _key(check="broker"): 1.0, _key(check="outbox_relay"): 0.0}
 
         async with pool.acquire() as conn, conn.transaction():
             await add_to_outbox(conn, *[_withdrawn(i) for i in range(3)])
