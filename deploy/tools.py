@@ -31,6 +31,7 @@ class Tool:
 
 TOOLS = {
     "helm": Tool("helm", "helm.sh/helm/v3/cmd/helm", "v3.22.0"),
+    "promtool": Tool("promtool", "github.com/prometheus/prometheus/cmd/promtool", "v0.316.0"),
 }
 
 
