@@ -57,9 +57,8 @@ def test_each_alert_fires_on_its_trouble_and_not_otherwise(promtool: Path) -> No
 
 def test_every_alert_has_a_unit_test_a_severity_and_a_runbook() -> None:
     rules = [r for g in yaml.safe_load(RULES.read_text())["groups"] for r in g["rules"]]
-    tested = {
-        case["alertname"] for test in yaml.safe_load(RULE_TESTS.read_text())["tests"] for case in test["alert_rule_test"]
-    }
+    tests = yaml.safe_load(RULE_TESTS.read_text())["tests"]
+    tested = {case["alertname"] for test in tests for case in test["alert_rule_test"]}
     for rule in rules:
         assert rule["alert"] in tested, f"{rule['alert']} has no unit test in {RULE_TESTS.name}"
         assert rule["labels"]["severity"] in {"warning", "critical"}, rule["alert"]
@@ -103,7 +102,7 @@ def _bare_metric_names(expr: str) -> set[str]:
     text = re.sub(r"\{[^}]*\}", " ", text)
     text = re.sub(r"\[[^\]]*\]", " ", text)
     text = re.sub(r"\b(by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", " ", text)
-    names = set()
+    names: set[str] = set()
     for match in re.finditer(r"(?<![\w$.])([a-zA-Z_:][a-zA-Z0-9_:]*)\b(?!\s*\()", text):
         name = match.group(1)
         if name not in _KEYWORDS and not name.startswith("__"):
@@ -113,7 +112,7 @@ def _bare_metric_names(expr: str) -> set[str]:
 
 def _names_by_regex(expr: str) -> set[str]:
     """``{__name__=~"(enrollment|matching)_ready"}`` → enrollment_ready, matching_ready."""
-    names = set()
+    names: set[str] = set()
     for pattern in _NAME_REGEX.findall(expr):
         parts = _ALTERNATION.match(pattern)
         assert parts is not None, f"write a metric-name regex as (service|service)_suffix: {pattern}"
