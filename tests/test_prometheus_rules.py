@@ -37,7 +37,7 @@ _SUFFIXES = {
 
 @pytest.fixture(scope="module")
 def promtool() -> Path:
-    return ensure("promtool")
+    return ensure("promtool", timeout=3600)  # the first build on a busy 2-core machine takes a while
 
 
 def _promtool(promtool: Path, *args: str) -> subprocess.CompletedProcess[str]:
