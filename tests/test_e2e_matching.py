@@ -10,6 +10,7 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from bench.synthetic_org import enrolments, org_chart
 from conftest import StackEndpoints, TopicTail, eventually, unique
@@ -159,6 +160,18 @@ async def test_enrol_then_match_publishes_explained_groups(platform: Platform, s
     assert r.status_code == 200, r.text
     dry = r.json()["summary"]
     assert "diff" in dry and "people_moved" in dry["diff"]
+
+    # operations see the three runs by outcome, and their requests by route template, on /metrics
+    exposition = (await p.matching.get("/metrics")).text
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(exposition)
+        for s in family.samples
+    }
+    assert samples[("matching_runs_total", (("dry_run", "false"), ("outcome", "completed")))] == 2
+    assert samples[("matching_runs_total", (("dry_run", "true"), ("outcome", "completed")))] == 1
+    route = (("method", "POST"), ("route", "/programs/{program_id}/runs"), ("status", "200"))
+    assert samples[("matching_http_request_duration_seconds_count", route)] == 3
 
 
 async def test_matching_api_errors(platform: Platform) -> None:
