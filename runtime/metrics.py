@@ -32,7 +32,9 @@ class RuntimeMetrics:
             f"{p}_outbox_published_total", "Events relayed from the outbox to Kafka", ["topic"], registry=self.registry
         )
         self.outbox_pending = Gauge(
-            f"{p}_outbox_pending_events", "Outbox rows not yet published (relay lag)", registry=self.registry
+            f"{p}_outbox_pending_events",
+            "Outbox rows not yet published (relay lag; counted up to 100,000), measured at each scrape",
+            registry=self.registry,
         )
         self.outbox_relay_errors = Counter(
             f"{p}_outbox_relay_errors_total",

@@ -15,11 +15,17 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import yaml
 from prometheus_client import CollectorRegistry
+from prometheus_client.parser import text_string_to_metric_families
 
+from conftest import StackEndpoints, eventually, unique
+from contracts.topics import ENROLLMENT, SESSIONS
 from deploy.tools import ensure
+from services.matching.app import MatchingSettings
+from services.matching.app import create as create_matching
 
 ROOT = Path(__file__).resolve().parent.parent
 RULES = ROOT / "deploy" / "prometheus" / "alerts.yml"
@@ -191,3 +197,39 @@ def test_the_dashboard_is_importable_grafana_json() -> None:
         assert panel["gridPos"]["x"] + panel["gridPos"]["w"] <= 24
         for target in panel.get("targets", []):
             assert target["datasource"]["uid"] == "${datasource}" and target["refId"]
+
+
+@pytest.mark.stack
+async def test_a_running_service_exposes_every_series_the_dashboard_shows_for_it(
+    stack: StackEndpoints, scratch_schemas: list[str], exposed: dict[str, set[str]]
+) -> None:
+    """The in-process registries are what a live scrape shows: matching, started on the real stack,
+    serves every metric family the checks above rely on, and its consumer's lag per partition."""
+    schema = unique("matching_prom")
+    scratch_schemas.append(schema)
+    settings = MatchingSettings(
+        database_url=stack.admin_dsn, kafka_bootstrap=stack.kafka_bootstrap, db_schema=schema,
+        consumer_offset_reset="latest", log_level="WARNING",
+    )  # fmt: skip
+    app = create_matching(settings)
+    transport = httpx.ASGITransport(app=app)
+    async with app.router.lifespan_context(app), httpx.AsyncClient(transport=transport, base_url="http://m") as client:
+
+        async def scrape() -> dict[str, list[Any]]:
+            text = (await client.get("/metrics")).text
+            return {f.name: f.samples for f in text_string_to_metric_families(text)}
+
+        async def lag_per_partition() -> bool:
+            lag = (await scrape()).get("matching_consumer_lag_events", [])
+            return {s.labels["topic"] for s in lag} == {ENROLLMENT.name, SESSIONS.name}
+
+        await eventually(lag_per_partition, 60, "matching's consumer lag for both of its topics")
+        families = await scrape()
+        series = {s.name for samples in families.values() for s in samples} | set(families)
+        for name in exposed["matching"]:
+            family = re.sub(r"_(bucket|count|sum|total)$", "", name)
+            assert name in series or family in families, f"{name} is not in matching's live /metrics"
+        assert families["matching_ready"][0].value == 1
+        lag = families["matching_consumer_lag_events"]
+        assert len(lag) == ENROLLMENT.partitions + SESSIONS.partitions
+        assert all(s.labels["consumer"] == f"{schema}-pools" and s.value >= 0 for s in lag)
