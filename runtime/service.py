@@ -235,12 +235,12 @@ def create_app(spec: ServiceSpec) -> FastAPI:
 
     app = FastAPI(title=f"Mentoring platform: {spec.name}", description=spec.description, lifespan=lifespan)
     app.state.on_stop = []  # coroutine functions a service adds; awaited at shutdown before anything closes
-    app.state.metrics = metrics  # where a service registers metrics of its own (same registry, same /metrics)
     install_http_errors(app)
     app.state.jwt = JwtConfig(
         secret=settings.jwt_secret.get_secret_value(), issuer=settings.jwt_issuer, audience=settings.jwt_audience
     )
     app.add_middleware(AuthenticateFirst, config=lambda: app.state.jwt)
+    app.state.metrics = metrics  # where a service registers metrics of its own (same registry, same /metrics)
 
     @app.exception_handler(asyncpg.DataError)
     async def unstorable_value(_: Request, exc: asyncpg.DataError) -> JSONResponse:
