@@ -72,8 +72,9 @@ class RuntimeMetrics:
         )
         self.http_duration = Histogram(
             f"{p}_http_request_duration_seconds",
-            "Time from a request's arrival to the end of its response, by route template (unmatched for a"
-            " path no route serves), method and status; an unhandled exception counts as status 500",
+            "Time from a request's arrival to the end of its response, by route template (unmatched when no"
+            " route answered: an unknown path, a 401 before routing), method and status; an unhandled"
+            " exception counts as status 500",
             ["method", "route", "status"],
             buckets=HTTP_BUCKETS,
             registry=self.registry,
