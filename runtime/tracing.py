@@ -178,6 +178,7 @@ class TraceRequests:
         )
         token = context.attach(context.set_value(_TRACER, tracer, trace.set_span_in_context(span, parent)))
         status: int | None = None
+        failed = False
 
         async def send_traced(message: Message) -> None:
             nonlocal status
@@ -189,6 +190,7 @@ class TraceRequests:
             await self.app(scope, receive, send_traced)
         except Exception as exc:
             _failed(span, exc)
+            failed = True
             status = status or 500  # answered by Starlette's outermost error middleware, after this one
             raise
         finally:
@@ -199,7 +201,7 @@ class TraceRequests:
                 span.set_attribute(http_attributes.HTTP_ROUTE, route)
             if status is not None:
                 span.set_attribute(http_attributes.HTTP_RESPONSE_STATUS_CODE, status)
-                if status >= 500:
+                if status >= 500 and not failed:
                     span.set_status(Status(StatusCode.ERROR))
                     span.set_attribute(error_attributes.ERROR_TYPE, str(status))
             span.end()
