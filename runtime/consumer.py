@@ -79,7 +79,7 @@ from runtime.deadletters import DeadLetter, send_dead_letter
 from runtime.logging import SafeMessage, describe_exception, validation_summary
 from runtime.metrics import RuntimeMetrics
 from runtime.supervision import TaskStatus
-from runtime.tracing import consumer_spans
+from runtime.tracing import NO_SPANS, consumer_spans
 
 log = logging.getLogger(__name__)
 
@@ -377,7 +377,7 @@ class EventConsumer:
                 while end < len(todo) and self.handlers[type(work[todo[end]][1].data)] is handler:
                     end += 1
             run = todo[j:end]
-            spans: contextlib.AbstractContextManager[None] = contextlib.nullcontext()
+            spans: contextlib.AbstractContextManager[None] = NO_SPANS
             if self.tracer:  # one span per event, under its publisher's (runtime/tracing.py)
                 spans = consumer_spans(self.tracer, self.name, [work[i] for i in run])
             try:

@@ -41,7 +41,7 @@ import functools
 import logging
 import os
 from collections.abc import Callable, Coroutine, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -287,6 +287,9 @@ def end_when_acked(span: Span, sent: asyncio.Future[Any]) -> None:
 
 
 # Consumer -----------------------------------------------------------------------------------------------
+
+
+NO_SPANS: AbstractContextManager[None] = nullcontext()  # tracing off: one shared object, nothing allocated per call
 
 
 @contextmanager
