@@ -9,13 +9,16 @@ other tests.
 from __future__ import annotations
 
 import asyncio
+import gzip
 import json
 import logging
 import subprocess
+import threading
 from collections.abc import AsyncIterator, Iterator
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +27,7 @@ import httpx
 import pytest
 import yaml
 from fastapi import FastAPI
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -207,6 +211,79 @@ async def test_one_enrolment_is_one_trace_from_the_http_call_to_matchings_pool(
     assert await _outbox_traceparent(t, str(event_id)) == _traceparent(outbox)
     [record] = [r for r in records if dict(r.headers)["traceparent"].decode() == _traceparent(send)]
     assert dict(record.headers)["ce_id"].decode() == event_id
+
+
+class _Collector:
+    """A minimal OTLP/HTTP collector on a loopback port: keeps every export request it receives."""
+
+    def __init__(self) -> None:
+        self.requests: list[ExportTraceServiceRequest] = []
+        received = self.requests
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                if self.headers.get("Content-Encoding") == "gzip":
+                    body = gzip.decompress(body)
+                if self.path == "/v1/traces":
+                    received.append(ExportTraceServiceRequest.FromString(body))
+                self.send_response(200 if self.path == "/v1/traces" else 404)
+                self.send_header("Content-Type", "application/x-protobuf")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *_: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def spans(self) -> list[tuple[str, str]]:
+        """(service.name, span name) of everything received."""
+        out = []
+        for request in self.requests:
+            for resource_spans in request.resource_spans:
+                attributes = {a.key: a.value.string_value for a in resource_spans.resource.attributes}
+                for scope_spans in resource_spans.scope_spans:
+                    out += [(attributes.get("service.name", ""), span.name) for span in scope_spans.spans]
+        return out
+
+
+@pytest.fixture
+def collector() -> Iterator[_Collector]:
+    c = _Collector()
+    c.thread.start()
+    yield c
+    c.server.shutdown()
+    c.server.server_close()
+
+
+@pytest.mark.stack
+async def test_with_an_otlp_endpoint_a_service_exports_its_spans_over_otlp(
+    stack: StackEndpoints, scratch_schemas: list[str], collector: _Collector
+) -> None:
+    schema = unique("enrollment_otlp")
+    scratch_schemas.append(schema)
+    settings = EnrollmentSettings(
+        database_url=stack.admin_dsn,
+        kafka_bootstrap=stack.kafka_bootstrap,
+        db_schema=schema,
+        consumer_offset_reset="latest",
+        log_level="WARNING",
+        otlp_endpoint=collector.url,
+    )
+    app = create_enrollment(settings)
+    async with app.router.lifespan_context(app):
+        token = issue_token(app.state.jwt, "admin-otlp", ["admin"])
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://enrollment") as client:
+            r = await client.get("/programs", headers={"Authorization": f"Bearer {token}"})
+            assert r.status_code == 200, r.text
+            assert (await client.get("/health/ready")).status_code == 200
+    # stopping the service flushed what the batch processor held
+    assert ("enrollment", "GET /programs") in collector.spans()
+    assert all(name != "GET /health/ready" for _, name in collector.spans())
 
 
 # The parts, without the stack ---------------------------------------------------------------------------
