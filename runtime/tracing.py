@@ -248,7 +248,9 @@ def traced_outbox_write(write: OutboxWrite) -> OutboxWrite:
 
 def start_publish(tracer: Tracer, topic: str, headers: list[tuple[str, bytes]]) -> Span:
     """The relay's ``PRODUCER`` span for one row, child of the context the row stored; ``headers`` (the
-    record's, about to be sent) get this span's ``traceparent`` in place of the row's."""
+    record's, about to be sent) get this span's ``traceparent`` in place of the row's. A row written
+    without one (tracing was off then) starts a trace here. Should the send itself raise, the span is
+    never ended, so never exported: the relay pass fails and the row is sent again, under a new span."""
     found = {k: v.decode("latin-1") for k, v in headers if k in ("traceparent", "ce_id", "ce_type")}
     span = tracer.start_span(
         f"send {topic}",
