@@ -26,6 +26,7 @@ import asyncpg
 import httpx
 import pytest
 import yaml
+from aiokafka.structs import ConsumerRecord
 from fastapi import FastAPI
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.sdk.resources import Resource
@@ -43,7 +44,7 @@ from runtime.auth import issue_token
 from runtime.logging import JsonFormatter
 from runtime.settings import ServiceSettings
 from runtime.tail import wait_for_consumer_group
-from runtime.tracing import TraceRequests, otlp_endpoint, start_tracing, traced_outbox_write
+from runtime.tracing import TraceRequests, consumer_spans, otlp_endpoint, start_tracing, traced_outbox_write
 from services.enrollment.app import EnrollmentSettings
 from services.enrollment.app import create as create_enrollment
 from services.matching.app import MatchingSettings
@@ -411,3 +412,24 @@ def test_the_chart_sets_the_otlp_endpoint_only_when_given() -> None:
     traced = config_maps("--set", "tracing.otlpEndpoint=http://otel-collector:4318")
     assert len(traced) == 5
     assert all(m["data"]["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://otel-collector:4318" for m in traced)
+
+
+def test_a_failed_handling_marks_each_events_span_without_quoting_the_error(
+    exporter: tuple[InMemorySpanExporter, TracerProvider],
+) -> None:
+    spans, provider = exporter
+    publisher = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    event = ParticipantWithdrawn(program_id="prg-1", participant_id="p-1", withdrawn_at=datetime.now(UTC))
+    records = [ConsumerRecord(ENROLLMENT.name, 2, offset, 0, 0, b"prg-1", b"", None, 0, 0, []) for offset in (7, 8)]
+    items = list(zip(records, [Envelope(data=event, traceparent=publisher), Envelope(data=event)], strict=True))
+    with pytest.raises(ValueError), consumer_spans(provider.get_tracer("test"), "group-1", items):
+        raise ValueError("the private note says: do not tell anyone")
+    first, second = spans.get_finished_spans()
+    assert first.kind is SpanKind.CONSUMER and first.name == f"process {ENROLLMENT.name}"
+    assert first.context is not None and f"{first.context.trace_id:032x}" == "4bf92f3577b34da6a3ce929d0e0e4736"
+    assert first.parent is not None and f"{first.parent.span_id:016x}" == "00f067aa0ba902b7"
+    assert second.parent is None, "an event without a traceparent starts a trace of its own"
+    assert _attrs(first)["messaging.kafka.offset"] == 7 and _attrs(second)["messaging.kafka.offset"] == 8
+    for span in (first, second):
+        assert span.status.status_code is StatusCode.ERROR and _attrs(span)["error.type"] == "ValueError"
+        assert not span.events and "private note" not in str(span.to_json())
