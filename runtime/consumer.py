@@ -50,6 +50,9 @@ A batch handler receives each *run* of consecutive fresh events that map to the 
 object (so one ``Batched`` may serve several types), in order, never reordered around other handlers'
 events; it must cope with one entity appearing twice in a run (the later event wins). When it raises,
 the batch is applied again with it called one event at a time, to find the poison record.
+
+Tracing (when the service has a tracer): one consumer span per applied event, child of the context its
+``traceparent`` header names, around the handler call that applies it (:func:`runtime.tracing.consumer_spans`).
 """
 
 from __future__ import annotations
@@ -67,6 +70,7 @@ import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 from aiokafka.structs import ConsumerRecord
+from opentelemetry.trace import Tracer
 
 from contracts.envelope import Envelope, InvalidMessage, UnknownEventType, from_kafka
 from contracts.events import Event
@@ -75,6 +79,7 @@ from runtime.deadletters import DeadLetter, send_dead_letter
 from runtime.logging import SafeMessage, describe_exception, validation_summary
 from runtime.metrics import RuntimeMetrics
 from runtime.supervision import TaskStatus
+from runtime.tracing import NO_SPANS, consumer_spans
 
 log = logging.getLogger(__name__)
 
@@ -174,6 +179,7 @@ class EventConsumer:
     batch_size: int = 2000
     min_backoff_seconds: float = 0.2
     max_backoff_seconds: float = 10.0
+    tracer: Tracer | None = None  # None: tracing off, no span work per event (runtime/tracing.py)
     _attempts: dict[tuple[str, int, int], int] = field(default_factory=dict)
     _unknown_types: set[str] = field(default_factory=set)
     _stopping: bool = False
@@ -399,11 +405,15 @@ class EventConsumer:
                 while end < len(todo) and self.handlers[type(work[todo[end]][1].data)] is handler:
                     end += 1
             run = todo[j:end]
+            spans: contextlib.AbstractContextManager[None] = NO_SPANS
+            if self.tracer:  # one span per event, under its publisher's (runtime/tracing.py)
+                spans = consumer_spans(self.tracer, self.name, [work[i] for i in run])
             try:
-                if isinstance(handler, Batched):
-                    await handler.apply(conn, [work[i][1] for i in run])
-                else:
-                    await handler(conn, work[run[0]][1])
+                with spans:
+                    if isinstance(handler, Batched):
+                        await handler.apply(conn, [work[i][1] for i in run])
+                    else:
+                        await handler(conn, work[run[0]][1])
             except Exception as exc:
                 raise _HandlerFailed(run[0] if len(run) == 1 else None, exc) from exc
             j = end

@@ -20,10 +20,13 @@ from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any
 
+from opentelemetry import trace
+
 _FIELDS = (
     "event_id",
     "event_type",
     "trace_id",
+    "span_id",
     "topic",
     "partition",
     "offset",
@@ -142,11 +145,22 @@ class JsonFormatter(logging.Formatter):
             value = getattr(record, name, None)
             if value is not None:
                 line[name] = value
+        if "trace_id" not in line:
+            _add_span_ids(line)
         if exc is not None:
             line["error"] = describe_exception(exc)
             line["error_type"] = type(exc).__name__
             line["frames"] = format_frames(exc.__traceback__)
         return json.dumps(line, default=str)
+
+
+def _add_span_ids(line: dict[str, object]) -> None:
+    """The trace and span being handled when the record was written (runtime/tracing.py), so that a log
+    line leads to its trace; nothing when tracing is off (no span is ever current then)."""
+    span_context = trace.get_current_span().get_span_context()
+    if span_context.is_valid:
+        line["trace_id"] = format(span_context.trace_id, "032x")
+        line["span_id"] = format(span_context.span_id, "016x")
 
 
 _UVICORN = ("uvicorn", "uvicorn.error", "uvicorn.access")

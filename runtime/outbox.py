@@ -24,11 +24,13 @@ from collections.abc import Iterable
 
 import asyncpg
 from aiokafka import AIOKafkaProducer
+from opentelemetry.trace import Tracer
 
 from contracts.envelope import Envelope, to_kafka
 from runtime.logging import describe_exception
 from runtime.metrics import RuntimeMetrics
 from runtime.supervision import TaskStatus
+from runtime.tracing import end_when_acked, start_publish, traced_outbox_write
 
 log = logging.getLogger(__name__)
 _CHANNEL = "outbox_ready"
@@ -79,6 +81,7 @@ async def lock_outbox_keys(conn: asyncpg.Connection, topic: str, keys: Iterable[
     await _lock_ids(conn, (_lock_id(topic, k) for k in set(keys)))
 
 
+@traced_outbox_write  # an "outbox write" span whose traceparent the rows keep (runtime/tracing.py)
 async def add_to_outbox(conn: asyncpg.Connection, *envelopes: Envelope) -> None:
     """Call inside the transaction that changes the state the events describe.
 
@@ -136,6 +139,7 @@ class OutboxRelay:
         retention_hours: float | None = None,
         purge_every_seconds: float = 60.0,
         ack_timeout_seconds: float = 30.0,
+        tracer: Tracer | None = None,
     ) -> None:
         self._pool = pool
         self._producer = producer
@@ -148,6 +152,7 @@ class OutboxRelay:
         self._retention_hours = retention_hours
         self._purge_every = purge_every_seconds
         self._ack_timeout = ack_timeout_seconds
+        self._tracer = tracer  # None: tracing off, no span work per row
         self._next_purge = 0.0
         self._wake = asyncio.Event()
         self._stopping = False
@@ -167,9 +172,12 @@ class OutboxRelay:
         futures = []
         for r in rows:
             headers = [(k, v.encode()) for k, v in json.loads(r["headers"]).items()]
+            span = start_publish(self._tracer, r["topic"], headers) if self._tracer else None
             futures.append(
                 await self._producer.send(r["topic"], value=r["payload"], key=r["key"].encode(), headers=headers)
             )
+            if span is not None:
+                end_when_acked(span, futures[-1])
         # The idempotent producer retries a send for as long as the broker is away: bounded here, so the
         # relay reports the outage (readiness) and starts over; a late ack of the old send only adds a
         # duplicate after the original, which consumers skip.

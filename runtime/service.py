@@ -34,6 +34,7 @@ from aiokafka import AIOKafkaProducer
 from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from faststream.kafka import KafkaBroker
+from opentelemetry.trace import Tracer
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -49,6 +50,7 @@ from runtime.metrics import HTTP_METHODS, RuntimeMetrics
 from runtime.outbox import OutboxRelay, make_producer, measure_backlog
 from runtime.settings import ServiceSettings
 from runtime.supervision import Supervisor, TaskStatus, every
+from runtime.tracing import TraceRequests, start_tracing
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +64,7 @@ class ServiceContext:
     producer: AIOKafkaProducer
     broker: KafkaBroker
     metrics: RuntimeMetrics
+    tracer: Tracer | None = None  # None: tracing off
 
     def consumer(
         self, name: str, topics: tuple[Topic, ...], handlers: Mapping[type[Event], Handler | Batched]
@@ -77,6 +80,7 @@ class ServiceContext:
             metrics=self.metrics,
             max_attempts=self.settings.consumer_max_attempts,
             offset_reset=self.settings.consumer_offset_reset,
+            tracer=self.tracer,
         )
 
 
@@ -178,6 +182,8 @@ def create_app(spec: ServiceSpec) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         configure_logging(spec.name, settings.log_level)
+        tracing = start_tracing(spec.name, settings, app.state.tracer_provider)
+        app.state.tracer = tracing.tracer
         pool = await create_pool(
             settings.database_url.get_secret_value(),
             settings.db_schema,
@@ -192,6 +198,7 @@ def create_app(spec: ServiceSpec) -> FastAPI:
         await producer.start()
         broker = make_broker(settings.kafka_bootstrap, spec.name)
         ctx = ServiceContext(settings=settings, pool=pool, producer=producer, broker=broker, metrics=metrics)
+        ctx.tracer = tracing.tracer
         app.state.ctx = ctx
         await broker.start()
         supervisor = Supervisor(errors=metrics.background_errors)
@@ -204,6 +211,7 @@ def create_app(spec: ServiceSpec) -> FastAPI:
             batch_size=settings.outbox_batch_size,
             poll_seconds=settings.outbox_poll_seconds,
             retention_hours=settings.outbox_retention_hours,
+            tracer=tracing.tracer,
         )
         app.state.relay_task = supervisor.start("outbox_relay", relay.run, graceful=True)
         consumers = spec.consumers(ctx)
@@ -231,10 +239,15 @@ def create_app(spec: ServiceSpec) -> FastAPI:
             await broker.stop()
             await producer.stop()
             await pool.close()
+            await tracing.shutdown()
             log.info("service stopped")
 
     app = FastAPI(title=f"Mentoring platform: {spec.name}", description=spec.description, lifespan=lifespan)
     app.state.on_stop = []  # coroutine functions a service adds; awaited at shutdown before anything closes
+    # OpenTelemetry (runtime/tracing.py): a TracerProvider set here before start-up is traced into (tests);
+    # otherwise the OTLP endpoint of the settings decides, and without one tracing is off.
+    app.state.tracer_provider = None
+    app.state.tracer = None
     install_http_errors(app)
     app.state.jwt = JwtConfig(
         secret=settings.jwt_secret.get_secret_value(), issuer=settings.jwt_issuer, audience=settings.jwt_audience
@@ -293,6 +306,7 @@ def create_app(spec: ServiceSpec) -> FastAPI:
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     app.add_middleware(_CountRequests, counter=metrics.http_requests, durations=metrics.http_duration)
+    app.add_middleware(TraceRequests, tracer=lambda: app.state.tracer)  # outermost: spans cover auth and all
 
     for router in spec.routers:
         app.include_router(router)

@@ -45,6 +45,11 @@ class ServiceSettings(JwtSettings):
     consumer_offset_reset: Literal["earliest", "latest"] = Field(
         default="earliest", description="where a new consumer group starts: earliest rebuilds state from history"
     )
+    otlp_endpoint: str | None = Field(
+        default=None,
+        description="OTLP/HTTP collector base URL (e.g. http://otel-collector:4318): spans go to its /v1/traces."
+        " Unset, the standard OTEL_EXPORTER_OTLP_ENDPOINT applies; neither set, tracing is off",
+    )
     consumer_max_attempts: int = Field(
         default=5,
         ge=1,
