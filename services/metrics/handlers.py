@@ -11,7 +11,7 @@ from datetime import datetime
 
 import asyncpg
 
-from services.metrics.adapters import alert_store, queries
+from services.metrics.adapters import aggregates, alert_store, queries
 from services.metrics.domain.alerts import (
     AlertKey,
     Condition,
@@ -24,12 +24,14 @@ from services.metrics.domain.alerts import (
 )
 from services.metrics.domain.facts import Facts
 from services.metrics.domain.fairness import DimensionAudit, audit
-from services.metrics.domain.kpis import active_seekers, first_placement, kpis, mentor_capacities, mentor_loads
+from services.metrics.domain.kpis import at_risk, kpis
 from services.metrics.domain.relationships import relationship_states
 from services.metrics.domain.report import Section, Window, WindowName
 from services.metrics.domain.risk import Risk, risk
 from services.metrics.domain.scorecard import Hallmark, scorecard
 from services.metrics.domain.suppression import Figure
+from services.metrics.domain.tallies import Tallies
+from services.metrics.domain.tally import active_seekers, first_placement, mentor_capacities, mentor_loads, tally
 from services.metrics.domain.thresholds import DEFAULT_THRESHOLDS, Thresholds
 from services.metrics.domain.trends import WeekPoint, funnel, load_histogram, weekly
 
@@ -105,19 +107,37 @@ async def _load(pool: asyncpg.Pool, scope: Scope | None = None) -> Loaded:
 def _report(
     loaded: Loaded, scope: Scope, window: WindowName, as_of: datetime, *, fairness: bool = True, culture: bool = True
 ) -> Report:
-    """The KPIs, and the fairness audit and the culture scorecard unless not wanted (each costs a pass)."""
+    """The report from loaded facts (the dashboard's path: it needs the facts for its series anyway)."""
     narrowed = scope.narrow(loaded.facts)
     w = Window.ending(window, as_of)
-    sections = kpis(narrowed, w, loaded.limits)
-    fair = audit(narrowed, w) if fairness else []
-    if not culture:
-        return Report(scope, w, sections, fair, [])
     programs = {p.program_id for p in narrowed.programs}
     open_alerts = sum(1 for a in loaded.open_alerts if a.program_id in programs)
-    risks = relationship_risks(narrowed, as_of)
-    limit = loaded.limits.get
-    at_risk = sum(1 for r in risks if r.risk.score >= limit(r.program_id, DEFAULT_THRESHOLDS).at_risk_score)
-    return Report(scope, w, sections, fair, scorecard(narrowed, w, sections, open_alerts, at_risk))
+    return _from_tallies(
+        tally(narrowed, w, with_fairness=fairness), scope, w, loaded.limits, open_alerts, culture=culture
+    )
+
+
+def _from_tallies(
+    t: Tallies, scope: Scope, w: Window, limits: dict[str, Thresholds], open_alerts: int, *, culture: bool
+) -> Report:
+    """The KPIs, and the fairness audit and the culture scorecard when their tallies are there."""
+    sections = kpis(t, w, limits)
+    fair = audit(t.fairness)
+    if not culture:
+        return Report(scope, w, sections, fair, [])
+    risky = sum(1 for r in t.engagement.open_relationships if at_risk(r, w.end, limits))
+    return Report(scope, w, sections, fair, scorecard(t.accountability, sections, open_alerts, risky))
+
+
+async def _scope_ids(conn: asyncpg.Connection, scope: Scope) -> list[str] | None:
+    """The scope's program ids (None for the organisation); an unknown program is :class:`NotFound`."""
+    if scope.program_id is not None:
+        if not await queries.program_exists(conn, scope.program_id):
+            raise NotFound(f"no program {scope.program_id}", "program_id")
+        return [scope.program_id]
+    if scope.form is not None:
+        return await queries.program_ids(conn, scope.form)
+    return None
 
 
 async def report(
@@ -129,7 +149,14 @@ async def report(
     fairness: bool = True,
     culture: bool = True,
 ) -> Report:
-    return _report(await _load(pool, scope), scope, window, as_of, fairness=fairness, culture=culture)
+    """The report the API serves: tallies counted by SQL aggregates, formulas in the domain."""
+    w = Window.ending(window, as_of)
+    async with pool.acquire() as conn:
+        ids = await _scope_ids(conn, scope)
+        t = await aggregates.tallies(conn, ids, w, with_fairness=fairness)
+        limits = await queries.thresholds(conn)
+        open_alerts = await queries.open_alert_count(conn, ids) if culture else 0
+    return _from_tallies(t, scope, w, limits, open_alerts, culture=culture)
 
 
 def relationship_risks(facts: Facts, at: datetime) -> list[RelationshipRisk]:
@@ -139,9 +166,13 @@ def relationship_risks(facts: Facts, at: datetime) -> list[RelationshipRisk]:
 
 
 async def risks(pool: asyncpg.Pool, program_id: str, at: datetime) -> list[RelationshipRisk]:
-    scope = Scope(program_id=program_id)
-    loaded = await _load(pool, scope)
-    return relationship_risks(scope.narrow(loaded.facts), at)
+    """The risk of every open relationship of a program, highest first (states read by SQL)."""
+    async with pool.acquire() as conn:
+        ids = await _scope_ids(conn, Scope(program_id=program_id))
+        async with conn.transaction(isolation="repeatable_read", readonly=True):
+            found = await aggregates.open_relationships(conn, (ids, None, at))
+    scored = [RelationshipRisk(r.state.group_id, r.state.program_id, risk(r.state, at)) for r in found]
+    return sorted(scored, key=lambda r: (-r.risk.score, r.group_id))
 
 
 def conditions(facts: Facts, limits: dict[str, Thresholds], now: datetime) -> list[Condition]:

@@ -29,6 +29,7 @@ from contracts.events import (
     GoalSet,
     GroupMatched,
     MatchingCompleted,
+    MatchOverrideRecorded,
     ParticipantEnrolled,
     ParticipantUnmatched,
     ParticipantUpdated,
@@ -149,6 +150,16 @@ def on_completed(env: Envelope) -> list[Statement]:
         "INSERT INTO runs (run_id, program_id, completed_at, placed_count, unplaced_count) VALUES ($1,$2,$3,$4,$5)"
         " ON CONFLICT (run_id) DO NOTHING",
         e.run_id, e.program_id, e.completed_at, e.placed_count, e.unplaced_count,
+    )]  # fmt: skip
+
+
+def on_override(env: Envelope) -> list[Statement]:
+    e = env.data
+    assert isinstance(e, MatchOverrideRecorded)
+    return [_s(
+        "INSERT INTO overrides (override_id, program_id, kind, participant_ids, at) VALUES ($1,$2,$3,$4,$5)"
+        " ON CONFLICT (override_id) DO NOTHING",
+        e.override_id, e.program_id, e.kind.value, e.participant_ids, e.recorded_at,
     )]  # fmt: skip
 
 
@@ -287,6 +298,7 @@ STATEMENTS: dict[type[Event], Callable[[Envelope], list[Statement]]] = {
     GroupMatched: on_group_matched,
     ParticipantUnmatched: on_unmatched,
     MatchingCompleted: on_completed,
+    MatchOverrideRecorded: on_override,
     SessionHeld: on_held,
     SessionCancelled: on_cancelled,
     GoalSet: on_goal_set,

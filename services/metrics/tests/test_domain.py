@@ -175,8 +175,8 @@ def test_mentor_and_program_safety_nets() -> None:
 
 def test_a_relationship_whose_sessions_predate_its_match_expects_sessions_from_the_first_one() -> None:
     from services.metrics.domain.facts import GroupFact, SessionFact
-    from services.metrics.domain.kpis import expected_sessions
     from services.metrics.domain.report import Window, WindowName
+    from services.metrics.domain.tally import expected_sessions
 
     matched = datetime(2026, 6, 1, tzinfo=UTC)
     group = GroupFact("g1", "p1", "one_to_one", 3.0, 14, matched, members=())

@@ -1,0 +1,427 @@
+"""The tallies of a scope and a window, counted by PostgreSQL: what a KPI request runs.
+
+Each function is one statement that returns the counts, sums and quantiles of one section, so a request
+on a 50,000-person program moves a few rows into Python instead of every enrolment, group, session
+and answer. The statements say in SQL what :mod:`services.metrics.domain.tally` says in Python (the
+reference; a test holds the two equal on a fixture that exercises every rule), and the formulas that
+turn tallies into figures stay in the domain. Only the open relationships come back one row each,
+with what their risk scores need, because the risk score is the domain's.
+
+Every statement takes ``$1`` the scope's program ids (NULL: the organisation), ``$2`` the window's
+start (NULL: since the beginning) and ``$3`` its end, and runs in one repeatable-read snapshot.
+"""
+
+from __future__ import annotations
+
+import json
+
+import asyncpg
+
+from services.metrics.domain.report import Window
+from services.metrics.domain.risk import RECENT, RelationshipState
+from services.metrics.domain.stats import DETRACTOR, PROMOTER
+from services.metrics.domain.tallies import (
+    CLOSED_OUTCOMES,
+    ROLES,
+    UNPLACED_REASONS,
+    Accountability,
+    Engagement,
+    FairnessCell,
+    Matching,
+    OpenRelationship,
+    Outcomes,
+    Participation,
+    Tallies,
+)
+from services.metrics.domain.tally import AGREE, DIMENSIONS
+
+
+def _scope(column: str) -> str:
+    return f"($1::text[] IS NULL OR {column} = ANY($1::text[]))"
+
+
+def _in_window(column: str) -> str:
+    """``Window.contains``: inside [start, end)."""
+    return f"({column} < $3 AND ($2::timestamptz IS NULL OR {column} >= $2))"
+
+
+def _active(p: str, at: str = "$3") -> str:
+    """``ParticipantFact.active_at``: enrolled by then and not withdrawn by then."""
+    return f"({p}.enrolled_at <= {at} AND ({p}.withdrawn_at IS NULL OR {p}.withdrawn_at > {at}))"
+
+
+def _closure_in_force(g: str) -> str:
+    """``GroupFact.closed_by($3)``: the reason of the latest closure at or before the end; a renewal
+    (the relationship goes on as its next term) is no closure."""
+    return (
+        f"(SELECT NULLIF(c.reason, 'renewed') FROM closures c WHERE c.group_id = {g}.group_id AND c.closed_at <= $3"
+        " ORDER BY c.closed_at DESC LIMIT 1)"
+    )
+
+
+def _open(g: str) -> str:
+    """``GroupFact.open_at($3)``."""
+    return (
+        f"({g}.matched_at <= $3 AND NOT EXISTS (SELECT 1 FROM (SELECT c.reason FROM closures c"
+        f" WHERE c.group_id = {g}.group_id AND c.closed_at <= $3 ORDER BY c.closed_at DESC LIMIT 1) last"
+        " WHERE last.reason <> 'renewed'))"
+    )
+
+
+def _statement(body: str) -> str:
+    """A statement with its three parameters typed, whichever it uses."""
+    typed = "WITH params AS (SELECT $1::text[] AS scope, $2::timestamptz AS start, $3::timestamptz AS stop)"
+    body = body.strip()
+    return f"{typed}, {body[5:]}" if body.startswith("WITH ") else f"{typed} {body}"
+
+
+def _days(later: str, earlier: str) -> str:
+    """Days between two times as Python's ``timedelta.total_seconds() / 86400`` gives them."""
+    return f"(EXTRACT(EPOCH FROM ({later} - {earlier}))::float8 / 86400)"
+
+
+_FIRST_PLACEMENT = f"""first_placed AS (
+    SELECT g.program_id, m.participant_id, min(g.matched_at) AS at
+    FROM groups g JOIN members m ON m.group_id = g.group_id
+    WHERE {_scope("g.program_id")} GROUP BY 1, 2)"""
+
+PARTICIPATION = _statement(f"""
+WITH sp AS (SELECT * FROM participants p WHERE {_scope("p.program_id")}),
+people AS (SELECT DISTINCT sp.participant_id FROM sp WHERE {_active("sp")}),
+relationships AS (
+    SELECT m.participant_id FROM people JOIN members m ON m.participant_id = people.participant_id
+    JOIN groups g ON g.group_id = m.group_id WHERE {_open("g")}
+    GROUP BY m.participant_id HAVING count(*) >= 2),
+programs AS (
+    SELECT p.participant_id FROM people JOIN participants p ON p.participant_id = people.participant_id
+    WHERE {_active("p")} GROUP BY p.participant_id HAVING count(*) >= 2),
+mentee_since AS (
+    SELECT p.participant_id, min(p.enrolled_at) AS since FROM participants p
+    WHERE p.role = 'mentee' AND p.participant_id IN (SELECT participant_id FROM sp WHERE role = 'mentor')
+    GROUP BY p.participant_id)
+SELECT
+    count(*) FILTER (WHERE sp.role = 'mentor' AND {_in_window("sp.enrolled_at")}) AS mentor,
+    count(*) FILTER (WHERE sp.role = 'mentee' AND {_in_window("sp.enrolled_at")}) AS mentee,
+    count(*) FILTER (WHERE sp.role = 'peer' AND {_in_window("sp.enrolled_at")}) AS peer,
+    count(*) FILTER (WHERE {_active("sp")}) AS active,
+    count(*) FILTER (WHERE {_active("sp")} AND sp.role = 'mentor') AS active_mentors,
+    count(*) FILTER (WHERE {_active("sp")} AND sp.role = 'mentee') AS active_mentees,
+    (SELECT count(*) FROM relationships) AS several_relationships,
+    (SELECT count(*) FROM programs) AS several_programs,
+    (SELECT count(DISTINCT b.participant_id) FROM sp b JOIN mentee_since ms ON ms.participant_id = b.participant_id
+     WHERE b.role = 'mentor' AND {_in_window("b.enrolled_at")} AND ms.since < b.enrolled_at) AS became,
+    count(*) FILTER (WHERE {_in_window("sp.withdrawn_at")}) AS withdrawn
+FROM sp""")
+
+
+async def participation(conn: asyncpg.Connection, args: tuple[object, ...]) -> Participation:
+    r = await conn.fetchrow(PARTICIPATION, *args)
+    return Participation(
+        enrolled_by_role={role: r[role] for role in ROLES},
+        active=r["active"],
+        active_mentors=r["active_mentors"],
+        active_mentees=r["active_mentees"],
+        in_several_relationships=r["several_relationships"],
+        in_several_programs=r["several_programs"],
+        became_mentors=r["became"],
+        withdrawn=r["withdrawn"],
+    )
+
+
+SEEKERS = f"""{_FIRST_PLACEMENT},
+seekers AS (
+    SELECT p.*, f.at AS first_at, COALESCE(f.at < $3, false) AS placed
+    FROM participants p LEFT JOIN first_placed f ON f.program_id = p.program_id AND f.participant_id = p.participant_id
+    WHERE {_scope("p.program_id")} AND p.role <> 'mentor' AND {_active("p")})"""
+
+MATCHING = _statement(f"""
+WITH {SEEKERS},
+days AS (
+    SELECT GREATEST(0, {_days("f.at", "p.enrolled_at")}) AS d
+    FROM first_placed f JOIN participants p ON p.program_id = f.program_id AND p.participant_id = f.participant_id
+    WHERE p.role <> 'mentor' AND {_in_window("f.at")}),
+formed AS (SELECT g.group_id, g.fit FROM groups g WHERE {_scope("g.program_id")} AND {_in_window("g.matched_at")}),
+unplaced AS (
+    SELECT COALESCE(u.reason_code, 'not_yet_matched') AS reason, count(*) AS n
+    FROM seekers s LEFT JOIN unmatched u
+      ON u.program_id = s.program_id AND u.participant_id = s.participant_id AND u.at < $3
+    WHERE NOT s.placed GROUP BY 1),
+overridden AS (SELECT * FROM overrides o WHERE {_scope("o.program_id")} AND {_in_window("o.at")})
+SELECT
+    (SELECT count(*) FROM seekers) AS seekers,
+    (SELECT count(*) FROM seekers WHERE placed) AS placed,
+    (SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY d) FROM days) AS days_median,
+    (SELECT percentile_disc(0.9) WITHIN GROUP (ORDER BY d) FROM days) AS days_p90,
+    (SELECT count(*) FROM days) AS days_n,
+    (SELECT avg(fit) FROM formed) AS mean_fit,
+    (SELECT count(DISTINCT m.participant_id) FROM formed JOIN members m ON m.group_id = formed.group_id) AS fit_people,
+    (SELECT COALESCE(jsonb_object_agg(reason, n), '{{}}') FROM unplaced)::text AS unplaced,
+    (SELECT count(*) FROM overridden) AS overrides,
+    (SELECT count(DISTINCT pid) FROM overridden, unnest(overridden.participant_ids) AS pid) AS override_people""")
+
+LOADS = _statement(f"""
+WITH mentors AS (
+    SELECT DISTINCT p.participant_id FROM participants p
+    WHERE {_scope("p.program_id")} AND p.role = 'mentor' AND {_active("p")}),
+loads AS (
+    SELECT mentors.participant_id,
+        (SELECT count(*) FROM members m JOIN groups g ON g.group_id = m.group_id
+         WHERE m.participant_id = mentors.participant_id AND m.role = 'mentor' AND {_open("g")}) AS load,
+        (SELECT p.capacity FROM participants p WHERE p.participant_id = mentors.participant_id AND p.role = 'mentor'
+         ORDER BY p.enrolled_at DESC LIMIT 1) AS capacity
+    FROM mentors)
+SELECT load, count(*) AS mentors, max(load::float8 / NULLIF(capacity, 0)) AS max_ratio FROM loads GROUP BY load""")
+
+
+async def matching(conn: asyncpg.Connection, args: tuple[object, ...]) -> Matching:
+    r = await conn.fetchrow(MATCHING, *args)
+    loads = await conn.fetch(LOADS, *args)
+    unplaced = json.loads(r["unplaced"])
+    ratios = [x["max_ratio"] for x in loads if x["max_ratio"] is not None]
+    return Matching(
+        seekers=r["seekers"],
+        placed=r["placed"],
+        days_to_match_median=r["days_median"],
+        days_to_match_p90=r["days_p90"],
+        days_to_match_n=r["days_n"],
+        mean_fit=r["mean_fit"],
+        fit_people=r["fit_people"],
+        loads={x["load"]: x["mentors"] for x in loads},
+        max_load_ratio=max(ratios) if ratios else None,
+        unplaced={reason: unplaced.get(reason, 0) for reason in UNPLACED_REASONS},
+        overrides=r["overrides"],
+        override_people=r["override_people"],
+    )
+
+
+_SCOPE_GROUPS = f"""sg AS (
+    SELECT g.group_id, g.program_id, g.matched_at,
+        COALESCE(NULLIF(e.cadence_days, 0), g.cadence_days) AS cadence,
+        {_closure_in_force("g")} AS closure,
+        (SELECT c.closed_at FROM closures c WHERE c.group_id = g.group_id AND c.closed_at <= $3
+         ORDER BY c.closed_at DESC LIMIT 1) AS closure_at,
+        (SELECT count(*) FROM members m WHERE m.group_id = g.group_id) AS size
+    FROM groups g LEFT JOIN expectations e ON e.group_id = g.group_id
+    WHERE {_scope("g.program_id")})"""
+
+ENGAGEMENT = _statement(f"""
+WITH {_SCOPE_GROUPS},
+held AS (
+    SELECT s.group_id, s.attendees, sg.size FROM sessions_held s JOIN sg ON sg.group_id = s.group_id
+    WHERE {_scope("s.program_id")} AND {_in_window("s.held_at")}),
+slipped AS (
+    SELECT x.kind, x.group_id FROM slips x JOIN sg ON sg.group_id = x.group_id
+    WHERE {_scope("x.program_id")} AND {_in_window("x.at")}),
+spans AS (
+    SELECT sg.group_id, sg.cadence,
+        CASE WHEN $2::timestamptz IS NULL THEN o.opened ELSE GREATEST(o.opened, $2) END AS start,
+        CASE WHEN sg.closure IS NULL THEN $3 ELSE LEAST($3, sg.closure_at) END AS stop
+    FROM sg CROSS JOIN LATERAL (
+        SELECT LEAST(sg.matched_at, (SELECT min(s.held_at) FROM sessions_held s
+                                     WHERE s.group_id = sg.group_id AND {_scope("s.program_id")})) AS opened) o),
+counted AS (SELECT * FROM spans WHERE stop > start),
+closed AS (
+    SELECT sg.closure AS outcome, count(DISTINCT sg.group_id) AS groups, count(DISTINCT m.participant_id) AS people
+    FROM sg LEFT JOIN members m ON m.group_id = sg.group_id
+    WHERE sg.closure IS NOT NULL AND {_in_window("sg.closure_at")} GROUP BY sg.closure)
+SELECT
+    (SELECT count(*) FROM held) AS held,
+    (SELECT count(DISTINCT m.participant_id) FROM members m WHERE m.group_id IN (SELECT group_id FROM held))
+        AS held_people,
+    (SELECT COALESCE(sum({_days("stop", "start")} / cadence), 0) FROM counted) AS expected,
+    (SELECT count(DISTINCT m.participant_id) FROM members m WHERE m.group_id IN (SELECT group_id FROM counted))
+        AS expected_people,
+    (SELECT COALESCE(sum(LEAST(attendees, size)), 0)::bigint FROM held) AS attended,
+    (SELECT COALESCE(sum(size), 0)::bigint FROM held) AS member_slots,
+    (SELECT count(*) FROM slipped WHERE kind = 'cancelled') AS cancelled,
+    (SELECT count(DISTINCT m.participant_id) FROM members m
+     WHERE m.group_id IN (SELECT group_id FROM slipped WHERE kind = 'cancelled')) AS cancelled_people,
+    (SELECT count(*) FROM slipped WHERE kind = 'rescheduled') AS rescheduled,
+    (SELECT count(DISTINCT m.participant_id) FROM members m
+     WHERE m.group_id IN (SELECT group_id FROM slipped WHERE kind = 'rescheduled')) AS rescheduled_people,
+    (SELECT COALESCE(jsonb_object_agg(outcome, jsonb_build_array(groups, people)), '{{}}') FROM closed)::text
+        AS closed""")
+
+OPEN_RELATIONSHIPS = _statement(f"""
+SELECT g.group_id, g.program_id, g.matched_at, COALESCE(NULLIF(e.cadence_days, 0), g.cadence_days) AS cadence,
+    last.held_at AS last_held_at,
+    (SELECT count(*) FROM slips x WHERE x.group_id = g.group_id AND {_scope("x.program_id")} AND x.at <= $3
+     AND (last.held_at IS NULL OR x.at > last.held_at)) AS slips,
+    ARRAY(SELECT r FROM (SELECT f.session_rating AS r, f.given_at, f.feedback_id FROM feedback f
+          WHERE f.group_id = g.group_id AND {_scope("f.program_id")} AND f.given_at <= $3
+          AND f.session_rating IS NOT NULL ORDER BY f.given_at DESC, f.feedback_id DESC LIMIT {RECENT}) recent
+          ORDER BY given_at, feedback_id) AS ratings,
+    ARRAY(SELECT r FROM (SELECT f.pairing_fit AS r, f.given_at, f.feedback_id FROM feedback f
+          WHERE f.group_id = g.group_id AND {_scope("f.program_id")} AND f.given_at <= $3
+          AND f.pairing_fit IS NOT NULL ORDER BY f.given_at DESC, f.feedback_id DESC LIMIT {RECENT}) recent
+          ORDER BY given_at, feedback_id) AS pairing_fit,
+    ARRAY(SELECT m.participant_id FROM members m WHERE m.group_id = g.group_id ORDER BY m.participant_id) AS members
+FROM groups g LEFT JOIN expectations e ON e.group_id = g.group_id
+LEFT JOIN LATERAL (SELECT max(s.held_at) AS held_at FROM sessions_held s
+                   WHERE s.group_id = g.group_id AND {_scope("s.program_id")} AND s.held_at <= $3) last ON true
+WHERE {_scope("g.program_id")} AND {_open("g")}""")
+
+
+async def open_relationships(conn: asyncpg.Connection, args: tuple[object, ...]) -> list[OpenRelationship]:
+    """Every relationship of the scope open at ``$3``, with what its risk score needs, by group id."""
+    rows = sorted(await conn.fetch(OPEN_RELATIONSHIPS, *args), key=lambda r: r["group_id"])
+    return [
+        OpenRelationship(
+            RelationshipState(
+                group_id=r["group_id"],
+                program_id=r["program_id"],
+                cadence_days=r["cadence"],
+                matched_at=r["matched_at"],
+                last_held_at=r["last_held_at"],
+                slips_since_last_held=r["slips"],
+                ratings=tuple(r["ratings"]),
+                pairing_fit=tuple(r["pairing_fit"]),
+            ),
+            tuple(r["members"]),
+        )
+        for r in rows
+    ]
+
+
+async def engagement(conn: asyncpg.Connection, args: tuple[object, ...]) -> Engagement:
+    r = await conn.fetchrow(ENGAGEMENT, *args)
+    closed = json.loads(r["closed"])
+    return Engagement(
+        held=r["held"],
+        held_people=r["held_people"],
+        expected=r["expected"],
+        expected_people=r["expected_people"],
+        attended=r["attended"],
+        member_slots=r["member_slots"],
+        cancelled=r["cancelled"],
+        cancelled_people=r["cancelled_people"],
+        rescheduled=r["rescheduled"],
+        rescheduled_people=r["rescheduled_people"],
+        open_relationships=await open_relationships(conn, args),
+        closed={k: (int(closed.get(k, (0, 0))[0]), int(closed.get(k, (0, 0))[1])) for k in CLOSED_OUTCOMES},
+    )
+
+
+OUTCOMES = _statement(f"""
+WITH goal AS (SELECT * FROM goals g WHERE {_scope("g.program_id")}),
+moved AS (SELECT * FROM goal WHERE {_in_window("goal.progressed_at")} AND goal.steps_done > 0),
+answer AS (SELECT * FROM feedback f WHERE {_scope("f.program_id")} AND {_in_window("f.given_at")}),
+cohort AS (
+    SELECT {_active("p")} AS kept FROM participants p
+    WHERE {_scope("p.program_id")} AND p.enrolled_at < $3
+    AND ($2::timestamptz IS NULL OR {_active("p", "$2")} OR {_in_window("p.enrolled_at")}))
+SELECT
+    (SELECT count(*) FROM goal WHERE {_in_window("goal.set_at")}) AS goals_set,
+    (SELECT count(DISTINCT participant_id) FROM goal WHERE {_in_window("goal.set_at")}) AS goals_set_people,
+    (SELECT count(*) FROM moved) AS progressed,
+    (SELECT count(DISTINCT participant_id) FROM moved) AS progressed_people,
+    (SELECT count(*) FROM moved WHERE steps_done >= steps_total) AS completed,
+    (SELECT count(DISTINCT participant_id) FROM moved WHERE steps_done >= steps_total) AS completed_people,
+    a.*,
+    (SELECT count(*) FROM cohort) AS cohort,
+    (SELECT count(*) FROM cohort WHERE kept) AS kept
+FROM (SELECT
+    avg(session_rating) AS mean_rating, count(session_rating) AS ratings,
+    count(*) FILTER (WHERE would_recommend >= $4) AS promoters,
+    count(*) FILTER (WHERE would_recommend <= $5) AS detractors,
+    count(would_recommend) AS recommend,
+    count(*) FILTER (WHERE mentor_helps >= $6) AS helps_agree, count(mentor_helps) AS helps,
+    count(*) FILTER (WHERE mentee_engaged >= $6) AS engaged_agree, count(mentee_engaged) AS engaged,
+    avg(pairing_fit) AS mean_pairing_fit, count(pairing_fit) AS pairing
+    FROM answer) a""")
+
+
+async def outcomes(conn: asyncpg.Connection, args: tuple[object, ...]) -> Outcomes:
+    r = await conn.fetchrow(OUTCOMES, *args, PROMOTER, DETRACTOR, AGREE)
+    return Outcomes(
+        goals_set=r["goals_set"],
+        goals_set_people=r["goals_set_people"],
+        goals_progressed=r["progressed"],
+        goals_progressed_people=r["progressed_people"],
+        goals_completed=r["completed"],
+        goals_completed_people=r["completed_people"],
+        mean_rating=r["mean_rating"],
+        ratings=r["ratings"],
+        promoters=r["promoters"],
+        detractors=r["detractors"],
+        recommend_answers=r["recommend"],
+        helps_agree=r["helps_agree"],
+        helps_answers=r["helps"],
+        engaged_agree=r["engaged_agree"],
+        engaged_answers=r["engaged"],
+        mean_pairing_fit=r["mean_pairing_fit"],
+        pairing_answers=r["pairing"],
+        cohort=r["cohort"],
+        kept=r["kept"],
+    )
+
+
+FAIRNESS = _statement(f"""
+WITH {SEEKERS},
+person AS (
+    SELECT s.department, s.level::text AS level, COALESCE(s.location, 'unknown') AS location, s.placed,
+        CASE WHEN s.placed THEN GREATEST(0, {_days("s.first_at", "s.enrolled_at")}) END AS days,
+        pg.fit_sum, pg.fit_n, pg.rating_sum, pg.rating_n
+    FROM seekers s LEFT JOIN LATERAL (
+        SELECT sum(g.fit) AS fit_sum, count(*) AS fit_n, sum(r.total) AS rating_sum, sum(r.n) AS rating_n
+        FROM members m JOIN groups g ON g.group_id = m.group_id
+        CROSS JOIN LATERAL (
+            SELECT sum(f.session_rating) AS total, count(f.session_rating) AS n FROM feedback f
+            WHERE f.group_id = g.group_id AND f.respondent_role = s.role AND {_scope("f.program_id")}
+            AND {_in_window("f.given_at")}) r
+        WHERE m.participant_id = s.participant_id AND g.program_id = s.program_id AND g.matched_at < $3
+    ) pg ON s.placed)
+SELECT GROUPING(department) = 0 AS by_department, GROUPING(level) = 0 AS by_level, department, level, location,
+    count(*) AS people, count(*) FILTER (WHERE placed) AS placed,
+    percentile_cont(0.5) WITHIN GROUP (ORDER BY days) AS days_median,
+    sum(fit_sum) / NULLIF(sum(fit_n), 0)::float8 AS mean_fit,
+    sum(rating_sum) / NULLIF(sum(rating_n), 0)::float8 AS mean_rating
+FROM person GROUP BY GROUPING SETS ((department), (level), (location))""")
+
+
+async def fairness(conn: asyncpg.Connection, args: tuple[object, ...]) -> dict[str, dict[str, FairnessCell]]:
+    out: dict[str, dict[str, FairnessCell]] = {d: {} for d in DIMENSIONS}
+    for r in await conn.fetch(FAIRNESS, *args):
+        dimension = "department" if r["by_department"] else "level" if r["by_level"] else "location"
+        out[dimension][r[dimension]] = FairnessCell(
+            people=r["people"],
+            placed=r["placed"],
+            days_to_match_median=r["days_median"],
+            mean_fit=r["mean_fit"],
+            mean_rating=r["mean_rating"],
+        )
+    return out
+
+
+ACCOUNTABILITY = _statement(f"""
+WITH open_groups AS (
+    SELECT g.group_id, e.cadence_days IS NOT NULL AS agreed FROM groups g
+    LEFT JOIN expectations e ON e.group_id = g.group_id
+    WHERE {_scope("g.program_id")} AND {_open("g")})
+SELECT count(*) AS open_groups,
+    count(*) FILTER (WHERE agreed AND EXISTS (
+        SELECT 1 FROM goals x WHERE x.group_id = o.group_id AND {_scope("x.program_id")} AND x.set_at < $3)) AS both,
+    (SELECT count(DISTINCT m.participant_id) FROM members m WHERE m.group_id IN (SELECT group_id FROM open_groups))
+        AS people
+FROM open_groups o""")
+
+
+async def accountability(conn: asyncpg.Connection, args: tuple[object, ...]) -> Accountability:
+    r = await conn.fetchrow(ACCOUNTABILITY, *args)
+    return Accountability(r["open_groups"], r["both"], r["people"])
+
+
+async def tallies(
+    conn: asyncpg.Connection, program_ids: list[str] | None, w: Window, *, with_fairness: bool = True
+) -> Tallies:
+    """Every tally of the scope (``program_ids``; None = the organisation) over ``w``, in one snapshot."""
+    args = (program_ids, w.start, w.end)
+    async with conn.transaction(isolation="repeatable_read", readonly=True):
+        return Tallies(
+            participation=await participation(conn, args),
+            matching=await matching(conn, args),
+            engagement=await engagement(conn, args),
+            outcomes=await outcomes(conn, args),
+            accountability=await accountability(conn, args),
+            fairness=await fairness(conn, args) if with_fairness else {},
+        )
