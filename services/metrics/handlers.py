@@ -204,17 +204,20 @@ def _mentor_conditions(facts: Facts, limits: dict[str, Thresholds], now: datetim
         if p.role == "mentor" and p.active_at(now):
             programs.setdefault(p.participant_id, []).append(p.program_id)
     load: dict[str, int] = {}
+    spread: dict[str, set[str]] = {}
     for g in facts.groups:
         if g.open_at(now):
             for m in g.mentors():
                 load[m] = load.get(m, 0) + 1
+                spread.setdefault(m, set()).add(g.program_id)
     capacity = mentor_capacities(facts)
     found = []
     for mentor, mentor_programs in sorted(programs.items()):
         t = min((limits.get(pid, DEFAULT_THRESHOLDS) for pid in mentor_programs), key=lambda x: x.mentor_load_ratio)
-        c = mentor_condition(
-            MentorLoad(mentor, min(mentor_programs), load.get(mentor, 0), capacity.get(mentor) or 0), t
+        m = MentorLoad(
+            mentor, min(mentor_programs), load.get(mentor, 0), capacity.get(mentor) or 0, len(spread.get(mentor, ()))
         )
+        c = mentor_condition(m, t)
         if c:
             found.append(c)
     return found

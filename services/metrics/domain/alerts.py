@@ -42,6 +42,8 @@ class MentorLoad:
     """where the alert is filed: the first of the mentor's programs (id order)"""
     load: int
     capacity: int
+    programs: int = 1
+    """programs the mentor's open relationships are in"""
 
 
 @dataclass(frozen=True)
@@ -111,13 +113,21 @@ def feedback_drop(ratings: Iterable[float], t: Thresholds) -> str | None:
 
 
 def mentor_condition(m: MentorLoad, t: Thresholds) -> Condition | None:
-    if m.load == 0 or m.load < t.mentor_load_ratio * m.capacity:
+    """A mentor at or above capacity across programs: raised when the load (open relationships in every
+    program) is above ``mentor_load_ratio`` x capacity, or reaches it while spread over two or more
+    programs. A mentor filled to capacity by one program's matching is the plan, not an obstacle: an
+    alert for each of them would bury the ones that need attention (matching never places beyond
+    capacity, so 'above' means capacity was cut below the load, or programs matched independently)."""
+    limit = t.mentor_load_ratio * m.capacity
+    if m.load == 0 or m.load < limit or (m.load == limit and m.programs < 2):
         return None
+    over = m.load > m.capacity
+    where = f"in {m.programs} programs" if m.programs > 1 else "in one program"
     return Condition(
         AlertKey("mentor_over_capacity", m.mentor_id),
         m.program_id,
-        "critical" if m.load > m.capacity else "warning",
-        f"a mentor carries {m.load} relationships for a capacity of {m.capacity}, across programs",
+        "critical" if over else "warning",
+        f"a mentor carries {m.load} relationships {where} for a capacity of {m.capacity}",
         mentor_id=m.mentor_id,
     )
 

@@ -161,12 +161,15 @@ def test_mentor_and_program_safety_nets() -> None:
     from services.metrics.domain.alerts import MentorLoad, ProgramPlacement, mentor_condition, program_condition
 
     t = Thresholds()
-    assert mentor_condition(MentorLoad("M1", "p", 1, 2), t) is None
-    at = mentor_condition(MentorLoad("M1", "p", 2, 2), t)
+    assert mentor_condition(MentorLoad("M1", "p", 1, 2, programs=2), t) is None
+    assert mentor_condition(MentorLoad("M1", "p", 2, 2, programs=1), t) is None, "filled by one program: the plan"
+    at = mentor_condition(MentorLoad("M1", "p", 2, 2, programs=2), t)
     assert at is not None and at.severity == "warning" and at.mentor_id == "M1" and "M1" not in at.detail
-    over = mentor_condition(MentorLoad("M1", "p", 3, 2), t)
+    assert "2 programs" in at.detail
+    over = mentor_condition(MentorLoad("M1", "p", 3, 2, programs=1), t)
     assert over is not None and over.severity == "critical"
-    assert mentor_condition(MentorLoad("M1", "p", 2, 2), Thresholds(mentor_load_ratio=1.5)) is None
+    assert mentor_condition(MentorLoad("M1", "p", 2, 2, programs=2), Thresholds(mentor_load_ratio=1.5)) is None
+    assert mentor_condition(MentorLoad("M1", "p", 2, 2, programs=1), Thresholds(mentor_load_ratio=0.5)) is not None
     assert program_condition(ProgramPlacement("p", 10, 7, has_run=False), t) is None, "no run yet: nothing to judge"
     low = program_condition(ProgramPlacement("p", 10, 7, has_run=True), t)
     assert low is not None and low.key.kind == "match_rate_below_target" and "70%" in low.detail
