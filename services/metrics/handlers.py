@@ -214,10 +214,10 @@ def _mentor_conditions(facts: Facts, limits: dict[str, Thresholds], now: datetim
     found = []
     for mentor, mentor_programs in sorted(programs.items()):
         t = min((limits.get(pid, DEFAULT_THRESHOLDS) for pid in mentor_programs), key=lambda x: x.mentor_load_ratio)
-        m = MentorLoad(
+        carried = MentorLoad(
             mentor, min(mentor_programs), load.get(mentor, 0), capacity.get(mentor) or 0, len(spread.get(mentor, ()))
         )
-        c = mentor_condition(m, t)
+        c = mentor_condition(carried, t)
         if c:
             found.append(c)
     return found

@@ -50,22 +50,21 @@ def _active(p: str, at: str = "$3") -> str:
     return f"({p}.enrolled_at <= {at} AND ({p}.withdrawn_at IS NULL OR {p}.withdrawn_at > {at}))"
 
 
-def _closure_in_force(g: str) -> str:
-    """``GroupFact.closed_by($3)``: the reason of the latest closure at or before the end; a renewal
-    (the relationship goes on as its next term) is no closure."""
-    return (
-        f"(SELECT NULLIF(c.reason, 'renewed') FROM closures c WHERE c.group_id = {g}.group_id AND c.closed_at <= $3"
-        " ORDER BY c.closed_at DESC LIMIT 1)"
-    )
+_LAST_CLOSURE = """last_closure AS (
+    SELECT DISTINCT ON (c.group_id) c.group_id, NULLIF(c.reason, 'renewed') AS closure, c.closed_at
+    FROM closures c WHERE c.closed_at <= $3 ORDER BY c.group_id, c.closed_at DESC)"""
+"""``GroupFact.closed_by($3)`` of every group that has one: the latest closure at or before the end, whose
+``closure`` is NULL for a renewal (the relationship goes on as its next term)."""
 
-
-def _open(g: str) -> str:
-    """``GroupFact.open_at($3)``."""
-    return (
-        f"({g}.matched_at <= $3 AND NOT EXISTS (SELECT 1 FROM (SELECT c.reason FROM closures c"
-        f" WHERE c.group_id = {g}.group_id AND c.closed_at <= $3 ORDER BY c.closed_at DESC LIMIT 1) last"
-        " WHERE last.reason <> 'renewed'))"
-    )
+_GROUPS = f"""{_LAST_CLOSURE},
+all_groups AS (
+    SELECT g.group_id, g.program_id, g.fit, g.matched_at,
+        COALESCE(NULLIF(e.cadence_days, 0), g.cadence_days) AS cadence, e.cadence_days IS NOT NULL AS agreed,
+        lc.closure, lc.closed_at AS closure_at, g.matched_at <= $3 AND lc.closure IS NULL AS is_open
+    FROM groups g LEFT JOIN expectations e ON e.group_id = g.group_id
+    LEFT JOIN last_closure lc ON lc.group_id = g.group_id)"""
+"""Every group with its cadence (the agreed one, else the program's), the closure in force at the end, and
+whether it is open then (``GroupFact.open_at($3)``); ``WITH`` it and filter by scope where it matters."""
 
 
 def _statement(body: str) -> str:
@@ -86,11 +85,12 @@ _FIRST_PLACEMENT = f"""first_placed AS (
     WHERE {_scope("g.program_id")} GROUP BY 1, 2)"""
 
 PARTICIPATION = _statement(f"""
-WITH sp AS (SELECT * FROM participants p WHERE {_scope("p.program_id")}),
+WITH {_GROUPS},
+sp AS (SELECT * FROM participants p WHERE {_scope("p.program_id")}),
 people AS (SELECT DISTINCT sp.participant_id FROM sp WHERE {_active("sp")}),
 relationships AS (
     SELECT m.participant_id FROM people JOIN members m ON m.participant_id = people.participant_id
-    JOIN groups g ON g.group_id = m.group_id WHERE {_open("g")}
+    JOIN all_groups g ON g.group_id = m.group_id WHERE g.is_open
     GROUP BY m.participant_id HAVING count(*) >= 2),
 programs AS (
     SELECT p.participant_id FROM people JOIN participants p ON p.participant_id = people.participant_id
@@ -160,17 +160,24 @@ SELECT
     (SELECT count(DISTINCT pid) FROM overridden, unnest(overridden.participant_ids) AS pid) AS override_people""")
 
 LOADS = _statement(f"""
-WITH mentors AS (
+WITH {_GROUPS},
+mentors AS (
     SELECT DISTINCT p.participant_id FROM participants p
     WHERE {_scope("p.program_id")} AND p.role = 'mentor' AND {_active("p")}),
+carried AS (
+    SELECT m.participant_id, count(*) AS n FROM members m JOIN all_groups g ON g.group_id = m.group_id
+    WHERE m.role = 'mentor' AND g.is_open GROUP BY m.participant_id),
+capacity AS (
+    SELECT DISTINCT ON (p.participant_id) p.participant_id, p.capacity
+    FROM participants p JOIN mentors ON mentors.participant_id = p.participant_id WHERE p.role = 'mentor'
+    ORDER BY p.participant_id, p.enrolled_at DESC),
 loads AS (
-    SELECT mentors.participant_id,
-        (SELECT count(*) FROM members m JOIN groups g ON g.group_id = m.group_id
-         WHERE m.participant_id = mentors.participant_id AND m.role = 'mentor' AND {_open("g")}) AS load,
-        (SELECT p.capacity FROM participants p WHERE p.participant_id = mentors.participant_id AND p.role = 'mentor'
-         ORDER BY p.enrolled_at DESC LIMIT 1) AS capacity
-    FROM mentors)
+    SELECT COALESCE(c.n, 0) AS load, capacity.capacity FROM mentors
+    LEFT JOIN carried c ON c.participant_id = mentors.participant_id
+    LEFT JOIN capacity ON capacity.participant_id = mentors.participant_id)
 SELECT load, count(*) AS mentors, max(load::float8 / NULLIF(capacity, 0)) AS max_ratio FROM loads GROUP BY load""")
+"""Active mentors of the scope per load (open relationships in every program), with the highest load /
+capacity among them (the capacity a mentor declared last, in any program)."""
 
 
 async def matching(conn: asyncpg.Connection, args: tuple[object, ...]) -> Matching:
@@ -194,31 +201,25 @@ async def matching(conn: asyncpg.Connection, args: tuple[object, ...]) -> Matchi
     )
 
 
-_SCOPE_GROUPS = f"""sg AS (
-    SELECT g.group_id, g.program_id, g.matched_at,
-        COALESCE(NULLIF(e.cadence_days, 0), g.cadence_days) AS cadence,
-        {_closure_in_force("g")} AS closure,
-        (SELECT c.closed_at FROM closures c WHERE c.group_id = g.group_id AND c.closed_at <= $3
-         ORDER BY c.closed_at DESC LIMIT 1) AS closure_at,
-        (SELECT count(*) FROM members m WHERE m.group_id = g.group_id) AS size
-    FROM groups g LEFT JOIN expectations e ON e.group_id = g.group_id
-    WHERE {_scope("g.program_id")})"""
-
 ENGAGEMENT = _statement(f"""
-WITH {_SCOPE_GROUPS},
+WITH {_GROUPS},
+sg AS (SELECT * FROM all_groups g WHERE {_scope("g.program_id")}),
+size AS (SELECT m.group_id, count(*) AS size FROM members m JOIN sg ON sg.group_id = m.group_id GROUP BY m.group_id),
 held AS (
-    SELECT s.group_id, s.attendees, sg.size FROM sessions_held s JOIN sg ON sg.group_id = s.group_id
+    SELECT s.group_id, s.attendees, COALESCE(size.size, 0) AS size
+    FROM sessions_held s JOIN sg ON sg.group_id = s.group_id LEFT JOIN size ON size.group_id = s.group_id
     WHERE {_scope("s.program_id")} AND {_in_window("s.held_at")}),
 slipped AS (
     SELECT x.kind, x.group_id FROM slips x JOIN sg ON sg.group_id = x.group_id
     WHERE {_scope("x.program_id")} AND {_in_window("x.at")}),
+first_held AS (
+    SELECT s.group_id, min(s.held_at) AS at FROM sessions_held s WHERE {_scope("s.program_id")} GROUP BY s.group_id),
 spans AS (
     SELECT sg.group_id, sg.cadence,
-        CASE WHEN $2::timestamptz IS NULL THEN o.opened ELSE GREATEST(o.opened, $2) END AS start,
+        CASE WHEN $2::timestamptz IS NULL THEN LEAST(sg.matched_at, f.at)
+             ELSE GREATEST(LEAST(sg.matched_at, f.at), $2) END AS start,
         CASE WHEN sg.closure IS NULL THEN $3 ELSE LEAST($3, sg.closure_at) END AS stop
-    FROM sg CROSS JOIN LATERAL (
-        SELECT LEAST(sg.matched_at, (SELECT min(s.held_at) FROM sessions_held s
-                                     WHERE s.group_id = sg.group_id AND {_scope("s.program_id")})) AS opened) o),
+    FROM sg LEFT JOIN first_held f ON f.group_id = sg.group_id),
 counted AS (SELECT * FROM spans WHERE stop > start),
 closed AS (
     SELECT sg.closure AS outcome, count(DISTINCT sg.group_id) AS groups, count(DISTINCT m.participant_id) AS people
@@ -243,23 +244,41 @@ SELECT
         AS closed""")
 
 OPEN_RELATIONSHIPS = _statement(f"""
-SELECT g.group_id, g.program_id, g.matched_at, COALESCE(NULLIF(e.cadence_days, 0), g.cadence_days) AS cadence,
-    last.held_at AS last_held_at,
-    (SELECT count(*) FROM slips x WHERE x.group_id = g.group_id AND {_scope("x.program_id")} AND x.at <= $3
-     AND (last.held_at IS NULL OR x.at > last.held_at)) AS slips,
-    ARRAY(SELECT r FROM (SELECT f.session_rating AS r, f.given_at, f.feedback_id FROM feedback f
-          WHERE f.group_id = g.group_id AND {_scope("f.program_id")} AND f.given_at <= $3
-          AND f.session_rating IS NOT NULL ORDER BY f.given_at DESC, f.feedback_id DESC LIMIT {RECENT}) recent
-          ORDER BY given_at, feedback_id) AS ratings,
-    ARRAY(SELECT r FROM (SELECT f.pairing_fit AS r, f.given_at, f.feedback_id FROM feedback f
-          WHERE f.group_id = g.group_id AND {_scope("f.program_id")} AND f.given_at <= $3
-          AND f.pairing_fit IS NOT NULL ORDER BY f.given_at DESC, f.feedback_id DESC LIMIT {RECENT}) recent
-          ORDER BY given_at, feedback_id) AS pairing_fit,
-    ARRAY(SELECT m.participant_id FROM members m WHERE m.group_id = g.group_id ORDER BY m.participant_id) AS members
-FROM groups g LEFT JOIN expectations e ON e.group_id = g.group_id
-LEFT JOIN LATERAL (SELECT max(s.held_at) AS held_at FROM sessions_held s
-                   WHERE s.group_id = g.group_id AND {_scope("s.program_id")} AND s.held_at <= $3) last ON true
-WHERE {_scope("g.program_id")} AND {_open("g")}""")
+WITH {_GROUPS},
+open_groups AS (SELECT * FROM all_groups g WHERE {_scope("g.program_id")} AND g.is_open),
+last AS (
+    SELECT s.group_id, max(s.held_at) AS held_at FROM sessions_held s JOIN open_groups o ON o.group_id = s.group_id
+    WHERE {_scope("s.program_id")} AND s.held_at <= $3 GROUP BY s.group_id),
+slipped AS (
+    SELECT x.group_id, count(*) AS n FROM slips x JOIN open_groups o ON o.group_id = x.group_id
+    LEFT JOIN last ON last.group_id = x.group_id
+    WHERE {_scope("x.program_id")} AND x.at <= $3 AND (last.held_at IS NULL OR x.at > last.held_at)
+    GROUP BY x.group_id),
+ratings AS (
+    SELECT x.group_id, array_agg(x.v ORDER BY x.given_at, x.feedback_id) AS v FROM (
+        SELECT f.group_id, f.session_rating AS v, f.given_at, f.feedback_id,
+            row_number() OVER (PARTITION BY f.group_id ORDER BY f.given_at DESC, f.feedback_id DESC) AS k
+        FROM feedback f JOIN open_groups o ON o.group_id = f.group_id
+        WHERE {_scope("f.program_id")} AND f.given_at <= $3 AND f.session_rating IS NOT NULL) x
+    WHERE x.k <= {RECENT} GROUP BY x.group_id),
+fits AS (
+    SELECT x.group_id, array_agg(x.v ORDER BY x.given_at, x.feedback_id) AS v FROM (
+        SELECT f.group_id, f.pairing_fit AS v, f.given_at, f.feedback_id,
+            row_number() OVER (PARTITION BY f.group_id ORDER BY f.given_at DESC, f.feedback_id DESC) AS k
+        FROM feedback f JOIN open_groups o ON o.group_id = f.group_id
+        WHERE {_scope("f.program_id")} AND f.given_at <= $3 AND f.pairing_fit IS NOT NULL) x
+    WHERE x.k <= {RECENT} GROUP BY x.group_id),
+roster AS (
+    SELECT m.group_id, array_agg(m.participant_id) AS members FROM members m
+    JOIN open_groups o ON o.group_id = m.group_id GROUP BY m.group_id)
+SELECT o.group_id, o.program_id, o.matched_at, o.cadence, last.held_at AS last_held_at, COALESCE(slipped.n, 0) AS slips,
+    COALESCE(ratings.v, '{{}}') AS ratings, COALESCE(fits.v, '{{}}') AS pairing_fit,
+    COALESCE(roster.members, '{{}}') AS members
+FROM open_groups o LEFT JOIN last ON last.group_id = o.group_id LEFT JOIN slipped ON slipped.group_id = o.group_id
+LEFT JOIN ratings ON ratings.group_id = o.group_id LEFT JOIN fits ON fits.group_id = o.group_id
+LEFT JOIN roster ON roster.group_id = o.group_id""")
+"""Every relationship of the scope open at the end, with what its risk score needs: the last session held,
+the slips since, the last few session ratings and pairing-fit answers (oldest first) and its members."""
 
 
 async def open_relationships(conn: asyncpg.Connection, args: tuple[object, ...]) -> list[OpenRelationship]:
@@ -277,7 +296,7 @@ async def open_relationships(conn: asyncpg.Connection, args: tuple[object, ...])
                 ratings=tuple(r["ratings"]),
                 pairing_fit=tuple(r["pairing_fit"]),
             ),
-            tuple(r["members"]),
+            tuple(sorted(r["members"])),
         )
         for r in rows
     ]
@@ -358,19 +377,23 @@ async def outcomes(conn: asyncpg.Connection, args: tuple[object, ...]) -> Outcom
 
 FAIRNESS = _statement(f"""
 WITH {SEEKERS},
+placed_in AS (
+    SELECT g.group_id, g.program_id, g.fit FROM groups g WHERE {_scope("g.program_id")} AND g.matched_at < $3),
+rated AS (
+    SELECT f.group_id, f.respondent_role, sum(f.session_rating) AS total, count(f.session_rating) AS n FROM feedback f
+    WHERE {_scope("f.program_id")} AND {_in_window("f.given_at")} GROUP BY f.group_id, f.respondent_role),
+per_person AS (
+    SELECT s.program_id, s.participant_id, sum(g.fit) AS fit_sum, count(*) AS fit_n,
+        sum(r.total) AS rating_sum, sum(r.n) AS rating_n
+    FROM seekers s JOIN members m ON m.participant_id = s.participant_id
+    JOIN placed_in g ON g.group_id = m.group_id AND g.program_id = s.program_id
+    LEFT JOIN rated r ON r.group_id = g.group_id AND r.respondent_role = s.role
+    WHERE s.placed GROUP BY s.program_id, s.participant_id),
 person AS (
     SELECT s.department, s.level::text AS level, COALESCE(s.location, 'unknown') AS location, s.placed,
         CASE WHEN s.placed THEN GREATEST(0, {_days("s.first_at", "s.enrolled_at")}) END AS days,
-        pg.fit_sum, pg.fit_n, pg.rating_sum, pg.rating_n
-    FROM seekers s LEFT JOIN LATERAL (
-        SELECT sum(g.fit) AS fit_sum, count(*) AS fit_n, sum(r.total) AS rating_sum, sum(r.n) AS rating_n
-        FROM members m JOIN groups g ON g.group_id = m.group_id
-        CROSS JOIN LATERAL (
-            SELECT sum(f.session_rating) AS total, count(f.session_rating) AS n FROM feedback f
-            WHERE f.group_id = g.group_id AND f.respondent_role = s.role AND {_scope("f.program_id")}
-            AND {_in_window("f.given_at")}) r
-        WHERE m.participant_id = s.participant_id AND g.program_id = s.program_id AND g.matched_at < $3
-    ) pg ON s.placed)
+        pp.fit_sum, pp.fit_n, pp.rating_sum, pp.rating_n
+    FROM seekers s LEFT JOIN per_person pp ON pp.program_id = s.program_id AND pp.participant_id = s.participant_id)
 SELECT GROUPING(department) = 0 AS by_department, GROUPING(level) = 0 AS by_level, department, level, location,
     count(*) AS people, count(*) FILTER (WHERE placed) AS placed,
     percentile_cont(0.5) WITHIN GROUP (ORDER BY days) AS days_median,
@@ -394,13 +417,11 @@ async def fairness(conn: asyncpg.Connection, args: tuple[object, ...]) -> dict[s
 
 
 ACCOUNTABILITY = _statement(f"""
-WITH open_groups AS (
-    SELECT g.group_id, e.cadence_days IS NOT NULL AS agreed FROM groups g
-    LEFT JOIN expectations e ON e.group_id = g.group_id
-    WHERE {_scope("g.program_id")} AND {_open("g")})
+WITH {_GROUPS},
+open_groups AS (SELECT * FROM all_groups g WHERE {_scope("g.program_id")} AND g.is_open),
+with_goal AS (SELECT DISTINCT x.group_id FROM goals x WHERE {_scope("x.program_id")} AND x.set_at < $3)
 SELECT count(*) AS open_groups,
-    count(*) FILTER (WHERE agreed AND EXISTS (
-        SELECT 1 FROM goals x WHERE x.group_id = o.group_id AND {_scope("x.program_id")} AND x.set_at < $3)) AS both,
+    count(*) FILTER (WHERE o.agreed AND o.group_id IN (SELECT group_id FROM with_goal)) AS both,
     (SELECT count(DISTINCT m.participant_id) FROM members m WHERE m.group_id IN (SELECT group_id FROM open_groups))
         AS people
 FROM open_groups o""")

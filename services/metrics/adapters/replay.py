@@ -27,7 +27,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from contracts.envelope import Envelope, InvalidMessage, from_kafka
 from contracts.topics import Topic
-from services.metrics.adapters.projection import STATEMENTS, apply_batch
+from services.metrics.adapters.projection import WRITES, apply_batch
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +109,7 @@ async def replay(
                     except InvalidMessage:
                         unreadable += 1
                         continue
-                    if type(env.data) in STATEMENTS:
+                    if type(env.data) in WRITES:
                         envelopes.append(env)
             if not fetched:
                 continue
