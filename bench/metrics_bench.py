@@ -5,11 +5,10 @@
 1. A synthetic program's events (enrolments, groups, twelve weeks of sessions, slips and answers) are
    produced to bench topics of their own (same partitioning as the platform's, deleted afterwards).
 2. Raw rate: one aiokafka consumer reads them all (assigned partitions, no group, no processing).
-3. Projection rate: the metrics projection as the service runs it (the runtime's batched ``EventConsumer``:
-   one transaction and one offset commit per poll, the tracking record, ``apply_batch``) applies them into
-   a fresh schema, until its consumer group has committed past the end of every partition; then the
-   rebuild's batched replay does the same into another fresh schema; then, without Kafka, the database
-   side alone in batches of 5,000.
+3. Projection rate: the metrics projection as the service (and the rebuild command) runs it (the
+   runtime's batched ``EventConsumer``: one transaction and one offset commit per poll, the tracking
+   record, ``apply_batch``) applies them into a fresh schema, until its consumer group has committed past
+   the end of every partition; then, without Kafka, the database side alone in batches of 5,000.
 4. Freshness: a running metrics service; a group.matched is published on the platform's matching topic
    and the time until ``GET /programs/{id}/kpis`` shows the placement is measured, several times.
 5. KPI latency at scale: a program of ``--kpi-people`` (50,000) people, a third of them also enrolled in a
@@ -28,7 +27,6 @@ import random
 import statistics
 import time
 import uuid
-from collections.abc import Iterable
 from datetime import UTC, date, datetime, timedelta
 
 import asyncpg
@@ -59,9 +57,8 @@ from runtime.db import create_pool, migrate
 from runtime.tail import wait_for_consumer_group
 from services.metrics import handlers
 from services.metrics.adapters.projection import apply_batch
-from services.metrics.adapters.replay import replay
 from services.metrics.app import MetricsSettings, consumer_name, create
-from services.metrics.cli import MIGRATIONS, end_offsets, project_until_caught_up
+from services.metrics.cli import MIGRATIONS, project_until_caught_up
 from services.metrics.domain.report import WindowName
 
 T0 = datetime(2026, 1, 5, 9, tzinfo=UTC)
@@ -261,19 +258,11 @@ async def throughput(stack: Endpoints, mentees: int, weeks: int, per_event_secon
             rows = await pool.fetchval("SELECT count(*) FROM processed_events")
         finally:
             await pool.close()
-        replay_rate, replay_rate_joined = await batched_from_kafka(
-            stack.kafka_bootstrap, dsn, f"{schema}_replay", bench_topics.values()
-        )
         batched_rate = await database_batched(dsn, f"{schema}_batch", events)
         rate = applied / projection_s
         print(
             f"metrics projection:        {rate:>10,.0f} events/s ({projection_s:.2f}s, {rows:,} tracking rows,"
             f" group join included) = {rate / raw_rate:.1%} of raw"
-        )
-        print(
-            f"batched replay from Kafka: {replay_rate_joined:>10,.0f} events/s once joined ({replay_rate:,.0f} with the"
-            f" group join) = {replay_rate_joined / raw_rate:.1%} of raw; the rebuild's path: tracking record +"
-            " apply_batch per fetched batch, offsets committed after"
         )
         print(
             f"straight to Postgres, batched: {batched_rate:>6,.0f} events/s (tracking record + apply_batch,"
@@ -289,25 +278,6 @@ async def throughput(stack: Endpoints, mentees: int, weeks: int, per_event_secon
 
 
 BATCH = 5000
-
-
-async def batched_from_kafka(bootstrap: str, dsn: str, schema: str, topics: Iterable[Topic]) -> tuple[float, float]:
-    """Events/s from Kafka into the read models with idempotency, batched: the rebuild command's replay;
-    with and without the consumer group's join (Kafka delays a new group's first assignment ~3 s)."""
-    pool = await create_pool(dsn, schema, max_size=2)
-    try:
-        await migrate(pool, schema, {"metrics": MIGRATIONS})
-        wanted = tuple(topics)
-        targets = await end_offsets(bootstrap, wanted)
-        started = time.perf_counter()
-        done = await replay(pool, bootstrap, wanted, group=consumer_name(schema), targets=targets, timeout=3600)
-        total = sum(targets.values())
-        return total / (time.perf_counter() - started), total / max(done.seconds_from_first_batch, 1e-9)
-    finally:
-        await pool.close()
-        conn = await asyncpg.connect(dsn)
-        await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-        await conn.close()
 
 
 async def database_batched(dsn: str, schema: str, events: list[Envelope]) -> float:

@@ -71,10 +71,14 @@ class Upsert:
         arrays = ", ".join(f"${i}::{t}[]" for i, (_, t) in enumerate(self.columns, start=1))
         return f"INSERT INTO {self.table} ({', '.join(self.names)}) SELECT * FROM unnest({arrays}){self._conflict()}"
 
-    def fold(self, writes: Sequence[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    def fold(self, writes: Sequence[tuple[Any, ...]]) -> Sequence[tuple[Any, ...]]:
         """One write per key, with the effect of all of them in order."""
+        if not self.update:
+            return writes  # DO NOTHING skips a key's later rows within one statement too: the first wins
         at = {c: i for i, c in enumerate(self.names)}
         key = [at[c] for c in self.key]
+        if _unique_keys(writes, key):
+            return writes
         updated = [at[c] for c in self.update]
         newer = at[self.newer] if self.newer else None
         folded: dict[tuple[Any, ...], list[Any]] = {}
@@ -119,7 +123,9 @@ class Update:
         when = f" AND {self.table}.{self.when}" if self.when else ""
         return f"UPDATE {self.table} SET {sets} FROM unnest({arrays}) AS v({names}) WHERE {where}{when}"
 
-    def fold(self, writes: Sequence[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    def fold(self, writes: Sequence[tuple[Any, ...]]) -> Sequence[tuple[Any, ...]]:
+        if _unique_keys(writes, range(len(self.key))):
+            return writes
         folded: dict[tuple[Any, ...], tuple[Any, ...]] = {}
         for w in writes:
             k = w[: len(self.key)]
@@ -129,6 +135,14 @@ class Update:
 
 
 Kind = Upsert | Update
+
+
+def _unique_keys(writes: Sequence[tuple[Any, ...]], key: Sequence[int]) -> bool:
+    """Whether no two writes share a key (the usual case: nothing to fold)."""
+    if len(key) == 1:
+        (i,) = key
+        return len({w[i] for w in writes}) == len(writes)
+    return len({tuple(w[i] for i in key) for w in writes}) == len(writes)
 
 
 class Write(NamedTuple):
