@@ -15,12 +15,10 @@ from services.metrics.adapters import aggregates, alert_store, queries
 from services.metrics.domain.alerts import (
     AlertKey,
     Condition,
-    MentorLoad,
+    MentorState,
     ProgramPlacement,
     decide,
-    mentor_condition,
-    program_condition,
-    relationship_conditions,
+    wanted,
 )
 from services.metrics.domain.facts import Facts
 from services.metrics.domain.fairness import DimensionAudit, audit
@@ -31,8 +29,15 @@ from services.metrics.domain.risk import Risk, risk
 from services.metrics.domain.scorecard import Hallmark, scorecard
 from services.metrics.domain.suppression import Figure
 from services.metrics.domain.tallies import Tallies
-from services.metrics.domain.tally import active_seekers, first_placement, mentor_capacities, mentor_loads, tally
-from services.metrics.domain.thresholds import DEFAULT_THRESHOLDS, Thresholds
+from services.metrics.domain.tally import (
+    active_seekers,
+    first_placement,
+    mentor_capacities,
+    mentor_loads,
+    recent,
+    tally,
+)
+from services.metrics.domain.thresholds import Thresholds
 from services.metrics.domain.trends import WeekPoint, funnel, load_histogram, weekly
 
 log = logging.getLogger(__name__)
@@ -176,29 +181,12 @@ async def risks(pool: asyncpg.Pool, program_id: str, at: datetime) -> list[Relat
 
 
 def conditions(facts: Facts, limits: dict[str, Thresholds], now: datetime) -> list[Condition]:
-    """Every alert that should be open now, each judged by its program's thresholds."""
-    found: list[Condition] = []
-    for state in relationship_states(facts, now).values():
-        found += relationship_conditions(state, now, limits.get(state.program_id, DEFAULT_THRESHOLDS))
-    found += _mentor_conditions(facts, limits, now)
-    for program in facts.programs:
-        if program.status != "open":
-            continue
-        scoped = facts.only({program.program_id})
-        seekers = active_seekers(scoped, now)
-        first = first_placement(scoped)
-        placed = sum(1 for p in seekers if first.get((p.program_id, p.participant_id), now) < now)
-        has_run = any(r.completed_at <= now for r in scoped.runs)
-        c = program_condition(
-            ProgramPlacement(program.program_id, len(seekers), placed, has_run),
-            limits.get(program.program_id, DEFAULT_THRESHOLDS),
-        )
-        if c:
-            found.append(c)
-    return found
+    """Every alert that should be open now, from loaded facts: the reference the SQL path is tested against."""
+    states = [recent(s) for s in relationship_states(facts, now).values()]
+    return wanted(states, _mentor_states(facts, now), _placements(facts, now), limits, now)
 
 
-def _mentor_conditions(facts: Facts, limits: dict[str, Thresholds], now: datetime) -> list[Condition]:
+def _mentor_states(facts: Facts, now: datetime) -> list[MentorState]:
     programs: dict[str, list[str]] = {}
     for p in facts.participants:
         if p.role == "mentor" and p.active_at(now):
@@ -211,16 +199,32 @@ def _mentor_conditions(facts: Facts, limits: dict[str, Thresholds], now: datetim
                 load[m] = load.get(m, 0) + 1
                 spread.setdefault(m, set()).add(g.program_id)
     capacity = mentor_capacities(facts)
+    return [
+        MentorState(m, tuple(sorted(ps)), load.get(m, 0), capacity.get(m), len(spread.get(m, ())))
+        for m, ps in programs.items()
+    ]
+
+
+def _placements(facts: Facts, now: datetime) -> list[ProgramPlacement]:
     found = []
-    for mentor, mentor_programs in sorted(programs.items()):
-        t = min((limits.get(pid, DEFAULT_THRESHOLDS) for pid in mentor_programs), key=lambda x: x.mentor_load_ratio)
-        carried = MentorLoad(
-            mentor, min(mentor_programs), load.get(mentor, 0), capacity.get(mentor) or 0, len(spread.get(mentor, ()))
-        )
-        c = mentor_condition(carried, t)
-        if c:
-            found.append(c)
+    first = first_placement(facts)
+    for program in facts.programs:
+        if program.status != "open":
+            continue
+        seekers = [p for p in active_seekers(facts, now) if p.program_id == program.program_id]
+        placed = sum(1 for p in seekers if first.get((p.program_id, p.participant_id), now) < now)
+        has_run = any(r.completed_at <= now for r in facts.runs if r.program_id == program.program_id)
+        found.append(ProgramPlacement(program.program_id, len(seekers), placed, has_run))
     return found
+
+
+async def conditions_now(conn: asyncpg.Connection, limits: dict[str, Thresholds], now: datetime) -> list[Condition]:
+    """The same from SQL aggregates, in one snapshot: what the schedule runs (no facts loaded)."""
+    async with conn.transaction(isolation="repeatable_read", readonly=True):
+        states = [r.state for r in await aggregates.open_relationships(conn, (None, None, now))]
+        mentors = await aggregates.mentor_states(conn, now)
+        placements = await aggregates.placements(conn, now)
+    return wanted(states, mentors, placements, limits, now)
 
 
 @dataclass(frozen=True)
@@ -231,13 +235,14 @@ class Evaluation:
 
 async def evaluate_alerts(pool: asyncpg.Pool, now: datetime) -> Evaluation:
     """Raise what should be open, clear what should not, in one transaction with their events."""
-    loaded = await _load(pool)
-    wanted = conditions(loaded.facts, loaded.limits, now)
+    async with pool.acquire() as conn:
+        limits = await queries.thresholds(conn)
+        should = await conditions_now(conn, limits, now)
     async with pool.acquire() as conn, conn.transaction():
         if not await alert_store.lock_evaluation(conn):
             return Evaluation(0, 0)
         open_rows = {(a.kind, a.subject): a for a in await queries.alerts(conn, open_only=True, limit=1_000_000)}
-        decision = decide(wanted, [AlertKey(k, s) for k, s in open_rows])
+        decision = decide(should, [AlertKey(k, s) for k, s in open_rows])
         await alert_store.raise_alerts(conn, decision.raise_, now)
         await alert_store.clear_alerts(conn, [open_rows[(k.kind, k.subject)] for k in decision.clear], now)
     if decision.raise_ or decision.clear:

@@ -14,11 +14,13 @@ start (NULL: since the beginning) and ``$3`` its end, and runs in one repeatable
 from __future__ import annotations
 
 import json
+from datetime import datetime
 
 import asyncpg
 
+from services.metrics.domain.alerts import MentorState, ProgramPlacement
 from services.metrics.domain.report import Window
-from services.metrics.domain.risk import RECENT, RelationshipState
+from services.metrics.domain.risk import HISTORY, RelationshipState
 from services.metrics.domain.stats import DETRACTOR, PROMOTER
 from services.metrics.domain.tallies import (
     CLOSED_OUTCOMES,
@@ -260,14 +262,14 @@ ratings AS (
             row_number() OVER (PARTITION BY f.group_id ORDER BY f.given_at DESC, f.feedback_id DESC) AS k
         FROM feedback f JOIN open_groups o ON o.group_id = f.group_id
         WHERE {_scope("f.program_id")} AND f.given_at <= $3 AND f.session_rating IS NOT NULL) x
-    WHERE x.k <= {RECENT} GROUP BY x.group_id),
+    WHERE x.k <= {HISTORY} GROUP BY x.group_id),
 fits AS (
     SELECT x.group_id, array_agg(x.v ORDER BY x.given_at, x.feedback_id) AS v FROM (
         SELECT f.group_id, f.pairing_fit AS v, f.given_at, f.feedback_id,
             row_number() OVER (PARTITION BY f.group_id ORDER BY f.given_at DESC, f.feedback_id DESC) AS k
         FROM feedback f JOIN open_groups o ON o.group_id = f.group_id
         WHERE {_scope("f.program_id")} AND f.given_at <= $3 AND f.pairing_fit IS NOT NULL) x
-    WHERE x.k <= {RECENT} GROUP BY x.group_id),
+    WHERE x.k <= {HISTORY} GROUP BY x.group_id),
 roster AS (
     SELECT m.group_id, array_agg(m.participant_id) AS members FROM members m
     JOIN open_groups o ON o.group_id = m.group_id GROUP BY m.group_id)
@@ -277,8 +279,9 @@ SELECT o.group_id, o.program_id, o.matched_at, o.cadence, last.held_at AS last_h
 FROM open_groups o LEFT JOIN last ON last.group_id = o.group_id LEFT JOIN slipped ON slipped.group_id = o.group_id
 LEFT JOIN ratings ON ratings.group_id = o.group_id LEFT JOIN fits ON fits.group_id = o.group_id
 LEFT JOIN roster ON roster.group_id = o.group_id""")
-"""Every relationship of the scope open at the end, with what its risk score needs: the last session held,
-the slips since, the last few session ratings and pairing-fit answers (oldest first) and its members."""
+"""Every relationship of the scope open at the end, with what its risk score and safety nets need: the
+last session held, the slips since, the last six session ratings and pairing-fit answers (oldest first)
+and its members."""
 
 
 async def open_relationships(conn: asyncpg.Connection, args: tuple[object, ...]) -> list[OpenRelationship]:
@@ -430,6 +433,48 @@ FROM open_groups o""")
 async def accountability(conn: asyncpg.Connection, args: tuple[object, ...]) -> Accountability:
     r = await conn.fetchrow(ACCOUNTABILITY, *args)
     return Accountability(r["open_groups"], r["both"], r["people"])
+
+
+MENTOR_STATES = _statement(f"""
+WITH {_GROUPS},
+mentors AS (
+    SELECT p.participant_id, array_agg(p.program_id ORDER BY p.program_id) AS programs FROM participants p
+    WHERE p.role = 'mentor' AND {_active("p")} GROUP BY p.participant_id),
+carried AS (
+    SELECT m.participant_id, count(*) AS n, count(DISTINCT g.program_id) AS spread
+    FROM members m JOIN all_groups g ON g.group_id = m.group_id
+    WHERE m.role = 'mentor' AND g.is_open GROUP BY m.participant_id),
+capacity AS (
+    SELECT DISTINCT ON (p.participant_id) p.participant_id, p.capacity FROM participants p WHERE p.role = 'mentor'
+    ORDER BY p.participant_id, p.enrolled_at DESC)
+SELECT mentors.participant_id, mentors.programs, COALESCE(c.n, 0) AS load, COALESCE(c.spread, 0) AS spread,
+    capacity.capacity
+FROM mentors LEFT JOIN carried c ON c.participant_id = mentors.participant_id
+LEFT JOIN capacity ON capacity.participant_id = mentors.participant_id""")
+"""Every active mentor at ``$3`` (every program): their programs, load, its spread and capacity."""
+
+
+async def mentor_states(conn: asyncpg.Connection, at: datetime) -> list[MentorState]:
+    return [
+        MentorState(r["participant_id"], tuple(sorted(r["programs"])), r["load"], r["capacity"], r["spread"])
+        for r in await conn.fetch(MENTOR_STATES, None, None, at)
+    ]
+
+
+PLACEMENTS = _statement(f"""
+WITH {SEEKERS}
+SELECT pr.program_id, count(s.participant_id) AS seekers, count(*) FILTER (WHERE s.placed) AS placed,
+    EXISTS (SELECT 1 FROM runs r WHERE r.program_id = pr.program_id AND r.completed_at <= $3) AS has_run
+FROM programs pr LEFT JOIN seekers s ON s.program_id = pr.program_id
+WHERE pr.status = 'open' GROUP BY pr.program_id""")
+"""Every open program's active mentees and peers at ``$3``, those placed, and whether a run completed."""
+
+
+async def placements(conn: asyncpg.Connection, at: datetime) -> list[ProgramPlacement]:
+    return [
+        ProgramPlacement(r["program_id"], r["seekers"], r["placed"], r["has_run"])
+        for r in await conn.fetch(PLACEMENTS, None, None, at)
+    ]
 
 
 async def tallies(

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from services.metrics.domain.risk import RECENT, RelationshipState, risk
-from services.metrics.domain.thresholds import Thresholds
+from services.metrics.domain.thresholds import DEFAULT_THRESHOLDS, Thresholds
 
 
 @dataclass(frozen=True)
@@ -130,6 +130,43 @@ def mentor_condition(m: MentorLoad, t: Thresholds) -> Condition | None:
         f"a mentor carries {m.load} relationships {where} for a capacity of {m.capacity}",
         mentor_id=m.mentor_id,
     )
+
+
+@dataclass(frozen=True)
+class MentorState:
+    """An active mentor as the capacity net sees them, across programs."""
+
+    mentor_id: str
+    programs: tuple[str, ...]
+    """the programs they are an active mentor in"""
+    load: int
+    capacity: int | None
+    spread: int
+    """programs their open relationships are in"""
+
+
+def wanted(
+    states: Iterable[RelationshipState],
+    mentors: Iterable[MentorState],
+    placements: Iterable[ProgramPlacement],
+    limits: Mapping[str, Thresholds],
+    now: datetime,
+) -> list[Condition]:
+    """Every alert that should be open now, each judged by its program's thresholds (a mentor's by the
+    most sensitive of their programs')."""
+    found: list[Condition] = []
+    for state in states:
+        found += relationship_conditions(state, now, limits.get(state.program_id, DEFAULT_THRESHOLDS))
+    for m in sorted(mentors, key=lambda m: m.mentor_id):
+        t = min((limits.get(pid, DEFAULT_THRESHOLDS) for pid in m.programs), key=lambda x: x.mentor_load_ratio)
+        c = mentor_condition(MentorLoad(m.mentor_id, min(m.programs), m.load, m.capacity or 0, m.spread), t)
+        if c:
+            found.append(c)
+    for p in placements:
+        c = program_condition(p, limits.get(p.program_id, DEFAULT_THRESHOLDS))
+        if c:
+            found.append(c)
+    return found
 
 
 def program_condition(p: ProgramPlacement, t: Thresholds) -> Condition | None:

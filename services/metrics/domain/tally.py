@@ -16,7 +16,7 @@ from services.metrics.domain import stats
 from services.metrics.domain.facts import Facts, GroupFact, ParticipantFact, SessionFact
 from services.metrics.domain.relationships import relationship_states
 from services.metrics.domain.report import Window
-from services.metrics.domain.risk import RECENT, RelationshipState
+from services.metrics.domain.risk import HISTORY, RelationshipState
 from services.metrics.domain.tallies import (
     CLOSED_OUTCOMES,
     ROLES,
@@ -225,8 +225,8 @@ def engagement(facts: Facts, w: Window) -> Engagement:
 
 
 def recent(state: RelationshipState) -> RelationshipState:
-    """A state with only the answers its risk score reads (the last few), as the SQL tallies carry it."""
-    return replace(state, ratings=tuple(state.ratings[-RECENT:]), pairing_fit=tuple(state.pairing_fit[-RECENT:]))
+    """A state with only the answers its risk score and safety nets read, as the SQL tallies carry it."""
+    return replace(state, ratings=tuple(state.ratings[-HISTORY:]), pairing_fit=tuple(state.pairing_fit[-HISTORY:]))
 
 
 def outcomes(facts: Facts, w: Window) -> Outcomes:

@@ -5,7 +5,8 @@ mentors who change capacity, withdrawals and re-enrolments, sessions before the 
 every outcome (renewals included), agreed cadences, goals, slips, answers of every measure, unmatched
 reasons and overrides. Its events are projected into a fresh schema; then, for every scope (each
 program, the form, the organisation) and several windows, the SQL tallies must equal the domain's
-(floats to 1e-9: PostgreSQL sums in another order), and so must the reports built from them.
+(floats to 1e-9: PostgreSQL sums in another order), and so must the reports built from them; and the
+alerts the safety nets want, judged from SQL states, must be those judged from the facts.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import pytest
 from conftest import StackEndpoints, unique
 from contracts.envelope import Envelope
 from contracts.events import (
+    AlertKindV2,
     CancellationKind,
     ClosureReason,
     ExpectationsAgreed,
@@ -29,6 +31,7 @@ from contracts.events import (
     GoalSet,
     GroupMatched,
     GroupMember,
+    MatchingCompleted,
     MatchOverrideRecorded,
     Measure,
     MeetingFormat,
@@ -42,6 +45,7 @@ from contracts.events import (
     RelationshipClosed,
     SessionCancelled,
     SessionHeld,
+    SolverStats,
     SurveyKind,
     UnmatchedReason,
 )
@@ -51,8 +55,10 @@ from services.metrics import handlers
 from services.metrics.adapters import aggregates, queries
 from services.metrics.adapters.projection import apply_batch
 from services.metrics.cli import MIGRATIONS
+from services.metrics.domain.alerts import Condition
 from services.metrics.domain.report import Window, WindowName
 from services.metrics.domain.tally import tally
+from services.metrics.domain.thresholds import Thresholds
 
 pytestmark = pytest.mark.stack
 
@@ -114,6 +120,11 @@ def organisation(tag: str, seed: int = 11) -> list[Envelope]:
                     program_id=program, run_id=f"{program}-r", participant_id=mentee, reason_code=reason,
                     reason="scripted",
                 ))  # fmt: skip
+        add(MatchingCompleted(
+            program_id=program, run_id=f"{program}-r", seed=1, input_digest="sha256:x", placed_count=len(placed),
+            unplaced_count=len(left), group_count=len(placed), total_fit=0.0, max_load_ratio=0.0,
+            solver=SolverStats(status="OPTIMAL", wall_time_seconds=0.1), completed_at=T0 + timedelta(days=20),
+        ))  # fmt: skip
         for k in range(6):
             a, b = rng.sample(mentors + mentees, 2)
             add(MatchOverrideRecorded(
@@ -193,6 +204,10 @@ def _equal(sql: Any, python: Any, where: str) -> None:
         assert sql == python, where
 
 
+def _key(c: Condition) -> tuple[str, str]:
+    return (c.key.kind, c.key.subject)
+
+
 async def test_sql_tallies_equal_the_domain_counts(stack: StackEndpoints, scratch_schemas: list[str]) -> None:
     tag = unique("tally")
     events = organisation(tag)
@@ -218,7 +233,15 @@ async def test_sql_tallies_equal_the_domain_counts(stack: StackEndpoints, scratc
                     sql_report = handlers._from_tallies(sql, handlers.Scope(), w, {}, 0, culture=True)
                     python_report = handlers._from_tallies(python, handlers.Scope(), w, {}, 0, culture=True)
                     _equal(sql_report, python_report, f"report {ids} {w.name}")
+            kinds: set[str] = set()
+            limits = {f"prg-{tag}-b": Thresholds(mentor_load_ratio=0.5, rating_floor=0.7, reschedules=1)}
+            for end in ends:  # facts of the whole organisation, as the schedule judges it
+                by_sql = await handlers.conditions_now(conn, limits, end)
+                by_facts = handlers.conditions(facts, limits, end)
+                assert sorted(by_sql, key=_key) == sorted(by_facts, key=_key), end
+                kinds |= {c.key.kind for c in by_sql}
         assert checked == len(scopes) * len(windows)
+        assert kinds == {k.value for k in AlertKindV2}, "every safety net had something to say"
         # the fixture reached the rules it is there for
         t = tally(facts, windows[-1])
         assert t.engagement.closed["completed"][0] and t.engagement.closed["faded"][0]
