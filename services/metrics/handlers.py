@@ -117,12 +117,12 @@ def _report(
     w = Window.ending(window, as_of)
     programs = {p.program_id for p in narrowed.programs}
     open_alerts = sum(1 for a in loaded.open_alerts if a.program_id in programs)
-    return _from_tallies(
+    return report_from_tallies(
         tally(narrowed, w, with_fairness=fairness), scope, w, loaded.limits, open_alerts, culture=culture
     )
 
 
-def _from_tallies(
+def report_from_tallies(
     t: Tallies, scope: Scope, w: Window, limits: dict[str, Thresholds], open_alerts: int, *, culture: bool
 ) -> Report:
     """The KPIs, and the fairness audit and the culture scorecard when their tallies are there."""
@@ -161,13 +161,7 @@ async def report(
         t = await aggregates.tallies(conn, ids, w, with_fairness=fairness)
         limits = await queries.thresholds(conn)
         open_alerts = await queries.open_alert_count(conn, ids) if culture else 0
-    return _from_tallies(t, scope, w, limits, open_alerts, culture=culture)
-
-
-def relationship_risks(facts: Facts, at: datetime) -> list[RelationshipRisk]:
-    states = relationship_states(facts, at)
-    found = [RelationshipRisk(s.group_id, s.program_id, risk(s, at)) for s in states.values()]
-    return sorted(found, key=lambda r: (-r.risk.score, r.group_id))
+    return report_from_tallies(t, scope, w, limits, open_alerts, culture=culture)
 
 
 async def risks(pool: asyncpg.Pool, program_id: str, at: datetime) -> list[RelationshipRisk]:

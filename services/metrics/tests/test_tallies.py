@@ -230,8 +230,8 @@ async def test_sql_tallies_equal_the_domain_counts(stack: StackEndpoints, scratc
                     python = tally(facts, w)
                     _equal(sql, python, f"{ids} {w.name} {w.end:%m-%d}")
                     checked += 1
-                    sql_report = handlers._from_tallies(sql, handlers.Scope(), w, {}, 0, culture=True)
-                    python_report = handlers._from_tallies(python, handlers.Scope(), w, {}, 0, culture=True)
+                    sql_report = handlers.report_from_tallies(sql, handlers.Scope(), w, {}, 0, culture=True)
+                    python_report = handlers.report_from_tallies(python, handlers.Scope(), w, {}, 0, culture=True)
                     _equal(sql_report, python_report, f"report {ids} {w.name}")
             kinds: set[str] = set()
             limits = {f"prg-{tag}-b": Thresholds(mentor_load_ratio=0.5, rating_floor=0.7, reschedules=1)}
