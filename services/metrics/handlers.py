@@ -11,7 +11,7 @@ from datetime import datetime
 
 import asyncpg
 
-from services.metrics.adapters import aggregates, alert_store, queries
+from services.metrics.adapters import aggregates, alert_store, queries, states
 from services.metrics.domain.alerts import (
     AlertKey,
     Condition,
@@ -169,7 +169,7 @@ async def risks(pool: asyncpg.Pool, program_id: str, at: datetime) -> list[Relat
     async with pool.acquire() as conn:
         ids = await _scope_ids(conn, Scope(program_id=program_id))
         async with conn.transaction(isolation="repeatable_read", readonly=True):
-            found = await aggregates.open_relationships(conn, (ids, None, at))
+            found = await states.open_relationships(conn, (ids, None, at))
     scored = [RelationshipRisk(r.state.group_id, r.state.program_id, risk(r.state, at)) for r in found]
     return sorted(scored, key=lambda r: (-r.risk.score, r.group_id))
 
@@ -215,10 +215,10 @@ def _placements(facts: Facts, now: datetime) -> list[ProgramPlacement]:
 async def conditions_now(conn: asyncpg.Connection, limits: dict[str, Thresholds], now: datetime) -> list[Condition]:
     """The same from SQL aggregates, in one snapshot: what the schedule runs (no facts loaded)."""
     async with conn.transaction(isolation="repeatable_read", readonly=True):
-        states = [r.state for r in await aggregates.open_relationships(conn, (None, None, now))]
-        mentors = await aggregates.mentor_states(conn, now)
-        placements = await aggregates.placements(conn, now)
-    return wanted(states, mentors, placements, limits, now)
+        relationships = [r.state for r in await states.open_relationships(conn, (None, None, now))]
+        mentors = await states.mentor_states(conn, now)
+        placements = await states.placements(conn, now)
+    return wanted(relationships, mentors, placements, limits, now)
 
 
 @dataclass(frozen=True)
