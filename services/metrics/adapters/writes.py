@@ -5,10 +5,11 @@ Each event of a projected type becomes one or a few :class:`Write`: a kind (:cla
 row (the per-event handlers) and for many rows at once (``unnest`` of one array per column), which is
 what a batch runs: one statement per run of equal kinds on a table instead of one execution per row.
 
-A multi-row upsert may not touch one row twice, so the writes of a run that share a key are first folded
-into one, with the effect applying them one after another would have had:
+A multi-row upsert may not update one row twice, so the writes of a run that share a key are first
+folded into one, with the effect applying them one after another would have had:
 
-- ``DO NOTHING`` (no update columns): the first one;
+- ``DO NOTHING`` (no update columns): nothing to fold, the statement itself keeps the first one (a row
+  conflicting with one inserted earlier by the same statement is skipped as any conflict is);
 - an update without condition: the first one's inserted columns, the last one's updated columns;
 - an update when newer (``newer`` column, ``<=``, or ``<`` when ``strictly``): the same, taking the
   updated columns from the newest (the last of equals; the first when ``strictly``), whose time or
