@@ -40,12 +40,11 @@ WITH {GROUPS},
 sp AS (SELECT * FROM participants p WHERE {scope("p.program_id")}),
 people AS (SELECT DISTINCT sp.participant_id FROM sp WHERE {active("sp")}),
 relationships AS (
-    SELECT m.participant_id FROM people JOIN members m ON m.participant_id = people.participant_id
-    JOIN all_groups g ON g.group_id = m.group_id WHERE g.is_open
+    SELECT m.participant_id FROM members m JOIN all_groups g ON g.group_id = m.group_id WHERE g.is_open
     GROUP BY m.participant_id HAVING count(*) >= 2),
 programs AS (
-    SELECT p.participant_id FROM people JOIN participants p ON p.participant_id = people.participant_id
-    WHERE {active("p")} GROUP BY p.participant_id HAVING count(*) >= 2),
+    SELECT p.participant_id FROM participants p WHERE {active("p")}
+    GROUP BY p.participant_id HAVING count(*) >= 2),
 mentee_since AS (
     SELECT p.participant_id, min(p.enrolled_at) AS since FROM participants p
     WHERE p.role = 'mentee' AND p.participant_id IN (SELECT participant_id FROM sp WHERE role = 'mentor')
@@ -57,8 +56,9 @@ SELECT
     count(*) FILTER (WHERE {active("sp")}) AS active,
     count(*) FILTER (WHERE {active("sp")} AND sp.role = 'mentor') AS active_mentors,
     count(*) FILTER (WHERE {active("sp")} AND sp.role = 'mentee') AS active_mentees,
-    (SELECT count(*) FROM relationships) AS several_relationships,
-    (SELECT count(*) FROM programs) AS several_programs,
+    (SELECT count(*) FROM people WHERE participant_id IN (SELECT participant_id FROM relationships))
+        AS several_relationships,
+    (SELECT count(*) FROM people WHERE participant_id IN (SELECT participant_id FROM programs)) AS several_programs,
     (SELECT count(DISTINCT b.participant_id) FROM sp b JOIN mentee_since ms ON ms.participant_id = b.participant_id
      WHERE b.role = 'mentor' AND {in_window("b.enrolled_at")} AND ms.since < b.enrolled_at) AS became,
     count(*) FILTER (WHERE {in_window("sp.withdrawn_at")}) AS withdrawn
