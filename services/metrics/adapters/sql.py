@@ -10,6 +10,7 @@ from __future__ import annotations
 
 
 def scope(column: str) -> str:
+    """``Facts.only``: in one of the scope's programs (a short array: ``= ANY`` is cheap), or anywhere."""
     return f"($1::text[] IS NULL OR {column} = ANY($1::text[]))"
 
 
