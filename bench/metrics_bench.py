@@ -5,13 +5,15 @@
 1. A synthetic program's events (enrolments, groups, twelve weeks of sessions, slips and answers) are
    produced to bench topics of their own (same partitioning as the platform's, deleted afterwards).
 2. Raw rate: one aiokafka consumer reads them all (assigned partitions, no group, no processing).
-3. Projection rate: the metrics projection as the service runs it (the runtime's batched ``EventConsumer``:
-   one transaction and one offset commit per poll, the tracking record, ``apply_batch``) applies them into
-   a fresh schema, until its consumer group has committed past the end of every partition; then the
-   rebuild's batched replay does the same into another fresh schema; then, without Kafka, the database
-   side alone in batches of 5,000.
+3. Projection rate: the metrics projection as the service (and the rebuild command) runs it (the
+   runtime's batched ``EventConsumer``: one transaction and one offset commit per poll, the tracking
+   record, ``apply_batch``) applies them into a fresh schema, until its consumer group has committed past
+   the end of every partition; then, without Kafka, the database side alone in batches of 5,000.
 4. Freshness: a running metrics service; a group.matched is published on the platform's matching topic
    and the time until ``GET /programs/{id}/kpis`` shows the placement is measured, several times.
+5. KPI latency at scale: a program of ``--kpi-people`` (50,000) people, a third of them also enrolled in a
+   second program, twelve weeks of sessions and answers, written straight into a schema; then the time of
+   each report (program and organisation KPIs, fairness audit, scorecard) as the API computes it.
 
 Prints figures; asserts nothing. Needs the local stack (``make up``).
 """
@@ -25,7 +27,6 @@ import random
 import statistics
 import time
 import uuid
-from collections.abc import Iterable
 from datetime import UTC, date, datetime, timedelta
 
 import asyncpg
@@ -54,10 +55,11 @@ from deploy.local.stack import Endpoints, Stack
 from runtime.auth import issue_token
 from runtime.db import create_pool, migrate
 from runtime.tail import wait_for_consumer_group
+from services.metrics import handlers
 from services.metrics.adapters.projection import apply_batch
-from services.metrics.adapters.replay import replay
 from services.metrics.app import MetricsSettings, consumer_name, create
-from services.metrics.cli import MIGRATIONS, end_offsets, project_until_caught_up
+from services.metrics.cli import MIGRATIONS, project_until_caught_up
+from services.metrics.domain.report import WindowName
 
 T0 = datetime(2026, 1, 5, 9, tzinfo=UTC)
 DAY = timedelta(days=1)
@@ -256,19 +258,11 @@ async def throughput(stack: Endpoints, mentees: int, weeks: int, per_event_secon
             rows = await pool.fetchval("SELECT count(*) FROM processed_events")
         finally:
             await pool.close()
-        replay_rate, replay_rate_joined = await batched_from_kafka(
-            stack.kafka_bootstrap, dsn, f"{schema}_replay", bench_topics.values()
-        )
         batched_rate = await database_batched(dsn, f"{schema}_batch", events)
         rate = applied / projection_s
         print(
             f"metrics projection:        {rate:>10,.0f} events/s ({projection_s:.2f}s, {rows:,} tracking rows,"
             f" group join included) = {rate / raw_rate:.1%} of raw"
-        )
-        print(
-            f"batched replay from Kafka: {replay_rate_joined:>10,.0f} events/s once joined ({replay_rate:,.0f} with the"
-            f" group join) = {replay_rate_joined / raw_rate:.1%} of raw; the rebuild's path: tracking record +"
-            " apply_batch per fetched batch, offsets committed after"
         )
         print(
             f"straight to Postgres, batched: {batched_rate:>6,.0f} events/s (tracking record + apply_batch,"
@@ -284,25 +278,6 @@ async def throughput(stack: Endpoints, mentees: int, weeks: int, per_event_secon
 
 
 BATCH = 5000
-
-
-async def batched_from_kafka(bootstrap: str, dsn: str, schema: str, topics: Iterable[Topic]) -> tuple[float, float]:
-    """Events/s from Kafka into the read models with idempotency, batched: the rebuild command's replay;
-    with and without the consumer group's join (Kafka delays a new group's first assignment ~3 s)."""
-    pool = await create_pool(dsn, schema, max_size=2)
-    try:
-        await migrate(pool, schema, {"metrics": MIGRATIONS})
-        wanted = tuple(topics)
-        targets = await end_offsets(bootstrap, wanted)
-        started = time.perf_counter()
-        done = await replay(pool, bootstrap, wanted, group=consumer_name(schema), targets=targets, timeout=3600)
-        total = sum(targets.values())
-        return total / (time.perf_counter() - started), total / max(done.seconds_from_first_batch, 1e-9)
-    finally:
-        await pool.close()
-        conn = await asyncpg.connect(dsn)
-        await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-        await conn.close()
 
 
 async def database_batched(dsn: str, schema: str, events: list[Envelope]) -> float:
@@ -394,6 +369,72 @@ async def freshness(stack: Endpoints, runs: int) -> None:
     )
 
 
+async def kpi_latency(stack: Endpoints, people: int, weeks: int, keep: str | None, repeat: int = 3) -> None:
+    """The reports' time on a large program, the handlers as the API calls them (JSON rendering aside).
+    ``keep`` names a schema to load once and reuse on later runs (not dropped)."""
+    schema = keep or f"metrics_kpi_{uuid.uuid4().hex[:8]}"
+    dsn = stack.admin_dsn
+    pool = await create_pool(dsn, schema, max_size=4)
+    try:
+        await migrate(pool, schema, {"metrics": MIGRATIONS})
+        program = await pool.fetchval("SELECT program_id FROM programs WHERE name = 'bench' LIMIT 1")
+        if program is None:
+            tag = uuid.uuid4().hex[:8]
+            mentees = people * 2 // 3
+            events = program_events(tag, mentees, weeks)
+            events += second_program(tag, [e.data for e in events if isinstance(e.data, ParticipantEnrolled)])
+            started = time.perf_counter()
+            async with pool.acquire() as conn:
+                for start in range(0, len(events), BATCH):
+                    async with conn.transaction():
+                        await apply_batch(conn, events[start : start + BATCH])
+                await conn.execute("ANALYZE")
+            print(f"kpi fixture: {len(events):,} events written in {time.perf_counter() - started:.1f}s")
+            program = f"prg-{tag}"
+        enrolled = await pool.fetchval("SELECT count(*) FROM participants WHERE program_id = $1", program)
+        org = await pool.fetchval("SELECT count(*) FROM participants")
+        as_of = await pool.fetchval("SELECT max(held_at) FROM sessions_held") + DAY
+        print(f"KPI requests: a program of {enrolled:,} people ({org:,} enrolments org-wide), best of {repeat}:")
+        scopes = {"program": handlers.Scope(program_id=program), "organisation": handlers.Scope()}
+        reports = {"kpis": {"fairness": False, "culture": False}, "fairness": {"culture": False},
+                   "scorecard": {"fairness": False}}  # fmt: skip
+        for scope_name, scope in scopes.items():
+            for report_name, flags in reports.items():
+                times = []
+                for _ in range(repeat):
+                    started = time.perf_counter()
+                    await handlers.report(pool, scope, WindowName.MONTH, as_of, **flags)
+                    times.append(time.perf_counter() - started)
+                print(
+                    f"  {scope_name:>12} {report_name:<9} {min(times):7.3f}s (median {statistics.median(times):.3f}s)"
+                )
+    finally:
+        await pool.close()
+        if keep is None:
+            conn = await asyncpg.connect(dsn)
+            await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+            await conn.close()
+
+
+def second_program(tag: str, enrolled: list[object]) -> list[Envelope]:
+    """A second program where every third person of the first also enrols (as a mentee), so cross-program
+    figures (people in several programs, loads across programs) have work to do."""
+    program = f"prg-{tag}-2"
+    events = [
+        Envelope(
+            data=ProgramOpened(
+                program_id=program, name="bench second", form=Form.ONE_TO_ONE, cadence_days=14,
+                starts_on=date(2026, 1, 5), policy=default_policy(Form.ONE_TO_ONE), opened_at=T0,
+            )
+        )
+    ]  # fmt: skip
+    for e in enrolled[::3]:
+        assert isinstance(e, ParticipantEnrolled)
+        profile = e.profile.model_copy(update={"role": Role.MENTEE, "capacity": None})
+        events.append(Envelope(data=ParticipantEnrolled(program_id=program, profile=profile, enrolled_at=T0 + DAY)))
+    return events
+
+
 def _kpi(report: dict, key: str) -> float | None:  # type: ignore[type-arg]
     for s in report["sections"]:
         for k in s["kpis"]:
@@ -409,12 +450,18 @@ def main() -> None:
     parser.add_argument("--weeks", type=int, default=12)
     parser.add_argument("--freshness-runs", type=int, default=5)
     parser.add_argument("--per-event-seconds", type=float, default=120, help="the longest the projection is timed")
+    parser.add_argument("--kpi-people", type=int, default=50_000, help="people of the KPI-latency program (0: skip)")
+    parser.add_argument("--kpi-schema", help="load the KPI-latency program into this schema once, keep and reuse it")
+    parser.add_argument("--only-kpi", action="store_true", help="measure the KPI latency only")
     args = parser.parse_args()
     stack = Stack().up()
 
     async def both() -> None:
-        await throughput(stack, args.mentees, args.weeks, args.per_event_seconds)
-        await freshness(stack, args.freshness_runs)
+        if not args.only_kpi:
+            await throughput(stack, args.mentees, args.weeks, args.per_event_seconds)
+            await freshness(stack, args.freshness_runs)
+        if args.kpi_people:
+            await kpi_latency(stack, args.kpi_people, args.weeks, args.kpi_schema)
 
     asyncio.run(both())
 

@@ -172,6 +172,26 @@ class ParticipantUnmatched(_MatchingEvent):
     reason: str = Field(description="generated explanation, e.g. 'lost the lottery to 3 equally eligible people'")
 
 
+class OverrideKind(StrEnum):
+    LOCK_PAIR = "lock_pair"
+    EXCLUDE_PAIR = "exclude_pair"
+
+
+class MatchOverrideRecorded(Event):
+    TYPE = "org.mentoring.match.override.recorded.v1"
+    SUMMARY = (
+        "An admin recorded a matching override (two people always or never together), applied from the next "
+        "run; its reason stays in the matching service."
+    )
+    TOPIC = topics.MATCHING
+    SOURCE = "/mentoring/matching"
+    program_id: Id
+    override_id: Id
+    kind: OverrideKind
+    participant_ids: list[Id] = Field(min_length=2, max_length=2, description="the pair the override is about")
+    recorded_at: datetime
+
+
 # --- sessions ----------------------------------------------------------------------------------
 
 
@@ -425,6 +445,7 @@ ALL_EVENTS: tuple[type[Event], ...] = (
     MatchingCompleted,
     GroupMatched,
     ParticipantUnmatched,
+    MatchOverrideRecorded,
     SessionScheduled,
     SessionHeld,
     SessionCancelled,

@@ -95,6 +95,13 @@ EXAMPLES: dict[str, e.Event] = {
         reason_code=e.UnmatchedReason.LOST_LOTTERY,
         reason="lost the lottery to 3 equally eligible people (lottery rank 17 of 20)",
     ),
+    e.MatchOverrideRecorded.TYPE: e.MatchOverrideRecorded(
+        program_id=_PROGRAM,
+        override_id="ovr-12",
+        kind=e.OverrideKind.LOCK_PAIR,
+        participant_ids=["E10042", "E10999"],
+        recorded_at=_T,
+    ),
     e.SessionScheduled.TYPE: e.SessionScheduled(
         program_id=_PROGRAM, group_id=_GROUP, session_id="ses-01", scheduled_for=_T, duration_minutes=60
     ),

@@ -156,6 +156,7 @@ async def test_everyone_in_a_run_is_explained_locks_included(platform: Platform)
         headers=p.admin,
     )
     assert r.status_code == 201, r.text
+    await _override_published(p, program_id, r.json()["override_id"], [mentor_id, mentee_id])
     run = await _run(p, program_id, dry_run=True, seed=2)
     record = (await p.matching.get(f"/runs/{run['run_id']}/input", headers=p.admin)).json()
     for person in record["input"]["participants"]:
@@ -167,6 +168,18 @@ async def test_everyone_in_a_run_is_explained_locks_included(platform: Platform)
         if person["participant_id"] in (mentor_id, mentee_id):
             assert any(o["kind"] == "lock_pair" for o in body["overrides"]), body
             assert "asked for by both" not in json.dumps(body), "override reasons are in the admin-only list"
+
+
+async def _override_published(p: Platform, program_id: str, override_id: int, pair: list[str]) -> None:
+    """The override went out with matching's outbox as match.override.recorded: ids and kind, no reason."""
+    conn = await asyncpg.connect(p.dsn)
+    try:
+        rows = await conn.fetch(f'SELECT headers, payload FROM "{p.matching_schema}".outbox WHERE key = $1', program_id)
+    finally:
+        await conn.close()
+    found = [json.loads(r["payload"]) for r in rows if "match.override.recorded" in r["headers"]]
+    assert [(e["override_id"], e["participant_ids"]) for e in found] == [(str(override_id), pair)]
+    assert "asked for by both" not in json.dumps(found)
 
 
 async def test_overrides_that_cannot_take_effect_are_refused(platform: Platform) -> None:

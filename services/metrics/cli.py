@@ -2,10 +2,12 @@
 fresh schema, then point the service at it (``METRICS_DB_SCHEMA=<fresh>``).
 
 The fresh schema's consumer group is new, so it starts at the earliest offsets; the command notes the
-end of every partition when it starts and returns once it has applied and committed past all of them,
-in batches (:mod:`services.metrics.adapters.replay`). A service started on the new schema goes on from
-there as the same consumer group. The running service keeps serving from its old schema meanwhile.
-Alert state is rebuilt too: it is projected from the alerts topic.
+end of every partition when it starts and returns once it has applied and committed past all of them.
+It runs the very projection the service runs (the runtime's batched consumer with the same handlers and
+the same tracking record, :func:`project_until_caught_up`), so a service started on the new schema goes
+on from there as the same consumer group, and a record that cannot be applied is dead-lettered as the
+live consumer does. The running service keeps serving from its old schema meanwhile. Alert state is
+rebuilt too: it is projected from the alerts topic.
 """
 
 from __future__ import annotations
@@ -31,7 +33,6 @@ from runtime.db import create_pool, migrate
 from runtime.kafka import ensure_topics
 from runtime.outbox import make_producer
 from services.metrics.adapters.projection import BATCHED_HANDLERS
-from services.metrics.adapters.replay import replay
 from services.metrics.app import PROJECTED_TOPICS, MetricsSettings, consumer_name
 
 log = logging.getLogger(__name__)
@@ -155,17 +156,7 @@ async def rebuild(
         await migrate(pool, schema, {"metrics": MIGRATIONS})
         await ensure_topics(settings.kafka_bootstrap)
         await forget_offsets(settings.kafka_bootstrap, consumer_name(schema))
-        targets = await end_offsets(settings.kafka_bootstrap)
-        await replay(
-            pool,
-            settings.kafka_bootstrap,
-            PROJECTED_TOPICS,
-            group=consumer_name(schema),
-            targets=targets,
-            progress=progress,
-            timeout=timeout,
-        )
-        total = sum(targets.values())
+        total = await project_until_caught_up(pool, settings, progress=progress, timeout=timeout)
         async with pool.acquire() as conn:
             rows = {t: int(await conn.fetchval(f'SELECT count(*) FROM "{schema}".{t}')) for t in TABLES}
         return Rebuilt(schema, total, time.monotonic() - started, rows)

@@ -11,26 +11,33 @@ from datetime import datetime
 
 import asyncpg
 
-from services.metrics.adapters import alert_store, queries
+from services.metrics.adapters import aggregates, alert_store, queries, states
 from services.metrics.domain.alerts import (
     AlertKey,
     Condition,
-    MentorLoad,
+    MentorState,
     ProgramPlacement,
     decide,
-    mentor_condition,
-    program_condition,
-    relationship_conditions,
+    wanted,
 )
 from services.metrics.domain.facts import Facts
 from services.metrics.domain.fairness import DimensionAudit, audit
-from services.metrics.domain.kpis import active_seekers, first_placement, kpis, mentor_capacities, mentor_loads
+from services.metrics.domain.kpis import at_risk, kpis
 from services.metrics.domain.relationships import relationship_states
 from services.metrics.domain.report import Section, Window, WindowName
 from services.metrics.domain.risk import Risk, risk
 from services.metrics.domain.scorecard import Hallmark, scorecard
 from services.metrics.domain.suppression import Figure
-from services.metrics.domain.thresholds import DEFAULT_THRESHOLDS, Thresholds
+from services.metrics.domain.tallies import Tallies
+from services.metrics.domain.tally import (
+    active_seekers,
+    first_placement,
+    mentor_capacities,
+    mentor_loads,
+    recent,
+    tally,
+)
+from services.metrics.domain.thresholds import Thresholds
 from services.metrics.domain.trends import WeekPoint, funnel, load_histogram, weekly
 
 log = logging.getLogger(__name__)
@@ -105,19 +112,37 @@ async def _load(pool: asyncpg.Pool, scope: Scope | None = None) -> Loaded:
 def _report(
     loaded: Loaded, scope: Scope, window: WindowName, as_of: datetime, *, fairness: bool = True, culture: bool = True
 ) -> Report:
-    """The KPIs, and the fairness audit and the culture scorecard unless not wanted (each costs a pass)."""
+    """The report from loaded facts (the dashboard's path: it needs the facts for its series anyway)."""
     narrowed = scope.narrow(loaded.facts)
     w = Window.ending(window, as_of)
-    sections = kpis(narrowed, w, loaded.limits)
-    fair = audit(narrowed, w) if fairness else []
-    if not culture:
-        return Report(scope, w, sections, fair, [])
     programs = {p.program_id for p in narrowed.programs}
     open_alerts = sum(1 for a in loaded.open_alerts if a.program_id in programs)
-    risks = relationship_risks(narrowed, as_of)
-    limit = loaded.limits.get
-    at_risk = sum(1 for r in risks if r.risk.score >= limit(r.program_id, DEFAULT_THRESHOLDS).at_risk_score)
-    return Report(scope, w, sections, fair, scorecard(narrowed, w, sections, open_alerts, at_risk))
+    return report_from_tallies(
+        tally(narrowed, w, with_fairness=fairness), scope, w, loaded.limits, open_alerts, culture=culture
+    )
+
+
+def report_from_tallies(
+    t: Tallies, scope: Scope, w: Window, limits: dict[str, Thresholds], open_alerts: int, *, culture: bool
+) -> Report:
+    """The KPIs, and the fairness audit and the culture scorecard when their tallies are there."""
+    sections = kpis(t, w, limits)
+    fair = audit(t.fairness)
+    if not culture:
+        return Report(scope, w, sections, fair, [])
+    risky = sum(1 for r in t.engagement.open_relationships if at_risk(r, w.end, limits))
+    return Report(scope, w, sections, fair, scorecard(t.accountability, sections, open_alerts, risky))
+
+
+async def _scope_ids(conn: asyncpg.Connection, scope: Scope) -> list[str] | None:
+    """The scope's program ids (None for the organisation); an unknown program is :class:`NotFound`."""
+    if scope.program_id is not None:
+        if not await queries.program_exists(conn, scope.program_id):
+            raise NotFound(f"no program {scope.program_id}", "program_id")
+        return [scope.program_id]
+    if scope.form is not None:
+        return await queries.program_ids(conn, scope.form)
+    return None
 
 
 async def report(
@@ -129,64 +154,71 @@ async def report(
     fairness: bool = True,
     culture: bool = True,
 ) -> Report:
-    return _report(await _load(pool, scope), scope, window, as_of, fairness=fairness, culture=culture)
-
-
-def relationship_risks(facts: Facts, at: datetime) -> list[RelationshipRisk]:
-    states = relationship_states(facts, at)
-    found = [RelationshipRisk(s.group_id, s.program_id, risk(s, at)) for s in states.values()]
-    return sorted(found, key=lambda r: (-r.risk.score, r.group_id))
+    """The report the API serves: tallies counted by SQL aggregates, formulas in the domain."""
+    w = Window.ending(window, as_of)
+    async with pool.acquire() as conn:
+        ids = await _scope_ids(conn, scope)
+        t = await aggregates.tallies(conn, ids, w, with_fairness=fairness)
+        limits = await queries.thresholds(conn)
+        open_alerts = await queries.open_alert_count(conn, ids) if culture else 0
+    return report_from_tallies(t, scope, w, limits, open_alerts, culture=culture)
 
 
 async def risks(pool: asyncpg.Pool, program_id: str, at: datetime) -> list[RelationshipRisk]:
-    scope = Scope(program_id=program_id)
-    loaded = await _load(pool, scope)
-    return relationship_risks(scope.narrow(loaded.facts), at)
+    """The risk of every open relationship of a program, highest first (states read by SQL)."""
+    async with pool.acquire() as conn:
+        ids = await _scope_ids(conn, Scope(program_id=program_id))
+        async with conn.transaction(isolation="repeatable_read", readonly=True):
+            found = await states.open_relationships(conn, (ids, None, at))
+    scored = [RelationshipRisk(r.state.group_id, r.state.program_id, risk(r.state, at)) for r in found]
+    return sorted(scored, key=lambda r: (-r.risk.score, r.group_id))
 
 
 def conditions(facts: Facts, limits: dict[str, Thresholds], now: datetime) -> list[Condition]:
-    """Every alert that should be open now, each judged by its program's thresholds."""
-    found: list[Condition] = []
-    for state in relationship_states(facts, now).values():
-        found += relationship_conditions(state, now, limits.get(state.program_id, DEFAULT_THRESHOLDS))
-    found += _mentor_conditions(facts, limits, now)
-    for program in facts.programs:
-        if program.status != "open":
-            continue
-        scoped = facts.only({program.program_id})
-        seekers = active_seekers(scoped, now)
-        first = first_placement(scoped)
-        placed = sum(1 for p in seekers if first.get((p.program_id, p.participant_id), now) < now)
-        has_run = any(r.completed_at <= now for r in scoped.runs)
-        c = program_condition(
-            ProgramPlacement(program.program_id, len(seekers), placed, has_run),
-            limits.get(program.program_id, DEFAULT_THRESHOLDS),
-        )
-        if c:
-            found.append(c)
-    return found
+    """Every alert that should be open now, from loaded facts: the reference the SQL path is tested against."""
+    states = [recent(s) for s in relationship_states(facts, now).values()]
+    return wanted(states, _mentor_states(facts, now), _placements(facts, now), limits, now)
 
 
-def _mentor_conditions(facts: Facts, limits: dict[str, Thresholds], now: datetime) -> list[Condition]:
+def _mentor_states(facts: Facts, now: datetime) -> list[MentorState]:
     programs: dict[str, list[str]] = {}
     for p in facts.participants:
         if p.role == "mentor" and p.active_at(now):
             programs.setdefault(p.participant_id, []).append(p.program_id)
     load: dict[str, int] = {}
+    spread: dict[str, set[str]] = {}
     for g in facts.groups:
         if g.open_at(now):
             for m in g.mentors():
                 load[m] = load.get(m, 0) + 1
+                spread.setdefault(m, set()).add(g.program_id)
     capacity = mentor_capacities(facts)
+    return [
+        MentorState(m, tuple(sorted(ps)), load.get(m, 0), capacity.get(m), len(spread.get(m, ())))
+        for m, ps in programs.items()
+    ]
+
+
+def _placements(facts: Facts, now: datetime) -> list[ProgramPlacement]:
     found = []
-    for mentor, mentor_programs in sorted(programs.items()):
-        t = min((limits.get(pid, DEFAULT_THRESHOLDS) for pid in mentor_programs), key=lambda x: x.mentor_load_ratio)
-        c = mentor_condition(
-            MentorLoad(mentor, min(mentor_programs), load.get(mentor, 0), capacity.get(mentor) or 0), t
-        )
-        if c:
-            found.append(c)
+    first = first_placement(facts)
+    for program in facts.programs:
+        if program.status != "open":
+            continue
+        seekers = [p for p in active_seekers(facts, now) if p.program_id == program.program_id]
+        placed = sum(1 for p in seekers if first.get((p.program_id, p.participant_id), now) < now)
+        has_run = any(r.completed_at <= now for r in facts.runs if r.program_id == program.program_id)
+        found.append(ProgramPlacement(program.program_id, len(seekers), placed, has_run))
     return found
+
+
+async def conditions_now(conn: asyncpg.Connection, limits: dict[str, Thresholds], now: datetime) -> list[Condition]:
+    """The same from SQL aggregates, in one snapshot: what the schedule runs (no facts loaded)."""
+    async with conn.transaction(isolation="repeatable_read", readonly=True):
+        relationships = [r.state for r in await states.open_relationships(conn, (None, None, now))]
+        mentors = await states.mentor_states(conn, now)
+        placements = await states.placements(conn, now)
+    return wanted(relationships, mentors, placements, limits, now)
 
 
 @dataclass(frozen=True)
@@ -197,13 +229,14 @@ class Evaluation:
 
 async def evaluate_alerts(pool: asyncpg.Pool, now: datetime) -> Evaluation:
     """Raise what should be open, clear what should not, in one transaction with their events."""
-    loaded = await _load(pool)
-    wanted = conditions(loaded.facts, loaded.limits, now)
+    async with pool.acquire() as conn:
+        limits = await queries.thresholds(conn)
+        should = await conditions_now(conn, limits, now)
     async with pool.acquire() as conn, conn.transaction():
         if not await alert_store.lock_evaluation(conn):
             return Evaluation(0, 0)
         open_rows = {(a.kind, a.subject): a for a in await queries.alerts(conn, open_only=True, limit=1_000_000)}
-        decision = decide(wanted, [AlertKey(k, s) for k, s in open_rows])
+        decision = decide(should, [AlertKey(k, s) for k, s in open_rows])
         await alert_store.raise_alerts(conn, decision.raise_, now)
         await alert_store.clear_alerts(conn, [open_rows[(k.kind, k.subject)] for k in decision.clear], now)
     if decision.raise_ or decision.clear:

@@ -8,8 +8,10 @@ from typing import Any
 
 import asyncpg
 
-from contracts.events import ParticipantProfile
+from contracts.envelope import Envelope
+from contracts.events import MatchOverrideRecorded, OverrideKind, ParticipantProfile
 from contracts.policy import Form, MatchingPolicy
+from runtime.outbox import add_to_outbox
 from services.matching.domain.model import MatchingInput
 
 
@@ -178,11 +180,23 @@ async def list_runs(conn: asyncpg.Connection, program_id: str) -> list[asyncpg.R
 async def add_override(
     conn: asyncpg.Connection, program_id: str, kind: str, participant_ids: list[str], reason: str, by: str
 ) -> int:
-    value: int = await conn.fetchval(
-        "INSERT INTO overrides (program_id, kind, participant_ids, reason, created_by) VALUES ($1,$2,$3,$4,$5)"
-        " RETURNING override_id",
-        program_id, kind, participant_ids, reason, by,
-    )  # fmt: skip
+    """Store the override and its ``match.override.recorded`` event in one transaction (the outbox), so
+    the metrics service counts every override and no other; the reason and the admin stay here."""
+    async with conn.transaction():
+        row = await conn.fetchrow(
+            "INSERT INTO overrides (program_id, kind, participant_ids, reason, created_by) VALUES ($1,$2,$3,$4,$5)"
+            " RETURNING override_id, created_at",
+            program_id, kind, participant_ids, reason, by,
+        )  # fmt: skip
+        value: int = row["override_id"]
+        recorded = MatchOverrideRecorded(
+            program_id=program_id,
+            override_id=str(value),
+            kind=OverrideKind(kind),
+            participant_ids=list(participant_ids),
+            recorded_at=row["created_at"],
+        )
+        await add_to_outbox(conn, Envelope(data=recorded, time=row["created_at"]))
     return value
 
 

@@ -1,20 +1,18 @@
-"""Every projection statement of the metrics service, in one module.
+"""Every projection write of the metrics service, in one module.
 
-Each event becomes one or a few statements keyed by the fact's own id (a session, a goal, a
-feedback_id, a group), so applying it twice or in another order across topics gives the same rows; the
-runtime's tracking record (``processed_events``) makes a redelivery a no-op on top. No statement reads
-another table, so statements on different tables commute: :func:`apply_batch` applies a batch with one
-``executemany`` per run of equal statements on a table, in the order the events came in for that table,
-which is the same effect as :data:`HANDLERS` one event after another, in far fewer round trips.
+Each event becomes one or a few row writes keyed by the fact's own id (a session, a goal, a feedback_id,
+a group), so applying it twice or in another order across topics gives the same rows; the runtime's
+tracking record (``processed_events``) makes a redelivery a no-op on top. No write reads another table,
+so writes on different tables commute: :func:`apply_batch` applies a batch with one multi-row statement
+per run of one kind of write on a table (:mod:`~services.metrics.adapters.writes`), in the order the
+events came in for that table: the same effect as :data:`HANDLERS` one event after another, in a dozen
+statements per batch.
 """
 
 from __future__ import annotations
 
-import itertools
-import re
 from collections import defaultdict
 from collections.abc import Callable, Sequence
-from typing import Any, NamedTuple
 
 import asyncpg
 
@@ -29,6 +27,7 @@ from contracts.events import (
     GoalSet,
     GroupMatched,
     MatchingCompleted,
+    MatchOverrideRecorded,
     ParticipantEnrolled,
     ParticipantUnmatched,
     ParticipantUpdated,
@@ -40,182 +39,271 @@ from contracts.events import (
     SessionHeld,
 )
 from runtime.consumer import Batched, Handler, batched
+from services.metrics.adapters.writes import Runs, Update, Upsert, Write
 from services.metrics.domain.stats import normalise
 
+TEXT, INT, FLOAT, TS = "text", "int", "float8", "timestamptz"
 
-class Statement(NamedTuple):
-    table: str
-    sql: str
-    args: tuple[Any, ...]
-
-
-_TABLE = re.compile(r"^(?:INSERT INTO|UPDATE) (\w+)")
-
-
-def _s(sql: str, *args: Any) -> Statement:
-    found = _TABLE.match(sql)
-    assert found, sql
-    return Statement(found.group(1), sql, args)
-
-
-def on_program(env: Envelope) -> list[Statement]:
-    e = env.data
-    assert isinstance(e, ProgramOpened)
-    status = e.status if isinstance(e, ProgramUpdated) else "open"
-    return [_s(
-        "INSERT INTO programs (program_id, name, form, cadence_days, status, starts_on, opened_at)"
-        " VALUES ($1,$2,$3,$4,$5,$6,$7) ON CONFLICT (program_id) DO UPDATE SET name=EXCLUDED.name,"
-        " cadence_days=EXCLUDED.cadence_days, status=EXCLUDED.status, starts_on=EXCLUDED.starts_on",
-        e.program_id, e.name, e.form.value, e.cadence_days, status, e.starts_on, e.opened_at,
-    )]  # fmt: skip
-
-
-_PARTICIPANT = (
-    "INSERT INTO participants (program_id, participant_id, role, department, level, location, capacity,"
-    " enrolled_at) VALUES ($1,$2,$3,$4,$5,$6,$7,$8) ON CONFLICT (program_id, participant_id) DO UPDATE SET"
-    " role=EXCLUDED.role, department=EXCLUDED.department, level=EXCLUDED.level, location=EXCLUDED.location,"
-    " capacity=EXCLUDED.capacity"
+PROGRAM = Upsert(
+    "programs",
+    (
+        ("program_id", TEXT),
+        ("name", TEXT),
+        ("form", TEXT),
+        ("cadence_days", INT),
+        ("status", TEXT),
+        ("starts_on", "date"),
+        ("opened_at", TS),
+    ),
+    key=("program_id",),
+    update=("name", "cadence_days", "status", "starts_on"),
+)
+_PARTICIPANT_COLUMNS = (
+    ("program_id", TEXT),
+    ("participant_id", TEXT),
+    ("role", TEXT),
+    ("department", TEXT),
+    ("level", INT),
+    ("location", TEXT),
+    ("capacity", INT),
+    ("enrolled_at", TS),
+)
+_PROFILE = ("role", "department", "level", "location", "capacity")
+ENROLMENT = Upsert(
+    "participants",
+    (*_PARTICIPANT_COLUMNS, ("withdrawn_at", TS)),
+    key=("program_id", "participant_id"),
+    update=(*_PROFILE, "enrolled_at", "withdrawn_at"),
+)
+"""A (re-)enrolment starts the enrolment afresh: a new enrolment time, no withdrawal."""
+PROFILE = Upsert("participants", _PARTICIPANT_COLUMNS, key=("program_id", "participant_id"), update=_PROFILE)
+WITHDRAWAL = Update("participants", (("program_id", TEXT), ("participant_id", TEXT)), (("withdrawn_at", TS),))
+GROUP = Upsert(
+    "groups",
+    (
+        ("group_id", TEXT),
+        ("program_id", TEXT),
+        ("run_id", TEXT),
+        ("form", TEXT),
+        ("fit", FLOAT),
+        ("cadence_days", INT),
+        ("matched_at", TS),
+    ),
+    key=("group_id",),
+)
+MEMBER = Upsert(
+    "members",
+    (("group_id", TEXT), ("participant_id", TEXT), ("program_id", TEXT), ("role", TEXT)),
+    key=("group_id", "participant_id"),
+)
+UNMATCHED = Upsert(
+    "unmatched",
+    (("program_id", TEXT), ("participant_id", TEXT), ("run_id", TEXT), ("reason_code", TEXT), ("at", TS)),
+    key=("program_id", "participant_id"),
+    update=("run_id", "reason_code", "at"),
+    newer="at",
+)
+"""The latest run's reason wins (the envelope's time orders runs; the payload carries none)."""
+RUN = Upsert(
+    "runs",
+    (("run_id", TEXT), ("program_id", TEXT), ("completed_at", TS), ("placed_count", INT), ("unplaced_count", INT)),
+    key=("run_id",),
+)
+OVERRIDE = Upsert(
+    "overrides",
+    (("override_id", TEXT), ("program_id", TEXT), ("kind", TEXT), ("participant_ids", "text[]"), ("at", TS)),
+    key=("override_id",),
+)
+SESSION = Upsert(
+    "sessions_held",
+    (
+        ("session_id", TEXT),
+        ("program_id", TEXT),
+        ("group_id", TEXT),
+        ("held_at", TS),
+        ("duration_minutes", INT),
+        ("attendees", INT),
+    ),
+    key=("session_id",),
+    update=("held_at", "duration_minutes", "attendees"),
+)
+SLIP = Upsert(
+    "slips",
+    (("session_id", TEXT), ("at", TS), ("kind", TEXT), ("program_id", TEXT), ("group_id", TEXT)),
+    key=("session_id", "at", "kind"),
+)
+_GOAL = (("goal_id", TEXT), ("program_id", TEXT), ("group_id", TEXT), ("participant_id", TEXT))
+GOAL_SET = Upsert(
+    "goals",
+    (*_GOAL, ("category", TEXT), ("steps_total", INT), ("set_at", TS)),
+    key=("goal_id",),
+    update=("category", "set_at", "steps_total"),
+)
+GOAL_PROGRESS = Upsert(
+    "goals",
+    (*_GOAL, ("steps_total", INT), ("steps_done", INT), ("progressed_at", TS)),
+    key=("goal_id",),
+    update=("steps_done", "steps_total", "progressed_at"),
+    newer="progressed_at",
+)
+"""The latest progress wins, whichever order the events are applied in."""
+CLOSURE = Upsert(
+    "closures",
+    (("group_id", TEXT), ("closed_at", TS), ("program_id", TEXT), ("reason", TEXT), ("term", INT)),
+    key=("group_id", "closed_at"),
+)
+EXPECTATIONS = Upsert(
+    "expectations",
+    (("group_id", TEXT), ("program_id", TEXT), ("cadence_days", INT), ("agreed_at", TS)),
+    key=("group_id",),
+    update=("cadence_days", "agreed_at"),
+    newer="agreed_at",
+)
+FEEDBACK = Upsert(
+    "feedback",
+    (
+        ("feedback_id", TEXT),
+        ("revision", INT),
+        ("program_id", TEXT),
+        ("group_id", TEXT),
+        ("respondent_role", TEXT),
+        ("survey_kind", TEXT),
+        ("given_at", TS),
+        ("session_rating", FLOAT),
+        ("mentor_helps", FLOAT),
+        ("mentee_engaged", FLOAT),
+        ("pairing_fit", FLOAT),
+        ("would_recommend", INT),
+    ),
+    key=("feedback_id",),
+    update=(
+        "revision",
+        "given_at",
+        "session_rating",
+        "mentor_helps",
+        "mentee_engaged",
+        "pairing_fit",
+        "would_recommend",
+    ),
+    newer="revision",
+    strictly=True,
+)
+"""One row per feedback_id; a higher revision replaces it, a lower or equal one changes nothing."""
+ALERT = Upsert(
+    "alerts",
+    (
+        ("alert_id", TEXT),
+        ("kind", TEXT),
+        ("subject", TEXT),
+        ("program_id", TEXT),
+        ("group_id", TEXT),
+        ("mentor_id", TEXT),
+        ("severity", TEXT),
+        ("detail", TEXT),
+        ("risk_score", FLOAT),
+        ("raised_at", TS),
+    ),
+    key=("alert_id",),
+    any_conflict=True,
+)
+"""Our own alerts, back from the topic: already stored when raised (then the open alert of the same kind and
+subject conflicts, not only the id), restored by a rebuild."""
+ALERT_CLEARED = Update(
+    "alerts", (("alert_id", TEXT),), (("cleared_at", TS),), when="cleared_at IS NULL", first_wins=True
 )
 
 
-def on_enrolled(env: Envelope) -> list[Statement]:
-    """A (re-)enrolment starts the enrolment afresh: a new enrolment time, no withdrawal."""
+def on_program(env: Envelope) -> list[Write]:
+    e = env.data
+    assert isinstance(e, ProgramOpened)
+    status = e.status if isinstance(e, ProgramUpdated) else "open"
+    return [Write(PROGRAM, (e.program_id, e.name, e.form.value, e.cadence_days, status, e.starts_on, e.opened_at))]
+
+
+def on_enrolled(env: Envelope) -> list[Write]:
     e = env.data
     assert isinstance(e, ParticipantEnrolled)
     p = e.profile
-    return [_s(
-        _PARTICIPANT + ", enrolled_at=EXCLUDED.enrolled_at, withdrawn_at=NULL",
-        e.program_id, p.participant_id, p.role.value, p.department, p.level, p.location, p.capacity, e.enrolled_at,
-    )]  # fmt: skip
+    values = (e.program_id, p.participant_id, p.role.value, p.department, p.level, p.location, p.capacity)
+    return [Write(ENROLMENT, (*values, e.enrolled_at, None))]
 
 
-def on_updated(env: Envelope) -> list[Statement]:
+def on_updated(env: Envelope) -> list[Write]:
     e = env.data
     assert isinstance(e, ParticipantUpdated)
     p = e.profile
-    return [_s(
-        _PARTICIPANT,
-        e.program_id, p.participant_id, p.role.value, p.department, p.level, p.location, p.capacity, e.updated_at,
-    )]  # fmt: skip
+    values = (e.program_id, p.participant_id, p.role.value, p.department, p.level, p.location, p.capacity)
+    return [Write(PROFILE, (*values, e.updated_at))]
 
 
-def on_withdrawn(env: Envelope) -> list[Statement]:
+def on_withdrawn(env: Envelope) -> list[Write]:
     e = env.data
     assert isinstance(e, ParticipantWithdrawn)
-    return [_s(
-        "UPDATE participants SET withdrawn_at=$3 WHERE program_id=$1 AND participant_id=$2",
-        e.program_id, e.participant_id, e.withdrawn_at,
-    )]  # fmt: skip
+    return [Write(WITHDRAWAL, (e.program_id, e.participant_id, e.withdrawn_at))]
 
 
-def on_group_matched(env: Envelope) -> list[Statement]:
+def on_group_matched(env: Envelope) -> list[Write]:
     e = env.data
     assert isinstance(e, GroupMatched)
-    group = _s(
-        "INSERT INTO groups (group_id, program_id, run_id, form, fit, cadence_days, matched_at)"
-        " VALUES ($1,$2,$3,$4,$5,$6,$7) ON CONFLICT (group_id) DO NOTHING",
-        e.group_id, e.program_id, e.run_id, e.form.value, e.fit, e.cadence_days, e.matched_at,
-    )  # fmt: skip
-    members = [
-        _s(
-            "INSERT INTO members (group_id, participant_id, program_id, role) VALUES ($1,$2,$3,$4)"
-            " ON CONFLICT DO NOTHING",
-            e.group_id,
-            m.participant_id,
-            e.program_id,
-            m.role.value,
-        )
-        for m in e.members
-    ]
-    return [group, *members]
+    group = Write(GROUP, (e.group_id, e.program_id, e.run_id, e.form.value, e.fit, e.cadence_days, e.matched_at))
+    return [group, *(Write(MEMBER, (e.group_id, m.participant_id, e.program_id, m.role.value)) for m in e.members)]
 
 
-def on_unmatched(env: Envelope) -> list[Statement]:
-    """The latest run's reason wins (the envelope's time orders runs; the payload carries none)."""
+def on_unmatched(env: Envelope) -> list[Write]:
     e = env.data
     assert isinstance(e, ParticipantUnmatched)
-    return [_s(
-        "INSERT INTO unmatched (program_id, participant_id, run_id, reason_code, at) VALUES ($1,$2,$3,$4,$5)"
-        " ON CONFLICT (program_id, participant_id) DO UPDATE SET run_id=EXCLUDED.run_id,"
-        " reason_code=EXCLUDED.reason_code, at=EXCLUDED.at WHERE unmatched.at <= EXCLUDED.at",
-        e.program_id, e.participant_id, e.run_id, e.reason_code.value, env.time,
-    )]  # fmt: skip
+    return [Write(UNMATCHED, (e.program_id, e.participant_id, e.run_id, e.reason_code.value, env.time))]
 
 
-def on_completed(env: Envelope) -> list[Statement]:
+def on_completed(env: Envelope) -> list[Write]:
     e = env.data
     assert isinstance(e, MatchingCompleted)
-    return [_s(
-        "INSERT INTO runs (run_id, program_id, completed_at, placed_count, unplaced_count) VALUES ($1,$2,$3,$4,$5)"
-        " ON CONFLICT (run_id) DO NOTHING",
-        e.run_id, e.program_id, e.completed_at, e.placed_count, e.unplaced_count,
-    )]  # fmt: skip
+    return [Write(RUN, (e.run_id, e.program_id, e.completed_at, e.placed_count, e.unplaced_count))]
 
 
-def on_held(env: Envelope) -> list[Statement]:
+def on_override(env: Envelope) -> list[Write]:
+    e = env.data
+    assert isinstance(e, MatchOverrideRecorded)
+    return [Write(OVERRIDE, (e.override_id, e.program_id, e.kind.value, e.participant_ids, e.recorded_at))]
+
+
+def on_held(env: Envelope) -> list[Write]:
     e = env.data
     assert isinstance(e, SessionHeld)
-    return [_s(
-        "INSERT INTO sessions_held (session_id, program_id, group_id, held_at, duration_minutes, attendees)"
-        " VALUES ($1,$2,$3,$4,$5,$6) ON CONFLICT (session_id) DO UPDATE SET held_at=EXCLUDED.held_at,"
-        " duration_minutes=EXCLUDED.duration_minutes, attendees=EXCLUDED.attendees",
-        e.session_id, e.program_id, e.group_id, e.held_at, e.duration_minutes, len(set(e.attendees)),
-    )]  # fmt: skip
+    values = (e.session_id, e.program_id, e.group_id, e.held_at, e.duration_minutes, len(set(e.attendees)))
+    return [Write(SESSION, values)]
 
 
-def on_cancelled(env: Envelope) -> list[Statement]:
+def on_cancelled(env: Envelope) -> list[Write]:
     e = env.data
     assert isinstance(e, SessionCancelled)
-    return [_s(
-        "INSERT INTO slips (session_id, at, kind, program_id, group_id) VALUES ($1,$2,$3,$4,$5)"
-        " ON CONFLICT DO NOTHING",
-        e.session_id, e.cancelled_at, e.kind.value, e.program_id, e.group_id,
-    )]  # fmt: skip
+    return [Write(SLIP, (e.session_id, e.cancelled_at, e.kind.value, e.program_id, e.group_id))]
 
 
-def on_goal_set(env: Envelope) -> list[Statement]:
+def on_goal_set(env: Envelope) -> list[Write]:
     e = env.data
     assert isinstance(e, GoalSet)
-    return [_s(
-        "INSERT INTO goals (goal_id, program_id, group_id, participant_id, category, steps_total, set_at)"
-        " VALUES ($1,$2,$3,$4,$5,$6,$7) ON CONFLICT (goal_id) DO UPDATE SET category=EXCLUDED.category,"
-        " set_at=EXCLUDED.set_at, steps_total=EXCLUDED.steps_total",
-        e.goal_id, e.program_id, e.group_id, e.participant_id, e.category.value, e.steps_total, e.set_at,
-    )]  # fmt: skip
+    goal = (e.goal_id, e.program_id, e.group_id, e.participant_id)
+    return [Write(GOAL_SET, (*goal, e.category.value, e.steps_total, e.set_at))]
 
 
-def on_goal_progressed(env: Envelope) -> list[Statement]:
-    """The latest progress wins, whichever order the events are applied in."""
+def on_goal_progressed(env: Envelope) -> list[Write]:
     e = env.data
     assert isinstance(e, GoalProgressed)
-    return [_s(
-        "INSERT INTO goals (goal_id, program_id, group_id, participant_id, steps_total, steps_done, progressed_at)"
-        " VALUES ($1,$2,$3,$4,$5,$6,$7) ON CONFLICT (goal_id) DO UPDATE SET steps_done=EXCLUDED.steps_done,"
-        " steps_total=EXCLUDED.steps_total, progressed_at=EXCLUDED.progressed_at"
-        " WHERE goals.progressed_at IS NULL OR goals.progressed_at <= EXCLUDED.progressed_at",
-        e.goal_id, e.program_id, e.group_id, e.participant_id, e.steps_total, e.steps_done, e.progressed_at,
-    )]  # fmt: skip
+    goal = (e.goal_id, e.program_id, e.group_id, e.participant_id)
+    return [Write(GOAL_PROGRESS, (*goal, e.steps_total, e.steps_done, e.progressed_at))]
 
 
-def on_closed(env: Envelope) -> list[Statement]:
+def on_closed(env: Envelope) -> list[Write]:
     e = env.data
     assert isinstance(e, RelationshipClosed)
-    return [_s(
-        "INSERT INTO closures (group_id, closed_at, program_id, reason, term) VALUES ($1,$2,$3,$4,$5)"
-        " ON CONFLICT DO NOTHING",
-        e.group_id, e.closed_at, e.program_id, e.reason.value, e.term,
-    )]  # fmt: skip
+    return [Write(CLOSURE, (e.group_id, e.closed_at, e.program_id, e.reason.value, e.term))]
 
 
-def on_expectations(env: Envelope) -> list[Statement]:
+def on_expectations(env: Envelope) -> list[Write]:
     e = env.data
     assert isinstance(e, ExpectationsAgreed)
-    return [_s(
-        "INSERT INTO expectations (group_id, program_id, cadence_days, agreed_at) VALUES ($1,$2,$3,$4)"
-        " ON CONFLICT (group_id) DO UPDATE SET cadence_days=EXCLUDED.cadence_days, agreed_at=EXCLUDED.agreed_at"
-        " WHERE expectations.agreed_at <= EXCLUDED.agreed_at",
-        e.group_id, e.program_id, e.cadence_days, e.agreed_at,
-    )]  # fmt: skip
+    return [Write(EXPECTATIONS, (e.group_id, e.program_id, e.cadence_days, e.agreed_at))]
 
 
 def measures(e: FeedbackGivenV2) -> dict[str, float | int | None]:
@@ -232,23 +320,13 @@ def measures(e: FeedbackGivenV2) -> dict[str, float | int | None]:
     return out
 
 
-def on_feedback(env: Envelope) -> list[Statement]:
-    """One row per feedback_id; a higher revision replaces it, a lower or equal one changes nothing."""
+def on_feedback(env: Envelope) -> list[Write]:
     e = env.data
     assert isinstance(e, FeedbackGivenV2)
     m = measures(e)
-    return [_s(
-        "INSERT INTO feedback (feedback_id, revision, program_id, group_id, respondent_role, survey_kind, given_at,"
-        " session_rating, mentor_helps, mentee_engaged, pairing_fit, would_recommend)"
-        " VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12) ON CONFLICT (feedback_id) DO UPDATE SET"
-        " revision=EXCLUDED.revision, given_at=EXCLUDED.given_at, session_rating=EXCLUDED.session_rating,"
-        " mentor_helps=EXCLUDED.mentor_helps, mentee_engaged=EXCLUDED.mentee_engaged,"
-        " pairing_fit=EXCLUDED.pairing_fit, would_recommend=EXCLUDED.would_recommend"
-        " WHERE feedback.revision < EXCLUDED.revision",
-        e.feedback_id, e.revision, e.program_id, e.group_id, e.respondent_role.value, e.survey_kind.value,
-        e.given_at, m["session_rating"], m["mentor_helps"], m["mentee_engaged"], m["pairing_fit"],
-        m["would_recommend"],
-    )]  # fmt: skip
+    answer = (e.feedback_id, e.revision, e.program_id, e.group_id, e.respondent_role.value, e.survey_kind.value)
+    scores = (m["session_rating"], m["mentor_helps"], m["mentee_engaged"], m["pairing_fit"], m["would_recommend"])
+    return [Write(FEEDBACK, (*answer, e.given_at, *scores))]
 
 
 def alert_subject(kind: str, group_id: str | None, mentor_id: str | None, program_id: str) -> str:
@@ -260,25 +338,21 @@ def alert_subject(kind: str, group_id: str | None, mentor_id: str | None, progra
     return program_id
 
 
-def on_alert_raised(env: Envelope) -> list[Statement]:
-    """Our own alerts, back from the topic: already stored when raised, restored by a rebuild."""
+def on_alert_raised(env: Envelope) -> list[Write]:
     e = env.data
     assert isinstance(e, AlertRaisedV2)
-    return [_s(
-        "INSERT INTO alerts (alert_id, kind, subject, program_id, group_id, mentor_id, severity, detail,"
-        " risk_score, raised_at) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10) ON CONFLICT DO NOTHING",
-        e.alert_id, e.kind.value, alert_subject(e.kind.value, e.group_id, e.mentor_id, e.program_id), e.program_id,
-        e.group_id, e.mentor_id, e.severity, e.detail, e.risk_score, e.raised_at,
-    )]  # fmt: skip
+    subject = alert_subject(e.kind.value, e.group_id, e.mentor_id, e.program_id)
+    values = (e.alert_id, e.kind.value, subject, e.program_id, e.group_id, e.mentor_id, e.severity, e.detail)
+    return [Write(ALERT, (*values, e.risk_score, e.raised_at))]
 
 
-def on_alert_cleared(env: Envelope) -> list[Statement]:
+def on_alert_cleared(env: Envelope) -> list[Write]:
     e = env.data
     assert isinstance(e, AlertClearedV2)
-    return [_s("UPDATE alerts SET cleared_at=$2 WHERE alert_id=$1 AND cleared_at IS NULL", e.alert_id, e.cleared_at)]
+    return [Write(ALERT_CLEARED, (e.alert_id, e.cleared_at))]
 
 
-STATEMENTS: dict[type[Event], Callable[[Envelope], list[Statement]]] = {
+WRITES: dict[type[Event], Callable[[Envelope], list[Write]]] = {
     ProgramOpened: on_program,
     ProgramUpdated: on_program,
     ParticipantEnrolled: on_enrolled,
@@ -287,6 +361,7 @@ STATEMENTS: dict[type[Event], Callable[[Envelope], list[Statement]]] = {
     GroupMatched: on_group_matched,
     ParticipantUnmatched: on_unmatched,
     MatchingCompleted: on_completed,
+    MatchOverrideRecorded: on_override,
     SessionHeld: on_held,
     SessionCancelled: on_cancelled,
     GoalSet: on_goal_set,
@@ -299,38 +374,36 @@ STATEMENTS: dict[type[Event], Callable[[Envelope], list[Statement]]] = {
 }
 
 
-def _handler(statements: Callable[[Envelope], list[Statement]]) -> Handler:
+def _handler(writes: Callable[[Envelope], list[Write]]) -> Handler:
     async def apply(conn: asyncpg.Connection, env: Envelope) -> None:
-        for st in statements(env):
-            await conn.execute(st.sql, *st.args)
+        for w in writes(env):
+            await conn.execute(w.kind.one, *w.values)
 
     return apply
 
 
-HANDLERS: dict[type[Event], Handler] = {event: _handler(statements) for event, statements in STATEMENTS.items()}
-"""The per-event form, for the runtime's :class:`~runtime.consumer.EventConsumer`."""
+HANDLERS: dict[type[Event], Handler] = {event: _handler(writes) for event, writes in WRITES.items()}
+"""The per-event form: one statement per row, the reference the batch form is tested against."""
 
 
 async def apply_batch(conn: asyncpg.Connection, envelopes: Sequence[Envelope]) -> None:
-    """The effect of :data:`HANDLERS` applied to ``envelopes`` in order, in a few ``executemany`` calls.
+    """The effect of :data:`HANDLERS` applied to ``envelopes`` in order, in one statement per run of one
+    kind of write on a table (see :mod:`~services.metrics.adapters.writes`).
 
-    Call it in the transaction that records the batch's event ids, with the envelopes not applied
-    before. Statements are grouped per table (no statement reads another table, so tables commute),
-    keeping each table's order, and each run of the same statement goes in one ``executemany``.
+    Call it in the transaction that records the batch's event ids, with the envelopes not applied before.
     """
-    per_table: dict[str, list[Statement]] = defaultdict(list)
+    runs = Runs()
     for env in envelopes:
-        of_event = STATEMENTS.get(type(env.data))
+        of_event = WRITES.get(type(env.data))
         if of_event is not None:
-            for st in of_event(env):
-                per_table[st.table].append(st)
-    for in_order in per_table.values():
-        for sql, run in itertools.groupby(in_order, key=lambda st: st.sql):
-            await conn.executemany(sql, [st.args for st in run])
+            for w in of_event(env):
+                runs.add(w)
+    await runs.execute(conn)
 
 
 _ONE_BATCH = batched(apply_batch)
-BATCHED_HANDLERS: dict[type[Event], Handler | Batched] = dict.fromkeys(STATEMENTS, _ONE_BATCH)
+BATCHED_HANDLERS: dict[type[Event], Handler | Batched] = dict.fromkeys(WRITES, _ONE_BATCH)
 """The batched form the service runs: one :class:`~runtime.consumer.Batched` for every projected type, so a
-poll's fresh events reach :func:`apply_batch` together (a few ``executemany`` per batch, not a round trip
-per event); the consumer falls back to one event at a time only to find a poison record."""
+poll's fresh events reach :func:`apply_batch` together (one statement per table and kind of write per
+batch, not a round trip per event); the consumer falls back to one event at a time only to find a poison
+record."""

@@ -15,6 +15,7 @@ from services.metrics.domain.facts import (
     GoalFact,
     GroupFact,
     MemberFact,
+    OverrideFact,
     ParticipantFact,
     ProgramFact,
     RunFact,
@@ -112,6 +113,10 @@ async def load_facts(conn: asyncpg.Connection, program_ids: list[str] | None = N
         ]
         slips = [SlipFact(**dict(r)) for r in await rows("SELECT * FROM slips")]
         goals = [GoalFact(**dict(r)) for r in await rows("SELECT * FROM goals")]
+        overrides = [
+            OverrideFact(r["override_id"], r["program_id"], r["kind"], tuple(r["participant_ids"]), r["at"])
+            for r in await rows("SELECT * FROM overrides")
+        ]
         feedback = [
             FeedbackFact(**dict(r))
             for r in await rows(
@@ -129,8 +134,19 @@ async def load_facts(conn: asyncpg.Connection, program_ids: list[str] | None = N
         slips=slips,
         goals=goals,
         feedback=feedback,
+        overrides=overrides,
         org_participants=org_participants,
         org_groups=org_groups,
+    )
+
+
+async def program_exists(conn: asyncpg.Connection, program_id: str) -> bool:
+    return bool(await conn.fetchval("SELECT EXISTS (SELECT 1 FROM programs WHERE program_id = $1)", program_id))
+
+
+async def open_alert_count(conn: asyncpg.Connection, program_ids: list[str] | None) -> int:
+    return int(
+        await conn.fetchval(f"SELECT count(*) FROM alerts WHERE cleared_at IS NULL AND {_in_scope()}", program_ids)
     )
 
 

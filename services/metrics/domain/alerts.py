@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from services.metrics.domain.risk import RECENT, RelationshipState, risk
-from services.metrics.domain.thresholds import Thresholds
+from services.metrics.domain.thresholds import DEFAULT_THRESHOLDS, Thresholds
 
 
 @dataclass(frozen=True)
@@ -42,6 +42,8 @@ class MentorLoad:
     """where the alert is filed: the first of the mentor's programs (id order)"""
     load: int
     capacity: int
+    programs: int = 1
+    """programs the mentor's open relationships are in"""
 
 
 @dataclass(frozen=True)
@@ -111,15 +113,60 @@ def feedback_drop(ratings: Iterable[float], t: Thresholds) -> str | None:
 
 
 def mentor_condition(m: MentorLoad, t: Thresholds) -> Condition | None:
-    if m.load == 0 or m.load < t.mentor_load_ratio * m.capacity:
+    """A mentor at or above capacity across programs: raised when the load (open relationships in every
+    program) is above ``mentor_load_ratio`` x capacity, or reaches it while spread over two or more
+    programs. A mentor filled to capacity by one program's matching is the plan, not an obstacle: an
+    alert for each of them would bury the ones that need attention (matching never places beyond
+    capacity, so 'above' means capacity was cut below the load, or programs matched independently)."""
+    limit = t.mentor_load_ratio * m.capacity
+    if m.load == 0 or m.load < limit or (m.load == limit and m.programs < 2):
         return None
+    over = m.load > m.capacity
+    where = f"in {m.programs} programs" if m.programs > 1 else "in one program"
     return Condition(
         AlertKey("mentor_over_capacity", m.mentor_id),
         m.program_id,
-        "critical" if m.load > m.capacity else "warning",
-        f"a mentor carries {m.load} relationships for a capacity of {m.capacity}, across programs",
+        "critical" if over else "warning",
+        f"a mentor carries {m.load} relationships {where} for a capacity of {m.capacity}",
         mentor_id=m.mentor_id,
     )
+
+
+@dataclass(frozen=True)
+class MentorState:
+    """An active mentor as the capacity net sees them, across programs."""
+
+    mentor_id: str
+    programs: tuple[str, ...]
+    """the programs they are an active mentor in"""
+    load: int
+    capacity: int | None
+    spread: int
+    """programs their open relationships are in"""
+
+
+def wanted(
+    states: Iterable[RelationshipState],
+    mentors: Iterable[MentorState],
+    placements: Iterable[ProgramPlacement],
+    limits: Mapping[str, Thresholds],
+    now: datetime,
+) -> list[Condition]:
+    """Every alert that should be open now, each judged by its program's thresholds (a mentor's by the
+    most sensitive of their programs')."""
+    found: list[Condition] = []
+    for state in states:
+        found += relationship_conditions(state, now, limits.get(state.program_id, DEFAULT_THRESHOLDS))
+    for m in sorted(mentors, key=lambda m: m.mentor_id):
+        t = min((limits.get(pid, DEFAULT_THRESHOLDS) for pid in m.programs), key=lambda x: x.mentor_load_ratio)
+        c = mentor_condition(MentorLoad(m.mentor_id, min(m.programs), m.load, m.capacity or 0, m.spread), t)
+        if c:
+            found.append(c)
+    for p in placements:
+        c = program_condition(p, limits.get(p.program_id, DEFAULT_THRESHOLDS))
+        if c:
+            found.append(c)
+    return found
 
 
 def program_condition(p: ProgramPlacement, t: Thresholds) -> Condition | None:

@@ -162,6 +162,17 @@ class FeedbackFact:
     would_recommend: int | None = None
 
 
+@dataclass(frozen=True)
+class OverrideFact:
+    """An admin's override of matching (lock or exclude a pair), without the pair."""
+
+    override_id: str
+    program_id: str
+    kind: str
+    participant_ids: tuple[str, ...]
+    at: datetime
+
+
 @dataclass
 class Facts:
     """Everything the KPIs of one scope need (a program, a form, the organisation)."""
@@ -175,6 +186,7 @@ class Facts:
     slips: list[SlipFact] = field(default_factory=list)
     goals: list[GoalFact] = field(default_factory=list)
     feedback: list[FeedbackFact] = field(default_factory=list)
+    overrides: list[OverrideFact] = field(default_factory=list)
     org_participants: list[ParticipantFact] = field(default_factory=list)
     """Every enrolment in every program: people in several programs, mentees who became mentors and
     mentor loads count across programs."""
@@ -196,6 +208,7 @@ class Facts:
             slips=keep(self.slips),
             goals=keep(self.goals),
             feedback=keep(self.feedback),
+            overrides=keep(self.overrides),
             org_participants=self.org_participants,
             org_groups=self.org_groups,
         )

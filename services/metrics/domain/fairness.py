@@ -8,22 +8,12 @@ taken over visible cells only (a gap through a hidden cell would reveal it).
 
 from __future__ import annotations
 
-from collections import defaultdict
-from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
 
 from services.metrics.domain import stats
-from services.metrics.domain.facts import Facts, ParticipantFact
-from services.metrics.domain.kpis import DAY, active_seekers, first_placement
-from services.metrics.domain.report import Window, formula
+from services.metrics.domain.report import formula
 from services.metrics.domain.suppression import Figure, suppressed_cells
-
-DIMENSIONS: dict[str, Callable[[ParticipantFact], str]] = {
-    "department": lambda p: p.department,
-    "level": lambda p: str(p.level),
-    "location": lambda p: p.location or "unknown",
-}
+from services.metrics.domain.tallies import FairnessCell as Tally
 
 MEASURES = {
     formula("match_rate", "Match rate", "people of the cell placed in a group / people of the cell"): "higher",
@@ -54,61 +44,27 @@ class DimensionAudit:
     """best - worst over visible cells, per measure (absolute; 'lower' measures are best when lowest)"""
 
 
-@dataclass(frozen=True)
-class _Index:
-    """What every cell's measures look up, built once per audit."""
-
-    first: dict[tuple[str, str], datetime]
-    groups_of: dict[tuple[str, str], list[str]]
-    fit: dict[str, float]
-    ratings: dict[tuple[str, str], list[float]]
-
-    @classmethod
-    def of(cls, facts: Facts, w: Window) -> _Index:
-        groups_of: dict[tuple[str, str], list[str]] = defaultdict(list)
-        for g in facts.groups:
-            if g.matched_at < w.end:
-                for m in g.members:
-                    groups_of[(g.program_id, m.participant_id)].append(g.group_id)
-        ratings: dict[tuple[str, str], list[float]] = defaultdict(list)
-        for f in facts.feedback:
-            if w.contains(f.given_at) and f.session_rating is not None:
-                ratings[(f.group_id, f.respondent_role)].append(f.session_rating)
-        return cls(first_placement(facts), groups_of, {g.group_id: g.fit for g in facts.groups}, ratings)
-
-
-def _cell_measures(people: list[ParticipantFact], ix: _Index, w: Window) -> dict[str, float | None]:
-    placed = [p for p in people if ix.first.get((p.program_id, p.participant_id), w.end) < w.end]
-    days = [(ix.first[(p.program_id, p.participant_id)] - p.enrolled_at).total_seconds() / DAY for p in placed]
-    fits = [ix.fit[gid] for p in placed for gid in ix.groups_of[(p.program_id, p.participant_id)]]
-    ratings = [
-        r for p in placed for gid in ix.groups_of[(p.program_id, p.participant_id)] for r in ix.ratings[(gid, p.role)]
-    ]
-    mean_rating = stats.mean(ratings)
+def _measures(c: Tally) -> dict[str, float | None]:
     return {
-        "match_rate": stats.share(len(placed), len(people)),
-        "time_to_match_median_days": stats.median([max(0.0, d) for d in days]),
-        "mean_fit": stats.mean(fits),
-        "satisfaction": stats.on_five_point_scale(mean_rating) if mean_rating is not None else None,
+        "match_rate": stats.share(c.placed, c.people),
+        "time_to_match_median_days": c.days_to_match_median,
+        "mean_fit": c.mean_fit,
+        "satisfaction": stats.on_five_point_scale(c.mean_rating) if c.mean_rating is not None else None,
     }
 
 
-def audit(facts: Facts, w: Window) -> list[DimensionAudit]:
-    seekers = active_seekers(facts, w.end)
-    ix = _Index.of(facts, w)
+def audit(tallies: dict[str, dict[str, Tally]]) -> list[DimensionAudit]:
+    """Each dimension's cells, suppressed (with complementary suppression), and the gaps over the visible."""
     result = []
-    for dimension, attribute in DIMENSIONS.items():
-        groups: dict[str, list[ParticipantFact]] = defaultdict(list)
-        for p in seekers:
-            groups[attribute(p)].append(p)
-        hidden = suppressed_cells({k: len(v) for k, v in groups.items()})
+    for dimension, tallied in tallies.items():
+        hidden = suppressed_cells({k: c.people for k, c in tallied.items()})
         cells = {}
-        for key in sorted(groups):
-            n = len(groups[key])
+        for key in sorted(tallied):
+            n = tallied[key].people
             if key in hidden:
                 cells[key] = FairnessCell(Figure(None, n, True), {m: Figure(None, n, True) for m in MEASURES})
             else:
-                values = _cell_measures(groups[key], ix, w)
+                values = _measures(tallied[key])
                 cells[key] = FairnessCell(Figure(float(n), n), {m: Figure(v, n) for m, v in values.items()})
         result.append(DimensionAudit(dimension, cells, _gaps(cells)))
     return result

@@ -1,44 +1,30 @@
-"""KPI formulas over a scope's facts (one program, one form, the organisation) and one window.
+"""KPI formulas over a scope's tallies (one program, one form, the organisation) and one window.
 
 Each KPI's formula is registered next to the code that computes it (``formula(...)``), so the API
-documentation quotes exactly what runs. Every figure carries the number of people behind it and is
-suppressed below five (:mod:`services.metrics.domain.suppression`).
+documentation quotes exactly what runs. The counts come in :class:`~services.metrics.domain.tallies.
+Tallies` (counted by SQL aggregates for the API, in Python from the facts for the dashboard and as the
+tests' reference); here they become ratios and figures. Every figure carries the number of people
+behind it and is suppressed below five (:mod:`services.metrics.domain.suppression`).
 """
 
 from __future__ import annotations
 
-from collections import Counter, defaultdict
 from datetime import datetime
 
 from services.metrics.domain import stats
-from services.metrics.domain.facts import Facts, GroupFact, ParticipantFact, SessionFact
-from services.metrics.domain.relationships import relationship_states
 from services.metrics.domain.report import Breakdown, Kpi, Section, Window, formula
 from services.metrics.domain.risk import risk
-from services.metrics.domain.suppression import Figure, breakdown, count, figure
-from services.metrics.domain.thresholds import Thresholds
-
-DAY = 86400.0
-
-
-def _people(groups: list[GroupFact]) -> int:
-    return len({m.participant_id for g in groups for m in g.members})
-
-
-def first_placement(facts: Facts) -> dict[tuple[str, str], datetime]:
-    """(program, participant) -> when they were first placed in a group of that program."""
-    first: dict[tuple[str, str], datetime] = {}
-    for g in facts.groups:
-        for m in g.members:
-            key = (g.program_id, m.participant_id)
-            if key not in first or g.matched_at < first[key]:
-                first[key] = g.matched_at
-    return first
-
-
-def active_seekers(facts: Facts, at: datetime) -> list[ParticipantFact]:
-    return [p for p in facts.participants if p.seeker and p.active_at(at)]
-
+from services.metrics.domain.suppression import breakdown, count, figure
+from services.metrics.domain.tallies import (
+    CLOSED_OUTCOMES,
+    Engagement,
+    Matching,
+    OpenRelationship,
+    Outcomes,
+    Participation,
+    Tallies,
+)
+from services.metrics.domain.thresholds import DEFAULT_THRESHOLDS, Thresholds
 
 # --- participation and demand ------------------------------------------------------------------
 
@@ -67,41 +53,17 @@ BECAME = formula(
 WITHDRAWALS = formula("withdrawals", "Withdrawals", "enrolments withdrawn in the window")
 
 
-def participation(facts: Facts, w: Window) -> Section:
+def participation(t: Participation) -> Section:
     s = Section("participation")
-    by_role: Counter[str] = Counter(p.role for p in facts.participants if w.contains(p.enrolled_at))
-    roles = {r: by_role.get(r, 0) for r in ("mentor", "mentee", "peer")}
+    roles = t.enrolled_by_role
     s.breakdowns.append(Breakdown(ENROLMENTS, breakdown({r: (float(n), n) for r, n in roles.items()})))
-    active = [p for p in facts.participants if p.active_at(w.end)]
-    s.kpis.append(Kpi(ACTIVE, count(len(active), len(active))))
-    mentors = sum(1 for p in active if p.role == "mentor")
-    mentees = sum(1 for p in active if p.role == "mentee")
+    s.kpis.append(Kpi(ACTIVE, count(t.active, t.active)))
+    mentors, mentees = t.active_mentors, t.active_mentees
     s.kpis.append(Kpi(RATIO, figure(mentees / mentors if mentors else None, min(mentors, mentees))))
-    people = {p.participant_id for p in active}
-    open_groups: Counter[str] = Counter(
-        m.participant_id for g in facts.org_groups if g.open_at(w.end) for m in g.members
-    )
-    several_rel = sum(1 for pid in people if open_groups[pid] >= 2)
-    s.kpis.append(Kpi(SEVERAL_REL, count(several_rel, several_rel)))
-    programs: Counter[str] = Counter(p.participant_id for p in facts.org_participants if p.active_at(w.end))
-    several_prog = sum(1 for pid in people if programs[pid] >= 2)
-    s.kpis.append(Kpi(SEVERAL_PROG, count(several_prog, several_prog)))
-    mentee_since: dict[str, datetime] = {}
-    for p in facts.org_participants:
-        if p.role == "mentee" and (
-            p.participant_id not in mentee_since or p.enrolled_at < mentee_since[p.participant_id]
-        ):
-            mentee_since[p.participant_id] = p.enrolled_at
-    became = {
-        p.participant_id
-        for p in facts.participants
-        if p.role == "mentor"
-        and w.contains(p.enrolled_at)
-        and mentee_since.get(p.participant_id, w.end) < p.enrolled_at
-    }
-    s.kpis.append(Kpi(BECAME, count(len(became), len(became))))
-    withdrawn = sum(1 for p in facts.participants if w.contains(p.withdrawn_at))
-    s.kpis.append(Kpi(WITHDRAWALS, count(withdrawn, withdrawn)))
+    s.kpis.append(Kpi(SEVERAL_REL, count(t.in_several_relationships, t.in_several_relationships)))
+    s.kpis.append(Kpi(SEVERAL_PROG, count(t.in_several_programs, t.in_several_programs)))
+    s.kpis.append(Kpi(BECAME, count(t.became_mentors, t.became_mentors)))
+    s.kpis.append(Kpi(WITHDRAWALS, count(t.withdrawn, t.withdrawn)))
     return s
 
 
@@ -143,78 +105,26 @@ UNPLACED = formula(
 OVERRIDES = formula(
     "overrides",
     "Admin overrides",
-    "not measurable from events: matching records overrides (lock_pair / exclude_pair) in its own audit but "
-    "publishes no event for them, so the metrics service cannot count them; read them from the matching API",
+    "match.override.recorded events in the window: overrides (lock_pair / exclude_pair) an admin recorded in "
+    "matching; n = the participants they name",
 )
 
 
-def mentor_loads(facts: Facts, at: datetime) -> dict[str, int]:
-    """Open relationships per active mentor of the scope, counted across every program."""
-    load: Counter[str] = Counter()
-    for g in facts.org_groups:
-        if g.open_at(at):
-            for mid in g.mentors():
-                load[mid] += 1
-    mentors = {p.participant_id for p in facts.participants if p.role == "mentor" and p.active_at(at)}
-    return {m: load[m] for m in mentors}
-
-
-def mentor_capacities(facts: Facts) -> dict[str, int | None]:
-    """A mentor's capacity is one number across programs: their latest declared one."""
-    latest: dict[str, ParticipantFact] = {}
-    for p in facts.org_participants:
-        if p.role == "mentor" and (
-            p.participant_id not in latest or latest[p.participant_id].enrolled_at <= p.enrolled_at
-        ):
-            latest[p.participant_id] = p
-    return {m: p.capacity for m, p in latest.items()}
-
-
-def matching(facts: Facts, w: Window) -> Section:
+def matching(t: Matching) -> Section:
     s = Section("matching")
-    seekers = active_seekers(facts, w.end)
-    first = first_placement(facts)
-    placed = [p for p in seekers if first.get((p.program_id, p.participant_id), w.end) < w.end]
-    s.kpis.append(Kpi(PLACED, figure(stats.share(len(placed), len(seekers)), len(seekers))))
-    enrolled = {(p.program_id, p.participant_id): p.enrolled_at for p in facts.participants if p.seeker}
-    days = [
-        max(0.0, (t - enrolled[key]).total_seconds() / DAY)
-        for key, t in first.items()
-        if key in enrolled and w.contains(t)
-    ]
-    s.kpis.append(Kpi(TTM_MEDIAN, figure(stats.median(days), len(days))))
-    s.kpis.append(Kpi(TTM_P90, figure(stats.nearest_rank(days, 0.9), len(days))))
-    formed = [g for g in facts.groups if w.contains(g.matched_at)]
-    s.kpis.append(Kpi(FIT, figure(stats.mean([g.fit for g in formed]), _people(formed))))
-    loads = mentor_loads(facts, w.end)
-    capacity = mentor_capacities(facts)
-    ratios = [load / c for m, load in loads.items() if (c := capacity.get(m))]
-    s.kpis.append(Kpi(MAX_LOAD, figure(max(ratios) if ratios else None, len(loads))))
-    s.kpis.append(Kpi(GINI, figure(stats.gini(list(loads.values())), len(loads))))
-    hist: Counter[int] = Counter(loads.values())
-    top = max(hist, default=0)
-    s.breakdowns.append(Breakdown(LOADS, breakdown({str(k): (float(hist[k]), hist[k]) for k in range(top + 1)})))
-    s.breakdowns.append(Breakdown(UNPLACED, breakdown(unplaced_by_reason(facts, w, seekers, first))))
-    s.kpis.append(Kpi(OVERRIDES, Figure(None, 0), measurable=False))
+    s.kpis.append(Kpi(PLACED, figure(stats.share(t.placed, t.seekers), t.seekers)))
+    s.kpis.append(Kpi(TTM_MEDIAN, figure(t.days_to_match_median, t.days_to_match_n)))
+    s.kpis.append(Kpi(TTM_P90, figure(t.days_to_match_p90, t.days_to_match_n)))
+    s.kpis.append(Kpi(FIT, figure(t.mean_fit, t.fit_people)))
+    mentors = sum(t.loads.values())
+    s.kpis.append(Kpi(MAX_LOAD, figure(t.max_load_ratio, mentors)))
+    s.kpis.append(Kpi(GINI, figure(stats.gini_of_histogram(t.loads), mentors)))
+    top = max(t.loads, default=0)
+    hist = {str(k): (float(n), n) for k in range(top + 1) for n in [t.loads.get(k, 0)]}
+    s.breakdowns.append(Breakdown(LOADS, breakdown(hist)))
+    s.breakdowns.append(Breakdown(UNPLACED, breakdown({r: (float(n), n) for r, n in t.unplaced.items()})))
+    s.kpis.append(Kpi(OVERRIDES, count(t.overrides, t.override_people)))
     return s
-
-
-def unplaced_by_reason(
-    facts: Facts, w: Window, seekers: list[ParticipantFact], first: dict[tuple[str, str], datetime]
-) -> dict[str, tuple[float, int]]:
-    latest: dict[tuple[str, str], tuple[datetime, str]] = {}
-    for u in facts.unmatched:
-        key = (u.program_id, u.participant_id)
-        if u.at < w.end and (key not in latest or latest[key][0] <= u.at):
-            latest[key] = (u.at, u.reason_code)
-    reasons: Counter[str] = Counter()
-    for p in seekers:
-        key = (p.program_id, p.participant_id)
-        if first.get(key, w.end) < w.end:
-            continue
-        reasons[latest[key][1] if key in latest else "not_yet_matched"] += 1
-    codes = ["no_eligible_partner", "capacity_exhausted", "lost_lottery", "group_size", "other", "not_yet_matched"]
-    return {c: (float(reasons[c]), reasons[c]) for c in codes}
 
 
 # --- engagement --------------------------------------------------------------------------------
@@ -242,64 +152,32 @@ RELATIONSHIPS = formula(
 )
 
 
-def first_sessions(sessions: list[SessionFact]) -> dict[str, datetime]:
-    """Each group's first session held: sessions recorded from before the match (a pair that already met,
-    history brought in) open the relationship earlier, or its expected sessions would be near zero."""
-    first: dict[str, datetime] = {}
-    for x in sessions:
-        if x.group_id not in first or x.held_at < first[x.group_id]:
-            first[x.group_id] = x.held_at
-    return first
-
-
-def expected_sessions(groups: list[GroupFact], w: Window, sessions: list[SessionFact]) -> tuple[float, list[GroupFact]]:
-    first = first_sessions(sessions)
-    total, counted = 0.0, []
-    for g in groups:
-        opened = min(g.matched_at, first.get(g.group_id, g.matched_at))
-        start = max(opened, w.start) if w.start else opened
-        closure = g.closed_by(w.end)
-        end = min(w.end, closure.closed_at) if closure else w.end
-        if end > start:
-            total += (end - start).total_seconds() / DAY / g.cadence
-            counted.append(g)
-    return total, counted
-
-
-def engagement(facts: Facts, w: Window, thresholds: dict[str, Thresholds]) -> Section:
+def engagement(t: Engagement, w: Window, thresholds: dict[str, Thresholds]) -> Section:
     s = Section("engagement")
-    by_id = {g.group_id: g for g in facts.groups}
-    held = [x for x in facts.sessions if w.contains(x.held_at) and x.group_id in by_id]
-    held_groups = [by_id[gid] for gid in {x.group_id for x in held}]
-    s.kpis.append(Kpi(HELD, count(len(held), _people(held_groups))))
-    expected, open_groups = expected_sessions(facts.groups, w, facts.sessions)
-    s.kpis.append(Kpi(AGAINST_CADENCE, figure(len(held) / expected if expected else None, _people(open_groups))))
-    members = sum(len(by_id[x.group_id].members) for x in held)
-    attended = sum(min(x.attendees, len(by_id[x.group_id].members)) for x in held)
-    s.kpis.append(Kpi(ATTENDANCE, figure(stats.share(attended, members), _people(held_groups))))
-    for key, kind in ((CANCELLED, "cancelled"), (RESCHEDULED, "rescheduled")):
-        slips = [x for x in facts.slips if x.kind == kind and w.contains(x.at) and x.group_id in by_id]
-        slip_groups = [by_id[gid] for gid in {x.group_id for x in slips}]
-        s.kpis.append(Kpi(key, count(len(slips), _people(slip_groups))))
-    s.breakdowns.append(Breakdown(RELATIONSHIPS, breakdown(relationship_cells(facts, w, thresholds))))
+    s.kpis.append(Kpi(HELD, count(t.held, t.held_people)))
+    s.kpis.append(Kpi(AGAINST_CADENCE, figure(t.held / t.expected if t.expected else None, t.expected_people)))
+    s.kpis.append(Kpi(ATTENDANCE, figure(stats.share(t.attended, t.member_slots), t.held_people)))
+    s.kpis.append(Kpi(CANCELLED, count(t.cancelled, t.cancelled_people)))
+    s.kpis.append(Kpi(RESCHEDULED, count(t.rescheduled, t.rescheduled_people)))
+    s.breakdowns.append(Breakdown(RELATIONSHIPS, breakdown(relationship_cells(t, w.end, thresholds))))
     return s
 
 
-def relationship_cells(facts: Facts, w: Window, thresholds: dict[str, Thresholds]) -> dict[str, tuple[float, int]]:
-    cells: dict[str, list[GroupFact]] = defaultdict(list)
-    states = relationship_states(facts, w.end)
-    for g in facts.groups:
-        state = states.get(g.group_id)
-        if state is not None:
-            t = thresholds.get(g.program_id, Thresholds())
-            at_risk = risk(state, w.end).score >= t.at_risk_score
-            cells["at_risk" if at_risk else "active"].append(g)
-        else:
-            closure = g.closed_by(w.end)
-            if closure and w.contains(closure.closed_at):
-                cells[f"closed_{closure.reason}"].append(g)
-    keys = ["active", "at_risk", "closed_completed", "closed_withdrawn", "closed_faded"]
-    return {k: (float(len(cells[k])), _people(cells[k])) for k in keys}
+def at_risk(r: OpenRelationship, at: datetime, thresholds: dict[str, Thresholds]) -> bool:
+    """Whether an open relationship's risk score at ``at`` reaches its program's threshold."""
+    limit = thresholds.get(r.state.program_id, DEFAULT_THRESHOLDS).at_risk_score
+    return risk(r.state, at).score >= limit
+
+
+def relationship_cells(t: Engagement, at: datetime, thresholds: dict[str, Thresholds]) -> dict[str, tuple[float, int]]:
+    split: dict[str, list[OpenRelationship]] = {"active": [], "at_risk": []}
+    for r in t.open_relationships:
+        split["at_risk" if at_risk(r, at, thresholds) else "active"].append(r)
+    cells = {k: (float(len(v)), len({m for r in v for m in r.members})) for k, v in split.items()}
+    for outcome in CLOSED_OUTCOMES:
+        groups, people = t.closed[outcome]
+        cells[f"closed_{outcome}"] = (float(groups), people)
+    return cells
 
 
 # --- outcomes ----------------------------------------------------------------------------------
@@ -341,41 +219,30 @@ RETENTION = formula(
     "of the enrolments active at the window's start or made in it (all enrolments for program to date), "
     "the share still active at its end",
 )
-AGREE = 0.75
 
 
-def outcomes(facts: Facts, w: Window) -> Section:
+def _five_point(mean: float | None) -> float | None:
+    return stats.on_five_point_scale(mean) if mean is not None else None
+
+
+def outcomes(t: Outcomes) -> Section:
     s = Section("outcomes")
-    goals_set = [g for g in facts.goals if w.contains(g.set_at)]
-    s.kpis.append(Kpi(GOALS_SET, count(len(goals_set), len({g.participant_id for g in goals_set}))))
-    moved = [g for g in facts.goals if w.contains(g.progressed_at) and g.steps_done > 0]
-    s.kpis.append(Kpi(GOALS_PROGRESSED, count(len(moved), len({g.participant_id for g in moved}))))
-    done = [g for g in moved if g.steps_done >= g.steps_total]
-    s.kpis.append(Kpi(GOALS_DONE, count(len(done), len({g.participant_id for g in done}))))
-    answers = [f for f in facts.feedback if w.contains(f.given_at)]
-    ratings = [f.session_rating for f in answers if f.session_rating is not None]
-    mean_rating = stats.mean(ratings)
-    s.kpis.append(
-        Kpi(RATING, figure(stats.on_five_point_scale(mean_rating) if mean_rating is not None else None, len(ratings)))
-    )
-    recommend = [f.would_recommend for f in answers if f.would_recommend is not None]
-    s.kpis.append(Kpi(NPS, figure(stats.nps(recommend), len(recommend))))
-    helps = [f.mentor_helps for f in answers if f.mentor_helps is not None]
-    s.kpis.append(Kpi(HELPS, figure(stats.share(sum(1 for x in helps if x >= AGREE), len(helps)), len(helps))))
-    engaged = [f.mentee_engaged for f in answers if f.mentee_engaged is not None]
-    s.kpis.append(Kpi(ENGAGED, figure(stats.share(sum(1 for x in engaged if x >= AGREE), len(engaged)), len(engaged))))
-    fit = [f.pairing_fit for f in answers if f.pairing_fit is not None]
-    mean_fit = stats.mean(fit)
-    s.kpis.append(Kpi(PAIRING, figure(stats.on_five_point_scale(mean_fit) if mean_fit is not None else None, len(fit))))
-    cohort = [
-        p
-        for p in facts.participants
-        if p.enrolled_at < w.end and (w.start is None or p.active_at(w.start) or w.contains(p.enrolled_at))
-    ]
-    kept = sum(1 for p in cohort if p.active_at(w.end))
-    s.kpis.append(Kpi(RETENTION, figure(stats.share(kept, len(cohort)), len(cohort))))
+    s.kpis.append(Kpi(GOALS_SET, count(t.goals_set, t.goals_set_people)))
+    s.kpis.append(Kpi(GOALS_PROGRESSED, count(t.goals_progressed, t.goals_progressed_people)))
+    s.kpis.append(Kpi(GOALS_DONE, count(t.goals_completed, t.goals_completed_people)))
+    s.kpis.append(Kpi(RATING, figure(_five_point(t.mean_rating), t.ratings)))
+    s.kpis.append(Kpi(NPS, figure(stats.nps_of(t.promoters, t.detractors, t.recommend_answers), t.recommend_answers)))
+    s.kpis.append(Kpi(HELPS, figure(stats.share(t.helps_agree, t.helps_answers), t.helps_answers)))
+    s.kpis.append(Kpi(ENGAGED, figure(stats.share(t.engaged_agree, t.engaged_answers), t.engaged_answers)))
+    s.kpis.append(Kpi(PAIRING, figure(_five_point(t.mean_pairing_fit), t.pairing_answers)))
+    s.kpis.append(Kpi(RETENTION, figure(stats.share(t.kept, t.cohort), t.cohort)))
     return s
 
 
-def kpis(facts: Facts, w: Window, thresholds: dict[str, Thresholds]) -> list[Section]:
-    return [participation(facts, w), matching(facts, w), engagement(facts, w, thresholds), outcomes(facts, w)]
+def kpis(t: Tallies, w: Window, thresholds: dict[str, Thresholds]) -> list[Section]:
+    return [
+        participation(t.participation),
+        matching(t.matching),
+        engagement(t.engagement, w, thresholds),
+        outcomes(t.outcomes),
+    ]

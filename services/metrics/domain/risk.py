@@ -23,6 +23,8 @@ SLIPS_MAX = 20
 RATINGS_MAX = 20
 FIT_MAX = 20
 RECENT = 3
+HISTORY = 2 * RECENT
+"""the answers the safety nets read: the last three, and the three before for a fall"""
 
 
 @dataclass(frozen=True)

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from services.metrics.domain.facts import Facts
-from services.metrics.domain.report import Kpi, Section, Window
+from services.metrics.domain.report import Kpi, Section
 from services.metrics.domain.suppression import Figure, figure
+from services.metrics.domain.tallies import Accountability
 
 
 @dataclass(frozen=True)
@@ -31,16 +31,12 @@ def _kpi(sections: list[Section], key: str) -> Figure:
     raise KeyError(key)
 
 
-def _accountability(facts: Facts, w: Window) -> Figure:
+def _accountability(a: Accountability) -> Figure:
     """Share of relationships open at the window's end with agreed expectations and at least one goal."""
-    open_groups = [g for g in facts.groups if g.open_at(w.end)]
-    with_goal = {g.group_id for g in facts.goals if g.set_at is not None and g.set_at < w.end}
-    both = [g for g in open_groups if g.agreed_cadence_days is not None and g.group_id in with_goal]
-    people = len({m.participant_id for g in open_groups for m in g.members})
-    return figure(len(both) / len(open_groups) if open_groups else None, people)
+    return figure(a.with_expectations_and_goal / a.open_groups if a.open_groups else None, a.people)
 
 
-def scorecard(facts: Facts, w: Window, sections: list[Section], open_alerts: int, at_risk: int) -> list[Hallmark]:
+def scorecard(a: Accountability, sections: list[Section], open_alerts: int, at_risk: int) -> list[Hallmark]:
     several = _kpi(sections, "people_in_several_relationships")
     active = _kpi(sections, "active_participants")
     if several.suppressed or several.value is None or not active.value:
@@ -51,7 +47,7 @@ def scorecard(facts: Facts, w: Window, sections: list[Section], open_alerts: int
         Hallmark(
             "accountability",
             "share of open relationships with agreed expectations and at least one goal set",
-            _accountability(facts, w),
+            _accountability(a),
             "goals, expectations and progress are recorded by the sessions service; feedback by the feedback service",
         ),
         Hallmark(

@@ -29,6 +29,11 @@ def nearest_rank(values: Sequence[float], q: float) -> float | None:
     return float(s[rank - 1])
 
 
+def gini_of_histogram(histogram: dict[int, int]) -> float | None:
+    """:func:`gini` of the values a histogram (value -> how many) stands for."""
+    return gini([value for value, n in sorted(histogram.items()) for _ in range(n)])
+
+
 def gini(values: Sequence[float]) -> float | None:
     """Gini coefficient of non-negative values: sum over all ordered pairs of |x_i - x_j| divided by
     2 n^2 mean. 0 = everyone carries the same; 0 also when all are zero. Computed on the sorted values
@@ -55,13 +60,22 @@ def on_five_point_scale(fraction: float) -> float:
     return 1 + 4 * fraction
 
 
+PROMOTER = 9
+"""a 0-10 answer at or above this is a promoter's"""
+DETRACTOR = 6
+"""a 0-10 answer at or below this is a detractor's"""
+
+
 def nps(recommend: Sequence[int]) -> float | None:
     """Net Promoter Score from 0-10 answers: % promoters (9-10) minus % detractors (0-6), -100..100."""
-    if not recommend:
-        return None
-    promoters = sum(1 for r in recommend if r >= 9)
-    detractors = sum(1 for r in recommend if r <= 6)
-    return 100 * (promoters - detractors) / len(recommend)
+    promoters = sum(1 for r in recommend if r >= PROMOTER)
+    detractors = sum(1 for r in recommend if r <= DETRACTOR)
+    return nps_of(promoters, detractors, len(recommend))
+
+
+def nps_of(promoters: int, detractors: int, answers: int) -> float | None:
+    """The same from the counts."""
+    return 100 * (promoters - detractors) / answers if answers else None
 
 
 def share(hits: int, total: int) -> float | None:

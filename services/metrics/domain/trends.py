@@ -8,9 +8,9 @@ from datetime import datetime, timedelta
 
 from services.metrics.domain import stats
 from services.metrics.domain.facts import Facts
-from services.metrics.domain.kpis import active_seekers, expected_sessions, first_placement
 from services.metrics.domain.report import Window, WindowName
 from services.metrics.domain.suppression import MIN_PEOPLE, Figure, breakdown, count, figure
+from services.metrics.domain.tally import active_seekers, expected_sessions, first_placement
 
 
 def funnel(facts: Facts, at: datetime) -> dict[str, Figure]:

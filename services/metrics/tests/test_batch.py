@@ -2,45 +2,117 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
+
 import asyncpg
 import pytest
 
 from conftest import StackEndpoints, unique
+from contracts.envelope import Envelope
+from contracts.events import (
+    AlertClearedV2,
+    AlertKindV2,
+    AlertRaisedV2,
+    FeedbackGivenV2,
+    GoalCategory,
+    GoalProgressed,
+    GoalSet,
+    Measure,
+    ParticipantEnrolled,
+    ParticipantProfile,
+    ParticipantUnmatched,
+    ParticipantUpdated,
+    ParticipantWithdrawn,
+    QuestionScore,
+    SurveyKind,
+    UnmatchedReason,
+)
+from contracts.policy import Role
 from runtime.db import create_pool, migrate
 from services.metrics.adapters.projection import HANDLERS, apply_batch
 from services.metrics.cli import MIGRATIONS
 from services.metrics.tests.scenario import DAY, T0, Scenario
+from services.metrics.tests.test_tallies import organisation
 
 pytestmark = pytest.mark.stack
 
 TABLES = ("programs", "participants", "groups", "members", "unmatched", "runs", "sessions_held", "slips", "goals",
-          "closures", "expectations", "feedback", "alerts")  # fmt: skip
+          "closures", "expectations", "feedback", "alerts", "overrides")  # fmt: skip
 
 
 async def rows(pool: asyncpg.Pool) -> dict[str, list[tuple[object, ...]]]:
     return {t: sorted(tuple(r) for r in await pool.fetch(f"SELECT * FROM {t}")) for t in TABLES}
 
 
+def rewrites(tag: str) -> list[Envelope]:
+    """Several writes of one row in one batch, in every order the multi-row statements must fold: a
+    withdrawal and a re-enrolment, progress and answers arriving out of order and tied, an unmatched
+    reason replaced, an alert raised twice and cleared twice."""
+    program, group, goal = f"prg-{tag}-a", f"prg-{tag}-a-g0", f"prg-{tag}-a-g0-goal"
+    t = T0 + 40 * DAY
+    profile = ParticipantProfile(participant_id=f"{tag}-p0", role=Role.MENTOR, department="Eng", level=2,
+                                 location=None, capacity=2)  # fmt: skip
+
+    def answer(revision: int, score: int, at: datetime) -> FeedbackGivenV2:
+        q = QuestionScore(question_id="q", measure=Measure.SESSION_RATING, score=score, scale_min=1, scale_max=5)
+        return FeedbackGivenV2(program_id=program, group_id=group, feedback_id=f"{group}-fx", revision=revision,
+                               survey_id="s", survey_version=1, survey_kind=SurveyKind.SESSION,
+                               respondent_role=Role.MENTEE, scores=[q], given_at=at)  # fmt: skip
+
+    def progress(done: int, at: datetime) -> GoalProgressed:
+        return GoalProgressed(program_id=program, group_id=group, goal_id=goal, participant_id=f"{tag}-p1",
+                              steps_done=done, steps_total=4, progressed_at=at)  # fmt: skip
+
+    def alert(alert_id: str, at: datetime) -> AlertRaisedV2:
+        return AlertRaisedV2(alert_id=alert_id, program_id=program, group_id=group, kind=AlertKindV2.FEEDBACK_DROP,
+                             severity="warning", detail="d", raised_at=at)  # fmt: skip
+
+    events: list[object] = [
+        ParticipantWithdrawn(program_id=program, participant_id=f"{tag}-p0", withdrawn_at=t),
+        ParticipantEnrolled(program_id=program, profile=profile, enrolled_at=t + DAY),
+        ParticipantWithdrawn(program_id=program, participant_id=f"{tag}-p0", withdrawn_at=t + 2 * DAY),
+        ParticipantUpdated(program_id=program, profile=profile.model_copy(update={"capacity": 3}), updated_at=t),
+        GoalSet(program_id=program, group_id=group, goal_id=goal, participant_id=f"{tag}-p1",
+                category=GoalCategory.OTHER, steps_total=4, set_at=t),
+        progress(2, t + 2 * DAY), progress(1, t + DAY), progress(3, t + 2 * DAY), progress(4, t),
+        answer(2, 5, t), answer(3, 2, t), answer(1, 1, t + DAY), answer(3, 4, t + DAY),
+        ParticipantUnmatched(program_id=program, run_id="r9", participant_id=f"{tag}-p2",
+                             reason_code=UnmatchedReason.OTHER, reason="x"),
+        alert(f"{tag}-al1", t), alert(f"{tag}-al2", t + DAY),
+        AlertClearedV2(alert_id=f"{tag}-al1", program_id=program, group_id=group, kind=AlertKindV2.FEEDBACK_DROP,
+                       cleared_at=t + DAY),
+        AlertClearedV2(alert_id=f"{tag}-al1", program_id=program, group_id=group, kind=AlertKindV2.FEEDBACK_DROP,
+                       cleared_at=t + 2 * DAY),
+        alert(f"{tag}-al3", t + 3 * DAY),
+    ]  # fmt: skip
+    return [Envelope(data=e, time=t + i * timedelta(seconds=1)) for i, e in enumerate(events)]  # type: ignore[arg-type]
+
+
 async def test_batches_equal_one_event_at_a_time(stack: StackEndpoints, scratch_schemas: list[str]) -> None:
     s = Scenario(unique("batch")).build().widen(busy=6, idle=2)
     s.held(9, T0 + 29 * DAY, [s.pid("M6")])
     s.answer(3, 9, revision=2)  # a replaced answer inside the same batch as its first revision
-    one, many = unique("metrics_one"), unique("metrics_many")
-    scratch_schemas += [one, many]
-    pools = [await create_pool(stack.admin_dsn, schema) for schema in (one, many)]
+    tag = unique("batch-org")
+    events = [*s.events, *organisation(tag), *rewrites(tag)]
+    one, small, whole = unique("metrics_one"), unique("metrics_small"), unique("metrics_whole")
+    scratch_schemas += [one, small, whole]
+    pools = [await create_pool(stack.admin_dsn, schema) for schema in (one, small, whole)]
     try:
-        for pool, schema in zip(pools, (one, many), strict=True):
+        for pool, schema in zip(pools, (one, small, whole), strict=True):
             await migrate(pool, schema, {"metrics": MIGRATIONS})
         async with pools[0].acquire() as conn:
-            for env in s.events:
+            for env in events:
                 async with conn.transaction():
                     await HANDLERS[type(env.data)](conn, env)
-        async with pools[1].acquire() as conn:
-            for start in range(0, len(s.events), 17):  # batches that cut through every kind of event
-                async with conn.transaction():
-                    await apply_batch(conn, s.events[start : start + 17])
-        assert await rows(pools[0]) == await rows(pools[1])
-        assert (await rows(pools[1]))["feedback"], "the scenario filled the tables"
+        for pool, size in ((pools[1], 17), (pools[2], len(events))):  # batches cutting through every kind; one
+            async with pool.acquire() as conn:
+                for start in range(0, len(events), size):
+                    async with conn.transaction():
+                        await apply_batch(conn, events[start : start + size])
+        expected = await rows(pools[0])
+        assert await rows(pools[1]) == expected
+        assert await rows(pools[2]) == expected
+        assert all(expected[t] for t in TABLES), "the events filled every table"
     finally:
         for pool in pools:
             await pool.close()

@@ -18,6 +18,7 @@ from services.metrics.domain.thresholds import Thresholds
 T0 = datetime(2026, 1, 5, tzinfo=UTC)
 
 
+@settings(deadline=None)  # timing on a shared machine is not what these properties test
 @given(st.lists(st.integers(min_value=0, max_value=40), min_size=1, max_size=30))
 def test_gini_equals_the_pairwise_definition(xs: list[int]) -> None:
     n, total = len(xs), sum(xs)
@@ -31,6 +32,7 @@ def test_gini_hand_values() -> None:
     assert abs((stats.gini([1, 2, 3]) or 0) - 2 / 9) < 1e-12
 
 
+@settings(deadline=None)  # timing on a shared machine is not what these properties test
 @given(st.lists(st.floats(min_value=0, max_value=1000, allow_nan=False), min_size=1, max_size=50), st.floats(0.01, 1))
 def test_nearest_rank_is_the_smallest_value_with_q_at_or_below(xs: list[float], q: float) -> None:
     v = stats.nearest_rank(xs, q)
@@ -50,6 +52,7 @@ def test_quantile_and_nps_hand_values() -> None:
 counts = st.dictionaries(st.sampled_from("abcdefghij"), st.integers(min_value=0, max_value=30), min_size=1)
 
 
+@settings(deadline=None)  # timing on a shared machine is not what these properties test
 @given(counts)
 def test_no_visible_cell_or_total_difference_reveals_fewer_than_five_people(cells: dict[str, int]) -> None:
     hidden = suppressed_cells(cells)
@@ -69,6 +72,7 @@ def test_no_visible_cell_or_total_difference_reveals_fewer_than_five_people(cell
         assert not hidden
 
 
+@settings(deadline=None)  # timing on a shared machine is not what these properties test
 @given(counts)
 def test_a_hidden_cell_cannot_be_pinned_down_from_the_totals(cells: dict[str, int]) -> None:
     """Brute force: every assignment of counts to the hidden cells consistent with the visible cells and
@@ -109,6 +113,7 @@ states = st.builds(
 )
 
 
+@settings(deadline=None)  # timing on a shared machine is not what these properties test
 @given(states, st.integers(0, 400))
 def test_risk_parts_add_up_to_the_score_within_bounds(state: RelationshipState, days: int) -> None:
     now = T0 + timedelta(days=days)
@@ -127,7 +132,7 @@ def test_risk_hand_values() -> None:
     assert r.score == 40.0
 
 
-@settings(max_examples=200)
+@settings(max_examples=200, deadline=None)
 @given(st.sets(st.integers(0, 20)), st.sets(st.integers(0, 20)))
 def test_alerts_are_raised_once_and_cleared_once(wanted_ids: set[int], open_ids: set[int]) -> None:
     from services.metrics.domain.alerts import Condition
@@ -161,12 +166,15 @@ def test_mentor_and_program_safety_nets() -> None:
     from services.metrics.domain.alerts import MentorLoad, ProgramPlacement, mentor_condition, program_condition
 
     t = Thresholds()
-    assert mentor_condition(MentorLoad("M1", "p", 1, 2), t) is None
-    at = mentor_condition(MentorLoad("M1", "p", 2, 2), t)
+    assert mentor_condition(MentorLoad("M1", "p", 1, 2, programs=2), t) is None
+    assert mentor_condition(MentorLoad("M1", "p", 2, 2, programs=1), t) is None, "filled by one program: the plan"
+    at = mentor_condition(MentorLoad("M1", "p", 2, 2, programs=2), t)
     assert at is not None and at.severity == "warning" and at.mentor_id == "M1" and "M1" not in at.detail
-    over = mentor_condition(MentorLoad("M1", "p", 3, 2), t)
+    assert "2 programs" in at.detail
+    over = mentor_condition(MentorLoad("M1", "p", 3, 2, programs=1), t)
     assert over is not None and over.severity == "critical"
-    assert mentor_condition(MentorLoad("M1", "p", 2, 2), Thresholds(mentor_load_ratio=1.5)) is None
+    assert mentor_condition(MentorLoad("M1", "p", 2, 2, programs=2), Thresholds(mentor_load_ratio=1.5)) is None
+    assert mentor_condition(MentorLoad("M1", "p", 2, 2, programs=1), Thresholds(mentor_load_ratio=0.5)) is not None
     assert program_condition(ProgramPlacement("p", 10, 7, has_run=False), t) is None, "no run yet: nothing to judge"
     low = program_condition(ProgramPlacement("p", 10, 7, has_run=True), t)
     assert low is not None and low.key.kind == "match_rate_below_target" and "70%" in low.detail
@@ -175,8 +183,8 @@ def test_mentor_and_program_safety_nets() -> None:
 
 def test_a_relationship_whose_sessions_predate_its_match_expects_sessions_from_the_first_one() -> None:
     from services.metrics.domain.facts import GroupFact, SessionFact
-    from services.metrics.domain.kpis import expected_sessions
     from services.metrics.domain.report import Window, WindowName
+    from services.metrics.domain.tally import expected_sessions
 
     matched = datetime(2026, 6, 1, tzinfo=UTC)
     group = GroupFact("g1", "p1", "one_to_one", 3.0, 14, matched, members=())

@@ -61,7 +61,7 @@ async def test_scripted_program_kpis_equal_the_hand_computed_values(
     assert kpi(r, "nps")["n"] == 10
     assert kpi(r, "mean_session_rating")["value"] == pytest.approx(4.0)
     assert kpi(r, "mean_fit")["value"] == pytest.approx(sum(range(1, 11)) / 10)
-    assert kpi(r, "overrides")["value"] is None
+    assert kpi(r, "overrides")["value"] == 0, "no override recorded"
     unplaced = kpi(r, "unplaced_by_reason")
     assert unplaced["lost_lottery"]["display"] == "< 5" and unplaced["lost_lottery"]["n"] is None
     assert kpi(r, "reschedules")["value"] is None, "one slip in one pair: fewer than 5 people"

@@ -1,0 +1,177 @@
+"""The kinds of row write the projection makes, and how a run of them becomes one statement.
+
+Each event of a projected type becomes one or a few :class:`Write`: a kind (:class:`Upsert` or
+:class:`Update` of one table, keyed by the fact's own id) and its values. A kind gives the SQL for one
+row (the per-event handlers) and for many rows at once (``unnest`` of one array per column), which is
+what a batch runs: one statement per run of equal kinds on a table instead of one execution per row.
+
+A multi-row upsert may not update one row twice, so the writes of a run that share a key are first
+folded into one, with the effect applying them one after another would have had:
+
+- ``DO NOTHING`` (no update columns): nothing to fold, the statement itself keeps the first one (a row
+  conflicting with one inserted earlier by the same statement is skipped as any conflict is);
+- an update without condition: the first one's inserted columns, the last one's updated columns;
+- an update when newer (``newer`` column, ``<=``, or ``<`` when ``strictly``): the same, taking the
+  updated columns from the newest (the last of equals; the first when ``strictly``), whose time or
+  revision is what the statement then compares with the stored row. A stored NULL is always older.
+- an :class:`Update`: the last one, or the first when ``first_wins`` (its condition then excludes the
+  row once written, e.g. an alert cleared once).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any, NamedTuple
+
+import asyncpg
+
+
+@dataclass(frozen=True)
+class Upsert:
+    table: str
+    columns: tuple[tuple[str, str], ...]
+    """(name, SQL type), in the order of a write's values"""
+    key: tuple[str, ...]
+    update: tuple[str, ...] = ()
+    """set from the new values on conflict; none: DO NOTHING"""
+    newer: str | None = None
+    """update only when the stored value of this column is NULL or older (``<=``)"""
+    strictly: bool = False
+    """``<`` instead of ``<=``: of equals, the first one wins"""
+    any_conflict: bool = False
+    """DO NOTHING on a conflict with any unique index, not only the key's"""
+
+    @cached_property
+    def names(self) -> list[str]:
+        return [c for c, _ in self.columns]
+
+    @cached_property
+    def has_array(self) -> bool:
+        return any(t.endswith("[]") for _, t in self.columns)
+
+    def _conflict(self) -> str:
+        key = ", ".join(self.key)
+        if not self.update:
+            return " ON CONFLICT DO NOTHING" if self.any_conflict else f" ON CONFLICT ({key}) DO NOTHING"
+        sets = ", ".join(f"{c}=EXCLUDED.{c}" for c in self.update)
+        out = f" ON CONFLICT ({key}) DO UPDATE SET {sets}"
+        if self.newer:
+            op = "<" if self.strictly else "<="
+            out += f" WHERE {self.table}.{self.newer} IS NULL OR {self.table}.{self.newer} {op} EXCLUDED.{self.newer}"
+        return out
+
+    @cached_property
+    def one(self) -> str:
+        values = ",".join(f"${i}" for i in range(1, len(self.columns) + 1))
+        return f"INSERT INTO {self.table} ({', '.join(self.names)}) VALUES ({values}){self._conflict()}"
+
+    @cached_property
+    def many(self) -> str:
+        arrays = ", ".join(f"${i}::{t}[]" for i, (_, t) in enumerate(self.columns, start=1))
+        return f"INSERT INTO {self.table} ({', '.join(self.names)}) SELECT * FROM unnest({arrays}){self._conflict()}"
+
+    def fold(self, writes: Sequence[tuple[Any, ...]]) -> Sequence[tuple[Any, ...]]:
+        """One write per key, with the effect of all of them in order."""
+        if not self.update:
+            return writes  # DO NOTHING skips a key's later rows within one statement too: the first wins
+        at = {c: i for i, c in enumerate(self.names)}
+        key = [at[c] for c in self.key]
+        if _unique_keys(writes, key):
+            return writes
+        updated = [at[c] for c in self.update]
+        newer = at[self.newer] if self.newer else None
+        folded: dict[tuple[Any, ...], list[Any]] = {}
+        for w in writes:
+            k = tuple(w[i] for i in key)
+            current = folded.get(k)
+            if current is None:
+                folded[k] = list(w)
+            elif updated and (newer is None or self._replaces(current[newer], w[newer])):
+                for i in updated:
+                    current[i] = w[i]
+        return [tuple(v) for v in folded.values()]
+
+    def _replaces(self, stored: Any, new: Any) -> bool:
+        return stored is None or (stored < new if self.strictly else stored <= new)
+
+
+@dataclass(frozen=True)
+class Update:
+    table: str
+    key: tuple[tuple[str, str], ...]
+    values: tuple[tuple[str, str], ...]
+    """(name, SQL type) set from the write; a write's values are the key's, then these"""
+    when: str = ""
+    """a further condition on the stored row, e.g. ``cleared_at IS NULL``"""
+    first_wins: bool = False
+
+    @cached_property
+    def one(self) -> str:
+        n = len(self.key)
+        sets = ", ".join(f"{c}=${n + i}" for i, (c, _) in enumerate(self.values, start=1))
+        where = " AND ".join(f"{c}=${i}" for i, (c, _) in enumerate(self.key, start=1))
+        return f"UPDATE {self.table} SET {sets} WHERE {where}" + (f" AND {self.when}" if self.when else "")
+
+    @cached_property
+    def many(self) -> str:
+        columns = (*self.key, *self.values)
+        arrays = ", ".join(f"${i}::{t}[]" for i, (_, t) in enumerate(columns, start=1))
+        names = ", ".join(c for c, _ in columns)
+        sets = ", ".join(f"{c}=v.{c}" for c, _ in self.values)
+        where = " AND ".join(f"{self.table}.{c}=v.{c}" for c, _ in self.key)
+        when = f" AND {self.table}.{self.when}" if self.when else ""
+        return f"UPDATE {self.table} SET {sets} FROM unnest({arrays}) AS v({names}) WHERE {where}{when}"
+
+    def fold(self, writes: Sequence[tuple[Any, ...]]) -> Sequence[tuple[Any, ...]]:
+        if _unique_keys(writes, range(len(self.key))):
+            return writes
+        folded: dict[tuple[Any, ...], tuple[Any, ...]] = {}
+        for w in writes:
+            k = w[: len(self.key)]
+            if not (self.first_wins and k in folded):
+                folded[k] = w
+        return list(folded.values())
+
+
+Kind = Upsert | Update
+
+
+def _unique_keys(writes: Sequence[tuple[Any, ...]], key: Sequence[int]) -> bool:
+    """Whether no two writes share a key (the usual case: nothing to fold)."""
+    if len(key) == 1:
+        (i,) = key
+        return len({w[i] for w in writes}) == len(writes)
+    return len({tuple(w[i] for i in key) for w in writes}) == len(writes)
+
+
+class Write(NamedTuple):
+    kind: Kind
+    values: tuple[Any, ...]
+
+
+@dataclass
+class Runs:
+    """Writes per table, in order, cut into runs of one kind: tables commute (no write reads another
+    table), so each table's runs can go in one statement each, in order."""
+
+    per_table: dict[str, list[tuple[Kind, list[tuple[Any, ...]]]]] = field(default_factory=dict)
+
+    def add(self, w: Write) -> None:
+        runs = self.per_table.setdefault(w.kind.table, [])
+        if runs and runs[-1][0] is w.kind:
+            runs[-1][1].append(w.values)
+        else:
+            runs.append((w.kind, [w.values]))
+
+    async def execute(self, conn: asyncpg.Connection) -> None:
+        for runs in self.per_table.values():
+            for kind, writes in runs:
+                folded = kind.fold(writes)
+                if len(folded) == 1:
+                    await conn.execute(kind.one, *folded[0])
+                elif isinstance(kind, Upsert) and kind.has_array:  # unnest would flatten an array column
+                    await conn.executemany(kind.one, folded)
+                else:
+                    await conn.execute(kind.many, *(list(column) for column in zip(*folded, strict=True)))
