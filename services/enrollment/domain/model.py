@@ -12,6 +12,7 @@ from datetime import date, datetime
 from typing import Any, Literal
 
 from pydantic import Field, ValidationInfo, field_validator
+from pydantic.json_schema import SkipJsonSchema
 
 from contracts.base import ContractModel, Id, Tag
 from contracts.events import ParticipantProfile
@@ -114,14 +115,15 @@ class ProgramSpec(ContractModel):
 
 
 class ProgramPatch(ContractModel):
-    """Fields left out keep their value; ``ends_on: null`` removes the end date; other nulls are refused."""
+    """Fields left out keep their value; ``ends_on: null`` removes the end date, ``policy: null`` changes
+    nothing (as left out); ``name`` and ``cadence_days`` are not nullable (null is refused, 422)."""
 
-    name: str | None = Field(default=None, min_length=1, max_length=200)
-    cadence_days: int | None = Field(default=None, ge=1, le=366)
+    name: str | SkipJsonSchema[None] = Field(default=None, min_length=1, max_length=200)
+    cadence_days: int | SkipJsonSchema[None] = Field(default=None, ge=1, le=366)
     ends_on: date | None = None
     policy: PolicyChanges | None = Field(default=None, description=_POLICY_DOC)
 
-    _not_null = field_validator("name", "cadence_days", "policy", mode="before")(_refuse_null)
+    _not_null = field_validator("name", "cadence_days", mode="before")(_refuse_null)
 
 
 def resolve_policy(form: Form, base: MatchingPolicy, changes: Mapping[str, Any]) -> MatchingPolicy:
@@ -258,12 +260,12 @@ class EnrolmentPatch(ContractModel):
     (back to the HRIS languages); the lists are emptied with ``[]``, never with ``null``."""
 
     team_id: Id | None = None
-    skills_offered: list[Tag] | None = Field(default=None, max_length=50)
-    skills_sought: list[Tag] | None = Field(default=None, max_length=50)
-    goals: list[Tag] | None = Field(default=None, max_length=20)
+    skills_offered: list[Tag] | SkipJsonSchema[None] = Field(default=None, max_length=50)
+    skills_sought: list[Tag] | SkipJsonSchema[None] = Field(default=None, max_length=50)
+    goals: list[Tag] | SkipJsonSchema[None] = Field(default=None, max_length=20)
     capacity: int | None = Field(default=None, ge=0, le=50)
     languages: list[Tag] | None = None
-    conflicts_with: list[Id] | None = Field(default=None, max_length=100)
+    conflicts_with: list[Id] | SkipJsonSchema[None] = Field(default=None, max_length=100)
 
     _not_null = field_validator("skills_offered", "skills_sought", "goals", "conflicts_with", mode="before")(
         _refuse_null
