@@ -18,6 +18,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 log = logging.getLogger(__name__)
 
@@ -133,15 +134,30 @@ def _http_error_detail(status: int, detail: Any) -> list[dict[str, Any]]:
     return [ErrorItem(loc=[], msg=str(detail), type=kind).model_dump()]
 
 
+def allowed_methods(request: Request) -> list[str]:
+    """Every method some route serves at the request's path. Starlette's own 405 names only the methods of
+    the first route that matches the path, but FastAPI makes one route per method and path."""
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        match, _ = route.matches({**request.scope, "method": "GET"})
+        route_methods = getattr(route, "methods", None)
+        if match is not Match.NONE and route_methods:
+            methods |= set(route_methods)
+    return sorted(methods)
+
+
 def install_http_errors(app: FastAPI) -> None:
     """Every ``HTTPException`` (401 and 403 from authentication too, FastAPI's 400 for a body it cannot
     parse, Starlette's 404 and 405) and every unhandled exception (a 500 that names nothing of the
     request) in the one shape, so a client handles one error model."""
 
-    async def http_error(_: Request, exc: Exception) -> JSONResponse:
+    async def http_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, StarletteHTTPException)
         body = {"detail": _http_error_detail(exc.status_code, exc.detail)}
-        return JSONResponse(body, status_code=exc.status_code, headers=getattr(exc, "headers", None))
+        headers = getattr(exc, "headers", None)
+        if exc.status_code == 405:
+            headers = {**(headers or {}), "Allow": ", ".join(allowed_methods(request))}
+        return JSONResponse(body, status_code=exc.status_code, headers=headers)
 
     async def internal_error(_: Request, exc: Exception) -> JSONResponse:
         log.error("unhandled error in a request", extra={"error_type": type(exc).__name__})

@@ -22,7 +22,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 
 from contracts.policy import Form
-from contracts.timestamps import UtcDateTime, rfc3339
+from contracts.timestamps import InstantIn, UtcDateTime, rfc3339
 from runtime.auth import ApiRole, Principal, require
 from runtime.errors import error_responses
 from runtime.service import ServiceContext, context
@@ -51,7 +51,7 @@ def now(request: Request) -> datetime:
 
 
 WindowQ = Annotated[WindowName, Query(description="week (7 days), month (30 days) or program_to_date")]
-AsOfQ = Annotated[datetime | None, Query(description="end of the window (default: now), with a time zone")]
+AsOfQ = Annotated[InstantIn | None, Query(description="end of the window (default: now), RFC 3339 with a time zone")]
 
 
 NOT_FOUND = error_responses(404)

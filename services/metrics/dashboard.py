@@ -117,7 +117,7 @@ async def organisation(ctx: Ctx, request: Request, _: Admin) -> HTMLResponse:
     return HTMLResponse(render(data, "Organisation"))
 
 
-@router.get("/programs/{program_id}", response_class=HTMLResponse, responses=_PAGE)
+@router.get("/programs/{program_id}", response_class=HTMLResponse, responses={**_PAGE, **error_responses(404)})
 async def program(program_id: str, ctx: Ctx, request: Request, _: Admin) -> HTMLResponse:
     """One program's dashboard (HTML)."""
     data = await handlers.dashboard(ctx.pool, handlers.Scope(program_id=program_id), request.app.state.clock())

@@ -11,7 +11,7 @@ class Thresholds(BaseModel):
     the scale is a drop; a mentor at capacity across programs needs attention; a program should place
     at least 80 % of its mentees and peers."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)  # ``true`` is not a threshold of 1
 
     fade_factor: float = Field(default=1.5, gt=0, le=20, description="no session for this many cadences")
     reschedules: int = Field(default=3, ge=1, le=50, description="cancellations/reschedules since the last session")
