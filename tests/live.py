@@ -1,8 +1,8 @@
 """The five services served over real HTTP on free local ports, as an outside client meets them.
 
 Each service is the same FastAPI app ``uvicorn services.<name>.app:app`` serves, with a schema of its own on
-the local PostgreSQL and the local Kafka; the uvicorn servers share one event loop in a background thread,
-so a blocking client (schemathesis, ``httpx.Client``) can call them from the test's thread.
+the local PostgreSQL and the local Kafka, under uvicorn in a thread (and event loop) of its own, so a blocking
+client (schemathesis, ``httpx.Client``) can call them from the test's thread.
 """
 
 from __future__ import annotations
@@ -11,9 +11,8 @@ import asyncio
 import socket
 import threading
 import time
-from collections.abc import Coroutine
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any
 
 import asyncpg
 import uvicorn
@@ -32,8 +31,6 @@ from services.metrics.app import MetricsSettings
 from services.metrics.app import create as create_metrics
 from services.sessions.app import SessionsSettings
 from services.sessions.app import create as create_sessions
-
-T = TypeVar("T")
 
 CONSUMER_GROUPS = {
     "enrollment": "loads",
@@ -61,6 +58,39 @@ def _apps(stack: StackEndpoints, schemas: dict[str, str]) -> dict[str, FastAPI]:
     }
 
 
+class _Served:
+    """One service under uvicorn in a thread of its own with its own event loop, so that one busy service
+    (a solve, a projection catching up) never holds up the others' requests."""
+
+    def __init__(self, app: FastAPI) -> None:
+        self.socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.socket.bind(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.socket.getsockname()[1]}"
+        config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on", timeout_keep_alive=60)
+        self.server = uvicorn.Server(config)
+        self.failure: BaseException | None = None
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+
+    def _serve(self) -> None:
+        try:
+            asyncio.run(self.server.serve(sockets=[self.socket]))
+        except BaseException as exc:
+            self.failure = exc
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def started(self) -> bool:
+        if self.failure is not None or (self.thread.ident is not None and not self.thread.is_alive()):
+            raise RuntimeError(f"a live service at {self.url} did not start") from self.failure
+        return bool(self.server.started)
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(120)
+
+
 class LiveServices:
     """``with LiveServices(stack) as live:`` every service answers at ``live.urls[name]`` until the block ends;
     their schemas are dropped afterwards."""
@@ -69,12 +99,8 @@ class LiveServices:
         self.stack = stack
         self.schemas = {name: unique(f"{name}_{label}") for name in CONSUMER_GROUPS}
         self.apps = _apps(stack, self.schemas)
-        self.loop = asyncio.new_event_loop()
-        self.urls: dict[str, str] = {}
-        self._servers: list[uvicorn.Server] = []
-        self._sockets: list[socket.socket] = []
-        self._thread = threading.Thread(target=self._serve, name="live-services", daemon=True)
-        self._failure: BaseException | None = None
+        self._served = {name: _Served(app) for name, app in self.apps.items()}
+        self.urls = {name: served.url for name, served in self._served.items()}
 
     @property
     def jwt(self) -> JwtConfig:
@@ -84,49 +110,22 @@ class LiveServices:
     def bearer(self, subject: str, role: str, permissions: list[str] | None = None) -> str:
         return f"Bearer {issue_token(self.jwt, subject, [role], permissions=permissions)}"
 
-    def run(self, coro: Coroutine[Any, Any, T], timeout: float = 120) -> T:
-        """Runs a coroutine on the services' loop (their pools live there) and returns its result."""
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
-
     def __enter__(self) -> LiveServices:
-        for name, app in self.apps.items():
-            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.bind(("127.0.0.1", 0))
-            self._sockets.append(sock)
-            self.urls[name] = f"http://127.0.0.1:{sock.getsockname()[1]}"
-            config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on", timeout_keep_alive=30)
-            self._servers.append(uvicorn.Server(config))
-        self._thread.start()
+        for served in self._served.values():
+            served.start()
         deadline = time.monotonic() + 120
-        while not all(s.started for s in self._servers):
-            if self._failure is not None or not self._thread.is_alive():
-                raise RuntimeError("a live service did not start") from self._failure
+        while not all(served.started() for served in self._served.values()):
             if time.monotonic() > deadline:
                 raise TimeoutError("the live services did not start within 120 s")
             time.sleep(0.05)
         for name, suffix in CONSUMER_GROUPS.items():
-            self.run(wait_for_consumer_group(self.stack.kafka_bootstrap, f"{self.schemas[name]}-{suffix}"))
+            asyncio.run(wait_for_consumer_group(self.stack.kafka_bootstrap, f"{self.schemas[name]}-{suffix}"))
         return self
 
-    def _serve(self) -> None:
-        asyncio.set_event_loop(self.loop)
-        serving = [s.serve(sockets=[sock]) for s, sock in zip(self._servers, self._sockets, strict=True)]
-        try:
-            self.loop.run_until_complete(asyncio.gather(*serving))
-        except BaseException as exc:
-            self._failure = exc
-
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
-        for server in self._servers:
-            server.should_exit = True
-        self._thread.join(120)
-        drop = asyncio.new_event_loop()
-        try:
-            drop.run_until_complete(self._drop_schemas())
-        finally:
-            drop.close()
-            self.loop.close()
+        for served in self._served.values():
+            served.stop()
+        asyncio.run(self._drop_schemas())
 
     async def _drop_schemas(self) -> None:
         conn = await asyncpg.connect(self.stack.admin_dsn)
