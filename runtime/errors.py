@@ -134,16 +134,18 @@ def _http_error_detail(status: int, detail: Any) -> list[dict[str, Any]]:
     return [ErrorItem(loc=[], msg=str(detail), type=kind).model_dump()]
 
 
+_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+
+
 def allowed_methods(request: Request) -> list[str]:
     """Every method some route serves at the request's path. Starlette's own 405 names only the methods of
     the first route that matches the path, but FastAPI makes one route per method and path."""
-    methods: set[str] = set()
-    for route in request.app.router.routes:
-        match, _ = route.matches({**request.scope, "method": "GET"})
-        route_methods = getattr(route, "methods", None)
-        if match is not Match.NONE and route_methods:
-            methods |= set(route_methods)
-    return sorted(methods)
+    routes = request.app.router.routes
+    return [
+        method
+        for method in _METHODS
+        if any(route.matches({**request.scope, "method": method})[0] is Match.FULL for route in routes)
+    ]
 
 
 def install_http_errors(app: FastAPI) -> None:
