@@ -166,6 +166,21 @@ def world(live: LiveServices) -> World:
     return make_world(live)
 
 
+def test_a_run_reads_the_same_through_post_and_get_in_rfc3339_utc(live: LiveServices, world: World) -> None:
+    """Before any fuzzing (which may close the program): the answer to the POST that started a run and a later
+    GET of it are one document, its instants in UTC with a ``Z`` (they once differed in format)."""
+    admin = {"Authorization": live.bearer("hr-admin", "admin")}
+    program = world.ids["program_id"][0]
+    with httpx.Client(base_url=live.urls["matching"], timeout=120) as m:
+        posted = _ok(m.post(f"/programs/{program}/runs", json={"wait": True, "dry_run": True}, headers=admin))
+        read = _ok(m.get(f"/runs/{posted['run_id']}", headers=admin))
+        overrides = _ok(m.get(f"/programs/{program}/overrides", headers=admin))["items"]
+    assert posted == read
+    instants = [read["started_at"], read["completed_at"], *(o["created_at"] for o in overrides)]
+    assert all(isinstance(t, str) and t.endswith("Z") and "T" in t for t in instants), instants
+    assert all(datetime.fromisoformat(t).tzinfo == UTC for t in instants)
+
+
 def config_for(base_url: str, authorization: str, world: World, *, coverage: bool) -> SchemathesisConfig:
     """Every default check, deterministic and bounded generation, the world's ids half of the time."""
     return SchemathesisConfig.from_dict(
