@@ -15,7 +15,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request, status
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from contracts.events import ParticipantProfile
 from contracts.policy import Form, MatchingPolicy
@@ -78,6 +78,29 @@ class ProgramOut(BaseModel):
 class EnrolmentOut(ParticipantProfile):
     """An enrolment: the profile matching works with (org data from the chart plus what the person
     declared), the program, and whether the enrolment is active."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "program_id": "prg-1a2b3c4d",
+                    "status": "active",
+                    "enrolled_at": "2026-11-30T03:03:49.235295Z",
+                    "participant_id": "E000123",
+                    "role": "mentee",
+                    "department": "Sales",
+                    "level": 2,
+                    "manager_id": "E000042",
+                    "manager_chain": ["E000042", "E000001"],
+                    "location": "Milan",
+                    "utc_offset_minutes": 60,
+                    "languages": ["en", "it"],
+                    "skills_sought": ["negotiation"],
+                    "goals": ["leadership"],
+                }
+            ]
+        }
+    )
 
     program_id: str
     status: Literal["active", "withdrawn"]

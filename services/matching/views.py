@@ -198,6 +198,25 @@ Explanation = MentorExplanation | PlacedExplanation | UnplacedExplanation
 class OverrideOut(BaseModel):
     """An override with who made it and why, and who revoked it and why (the audit trail)."""
 
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "override_id": 7,
+                    "kind": "exclude_pair",
+                    "participant_ids": ["E000123", "E000456"],
+                    "reason": "they share a project the HRIS does not know",
+                    "created_by": "hr-admin",
+                    "created_at": "2026-11-30T03:03:49.235295Z",
+                    "active": True,
+                    "revoked_by": None,
+                    "revoked_reason": None,
+                    "revoked_at": None,
+                }
+            ]
+        }
+    )
+
     override_id: int
     kind: OverrideKind
     participant_ids: list[str] = Field(min_length=2, max_length=2)
