@@ -10,7 +10,9 @@ Enrollment predates this module and maps its own errors the same way (``services
 
 from __future__ import annotations
 
+import functools
 import logging
+import re
 from typing import Any, Literal
 
 from fastapi import FastAPI, Request
@@ -138,14 +140,33 @@ _METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 
 
 def allowed_methods(request: Request) -> list[str]:
-    """Every method some route serves at the request's path. Starlette's own 405 names only the methods of
-    the first route that matches the path, but FastAPI makes one route per method and path."""
+    """The methods of the resource the request's path names. Starlette's own 405 names only the methods of
+    the first route that matches the path, but FastAPI makes one route per method and path. The resource is
+    the most specific documented path template that matches (``/programs/{id}/enrolments/bulk`` rather
+    than ``/programs/{id}/enrolments/{participant_id}``), else every method some route serves there."""
+    documented = _documented_methods(request.app.openapi(), request.url.path)
+    if documented:
+        return documented
     routes = request.app.router.routes
     return [
         method
         for method in _METHODS
         if any(route.matches({**request.scope, "method": method})[0] is Match.FULL for route in routes)
     ]
+
+
+def _documented_methods(doc: dict[str, Any], path: str) -> list[str]:
+    matching = [template for template in doc.get("paths", {}) if _template(template).fullmatch(path)]
+    if not matching:
+        return []
+    specific = min(matching, key=lambda template: template.count("{"))
+    return [method for method in _METHODS if method.lower() in doc["paths"][specific]]
+
+
+@functools.cache
+def _template(template: str) -> re.Pattern[str]:
+    segments = ("[^/]+" if part.startswith("{") else re.escape(part) for part in template.split("/"))
+    return re.compile("/".join(segments))
 
 
 def install_http_errors(app: FastAPI) -> None:

@@ -102,3 +102,6 @@ async def test_a_method_not_allowed_names_every_method_of_the_path() -> None:
     assert r.status_code == 405
     assert r.headers["allow"] == "GET, PATCH"
     assert r.json()["detail"][0]["type"] == "method_not_allowed"
+    async with _admin_client(app) as client:
+        r = await client.options("/programs/prg-x/enrolments/bulk")
+    assert r.status_code == 405 and r.headers["allow"] == "POST", "the bulk upload, not an enrolment called bulk"
