@@ -16,6 +16,7 @@ from pydantic import ValidationError
 
 from contracts.base import utcnow
 from contracts.events import EVENTS_BY_TYPE, Event
+from contracts.timestamps import rfc3339
 
 SPEC_VERSION = "1.0"
 CONTENT_TYPE = "application/json"
@@ -95,7 +96,7 @@ def to_kafka(env: Envelope) -> KafkaRecord:
         "ce_id": env.id,
         "ce_source": env.source,
         "ce_type": env.type,
-        "ce_time": env.time.isoformat(),
+        "ce_time": rfc3339(env.time),
         "ce_subject": env.subject,
         "content-type": CONTENT_TYPE,
     }

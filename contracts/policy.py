@@ -5,6 +5,7 @@ Defined once here because enrollment owns it and matching obeys it; both must ag
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from enum import StrEnum
 from typing import Annotated, Any
@@ -129,13 +130,14 @@ def merge_policy(base: MatchingPolicy, changes: Mapping[str, Any]) -> MatchingPo
         unknown += sorted(f"weights.{k}" for k in set(weights) - set(FitWeights.model_fields))
     if unknown:
         raise UnknownPolicyFields(unknown)
-    merged: dict[str, Any] = base.model_dump()
+    merged: dict[str, Any] = base.model_dump(mode="json")
     for name, value in changes.items():
         if isinstance(value, Mapping) and isinstance(merged.get(name), dict):
             merged[name] = {**merged[name], **value}
         else:
             merged[name] = value
-    return MatchingPolicy.model_validate(merged)
+    # Strict, as JSON: the changes come from a JSON body, where ``false`` is no seed and "3" no group size.
+    return MatchingPolicy.model_validate_json(json.dumps(merged, default=str), strict=True)
 
 
 MENTOR_FORMS = frozenset({Form.ONE_TO_ONE, Form.FACILITATED_GROUP, Form.TEAM, Form.REVERSE})

@@ -10,14 +10,17 @@ Enrollment predates this module and maps its own errors the same way (``services
 
 from __future__ import annotations
 
+import functools
 import logging
+import re
 from typing import Any, Literal
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 log = logging.getLogger(__name__)
 
@@ -25,13 +28,23 @@ Where = Literal["body", "path", "query"]
 
 
 class ErrorItem(BaseModel):
-    loc: list[str | int]
-    msg: str
-    type: str
+    """One thing wrong with a request, at the input named by ``loc``."""
+
+    loc: list[str | int] = Field(
+        description="where: body, path, query or header first, then the field (an upload's row number before "
+        "its field); empty when the request as a whole is at fault",
+        examples=[["body", "starts_on"]],
+    )
+    msg: str = Field(description="what is wrong, in words; never repeats the value sent", examples=["Field required"])
+    type: str = Field(
+        description="pydantic's error type for invalid input, else the kind: unauthorized, forbidden, not_found, "
+        "conflict, value_error, bad_request, internal_error, ...",
+        examples=["missing"],
+    )
 
 
 class ErrorOut(BaseModel):
-    """The one error shape (FastAPI's own for 422), for 403, 404, 409 and 422 alike."""
+    """The one error shape of every service (FastAPI's own for 422), for every 4xx and 5xx alike."""
 
     detail: list[ErrorItem]
 
@@ -64,7 +77,10 @@ class ConflictError(FieldError):
 
 
 _WHY = {
-    403: "not allowed for this caller, the input named in loc",
+    400: "a body that cannot be read: not UTF-8, or not parseable as its media type",
+    401: "no bearer token, or one that is malformed, expired or not issued for this platform",
+    403: "the token is valid but its role (or permission) does not allow this, or the input named in loc is "
+    "not the caller's to act on",
     404: "an unknown id (or one the caller may not see), named in loc",
     409: "a conflict with the current state",
     422: "invalid input, per field",
@@ -120,15 +136,51 @@ def _http_error_detail(status: int, detail: Any) -> list[dict[str, Any]]:
     return [ErrorItem(loc=[], msg=str(detail), type=kind).model_dump()]
 
 
+_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+
+
+def allowed_methods(request: Request) -> list[str]:
+    """The methods of the resource the request's path names. Starlette's own 405 names only the methods of
+    the first route that matches the path, but FastAPI makes one route per method and path. The resource is
+    the most specific documented path template that matches (``/programs/{id}/enrolments/bulk`` rather
+    than ``/programs/{id}/enrolments/{participant_id}``), else every method some route serves there."""
+    documented = _documented_methods(request.app.openapi(), request.url.path)
+    if documented:
+        return documented
+    routes = request.app.router.routes
+    return [
+        method
+        for method in _METHODS
+        if any(route.matches({**request.scope, "method": method})[0] is Match.FULL for route in routes)
+    ]
+
+
+def _documented_methods(doc: dict[str, Any], path: str) -> list[str]:
+    matching = [template for template in doc.get("paths", {}) if _template(template).fullmatch(path)]
+    if not matching:
+        return []
+    specific = min(matching, key=lambda template: template.count("{"))
+    return [method for method in _METHODS if method.lower() in doc["paths"][specific]]
+
+
+@functools.cache
+def _template(template: str) -> re.Pattern[str]:
+    segments = ("[^/]+" if part.startswith("{") else re.escape(part) for part in template.split("/"))
+    return re.compile("/".join(segments))
+
+
 def install_http_errors(app: FastAPI) -> None:
     """Every ``HTTPException`` (401 and 403 from authentication too, FastAPI's 400 for a body it cannot
     parse, Starlette's 404 and 405) and every unhandled exception (a 500 that names nothing of the
     request) in the one shape, so a client handles one error model."""
 
-    async def http_error(_: Request, exc: Exception) -> JSONResponse:
+    async def http_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, StarletteHTTPException)
         body = {"detail": _http_error_detail(exc.status_code, exc.detail)}
-        return JSONResponse(body, status_code=exc.status_code, headers=getattr(exc, "headers", None))
+        headers = getattr(exc, "headers", None)
+        if exc.status_code == 405:
+            headers = {**(headers or {}), "Allow": ", ".join(allowed_methods(request))}
+        return JSONResponse(body, status_code=exc.status_code, headers=headers)
 
     async def internal_error(_: Request, exc: Exception) -> JSONResponse:
         log.error("unhandled error in a request", extra={"error_type": type(exc).__name__})
@@ -138,3 +190,61 @@ def install_http_errors(app: FastAPI) -> None:
     app.add_exception_handler(StarletteHTTPException, http_error)
     app.add_exception_handler(RequestValidationError, _request_invalid)
     app.add_exception_handler(Exception, internal_error)
+
+
+def install_error_docs(app: FastAPI) -> None:
+    """Every operation of the app's OpenAPI document declares, in the one shape, the errors every
+    operation of its kind can give, so a generated client knows them without each route listing them:
+
+    - an operation behind a bearer token (``security``): 401 and 403;
+    - an operation with a body: 400 (not UTF-8, not parseable) and 422;
+    - an operation with parameters: 422.
+
+    A route still lists its own 404 and 409 (with ``error_responses``): only it knows whether an id
+    can be unknown or a state can conflict. FastAPI's own 422 model (``HTTPValidationError``, with
+    ``input`` and ``ctx`` members the services never send) is replaced by :class:`ErrorOut`."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            document_errors(generate())
+        assert app.openapi_schema is not None
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+_REF = "#/components/schemas/ErrorOut"
+_FASTAPI_ERROR_MODELS = ("HTTPValidationError", "ValidationError")
+
+
+def document_errors(doc: dict[str, Any]) -> dict[str, Any]:
+    """Adds the standard error responses to every operation of an OpenAPI document (in place)."""
+    schemas = doc.setdefault("components", {}).setdefault("schemas", {})
+    for name, schema in ErrorOut.model_json_schema(ref_template="#/components/schemas/{model}").pop("$defs").items():
+        schemas[name] = schema
+    schemas["ErrorOut"] = ErrorOut.model_json_schema(ref_template="#/components/schemas/{model}")
+    for operations in doc.get("paths", {}).values():
+        for operation in operations.values():
+            _document_operation(operation)
+    for name in _FASTAPI_ERROR_MODELS:
+        schemas.pop(name, None)
+    return doc
+
+
+def _document_operation(operation: dict[str, Any]) -> None:
+    responses: dict[str, Any] = operation.setdefault("responses", {})
+    codes: list[int] = []
+    if operation.get("security"):
+        codes += [401, 403]
+    if "requestBody" in operation:
+        codes += [400, 422]
+    if operation.get("parameters"):
+        codes.append(422)
+    for code in codes:
+        responses.setdefault(str(code), {"description": _WHY[code]})
+    for status, response in responses.items():
+        if status[0] in "45":
+            response["content"] = {"application/json": {"schema": {"$ref": _REF}}}
+            if response.get("description") in (None, "", "Validation Error"):
+                response["description"] = _WHY.get(int(status), "an error")

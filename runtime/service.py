@@ -43,7 +43,7 @@ from contracts.topics import Topic
 from runtime.auth import AuthenticateFirst, JwtConfig
 from runtime.consumer import Batched, EventConsumer, Handler
 from runtime.db import create_pool, migrate
-from runtime.errors import install_http_errors
+from runtime.errors import install_error_docs, install_http_errors
 from runtime.kafka import ensure_topics, make_broker
 from runtime.logging import configure_logging
 from runtime.metrics import HTTP_METHODS, RuntimeMetrics
@@ -249,6 +249,7 @@ def create_app(spec: ServiceSpec) -> FastAPI:
     app.state.tracer_provider = None
     app.state.tracer = None
     install_http_errors(app)
+    install_error_docs(app)
     app.state.jwt = JwtConfig(
         secret=settings.jwt_secret.get_secret_value(), issuer=settings.jwt_issuer, audience=settings.jwt_audience
     )

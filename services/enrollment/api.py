@@ -4,8 +4,8 @@ Every 404, 409 and 422 has FastAPI's own shape, ``{"detail": [{"loc": [...], "ms
 ``loc`` starts with where the input was (``body``, ``path``, ``query``); an upload's row errors are at
 ``["body", <row>, <field>]`` (the CSV line, header = line 1, or the 1-based position in a JSON list)
 and an error about the upload as a whole at ``["body"]``. ``type`` is pydantic's error type, or
-``not_found``, ``conflict``, ``value_error`` for the domain's rules. 401 and 403 carry a plain
-``{"detail": "..."}`` from the authentication layer shared by every service.
+``not_found``, ``conflict``, ``value_error`` for the domain's rules. 401 and 403 have the same shape
+(``runtime/errors.py``), and every operation's OpenAPI entry lists the errors it can give.
 """
 
 from __future__ import annotations
@@ -15,10 +15,14 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request, status
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from contracts.events import ParticipantProfile
 from contracts.policy import Form, MatchingPolicy
+from contracts.timestamps import UtcDateTime
 from runtime.auth import ApiRole, Principal, require
+from runtime.errors import ErrorItem
+from runtime.errors import error_responses as _errors
 from runtime.service import ServiceContext, context
 from services.enrollment import handlers
 from services.enrollment.adapters import repository as repo
@@ -45,34 +49,17 @@ Staff = Annotated[Principal, Depends(require(ApiRole.ADMIN, ApiRole.INTEGRATION)
 Member = Annotated[Principal, Depends(require(ApiRole.ADMIN, ApiRole.PARTICIPANT))]
 
 
-class ErrorItem(BaseModel):
-    loc: list[str | int]
-    msg: str
-    type: str
-
-
-class ErrorOut(BaseModel):
-    """The one error shape of this API (FastAPI's own for 422), for 404, 409 and 422 alike."""
-
-    detail: list[ErrorItem]
-
-
-_WHY = {404: "an unknown id, named in loc", 409: "a conflict with the current state", 422: "invalid input, per field"}
-
-
-def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
-    return {code: {"model": ErrorOut, "description": _WHY[code]} for code in codes}
-
-
 class ProgramOut(BaseModel):
-    program_id: str
+    """A program as it stands: its form, cadence, dates, matching policy and whether it is open."""
+
+    program_id: str = Field(examples=["prg-1a2b3c4d"])
     name: str
     form: Form
-    cadence_days: int
+    cadence_days: int = Field(description="expected days between a relationship's sessions")
     starts_on: date
     ends_on: date | None
     policy: MatchingPolicy
-    status: str
+    status: Literal["open", "closed"]
 
     @classmethod
     def of(cls, p: Program) -> ProgramOut:
@@ -86,6 +73,60 @@ class ProgramOut(BaseModel):
             policy=p.policy,
             status=p.status,
         )
+
+
+class EnrolmentOut(ParticipantProfile):
+    """An enrolment: the profile matching works with (org data from the chart plus what the person
+    declared), the program, and whether the enrolment is active."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "program_id": "prg-1a2b3c4d",
+                    "status": "active",
+                    "enrolled_at": "2026-11-30T03:03:49.235295Z",
+                    "participant_id": "E000123",
+                    "role": "mentee",
+                    "department": "Sales",
+                    "level": 2,
+                    "manager_id": "E000042",
+                    "manager_chain": ["E000042", "E000001"],
+                    "location": "Milan",
+                    "utc_offset_minutes": 60,
+                    "languages": ["en", "it"],
+                    "skills_sought": ["negotiation"],
+                    "goals": ["leadership"],
+                }
+            ]
+        }
+    )
+
+    program_id: str
+    status: Literal["active", "withdrawn"]
+    enrolled_at: UtcDateTime
+
+    @classmethod
+    def of(cls, row: Any) -> EnrolmentOut:
+        return cls.model_validate(row.as_dict())
+
+
+class EnrolmentPage(BaseModel):
+    items: list[EnrolmentOut]
+    next_after: str | None = Field(description="pass as ``after`` for the next page; null on the last page")
+
+
+class MyEnrolments(BaseModel):
+    items: list[EnrolmentOut]
+
+
+class OrgChartImported(BaseModel):
+    imported: int = Field(description="rows upserted")
+    profiles_updated: int = Field(description="active enrolments whose org data changed (participant.updated each)")
+
+
+class BulkEnrolled(BaseModel):
+    enrolled: int = Field(description="enrolments created (participant.enrolled each)")
 
 
 def _only_self(who: Principal, participant_id: str) -> None:
@@ -128,19 +169,33 @@ async def _upload(request: Request, model: type[Any], key: str) -> Upload[Any]:
     return parse_upload(await request.body(), content_type, model, key=key)
 
 
-_UPLOAD_DOC: dict[str, Any] = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "application/json": {"schema": {"type": "array", "items": {"type": "object"}}},
-            "text/csv": {"schema": {"type": "string"}},
-        },
+_COMPONENTS = "#/components/schemas/"
+_ORG_COLUMNS = "employee_id,manager_id,department,level,location,utc_offset_minutes,languages (';'-separated)"
+
+
+def _upload_doc(row: type[BaseModel], columns: str) -> dict[str, Any]:
+    """An upload's body: a JSON list of rows, or CSV with a header line naming the same fields."""
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {"schema": {"type": "array", "items": {"$ref": _COMPONENTS + row.__name__}}},
+                "text/csv": {
+                    "schema": {"type": "string", "description": f"a header line, then one row per line: {columns}"}
+                },
+            },
+        }
     }
-}
 
 
-@router.post("/org-chart", tags=["org chart"], openapi_extra=_UPLOAD_DOC, responses=_errors(422))
-async def import_org_chart(request: Request, ctx: Ctx, _: Admin) -> dict[str, int]:
+@router.post(
+    "/org-chart",
+    response_model=OrgChartImported,
+    tags=["org chart"],
+    openapi_extra=_upload_doc(OrgPerson, _ORG_COLUMNS),
+    responses=_errors(422),
+)
+async def import_org_chart(request: Request, ctx: Ctx, _: Admin) -> OrgChartImported:
     """Import (upsert) the org chart from the HRIS as CSV or JSON rows: employee_id, manager_id,
     department, level, location, utc_offset_minutes, languages (``en;it``). Unknown managers, cycles
     and duplicate ids are reported with their rows and nothing is imported."""
@@ -148,7 +203,7 @@ async def import_org_chart(request: Request, ctx: Ctx, _: Admin) -> dict[str, in
     result = await handlers.import_org_chart(
         ctx.pool, upload.rows, rows=upload.numbers, errors=upload.errors, unreadable=upload.unreadable_keys
     )
-    return {"imported": result.imported, "profiles_updated": result.profiles_updated}
+    return OrgChartImported(imported=result.imported, profiles_updated=result.profiles_updated)
 
 
 @router.get("/org-chart/{employee_id}", response_model=OrgPerson, tags=["org chart"], responses=_errors(404))
@@ -165,62 +220,84 @@ async def get_person(
 
 
 @router.post(
-    "/programs/{program_id}/enrolments", status_code=201, tags=["enrolments"], responses=_errors(404, 409, 422)
+    "/programs/{program_id}/enrolments",
+    status_code=201,
+    response_model=EnrolmentOut,
+    tags=["enrolments"],
+    responses=_errors(404, 409, 422),
 )
-async def enrol(program_id: str, body: EnrolmentRequest, ctx: Ctx, who: Member) -> dict[str, Any]:
+async def enrol(program_id: str, body: EnrolmentRequest, ctx: Ctx, who: Member) -> EnrolmentOut:
     """Enrol a person (a participant enrols themself). Publishes participant.enrolled."""
     _only_self(who, body.participant_id)
-    return (await handlers.enrol(ctx.pool, program_id, body)).as_dict()
+    return EnrolmentOut.of(await handlers.enrol(ctx.pool, program_id, body))
+
+
+_ENROLMENT_COLUMNS = (
+    "participant_id,role,team_id,skills_offered,skills_sought,goals,capacity,languages,conflicts_with "
+    "(lists separated by ';')"
+)
 
 
 @router.post(
     "/programs/{program_id}/enrolments/bulk",
+    response_model=BulkEnrolled,
     tags=["enrolments"],
-    openapi_extra=_UPLOAD_DOC,
+    openapi_extra=_upload_doc(EnrolmentRequest, _ENROLMENT_COLUMNS),
     responses=_errors(404, 409, 422),
 )
-async def bulk_enrol(program_id: str, request: Request, ctx: Ctx, _: Admin) -> dict[str, int]:
+async def bulk_enrol(program_id: str, request: Request, ctx: Ctx, _: Admin) -> BulkEnrolled:
     """Thousands of enrolments as CSV or JSON rows, all or nothing. Every bad row is reported in one
     422, parse errors and the domain's (unknown people, duplicates, already enrolled) together, at
     ``["body", <row>, <field>]``: the CSV line (header = line 1) or the position in the JSON list."""
     upload = await _upload(request, EnrolmentRequest, "participant_id")
     enrolled = await handlers.bulk_enrol(ctx.pool, program_id, upload.rows, rows=upload.numbers, errors=upload.errors)
-    return {"enrolled": enrolled}
+    return BulkEnrolled(enrolled=enrolled)
 
 
-@router.get("/programs/{program_id}/enrolments", tags=["enrolments"], responses=_errors(404, 422))
+@router.get(
+    "/programs/{program_id}/enrolments", response_model=EnrolmentPage, tags=["enrolments"], responses=_errors(404)
+)
 async def list_enrolments(
     program_id: str,
     ctx: Ctx,
     _: Staff,
     limit: Annotated[int, Query(ge=1, le=5000)] = 500,
     after: str | None = None,
-    status_: Annotated[str | None, Query(alias="status", pattern="^(active|withdrawn)$")] = None,
-) -> dict[str, Any]:
+    status_: Annotated[Literal["active", "withdrawn"] | None, Query(alias="status")] = None,
+) -> EnrolmentPage:
     """A page of enrolments ordered by participant id; pass the last id as ``after`` for the next."""
     await handlers.get_program(ctx.pool, program_id)
     async with ctx.pool.acquire() as conn:
         rows = await repo.list_enrolments(conn, program_id, limit=limit, after=after, status=status_)
-    items = [r.as_dict() for r in rows]
-    return {"items": items, "next_after": items[-1]["participant_id"] if len(items) == limit else None}
+    items = [EnrolmentOut.of(r) for r in rows]
+    return EnrolmentPage(items=items, next_after=items[-1].participant_id if len(items) == limit else None)
 
 
-@router.get("/me/enrolments", tags=["enrolments"])
-async def my_enrolments(ctx: Ctx, who: Annotated[Principal, Depends(require(ApiRole.PARTICIPANT))]) -> dict[str, Any]:
+@router.get("/me/enrolments", response_model=MyEnrolments, tags=["enrolments"])
+async def my_enrolments(ctx: Ctx, who: Annotated[Principal, Depends(require(ApiRole.PARTICIPANT))]) -> MyEnrolments:
     """The caller's own enrolments in every program, active and withdrawn (participant role; the
     token's subject is the participant id)."""
-    return {"items": [r.as_dict() for r in await handlers.my_enrolments(ctx.pool, who.subject)]}
+    return MyEnrolments(items=[EnrolmentOut.of(r) for r in await handlers.my_enrolments(ctx.pool, who.subject)])
 
 
-@router.get("/programs/{program_id}/enrolments/{participant_id}", tags=["enrolments"], responses=_errors(404))
-async def get_enrolment(program_id: str, participant_id: str, ctx: Ctx, who: AnyReader) -> dict[str, Any]:
+@router.get(
+    "/programs/{program_id}/enrolments/{participant_id}",
+    response_model=EnrolmentOut,
+    tags=["enrolments"],
+    responses=_errors(404),
+)
+async def get_enrolment(program_id: str, participant_id: str, ctx: Ctx, who: AnyReader) -> EnrolmentOut:
+    """One enrolment (a participant reads only their own: 403 for anyone else's)."""
     if who.roles == {ApiRole.PARTICIPANT}:
         _only_self(who, participant_id)
-    return (await handlers.get_enrolment(ctx.pool, program_id, participant_id)).as_dict()
+    return EnrolmentOut.of(await handlers.get_enrolment(ctx.pool, program_id, participant_id))
 
 
 @router.patch(
-    "/programs/{program_id}/enrolments/{participant_id}", tags=["enrolments"], responses=_errors(404, 409, 422)
+    "/programs/{program_id}/enrolments/{participant_id}",
+    response_model=EnrolmentOut,
+    tags=["enrolments"],
+    responses=_errors(404, 409, 422),
 )
 async def update_enrolment(
     program_id: str,
@@ -235,11 +312,13 @@ async def update_enrolment(
             "or keep_groups (they run on until they close; no new group until the load is under the capacity)"
         ),
     ] = "refuse",
-) -> dict[str, Any]:
+) -> EnrolmentOut:
     """Change skills, goals, capacity, languages or conflicts. Publishes participant.updated."""
     _only_self(who, participant_id)
     keep = on_over_capacity == "keep_groups"
-    return (await handlers.update_enrolment(ctx.pool, program_id, participant_id, patch, keep_groups=keep)).as_dict()
+    return EnrolmentOut.of(
+        await handlers.update_enrolment(ctx.pool, program_id, participant_id, patch, keep_groups=keep)
+    )
 
 
 @router.delete(

@@ -2,9 +2,9 @@
 the ``feedback:read-text`` permission).
 
 Errors have FastAPI's one shape, ``{"detail": [{"loc": [...], "msg": ..., "type": ...}]}``, naming the
-field at fault, for 403 (an answer for someone else's group or a session missed), 404 and 422 alike;
-``input`` is never echoed, because a rejected body may carry a comment. 401 and a role's 403 carry the
-plain ``{"detail": "..."}`` of the authentication layer shared by every service.
+field at fault, for 401, 403 (a role or permission missing, an answer for someone else's group or a
+session missed), 404 and 422 alike (``runtime/errors.py``); ``input`` is never echoed, because a rejected
+body may carry a comment.
 """
 
 from __future__ import annotations
@@ -21,8 +21,10 @@ from pydantic import BaseModel, ValidationError
 
 from contracts.events import QuestionScore, SurveyKind
 from contracts.policy import Role
+from contracts.timestamps import UtcDateTime
 from runtime.auth import ApiRole, Principal, require
 from runtime.crypto import KeyRing
+from runtime.errors import error_responses as _errors
 from runtime.service import ServiceContext, context
 from services.feedback import handlers
 from services.feedback.adapters.repository import AnswerRow
@@ -54,27 +56,6 @@ def _ring(request: Request) -> KeyRing:
 
 Now = Annotated[datetime, Depends(_now)]
 Ring = Annotated[KeyRing, Depends(_ring)]
-
-
-class ErrorItem(BaseModel):
-    loc: list[str | int]
-    msg: str
-    type: str
-
-
-class ErrorOut(BaseModel):
-    detail: list[ErrorItem]
-
-
-_WHY = {
-    403: "not the caller's to answer (someone else's group, a session not attended), naming the field",
-    404: "an unknown id, named in loc",
-    422: "invalid input, per field",
-}
-
-
-def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
-    return {code: {"model": ErrorOut, "description": _WHY[code]} for code in codes}
 
 
 # --- surveys -----------------------------------------------------------------------------------
@@ -121,7 +102,7 @@ class DueSurvey(BaseModel):
     role: Role
     session_id: str | None
     period: int | None
-    opened_at: datetime
+    opened_at: UtcDateTime
     questions: list[Question]
 
     @classmethod
@@ -169,7 +150,7 @@ class AnswerOut(BaseModel):
     respondent_role: Role
     scores: list[QuestionScore]
     comment: str | None
-    given_at: datetime
+    given_at: UtcDateTime
 
     @classmethod
     def of(cls, row: AnswerRow, comment: str | None) -> AnswerOut:
@@ -236,7 +217,7 @@ class CommentOut(BaseModel):
     respondent_role: Role
     scores: list[QuestionScore]
     comment: str
-    given_at: datetime
+    given_at: UtcDateTime
 
 
 class CommentsOut(BaseModel):

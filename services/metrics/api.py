@@ -22,7 +22,9 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 
 from contracts.policy import Form
+from contracts.timestamps import InstantIn, UtcDateTime, rfc3339
 from runtime.auth import ApiRole, Principal, require
+from runtime.errors import error_responses
 from runtime.service import ServiceContext, context
 from services.metrics import handlers
 from services.metrics.adapters import queries
@@ -49,20 +51,10 @@ def now(request: Request) -> datetime:
 
 
 WindowQ = Annotated[WindowName, Query(description="week (7 days), month (30 days) or program_to_date")]
-AsOfQ = Annotated[datetime | None, Query(description="end of the window (default: now), with a time zone")]
+AsOfQ = Annotated[InstantIn | None, Query(description="end of the window (default: now), RFC 3339 with a time zone")]
 
 
-class ErrorItem(BaseModel):
-    loc: list[str | int]
-    msg: str
-    type: str
-
-
-class ErrorOut(BaseModel):
-    detail: list[ErrorItem]
-
-
-NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"model": ErrorOut, "description": "unknown program_id"}}
+NOT_FOUND = error_responses(404)
 
 
 class FigureOut(BaseModel):
@@ -124,8 +116,8 @@ class SectionOut(BaseModel):
 
 class WindowOut(BaseModel):
     name: WindowName
-    start: datetime | None
-    end: datetime
+    start: UtcDateTime | None
+    end: UtcDateTime
 
 
 class KpiReportOut(BaseModel):
@@ -180,8 +172,8 @@ class AlertOut(BaseModel):
     severity: str
     detail: str
     risk_score: float | None
-    raised_at: datetime
-    cleared_at: datetime | None
+    raised_at: UtcDateTime
+    cleared_at: UtcDateTime | None
 
     @classmethod
     def of(cls, a: queries.AlertRow) -> AlertOut:
@@ -369,7 +361,7 @@ CSV_COLUMNS = ["scope", "window", "window_end", "section", "kpi", "cell", "measu
 
 def csv_rows(r: handlers.Report) -> list[list[str]]:
     """Every figure of a report as rows: suppressed ones show '< 5' and an empty people column."""
-    head = [r.scope.label, r.window.name.value, r.window.end.isoformat()]
+    head = [r.scope.label, r.window.name.value, rfc3339(r.window.end)]
 
     def row(section: str, kpi: str, cell: str, measure: str, f: Figure) -> list[str]:
         return [*head, section, kpi, cell, measure, f.display, "" if f.suppressed else str(f.n)]
@@ -386,7 +378,15 @@ def csv_rows(r: handlers.Report) -> list[list[str]]:
     return rows
 
 
-@router.get("/kpis.csv", response_class=Response, responses={200: {"content": {"text/csv": {}}}, **NOT_FOUND})
+_CSV: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "one row per figure, with a header line",
+        "content": {"text/csv": {"schema": {"type": "string", "examples": [",".join(CSV_COLUMNS)]}}},
+    }
+}
+
+
+@router.get("/kpis.csv", response_class=Response, responses={**_CSV, **NOT_FOUND})
 async def export_csv(
     ctx: Ctx,
     request: Request,

@@ -21,6 +21,7 @@ from fastapi import APIRouter, Depends, Form, HTTPException, Query, Request, Res
 from fastapi.responses import HTMLResponse, RedirectResponse
 
 from runtime.auth import ALGORITHM, ApiRole, JwtConfig, Principal, decode_token
+from runtime.errors import error_responses
 from runtime.service import ServiceContext, context
 from services.metrics import charts, handlers
 from services.metrics.domain.fairness import MEASURES
@@ -79,7 +80,21 @@ def _signed_in(request: Request, token: str, next_path: str) -> RedirectResponse
     return response
 
 
-@router.get("/login", response_model=None, responses={303: {"description": "signed in"}})
+_SIGNED_IN: dict[int | str, dict[str, object]] = {
+    303: {"description": "signed in: the cookie is set, go to ``next``"},
+    **error_responses(401, 403),
+}
+_PAGE: dict[int | str, dict[str, object]] = {
+    200: {"description": "the page", "content": {"text/html": {"schema": {"type": "string"}}}},
+    **error_responses(401, 403),
+}
+
+
+@router.get(
+    "/login",
+    response_class=HTMLResponse,
+    responses={200: {"description": "the sign-in form (without ``token``)"}, **_SIGNED_IN},
+)
 async def login(request: Request, token: str | None = None, next: NextPath = "/dashboard") -> Response:
     """With ``token`` (an admin JWT): sign in and go to ``next``; without: the sign-in form."""
     if token:
@@ -87,7 +102,7 @@ async def login(request: Request, token: str | None = None, next: NextPath = "/d
     return HTMLResponse(SIGN_IN.format(next=escape(next)))
 
 
-@router.post("/login", response_class=RedirectResponse, status_code=303)
+@router.post("/login", response_class=RedirectResponse, status_code=303, responses=_SIGNED_IN)
 async def login_form(
     request: Request, token: Annotated[str, Form(min_length=1)], next: NextPath = "/dashboard"
 ) -> RedirectResponse:
@@ -95,14 +110,14 @@ async def login_form(
     return _signed_in(request, token, next)
 
 
-@router.get("", response_class=HTMLResponse)
+@router.get("", response_class=HTMLResponse, responses=_PAGE)
 async def organisation(ctx: Ctx, request: Request, _: Admin) -> HTMLResponse:
     """The organisation's dashboard (HTML)."""
     data = await handlers.dashboard(ctx.pool, handlers.Scope(), request.app.state.clock())
     return HTMLResponse(render(data, "Organisation"))
 
 
-@router.get("/programs/{program_id}", response_class=HTMLResponse)
+@router.get("/programs/{program_id}", response_class=HTMLResponse, responses={**_PAGE, **error_responses(404)})
 async def program(program_id: str, ctx: Ctx, request: Request, _: Admin) -> HTMLResponse:
     """One program's dashboard (HTML)."""
     data = await handlers.dashboard(ctx.pool, handlers.Scope(program_id=program_id), request.app.state.clock())

@@ -11,9 +11,8 @@ Who reads what (one rule per case):
   metadata. Neither ever reads a text: topics, reasons, goal wording, agenda, boundaries come back as
   ``null``, and the text-only routes (expectations, notes) are a 403 for their roles.
 
-Errors: 403, 404, 409 and 422 all have FastAPI's shape ``{"detail": [{"loc", "msg", "type"}]}`` naming
-the field (``runtime/errors.py``), and never repeat a submitted text. 401 (no or bad token) and a
-role's 403 carry the authentication layer's plain ``{"detail": "..."}``.
+Errors: 401, 403, 404, 409 and 422 all have FastAPI's shape ``{"detail": [{"loc", "msg", "type"}]}`` naming
+the field (``runtime/errors.py``), and never repeat a submitted text.
 """
 
 from __future__ import annotations

@@ -1,15 +1,16 @@
 """What the sessions API answers. A text field is ``None`` for a reader not entitled to it (staff,
 integrations, a guest for group texts), so one model serves every reader and the rule lives in one place:
-the handler that fills it."""
+the handler that fills it. Instants are RFC 3339 in UTC with a ``Z`` (``contracts/timestamps.py``)."""
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import date
 
 from pydantic import BaseModel, Field
 
 from contracts.events import ClosureReason, GoalCategory, MeetingFormat
 from contracts.policy import Form, Role
+from contracts.timestamps import UtcDateTime
 from services.sessions.domain.model import NoteKind, RelationshipStatus, SessionStatus
 
 
@@ -45,7 +46,7 @@ class ExpectationsOut(BaseModel):
     agenda_template: str | None
     boundaries: str | None
     updated_by: str | None
-    updated_at: datetime | None
+    updated_at: UtcDateTime | None
 
 
 class SessionOut(BaseModel):
@@ -53,11 +54,11 @@ class SessionOut(BaseModel):
     group_id: str
     term: int
     status: SessionStatus
-    scheduled_for: datetime
+    scheduled_for: UtcDateTime
     duration_minutes: int
     topic: str | None = Field(description="members and the guest only")
     guest_id: str | None
-    held_at: datetime | None
+    held_at: UtcDateTime | None
     attendees: list[str]
     reschedules: int
     reason: str | None = Field(description="the last cancellation or move reason: members only")
@@ -78,7 +79,7 @@ class GoalOut(BaseModel):
     steps: list[StepOut]
     steps_done: int
     steps_total: int
-    set_at: datetime
+    set_at: UtcDateTime
 
 
 class NoteOut(BaseModel):
@@ -89,4 +90,4 @@ class NoteOut(BaseModel):
     text: str
     shared: bool
     done: bool
-    created_at: datetime
+    created_at: UtcDateTime

@@ -9,14 +9,16 @@ from __future__ import annotations
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, ValidationInfo, field_validator
+from pydantic import Field, ValidationInfo, WithJsonSchema, field_validator
+from pydantic.json_schema import SkipJsonSchema
 
 from contracts.base import ContractModel, Id, Tag
 from contracts.events import ParticipantProfile
 from contracts.policy import Form, MatchingPolicy, PolicyChanges, PolicyRejected, Role, default_policy
 from contracts.policy import resolve_policy as resolve_contract_policy
+from contracts.timestamps import DateIn
 
 MAX_CHAIN = 20
 """Manager levels kept per person: deeper than any reporting-line rule a policy may set."""
@@ -96,8 +98,8 @@ class ProgramSpec(ContractModel):
     name: str = Field(min_length=1, max_length=200)
     form: Form
     cadence_days: int = Field(default=14, ge=1, le=366)
-    starts_on: date
-    ends_on: date | None = None
+    starts_on: DateIn
+    ends_on: DateIn | None = None
     policy: PolicyChanges | None = Field(default=None, description=_POLICY_DOC)
 
     @field_validator("ends_on")
@@ -113,13 +115,18 @@ class ProgramSpec(ContractModel):
         return resolve_policy(self.form, default_policy(self.form), self.policy or {})
 
 
-class ProgramPatch(ContractModel):
-    """Fields left out keep their value; ``ends_on: null`` removes the end date; other nulls are refused."""
+_PolicyPatch = Annotated[dict[str, Any], WithJsonSchema({"allOf": [{"$ref": "#/components/schemas/MatchingPolicy"}]})]
+"""PolicyChanges where null is refused: its bare ``$ref`` wrapped, so pydantic can document it without ``null``."""
 
-    name: str | None = Field(default=None, min_length=1, max_length=200)
-    cadence_days: int | None = Field(default=None, ge=1, le=366)
-    ends_on: date | None = None
-    policy: PolicyChanges | None = Field(default=None, description=_POLICY_DOC)
+
+class ProgramPatch(ContractModel):
+    """Fields left out keep their value; ``ends_on: null`` removes the end date; other nulls are refused
+    (422), so the other fields are documented as not nullable."""
+
+    name: Annotated[str, Field(min_length=1, max_length=200)] | SkipJsonSchema[None] = None
+    cadence_days: Annotated[int, Field(ge=1, le=366)] | SkipJsonSchema[None] = None
+    ends_on: DateIn | None = None
+    policy: _PolicyPatch | SkipJsonSchema[None] = Field(default=None, description=_POLICY_DOC)
 
     _not_null = field_validator("name", "cadence_days", "policy", mode="before")(_refuse_null)
 
@@ -258,12 +265,12 @@ class EnrolmentPatch(ContractModel):
     (back to the HRIS languages); the lists are emptied with ``[]``, never with ``null``."""
 
     team_id: Id | None = None
-    skills_offered: list[Tag] | None = Field(default=None, max_length=50)
-    skills_sought: list[Tag] | None = Field(default=None, max_length=50)
-    goals: list[Tag] | None = Field(default=None, max_length=20)
+    skills_offered: Annotated[list[Tag], Field(max_length=50)] | SkipJsonSchema[None] = None
+    skills_sought: Annotated[list[Tag], Field(max_length=50)] | SkipJsonSchema[None] = None
+    goals: Annotated[list[Tag], Field(max_length=20)] | SkipJsonSchema[None] = None
     capacity: int | None = Field(default=None, ge=0, le=50)
     languages: list[Tag] | None = None
-    conflicts_with: list[Id] | None = Field(default=None, max_length=100)
+    conflicts_with: Annotated[list[Id], Field(max_length=100)] | SkipJsonSchema[None] = None
 
     _not_null = field_validator("skills_offered", "skills_sought", "goals", "conflicts_with", mode="before")(
         _refuse_null

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_vali
 from contracts.base import Id
 from contracts.events import Measure, SurveyKind
 from contracts.policy import Role
+from contracts.timestamps import UtcDateTime
 from services.feedback.domain.errors import DomainError
 
 DEFAULT_CHECKIN_EVERY_DAYS = 30
@@ -132,7 +133,7 @@ class Survey(SurveySpec):
 
     survey_id: Id
     version: int = Field(ge=1)
-    created_at: datetime
+    created_at: UtcDateTime
     created_by: str
 
     def questions_for(self, role: Role) -> list[Question]:

@@ -12,7 +12,7 @@ class Thresholds(BaseModel):
     (one program filling a mentor to capacity is the plan); a program should place at least 80 % of its
     mentees and peers."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)  # ``true`` is not a threshold of 1
 
     fade_factor: float = Field(default=1.5, gt=0, le=20, description="no session for this many cadences")
     reschedules: int = Field(default=3, ge=1, le=50, description="cancellations/reschedules since the last session")

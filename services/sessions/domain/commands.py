@@ -6,13 +6,13 @@ stripped; they are sealed before they are stored and never copied into an event,
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from contracts.base import Id
 from contracts.events import ClosureReason, GoalCategory, MeetingFormat
+from contracts.timestamps import InstantIn
 from services.sessions.domain.model import NoteKind
 
 TopicText = Annotated[str, StringConstraints(min_length=1, max_length=200, strip_whitespace=True)]
@@ -65,7 +65,7 @@ class ScheduleIn(Command):
         }
     )
 
-    scheduled_for: datetime = Field(description="with a time zone; within 90 days back and 366 days ahead")
+    scheduled_for: InstantIn = Field(description="with a time zone; within 90 days back and 366 days ahead")
     duration_minutes: int = Field(default=60, ge=1, le=1440)
     topic: TopicText | None = Field(default=None, description="readable by the group and the guest only")
     guest_id: Id | None = Field(
@@ -82,7 +82,7 @@ class HeldIn(Command):
         }
     )
 
-    held_at: datetime | None = Field(default=None, description="when it started; the scheduled time when not given")
+    held_at: InstantIn | None = Field(default=None, description="when it started; the scheduled time when not given")
     duration_minutes: int = Field(ge=1, le=1440)
     attendees: list[Id] = Field(min_length=1, max_length=500, description="the members (and guest) present")
 
@@ -98,7 +98,7 @@ class RescheduleIn(Command):
         json_schema_extra={"examples": [{"scheduled_for": "2026-05-11T10:00:00Z", "reason": "travel"}]}
     )
 
-    scheduled_for: datetime = Field(description="the new time")
+    scheduled_for: InstantIn = Field(description="the new time")
     reason: ReasonText = Field(description="confidential: kept encrypted, never in an event")
 
 
