@@ -373,7 +373,7 @@ async def services_part(admin_dsn: str, bootstrap: str, sizes: list[int], single
     limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
     async with (
         running("matching", admin_dsn, bootstrap, consumer_offset_reset="latest") as matching,
-        running("enrollment", admin_dsn, bootstrap) as enrollment,
+        running("enrollment", admin_dsn, bootstrap, consumer_offset_reset="latest") as enrollment,
         httpx.AsyncClient(headers={"Authorization": f"Bearer {token}"}, timeout=120, limits=limits) as client,
     ):
         await wait_for_consumer_group(bootstrap, f"{matching.schema}-pools", timeout=60)
