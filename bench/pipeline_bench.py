@@ -269,12 +269,18 @@ class KeepAliveClient:
         self.streams: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
 
     async def post(self, path: str, body: object) -> tuple[int, bytes]:
+        return await self.request("POST", path, json.dumps(body).encode())
+
+    async def request(self, method: str, path: str, payload: bytes | None = None) -> tuple[int, bytes]:
         if self.streams is None:
             self.streams = await asyncio.open_connection(self.host, self.port)
         reader, writer = self.streams
-        payload = json.dumps(body).encode()
-        head = f"POST {path} HTTP/1.1\r\nHost: {self.host}\r\nContent-Type: application/json\r\n"
-        writer.write(head.encode() + self.auth + f"Content-Length: {len(payload)}\r\n\r\n".encode() + payload)
+        head = f"{method} {path} HTTP/1.1\r\nHost: {self.host}\r\n".encode() + self.auth
+        if payload is None:
+            writer.write(head + b"\r\n")
+        else:
+            body_headers = f"Content-Type: application/json\r\nContent-Length: {len(payload)}\r\n\r\n"
+            writer.write(head + body_headers.encode() + payload)
         status_line, *header_lines = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1").split("\r\n")
         headers = dict(line.lower().split(": ", 1) for line in header_lines if line)
         content = await reader.readexactly(int(headers.get("content-length", "0")))
@@ -286,6 +292,35 @@ class KeepAliveClient:
     def close(self) -> None:
         if self.streams is not None:
             self.streams[1].close()
+
+
+async def request_floor(client: httpx.AsyncClient, service: Service, count: int = 2000) -> str:
+    """The service's CPU per request of its cheapest routes, for comparison with an enrolment: the
+    liveness probe (the HTTP stack alone) and one authenticated read of a program (token check, one query)."""
+    r = await client.post(
+        f"{service.url}/programs", json={"name": "bench floor", "form": "one_to_one", "starts_on": "2026-01-01"}
+    )
+    r.raise_for_status()
+    token = client.headers["Authorization"].removeprefix("Bearer ")
+    costs = []
+    for path in ("/health/live", f"/programs/{r.json()['program_id']}"):
+        left = [count]
+
+        async def worker(path: str = path, left: list[int] = left) -> None:
+            connection = KeepAliveClient(service.url, token)
+            try:
+                while left[0] > 0:
+                    left[0] -= 1
+                    status, _ = await connection.request("GET", path)
+                    if status != 200:
+                        raise SystemExit(f"GET {path} answered {status}: no figures")
+            finally:
+                connection.close()
+
+        started = _tree_cpu_seconds(service.process.pid)
+        await asyncio.gather(*(worker() for _ in range(20)))
+        costs.append(1000 * (_tree_cpu_seconds(service.process.pid) - started) / count)
+    return f"liveness probe {costs[0]:.2f} ms, one authenticated read of a program {costs[1]:.2f} ms"
 
 
 async def single_enrolments(
@@ -403,6 +438,7 @@ async def services_part(admin_dsn: str, bootstrap: str, sizes: list[int], single
                 f" (p50 {_quantile(latencies, 0.5) * 1000:.0f} ms, p99 {_quantile(latencies, 0.99) * 1000:.0f} ms,"
                 f" {singles:,} enrolments)   target >= 300/s\n  ({await meter.per_request_ms(singles)})"
             )
+            print(f"  (enrollment CPU per request of its cheapest routes: {await request_floor(client, enrollment)})")
         if not sizes:
             return
         big = org_chart(int(max(sizes) * 1.25) + 10, seed=2026)  # the same first 20,000 people, and more
