@@ -160,7 +160,7 @@ _RECORD_IDS = (
 )
 
 Work: TypeAlias = "list[tuple[Record, Envelope]]"
-_YIELD_EVERY = 256
+_YIELD_EVERY = 64
 
 
 @dataclass
@@ -321,7 +321,7 @@ class EventConsumer:
         other batch's next statement is sent as soon as the database answers the last one."""
         parsed = ParsedBatch(records, started=time.perf_counter())
         for i, record in enumerate(records):
-            if i % _YIELD_EVERY == _YIELD_EVERY - 1:
+            if i % _YIELD_EVERY == 0:  # first at once: the batch before starts its transaction meanwhile
                 await asyncio.sleep(0)
             try:
                 envelope = from_kafka(record.headers, record.value)
