@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import os
+import re
 import subprocess
 import sys
 import time
@@ -102,7 +103,7 @@ async def private_topics(stack: StackEndpoints) -> AsyncIterator[PrivateTopics]:
     created: list[str] = []
 
     async def make(name: str = "enrollment", *, partitions: int = 3, dead_letter: bool = True) -> Topic:
-        topic = dataclasses.replace(ENROLLMENT, name=unique(f"test.{name}"), partitions=partitions)
+        topic = dataclasses.replace(ENROLLMENT, name=unique(f"test.{name}_{int(time.time())}"), partitions=partitions)
         created.extend([topic.name, topic.dead_letter])
         if dead_letter:
             await ensure_topics(stack.kafka_bootstrap, [topic])
@@ -120,11 +121,26 @@ async def private_topics(stack: StackEndpoints) -> AsyncIterator[PrivateTopics]:
     await admin.start()
     try:
         existing = set(await admin.list_topics())
-        doomed = [t for t in created if t in existing]
+        doomed = [t for t in created if t in existing] + _abandoned(existing)
         if doomed:
             await admin.delete_topics(doomed)
     finally:
         await admin.close()
+
+
+_PRIVATE_TOPIC = re.compile(r"test\..+_(?P<born>\d{10})_[0-9a-f]{10}(\.dlt)?")
+ABANDONED_AFTER_SECONDS = 6 * 3600
+
+
+def _abandoned(existing: set[str]) -> list[str]:
+    """Private topics of runs killed before their teardown (their names carry their birth time): swept
+    by the next test that cleans up, once no run can still be using them."""
+    now = time.time()
+    return [
+        t
+        for t in existing
+        if (m := _PRIVATE_TOPIC.fullmatch(t)) is not None and now - int(m["born"]) > ABANDONED_AFTER_SECONDS
+    ]
 
 
 async def eventually(check: Callable[[], Awaitable[bool]], timeout: float, what: str) -> None:

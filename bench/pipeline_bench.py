@@ -9,6 +9,7 @@
    20,000 people.
 
     python -m bench.pipeline_bench [--projection-events 50000] [--sizes 10000,50000] [--singles 3000]
+                                   [--enrollment-workers 1]
 
 Enrollment and matching run as separate uvicorn processes (as deployed), on free loopback ports, in
 throw-away schemas, against the local stack; the bench's topics and schemas are deleted afterwards.
@@ -21,6 +22,7 @@ import asyncio
 import contextlib
 import dataclasses
 import gc
+import json
 import os
 import socket
 import statistics
@@ -34,6 +36,7 @@ from pathlib import Path
 
 import asyncpg
 import httpx
+import uvloop
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
@@ -44,7 +47,7 @@ from contracts.events import ParticipantEnrolled, ParticipantProfile
 from contracts.topics import ENROLLMENT
 from deploy.local.stack import Stack
 from runtime.auth import issue_token, jwt_config_from_env
-from runtime.consumer import EventConsumer, Record
+from runtime.consumer import EventConsumer, ParsedBatch, Record
 from runtime.db import create_pool, migrate
 from runtime.kafka import ensure_topics
 from runtime.outbox import make_producer
@@ -116,15 +119,16 @@ class _TimedConsumer(EventConsumer):
 
     first_batch_at: float | None = None
 
-    async def process_batch(self, records: Sequence[Record]) -> None:
+    async def parse_batch(self, records: Sequence[Record]) -> ParsedBatch:
         if self.first_batch_at is None:
             self.first_batch_at = time.perf_counter()
-        await super().process_batch(records)
+        return await super().parse_batch(records)
 
 
-async def projection_rate(admin_dsn: str, bootstrap: str, topic: str, total: int) -> tuple[float, float, float]:
+async def projection_rate(admin_dsn: str, bootstrap: str, topic: str, total: int) -> tuple[float, float, float, float]:
     """Events/s from Kafka into matching's pool (tracking record included), the batch size used, and the
-    consumer process's CPU time per event (what the rate would be bounded by on a core of its own)."""
+    CPU time per event of the consumer process and of its PostgreSQL backends (what the rate would be
+    bounded by on a core of its own each)."""
     schema = f"bench_projection_{uuid.uuid4().hex[:8]}"
     pool = await create_pool(admin_dsn, schema, max_size=4)
     try:
@@ -139,6 +143,7 @@ async def projection_rate(admin_dsn: str, bootstrap: str, topic: str, total: int
             handlers=HANDLERS,
         )
         gc.freeze()  # as a service does once started (runtime/service.py)
+        backends = {pid: _cpu_seconds(pid) for pid in await _backend_pids(admin_dsn, schema)}
         task = asyncio.create_task(consumer.run(bootstrap))
         cpu_started = time.process_time()
         try:
@@ -149,11 +154,13 @@ async def projection_rate(admin_dsn: str, bootstrap: str, topic: str, total: int
             assert consumer.first_batch_at is not None
             elapsed = time.perf_counter() - consumer.first_batch_at
             cpu = time.process_time() - cpu_started
+            pids = await _backend_pids(admin_dsn, schema)  # a backend opened meanwhile started at 0
+            database = sum(_cpu_seconds(pid) - backends.get(pid, 0.0) for pid in pids)
         finally:
             consumer.stop()
             await task
             await producer.stop()
-        return total / elapsed, consumer.batch_size, cpu / total
+        return total / elapsed, consumer.batch_size, cpu / total, database / total
     finally:
         await pool.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
         await pool.close()
@@ -177,7 +184,7 @@ class Service:
 
 
 @contextlib.asynccontextmanager
-async def running(name: str, admin_dsn: str, bootstrap: str, **env: str) -> AsyncIterator[Service]:
+async def running(name: str, admin_dsn: str, bootstrap: str, workers: int = 1, **env: str) -> AsyncIterator[Service]:
     port = _free_port()
     schema = f"bench_{name}_{uuid.uuid4().hex[:8]}"
     prefix = name.upper()
@@ -191,7 +198,7 @@ async def running(name: str, admin_dsn: str, bootstrap: str, **env: str) -> Asyn
     log = tempfile.NamedTemporaryFile(prefix=f"bench-{name}-", suffix=".log", delete=False)  # noqa: SIM115
     process = subprocess.Popen(
         [sys.executable, "-m", "uvicorn", f"services.{name}.app:app", "--host", "127.0.0.1", "--port", str(port),
-         "--log-level", "warning", "--no-access-log", "--timeout-keep-alive", "300"],
+         "--log-level", "warning", "--no-access-log", "--timeout-keep-alive", "300", "--workers", str(workers)],
         cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **settings},
     )  # fmt: skip
     service = Service(name, f"http://127.0.0.1:{port}", schema, process)
@@ -250,8 +257,74 @@ async def upload_to_pool(
     return accepted - started, time.perf_counter() - accepted
 
 
+class KeepAliveClient:
+    """A bare HTTP/1.1 keep-alive connection for the single-enrolment load: httpx spends several ms of
+    CPU per request, as much as the service it measures, on the same two cores. Sends a JSON POST and
+    reads the status and the Content-Length body; nothing else of HTTP is needed here."""
+
+    def __init__(self, url: str, token: str) -> None:
+        parsed = httpx.URL(url)
+        self.host, self.port = parsed.host, parsed.port or 80
+        self.auth = f"Authorization: Bearer {token}\r\n".encode()
+        self.streams: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
+
+    async def post(self, path: str, body: object) -> tuple[int, bytes]:
+        return await self.request("POST", path, json.dumps(body).encode())
+
+    async def request(self, method: str, path: str, payload: bytes | None = None) -> tuple[int, bytes]:
+        if self.streams is None:
+            self.streams = await asyncio.open_connection(self.host, self.port)
+        reader, writer = self.streams
+        head = f"{method} {path} HTTP/1.1\r\nHost: {self.host}\r\n".encode() + self.auth
+        if payload is None:
+            writer.write(head + b"\r\n")
+        else:
+            body_headers = f"Content-Type: application/json\r\nContent-Length: {len(payload)}\r\n\r\n"
+            writer.write(head + body_headers.encode() + payload)
+        status_line, *header_lines = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1").split("\r\n")
+        headers = dict(line.lower().split(": ", 1) for line in header_lines if line)
+        content = await reader.readexactly(int(headers.get("content-length", "0")))
+        if headers.get("connection") == "close":
+            writer.close()
+            self.streams = None
+        return int(status_line.split()[1]), content
+
+    def close(self) -> None:
+        if self.streams is not None:
+            self.streams[1].close()
+
+
+async def request_floor(client: httpx.AsyncClient, service: Service, count: int = 2000) -> str:
+    """The service's CPU per request of its cheapest routes, for comparison with an enrolment: the
+    liveness probe (the HTTP stack alone) and one authenticated read of a program (token check, one query)."""
+    r = await client.post(
+        f"{service.url}/programs", json={"name": "bench floor", "form": "one_to_one", "starts_on": "2026-01-01"}
+    )
+    r.raise_for_status()
+    token = client.headers["Authorization"].removeprefix("Bearer ")
+    costs = []
+    for path in ("/health/live", f"/programs/{r.json()['program_id']}"):
+        left = [count]
+
+        async def worker(path: str = path, left: list[int] = left) -> None:
+            connection = KeepAliveClient(service.url, token)
+            try:
+                while left[0] > 0:
+                    left[0] -= 1
+                    status, _ = await connection.request("GET", path)
+                    if status != 200:
+                        raise SystemExit(f"GET {path} answered {status}: no figures")
+            finally:
+                connection.close()
+
+        started = _tree_cpu_seconds(service.process.pid)
+        await asyncio.gather(*(worker() for _ in range(20)))
+        costs.append(1000 * (_tree_cpu_seconds(service.process.pid) - started) / count)
+    return f"liveness probe {costs[0]:.2f} ms, one authenticated read of a program {costs[1]:.2f} ms"
+
+
 async def single_enrolments(
-    client: httpx.AsyncClient, enrollment: Service, people: list[Person], count: int, concurrency: int
+    client: httpx.AsyncClient, enrollment: Service, people: list[Person], count: int, concurrency: int, meter: CpuMeter
 ) -> tuple[float, list[float]]:
     r = await client.post(
         f"{enrollment.url}/programs", json={"name": "bench singles", "form": "one_to_one", "starts_on": "2026-01-01"}
@@ -264,16 +337,22 @@ async def single_enrolments(
         queue.put_nowait(row)
     latencies: list[float] = []
     failures: list[int] = []
+    token = client.headers["Authorization"].removeprefix("Bearer ")
 
     async def worker() -> None:
-        while not queue.empty():
-            row = queue.get_nowait()
-            t0 = time.perf_counter()
-            response = await client.post(f"{enrollment.url}/programs/{program_id}/enrolments", json=row)
-            latencies.append(time.perf_counter() - t0)
-            if response.status_code != 201:
-                failures.append(response.status_code)
+        connection = KeepAliveClient(enrollment.url, token)
+        try:
+            while not queue.empty():
+                row = queue.get_nowait()
+                t0 = time.perf_counter()
+                status, _ = await connection.post(f"/programs/{program_id}/enrolments", row)
+                latencies.append(time.perf_counter() - t0)
+                if status != 201:
+                    failures.append(status)
+        finally:
+            connection.close()
 
+    await meter.start()
     started = time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(concurrency)))
     elapsed = time.perf_counter() - started
@@ -282,29 +361,84 @@ async def single_enrolments(
     return count / elapsed, latencies
 
 
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux ``/proc``), 0 when it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _tree_cpu_seconds(pid: int) -> float:
+    """CPU time of a process and its children still running (uvicorn's workers under its supervisor)."""
+    children: list[int] = []
+    with contextlib.suppress(OSError):
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            children += [int(c) for c in (task / "children").read_text().split()]
+    return _cpu_seconds(pid) + sum(_tree_cpu_seconds(c) for c in children)
+
+
+async def _backend_pids(admin_dsn: str, schema: str) -> list[int]:
+    """The PostgreSQL backends of a service's pool (its application_name is its schema)."""
+    conn = await asyncpg.connect(admin_dsn)
+    try:
+        return [r[0] for r in await conn.fetch("SELECT pid FROM pg_stat_activity WHERE application_name = $1", schema)]
+    finally:
+        await conn.close()
+
+
+@dataclasses.dataclass
+class CpuMeter:
+    """CPU seconds spent by the service process, its database backends and this client meanwhile: on a
+    shared machine, CPU per request says what bounds the rate better than the rate itself."""
+
+    admin_dsn: str
+    service: Service
+    started: dict[str, float] = dataclasses.field(default_factory=dict)
+    backends: dict[int, float] = dataclasses.field(default_factory=dict)
+
+    async def start(self) -> None:
+        self.backends = {pid: _cpu_seconds(pid) for pid in await _backend_pids(self.admin_dsn, self.service.schema)}
+        self.started = {"service": _tree_cpu_seconds(self.service.process.pid), "client": time.process_time()}
+
+    async def per_request_ms(self, count: int) -> str:
+        service = _tree_cpu_seconds(self.service.process.pid) - self.started["service"]
+        client = time.process_time() - self.started["client"]
+        pids = await _backend_pids(self.admin_dsn, self.service.schema)  # a backend opened meanwhile started at 0
+        database = sum(_cpu_seconds(pid) - self.backends.get(pid, 0.0) for pid in pids)
+        return (
+            f"CPU per enrolment: {self.service.name} process {1000 * service / count:.2f} ms, its PostgreSQL"
+            f" backends {1000 * database / count:.2f} ms, this client {1000 * client / count:.2f} ms"
+        )
+
+
 def _quantile(values: list[float], q: float) -> float:
     return statistics.quantiles(values, n=100)[int(q * 100) - 1] if len(values) > 1 else values[0]
 
 
-async def services_part(admin_dsn: str, bootstrap: str, sizes: list[int], singles: int) -> None:
+async def services_part(admin_dsn: str, bootstrap: str, sizes: list[int], singles: int, workers: int = 1) -> None:
     """Single enrolments first (org of 20,000), then the uploads (the org grown to fit the largest)."""
     token = issue_token(jwt_config_from_env("enrollment"), "bench", ["admin"])
     limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
     async with (
         running("matching", admin_dsn, bootstrap, consumer_offset_reset="latest") as matching,
-        running("enrollment", admin_dsn, bootstrap) as enrollment,
+        running("enrollment", admin_dsn, bootstrap, workers, consumer_offset_reset="latest") as enrollment,
         httpx.AsyncClient(headers={"Authorization": f"Bearer {token}"}, timeout=120, limits=limits) as client,
     ):
         await wait_for_consumer_group(bootstrap, f"{matching.schema}-pools", timeout=60)
         org = org_chart(20_000, seed=2026)
         (await client.post(f"{enrollment.url}/org-chart", json=[p.row() for p in org], timeout=600)).raise_for_status()
         if singles:
-            rate, latencies = await single_enrolments(client, enrollment, org, singles, concurrency=50)
+            meter = CpuMeter(admin_dsn, enrollment)
+            rate, latencies = await single_enrolments(client, enrollment, org, singles, concurrency=50, meter=meter)
             print(
-                f"single enrolments, org of 20,000, 50 concurrent clients: {rate:,.0f}/s"
+                f"single enrolments, org of 20,000, 50 concurrent clients, enrollment in {workers} process(es):"
+                f" {rate:,.0f}/s"
                 f" (p50 {_quantile(latencies, 0.5) * 1000:.0f} ms, p99 {_quantile(latencies, 0.99) * 1000:.0f} ms,"
-                f" {singles:,} enrolments)   target >= 300/s"
+                f" {singles:,} enrolments)   target >= 300/s\n  ({await meter.per_request_ms(singles)})"
             )
+            print(f"  (enrollment CPU per request of its cheapest routes: {await request_floor(client, enrollment)})")
         if not sizes:
             return
         big = org_chart(int(max(sizes) * 1.25) + 10, seed=2026)  # the same first 20,000 people, and more
@@ -325,12 +459,13 @@ async def kafka_part(admin_dsn: str, bootstrap: str, events: int) -> None:
         await _fill(bootstrap, topic.name, [_enrolled(program, i) for i in range(events)])
         raw = raw_consume_rate(bootstrap, topic.name, topic.partitions, events)
         print(f"raw aiokafka consume ({events:,} participant.enrolled records): {await raw:,.0f} records/s")
-        rate, batch, cpu = await projection_rate(admin_dsn, bootstrap, topic.name, events)
+        rate, batch, cpu, database = await projection_rate(admin_dsn, bootstrap, topic.name, events)
         print(
             f"matching pool projection ({events:,} events, batches of up to {batch:,.0f}, tracking record and"
             f" offset commit per batch): {rate:,.0f} events/s   target >= 30,000/s"
-            f"\n  (consumer process CPU {cpu * 1e6:.0f} us/event, group join and record fetch included:"
-            f" {1 / cpu:,.0f} events/s on a core of its own, before PostgreSQL's share)"
+            f"\n  (CPU per event: consumer process {cpu * 1e6:.0f} us, group join and record fetch included;"
+            f" its PostgreSQL backends {database * 1e6:.0f} us, the bench's progress polls included:"
+            f" {1 / max(cpu, database):,.0f} events/s if each had a core of its own)"
         )
     finally:
         admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
@@ -346,13 +481,21 @@ def main() -> None:
     parser.add_argument("--projection-events", type=int, default=50_000, help="0 skips the Kafka part")
     parser.add_argument("--sizes", default="10000,50000")
     parser.add_argument("--singles", type=int, default=3000, help="0 skips the single enrolments")
+    parser.add_argument("--enrollment-workers", type=int, default=1, help="uvicorn worker processes of enrollment")
+    parser.add_argument(
+        "--loop", choices=["uvloop", "asyncio"], default="uvloop", help="event loop of the in-process consumer part"
+    )
     args = parser.parse_args()
     endpoints = Stack().up()
     print(f"machine: {os.cpu_count()} cores (shared with whatever else runs now: figures vary run to run)")
     if args.projection_events:
-        asyncio.run(kafka_part(endpoints.admin_dsn, endpoints.kafka_bootstrap, args.projection_events))
+        # uvloop by default: a service's consumers run in uvicorn's loop, which is uvloop when installed
+        run = uvloop.run if args.loop == "uvloop" else asyncio.run
+        run(kafka_part(endpoints.admin_dsn, endpoints.kafka_bootstrap, args.projection_events))
     sizes = [int(s) for s in args.sizes.split(",") if s]
-    asyncio.run(services_part(endpoints.admin_dsn, endpoints.kafka_bootstrap, sizes, args.singles))
+    asyncio.run(
+        services_part(endpoints.admin_dsn, endpoints.kafka_bootstrap, sizes, args.singles, args.enrollment_workers)
+    )
 
 
 if __name__ == "__main__":

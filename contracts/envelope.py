@@ -110,11 +110,23 @@ def to_kafka(env: Envelope) -> KafkaRecord:
     )
 
 
+_READ = frozenset({"ce_specversion", "ce_id", "ce_source", "ce_type", "ce_time", "traceparent"})
+"""The headers :func:`from_kafka` reads: only these are decoded (a consumer parses every record's headers)."""
+
+
 def _header_map(headers: Mapping[str, bytes | str] | Iterable[tuple[str, bytes | str]]) -> dict[str, str]:
-    items = headers.items() if isinstance(headers, Mapping) else headers
+    # aiokafka hands a tuple of pairs: checked first, as the Mapping ABC check costs more than decoding
+    items: Iterable[tuple[str, bytes | str]]
+    if isinstance(headers, tuple | list):
+        items = headers
+    elif isinstance(headers, Mapping):
+        items = headers.items()
+    else:
+        items = headers
     out: dict[str, str] = {}
     for k, v in items:
-        out[k] = v.decode("utf-8", "replace") if isinstance(v, bytes) else v
+        if k in _READ:
+            out[k] = v.decode("utf-8", "replace") if type(v) is bytes else str(v)
     return out
 
 

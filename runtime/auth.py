@@ -106,6 +106,7 @@ def _unauthorized(detail: str) -> HTTPException:
 
 
 _bearer = HTTPBearer(auto_error=False)
+_PRINCIPAL = "authenticated_principal"
 
 
 def require(*allowed: ApiRole) -> Callable[..., Awaitable[Principal]]:
@@ -116,8 +117,10 @@ def require(*allowed: ApiRole) -> Callable[..., Awaitable[Principal]]:
     ) -> Principal:
         if credentials is None or credentials.scheme.lower() != "bearer":
             raise _unauthorized("missing bearer token")
-        config: JwtConfig = request.app.state.jwt
-        principal = decode_token(config, credentials.credentials)
+        # the token AuthenticateFirst decoded for this request, if it ran: a JWT check is not free
+        principal = request.scope.get("state", {}).get(_PRINCIPAL)
+        if not isinstance(principal, Principal):
+            principal = decode_token(request.app.state.jwt, credentials.credentials)
         if not any(principal.has(role) for role in allowed):
             raise HTTPException(status.HTTP_403_FORBIDDEN, detail=f"needs role: {' or '.join(allowed)}")
         return principal
@@ -181,10 +184,11 @@ class AuthenticateFirst:
         try:
             if scheme.lower() != "bearer" or not token.strip():
                 raise _unauthorized("missing bearer token")
-            decode_token(self.config(), token.strip())
+            principal = decode_token(self.config(), token.strip())
         except HTTPException as exc:
             item = {"loc": ["header", "authorization"], "msg": str(exc.detail), "type": "unauthorized"}
             response = JSONResponse({"detail": [item]}, status_code=401, headers=exc.headers)
             await response(scope, receive, send)
             return
+        scope.setdefault("state", {})[_PRINCIPAL] = principal  # for require(), from the same header
         await self.app(scope, receive, send)

@@ -12,6 +12,11 @@ The guarantee and why each step keeps it:
   applied its records has committed; a crash in between replays the batch, and the tracking record
   skips what was already applied. Per-partition order holds because a partition's records are applied
   in offset order and nothing after a record is committed before it.
+- **Parsing overlaps the database.** While a batch is in its transaction, :meth:`EventConsumer.run`
+  parses the records fetched after it (CPU in this process while PostgreSQL works); they are applied
+  only once the batch before them has committed and its offsets are committed, so the order, the
+  tracking record and the offsets are exactly as without the overlap. Should the batch in flight fail,
+  the parsed one is dropped and both are read again.
 - **Failure classes** (:func:`is_transient`):
 
   * *never applicable*: a body that does not parse, an event that fails its contract's validation, an
@@ -160,6 +165,25 @@ _RECORD_IDS = (
 )
 
 Work: TypeAlias = "list[tuple[Record, Envelope]]"
+_YIELD_EVERY = 64
+
+
+@dataclass
+class ParsedBatch:
+    """A batch after :meth:`EventConsumer.parse_batch`: what to apply, what to dead-letter, what was
+    skipped or ignored (counted once the batch is applied)."""
+
+    records: Sequence[Record]
+    started: float
+    work: Work = field(default_factory=list)
+    letters: list[DeadLetter] = field(default_factory=list)
+    outcomes: Counter[tuple[str, str]] = field(default_factory=Counter)
+
+
+@dataclass
+class _Applying:
+    batches: dict[TopicPartition, list[Record]]
+    task: asyncio.Task[None]
 
 LAG_EVERY_SECONDS = 1.0
 
@@ -206,37 +230,67 @@ class EventConsumer:
         )
         await consumer.start()
         backoff = self.min_backoff_seconds
+        applying: _Applying | None = None  # a batch in its transaction while the next one is parsed
         if self.metrics:
             self.metrics.consumer_started(t.name for t in self.topics)
         try:
             while not self._stopping:
                 await self._observe_lag(consumer)
-                batches = await consumer.getmany(timeout_ms=500, max_records=self.batch_size)
-                if not batches:
-                    continue
+                # with a batch in flight, only what is fetched already: its commit must not wait for more
+                batches = await consumer.getmany(timeout_ms=0 if applying else 500, max_records=self.batch_size)
+                parsed = await self.parse_batch([r for rs in batches.values() for r in rs]) if batches else None
+                if applying is not None:
+                    in_flight, applying = applying, None
+                    try:
+                        await in_flight.task
+                        await self._commit(consumer, in_flight.batches)
+                    except Exception as exc:
+                        if not is_transient(exc):
+                            raise
+                        # the batch fetched meanwhile is dropped too: both are read again after the back-off
+                        await self._back_off(consumer, status, exc, backoff, in_flight.batches, batches)
+                        backoff = min(backoff * 2, self.max_backoff_seconds)
+                        continue
+                    status.ok()
+                    backoff = self.min_backoff_seconds
+                if parsed is not None:
+                    applying = _Applying(batches, asyncio.create_task(self.apply_batch(parsed)))
+            if applying is not None:  # stopping: what is in flight is finished and committed
+                in_flight, applying = applying, None
                 try:
-                    await self.process_batch([r for records in batches.values() for r in records])
-                    await self._commit(consumer, batches)
+                    await in_flight.task
+                    await self._commit(consumer, in_flight.batches)
                 except Exception as exc:
                     if not is_transient(exc):
-                        raise
-                    status.failing(f"retrying a batch: {describe_exception(exc)[:300]}")
-                    self._count((r.topic, "retried") for rs in batches.values() for r in rs)
-                    log.warning(
-                        "infrastructure failure; the batch will be applied again after a back-off",
-                        extra={"consumer": self.name, "error_type": type(exc).__name__, "retry_in_seconds": backoff},
-                    )
-                    self._rewind(consumer, batches)
-                    await self._sleep(backoff)
-                    backoff = min(backoff * 2, self.max_backoff_seconds)
-                    continue
-                status.ok()
-                backoff = self.min_backoff_seconds
+                        raise  # an infrastructure failure: the batch is read again after a restart
         finally:
             if self.metrics:
                 self.metrics.set_consumer_lag(self.name, {})
+            if applying is not None:  # an error elsewhere: the batch in flight is not committed (replayed)
+                applying.task.cancel()
+                with contextlib.suppress(BaseException):
+                    await applying.task
             with contextlib.suppress(Exception):
                 await consumer.stop()
+
+    async def _back_off(
+        self,
+        consumer: AIOKafkaConsumer,
+        status: TaskStatus,
+        exc: Exception,
+        backoff: float,
+        *fetched: dict[TopicPartition, list[Record]],
+    ) -> None:
+        """An infrastructure failure: the partitions go back to the failed batch (and any fetched after
+        it), readiness shows the reason, and the consumer waits before it reads them again."""
+        status.failing(f"retrying a batch: {describe_exception(exc)[:300]}")
+        self._count((r.topic, "retried") for rs in fetched[0].values() for r in rs)
+        log.warning(
+            "infrastructure failure; the batch will be applied again after a back-off",
+            extra={"consumer": self.name, "error_type": type(exc).__name__, "retry_in_seconds": backoff},
+        )
+        self._rewind(consumer, *fetched)
+        await self._sleep(backoff)
 
     def stop(self) -> None:
         self._stopping = True
@@ -274,12 +328,16 @@ class EventConsumer:
             # the last committed offsets and the tracking record skips what this batch applied.
             log.warning("offsets not committed: the group rebalanced", extra={"consumer": self.name})
 
-    def _rewind(self, consumer: AIOKafkaConsumer, batches: dict[TopicPartition, list[Record]]) -> None:
-        """Seek each partition still ours back to the batch's first record: the consumer does not advance."""
+    def _rewind(self, consumer: AIOKafkaConsumer, *fetched: dict[TopicPartition, list[Record]]) -> None:
+        """Seek each partition still ours back to the first record fetched: the consumer does not advance."""
         owned = consumer.assignment()
-        for tp, records in batches.items():
+        first: dict[TopicPartition, int] = {}
+        for batches in fetched:
+            for tp, records in batches.items():
+                first[tp] = min(first.get(tp, records[0].offset), records[0].offset)
+        for tp, offset in first.items():
             if tp in owned:
-                consumer.seek(tp, records[0].offset)
+                consumer.seek(tp, offset)
 
     # One batch ---------------------------------------------------------------------------------------
 
@@ -289,25 +347,35 @@ class EventConsumer:
 
     async def process_batch(self, records: Sequence[Record]) -> None:
         """Apply, skip or dead-letter every record; raises only an infrastructure failure (retry all)."""
-        started = time.perf_counter()
-        outcomes: Counter[tuple[str, str]] = Counter()
-        letters: list[DeadLetter] = []
-        work: Work = []
-        for record in records:
+        await self.apply_batch(await self.parse_batch(records))
+
+    async def parse_batch(self, records: Sequence[Record]) -> ParsedBatch:
+        """Every record parsed and validated, nothing written. :meth:`run` parses a batch while the one
+        before it is in its transaction (CPU here, PostgreSQL there): it yields now and then so that the
+        other batch's next statement is sent as soon as the database answers the last one."""
+        parsed = ParsedBatch(records, started=time.perf_counter())
+        for i, record in enumerate(records):
+            if i % _YIELD_EVERY == 0:  # first at once: the batch before starts its transaction meanwhile
+                await asyncio.sleep(0)
             try:
                 envelope = from_kafka(record.headers, record.value)
             except UnknownEventType as exc:
-                outcomes[(record.topic, "skipped")] += 1
+                parsed.outcomes[(record.topic, "skipped")] += 1
                 self._note_unknown(exc.event_type, record)
                 continue
             except InvalidMessage as exc:
-                letters.append(DeadLetter(self.name, record, dead_letter_reason(record, exc), attempts=1))
+                parsed.letters.append(DeadLetter(self.name, record, dead_letter_reason(record, exc), attempts=1))
                 continue
             if type(envelope.data) in self.handlers:
-                work.append((record, envelope))
+                parsed.work.append((record, envelope))
             else:
-                outcomes[(record.topic, "ignored")] += 1
-        applied = await self._apply_isolating(work, letters)
+                parsed.outcomes[(record.topic, "ignored")] += 1
+        return parsed
+
+    async def apply_batch(self, parsed: ParsedBatch) -> None:
+        """The batch's transaction, then its dead letters; raises only an infrastructure failure."""
+        outcomes, letters = parsed.outcomes, parsed.letters
+        applied = await self._apply_isolating(parsed.work, letters)
         for letter in letters:
             where = await send_dead_letter(self.producer, self.pool, letter)
             outcomes[(letter.record.topic, "dead_lettered")] += 1
@@ -324,8 +392,8 @@ class EventConsumer:
             )
         outcomes.update(applied)
         self._count(outcomes.elements())
-        if self.metrics and records:
-            self.metrics.batch_seconds.labels(self.name).observe(time.perf_counter() - started)
+        if self.metrics and parsed.records:
+            self.metrics.batch_seconds.labels(self.name).observe(time.perf_counter() - parsed.started)
 
     async def _apply_isolating(self, work: Work, letters: list[DeadLetter]) -> Counter[tuple[str, str]]:
         """Apply the batch; a poison record is taken out (into ``letters``) and the rest applied again."""

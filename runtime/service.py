@@ -127,8 +127,9 @@ def _as_background(item: BackgroundTask | LegacyBackground) -> BackgroundTask:
     return BackgroundTask(getattr(factory, "__name__", "background").strip("_") or "background", run)
 
 
-def context(request: Request) -> ServiceContext:
-    """FastAPI dependency: the running service's context."""
+async def context(request: Request) -> ServiceContext:
+    """FastAPI dependency: the running service's context (async: FastAPI runs a plain function in a
+    worker thread, a thread hand-off per request)."""
     ctx: ServiceContext = request.app.state.ctx
     return ctx
 

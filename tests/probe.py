@@ -27,18 +27,16 @@ import dataclasses
 import functools
 import os
 import signal
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import aiokafka.client
 import asyncpg
-from aiokafka.structs import ConsumerRecord
 
 from contracts.envelope import Envelope
 from contracts.events import ParticipantWithdrawn
 from contracts.topics import ENROLLMENT
-from runtime.consumer import EventConsumer
+from runtime.consumer import EventConsumer, ParsedBatch
 from runtime.db import create_pool, migrate
 from runtime.logging import configure_logging
 from runtime.outbox import OutboxRelay, make_producer
@@ -93,12 +91,12 @@ class PausingConsumer(EventConsumer):
     batches = 0
     applied = 0
 
-    async def process_batch(self, records: Sequence[ConsumerRecord[bytes, bytes]]) -> None:
+    async def apply_batch(self, parsed: ParsedBatch) -> None:
         await self.pool.executemany(
             'INSERT INTO deliveries (topic, part, "offset") VALUES ($1, $2, $3)',
-            [(r.topic, r.partition, r.offset) for r in records],
+            [(r.topic, r.partition, r.offset) for r in parsed.records],
         )
-        await super().process_batch(records)
+        await super().apply_batch(parsed)
         self.batches += 1
         if self.pause_after and self.batches == self.pause_after:
             applied = await self.pool.fetchval("SELECT n FROM counter")

@@ -3,21 +3,24 @@ what it was given): poison alone, duplicates skipped, batch handlers, infrastruc
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
 import pytest
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.structs import ConsumerRecord
 
-from conftest import StackEndpoints, unique
+from conftest import PrivateTopics, StackEndpoints, eventually, unique
 from contracts.envelope import Envelope, to_kafka
 from contracts.events import ParticipantWithdrawn
 from contracts.topics import ENROLLMENT
-from runtime.consumer import EventConsumer, Handler, RejectEvent, batched, is_transient
+from runtime.consumer import EventConsumer, Handler, ParsedBatch, RejectEvent, batched, is_transient
 from runtime.db import create_pool, migrate
 from runtime.metrics import RuntimeMetrics
+from runtime.outbox import make_producer
 
 pytestmark = pytest.mark.stack
 
@@ -136,3 +139,93 @@ async def test_an_infrastructure_failure_is_raised_for_a_retry_and_never_dead_le
     assert is_transient(raised.value)
     assert producer.sent == []
     assert await pool.fetchval("SELECT count(*) FROM processed_events") == 0, "rolled back: applied on retry"
+
+
+class _Overlapping(EventConsumer):
+    """Counts the batches parsed while another batch is being applied (the overlap the test is about)."""
+
+    applying = 0
+    parsed_while_applying = 0
+
+    async def parse_batch(self, records: Sequence[ConsumerRecord[bytes, bytes]]) -> ParsedBatch:
+        parsed = await super().parse_batch(records)
+        self.parsed_while_applying += self.applying > 0
+        return parsed
+
+    async def apply_batch(self, parsed: ParsedBatch) -> None:
+        self.applying += 1
+        try:
+            await super().apply_batch(parsed)
+        finally:
+            self.applying -= 1
+
+
+async def test_a_failure_of_the_batch_in_flight_rewinds_the_batch_parsed_meanwhile_too(
+    stack: StackEndpoints, pool: asyncpg.Pool, private_topics: PrivateTopics
+) -> None:
+    """The poll loop parses the next batch while the one before it is in its transaction. When that
+    transaction fails for an infrastructure reason, both are read again: on the real broker, every event
+    of every partition is applied once, in order per key, and every offset is committed in the end."""
+    topic = await private_topics("overlap", partitions=3)
+    programs = [f"prg-{i}" for i in range(9)]  # keys spread over the three partitions
+    total = 900
+    producer = make_producer(stack.kafka_bootstrap, "test-overlap")
+    await producer.start()
+    try:
+        for n in range(total):
+            r = to_kafka(Envelope(data=ParticipantWithdrawn(
+                program_id=programs[n % 9], participant_id=f"p{n:04d}", withdrawn_at=datetime.now(UTC))))  # fmt: skip
+            await producer.send(topic.name, r.value, key=r.key, headers=r.headers)
+        await producer.flush()
+    finally:
+        await producer.stop()
+    failures = [0]
+
+    async def handler(conn: asyncpg.Connection, env: Envelope) -> None:
+        event = env.data
+        assert isinstance(event, ParticipantWithdrawn)
+        if event.participant_id == "p0250" and failures[0] < 2:  # twice: the batch in flight fails, twice
+            failures[0] += 1
+            raise ConnectionResetError("connection to the database lost")
+        await conn.execute(
+            "INSERT INTO seen (participant_id) VALUES ($1)", f"{event.program_id}/{event.participant_id}"
+        )
+
+    metrics = RuntimeMetrics("t")
+    consumer = _Overlapping(
+        name=unique("overlap"), pool=pool, producer=_Producer(), topics=(topic,),
+        handlers={ParticipantWithdrawn: handler}, metrics=metrics, batch_size=100, min_backoff_seconds=0.01,
+    )  # fmt: skip
+    task = asyncio.create_task(consumer.run(stack.kafka_bootstrap))
+    try:
+
+        async def all_applied() -> bool:
+            if task.done():
+                task.result()
+            return int(await pool.fetchval("SELECT count(*) FROM seen")) >= total
+
+        await eventually(all_applied, 60, "every event to be applied")
+        seen = await _seen(pool)
+        assert len(seen) == len(set(seen)) == total, "each event applied once"
+        for program in programs:
+            mine = [s for s in seen if s.startswith(f"{program}/")]
+            assert mine == sorted(mine), f"{program}'s events applied in order"
+        assert failures[0] == 2
+        assert consumer.parsed_while_applying > 0, "batches were parsed while another was in its transaction"
+        assert (
+            metrics.registry.get_sample_value("t_events_consumed_total", {"topic": topic.name, "outcome": "retried"})
+            or 0
+        ) >= 2
+    finally:
+        consumer.stop()
+        await task
+    checker = AIOKafkaConsumer(
+        bootstrap_servers=stack.kafka_bootstrap, group_id=consumer.name, enable_auto_commit=False
+    )
+    await checker.start()
+    try:
+        partitions = [TopicPartition(topic.name, p) for p in range(3)]
+        ends = await checker.end_offsets(partitions)
+        assert {tp: await checker.committed(tp) for tp in partitions} == ends, "every offset committed"
+    finally:
+        await checker.stop()

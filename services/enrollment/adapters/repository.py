@@ -86,13 +86,12 @@ def _person(row: asyncpg.Record) -> OrgPerson:
     )
 
 
-async def hold_org_chart(conn: asyncpg.Connection) -> None:
-    """Until commit, no org import changes the chart this transaction builds profiles from.
+HOLD_ORG_CHART = "LOCK TABLE org_people IN SHARE MODE"
+"""Until commit, no org import changes the chart this transaction builds profiles from.
 
-    SHARE conflicts with the import's SHARE ROW EXCLUSIVE but not with itself: enrolments run side
-    by side, and an import waits for them (or they for it). Taken before any program lock.
-    """
-    await conn.execute("LOCK TABLE org_people IN SHARE MODE")
+SHARE conflicts with the import's SHARE ROW EXCLUSIVE but not with itself: enrolments run side by
+side, and an import waits for them (or they for it). Taken first, before any program lock: the
+handlers send it with their BEGIN (one round trip)."""
 
 
 async def org_managers(conn: asyncpg.Connection) -> dict[str, str | None]:

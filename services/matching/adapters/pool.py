@@ -48,7 +48,7 @@ async def on_participants(conn: asyncpg.Connection, envelopes: Sequence[Envelope
     events = list(latest.values())
     await conn.execute(
         "INSERT INTO pool (program_id, participant_id, role, profile, active)"
-        " SELECT p, q, r, f::jsonb, true FROM unnest($1::text[], $2::text[], $3::text[], $4::text[]) AS t(p, q, r, f)"
+        " SELECT p, q, r, f::json, true FROM unnest($1::text[], $2::text[], $3::text[], $4::text[]) AS t(p, q, r, f)"
         " ON CONFLICT (program_id, participant_id) DO UPDATE SET role=EXCLUDED.role, profile=EXCLUDED.profile,"
         " active=true, updated_at=now()",
         [e.program_id for e in events],
