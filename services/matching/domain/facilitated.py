@@ -15,13 +15,11 @@ import numpy as np
 from ortools.graph.python import max_flow
 from ortools.sat.python import cp_model
 
-from contracts.events import UnmatchedReason
 from services.matching.domain.common import (
     Prepared,
     Progress,
     apart_pairs,
     make_group,
-    unplaced,
 )
 from services.matching.domain.components import component_runs, facilitated_components
 from services.matching.domain.facilitated_model import (
@@ -37,6 +35,7 @@ from services.matching.domain.facilitated_model import (
     add_slots,
     hint_from_greedy,
 )
+from services.matching.domain.facilitated_prep import best_mentors, eligibility
 from services.matching.domain.fit_polish import POLISH_ROUNDS, Reassignment, improve
 from services.matching.domain.group_greedy import greedy_facilitated
 from services.matching.domain.group_result import Outcome, group_result, proven_most, quota_of, unplaced_seekers
@@ -47,14 +46,12 @@ from services.matching.domain.levels import (
     run_deadline,
 )
 from services.matching.domain.load_levels import idle_under_shared_ratio, load_terms, min_max_ratio, settle_ratio
-from services.matching.domain.model import MatchingResult, Unplaced
+from services.matching.domain.model import MatchingResult
 from services.matching.domain.rules import (
     BoolArray,
     IntArray,
     PairRules,
     Pool,
-    describe_exclusions,
-    first_failing_counts,
 )
 
 TOP_MENTORS = 8
@@ -255,42 +252,17 @@ def solve_facilitated(prep: Prepared, progress: Progress, time_limit: float) -> 
     free = np.array([prep.free(pid) for pid in mentor_ids], dtype=np.int64)
     rules = PairRules(pool, pol, mentors)
     seekers = [prep.people[i].participant_id for i in prep.seekers]
-    eligible_of: dict[str, BoolArray] = {}
-    fit_of: dict[str, IntArray] = {}
-    reasons: dict[str, Unplaced] = {}
     local_rank = np.argsort(np.argsort([prep.ranks[pid] for pid in mentor_ids], kind="stable"), kind="stable")
-    for row, i in enumerate(prep.seekers):
-        pid = seekers[row]
-        failing = rules.failing(i)
-        eligible = np.ones(len(mentors), dtype=bool)
-        for mask in failing.values():
-            eligible &= ~mask
-        prep.drop_excluded_mentors(pid, eligible)
-        with_room = eligible & (free > 0)
-        if not eligible.any():
-            text = f"no eligible mentor: {describe_exclusions(first_failing_counts(failing), pol)}"
-            reasons[pid] = unplaced(pid, UnmatchedReason.NO_ELIGIBLE_PARTNER, text)
-        elif not with_room.any():
-            text = f"capacity exhausted: all {int(eligible.sum())} eligible mentors are full"
-            reasons[pid] = unplaced(pid, UnmatchedReason.CAPACITY_EXHAUSTED, text)
-        elif int(eligible.sum()) < pol.mentors_per_group:
-            text = f"only {int(eligible.sum())} eligible mentors; the policy wants {pol.mentors_per_group} per group"
-            reasons[pid] = unplaced(pid, UnmatchedReason.NO_ELIGIBLE_PARTNER, text)
-        eligible_of[pid] = eligible
-        fit_of[pid] = rules.fit(i)
-    active = [pid for pid in seekers if pid not in reasons]
-    room = {pid: eligible_of[pid] & (free > 0) for pid in active}
-    exact = sum(int(free[room[pid]].sum()) for pid in active) <= FULL_MODEL_LIMIT and (
-        not co_count or len(mentor_ids) <= ALL_CO_MENTORS_UP_TO
-    )
-    cand: dict[str, set[int]] = {}
-    for pid in active:
-        pos = np.flatnonzero(room[pid])
-        if exact or len(pos) <= TOP_MENTORS:
-            cand[pid] = {int(k) for k in pos}
-        else:  # best fit first, ties by the mentors' own lottery order (a unique key)
-            order_key = fit_of[pid][pos] * (len(mentor_ids) + 1) + (len(mentor_ids) - local_rank[pos])
-            cand[pid] = {int(k) for k in pos[np.argsort(-order_key, kind="stable")[:TOP_MENTORS]]}
+    el = eligibility(prep, rules, free)
+    eligible_of, fit_of, reasons = el.eligible_of, el.fit_of, el.reasons
+    active = el.active
+    room = {pid: el.room(pid) for pid in active}
+    free_slots = int(el.eligible[[el.row[p] for p in active]].sum(axis=0) @ free) if active else 0
+    exact = free_slots <= FULL_MODEL_LIMIT and (not co_count or len(mentor_ids) <= ALL_CO_MENTORS_UP_TO)
+    if exact:
+        cand = {pid: {int(k) for k in np.flatnonzero(room[pid])} for pid in active}
+    else:
+        cand = best_mentors(el, active, local_rank, TOP_MENTORS)
     greedy = _better_greedy(
         [greedy_facilitated(prep, {pid: eligible_of[pid] for pid in active}, fit_of, free, fill_first=first)
          for first in (True, False)],
