@@ -107,10 +107,12 @@ def idle_and_fit_bound(inp: MatchingInput, result: MatchingResult) -> tuple[int 
     load ratio (facilitated groups with one mentor per group; None elsewhere).
 
     The bound is a transportation relaxation: each placed mentee to one eligible mentor, each mentor
-    taking at most (its groups allowed under the run's max load ratio) x group maximum mentees, cost
-    -fit; group minimums, member-member rules and the fewest-idle level are relaxed, so every grouping
-    of those people at that ratio is a feasible flow. Each mentee keeps its TOP_ARCS best arcs plus one
-    arc of its next-best fit to an unlimited virtual mentor, which can only raise the optimum.
+    taking at most (its groups allowed under the run's max load ratio) x group maximum mentees, and,
+    with a department bound, at most (its allowed groups) x (the room one department has in a group) of
+    each department, cost -fit; group minimums, reporting lines, conflicts and the fewest-idle level are
+    relaxed, so every grouping of those people at that ratio is a feasible flow. Each mentee keeps its
+    TOP_ARCS best arcs plus one arc of its next-best fit to an unlimited virtual mentor, which can only
+    raise the optimum.
     """
     if inp.form is not Form.FACILITATED_GROUP and inp.form is not Form.TEAM:
         return None, None
@@ -139,11 +141,24 @@ def idle_and_fit_bound(inp: MatchingInput, result: MatchingResult) -> tuple[int 
     source, sink, virtual = 0, 1, 2
     base, mbase = 3, 3 + n
     arcs: list[tuple[int, int, int, int]] = []  # tail, head, capacity, cost
-    for r, (_, eligible, fit) in enumerate(rows):
+    limit = inp.policy.max_same_department
+    dept = {p.participant_id: p.department for p in pool.people}
+    dnode: dict[tuple[int, str], int] = {}
+    for r, (pid, eligible, fit) in enumerate(rows):
         arcs.append((source, base + r, 1, 0))
         pos = np.flatnonzero(eligible & (allowed > 0))
         order = pos[np.argsort(-fit[pos], kind="stable")]
-        arcs += [(base + r, mbase + int(k), 1, -int(fit[k])) for k in order[:TOP_ARCS]]
+        for k in map(int, order[:TOP_ARCS]):
+            head = mbase + k
+            if limit is not None:  # through (mentor, department): its groups x the room one department has
+                room = limit - (1 if dept[pid] == dept[mentor_ids[k]] else 0)
+                if room <= 0:
+                    continue
+                if (k, dept[pid]) not in dnode:
+                    dnode[(k, dept[pid])] = mbase + m + len(dnode)
+                    arcs.append((dnode[(k, dept[pid])], head, int(allowed[k]) * room, 0))
+                head = dnode[(k, dept[pid])]
+            arcs.append((base + r, head, 1, -int(fit[k])))
         if len(order) > TOP_ARCS:
             arcs.append((base + r, virtual, 1, -int(fit[order[TOP_ARCS]])))
     arcs += [(mbase + k, sink, int(slots[k]), 0) for k in range(m)]

@@ -106,3 +106,41 @@ def best_mentors(el: Eligibility, active: list[str], local_rank: IntArray, top: 
             picks = best[r][key[r, best[r]] >= 0]
             out[el.seekers[row]] = {int(x) for x in picks}
     return out
+
+
+def open_mentors(el: Eligibility, people: list[str], leads: IntArray, top: int) -> dict[str, list[int]]:
+    """Each person's ``top`` best-fitting eligible mentors among ``leads`` (mentor positions), by blocks."""
+    out: dict[str, list[int]] = {}
+    if not len(leads):
+        return {pid: [] for pid in people}
+    rows = np.array([el.row[pid] for pid in people], dtype=np.int64)
+    block = max(1, BLOCK_CELLS // len(leads))
+    k = min(top, len(leads))
+    for start in range(0, len(rows), block):
+        part = rows[start : start + block]
+        key = np.where(el.eligible[np.ix_(part, leads)], el.fit[np.ix_(part, leads)], -1)
+        best = np.argpartition(-key, k - 1, axis=1)[:, :k] if k < len(leads) else np.tile(np.arange(k), (len(part), 1))
+        for r, row in enumerate(part.tolist()):
+            picks = best[r][key[r, best[r]] >= 0]
+            out[el.seekers[row]] = sorted(int(leads[x]) for x in picks)
+    return out
+
+
+def sharing_matrix(el: Eligibility, placed: list[str], left: list[str]) -> BoolArray:
+    """Entry (p, q): placed person ``placed[p]`` and left-out ``left[q]`` share an eligible mentor with
+    room. Matrix products over the mentors some left-out person could have, by blocks of placed people
+    (one product per left-out person took 2 s for 88 of 5,000)."""
+    out = np.zeros((len(placed), len(left)), dtype=bool)
+    if not placed or not left:
+        return out
+    right = el.eligible[[el.row[q] for q in left]] & (el.free > 0)[None, :]
+    cols = np.flatnonzero(right.any(axis=0))
+    if not len(cols):
+        return out
+    right_f = right[:, cols].astype(np.float32).T
+    rows = np.array([el.row[p] for p in placed], dtype=np.int64)
+    block = max(1, BLOCK_CELLS // len(cols))
+    for start in range(0, len(rows), block):
+        part = el.eligible[np.ix_(rows[start : start + block], cols)].astype(np.float32)
+        out[start : start + len(part)] = (part @ right_f) > 0
+    return out

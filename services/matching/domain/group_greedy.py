@@ -101,13 +101,15 @@ def greedy_facilitated(
         pos = np.flatnonzero(elig & (used < free))
         # lowest load ratio after one more group, then best fit, then the mentors' lottery order
         ratio = (base[pos] + used[pos] + 1) / cap[pos]
-        options = [int(k) for k in pos[np.lexsort((tiebreak[pos], -fit[pos], ratio))]]
+        # walked lazily (usually only the first is looked at): a Python list of every option cost
+        # 20,000 x 3,600 conversions at 20,000 mentees
+        options = pos[np.lexsort((tiebreak[pos], -fit[pos], ratio))]
         # join an open group unless a new one would fit this person better (a group below its minimum
         # always takes them: placing comes first); without a mentor to open one, any group will do
-        if join(pid, at_least=int(fit[options[0]]) if options else None):
+        if join(pid, at_least=int(fit[options[0]]) if len(options) else None):
             continue
         chosen: list[int] = []
-        for k in options:
+        for k in map(int, options):
             if any(prep.apart(mids[k], mids[j]) for j in chosen):
                 continue
             if not _dept_ok(prep, [mids[j] for j in [*chosen, k]] + [pid]):
@@ -185,12 +187,14 @@ def greedy_teams(
     used = np.zeros(len(mids), dtype=np.int64)
     cap = np.array([max(1, prep.capacity[m]) for m in mids], dtype=np.float64)
     base = np.array([prep.load[m] for m in mids], dtype=np.float64)
+    tiebreak = np.array([prep.ranks[m] for m in mids], dtype=np.int64)
     out: dict[str, list[int]] = {}
     for team in order:
-        options = [int(k) for k in np.flatnonzero(eligible[team] & (used < free))]
-        options.sort(key=lambda k: ((base[k] + used[k] + 1) / cap[k], -int(fit[team][k]), prep.ranks[mids[k]]))
+        pos = np.flatnonzero(eligible[team] & (used < free))
+        ratio = (base[pos] + used[pos] + 1) / cap[pos]
+        options = pos[np.lexsort((tiebreak[pos], -fit[team][pos], ratio))]  # walked lazily, as above
         chosen: list[int] = []
-        for k in options:
+        for k in map(int, options):
             if not any(prep.apart(mids[k], mids[j]) for j in chosen):
                 chosen.append(k)
             if len(chosen) == prep.policy.mentors_per_group:
