@@ -216,6 +216,10 @@ def solve_facilitated(prep: Prepared, progress: Progress, time_limit: float) -> 
         flow_bound = min(flow_value, placed_cap)
         for pid, k in flow_arcs:
             cand[pid].add(k)
+    polished = not co_count and not _past_deadline(prep, time_limit)
+    if polished:  # fit first on the greedy's placement: what stands if the clock stops the solver
+        better = polish_groups(prep, greedy, el, mentor_ids, deadline=_polish_deadline(prep, time_limit))
+        greedy = [([mpos[m] for m in ms], members) for ms, members in better]
     for ms, g_members in greedy:
         for pid in g_members:
             cand[pid].add(ms[0])
@@ -279,6 +283,14 @@ def solve_facilitated(prep: Prepared, progress: Progress, time_limit: float) -> 
         shared = sharing_matrix(el, with_room, left)
         column = {p: c for c, p in enumerate(left)}
 
+        placed_rank = np.array([prep.ranks[p] for p in with_room], dtype=np.int64)
+
+        def ahead_of(pid: str) -> int:
+            """Placed people drawn ahead of ``pid`` who shared an eligible mentor with room with it."""
+            if pid not in column:
+                return 0
+            return int((shared[:, column[pid]] & (placed_rank < prep.ranks[pid])).sum())
+
         def shares_a_mentor(pid: str) -> Callable[[str], bool]:
             """The placed people who had an eligible mentor with room in common with ``pid``."""
             if pid not in column:
@@ -294,7 +306,7 @@ def solve_facilitated(prep: Prepared, progress: Progress, time_limit: float) -> 
 
         gone = unplaced_seekers(
             prep, seekers, placed_ids, reasons, shares_a_mentor,
-            "placed people who shared an eligible mentor with room", no_group,
+            "placed people who shared an eligible mentor with room", no_group, ahead_of,
         )  # fmt: skip
         return group_result(prep, Outcome(groups, gone, levels, notes=notes, **kw))  # type: ignore[arg-type]
 
@@ -302,22 +314,14 @@ def solve_facilitated(prep: Prepared, progress: Progress, time_limit: float) -> 
     size = _model_size(candidates, free, pol.group_members_min)
     too_large = size > max(FULL_MODEL_LIMIT, time_limit * MODEL_VARS_PER_SECOND)
     if too_large or _past_deadline(prep, time_limit):
-        in_time = not _past_deadline(prep, time_limit)
-        polish = too_large and in_time and not co_count
-        polished = (
-            polish_groups(prep, greedy, el, mentor_ids, deadline=_polish_deadline(prep, time_limit))
-            if polish
-            else greedy_spec
-        )
         why = (
             f"the CP-SAT model ({size:,} mentee-group variables) is too large to build and solve within the "
             f"{time_limit:g} s limit (at most {MODEL_VARS_PER_SECOND:,} per second of it, or {FULL_MODEL_LIMIT:,}): "
             "greedy groups in lottery order"
-            + (", fit improved by reassigning mentees between its open groups" if polish else "")
             if too_large
             else "the clock ran out while preparing the model: greedy groups in lottery order"
-        )
-        return finish(polished, None, placed_bound=flow_bound, fallback=True, why_greedy=why)
+        ) + (", fit improved by reassigning mentees between open groups" if polished else "")
+        return finish(greedy_spec, None, placed_bound=flow_bound, fallback=True, why_greedy=why)
     for a, b in prep.locked:
         if a in mpos and b in mpos:
             prep.notes.append(f"lock {a}/{b} not applied: two mentors; lock a mentor with a mentee instead")
