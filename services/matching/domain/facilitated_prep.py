@@ -9,6 +9,7 @@ grows with mentees x mentors, before the solver's clock was even checked.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -53,6 +54,17 @@ class Eligibility:
         return out
 
 
+def _fit_dtype(prep: Prepared) -> type[np.signedinteger[Any]]:
+    """The narrowest integer type that holds any pair's fit: the fit matrix is mentees x mentors (at
+    50,000 x 12,500, 5 GB as int64, 1.25 GB as int16). Readers convert to int or int64 before
+    arithmetic that could overflow."""
+    w = prep.policy.weights
+    skills = {t for p in prep.people for t in (*p.skills_offered, *p.skills_sought)}
+    goals = {t for p in prep.people for t in p.goals}
+    most = w.skill * 2 * len(skills) + w.goal * len(goals) + w.cross_department
+    return np.int16 if most < np.iinfo(np.int16).max else np.int64
+
+
 def eligibility(prep: Prepared, rules: PairRules, free: IntArray) -> Eligibility:
     """Eligibility and fit of every seeker against every mentor (exclude overrides applied), and the
     reason of each seeker who has no eligible mentor with room (the per-rule counts are computed for
@@ -61,7 +73,7 @@ def eligibility(prep: Prepared, rules: PairRules, free: IntArray) -> Eligibility
     rows = np.array(prep.seekers, dtype=np.int64)
     m = len(prep.mentors)
     eligible = np.zeros((len(rows), m), dtype=bool)
-    fit = np.zeros((len(rows), m), dtype=np.int64)
+    fit = np.zeros((len(rows), m), dtype=_fit_dtype(prep))
     block = max(1, BLOCK_CELLS // max(1, m))
     for start in range(0, len(rows), block):
         part = rows[start : start + block]
@@ -99,7 +111,7 @@ def best_mentors(el: Eligibility, active: list[str], local_rank: IntArray, top: 
     for start in range(0, len(rows), block):
         part = rows[start : start + block]
         ok = el.eligible[part] & (el.free > 0)[None, :]
-        key = np.where(ok, el.fit[part] * (m + 1) + tiebreak[None, :], -1)
+        key = np.where(ok, el.fit[part].astype(np.int64) * (m + 1) + tiebreak[None, :], -1)
         k = min(top, m)
         best = np.argpartition(-key, k - 1, axis=1)[:, :k] if k < m else np.tile(np.arange(m), (len(part), 1))
         for r, row in enumerate(part.tolist()):
