@@ -9,9 +9,9 @@ Pairs form a bipartite b-matching, so every level is solved exactly with OR-Tool
    exactly: fit never decides who gets a place.
 3. *Fair load.* With the placed set fixed, the smallest achievable maximum load ratio is found by a
    binary search over the possible ratios, each step a max-flow feasibility check.
-4. *Fewest idle, then fit.* With that bound, a min-cost flow in which each mentor's first pair is
-   worth more than all fit together and pair arcs cost -fit uses as many mentors as it can first
-   (fewest idle, the fair-load definition every form shares) and maximises fit second.
+4. *Spread, then fit.* With that bound, a min-cost flow whose mentor arcs cost the marginal
+   increase of sum(load^2 / capacity) (scaled far above any fit) and whose pair arcs cost -fit spreads
+   load first and maximises fit second.
 
 Candidates are pruned to each mentee's ``top_k`` eligible mentors by fit; the run reports whether the
 placed count is still provably optimal on the full graph (it checks, where the graph is small enough
@@ -44,6 +44,7 @@ from services.matching.domain.rules import (
     first_failing_counts,
 )
 
+SPREAD_SCALE = 100
 FULL_GRAPH_LIMIT = 25_000_000
 
 
@@ -197,20 +198,14 @@ def _fair_caps(c: Candidates, prep: Prepared, placed: IntArray) -> tuple[IntArra
     return capped, best
 
 
-def _used_then_fit(
-    c: Candidates, prep: Prepared, placed: IntArray, caps: IntArray, used_already: set[int]
-) -> list[tuple[int, int]]:
-    """Level 3b + 4: the most mentors used (fewest idle) first, max fit second, in one min-cost flow
-    under the fair caps. Returns (row, mentor pos).
-
-    Each mentor's first pair in this run passes an arc worth ``big`` (more than all fit together), its
-    others an arc worth nothing; the flow's total is fixed (every placed mentee is placed), so it
-    maximises the mentors with a pair, then fit. Mentors in ``used_already`` (a locked pair) have
-    their first pair already. (Until 2026-11 these arcs cost the marginal sum(load^2 / capacity),
-    which could leave a low-capacity mentor idle to spare a high-capacity one's square.)"""
+def _spread_and_fit(c: Candidates, prep: Prepared, placed: IntArray, caps: IntArray) -> list[tuple[int, int]]:
+    """Level 4: min sum(load^2/cap) first, max fit second, in one min-cost flow. Returns (row, mentor pos)."""
+    mentor_ids = prep.mentor_ids
+    cap = np.array([prep.capacity[p] for p in mentor_ids], dtype=np.int64)
+    load = np.array([prep.load[p] for p in mentor_ids], dtype=np.int64)
     in_placed = np.isin(c.tail, placed)
     tails, heads, fits = c.tail[in_placed], c.head[in_placed], c.fit[in_placed]
-    big = int(fits.clip(min=0).sum()) + 1  # one more mentor used outweighs all fit together
+    big = int(fits.clip(min=0).sum()) + 1  # any spread step outweighs all fit together
     n, m = len(c.mentee_idx), len(c.mentors)
     source, sink, mb, tb = _flow_nodes(n, m)
     f = min_cost_flow.SimpleMinCostFlow()
@@ -220,12 +215,17 @@ def _used_then_fit(
     )  # fmt: skip
     first_pair_arc = len(placed)
     f.add_arcs_with_capacity_and_unit_cost(mb + tails, tb + heads, np.ones(len(tails), dtype=np.int64), -fits)
-    ks = np.arange(m, dtype=np.int64)
-    fresh = np.array([k not in used_already for k in range(m)], dtype=bool) & (caps > 0)
-    first = np.where(fresh, 1, 0).astype(np.int64)
-    f.add_arcs_with_capacity_and_unit_cost(tb + ks, np.full(m, sink), first, np.full(m, -big, dtype=np.int64))
-    rest = (caps - first).clip(min=0).astype(np.int64)
-    f.add_arcs_with_capacity_and_unit_cost(tb + ks, np.full(m, sink), rest, np.zeros(m, dtype=np.int64))
+    unit_tails, unit_costs = [], []
+    for k in range(m):
+        for j in range(int(caps[k])):
+            unit_tails.append(k)
+            marginal = (2 * (int(load[k]) + j) + 1) * SPREAD_SCALE // max(1, int(cap[k]))
+            unit_costs.append(marginal * big)
+    if unit_tails:
+        ut = np.array(unit_tails, dtype=np.int64)
+        f.add_arcs_with_capacity_and_unit_cost(
+            tb + ut, np.full(len(ut), sink), np.ones(len(ut), dtype=np.int64), np.array(unit_costs, dtype=np.int64)
+        )
     f.set_node_supply(source, len(placed))
     f.set_node_supply(sink, -len(placed))
     status = f.solve()
@@ -279,7 +279,7 @@ def solve_pairs(prep: Prepared, progress: Progress, top_k: int = 40) -> Matching
     progress("balancing mentor load", 0.55)
     fair_caps, _ = _fair_caps(c, prep, placed)
     progress("maximising fit", 0.8)
-    pairs = _used_then_fit(c, prep, placed, fair_caps, set(locked_rows.values())) + list(locked_rows.items())
+    pairs = _spread_and_fit(c, prep, placed, fair_caps) + list(locked_rows.items())
 
     groups: list[Group] = [
         make_group(prep, [mentor_ids[k]], [mentee_ids[row]]) for row, k in sorted(pairs, key=lambda p: p[0])
