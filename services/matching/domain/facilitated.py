@@ -186,14 +186,22 @@ def solve_facilitated(prep: Prepared, progress: Progress, time_limit: float) -> 
         cand = {pid: {int(k) for k in np.flatnonzero(room[pid])} for pid in active}
     else:
         cand = best_mentors(el, active, local_rank, TOP_MENTORS)
-    # two greedy passes, the second only while the clock allows (the time limit counts preparation too)
+    # one greedy pass filling groups below their minimum first (placing comes first); with
+    # co-facilitators a second pass for fit, while the clock allows (the time limit counts preparation
+    # too). With one mentor per group the fit reassignment below does far better than that second pass.
     seeking = {pid: eligible_of[pid] for pid in active}
     passes = [greedy_facilitated(prep, seeking, fit_of, free, fill_first=True)]
-    if not _past_deadline(prep, time_limit):
+    if co_count and not _past_deadline(prep, time_limit):
         passes.append(greedy_facilitated(prep, seeking, fit_of, free, fill_first=False))
-    else:
+    elif co_count:
         prep.notes.append("the time limit cut the preparation: one greedy pass of two")
     greedy = _better_greedy(passes, fit_of)
+    polished = not co_count and not _past_deadline(prep, time_limit)
+    if polished:  # fit first on the greedy's placement: what stands if the clock stops the solver
+        better = polish_groups(prep, greedy, el, mentor_ids, deadline=_polish_deadline(prep, time_limit))
+        greedy = [([mpos[m] for m in ms], members) for ms, members in better]
+    elif not co_count:
+        prep.notes.append("the time limit cut the preparation before the fit reassignment")
     greedy_placed = sum(len(g_members) for _, g_members in greedy)
     placed_cap = min(len(active), (int(free.sum()) // max(1, pol.mentors_per_group)) * pol.group_members_max)
     arcs = sum(int(room[pid].sum()) for pid in active)
@@ -216,10 +224,6 @@ def solve_facilitated(prep: Prepared, progress: Progress, time_limit: float) -> 
         flow_bound = min(flow_value, placed_cap)
         for pid, k in flow_arcs:
             cand[pid].add(k)
-    polished = not co_count and not _past_deadline(prep, time_limit)
-    if polished:  # fit first on the greedy's placement: what stands if the clock stops the solver
-        better = polish_groups(prep, greedy, el, mentor_ids, deadline=_polish_deadline(prep, time_limit))
-        greedy = [([mpos[m] for m in ms], members) for ms, members in better]
     for ms, g_members in greedy:
         for pid in g_members:
             cand[pid].add(ms[0])
