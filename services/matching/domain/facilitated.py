@@ -15,15 +15,14 @@ import numpy as np
 from ortools.graph.python import max_flow
 from ortools.sat.python import cp_model
 
-from contracts.events import UnmatchedReason
 from services.matching.domain.common import (
     Prepared,
     Progress,
     apart_pairs,
     make_group,
-    unplaced,
 )
 from services.matching.domain.components import component_runs, facilitated_components
+from services.matching.domain.facilitated_fit import fit_start, polish_groups
 from services.matching.domain.facilitated_model import (
     FacilitatedModel,
     add_apart,
@@ -37,7 +36,12 @@ from services.matching.domain.facilitated_model import (
     add_slots,
     hint_from_greedy,
 )
-from services.matching.domain.fit_polish import POLISH_ROUNDS, Reassignment, improve
+from services.matching.domain.facilitated_prep import (
+    Eligibility,
+    best_mentors,
+    eligibility,
+    sharing_matrix,
+)
 from services.matching.domain.group_greedy import greedy_facilitated
 from services.matching.domain.group_result import Outcome, group_result, proven_most, quota_of, unplaced_seekers
 from services.matching.domain.levels import (
@@ -47,14 +51,11 @@ from services.matching.domain.levels import (
     run_deadline,
 )
 from services.matching.domain.load_levels import idle_under_shared_ratio, load_terms, min_max_ratio, settle_ratio
-from services.matching.domain.model import MatchingResult, Unplaced
+from services.matching.domain.model import MatchingResult
 from services.matching.domain.rules import (
-    BoolArray,
     IntArray,
     PairRules,
     Pool,
-    describe_exclusions,
-    first_failing_counts,
 )
 
 TOP_MENTORS = 8
@@ -89,9 +90,7 @@ def _co_mentor_candidates(
     return out
 
 
-def _flow_bound(
-    prep: Prepared, active: list[str], with_room: dict[str, BoolArray], caps: IntArray
-) -> tuple[int, list[tuple[str, int]]]:
+def _flow_bound(el: Eligibility, active: list[str], caps: IntArray) -> tuple[int, list[tuple[str, int]]]:
     """Max flow mentee -> eligible mentor with room -> sink (``caps`` per mentor).
 
     It relaxes group minimums and member-member rules, so its value bounds the number placed on the
@@ -103,10 +102,9 @@ def _flow_bound(
         return 0, []
     f = max_flow.SimpleMaxFlow()
     source, sink, mb, tb = 0, 1, 2, 2 + n
-    tails = [np.full(int(with_room[p].sum()), r, dtype=np.int64) for r, p in enumerate(active)]
-    heads = [np.flatnonzero(with_room[p]).astype(np.int64) for p in active]
-    tail = np.concatenate(tails) if tails else np.zeros(0, dtype=np.int64)
-    head = np.concatenate(heads) if heads else np.zeros(0, dtype=np.int64)
+    # every arc at once from the eligibility matrix (per-mentee lists took 1.5 s at 5,000 x 1,250)
+    tail, head = np.nonzero(el.eligible[[el.row[p] for p in active]] & (el.free > 0)[None, :])
+    tail, head = tail.astype(np.int64), head.astype(np.int64)
     f.add_arcs_with_capacity(np.zeros(n, dtype=np.int64), mb + np.arange(n, dtype=np.int64), np.ones(n, dtype=np.int64))
     first = f.num_arcs()
     f.add_arcs_with_capacity(mb + tail, tb + head, np.ones(len(tail), dtype=np.int64))
@@ -121,9 +119,6 @@ def _flow_bound(
 FLOW_ARC_LIMIT = 25_000_000
 """The placement bound's max flow is built up to this many eligible pairs (20,000 x 5,000 capacity-bound
 mentees: 80 M pairs took 8 GB and minutes); above it the counting bound is reported, as for pairs."""
-POLISH_MOVES = 10_000
-"""Large pools: the local search of the greedy's reassignment gets POLISH_MOVES / mentees rounds (a
-deterministic amount of work: 30 rounds took 9 s at 5,000 mentees on the tight benchmark pool)."""
 POLISH_SLACK = 0.07
 """The fit reassignment of the standing solution may start up to this share of the limit after the
 solves' deadline (85 % + 7 %): the rest is for building and validating the result."""
@@ -158,89 +153,14 @@ def _model_size(candidates: Mapping[str, list[tuple[int, int]]], free: IntArray,
     return sum(slots[k] for options in candidates.values() for k, _ in options)
 
 
-def _polish_greedy(
-    prep: Prepared,
-    greedy: list[tuple[list[int], list[str]]],
-    candidates: Mapping[str, list[tuple[int, int]]],
-    mentor_ids: list[str],
-) -> list[tuple[list[str], list[str]]]:
-    """The greedy's groups (one mentor each) with their mentees reassigned between them for a better fit
-    (``fit_polish``: every rule kept, the same open groups, so the same placed set and mentor loads)."""
-    assign: dict[str, tuple[int, int]] = {}
-    slot_of_group: list[tuple[int, int]] = []
-    count: dict[int, int] = defaultdict(int)
-    for ms, members in greedy:
-        slot = (ms[0], count[ms[0]])
-        count[ms[0]] += 1
-        slot_of_group.append(slot)
-        for pid in members:
-            assign[pid] = slot
-    open_by_mentor: dict[int, list[tuple[int, int]]] = defaultdict(list)
-    for slot in slot_of_group:
-        open_by_mentor[slot[0]].append(slot)
-    options = {pid: sorted(s for k, _ in candidates[pid] for s in open_by_mentor.get(k, [])) for pid in assign}
-    fit_of = {pid: dict(candidates[pid]) for pid in assign}
-    problem = Reassignment(
-        assign=assign,
-        options=options,
-        fit={(pid, s): fit_of[pid][s[0]] for pid, opts in options.items() for s in opts},
-        dept={pid: prep.by_id[pid].department for pid in assign},
-        mentor_dept={s: prep.by_id[mentor_ids[s[0]]].department for s in slot_of_group},
-        apart=frozenset(frozenset(pair) for pair in apart_pairs(prep, sorted(assign))),
-        size_min=prep.policy.group_members_min,
-        size_max=prep.policy.group_members_max,
-        max_same_department=prep.policy.max_same_department,
-    )
-    better = improve(problem, rounds=max(1, min(POLISH_ROUNDS, POLISH_MOVES // max(1, len(assign)))))
-    if problem.total(better) <= problem.total(assign):
-        better = assign
-    members_of: dict[tuple[int, int], list[str]] = defaultdict(list)
-    for pid, slot in sorted(better.items()):
-        members_of[slot].append(pid)
-    return [([mentor_ids[slot[0]]], members_of[slot]) for slot in slot_of_group if members_of[slot]]
+def _past_deadline(prep: Prepared, time_limit: float) -> bool:
+    """Past the run's wall-clock deadline for solving (preparation included): skip optional work."""
+    return time.perf_counter() > run_deadline(prep.started, time_limit)
 
 
-def _fit_start(
-    prep: Prepared, levels: Levels, fm: FacilitatedModel, fit_of: dict[str, IntArray], mentor_ids: list[str]
-) -> tuple[list[int], int] | None:
-    """Before the fit level (one mentor per group): the load levels' solution with its mentees
-    reassigned between the same open groups for a better fit (``fit_polish``). The open groups and the
-    placed set are those of the solution found, so every higher level keeps its value exactly.
-    Returns that start and its fit when it is better than the solution found."""
-    if levels.values is None:
-        return None
-    values = levels.values
-    assign: dict[str, tuple[int, int]] = {}
-    for slot, members in fm.members_of.items():
-        for pid, v in members:
-            if values[v.index]:
-                assign[pid] = slot
-    open_slots = set(assign.values())
-    options = {pid: sorted(s for s in fm.x_of[pid] if s in open_slots) for pid in assign}
-    fit = {(pid, s): int(fit_of[pid][s[0]]) for pid, opts in options.items() for s in opts}
-    locked = {p for pair in prep.locked for p in pair if p in fm.placed}
-    problem = Reassignment(
-        assign=assign,
-        options=options,
-        fit=fit,
-        dept={pid: prep.by_id[pid].department for pid in assign},
-        mentor_dept={s: prep.by_id[mentor_ids[s[0]]].department for s in open_slots},
-        apart=frozenset(frozenset(pair) for pair in apart_pairs(prep, sorted(assign))),
-        size_min=prep.policy.group_members_min,
-        size_max=prep.policy.group_members_max,
-        max_same_department=prep.policy.max_same_department,
-        frozen=frozenset(locked),
-    )
-    better = improve(problem)
-    if problem.total(better) <= problem.total(assign):
-        return None
-    start = list(values)
-    for pid, slot in assign.items():
-        start[fm.x_of[pid][slot].index] = 0
-    for pid, slot in better.items():
-        start[fm.x_of[pid][slot].index] = 1
-    levels.start_from(start)
-    return start, problem.total(better)
+def _polish_deadline(prep: Prepared, time_limit: float) -> float:
+    """The fit reassignment stops here (wall clock): the rest of the limit builds and checks the result."""
+    return run_deadline(prep.started, time_limit) + time_limit * POLISH_SLACK
 
 
 def solve_facilitated(prep: Prepared, progress: Progress, time_limit: float) -> MatchingResult:
@@ -255,52 +175,44 @@ def solve_facilitated(prep: Prepared, progress: Progress, time_limit: float) -> 
     free = np.array([prep.free(pid) for pid in mentor_ids], dtype=np.int64)
     rules = PairRules(pool, pol, mentors)
     seekers = [prep.people[i].participant_id for i in prep.seekers]
-    eligible_of: dict[str, BoolArray] = {}
-    fit_of: dict[str, IntArray] = {}
-    reasons: dict[str, Unplaced] = {}
     local_rank = np.argsort(np.argsort([prep.ranks[pid] for pid in mentor_ids], kind="stable"), kind="stable")
-    for row, i in enumerate(prep.seekers):
-        pid = seekers[row]
-        failing = rules.failing(i)
-        eligible = np.ones(len(mentors), dtype=bool)
-        for mask in failing.values():
-            eligible &= ~mask
-        prep.drop_excluded_mentors(pid, eligible)
-        with_room = eligible & (free > 0)
-        if not eligible.any():
-            text = f"no eligible mentor: {describe_exclusions(first_failing_counts(failing), pol)}"
-            reasons[pid] = unplaced(pid, UnmatchedReason.NO_ELIGIBLE_PARTNER, text)
-        elif not with_room.any():
-            text = f"capacity exhausted: all {int(eligible.sum())} eligible mentors are full"
-            reasons[pid] = unplaced(pid, UnmatchedReason.CAPACITY_EXHAUSTED, text)
-        elif int(eligible.sum()) < pol.mentors_per_group:
-            text = f"only {int(eligible.sum())} eligible mentors; the policy wants {pol.mentors_per_group} per group"
-            reasons[pid] = unplaced(pid, UnmatchedReason.NO_ELIGIBLE_PARTNER, text)
-        eligible_of[pid] = eligible
-        fit_of[pid] = rules.fit(i)
-    active = [pid for pid in seekers if pid not in reasons]
-    room = {pid: eligible_of[pid] & (free > 0) for pid in active}
-    exact = sum(int(free[room[pid]].sum()) for pid in active) <= FULL_MODEL_LIMIT and (
-        not co_count or len(mentor_ids) <= ALL_CO_MENTORS_UP_TO
-    )
-    cand: dict[str, set[int]] = {}
-    for pid in active:
-        pos = np.flatnonzero(room[pid])
-        if exact or len(pos) <= TOP_MENTORS:
-            cand[pid] = {int(k) for k in pos}
-        else:  # best fit first, ties by the mentors' own lottery order (a unique key)
-            order_key = fit_of[pid][pos] * (len(mentor_ids) + 1) + (len(mentor_ids) - local_rank[pos])
-            cand[pid] = {int(k) for k in pos[np.argsort(-order_key, kind="stable")[:TOP_MENTORS]]}
-    greedy = _better_greedy(
-        [greedy_facilitated(prep, {pid: eligible_of[pid] for pid in active}, fit_of, free, fill_first=first)
-         for first in (True, False)],
-        fit_of,
-    )  # fmt: skip
+    el = eligibility(prep, rules, free)
+    eligible_of, fit_of, reasons = el.eligible_of, el.fit_of, el.reasons
+    active = el.active
+    room = {pid: el.room(pid) for pid in active}
+    free_slots = int(el.eligible[[el.row[p] for p in active]].sum(axis=0) @ free) if active else 0
+    exact = free_slots <= FULL_MODEL_LIMIT and (not co_count or len(mentor_ids) <= ALL_CO_MENTORS_UP_TO)
+    if exact:
+        cand = {pid: {int(k) for k in np.flatnonzero(room[pid])} for pid in active}
+    else:
+        cand = best_mentors(el, active, local_rank, TOP_MENTORS)
+    # one greedy pass filling groups below their minimum first (placing comes first); with
+    # co-facilitators a second pass for fit, while the clock allows (the time limit counts preparation
+    # too). With one mentor per group the fit reassignment below does far better than that second pass.
+    seeking = {pid: eligible_of[pid] for pid in active}
+    passes = [greedy_facilitated(prep, seeking, fit_of, free, fill_first=True)]
+    if co_count and not _past_deadline(prep, time_limit):
+        passes.append(greedy_facilitated(prep, seeking, fit_of, free, fill_first=False))
+    elif co_count:
+        prep.notes.append("the time limit cut the preparation: one greedy pass of two")
+    greedy = _better_greedy(passes, fit_of)
+    polished = not co_count and not _past_deadline(prep, time_limit)
+    if polished:  # fit first on the greedy's placement: what stands if the clock stops the solver
+        better = polish_groups(prep, greedy, el, mentor_ids, deadline=_polish_deadline(prep, time_limit))
+        greedy = [([mpos[m] for m in ms], members) for ms, members in better]
+    elif not co_count:
+        prep.notes.append("the time limit cut the preparation before the fit reassignment")
     greedy_placed = sum(len(g_members) for _, g_members in greedy)
     placed_cap = min(len(active), (int(free.sum()) // max(1, pol.mentors_per_group)) * pol.group_members_max)
     arcs = sum(int(room[pid].sum()) for pid in active)
     if greedy_placed >= placed_cap:  # the greedy meets the counting bound: no flow needed to prove it
         flow_bound = greedy_placed
+    elif _past_deadline(prep, time_limit):
+        flow_bound = placed_cap
+        prep.notes.append(
+            "placed_bound is the counting bound (min(seekers, free groups x group maximum)): the time limit cut "
+            "the preparation before the max flow"
+        )
     elif arcs > FLOW_ARC_LIMIT:  # the flow would not fit in memory and time: the counting bound stands
         flow_bound = placed_cap
         prep.notes.append(
@@ -308,7 +220,7 @@ def solve_facilitated(prep: Prepared, progress: Progress, time_limit: float) -> 
             f"{arcs:,} eligible pairs is not built above {FLOW_ARC_LIMIT:,}"
         )
     else:
-        flow_value, flow_arcs = _flow_bound(prep, active, room, free * pol.group_members_max)
+        flow_value, flow_arcs = _flow_bound(el, active, free * pol.group_members_max)
         flow_bound = min(flow_value, placed_cap)
         for pid, k in flow_arcs:
             cand[pid].add(k)
@@ -371,14 +283,23 @@ def solve_facilitated(prep: Prepared, progress: Progress, time_limit: float) -> 
         placed_ids = {pid for _, members in chosen_groups for pid in members}
 
         with_room = sorted(p for p in placed_ids if p in room)
-        rooms = np.array([room[p] for p in with_room], dtype=np.uint8).reshape(len(with_room), len(mentor_ids))
+        left = sorted(p for p in room if p not in placed_ids)
+        shared = sharing_matrix(el, with_room, left)
+        column = {p: c for c, p in enumerate(left)}
+
+        placed_rank = np.array([prep.ranks[p] for p in with_room], dtype=np.int64)
+
+        def ahead_of(pid: str) -> int:
+            """Placed people drawn ahead of ``pid`` who shared an eligible mentor with room with it."""
+            if pid not in column:
+                return 0
+            return int((shared[:, column[pid]] & (placed_rank < prep.ranks[pid])).sum())
 
         def shares_a_mentor(pid: str) -> Callable[[str], bool]:
-            """The placed people who had an eligible mentor with room in common with ``pid`` (one
-            matrix-vector product: pairwise checks took 19 s for 88 unplaced of 5,000)."""
-            mine = room[pid].astype(np.int32) if pid in room else np.zeros(len(mentor_ids), dtype=np.int32)
-            sharing = {with_room[int(r)] for r in np.flatnonzero(rooms @ mine)} if len(with_room) else set()
-            return sharing.__contains__
+            """The placed people who had an eligible mentor with room in common with ``pid``."""
+            if pid not in column:
+                return set[str]().__contains__
+            return {with_room[int(r)] for r in np.flatnonzero(shared[:, column[pid]])}.__contains__
 
         def no_group(pid: str) -> str:
             return (
@@ -389,26 +310,22 @@ def solve_facilitated(prep: Prepared, progress: Progress, time_limit: float) -> 
 
         gone = unplaced_seekers(
             prep, seekers, placed_ids, reasons, shares_a_mentor,
-            "placed people who shared an eligible mentor with room", no_group,
+            "placed people who shared an eligible mentor with room", no_group, ahead_of,
         )  # fmt: skip
         return group_result(prep, Outcome(groups, gone, levels, notes=notes, **kw))  # type: ignore[arg-type]
 
     greedy_spec = [([mentor_ids[k] for k in ms], g_members) for ms, g_members in greedy]
     size = _model_size(candidates, free, pol.group_members_min)
     too_large = size > max(FULL_MODEL_LIMIT, time_limit * MODEL_VARS_PER_SECOND)
-    if too_large or time.perf_counter() > run_deadline(prep.started, time_limit):
-        in_time = time.perf_counter() < run_deadline(prep.started, time_limit)
-        polish = too_large and in_time and not co_count
-        polished = _polish_greedy(prep, greedy, candidates, mentor_ids) if polish else greedy_spec
+    if too_large or _past_deadline(prep, time_limit):
         why = (
             f"the CP-SAT model ({size:,} mentee-group variables) is too large to build and solve within the "
             f"{time_limit:g} s limit (at most {MODEL_VARS_PER_SECOND:,} per second of it, or {FULL_MODEL_LIMIT:,}): "
             "greedy groups in lottery order"
-            + (", fit improved by reassigning mentees between its open groups" if polish else "")
             if too_large
             else "the clock ran out while preparing the model: greedy groups in lottery order"
-        )
-        return finish(polished, None, placed_bound=flow_bound, fallback=True, why_greedy=why)
+        ) + (", fit improved by reassigning mentees between open groups" if polished else "")
+        return finish(greedy_spec, None, placed_bound=flow_bound, fallback=True, why_greedy=why)
     for a, b in prep.locked:
         if a in mpos and b in mpos:
             prep.notes.append(f"lock {a}/{b} not applied: two mentors; lock a mentor with a mentee instead")
@@ -447,7 +364,8 @@ def solve_facilitated(prep: Prepared, progress: Progress, time_limit: float) -> 
         # the reassignment runs even when the clock has stopped the solver (then it improves the stage that
         # stands: deterministic given that stage), unless the limit itself is about to pass
         in_time = time.perf_counter() < run_deadline(prep.started, time_limit) + time_limit * POLISH_SLACK
-        start = _fit_start(prep, levels, fm, fit_of, mentor_ids) if not co_count and in_time else None
+        stop = _polish_deadline(prep, time_limit)
+        start = fit_start(prep, levels, fm, fit_of, mentor_ids, stop) if not co_count and in_time else None
         outcome = levels.optimise("fit", sum(fm.fit_terms), maximize=True)
         if start is not None and outcome.found and outcome.value < start[1]:  # the solver lost the hint
             levels.start_from(start[0])
@@ -469,6 +387,11 @@ def solve_facilitated(prep: Prepared, progress: Progress, time_limit: float) -> 
             "solver: their groups are the greedy's (lottery order, every rule)"
         )
         proven = False
+    in_time = time.perf_counter() < run_deadline(prep.started, time_limit) + time_limit * POLISH_SLACK
+    if not co_count and in_time:  # the same placed set and open groups, fit over every eligible open group
+        locked = frozenset(p for pair in prep.locked for p in pair)
+        positions = [([mpos[m] for m in ms], members) for ms, members in chosen_groups]
+        chosen_groups = polish_groups(prep, positions, el, mentor_ids, locked, _polish_deadline(prep, time_limit))
     bound = flow_bound
     if exact and not unsolved:
         bound = min(bound, sum(proven_most(t, flow_bound) for t in firsts))

@@ -20,6 +20,7 @@ clock. Mentees under a lock never move.
 
 from __future__ import annotations
 
+import time
 from collections import defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -81,17 +82,24 @@ class Reassignment:
 
 
 def _flow(problem: Reassignment, banned: set[tuple[str, Slot]]) -> dict[str, Slot] | None:
-    """The best reassignment without member-member rules, or None when it cannot keep everyone placed
-    with every open group between its minimum and maximum."""
+    """The best reassignment with the department bound but without the other member-member rules, or
+    None when it cannot keep everyone placed with every open group between its minimum and maximum.
+
+    With a department bound, a mentee reaches its group through a (group, department) node whose
+    capacity is the room that department has there (the bound, less one when the mentor is of it), so
+    every flow keeps the bound; only reporting lines, conflicts and excluded pairs are left to repair."""
     people = sorted(problem.assign)
     slots = sorted(set(problem.assign.values()))
     slot_pos = {s: n for n, s in enumerate(slots)}
     n, m = len(people), len(slots)
     big = 1 + sum(max(0, f) for f in problem.fit.values())
-    f = min_cost_flow.SimpleMinCostFlow()
     source, sink = 0, 1
     tails, heads, caps, costs = [], [], [], []
     arcs: list[tuple[str, Slot]] = []
+    arc_at: list[int] = []
+    dept_node: dict[tuple[Slot, str], int] = {}
+    bound = problem.max_same_department
+    next_node = 2 + n + m
     for r, pid in enumerate(people):
         tails.append(source)
         heads.append(2 + r)
@@ -99,17 +107,36 @@ def _flow(problem: Reassignment, banned: set[tuple[str, Slot]]) -> dict[str, Slo
         costs.append(0)
         opts = [problem.assign[pid]] if pid in problem.frozen else problem.options[pid]
         for s in opts:
-            if s in slot_pos and (pid, s) not in banned:
-                tails.append(2 + r)
-                heads.append(2 + n + slot_pos[s])
-                caps.append(1)
-                costs.append(-problem.fit.get((pid, s), 0))
-                arcs.append((pid, s))
-    for c, _s in enumerate(slots):
+            if s not in slot_pos or (pid, s) in banned:
+                continue
+            head = 2 + n + slot_pos[s]
+            if bound is not None:
+                d = problem.dept[pid]
+                room = bound - (1 if d == problem.mentor_dept[s] else 0)
+                if room <= 0:
+                    continue
+                if (s, d) not in dept_node:
+                    dept_node[(s, d)] = next_node
+                    next_node += 1
+                    tails.append(next_node - 1)
+                    heads.append(head)
+                    caps.append(room)
+                    costs.append(0)
+                head = dept_node[(s, d)]
+            arc_at.append(len(tails))
+            tails.append(2 + r)
+            heads.append(head)
+            caps.append(1)
+            costs.append(-problem.fit.get((pid, s), 0))
+            arcs.append((pid, s))
+    minimum_arcs = []
+    for c in range(m):
+        minimum_arcs.append(len(tails))
         tails += [2 + n + c, 2 + n + c]
         heads += [sink, sink]
         caps += [problem.size_min, problem.size_max - problem.size_min]
         costs += [-big, 0]
+    f = min_cost_flow.SimpleMinCostFlow()
     f.add_arcs_with_capacity_and_unit_cost(
         np.array(tails, dtype=np.int64), np.array(heads, dtype=np.int64),
         np.array(caps, dtype=np.int64), np.array(costs, dtype=np.int64),
@@ -121,23 +148,17 @@ def _flow(problem: Reassignment, banned: set[tuple[str, Slot]]) -> dict[str, Slo
     flows = f.flows(np.arange(len(tails), dtype=np.int64))
     if int(f.maximum_flow()) < n:
         return None
-    minimum_arcs = [len(tails) - 2 * m + 2 * c for c in range(m)]
     if any(int(flows[a]) < problem.size_min for a in minimum_arcs):
         return None
-    out: dict[str, Slot] = {}
-    arc = 0
-    for a in range(len(tails)):
-        if tails[a] != source and heads[a] != sink:
-            if flows[a] > 0:
-                pid, s = arcs[arc]
-                out[pid] = s
-            arc += 1
+    out = {arcs[i][0]: arcs[i][1] for i, a in enumerate(arc_at) if flows[a] > 0}
     return out if len(out) == n else None
 
 
-def _flow_repaired(problem: Reassignment) -> dict[str, Slot] | None:
+def _flow_repaired(problem: Reassignment, deadline: float | None = None) -> dict[str, Slot] | None:
     banned: set[tuple[str, Slot]] = set()
     for _ in range(REPAIR_ROUNDS):
+        if deadline is not None and time.perf_counter() > deadline:
+            return None
         assign = _flow(problem, banned)
         if assign is None:
             return None
@@ -149,7 +170,9 @@ def _flow_repaired(problem: Reassignment) -> dict[str, Slot] | None:
     return None
 
 
-def _polish(problem: Reassignment, start: Mapping[str, Slot], rounds: int = POLISH_ROUNDS) -> dict[str, Slot]:
+def _polish(
+    problem: Reassignment, start: Mapping[str, Slot], rounds: int = POLISH_ROUNDS, deadline: float | None = None
+) -> dict[str, Slot]:
     """Moves and swaps between open groups that raise the fit and keep every rule, in a fixed order."""
     assign = dict(start)
     members: dict[Slot, set[str]] = defaultdict(set)
@@ -187,6 +210,8 @@ def _polish(problem: Reassignment, start: Mapping[str, Slot], rounds: int = POLI
     movable = sorted(pid for pid in assign if pid not in problem.frozen)
     open_slots = set(members)
     for _ in range(rounds):
+        if deadline is not None and time.perf_counter() > deadline:
+            break
         improved = False
         for a in movable:
             here = assign[a]
@@ -220,15 +245,17 @@ def _polish(problem: Reassignment, start: Mapping[str, Slot], rounds: int = POLI
     return assign
 
 
-def improve(problem: Reassignment, rounds: int = POLISH_ROUNDS) -> dict[str, Slot]:
+def improve(problem: Reassignment, rounds: int = POLISH_ROUNDS, deadline: float | None = None) -> dict[str, Slot]:
     """A reassignment at least as fit as ``problem.assign`` that keeps every rule and every group's size
     within bounds; the open groups and the placed set do not change. ``rounds`` bounds the local search
-    (a deterministic amount of work, for large pools under a time limit)."""
+    (a deterministic amount of work, for large pools under a time limit). ``deadline`` (wall clock) stops
+    the repair and the rounds early: then the result is the best stage reached, which depends on the
+    machine's speed (the same trade-off as the solver's levels; the caller notes it)."""
     best = dict(problem.assign)
-    flowed = _flow_repaired(problem)
+    flowed = _flow_repaired(problem, deadline)
     if flowed is not None and problem.total(flowed) > problem.total(best):
         best = flowed
-    polished = _polish(problem, best, rounds)
+    polished = _polish(problem, best, rounds, deadline)
     if problem.total(polished) > problem.total(best) and not problem.broken(polished):
         best = polished
     return best

@@ -7,9 +7,10 @@ a group form always returns a rule-respecting result. Pure functions of already-
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 
 import numpy as np
+import numpy.typing as npt
 
 from services.matching.domain.common import Prepared, apart_pairs
 from services.matching.domain.rules import BoolArray, IntArray
@@ -23,6 +24,28 @@ def _dept_ok(prep: Prepared, ids: list[str]) -> bool:
     if limit is None:
         return True
     return max(Counter(prep.by_id[p].department for p in ids).values(), default=0) <= limit
+
+
+def _first_option(pos: IntArray, ratio: npt.NDArray[np.float64], fit: IntArray, tiebreak: IntArray) -> int | None:
+    """The first of ``pos`` by (ratio, -fit, tiebreak): the lexsort's first element without sorting."""
+    if not len(pos):
+        return None
+    low = pos[ratio == ratio.min()]
+    f = fit[low]
+    best = low[f == f.max()]
+    return int(best[np.argmin(tiebreak[best])])
+
+
+def _options(
+    first: int | None, pos: IntArray, ratio: npt.NDArray[np.float64], fit: IntArray, tiebreak: IntArray
+) -> Iterator[int]:
+    """``pos`` by (ratio, -fit, tiebreak): the first without sorting, the rest sorted if asked for."""
+    if first is None:
+        return
+    yield first
+    for k in map(int, pos[np.lexsort((tiebreak[pos], -fit[pos], ratio))]):
+        if k != first:
+            yield k
 
 
 def greedy_facilitated(
@@ -101,13 +124,16 @@ def greedy_facilitated(
         pos = np.flatnonzero(elig & (used < free))
         # lowest load ratio after one more group, then best fit, then the mentors' lottery order
         ratio = (base[pos] + used[pos] + 1) / cap[pos]
-        options = [int(k) for k in pos[np.lexsort((tiebreak[pos], -fit[pos], ratio))]]
+        # the first option by three linear scans; the full order only when the first is not enough
+        # (co-facilitators, or a department clash): sorting every person's options cost
+        # 20,000 x 3,600 at 20,000 mentees
+        first = _first_option(pos, ratio, fit, tiebreak)
         # join an open group unless a new one would fit this person better (a group below its minimum
         # always takes them: placing comes first); without a mentor to open one, any group will do
-        if join(pid, at_least=int(fit[options[0]]) if options else None):
+        if join(pid, at_least=int(fit[first]) if first is not None else None):
             continue
         chosen: list[int] = []
-        for k in options:
+        for k in _options(first, pos, ratio, fit, tiebreak):
             if any(prep.apart(mids[k], mids[j]) for j in chosen):
                 continue
             if not _dept_ok(prep, [mids[j] for j in [*chosen, k]] + [pid]):
@@ -185,12 +211,14 @@ def greedy_teams(
     used = np.zeros(len(mids), dtype=np.int64)
     cap = np.array([max(1, prep.capacity[m]) for m in mids], dtype=np.float64)
     base = np.array([prep.load[m] for m in mids], dtype=np.float64)
+    tiebreak = np.array([prep.ranks[m] for m in mids], dtype=np.int64)
     out: dict[str, list[int]] = {}
     for team in order:
-        options = [int(k) for k in np.flatnonzero(eligible[team] & (used < free))]
-        options.sort(key=lambda k: ((base[k] + used[k] + 1) / cap[k], -int(fit[team][k]), prep.ranks[mids[k]]))
+        pos = np.flatnonzero(eligible[team] & (used < free))
+        ratio = (base[pos] + used[pos] + 1) / cap[pos]
+        options = pos[np.lexsort((tiebreak[pos], -fit[team][pos], ratio))]  # walked lazily, as above
         chosen: list[int] = []
-        for k in options:
+        for k in map(int, options):
             if not any(prep.apart(mids[k], mids[j]) for j in chosen):
                 chosen.append(k)
             if len(chosen) == prep.policy.mentors_per_group:

@@ -156,10 +156,17 @@ def group_result(prep: Prepared, o: Outcome) -> MatchingResult:
 
 
 def lost_lottery(
-    prep: Prepared, pid: str, placed_ids: set[str], competes: Callable[[str], bool], what: str
+    prep: Prepared,
+    pid: str,
+    placed_ids: set[str],
+    competes: Callable[[str], bool],
+    what: str,
+    ahead: int | None = None,
 ) -> Unplaced | None:
-    """LOST_LOTTERY when placed people drawn ahead competed for the same places; None otherwise."""
-    ahead = sum(1 for p in placed_ids if prep.ranks[p] < prep.ranks[pid] and competes(p))
+    """LOST_LOTTERY when placed people drawn ahead competed for the same places; None otherwise.
+    ``ahead``, when the caller counted them already (array work), replaces the count here."""
+    if ahead is None:
+        ahead = sum(1 for p in placed_ids if prep.ranks[p] < prep.ranks[pid] and competes(p))
     if not ahead:
         return None
     return unplaced(
@@ -178,6 +185,7 @@ def unplaced_seekers(
     competes_with: Callable[[str], Callable[[str], bool]],
     what: str,
     no_group: Callable[[str], str],
+    ahead_of: Callable[[str], int] | None = None,
 ) -> list[Unplaced]:
     """Why each seeker left out is out: its own eligibility reason; else the lottery, when placed people
     drawn ahead competed for its places; else no group of the allowed size could take it."""
@@ -188,6 +196,7 @@ def unplaced_seekers(
         if pid in reasons:
             gone.append(reasons[pid])
             continue
-        lost = lost_lottery(prep, pid, placed_ids, competes_with(pid), what)
+        ahead = ahead_of(pid) if ahead_of is not None else None
+        lost = lost_lottery(prep, pid, placed_ids, competes_with(pid), what, ahead)
         gone.append(lost or unplaced(pid, UnmatchedReason.GROUP_SIZE, no_group(pid)))
     return gone

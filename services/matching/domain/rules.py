@@ -149,6 +149,47 @@ class PairRules:
             out[SELF] = itself
         return out
 
+    def eligible_rows(self, rows: IntArray) -> BoolArray:
+        """``eligible`` for many people at once (one row each): broadcast array operations over a block
+        of people instead of one Python call per person (5,000 x 1,500 took 0.7 s one by one)."""
+        p, pol, o = self.pool, self.policy, self.others
+        ok = np.ones((len(rows), len(o)), dtype=bool)
+        if not len(rows) or not len(o):
+            return ok
+        if pol.require_shared_language:
+            ok &= _shared(p.lang[rows][:, None, :], p.lang[o][None, :, :]) > 0
+        if pol.max_timezone_distance_hours is not None:
+            ok &= np.abs(p.tz[o][None, :] - p.tz[rows][:, None]) <= pol.max_timezone_distance_hours * 60
+        gap, lv, lo = pol.min_level_gap, p.level[rows][:, None], p.level[o][None, :]
+        if pol.seniority_rule is SeniorityRule.MENTOR_ABOVE:
+            ok &= lo >= lv + gap
+        elif pol.seniority_rule is SeniorityRule.MENTOR_BELOW:
+            ok &= lo + gap <= lv
+        elif pol.seniority_rule is SeniorityRule.PEERS_WITHIN:
+            ok &= np.abs(lo - lv) <= pol.max_peer_level_spread
+        if pol.max_same_department is not None and pol.max_same_department < 2:
+            ok &= p.dept[o][None, :] != p.dept[rows][:, None]
+        depth = pol.reporting_line_depth
+        for r, i in enumerate(rows.tolist()):
+            pid = p.people[i].participant_id
+            for other in [*(p.chains[i][:depth] if depth > 0 else []), *p.conflicts[i], pid]:
+                pos = self._others_ids.get(other)
+                if pos is not None:
+                    ok[r, pos] = False
+            for pos in self._managed_by.get(pid, []):
+                ok[r, pos] = False
+        return ok
+
+    def fit_rows(self, rows: IntArray) -> IntArray:
+        """``fit`` for many people at once (one row each), as ``eligible_rows``."""
+        p, w, o = self.pool, self.policy.weights, self.others
+        skills = _shared(p.sought[rows][:, None, :], p.offered[o][None, :, :])
+        skills += _shared(p.offered[rows][:, None, :], p.sought[o][None, :, :])
+        goals = _shared(p.goals[rows][:, None, :], p.goals[o][None, :, :])
+        cross = (p.dept[o][None, :] != p.dept[rows][:, None]).astype(np.int64)
+        total: IntArray = w.skill * skills + w.goal * goals + w.cross_department * cross
+        return total
+
     def eligible(self, i: int) -> BoolArray:
         mask = np.ones(len(self.others), dtype=bool)
         for excluded in self.failing(i).values():
@@ -167,21 +208,27 @@ class PairRules:
 
 
 def pair_fit(a: ParticipantProfile, b: ParticipantProfile, policy: MatchingPolicy) -> tuple[int, list[FitContribution]]:
-    """The same fit as :meth:`PairRules.fit` for one pair, with the explanation an admin reads."""
+    """The same fit as :meth:`PairRules.fit` for one pair, with the explanation an admin reads.
+    (``model_construct``: the fields are built here from validated input; validating each one again
+    cost a second per 5,000 groups.)"""
     w = policy.weights
     parts: list[FitContribution] = []
     for x, y in ((a, b), (b, a)):
         for skill in sorted(set(x.skills_sought) & set(y.skills_offered)):
             if w.skill:
                 detail = f"{skill} sought by {x.participant_id}, offered by {y.participant_id}"
-                parts.append(FitContribution(criterion="skill", points=w.skill, detail=detail))
+                parts.append(FitContribution.model_construct(criterion="skill", points=float(w.skill), detail=detail))
     for goal in sorted(set(a.goals) & set(b.goals)):
         if w.goal:
             detail = f"shared goal {goal} ({a.participant_id}, {b.participant_id})"
-            parts.append(FitContribution(criterion="goal", points=w.goal, detail=detail))
+            parts.append(FitContribution.model_construct(criterion="goal", points=float(w.goal), detail=detail))
     if a.department != b.department and w.cross_department:
         detail = f"cross-department {a.department} / {b.department} ({a.participant_id}, {b.participant_id})"
-        parts.append(FitContribution(criterion="cross_department", points=w.cross_department, detail=detail))
+        parts.append(
+            FitContribution.model_construct(
+                criterion="cross_department", points=float(w.cross_department), detail=detail
+            )
+        )
     return int(sum(c.points for c in parts)), parts
 
 

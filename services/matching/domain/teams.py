@@ -42,6 +42,37 @@ from services.matching.domain.rules import (
     first_failing_counts,
 )
 
+FULL_TEAM_LIMIT = 20_000
+"""Team x eligible mentor variables up to which every eligible mentor is an option (the model is exact).
+Above it each team keeps its FULL_TEAM_LIMIT / teams (at least TOP_TEAM_MENTORS) best-fitting mentors:
+2,000 teams with every eligible mentor were 676,000 variables, a minute to build before any solve."""
+TOP_TEAM_MENTORS = 10
+
+
+def team_options(
+    eligible_of: dict[str, BoolArray],
+    fit_of: dict[str, IntArray],
+    greedy: dict[str, list[int]],
+    lock_of: dict[str, int],
+) -> tuple[dict[str, BoolArray], bool]:
+    """Each team's mentor options in the model, and whether they are all its eligible mentors with room
+    (exact). Pruned: its best-fitting ones (ties by position), plus the greedy's mentors and a locked one,
+    so the greedy solution stays a solution of the model."""
+    total = sum(int(e.sum()) for e in eligible_of.values())
+    if total <= FULL_TEAM_LIMIT:
+        return eligible_of, True
+    top = max(TOP_TEAM_MENTORS, FULL_TEAM_LIMIT // max(1, len(eligible_of)))
+    out: dict[str, BoolArray] = {}
+    for team, eligible in eligible_of.items():
+        pos = np.flatnonzero(eligible)
+        keep = np.zeros(len(eligible), dtype=bool)
+        keep[pos[np.argsort(-fit_of[team][pos], kind="stable")[:top]]] = True
+        keep[greedy.get(team, [])] = True
+        if team in lock_of:
+            keep[lock_of[team]] = True
+        out[team] = keep & eligible
+    return out, False
+
 
 @dataclass
 class TeamModel:
@@ -103,17 +134,16 @@ def solve_teams(prep: Prepared, progress: Progress, time_limit: float) -> Matchi
             )
             gone += [unplaced(pid, UnmatchedReason.OTHER, text) for pid in ids]
             continue
-        eligible = np.ones(len(mentors), dtype=bool)
-        fit = np.zeros(len(mentors), dtype=np.int64)
-        counts: dict[str, int] = defaultdict(int)
+        block = np.array(rows, dtype=np.int64)
+        eligible: BoolArray = np.asarray(rules.eligible_rows(block).all(axis=0))
         for i in rows:
-            failing = rules.failing(i)
-            for rule, n in first_failing_counts(failing).items():
-                counts[rule] = max(counts[rule], n)
-            for mask in failing.values():
-                eligible &= ~mask
             prep.drop_excluded_mentors(prep.people[i].participant_id, eligible)
-            fit += rules.fit(i)
+        fit = rules.fit_rows(block).sum(axis=0)
+        counts: dict[str, int] = defaultdict(int)
+        if int(eligible.sum()) < pol.mentors_per_group:  # the reason's per-rule counts, for this team only
+            for i in rows:
+                for rule, n in first_failing_counts(rules.failing(i)).items():
+                    counts[rule] = max(counts[rule], n)
         with_room = eligible & (free > 0)
         if int(eligible.sum()) < pol.mentors_per_group:
             text = f"no {pol.mentors_per_group} mentors eligible for every member: {describe_exclusions(counts, pol)}"
@@ -140,6 +170,7 @@ def solve_teams(prep: Prepared, progress: Progress, time_limit: float) -> Matchi
         prep.notes.append(f"lock {a}/{b} not applied: teams are locked through a mentor and a team member")
     order = sorted(sizes, key=lambda t: lottery_key(prep.seed, f"team:{t}"))
     greedy = greedy_teams(prep, order, eligible_of, fit_of, free)
+    option_of, exact = team_options(eligible_of, fit_of, greedy, lock_of)
     mentor_apart = [(mpos[a], mpos[b]) for a, b in apart_pairs(prep, mentor_ids)]
 
     def build(part: list[str]) -> TeamModel:
@@ -151,7 +182,7 @@ def solve_teams(prep: Prepared, progress: Progress, time_limit: float) -> Matchi
         for team in part:
             placed[team] = model.new_bool_var(f"placed_{team}")
             options = []
-            for k in map(int, np.flatnonzero(eligible_of[team])):
+            for k in map(int, np.flatnonzero(option_of[team])):
                 var = model.new_bool_var(f"z_{team}_{k}")
                 z[(team, k)] = var
                 options.append(var)
@@ -240,7 +271,7 @@ def solve_teams(prep: Prepared, progress: Progress, time_limit: float) -> Matchi
             lost_all += [unplaced(pid, code, text) for pid in members_of[team] if pid not in done]
         return group_result(prep, Outcome(groups, lost_all, levels, **kw))  # type: ignore[arg-type]
 
-    parts = team_components(sorted(sizes), eligible_of, sizes)
+    parts = team_components(sorted(sizes), option_of, sizes)
     if not parts:
         parts = [[]]
     built = [build(part) for part in parts]
@@ -279,11 +310,22 @@ def solve_teams(prep: Prepared, progress: Progress, time_limit: float) -> Matchi
     for levels, tm, _ in solved:
         levels.optimise("fit", sum(tm.fit_terms) if tm.fit_terms else 0, maximize=True)
         settle_ratio(levels, prep, tm.opened)
+        taken: dict[str, list[str]] = defaultdict(list)
+        for (t, k), v in tm.z.items():  # one pass over the assignments (not one per team)
+            if levels.value(v):
+                taken[t].append(mentor_ids[k])
         for team, var in tm.placed.items():
             if levels.value(var):
-                chosen[team] = [mentor_ids[k] for (t, k), v in tm.z.items() if t == team and levels.value(v)]
+                chosen[team] = taken[team]
     bound = sum(proven_most(t, sum(sizes[x] for x in tm.placed)) for t, tm in zip(firsts, built, strict=True))
     notes = []
+    if not exact:  # the pruned model's bound is not a bound on the full graph: count the teams instead
+        bound = sum(sizes.values())
+        notes.append(
+            f"each team's mentors pruned to its {max(TOP_TEAM_MENTORS, FULL_TEAM_LIMIT // max(1, len(sizes)))} best "
+            "fitting eligible mentors with room, plus the greedy's and a locked one; placed_bound counts every team "
+            "that has enough eligible mentors with room"
+        )
     unsolved = [team for tm, q in zip(built, quotas, strict=True) if q is None for team in tm.placed]
     if unsolved:
         chosen.update({team: greedy_spec[team] for team in unsolved if team in greedy_spec})
@@ -296,4 +338,4 @@ def solve_teams(prep: Prepared, progress: Progress, time_limit: float) -> Matchi
     combined: Levels | CombinedLevels = kept[0] if len(kept) == 1 else CombinedLevels(kept)
     if len(runs) > 1:
         notes.append(f"solved as {len(runs)} models over independent components (teams sharing no mentor; exact)")
-    return finish(chosen, combined, placed_bound=bound, proven_lottery=proven, notes=notes)
+    return finish(chosen, combined, placed_bound=bound, proven_lottery=proven, notes=notes, exact=exact)

@@ -147,19 +147,40 @@ def test_a_model_too_large_for_the_limit_is_not_built_and_the_greedy_fit_is_impr
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Above the size the limit allows (a deterministic rule: input and limit, never the clock), the
-    run keeps the greedy's placed set and open groups and reassigns mentees between them for fit."""
+    run keeps the greedy's placed set and reassigns mentees for fit: between the greedy's open groups
+    and the extra groups a fit-optimal flow opens within the greedy's max load ratio (more mentors used,
+    never fewer, and no mentor above that ratio)."""
     from bench.synthetic_pool import instance
 
     inp = instance(200, Form.FACILITATED_GROUP, seed=8)
-    monkeypatch.setattr(levels_module, "WALL_DEADLINE_SHARE", 0.0)
-    baseline = match(inp, 4, time_limit_s=5)  # the group greedy as it is
-    monkeypatch.setattr(levels_module, "WALL_DEADLINE_SHARE", 1_000.0)
     monkeypatch.setattr(facilitated_module, "FULL_MODEL_LIMIT", 0)
     monkeypatch.setattr(facilitated_module, "MODEL_VARS_PER_SECOND", 0)
+    with monkeypatch.context() as plain:  # the group greedy as it is: no reassignment
+        plain.setattr(
+            facilitated_module,
+            "polish_groups",
+            lambda prep, greedy, el, ids, *rest, **kw: [([ids[k] for k in ms], members) for ms, members in greedy],
+        )
+        baseline = match(inp, 4, time_limit_s=5)
     result = match(inp, 4, time_limit_s=5)
     assert validate(inp, result) == []
     assert result.stats.status == "GREEDY"
     assert any("too large to build" in n for n in result.stats.notes)
     assert _placed(result) == _placed(baseline)
-    assert result.stats.load == baseline.stats.load
+    assert result.stats.max_load_ratio <= baseline.stats.max_load_ratio
+    assert _mentors_used(result) >= _mentors_used(baseline)
     assert result.stats.total_fit > baseline.stats.total_fit
+
+
+def test_the_clock_cutting_the_preparation_returns_the_greedy_with_a_note(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The time limit counts the preparation too: past the deadline, the optional steps (the second
+    greedy pass, the placement flow, the model) are skipped and the greedy's groups stand, valid."""
+    from bench.synthetic_pool import instance
+
+    inp = instance(200, Form.FACILITATED_GROUP, seed=8)
+    monkeypatch.setattr(levels_module, "WALL_DEADLINE_SHARE", 0.0)
+    result = match(inp, 4, time_limit_s=5)
+    assert validate(inp, result) == []
+    assert result.stats.status == "GREEDY"
+    assert any("the time limit cut the preparation" in n for n in result.stats.notes)
+    assert result.stats.placed_count > 0

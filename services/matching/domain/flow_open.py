@@ -1,0 +1,99 @@
+"""Facilitated groups on pools too large for CP-SAT: which extra groups to open for fit.
+
+The greedy opens groups in lottery order; fit then can only move mentees between *those* groups. A
+min-cost flow over the placed people (each to its best-fitting eligible mentors with room under the
+run's max load ratio, a mentor taking at most its allowed groups x the group maximum, cost -fit) is the
+fit-optimal placement of the same people at the same ratio when group minimums and member-member rules
+are relaxed: the benchmark's proven fit bound. Mentors it loads with enough people for another group
+are where fit wants groups the greedy did not open. Opening them keeps the placed set, never raises
+the max load ratio (a mentor only opens what the ratio allows) and only adds mentors used; the
+reassignment (``fit_polish``) then fills every open group to at least its minimum, or, when it cannot,
+keeps the greedy's groups.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+from ortools.graph.python import min_cost_flow
+
+from services.matching.domain.facilitated_prep import Eligibility, open_mentors
+from services.matching.domain.rules import IntArray
+
+FLOW_OPTIONS = 20
+"""Each placed person's arcs in the flow: its best-fitting eligible mentors with allowed groups."""
+
+
+def extra_groups(
+    el: Eligibility,
+    people: list[str],
+    groups: IntArray,
+    allowed: IntArray,
+    sizes: tuple[int, int],
+    departments: tuple[Mapping[str, str], Sequence[str], int | None],
+) -> dict[int, int]:
+    """Mentor position -> groups to open beyond ``groups`` (the greedy's per mentor), at most ``allowed``
+    per mentor in all, where the fit-optimal flow of ``people`` puts enough people for them.
+
+    ``departments`` is (each person's department, each mentor's, the bound per group): with a bound, a
+    person reaches a mentor through a (mentor, department) node that takes at most the mentor's allowed
+    groups x the room that department has in one of them."""
+    size_min, size_max = sizes
+    dept, mentor_dept, limit = departments
+    leads = np.flatnonzero(allowed > 0).astype(np.int64)
+    if not people or not len(leads):
+        return {}
+    best = open_mentors(el, people, leads, FLOW_OPTIONS)
+    n, m = len(people), len(allowed)
+    tails: list[int] = []
+    heads: list[int] = []
+    caps: list[int] = []
+    costs: list[int] = []
+    mentor_of: list[int] = []  # per person -> mentor arc: the mentor
+    person_arcs: list[int] = []
+    node: dict[tuple[int, str], int] = {}
+    for r, pid in enumerate(people):
+        fit = el.fit[el.row[pid]]
+        for k in best[pid]:
+            head = 2 + n + k
+            if limit is not None:
+                room = limit - (1 if dept[pid] == mentor_dept[k] else 0)
+                if room <= 0:
+                    continue
+                key = (k, dept[pid])
+                if key not in node:
+                    node[key] = 2 + n + m + len(node)
+                    tails.append(node[key])
+                    heads.append(head)
+                    caps.append(int(allowed[k]) * room)
+                    costs.append(0)
+                head = node[key]
+            person_arcs.append(len(tails))
+            mentor_of.append(k)
+            tails.append(2 + r)
+            heads.append(head)
+            caps.append(1)
+            costs.append(-int(fit[k]))
+    f = min_cost_flow.SimpleMinCostFlow()
+    f.add_arcs_with_capacity_and_unit_cost(
+        np.zeros(n, dtype=np.int64), 2 + np.arange(n, dtype=np.int64),
+        np.ones(n, dtype=np.int64), np.zeros(n, dtype=np.int64),
+    )  # fmt: skip
+    first = f.num_arcs()
+    f.add_arcs_with_capacity_and_unit_cost(
+        np.array(tails, dtype=np.int64), np.array(heads, dtype=np.int64),
+        np.array(caps, dtype=np.int64), np.array(costs, dtype=np.int64),
+    )  # fmt: skip
+    f.add_arcs_with_capacity_and_unit_cost(
+        2 + n + np.arange(m, dtype=np.int64), np.ones(m, dtype=np.int64),
+        (allowed * size_max).astype(np.int64), np.zeros(m, dtype=np.int64),
+    )  # fmt: skip
+    if f.solve_max_flow_with_min_cost() != f.OPTIMAL:
+        return {}
+    flows = f.flows(first + np.array(person_arcs, dtype=np.int64))
+    load = np.zeros(m, dtype=np.int64)
+    np.add.at(load, np.array(mentor_of, dtype=np.int64), flows)
+    fillable = load // max(1, size_min)
+    extra = np.minimum(allowed, fillable) - groups
+    return {int(k): int(extra[k]) for k in np.flatnonzero(extra > 0)}
