@@ -185,6 +185,7 @@ class _Applying:
     batches: dict[TopicPartition, list[Record]]
     task: asyncio.Task[None]
 
+
 LAG_EVERY_SECONDS = 1.0
 
 
