@@ -236,7 +236,7 @@ class EventConsumer:
             self.metrics.consumer_started(t.name for t in self.topics)
         try:
             while not self._stopping:
-                await self._observe_lag(consumer)
+                await self._observe_lag(consumer, applying.batches if applying else {})
                 # with a batch in flight, only what is fetched already: its commit must not wait for more
                 batches = await consumer.getmany(timeout_ms=0 if applying else 500, max_records=self.batch_size)
                 parsed = await self.parse_batch([r for rs in batches.values() for r in rs]) if batches else None
@@ -297,11 +297,12 @@ class EventConsumer:
         self._stopping = True
         self._wake.set()
 
-    async def _observe_lag(self, consumer: AIOKafkaConsumer) -> None:
-        """Each assigned partition's lag (end offset minus position) from what the last fetches told the
-        client: no request to the broker, at most once per ``LAG_EVERY_SECONDS``, so it costs the poll
-        loop nothing measurable. A partition not fetched yet (no end offset known) is left out; a round
-        interrupted by a rebalance (or a position being reset) is skipped, never waited for."""
+    async def _observe_lag(self, consumer: AIOKafkaConsumer, in_flight: dict[TopicPartition, list[Record]]) -> None:
+        """Each assigned partition's lag (end offset minus the first record not yet applied: the one
+        batch in flight counts as not applied until its commit, else the position) from what the last
+        fetches told the client: no request to the broker, at most once per ``LAG_EVERY_SECONDS``, so it
+        costs the poll loop nothing measurable. A partition not fetched yet (no end offset known) is left
+        out; a round interrupted by a rebalance (or a position being reset) is skipped, never waited for."""
         now = time.monotonic()
         if self.metrics is None or now < self._lag_due:
             return
@@ -312,7 +313,9 @@ class EventConsumer:
                 for tp in consumer.assignment():
                     end = consumer.highwater(tp)
                     if end is not None:
-                        lags[(tp.topic, tp.partition)] = max(0, end - await consumer.position(tp))
+                        pending = in_flight.get(tp)
+                        start = pending[0].offset if pending else await consumer.position(tp)
+                        lags[(tp.topic, tp.partition)] = max(0, end - start)
         except (TimeoutError, AssertionError, IllegalStateError):
             return
         self.metrics.set_consumer_lag(self.name, lags)
