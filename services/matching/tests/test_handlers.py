@@ -5,35 +5,17 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import asyncpg
 import pytest
 
-from conftest import StackEndpoints, unique
 from contracts.policy import Form, default_policy
-from runtime.db import create_pool, migrate
 from services.matching import handlers
 from services.matching.adapters import runs as repo
 from services.matching.domain import MatchingInput
 from services.matching.tests.factories import mentor, person
 
 pytestmark = pytest.mark.stack
-
-MIGRATIONS = Path(handlers.__file__).parent / "migrations"
-
-
-@pytest.fixture
-async def db(stack: StackEndpoints, scratch_schemas: list[str]) -> AsyncIterator[asyncpg.Pool]:
-    schema = unique("matching_h")
-    scratch_schemas.append(schema)
-    pool = await create_pool(stack.admin_dsn, schema, max_size=4)
-    await migrate(pool, schema, {"matching": MIGRATIONS})
-    try:
-        yield pool
-    finally:
-        await pool.close()
 
 
 async def _program(pool: asyncpg.Pool, program_id: str, mentee: str) -> repo.ProgramView:

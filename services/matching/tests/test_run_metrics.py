@@ -5,17 +5,14 @@ that marks it failed."""
 from __future__ import annotations
 
 import threading
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import asyncpg
 import pytest
 
-from conftest import StackEndpoints, eventually, unique
+from conftest import eventually
 from contracts.policy import Form, default_policy
-from runtime.db import create_pool, migrate
 from runtime.metrics import RuntimeMetrics
 from services.matching import app as matching_app
 from services.matching import domain, handlers
@@ -24,20 +21,6 @@ from services.matching.domain import MatchingInput
 from services.matching.tests.factories import mentor, person
 
 pytestmark = pytest.mark.stack
-
-MIGRATIONS = Path(handlers.__file__).parent / "migrations"
-
-
-@pytest.fixture
-async def db(stack: StackEndpoints, scratch_schemas: list[str]) -> AsyncIterator[asyncpg.Pool]:
-    schema = unique("matching_m")
-    scratch_schemas.append(schema)
-    pool = await create_pool(stack.admin_dsn, schema, max_size=4)
-    await migrate(pool, schema, {"matching": MIGRATIONS})
-    try:
-        yield pool
-    finally:
-        await pool.close()
 
 
 async def _program(pool: asyncpg.Pool, program_id: str) -> None:
