@@ -12,6 +12,7 @@ from datetime import datetime
 import asyncpg
 
 from services.metrics.adapters import aggregates, alert_store, queries, states
+from services.metrics.adapters.sql import snapshot
 from services.metrics.domain.alerts import (
     AlertKey,
     Condition,
@@ -168,7 +169,7 @@ async def risks(pool: asyncpg.Pool, program_id: str, at: datetime) -> list[Relat
     """The risk of every open relationship of a program, highest first (states read by SQL)."""
     async with pool.acquire() as conn:
         ids = await _scope_ids(conn, Scope(program_id=program_id))
-        async with conn.transaction(isolation="repeatable_read", readonly=True):
+        async with snapshot(conn):
             found = await states.open_relationships(conn, (ids, None, at))
     scored = [RelationshipRisk(r.state.group_id, r.state.program_id, risk(r.state, at)) for r in found]
     return sorted(scored, key=lambda r: (-r.risk.score, r.group_id))
@@ -214,7 +215,7 @@ def _placements(facts: Facts, now: datetime) -> list[ProgramPlacement]:
 
 async def conditions_now(conn: asyncpg.Connection, limits: dict[str, Thresholds], now: datetime) -> list[Condition]:
     """The same from SQL aggregates, in one snapshot: what the schedule runs (no facts loaded)."""
-    async with conn.transaction(isolation="repeatable_read", readonly=True):
+    async with snapshot(conn):
         relationships = [r.state for r in await states.open_relationships(conn, (None, None, now))]
         mentors = await states.mentor_states(conn, now)
         placements = await states.placements(conn, now)

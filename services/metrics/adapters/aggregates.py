@@ -17,7 +17,7 @@ import json
 
 import asyncpg
 
-from services.metrics.adapters.sql import GROUPS, SEEKERS, active, days, in_window, scope, statement
+from services.metrics.adapters.sql import GROUPS, SEEKERS, active, days, in_window, scope, snapshot, statement
 from services.metrics.adapters.states import open_relationships
 from services.metrics.domain.report import Window
 from services.metrics.domain.stats import DETRACTOR, PROMOTER
@@ -324,7 +324,7 @@ async def tallies(
 ) -> Tallies:
     """Every tally of the scope (``program_ids``; None = the organisation) over ``w``, in one snapshot."""
     args = (program_ids, w.start, w.end)
-    async with conn.transaction(isolation="repeatable_read", readonly=True):
+    async with snapshot(conn):
         return Tallies(
             participation=await participation(conn, args),
             matching=await matching(conn, args),

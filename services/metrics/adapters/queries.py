@@ -8,6 +8,7 @@ from datetime import datetime
 
 import asyncpg
 
+from services.metrics.adapters.sql import snapshot
 from services.metrics.domain.facts import (
     ClosureFact,
     Facts,
@@ -73,7 +74,7 @@ async def load_facts(conn: asyncpg.Connection, program_ids: list[str] | None = N
     mentors) need every enrolment and group of the scope's people, whatever their program: those come in
     ``org_participants`` and ``org_groups``."""
     scope = program_ids
-    async with conn.transaction(isolation="repeatable_read", readonly=True):
+    async with snapshot(conn):
         programs = [
             ProgramFact(**dict(r)) for r in await conn.fetch(f"SELECT * FROM programs WHERE {_in_scope()}", scope)
         ]
