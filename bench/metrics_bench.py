@@ -23,14 +23,18 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
+import os
 import random
 import statistics
 import time
 import uuid
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 
 import asyncpg
 import httpx
+import uvloop
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
@@ -242,6 +246,9 @@ async def throughput(stack: Endpoints, mentees: int, weeks: int, per_event_secon
         try:
             await migrate(pool, schema, {"metrics": MIGRATIONS})
             seen: list[tuple[float, int]] = []
+            gc.freeze()  # as a service does once started (runtime/service.py)
+            cpu = CpuMeter(dsn, schema)
+            await cpu.start()
             started = time.perf_counter()
             try:
                 applied = await project_until_caught_up(
@@ -255,18 +262,29 @@ async def throughput(stack: Endpoints, mentees: int, weeks: int, per_event_secon
             except TimeoutError:
                 projection_s, applied = seen[-1][0] - started, seen[-1][1]
                 print(f"  (projection stopped after {per_event_seconds:.0f}s, {applied:,} events applied)")
+            consumer_cpu, database_cpu = await cpu.stop()
             rows = await pool.fetchval("SELECT count(*) FROM processed_events")
         finally:
             await pool.close()
-        batched_rate = await database_batched(dsn, f"{schema}_batch", events)
+        batched = await database_batched(dsn, f"{schema}_batch", events)
         rate = applied / projection_s
         print(
             f"metrics projection:        {rate:>10,.0f} events/s ({projection_s:.2f}s, {rows:,} tracking rows,"
             f" group join included) = {rate / raw_rate:.1%} of raw"
         )
         print(
+            f"  CPU per event: consumer process {1e6 * consumer_cpu / applied:.1f} us (group join, fetch, parse,"
+            f" rows; the catch-up check's admin client included), its PostgreSQL backends"
+            f" {1e6 * database_cpu / applied:.1f} us; load average {os.getloadavg()[0]:.2f}"
+        )
+        batched_rate, batched_python, batched_database = batched
+        print(
             f"straight to Postgres, batched: {batched_rate:>6,.0f} events/s (tracking record + apply_batch,"
             f" {BATCH:,} events per transaction, no Kafka)"
+        )
+        print(
+            f"  CPU per event: rows built in Python {1e6 * batched_python / len(events):.1f} us,"
+            f" PostgreSQL {1e6 * batched_database / len(events):.1f} us"
         )
         print("  target >= 30,000 events/s: " + ("reached" if rate >= 30_000 else "NOT reached"))
     finally:
@@ -280,13 +298,16 @@ async def throughput(stack: Endpoints, mentees: int, weeks: int, per_event_secon
 BATCH = 5000
 
 
-async def database_batched(dsn: str, schema: str, events: list[Envelope]) -> float:
+async def database_batched(dsn: str, schema: str, events: list[Envelope]) -> tuple[float, float, float]:
     """What a batched consumer could reach on the database side: per batch of 5,000, one transaction that
     records the event ids (skipping those seen before, as the tracking record does) and applies the fresh
-    ones with :func:`apply_batch`, no Kafka: the database's share of the projection."""
-    pool = await create_pool(dsn, schema, max_size=2)
+    ones with :func:`apply_batch`, no Kafka: the database's share of the projection. Returns the rate and
+    the CPU seconds of this process (building the rows, asyncpg's encoding) and of PostgreSQL."""
+    pool = await create_pool(dsn, schema, min_size=1, max_size=1)
     try:
         await migrate(pool, schema, {"metrics": MIGRATIONS})
+        cpu = CpuMeter(dsn, schema)
+        await cpu.start()
         started = time.perf_counter()
         async with pool.acquire() as conn:
             for start in range(0, len(events), BATCH):
@@ -301,12 +322,51 @@ async def database_batched(dsn: str, schema: str, events: list[Envelope]) -> flo
                         )
                     }
                     await apply_batch(conn, [e for e in batch if e.id in fresh])
-        return len(events) / (time.perf_counter() - started)
+        rate = len(events) / (time.perf_counter() - started)
+        python, database = await cpu.stop()
+        return rate, python, database
     finally:
         await pool.close()
         conn = await asyncpg.connect(dsn)
         await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
         await conn.close()
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux ``/proc``), 0 when it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class CpuMeter:
+    """CPU seconds of this process and of the PostgreSQL backends of a schema's pool (its connections'
+    application_name is the schema) between :meth:`start` and :meth:`stop`: on a shared machine, CPU per
+    event says what bounds a rate better than the rate itself."""
+
+    def __init__(self, dsn: str, schema: str) -> None:
+        self.dsn, self.schema = dsn, schema
+        self.backends: dict[int, float] = {}
+        self.process = 0.0
+
+    async def _pids(self) -> list[int]:
+        conn = await asyncpg.connect(self.dsn)
+        try:
+            rows = await conn.fetch("SELECT pid FROM pg_stat_activity WHERE application_name = $1", self.schema)
+        finally:
+            await conn.close()
+        return [r[0] for r in rows]
+
+    async def start(self) -> None:
+        self.backends = {pid: _cpu_seconds(pid) for pid in await self._pids()}
+        self.process = time.process_time()
+
+    async def stop(self) -> tuple[float, float]:
+        process = time.process_time() - self.process
+        pids = await self._pids()  # a backend opened meanwhile started at 0
+        return process, sum(_cpu_seconds(pid) - self.backends.get(pid, 0.0) for pid in pids)
 
 
 async def freshness(stack: Endpoints, runs: int) -> None:
@@ -459,11 +519,12 @@ def main() -> None:
     async def both() -> None:
         if not args.only_kpi:
             await throughput(stack, args.mentees, args.weeks, args.per_event_seconds)
-            await freshness(stack, args.freshness_runs)
+            if args.freshness_runs:
+                await freshness(stack, args.freshness_runs)
         if args.kpi_people:
             await kpi_latency(stack, args.kpi_people, args.weeks, args.kpi_schema)
 
-    asyncio.run(both())
+    uvloop.run(both())  # a service's consumers run in uvicorn's loop, uvloop when installed
 
 
 if __name__ == "__main__":

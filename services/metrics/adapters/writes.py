@@ -16,6 +16,14 @@ folded into one, with the effect applying them one after another would have had:
   revision is what the statement then compares with the stored row. A stored NULL is always older.
 - an :class:`Update`: the last one, or the first when ``first_wins`` (its condition then excludes the
   row once written, e.g. an alert cleared once).
+
+A large run of an upsert whose keys are new as a rule (a session held, an answer, a group: ``new_keys``)
+is first copied straight into its table with a binary ``COPY`` inside a savepoint: for a key not stored
+yet, an upsert is an insert, and ``COPY`` costs both sides far less (asyncpg encodes a row without
+inspecting every value of a column array; PostgreSQL inserts without the speculative insertion of
+``ON CONFLICT``). Should any key of the run be stored already (or appear twice in it), the unique index
+refuses the copy, the savepoint undoes it, and the run goes through the upsert statement as any other:
+the effect is the statement's either way.
 """
 
 from __future__ import annotations
@@ -42,6 +50,8 @@ class Upsert:
     """``<`` instead of ``<=``: of equals, the first one wins"""
     any_conflict: bool = False
     """DO NOTHING on a conflict with any unique index, not only the key's"""
+    new_keys: bool = False
+    """a run's keys are new as a rule: try a ``COPY`` into the table first (see the module docstring)"""
 
     @cached_property
     def names(self) -> list[str]:
@@ -171,7 +181,30 @@ class Runs:
                 folded = kind.fold(writes)
                 if len(folded) == 1:
                     await conn.execute(kind.one, *folded[0])
-                elif isinstance(kind, Upsert) and kind.has_array:  # unnest would flatten an array column
-                    await conn.executemany(kind.one, folded)
+                elif isinstance(kind, Upsert) and kind.new_keys and len(folded) >= COPY_AT_LEAST:
+                    if not await _copied(conn, kind, folded):
+                        await _upsert_many(conn, kind, folded)
                 else:
-                    await conn.execute(kind.many, *(list(column) for column in zip(*folded, strict=True)))
+                    await _upsert_many(conn, kind, folded)
+
+
+COPY_AT_LEAST = 32
+"""The smallest run worth a ``COPY`` (a savepoint and three more round trips than one statement)."""
+
+
+async def _copied(conn: asyncpg.Connection, kind: Upsert, rows: Sequence[tuple[Any, ...]]) -> bool:
+    """Whether the rows went in by ``COPY``: False, with nothing written, when a key is stored already
+    or twice among them."""
+    try:
+        async with conn.transaction():  # a savepoint: a refused copy leaves the batch's transaction usable
+            await conn.copy_records_to_table(kind.table, records=rows, columns=kind.names)
+    except asyncpg.UniqueViolationError:
+        return False
+    return True
+
+
+async def _upsert_many(conn: asyncpg.Connection, kind: Kind, rows: Sequence[tuple[Any, ...]]) -> None:
+    if isinstance(kind, Upsert) and kind.has_array:  # unnest would flatten an array column
+        await conn.executemany(kind.one, rows)
+    else:
+        await conn.execute(kind.many, *(list(column) for column in zip(*rows, strict=True)))

@@ -50,9 +50,11 @@ def gini(values: Sequence[float]) -> float | None:
 
 def normalise(score: int, scale_min: int, scale_max: int) -> float:
     """A score as a fraction of its question's scale: 0 at the minimum, 1 at the maximum."""
-    if scale_max <= scale_min:
+    span = scale_max - scale_min
+    if span <= 0:
         return 1.0
-    return min(1.0, max(0.0, (score - scale_min) / (scale_max - scale_min)))
+    share = (score - scale_min) / span
+    return 0.0 if share < 0 else 1.0 if share > 1 else share  # clamped; comparisons cost less than min/max
 
 
 def on_five_point_scale(fraction: float) -> float:

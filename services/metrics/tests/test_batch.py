@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from typing import Any
 
 import asyncpg
 import pytest
@@ -24,11 +25,13 @@ from contracts.events import (
     ParticipantUpdated,
     ParticipantWithdrawn,
     QuestionScore,
+    SessionHeld,
     SurveyKind,
     UnmatchedReason,
 )
 from contracts.policy import Role
 from runtime.db import create_pool, migrate
+from services.metrics.adapters import writes
 from services.metrics.adapters.projection import HANDLERS, apply_batch
 from services.metrics.cli import MIGRATIONS
 from services.metrics.tests.scenario import DAY, T0, Scenario
@@ -88,12 +91,30 @@ def rewrites(tag: str) -> list[Envelope]:
     return [Envelope(data=e, time=t + i * timedelta(seconds=1)) for i, e in enumerate(events)]  # type: ignore[arg-type]
 
 
-async def test_batches_equal_one_event_at_a_time(stack: StackEndpoints, scratch_schemas: list[str]) -> None:
+@pytest.mark.parametrize("copy_at_least", [writes.COPY_AT_LEAST, 2])
+async def test_batches_equal_one_event_at_a_time(
+    stack: StackEndpoints, scratch_schemas: list[str], monkeypatch: pytest.MonkeyPatch, copy_at_least: int
+) -> None:
+    """With copies from 2 rows up, runs are copied, and runs whose keys are stored already (sessions held
+    published again) fall back to the upsert: both give the same rows as one event at a time."""
+    monkeypatch.setattr(writes, "COPY_AT_LEAST", copy_at_least)
+    copies: list[bool] = []
+    copied = writes._copied
+
+    async def counted(*args: Any) -> bool:
+        copies.append(await copied(*args))
+        return copies[-1]
+
+    monkeypatch.setattr(writes, "_copied", counted)
     s = Scenario(unique("batch")).build().widen(busy=6, idle=2)
     s.held(9, T0 + 29 * DAY, [s.pid("M6")])
     s.answer(3, 9, revision=2)  # a replaced answer inside the same batch as its first revision
     tag = unique("batch-org")
     events = [*s.events, *organisation(tag), *rewrites(tag)]
+    # the sessions held published again under new ids, one held longer: keys stored already
+    again = [e.data for e in events if isinstance(e.data, SessionHeld)]
+    again[0] = again[0].model_copy(update={"duration_minutes": again[0].duration_minutes + 5})
+    events += [Envelope(data=e) for e in again]
     one, small, whole = unique("metrics_one"), unique("metrics_small"), unique("metrics_whole")
     scratch_schemas += [one, small, whole]
     pools = [await create_pool(stack.admin_dsn, schema) for schema in (one, small, whole)]
@@ -113,6 +134,8 @@ async def test_batches_equal_one_event_at_a_time(stack: StackEndpoints, scratch_
         assert await rows(pools[1]) == expected
         assert await rows(pools[2]) == expected
         assert all(expected[t] for t in TABLES), "the events filled every table"
+        if copy_at_least == 2:
+            assert True in copies and False in copies, "runs copied, and runs falling back to the upsert"
     finally:
         for pool in pools:
             await pool.close()
