@@ -21,7 +21,6 @@ import argparse
 import asyncio
 import contextlib
 import dataclasses
-import gc
 import json
 import os
 import socket
@@ -49,6 +48,7 @@ from deploy.local.stack import Stack
 from runtime.auth import issue_token, jwt_config_from_env
 from runtime.consumer import EventConsumer, ParsedBatch, Record
 from runtime.db import create_pool, migrate
+from runtime.heap import settle_heap
 from runtime.kafka import ensure_topics
 from runtime.outbox import make_producer
 from runtime.tail import wait_for_consumer_group
@@ -142,7 +142,7 @@ async def projection_rate(admin_dsn: str, bootstrap: str, topic: str, total: int
             topics=(dataclasses.replace(ENROLLMENT, name=topic),),
             handlers=HANDLERS,
         )
-        gc.freeze()  # as a service does once started (runtime/service.py)
+        settle_heap()  # as a service does once started (runtime/service.py)
         backends = {pid: _cpu_seconds(pid) for pid in await _backend_pids(admin_dsn, schema)}
         task = asyncio.create_task(consumer.run(bootstrap))
         cpu_started = time.process_time()
