@@ -9,7 +9,7 @@
    20,000 people.
 
     python -m bench.pipeline_bench [--projection-events 50000] [--sizes 10000,50000] [--singles 3000]
-                                   [--enrollment-workers 1]
+                                   [--enrollment-workers 1] [--projection-only] [--repeat 1]
 
 Enrollment and matching run as separate uvicorn processes (as deployed), on free loopback ports, in
 throw-away schemas, against the local stack; the bench's topics and schemas are deleted afterwards.
@@ -21,7 +21,6 @@ import argparse
 import asyncio
 import contextlib
 import dataclasses
-import gc
 import json
 import os
 import socket
@@ -49,6 +48,7 @@ from deploy.local.stack import Stack
 from runtime.auth import issue_token, jwt_config_from_env
 from runtime.consumer import EventConsumer, ParsedBatch, Record
 from runtime.db import create_pool, migrate
+from runtime.heap import settle_heap
 from runtime.kafka import ensure_topics
 from runtime.outbox import make_producer
 from runtime.tail import wait_for_consumer_group
@@ -114,15 +114,27 @@ async def raw_consume_rate(bootstrap: str, topic: str, partitions: int, total: i
         await consumer.stop()
 
 
+@dataclasses.dataclass
 class _TimedConsumer(EventConsumer):
-    """Notes when its first batch starts, so the group join is not counted as projection time."""
+    """Notes when its first batch starts, so the group join is not counted as projection time, and when
+    it has applied ``expected`` events, so that no query polls the pool meanwhile (a ``count(*)`` every
+    50 ms over a growing pool cost its PostgreSQL backends several µs per event)."""
 
     first_batch_at: float | None = None
+    expected: int = 0
+    applied: int = 0
+    done: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
 
     async def parse_batch(self, records: Sequence[Record]) -> ParsedBatch:
         if self.first_batch_at is None:
             self.first_batch_at = time.perf_counter()
         return await super().parse_batch(records)
+
+    async def apply_batch(self, parsed: ParsedBatch) -> None:
+        await super().apply_batch(parsed)  # committed: its events are in the pool
+        self.applied += len(parsed.work)
+        if self.applied >= self.expected:
+            self.done.set()
 
 
 async def projection_rate(admin_dsn: str, bootstrap: str, topic: str, total: int) -> tuple[float, float, float, float]:
@@ -141,21 +153,25 @@ async def projection_rate(admin_dsn: str, bootstrap: str, topic: str, total: int
             producer=producer,
             topics=(dataclasses.replace(ENROLLMENT, name=topic),),
             handlers=HANDLERS,
+            expected=total,
         )
-        gc.freeze()  # as a service does once started (runtime/service.py)
+        settle_heap()  # as a service does once started (runtime/service.py)
         backends = {pid: _cpu_seconds(pid) for pid in await _backend_pids(admin_dsn, schema)}
         task = asyncio.create_task(consumer.run(bootstrap))
         cpu_started = time.process_time()
         try:
-            while await pool.fetchval("SELECT count(*) FROM pool") < total:
-                if task.done():
-                    task.result()
-                await asyncio.sleep(0.05)
+            await asyncio.wait([task, asyncio.create_task(consumer.done.wait())], return_when=asyncio.FIRST_COMPLETED)
+            if task.done():
+                task.result()
+                raise SystemExit("the consumer stopped before it applied every event: no figures")
             assert consumer.first_batch_at is not None
             elapsed = time.perf_counter() - consumer.first_batch_at
             cpu = time.process_time() - cpu_started
             pids = await _backend_pids(admin_dsn, schema)  # a backend opened meanwhile started at 0
             database = sum(_cpu_seconds(pid) - backends.get(pid, 0.0) for pid in pids)
+            in_pool = await pool.fetchval("SELECT count(*) FROM pool")
+            if in_pool != total:
+                raise SystemExit(f"{in_pool:,} people in the pool after {total:,} events: no figures")
         finally:
             consumer.stop()
             await task
@@ -451,7 +467,7 @@ async def services_part(admin_dsn: str, bootstrap: str, sizes: list[int], single
             )
 
 
-async def kafka_part(admin_dsn: str, bootstrap: str, events: int) -> None:
+async def kafka_part(admin_dsn: str, bootstrap: str, events: int, repeat: int = 1) -> None:
     topic = dataclasses.replace(ENROLLMENT, name=f"bench.pipeline.{uuid.uuid4().hex[:8]}", partitions=3)
     await ensure_topics(bootstrap, [topic])
     try:
@@ -459,14 +475,16 @@ async def kafka_part(admin_dsn: str, bootstrap: str, events: int) -> None:
         await _fill(bootstrap, topic.name, [_enrolled(program, i) for i in range(events)])
         raw = raw_consume_rate(bootstrap, topic.name, topic.partitions, events)
         print(f"raw aiokafka consume ({events:,} participant.enrolled records): {await raw:,.0f} records/s")
-        rate, batch, cpu, database = await projection_rate(admin_dsn, bootstrap, topic.name, events)
-        print(
-            f"matching pool projection ({events:,} events, batches of up to {batch:,.0f}, tracking record and"
-            f" offset commit per batch): {rate:,.0f} events/s   target >= 30,000/s"
-            f"\n  (CPU per event: consumer process {cpu * 1e6:.0f} us, group join and record fetch included;"
-            f" its PostgreSQL backends {database * 1e6:.0f} us, the bench's progress polls included:"
-            f" {1 / max(cpu, database):,.0f} events/s if each had a core of its own)"
-        )
+        for _ in range(repeat):  # each into a fresh schema, by a fresh consumer group
+            load = os.getloadavg()[0]
+            rate, batch, cpu, database = await projection_rate(admin_dsn, bootstrap, topic.name, events)
+            print(
+                f"matching pool projection ({events:,} events, batches of up to {batch:,.0f}, tracking record and"
+                f" offset commit per batch): {rate:,.0f} events/s   target >= 30,000/s"
+                f"\n  (CPU per event: consumer process {cpu * 1e6:.0f} us, group join and record fetch included;"
+                f" its PostgreSQL backends {database * 1e6:.0f} us: {1 / max(cpu, database):,.0f} events/s if each"
+                f" had a core of its own; load average {load:.2f} at the start)"
+            )
     finally:
         admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
         await admin.start()
@@ -483,6 +501,10 @@ def main() -> None:
     parser.add_argument("--singles", type=int, default=3000, help="0 skips the single enrolments")
     parser.add_argument("--enrollment-workers", type=int, default=1, help="uvicorn worker processes of enrollment")
     parser.add_argument(
+        "--projection-only", action="store_true", help="raw consume and pool projection only (--sizes '' --singles 0)"
+    )
+    parser.add_argument("--repeat", type=int, default=1, help="pool projection runs over the same records")
+    parser.add_argument(
         "--loop", choices=["uvloop", "asyncio"], default="uvloop", help="event loop of the in-process consumer part"
     )
     args = parser.parse_args()
@@ -491,7 +513,9 @@ def main() -> None:
     if args.projection_events:
         # uvloop by default: a service's consumers run in uvicorn's loop, which is uvloop when installed
         run = uvloop.run if args.loop == "uvloop" else asyncio.run
-        run(kafka_part(endpoints.admin_dsn, endpoints.kafka_bootstrap, args.projection_events))
+        run(kafka_part(endpoints.admin_dsn, endpoints.kafka_bootstrap, args.projection_events, args.repeat))
+    if args.projection_only:
+        return
     sizes = [int(s) for s in args.sizes.split(",") if s]
     asyncio.run(
         services_part(endpoints.admin_dsn, endpoints.kafka_bootstrap, sizes, args.singles, args.enrollment_workers)
