@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import gc
 import os
 import random
 import statistics
@@ -60,6 +59,7 @@ from contracts.topics import ENROLLMENT, FEEDBACK, MATCHING, SESSIONS, Topic
 from deploy.local.stack import Endpoints, Stack
 from runtime.auth import issue_token
 from runtime.db import create_pool, migrate
+from runtime.heap import settle_heap
 from runtime.tail import wait_for_consumer_group
 from services.metrics import handlers
 from services.metrics.adapters.projection import apply_batch
@@ -239,7 +239,7 @@ async def throughput(stack: Endpoints, mentees: int, weeks: int, per_event_secon
     try:
         produce_s = await produce(stack.kafka_bootstrap, records)
         print(f"events: {len(events):,} ({mentees:,} mentees, {weeks} weeks) produced in {produce_s:.1f}s")
-        gc.freeze()  # as a service does once started (runtime/service.py)
+        settle_heap()  # as a service does once started (runtime/service.py)
         rates = []
         for run in range(repeat):
             raw_s = await raw_consume(stack.kafka_bootstrap, list(bench_topics.values()), len(events))

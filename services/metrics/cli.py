@@ -30,6 +30,7 @@ from aiokafka.structs import OffsetAndMetadata
 from contracts.topics import Topic
 from runtime.consumer import EventConsumer
 from runtime.db import create_pool, migrate
+from runtime.heap import settle_heap
 from runtime.kafka import ensure_topics
 from runtime.outbox import make_producer
 from services.metrics.adapters.projection import BATCHED_HANDLERS
@@ -184,6 +185,7 @@ def main(argv: list[str] | None = None) -> int:
     def show(done: int, total: int) -> None:
         print(f"\r{done}/{total} events", end="", file=sys.stderr, flush=True)
 
+    settle_heap()  # the collector set for batches, as in the service (runtime/heap.py)
     try:
         result = asyncio.run(rebuild(settings, show))
     except NotFresh as exc:
