@@ -315,27 +315,24 @@ def on_expectations(env: Envelope) -> list[Write]:
     return [Write(EXPECTATIONS, (e.group_id, e.program_id, e.cadence_days, e.agreed_at))]
 
 
-_AVERAGED = (Measure.SESSION_RATING, Measure.MENTOR_HELPS, Measure.MENTEE_ENGAGED, Measure.PAIRING_FIT)
+_SLOT = {m: i for i, m in enumerate((Measure.SESSION_RATING, Measure.MENTOR_HELPS, Measure.MENTEE_ENGAGED,
+                                     Measure.PAIRING_FIT, Measure.WOULD_RECOMMEND))}  # fmt: skip
+"""Where each measure is summed in :func:`measures`; the averaged ones first, would_recommend last."""
 
 
 def measures(e: FeedbackGivenV2) -> tuple[float | int | None, ...]:
-    """Each measure's answers averaged, as a share of its scale, in the order of :data:`_AVERAGED`; then
-    would_recommend on 0-10 (rounded). None for a measure not asked. (A plain loop and tuples: an answer
-    is a third of the events a projection applies, and dicts per answer were a third of its rows' cost.)"""
-    found: dict[Measure, list[float]] = {}
+    """Each measure's answers averaged, as a share of its scale (session_rating, mentor_helps,
+    mentee_engaged, pairing_fit); then would_recommend on 0-10 (rounded). None for a measure not asked.
+    (Sums in two small lists: an answer is a third of the events a projection applies, and a dict of
+    lists per answer was a third of its rows' cost.)"""
+    sums, counts = [0.0] * 5, [0] * 5
     for s in e.scores:
-        share = normalise(s.score, s.scale_min, s.scale_max)
-        if (shares := found.get(s.measure)) is None:
-            found[s.measure] = [share]
-        else:
-            shares.append(share)
-    out: list[float | int | None] = []
-    for m in _AVERAGED:
-        shares = found.get(m)
-        out.append(sum(shares) / len(shares) if shares else None)
-    recommend = found.get(Measure.WOULD_RECOMMEND)
-    out.append(round(10 * sum(recommend) / len(recommend)) if recommend else None)
-    return tuple(out)
+        slot = _SLOT.get(s.measure)
+        if slot is not None:
+            sums[slot] += normalise(s.score, s.scale_min, s.scale_max)
+            counts[slot] += 1
+    averaged = [t / n if n else None for t, n in zip(sums[:4], counts, strict=False)]
+    return (*averaged, round(10 * sums[4] / counts[4]) if counts[4] else None)
 
 
 def on_feedback(env: Envelope) -> list[Write]:
