@@ -331,8 +331,15 @@ def measures(e: FeedbackGivenV2) -> tuple[float | int | None, ...]:
         if slot is not None:
             sums[slot] += normalise(s.score, s.scale_min, s.scale_max)
             counts[slot] += 1
-    averaged = [t / n if n else None for t, n in zip(sums[:4], counts, strict=False)]
-    return (*averaged, round(10 * sums[4] / counts[4]) if counts[4] else None)
+    rating, helps, engaged, fit, recommend = sums
+    n_rating, n_helps, n_engaged, n_fit, n_recommend = counts
+    return (
+        rating / n_rating if n_rating else None,
+        helps / n_helps if n_helps else None,
+        engaged / n_engaged if n_engaged else None,
+        fit / n_fit if n_fit else None,
+        round(10 * recommend / n_recommend) if n_recommend else None,
+    )
 
 
 def on_feedback(env: Envelope) -> list[Write]:
