@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import asyncpg
+import uvloop
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.structs import OffsetAndMetadata
@@ -187,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
 
     settle_heap()  # the collector set for batches, as in the service (runtime/heap.py)
     try:
-        result = asyncio.run(rebuild(settings, show))
+        result = uvloop.run(rebuild(settings, show))  # the loop the service's projection runs on
     except NotFresh as exc:
         print(f"\n{exc}", file=sys.stderr)
         return 2

@@ -116,8 +116,9 @@ RUN = Upsert(
 OVERRIDE = Upsert(
     "overrides",
     (("override_id", TEXT), ("program_id", TEXT), ("kind", TEXT), ("participant_ids", "text[]"), ("at", TS)),
-    key=("override_id",),
+    key=("program_id", "override_id"),
 )
+"""Keyed by program too: matching numbers overrides per database, not across every program on the topic."""
 SESSION = Upsert(
     "sessions_held",
     (

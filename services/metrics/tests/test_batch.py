@@ -18,7 +18,9 @@ from contracts.events import (
     GoalCategory,
     GoalProgressed,
     GoalSet,
+    MatchOverrideRecorded,
     Measure,
+    OverrideKind,
     ParticipantEnrolled,
     ParticipantProfile,
     ParticipantUnmatched,
@@ -139,3 +141,30 @@ async def test_batches_equal_one_event_at_a_time(
     finally:
         for pool in pools:
             await pool.close()
+
+
+async def test_overrides_numbered_alike_in_two_programs_are_two_rows(
+    stack: StackEndpoints, scratch_schemas: list[str]
+) -> None:
+    """Matching numbers overrides per database: two programs' override 1 (a second matching instance on the
+    topic) are both counted, whichever a replay applies first (found on the demo stack's topics, where
+    two rebuilds kept a different one of the two)."""
+    tag = unique("ovr")
+    first, second = (
+        Envelope(data=MatchOverrideRecorded(program_id=f"prg-{tag}-{p}", override_id="1", kind=OverrideKind.LOCK_PAIR,
+                                            participant_ids=[f"{tag}-a", f"{tag}-b"], recorded_at=T0))
+        for p in ("a", "b")
+    )  # fmt: skip
+    found = []
+    for order in ([first, second], [second, first]):
+        schema = unique("metrics_ovr")
+        scratch_schemas.append(schema)
+        pool = await create_pool(stack.admin_dsn, schema)
+        try:
+            await migrate(pool, schema, {"metrics": MIGRATIONS})
+            async with pool.acquire() as conn, conn.transaction():
+                await apply_batch(conn, order)
+            found.append(sorted(tuple(r) for r in await pool.fetch("SELECT program_id, override_id FROM overrides")))
+        finally:
+            await pool.close()
+    assert found[0] == found[1] == [(f"prg-{tag}-a", "1"), (f"prg-{tag}-b", "1")]
