@@ -167,9 +167,10 @@ class _HandlerFailed(Exception):
 
 
 _RECORD_IDS = (
-    "INSERT INTO processed_events (consumer, event_id) SELECT $1, unnest($2::text[])"
-    " ON CONFLICT DO NOTHING RETURNING event_id"
+    "WITH fresh AS (INSERT INTO processed_events (consumer, event_id) SELECT $1, unnest($2::text[])"
+    " ON CONFLICT DO NOTHING RETURNING event_id) SELECT array_agg(event_id) FROM fresh"
 )
+"""The fresh ids as one array value: decoding it costs the consumer less than a row per event."""
 
 Work: TypeAlias = "list[tuple[Record, Envelope]]"
 _YIELD_EVERY = 64
@@ -518,18 +519,23 @@ class EventConsumer:
             return outcomes
         async with self.pool.acquire() as conn, conn.transaction():
             ids = list(dict.fromkeys(envelope.id for _, envelope in work))
-            fresh = {row[0] for row in await conn.fetch(_RECORD_IDS, self.name, ids)}
+            fresh = set(await conn.fetchval(_RECORD_IDS, self.name, ids) or ())
             todo: list[int] = []
-            for i, (record, envelope) in enumerate(work):
-                if envelope.id in fresh:
-                    fresh.discard(envelope.id)  # the same id later in the batch is a duplicate
-                    todo.append(i)
-                    outcomes[(record.topic, "applied")] += 1
-                else:
-                    outcomes[(record.topic, "duplicate")] += 1
+            if len(fresh) == len(work):  # the common case: every event new, none twice in the batch
+                todo = list(range(len(work)))
+                outcomes.update((record.topic, "applied") for record, _ in work)
+            else:
+                for i, (record, envelope) in enumerate(work):
+                    if envelope.id in fresh:
+                        fresh.discard(envelope.id)  # the same id later in the batch is a duplicate
+                        todo.append(i)
+                        outcomes[(record.topic, "applied")] += 1
+                    else:
+                        outcomes[(record.topic, "duplicate")] += 1
             await self._run_handlers(conn, work, todo, one_by_one)
-        for position in [(r.topic, r.partition, r.offset) for r, _ in work]:
-            self._attempts.pop(position, None)
+        if self._attempts:  # records that failed before and are applied now start afresh
+            for position in [(r.topic, r.partition, r.offset) for r, _ in work]:
+                self._attempts.pop(position, None)
         return outcomes
 
     async def _run_handlers(self, conn: asyncpg.Connection, work: Work, todo: list[int], one_by_one: bool) -> None:
