@@ -148,7 +148,8 @@ async def projection_rate(admin_dsn: str, bootstrap: str, topic: str, total: int
         producer = make_producer(bootstrap, "bench-projection")
         await producer.start()
         consumer = _TimedConsumer(
-            name=f"{schema}-pools",
+            # as short as a service's "matching-pools": the name is in every tracking record's key
+            name=f"pools-{uuid.uuid4().hex[:8]}",
             pool=pool,
             producer=producer,
             topics=(dataclasses.replace(ENROLLMENT, name=topic),),

@@ -64,6 +64,11 @@ class Envelope:
     id: str = field(default_factory=new_event_id)
     time: datetime = field(default_factory=utcnow)
     traceparent: str | None = None
+    body: bytes | None = field(default=None, repr=False, compare=False)
+    """The JSON body ``data`` was validated from (:func:`from_kafka`), None for an event built here. A
+    projection may store a part of it as it came instead of serialising ``data`` again: it is a valid
+    instance of the contract, though not normalised (tags as sent, unknown fields kept), so whoever
+    reads it back validates it with the same model."""
 
     @property
     def type(self) -> str:
@@ -171,4 +176,4 @@ def from_kafka(headers: Mapping[str, bytes | str] | Iterable[tuple[str, bytes | 
         )
         raise InvalidMessage(f"{model.TYPE} failed validation: {problems}") from exc
     traceparent = h.get("traceparent")
-    return Envelope(data=data, id=_text(h["ce_id"]), time=time, traceparent=_text(traceparent) if traceparent else None)
+    return Envelope(data, _text(h["ce_id"]), time, _text(traceparent) if traceparent else None, value)

@@ -16,6 +16,7 @@ from contracts.events import (
     ClosureReason,
     Event,
     ParticipantEnrolled,
+    ParticipantProfile,
     ParticipantUpdated,
     ParticipantWithdrawn,
     ProgramOpened,
@@ -39,23 +40,45 @@ async def on_program(conn: asyncpg.Connection, env: Envelope) -> None:
 
 async def on_participants(conn: asyncpg.Connection, envelopes: Sequence[Envelope]) -> None:
     """Enrolled or updated: the latest profile of each person is in the pool, active. One statement;
-    a person twice in the run keeps the later event (one row may not be upserted twice in a statement)."""
-    latest: dict[tuple[str, str], ParticipantEnrolled | ParticipantUpdated] = {}
+    a person twice in the run keeps the later event (one row may not be upserted twice in a statement).
+
+    The profile is stored as the event's body carried it (validated against the contract when the
+    event was parsed; PostgreSQL cuts it out of the body), not serialised again: that cost a fifth of
+    the projection's CPU per event. Its readers validate it with :class:`ParticipantProfile`; the ids,
+    the role and the capacity, which SQL reads, are columns written from the validated event."""
+    latest: dict[tuple[str, str], tuple[ParticipantProfile, Envelope]] = {}
     for env in envelopes:
         event = env.data
         assert isinstance(event, ParticipantEnrolled | ParticipantUpdated)
-        latest[(event.program_id, event.profile.participant_id)] = event
-    events = list(latest.values())
-    await conn.execute(
-        "INSERT INTO pool (program_id, participant_id, role, profile, active)"
-        " SELECT p, q, r, f::json, true FROM unnest($1::text[], $2::text[], $3::text[], $4::text[]) AS t(p, q, r, f)"
-        " ON CONFLICT (program_id, participant_id) DO UPDATE SET role=EXCLUDED.role, profile=EXCLUDED.profile,"
-        " active=true, updated_at=now()",
-        [e.program_id for e in events],
-        [e.profile.participant_id for e in events],
-        [e.profile.role.value for e in events],
-        [e.profile.model_dump_json() for e in events],
+        latest[(event.program_id, event.profile.participant_id)] = (event.profile, env)
+    rows = latest.values()
+    columns = (
+        [program for program, _ in latest],
+        [person for _, person in latest],
+        [profile.role.value for profile, _ in rows],
+        [profile.capacity for profile, _ in rows],
     )
+    try:
+        async with conn.transaction():  # a savepoint: only this statement is undone if a body is refused
+            await conn.execute(_UPSERT_PARTICIPANTS, *columns, [_body(env) for _, env in rows])
+    except asyncpg.DataError:
+        # A body pydantic accepts but PostgreSQL's json does not (NaN in a field this release ignores):
+        # the events serialised again from their models, which is always valid JSON.
+        await conn.execute(_UPSERT_PARTICIPANTS, *columns, [env.data.model_dump_json() for _, env in rows])
+
+
+_UPSERT_PARTICIPANTS = (
+    "INSERT INTO pool (program_id, participant_id, role, capacity, profile, active)"
+    " SELECT p, q, r, c, b::json->'profile', true"
+    " FROM unnest($1::text[], $2::text[], $3::text[], $4::int[], $5::text[]) AS t(p, q, r, c, b)"
+    " ON CONFLICT (program_id, participant_id) DO UPDATE SET role=EXCLUDED.role, capacity=EXCLUDED.capacity,"
+    " profile=EXCLUDED.profile, active=true, updated_at=now()"
+)
+
+
+def _body(env: Envelope) -> str:
+    """The event's JSON as it came from Kafka, or serialised here for an event built in this process."""
+    return env.body.decode() if env.body is not None else env.data.model_dump_json()
 
 
 async def on_withdrawals(conn: asyncpg.Connection, envelopes: Sequence[Envelope]) -> None:

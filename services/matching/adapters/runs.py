@@ -58,7 +58,7 @@ async def mentor_loads(conn: asyncpg.Connection, mentor_ids: Sequence[str]) -> d
 async def mentor_capacities(conn: asyncpg.Connection, mentor_ids: Sequence[str]) -> dict[str, int]:
     """A person's capacity is theirs across programs: the most recently declared one counts."""
     rows = await conn.fetch(
-        "SELECT DISTINCT ON (participant_id) participant_id, (profile->>'capacity')::int AS capacity FROM pool"
+        "SELECT DISTINCT ON (participant_id) participant_id, capacity FROM pool"
         " WHERE participant_id = ANY($1::text[]) AND role = 'mentor' AND active"
         " ORDER BY participant_id, updated_at DESC",
         list(mentor_ids),

@@ -27,10 +27,11 @@ async def _program(pool: asyncpg.Pool, program_id: str, mentee: str) -> repo.Pro
     )
     for p in (mentor("M", capacity=1), person(mentee)):
         await pool.execute(
-            "INSERT INTO pool (program_id, participant_id, role, profile) VALUES ($1, $2, $3, $4)",
+            "INSERT INTO pool (program_id, participant_id, role, capacity, profile) VALUES ($1, $2, $3, $4, $5)",
             program_id,
             p.participant_id,
             p.role.value,
+            p.capacity,
             p.model_dump_json(),
         )
     async with pool.acquire() as conn:

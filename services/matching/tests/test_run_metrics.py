@@ -31,8 +31,8 @@ async def _program(pool: asyncpg.Pool, program_id: str) -> None:
     )
     for p in (mentor(f"{program_id}-m", capacity=1), person(f"{program_id}-a")):
         await pool.execute(
-            "INSERT INTO pool (program_id, participant_id, role, profile) VALUES ($1, $2, $3, $4)",
-            program_id, p.participant_id, p.role.value, p.model_dump_json(),
+            "INSERT INTO pool (program_id, participant_id, role, capacity, profile) VALUES ($1, $2, $3, $4, $5)",
+            program_id, p.participant_id, p.role.value, p.capacity, p.model_dump_json(),
         )  # fmt: skip
 
 

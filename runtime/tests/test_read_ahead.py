@@ -1,0 +1,46 @@
+"""The consumer's read-ahead: batches cut from whole fetches, in order, only of partitions still owned."""
+
+from __future__ import annotations
+
+from aiokafka import TopicPartition
+from aiokafka.structs import ConsumerRecord
+
+from runtime.consumer import ReadAhead, Record
+
+A, B = TopicPartition("t", 0), TopicPartition("t", 1)
+
+
+def _records(tp: TopicPartition, first: int, count: int) -> list[Record]:
+    return [
+        ConsumerRecord(tp.topic, tp.partition, offset, 0, 0, b"k", b"{}", None, 1, 2, ())
+        for offset in range(first, first + count)
+    ]
+
+
+def _offsets(batch: dict[TopicPartition, list[Record]]) -> dict[int, list[int]]:
+    return {tp.partition: [r.offset for r in records] for tp, records in batch.items()}
+
+
+def test_batches_are_cut_in_offset_order_per_partition_up_to_the_limit() -> None:
+    ahead = ReadAhead()
+    ahead.add({A: _records(A, 0, 5), B: _records(B, 10, 2)})
+    ahead.add({A: _records(A, 5, 2)})  # the next fetch of A goes behind what is there
+    assert ahead.count == 9
+    assert _offsets(ahead.take(4, {A, B})) == {0: [0, 1, 2, 3]}
+    assert _offsets(ahead.take(4, {A, B})) == {0: [4, 5, 6], 1: [10]}
+    assert _offsets(ahead.take(4, {A, B})) == {1: [11]}
+    assert ahead.count == 0 and ahead.take(4, {A, B}) == {}
+
+
+def test_records_of_a_partition_taken_by_a_rebalance_are_dropped() -> None:
+    ahead = ReadAhead()
+    ahead.add({A: _records(A, 0, 3), B: _records(B, 0, 3)})
+    assert _offsets(ahead.take(10, {B})) == {1: [0, 1, 2]}  # A's new owner reads A from its commit
+    assert ahead.count == 0 and not ahead.records
+
+
+def test_clear_forgets_everything() -> None:
+    ahead = ReadAhead()
+    ahead.add({A: _records(A, 0, 3)})
+    ahead.clear()
+    assert ahead.count == 0 and ahead.take(10, {A}) == {}
