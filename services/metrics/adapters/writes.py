@@ -189,7 +189,9 @@ class Runs:
 
 
 COPY_AT_LEAST = 32
-"""The smallest run worth a ``COPY`` (a savepoint and three more round trips than one statement)."""
+"""The smallest run worth a ``COPY``: a savepoint and three more round trips than one statement, against
+about 2 µs of Python and 3 µs of PostgreSQL saved per row (a round figure, not tuned: batches of
+thousands of events make runs of hundreds)."""
 
 
 async def _copied(conn: asyncpg.Connection, kind: Upsert, rows: Sequence[tuple[Any, ...]]) -> bool:
