@@ -5,7 +5,7 @@ from __future__ import annotations
 from aiokafka import TopicPartition
 from aiokafka.structs import ConsumerRecord
 
-from runtime.consumer import ReadAhead, Record
+from runtime.read_ahead import ReadAhead, Record
 
 A, B = TopicPartition("t", 0), TopicPartition("t", 1)
 
