@@ -18,7 +18,8 @@ The guarantee and why each step keeps it:
   fetch beyond a batch), and batches are cut from there: the next fetch travels while this one is parsed
   and applied. Nothing in the read-ahead is applied or committed before the batches ahead of it; should a
   batch fail, the partitions are sought back to it and the read-ahead is dropped and read again; the
-  records of a partition this consumer no longer owns are dropped when batches are cut.
+  records of a partition this consumer no longer owns are dropped when batches are cut, and records the
+  client reads again from an earlier offset (a partition lost and assigned again) replace what is held.
 - **Parsing overlaps the database.** While a batch is in its transaction, :meth:`EventConsumer.run`
   parses the records fetched after it (CPU in this process while PostgreSQL works); they are applied
   only once the batch before them has committed and its offsets are committed, so the order, the

@@ -31,8 +31,15 @@ class ReadAhead:
     count: int = 0
 
     def add(self, fetched: Mapping[TopicPartition, list[Record]]) -> None:
+        """Appends each partition's records. Records that do not follow what is held (the client was
+        sought back, e.g. a partition lost and assigned again reads from its committed offset) replace
+        it: the client reads everything held again after them, so nothing is lost or reordered."""
         for tp, records in fetched.items():
-            self.records.setdefault(tp, []).extend(records)
+            held = self.records.setdefault(tp, [])
+            if held and records and records[0].offset <= held[-1].offset:
+                self.count -= len(held)
+                held.clear()
+            held.extend(records)
             self.count += len(records)
 
     def take(self, limit: int, owned: set[TopicPartition]) -> dict[TopicPartition, list[Record]]:
