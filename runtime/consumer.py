@@ -14,11 +14,12 @@ The guarantee and why each step keeps it:
   in offset order and nothing after a record is committed before it.
 - **Fetching overlaps the rest.** aiokafka asks the broker for more of a partition only once every
   record it fetched has been taken (from a single broker: once every partition's are), so records are
-  taken from it whole, as soon as they arrive, into a read-ahead (:class:`ReadAhead`, at most one fetch
-  beyond a batch), and batches are cut from there: the next fetch travels while this one is parsed and
-  applied. Nothing in the read-ahead is applied or committed before the batches ahead of it; should a
+  taken from it whole, as soon as they arrive, into a read-ahead (:mod:`runtime.read_ahead`, at most one
+  fetch beyond a batch), and batches are cut from there: the next fetch travels while this one is parsed
+  and applied. Nothing in the read-ahead is applied or committed before the batches ahead of it; should a
   batch fail, the partitions are sought back to it and the read-ahead is dropped and read again; the
-  records of a partition this consumer no longer owns are dropped when batches are cut.
+  records of a partition this consumer no longer owns are dropped when batches are cut, and records the
+  client reads again from an earlier offset (a partition lost and assigned again) replace what is held.
 - **Parsing overlaps the database.** While a batch is in its transaction, :meth:`EventConsumer.run`
   parses the records fetched after it (CPU in this process while PostgreSQL works); they are applied
   only once the batch before them has committed and its offsets are committed, so the order, the
@@ -81,7 +82,6 @@ from typing import Literal, TypeAlias
 import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
-from aiokafka.structs import ConsumerRecord
 from opentelemetry.trace import Tracer
 
 from contracts.envelope import Envelope, InvalidMessage, UnknownEventType, from_kafka
@@ -90,6 +90,8 @@ from contracts.topics import Topic
 from runtime.deadletters import DeadLetter, send_dead_letter
 from runtime.logging import SafeMessage, describe_exception, validation_summary
 from runtime.metrics import RuntimeMetrics
+from runtime.read_ahead import READ_AHEAD_MAX, ReadAhead
+from runtime.read_ahead import Record as Record  # re-exported: handlers' and tools' name for a record
 from runtime.supervision import TaskStatus
 from runtime.tracing import NO_SPANS, consumer_spans
 
@@ -97,7 +99,6 @@ log = logging.getLogger(__name__)
 
 Handler = Callable[[asyncpg.Connection, Envelope], Awaitable[None]]
 BatchHandler = Callable[[asyncpg.Connection, Sequence[Envelope]], Awaitable[None]]
-Record: TypeAlias = "ConsumerRecord[bytes, bytes]"
 
 
 @dataclass(frozen=True)
@@ -186,48 +187,6 @@ class ParsedBatch:
     work: Work = field(default_factory=list)
     letters: list[DeadLetter] = field(default_factory=list)
     outcomes: Counter[tuple[str, str]] = field(default_factory=Counter)
-
-
-READ_AHEAD_MAX = 100_000
-"""Records taken from the client in one call: more than a fetch holds, so that its buffer empties."""
-
-
-@dataclass
-class ReadAhead:
-    """Records taken from the client and not yet in a batch, per partition in offset order."""
-
-    records: dict[TopicPartition, list[Record]] = field(default_factory=dict)
-    count: int = 0
-
-    def add(self, fetched: Mapping[TopicPartition, list[Record]]) -> None:
-        for tp, records in fetched.items():
-            self.records.setdefault(tp, []).extend(records)
-            self.count += len(records)
-
-    def take(self, limit: int, owned: set[TopicPartition]) -> dict[TopicPartition, list[Record]]:
-        """The next batch: up to ``limit`` records, each partition's in offset order; the records of a
-        partition no longer ``owned`` (a rebalance took it) are dropped, its new owner reads them."""
-        batch: dict[TopicPartition, list[Record]] = {}
-        for tp in list(self.records):
-            records = self.records[tp]
-            if tp not in owned:
-                del self.records[tp]
-                self.count -= len(records)
-                continue
-            if limit <= 0:
-                continue
-            batch[tp], rest = records[:limit], records[limit:]
-            limit -= len(batch[tp])
-            self.count -= len(batch[tp])
-            if rest:
-                self.records[tp] = rest
-            else:
-                del self.records[tp]
-        return batch
-
-    def clear(self) -> None:
-        self.records.clear()
-        self.count = 0
 
 
 @dataclass

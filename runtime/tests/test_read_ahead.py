@@ -5,7 +5,7 @@ from __future__ import annotations
 from aiokafka import TopicPartition
 from aiokafka.structs import ConsumerRecord
 
-from runtime.consumer import ReadAhead, Record
+from runtime.read_ahead import ReadAhead, Record
 
 A, B = TopicPartition("t", 0), TopicPartition("t", 1)
 
@@ -37,6 +37,24 @@ def test_records_of_a_partition_taken_by_a_rebalance_are_dropped() -> None:
     ahead.add({A: _records(A, 0, 3), B: _records(B, 0, 3)})
     assert _offsets(ahead.take(10, {B})) == {1: [0, 1, 2]}  # A's new owner reads A from its commit
     assert ahead.count == 0 and not ahead.records
+
+
+def test_records_read_again_from_an_earlier_offset_replace_what_is_held() -> None:
+    """The partition was lost and assigned again: the client reads from the committed offset, which is
+    at or before what is held, and everything held comes again after it."""
+    ahead = ReadAhead()
+    ahead.add({A: _records(A, 100, 5), B: _records(B, 0, 1)})
+    ahead.add({A: _records(A, 90, 20)})
+    assert ahead.count == 21
+    assert _offsets(ahead.take(50, {A, B})) == {0: list(range(90, 110)), 1: [0]}
+
+
+def test_a_gap_in_offsets_is_kept_as_it_is() -> None:
+    """A compacted topic skips offsets: records that come later are appended, nothing is dropped."""
+    ahead = ReadAhead()
+    ahead.add({A: _records(A, 0, 2)})
+    ahead.add({A: _records(A, 7, 2)})
+    assert _offsets(ahead.take(10, {A})) == {0: [0, 1, 7, 8]}
 
 
 def test_clear_forgets_everything() -> None:

@@ -1,0 +1,68 @@
+"""The consumer's read-ahead: records taken from aiokafka whole, batches cut from them.
+
+aiokafka asks the broker for more of a partition only once every record it fetched has been taken (and,
+from a single broker, only once every partition's have), so a consumer that takes a batch at a time
+waits a whole fetch round trip whenever its client's buffer runs dry, with nothing else to do. Taking
+each fetch whole as soon as it arrives lets the next one travel while this one is parsed and applied;
+:class:`ReadAhead` holds what was taken and not yet in a batch. See :mod:`runtime.consumer` for how it
+keeps the delivery guarantees (rewound with the batch in flight, dropped for a partition no longer owned).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TypeAlias
+
+from aiokafka import TopicPartition
+from aiokafka.structs import ConsumerRecord
+
+Record: TypeAlias = "ConsumerRecord[bytes, bytes]"
+
+READ_AHEAD_MAX = 100_000
+"""Records taken from the client in one call: more than a fetch holds, so that its buffer empties."""
+
+
+@dataclass
+class ReadAhead:
+    """Records taken from the client and not yet in a batch, per partition in offset order."""
+
+    records: dict[TopicPartition, list[Record]] = field(default_factory=dict)
+    count: int = 0
+
+    def add(self, fetched: Mapping[TopicPartition, list[Record]]) -> None:
+        """Appends each partition's records. Records that do not follow what is held (the client was
+        sought back, e.g. a partition lost and assigned again reads from its committed offset) replace
+        it: the client reads everything held again after them, so nothing is lost or reordered."""
+        for tp, records in fetched.items():
+            held = self.records.setdefault(tp, [])
+            if held and records and records[0].offset <= held[-1].offset:
+                self.count -= len(held)
+                held.clear()
+            held.extend(records)
+            self.count += len(records)
+
+    def take(self, limit: int, owned: set[TopicPartition]) -> dict[TopicPartition, list[Record]]:
+        """The next batch: up to ``limit`` records, each partition's in offset order; the records of a
+        partition no longer ``owned`` (a rebalance took it) are dropped, its new owner reads them."""
+        batch: dict[TopicPartition, list[Record]] = {}
+        for tp in list(self.records):
+            records = self.records[tp]
+            if tp not in owned:
+                del self.records[tp]
+                self.count -= len(records)
+                continue
+            if limit <= 0:
+                continue
+            batch[tp], rest = records[:limit], records[limit:]
+            limit -= len(batch[tp])
+            self.count -= len(batch[tp])
+            if rest:
+                self.records[tp] = rest
+            else:
+                del self.records[tp]
+        return batch
+
+    def clear(self) -> None:
+        self.records.clear()
+        self.count = 0
