@@ -33,6 +33,8 @@ ROUND_WORK = 60_000
 """Rounds of the search: at most ROUND_WORK / peers (at least 3, at most MAX_ROUNDS), a deterministic
 amount of work (on 2,000 benchmark peers, 90 % of the gain came in the first round, 99 % by the fifth)."""
 ALL_LANGUAGES = np.uint64(np.iinfo(np.uint64).max)
+MOVE_ONE_GROUPS = 50
+"""Placing a peer by moving a member elsewhere: the groups it fits best are tried, this many."""
 SWAP_GROUPS = 8
 """Swaps: each peer tries the members of the groups it gains most from joining (this many of them)."""
 
@@ -98,6 +100,7 @@ class _State:
         self.slots[k, int(np.argmin(self.slots[k]))] = r  # the first empty slot (-1)
 
     def _remove(self, r: int, k: int) -> None:
+        self.home[r] = -1
         self.fit_with[:, k] -= self.pg.fit[:, r]
         self.compat_with[:, k] -= self.pg.compat[:, r]
         self.size[k] -= 1
@@ -167,6 +170,107 @@ class _State:
             return q, int(gain[i])
         return -1, 0
 
+    def fits_in(self, r: int, langs: npt.NDArray[np.uint64], without: int = -1) -> BoolArray:
+        """Groups peer r may join as they are (or with ``without`` gone from its group): room, compatible
+        with every member, a language in common, the department bound."""
+        pg = self.pg
+        ok: BoolArray = (self.size < pg.size_max) & (self.compat_with[r] == self.size)
+        ok &= (langs & pg.lang[r]) != 0
+        if pg.dept_limit is not None:
+            ok &= self.depts[:, pg.dept[r]] < pg.dept_limit
+        if without >= 0:
+            ok[int(self.home[without])] = False
+        return ok
+
+    def langs(self) -> npt.NDArray[np.uint64]:
+        return np.array([self.group_lang(k) for k in range(len(self.members))], dtype=np.uint64)
+
+    def open_group(self, rows: list[int]) -> None:
+        """A new group of ``rows`` (none of them placed)."""
+        n = len(self.pg.compat)
+        self.members.append([])
+        self.fit_with = np.hstack([self.fit_with, np.zeros((n, 1), dtype=np.int64)])
+        self.compat_with = np.hstack([self.compat_with, np.zeros((n, 1), dtype=np.int16)])
+        self.size = np.append(self.size, 0)
+        self.depts = np.vstack([self.depts, np.zeros((1, self.depts.shape[1]), dtype=np.int64)])
+        self.slots = np.vstack([self.slots, np.full((1, self.pg.size_max), -1, dtype=np.int64)])
+        for r in rows:
+            self._add(r, len(self.members) - 1)
+
+    def join(self, u: int, langs: npt.NDArray[np.uint64]) -> bool:
+        """Unplaced peer u joins the best-fitting group it may join as it is."""
+        ok = self.fits_in(u, langs)
+        if not ok.any():
+            return False
+        pos = np.flatnonzero(ok)
+        self._add(u, int(pos[np.argmax(self.fit_with[u, pos])]))
+        return True
+
+    def join_by_moving_one(self, u: int, langs: npt.NDArray[np.uint64]) -> bool:
+        """Unplaced peer u takes the place of a member v of a group, v moving to another group it may
+        join (u may join that group without v: compatible with the others, language, departments)."""
+        pg = self.pg
+        near = np.flatnonzero(self.compat_with[u] >= self.size - 1)
+        for k in near[np.argsort(-self.fit_with[u, near], kind="stable")][:MOVE_ONE_GROUPS]:
+            k = int(k)
+            for v in sorted(self.members[k]):
+                if v in pg.frozen or int(self.compat_with[u, k]) - int(pg.compat[u, v]) != self.size[k] - 1:
+                    continue
+                if (self.group_lang(k, without=v) & pg.lang[u]) == 0:
+                    continue
+                same = int(pg.dept[v] == pg.dept[u])
+                if pg.dept_limit is not None and self.depts[k, pg.dept[u]] - same >= pg.dept_limit:
+                    continue
+                elsewhere = self.fits_in(v, langs, without=v)
+                if not elsewhere.any():
+                    continue
+                pos = np.flatnonzero(elsewhere)
+                self.move(v, int(pos[np.argmax(self.fit_with[v, pos])]))
+                self._add(u, k)
+                return True
+        return False
+
+    def open_with(self, u: int, waiting: Sequence[int]) -> bool:
+        """A new group around unplaced peer u: other unplaced peers first (in ``waiting`` order), then
+        members of groups above the minimum, each compatible with everyone chosen."""
+        pg = self.pg
+        chosen, lang = [u], pg.lang[u]
+        depts = {int(pg.dept[u]): 1}
+
+        def fits(r: int) -> bool:
+            if not all(pg.compat[r, c] for c in chosen) or (lang & pg.lang[r]) == 0:
+                return False
+            return pg.dept_limit is None or depts.get(int(pg.dept[r]), 0) < pg.dept_limit
+
+        def take(r: int) -> None:
+            nonlocal lang
+            chosen.append(r)
+            lang = lang & pg.lang[r]
+            depts[int(pg.dept[r])] = depts.get(int(pg.dept[r]), 0) + 1
+
+        for r in waiting:
+            if len(chosen) >= pg.size_max:
+                break
+            if r != u and self.home[r] < 0 and r not in pg.frozen and fits(r):
+                take(r)
+        donors: dict[int, int] = {}
+        if len(chosen) < pg.size_min:
+            for r in map(int, np.flatnonzero(pg.compat[u] & (self.home >= 0))):
+                k = int(self.home[r])
+                if r in pg.frozen or self.size[k] - donors.get(k, 0) <= pg.size_min or not fits(r):
+                    continue
+                take(r)
+                donors[k] = donors.get(k, 0) + 1
+                if len(chosen) >= pg.size_min:
+                    break
+        if len(chosen) < pg.size_min:
+            return False
+        for r in chosen:
+            if self.home[r] >= 0:
+                self._remove(r, int(self.home[r]))
+        self.open_group(chosen)
+        return True
+
     def move(self, r: int, k: int) -> None:
         self._remove(r, int(self.home[r]))
         self._add(r, k)
@@ -177,6 +281,21 @@ class _State:
         self._remove(q, k)
         self._add(r, k)
         self._add(q, a)
+
+
+def place_more(pg: PeerGroups, groups: Sequence[Sequence[int]], waiting: Sequence[int]) -> list[list[int]]:
+    """More peers placed, none removed: each peer of ``waiting`` (unplaced, in lottery order) joins a
+    group it may join, else takes the place of a member who can move to another group, else opens a
+    new group with other unplaced peers and members of groups above the minimum. Every group keeps every
+    rule; deterministic (fixed orders). Locked peers are neither placed nor moved here."""
+    state = _State(pg, groups)
+    for u in waiting:
+        if state.home[u] >= 0 or u in pg.frozen:
+            continue
+        langs = state.langs()
+        if not (state.join(u, langs) or state.join_by_moving_one(u, langs)):
+            state.open_with(u, waiting)
+    return [sorted(ms) for ms in state.members if ms]
 
 
 def search_rounds(peers: int) -> int:
@@ -198,7 +317,7 @@ def polish_peer_groups(
         if deadline is not None and time.perf_counter() > deadline:
             return [sorted(ms) for ms in state.members if ms], True
         improved = False
-        langs = np.array([state.group_lang(k) for k in range(len(state.members))], dtype=np.uint64)
+        langs = state.langs()
         for r in map(int, np.flatnonzero(state.home >= 0)):
             if r in pg.frozen:
                 continue

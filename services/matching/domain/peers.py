@@ -11,8 +11,10 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
+import numpy.typing as npt
 from ortools.sat.python import cp_model
 
 from contracts.events import UnmatchedReason
@@ -34,7 +36,7 @@ from services.matching.domain.levels import (
     run_deadline,
 )
 from services.matching.domain.model import MatchingResult, Unplaced
-from services.matching.domain.peer_fit import PeerGroups, language_bits, polish_peer_groups
+from services.matching.domain.peer_fit import PeerGroups, language_bits, place_more, polish_peer_groups
 from services.matching.domain.rules import (
     BoolArray,
     IntArray,
@@ -111,7 +113,7 @@ def solve_peer_groups(
         if a in row_of and b in row_of:
             compat[row_of[a], row_of[b]] = compat[row_of[b], row_of[a]] = False
     active = [pid for pid in peers if pid not in reasons]
-    greedy = greedy_peers(prep, peers, compat, fitm)
+    greedy = greedy_peers(prep, peers, compat, cast(IntArray, fitm))  # it only reads fits: int32 does
     notes: list[str] = []
     lock_rows = {row_of[p] for pair in prep.locked for p in pair if p in row_of}
     departments = {d: k for k, d in enumerate(sorted({prep.by_id[p].department for p in peers}))}
@@ -126,9 +128,14 @@ def solve_peer_groups(
         frozen=frozenset(lock_rows),
     )
 
+    waiting_order = sorted((row_of[pid] for pid in active), key=lambda r: prep.ranks[peers[r]])
+
     def polished(groups: list[list[str]], stage: str) -> list[list[str]]:
-        """The same peers in better-fitting groups (``peer_fit``): placed and the lottery unchanged."""
+        """More peers placed if the rules let them in (in lottery order, nobody taken out), then the
+        same peers in better-fitting groups (``peer_fit``)."""
         rows = [[row_of[pid] for pid in members] for members in groups]
+        placed_rows = {r for members in rows for r in members}
+        rows = place_more(search, rows, [r for r in waiting_order if r not in placed_rows])
         better, cut = polish_peer_groups(search, rows, run_deadline(prep.started, time_limit))
         if cut:
             notes.append(f"the time limit cut the fit search on the {stage} groups short (after a complete round)")
@@ -358,7 +365,12 @@ _SEARCHED = ", then moves and swaps of peers between groups for fit (the same pe
 
 
 def _fit_pairs(
-    part: list[str], row_of: dict[str, int], peers: list[str], compat: BoolArray, fitm: IntArray, top: int
+    part: list[str],
+    row_of: dict[str, int],
+    peers: list[str],
+    compat: BoolArray,
+    fitm: npt.NDArray[np.integer],
+    top: int,
 ) -> dict[tuple[str, str], int]:
     """The pairs the fit level counts: each peer's ``top`` best-fitting compatible partners (positive fit)."""
     pairs: dict[tuple[str, str], int] = {}
