@@ -246,30 +246,34 @@ def solve_teams(prep: Prepared, progress: Progress, time_limit: float) -> Matchi
             if team in chosen:
                 continue
             key = lottery_key(prep.seed, f"team:{team}")
-            rivals = [t for t in chosen if (eligible_of[t] & eligible_of[team]).any()]
-            # a larger team wins on the first level (most people placed) whatever the draw
-            ahead = [t for t in rivals if lottery_key(prep.seed, f"team:{t}") < key and sizes[t] <= sizes[team]]
-            larger = [t for t in rivals if sizes[t] > sizes[team]]
+            # the placed teams that took one of its eligible mentors with room
+            took = [t for t in chosen if any(eligible_of[team][mpos[m]] for m in chosen[t])]
+            larger = [t for t in took if sizes[t] > sizes[team]]
+            later = [t for t in took if lottery_key(prep.seed, f"team:{t}") > key and sizes[t] <= sizes[team]]
             if not placeable_alone(team):
                 code = UnmatchedReason.OTHER
                 text = (
                     f"no {pol.mentors_per_group} of its {int(eligible_of[team].sum())} eligible mentors with room may "
                     f"work together (reporting line, declared conflict or exclude override between them; team {team})"
                 )
-            elif ahead:
-                code = UnmatchedReason.LOST_LOTTERY
-                text = (
-                    f"lost the lottery to {len(ahead)} teams drawn ahead that shared its eligible mentors (team {team})"
-                )
-            elif larger:
+            elif larger or later:
+                # a team drawn after it, or a larger one, has its mentors: the draw did not decide it, the
+                # first level (most people placed) did
                 code = UnmatchedReason.CAPACITY_EXHAUSTED
                 text = (
-                    f"the capacity of its eligible mentors went to {len(larger)} larger teams "
-                    f"(placing the most people comes before the lottery; team {team})"
+                    f"the capacity of its eligible mentors went to {len(took)} teams that together place more "
+                    f"people ({len(larger)} larger teams, {len(later)} drawn after it): placing the most people "
+                    f"comes before the lottery (team {team})"
                 )
+            elif took:
+                code = UnmatchedReason.LOST_LOTTERY
+                text = f"lost the lottery to {len(took)} teams drawn ahead that took its eligible mentors (team {team})"
             else:
                 code = UnmatchedReason.OTHER
-                text = f"no {pol.mentors_per_group} eligible mentors with room may work together (team {team})"
+                text = (
+                    f"not placed although {int(eligible_of[team].sum())} eligible mentors had room and no placed team "
+                    f"took one: the solver stopped at its time limit before placing it (team {team})"
+                )
             lost_all += [unplaced(pid, code, text) for pid in members_of[team] if pid not in done]
         return group_result(prep, Outcome(groups, lost_all, levels, **kw))  # type: ignore[arg-type]
 
