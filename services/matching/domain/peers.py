@@ -300,6 +300,10 @@ def solve_peer_groups(
         )
         prep.locks_applied = 0  # the greedy applies none; the result's notes say so
         return finish(greedy, None, placed_bound=len(active), fallback=True, why_greedy=why + _SEARCHED)
+    everyone = sum(len(members) for members in greedy) >= len(active)
+    pruned = any(len(part) * max(1, len(part) // pol.group_members_min) > PEER_DENSE_LIMIT for part in parts)
+    if everyone and pruned and not lock_pairs:
+        return finish(greedy, None, placed_bound=len(active), fallback=True, why_greedy=_EVERYONE)
     built = [build(part) for part in parts]
     if any(pm.has_pairs for pm in built):
         notes.append(
@@ -360,6 +364,11 @@ def solve_peer_groups(
     )
 
 
+_EVERYONE = (
+    "every peer with enough compatible peers is placed (placed = its bound, so the lottery leaves nobody "
+    "out): the pruned CP-SAT model, whose fit level sees each peer's best partners only, is not built; these are "
+    "the greedy's groups completed and searched for fit (moves and swaps of peers between groups)"
+)
 _NOTHING = "the solver found no solution within its budget: these are the greedy's groups (lottery order)"
 _SEARCHED = ", then moves and swaps of peers between groups for fit (the same people placed)"
 
