@@ -79,7 +79,10 @@ def test_placing_and_the_fit_search_keep_every_rule_take_nobody_out_and_never_lo
     )
     prep, peers, search = _peer_problem(grouped)
     row = {pid: r for r, pid in enumerate(peers)}
-    start = [[row[p] for p in members] for members in greedy_peers(prep, peers, search.compat, search.fit)]
+    start = [
+        [row[p] for p in members]
+        for members in greedy_peers(prep, peers, search.compat, np.asarray(search.fit, dtype=np.int64))
+    ]
     waiting = [r for r in range(len(peers)) if all(r not in g for g in start)]
     more = place_more(search, start, waiting)
     better, cut = polish_peer_groups(search, more)
