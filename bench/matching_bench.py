@@ -397,7 +397,7 @@ def cases(args: argparse.Namespace) -> list[tuple[str, Callable[[], MatchingInpu
     for size in (500, 2_000, 10_000):
         out.append((f"peer {size:,}", functools.partial(peers, size), True))
     for count in (200, 2_000):
-        out.append((f"team {count:,} teams", functools.partial(teams, count), False))
+        out.append((f"team {count:,} teams", functools.partial(teams, count), True))
     for size in (int(x) for x in args.pairs.split(",") if x):
         out.append((f"one_to_one {size:,}", functools.partial(pairs, size), True))
     return out

@@ -86,7 +86,7 @@ class TeamModel:
     hint: dict[cp_model.IntVar, int]
 
 
-def solve_teams(prep: Prepared, progress: Progress, time_limit: float) -> MatchingResult:
+def solve_teams(prep: Prepared, progress: Progress, time_limit: float, greedy_only: bool = False) -> MatchingResult:
     pol = prep.policy
     pool = Pool.encode(prep.people)
     mentors = np.array(prep.mentors, dtype=np.int64)
@@ -277,6 +277,9 @@ def solve_teams(prep: Prepared, progress: Progress, time_limit: float) -> Matchi
             lost_all += [unplaced(pid, code, text) for pid in members_of[team] if pid not in done]
         return group_result(prep, Outcome(groups, lost_all, levels, **kw))  # type: ignore[arg-type]
 
+    if greedy_only:
+        spec = {team: [mentor_ids[k] for k in ks] for team, ks in greedy.items()}
+        return finish(spec, None, placed_bound=sum(sizes.values()), fallback=True, baseline=True)
     parts = team_components(sorted(sizes), option_of, sizes)
     if not parts:
         parts = [[]]
@@ -381,3 +384,8 @@ def levels_from_flows(
     bound = float(used) if flows.proven else float("nan")
     levels.outcomes.append(LevelOutcome("mentors_used", float(used), bound, done))
     levels.outcomes.append(LevelOutcome("fit", float(fit), float(fit) if flows.proven else float("nan"), done))
+
+
+def greedy_team_groups(prep: Prepared) -> MatchingResult:
+    """The team greedy alone (lottery order, every rule), as the benchmarks' baseline."""
+    return solve_teams(prep, lambda _m, _f: None, 0.0, greedy_only=True)
