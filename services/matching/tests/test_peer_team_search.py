@@ -121,10 +121,14 @@ def _brute_force_team_levels(inp: MatchingInput, placed: frozenset[str]) -> tupl
     mentors = sorted(prep.capacity)
     per = inp.policy.mentors_per_group
     teams = sorted(by_team)
-    options = [
-        [c for c in itertools.combinations(mentors, per) if not validate_group(inp, prep, list(c), by_team[t])]
-        for t in teams
-    ]
+    rules = PairRules(Pool.encode(prep.people), inp.policy, np.array(prep.mentors, dtype=np.int64))
+    options = []
+    for t in teams:  # the form's eligibility (every member, the department bound included), then validate
+        rows = np.array([prep.people.index(prep.by_id[pid]) for pid in by_team[t]], dtype=np.int64)
+        ok = np.asarray(rules.eligible_rows(rows).all(axis=0))
+        allowed = [m for k, m in enumerate(prep.mentor_ids) if ok[k]]
+        combos = itertools.combinations(sorted(allowed), per)
+        options.append([c for c in combos if not validate_group(inp, prep, list(c), by_team[t])])
     best: tuple[float, int, int] | None = None
     for choice in itertools.product(*options):
         used = Counter(m for c in choice for m in c)
@@ -174,3 +178,21 @@ def test_team_flows_reach_the_brute_force_ratio_mentors_used_and_fit_for_the_pla
     assert result.stats.max_load_ratio == ratio
     assert result.stats.levels["mentors_used"] == used
     assert result.stats.total_fit == fit
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(small_pools(max_mentors=2, max_mentees=5, lenient=True), st.integers(0, 10_000))
+def test_peer_groups_place_exactly_the_lottery_first_maximum_placement(inp: MatchingInput, seed: int) -> None:
+    """Placing (model, then the placing step) never beats or misses the optimum, and fit never decides
+    who is placed: among every largest placement (enumerated), the one placed is the lottery-first."""
+    from services.matching.tests.test_properties import brute_force_lottery_choice
+
+    peers_in = [p.model_copy(update={"role": Role.PEER, "capacity": None}) for p in inp.participants]
+    grouped = as_form(
+        inp, Form.PEER_GROUP, participants=peers_in, mentors_per_group=0, group_members_min=2, group_members_max=3
+    )
+    result = match(grouped, seed, time_limit_s=5)
+    assert validate(grouped, result) == []
+    placed = frozenset(m.participant_id for g in result.groups for m in g.members)
+    assert placed == brute_force_lottery_choice(grouped, result.lottery)
+    assert result.stats.placed_bound >= len(placed)
