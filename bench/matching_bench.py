@@ -117,6 +117,8 @@ def idle_and_fit_bound(inp: MatchingInput, result: MatchingResult) -> tuple[int 
     TOP_ARCS best arcs plus one arc of its next-best fit to an unlimited virtual mentor, which can only
     raise the optimum.
     """
+    if inp.form is Form.PEER_GROUP:
+        return None, peer_fit_bound(inp, result)
     if inp.form is not Form.FACILITATED_GROUP and inp.form is not Form.TEAM:
         return None, None
     pool, mentors, seekers, rules = _mentor_rows(inp)
@@ -141,6 +143,8 @@ def idle_and_fit_bound(inp: MatchingInput, result: MatchingResult) -> tuple[int 
             nxt = int(fit[order[TOP_ARCS]]) if len(order) > TOP_ARCS else None
             rows.append((pid, [(int(k), int(fit[k])) for k in order[:TOP_ARCS]], nxt))
     idle = int(sum(1 for k, m in enumerate(mentor_ids) if wanted[k] and cap[k] > load[k] and m not in leading))
+    if inp.form is Form.TEAM:
+        return idle, team_fit_bound(inp, result)
     if inp.form is not Form.FACILITATED_GROUP or inp.policy.mentors_per_group != 1:
         return idle, None
     slots = allowed * inp.policy.group_members_max
@@ -179,6 +183,108 @@ def idle_and_fit_bound(inp: MatchingInput, result: MatchingResult) -> tuple[int 
     if f.solve() != f.OPTIMAL:  # the placed set always fits its own ratio, so the flow is feasible
         return idle, None
     return idle, float(-f.optimal_cost())
+
+
+def _min_cost(arcs: list[tuple[int, int, int, int]], supply: dict[int, int]) -> int | None:
+    """The least cost of a flow over (tail, head, capacity, cost) arcs meeting ``supply``; None if none."""
+    f = min_cost_flow.SimpleMinCostFlow()
+    tails, heads, caps, costs = (np.array(column, dtype=np.int64) for column in zip(*arcs, strict=True))
+    f.add_arcs_with_capacity_and_unit_cost(tails, heads, caps, costs)
+    for node, amount in supply.items():
+        f.set_node_supply(node, amount)
+    return int(f.optimal_cost()) if f.solve() == f.OPTIMAL else None
+
+
+def peer_fit_bound(inp: MatchingInput, result: MatchingResult) -> float | None:
+    """A proven upper bound on the total fit of any peer grouping of the same placed peers: a b-matching
+    relaxation. In any grouping each placed peer has at most ``group_members_max - 1`` partners, all
+    compatible with it, and the fit is the sum over partner pairs; so the heaviest set of compatible
+    pairs in which no peer has more partners than that bounds it. Solved as a min-cost flow on two
+    copies of the placed peers (each pair used from both sides, value halved). It relaxes that partners
+    must be partners of each other (groups are cliques), the one common language, the department bound
+    and group minimums. Each peer keeps its TOP_ARCS best partners plus an arc of its next-best fit to an
+    unlimited virtual partner, which can only raise the optimum."""
+    people = sorted(inp.participants, key=lambda p: p.participant_id)
+    placed = {m.participant_id for g in result.groups for m in g.members}
+    rows = np.array([i for i, p in enumerate(people) if p.participant_id in placed], dtype=np.int64)
+    if not len(rows):
+        return 0.0
+    pool = Pool.encode(people)
+    rules = PairRules(pool, inp.policy, rows)
+    excluded = {frozenset(o.participant_ids) for o in inp.overrides if o.kind.value == "exclude_pair"}
+    degree = inp.policy.group_members_max - 1
+    n = len(rows)
+    source, sink, virtual, left, right = 0, 1, 2, 3, 3 + n
+    arcs: list[tuple[int, int, int, int]] = [(virtual, sink, n * degree, 0)]
+    for a, i in enumerate(rows):
+        failing = rules.failing(int(i))
+        if inp.policy.seniority_rule.value != "peers_within":
+            failing.pop("seniority", None)
+        ok = np.ones(n, dtype=bool)
+        for mask in failing.values():
+            ok &= ~mask
+        ok[a] = False
+        me = people[int(i)].participant_id
+        for b in np.flatnonzero(ok):
+            if frozenset((me, people[int(rows[b])].participant_id)) in excluded:
+                ok[b] = False
+        fit = rules.fit(int(i))
+        pos = np.flatnonzero(ok & (fit > 0))
+        order = pos[np.argsort(-fit[pos], kind="stable")]
+        arcs += [(source, left + a, degree, 0), (right + a, sink, degree, 0), (left + a, sink, degree, 0)]
+        arcs += [(left + a, right + int(b), 1, -int(fit[b])) for b in order[:TOP_ARCS]]
+        if len(order) > TOP_ARCS:
+            arcs.append((left + a, virtual, degree, -int(fit[order[TOP_ARCS]])))
+    cost = _min_cost(arcs, {source: n * degree, sink: -n * degree})
+    return None if cost is None else -cost / 2
+
+
+def team_fit_bound(inp: MatchingInput, result: MatchingResult) -> float | None:
+    """A proven upper bound on the total fit of any assignment of mentors to the same placed teams within
+    the run's max load ratio and with at least as many mentors used: a transportation relaxation (each
+    placed team takes ``mentors_per_group`` distinct eligible mentors with room, a mentor at most the
+    teams its capacity allows under that ratio, cost -fit) with the mentors-used level priced in by a
+    Lagrange multiplier: for any price l >= 0, max(fit + l x used) - l x (mentors used) bounds the fit of
+    every assignment using at least that many mentors; the least over a few prices is kept. It relaxes
+    the rule that two mentors of one team may not be in each other's reporting line or conflicts."""
+    pool, mentors, seekers, rules = _mentor_rows(inp)
+    mentor_ids = [pool.people[m].participant_id for m in mentors]
+    cap = np.array([pool.people[m].capacity or 0 for m in mentors], dtype=np.int64)
+    load = np.array([inp.existing_load.get(m, 0) for m in mentor_ids], dtype=np.int64)
+    allowed = np.maximum(0, np.floor(result.stats.max_load_ratio * cap + 1e-9).astype(np.int64) - load)
+    allowed = np.minimum(allowed, cap - load)
+    used = len({m.participant_id for g in result.groups for m in g.members if m.role is Role.MENTOR})
+    team_of = {m.participant_id: g.group_id for g in result.groups for m in g.members if m.role is not Role.MENTOR}
+    blocks: dict[str, list[int]] = {}
+    for i in seekers:
+        group = team_of.get(pool.people[i].participant_id)
+        if group is not None:
+            blocks.setdefault(group, []).append(i)
+    per = inp.policy.mentors_per_group
+    teams = sorted(blocks)
+    first, mbase = 2, 2 + len(teams)
+    base: list[tuple[int, int, int, int]] = []
+    for t, group in enumerate(teams):
+        block = np.array(blocks[group], dtype=np.int64)
+        eligible = rules.eligible_rows(block).all(axis=0)
+        for i in blocks[group]:
+            eligible &= _eligible(rules, i, inp, mentor_ids)
+        fit = rules.fit_rows(block).sum(axis=0)
+        base.append((0, first + t, per, 0))
+        base += [(first + t, mbase + int(k), 1, -int(fit[k])) for k in np.flatnonzero(eligible & (allowed > 0))]
+    supply = {0: per * len(teams), 1: -per * len(teams)}
+    best: float | None = None
+    for price in (0, 1, 2, 4, 8, 16):
+        arcs = list(base)
+        for k in np.flatnonzero(allowed > 0):  # a mentor's first team earns the price, the rest nothing
+            arcs.append((mbase + int(k), 1, 1, -price))
+            if allowed[k] > 1:
+                arcs.append((mbase + int(k), 1, int(allowed[k]) - 1, 0))
+        cost = _min_cost(arcs, supply)
+        if cost is not None:
+            bound = -cost - price * used
+            best = bound if best is None else min(best, bound)
+    return best
 
 
 # instances -----------------------------------------------------------------------------------------
@@ -291,7 +397,7 @@ def cases(args: argparse.Namespace) -> list[tuple[str, Callable[[], MatchingInpu
     for size in (500, 2_000, 10_000):
         out.append((f"peer {size:,}", functools.partial(peers, size), True))
     for count in (200, 2_000):
-        out.append((f"team {count:,} teams", functools.partial(teams, count), False))
+        out.append((f"team {count:,} teams", functools.partial(teams, count), True))
     for size in (int(x) for x in args.pairs.split(",") if x):
         out.append((f"one_to_one {size:,}", functools.partial(pairs, size), True))
     return out

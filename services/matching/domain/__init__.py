@@ -6,6 +6,7 @@ exact network flows; groups (facilitated, peer, team) with CP-SAT, level by leve
 
 from __future__ import annotations
 
+from contracts.policy import Form
 from services.matching.domain.common import Prepared, Progress, no_progress
 from services.matching.domain.greedy import greedy_match
 from services.matching.domain.groups import solve_groups
@@ -13,6 +14,7 @@ from services.matching.domain.lottery import lottery_order, lottery_ranks
 from services.matching.domain.model import MatchingInput, MatchingResult, Override, OverrideKind
 from services.matching.domain.pairs import solve_pairs
 from services.matching.domain.peers import greedy_peer_groups
+from services.matching.domain.teams import greedy_team_groups
 from services.matching.domain.validate import validate
 
 __all__ = [
@@ -43,7 +45,9 @@ def match(
 
 
 def greedy(inp: MatchingInput, seed: int) -> MatchingResult:
-    """The greedy baseline: pairs and facilitated groups with one mentor, and peer groups."""
+    """The greedy baseline: pairs and facilitated groups with one mentor, peer groups and teams."""
     if inp.policy.mentors_per_group == 0:
         return greedy_peer_groups(Prepared.of(inp, seed))
+    if inp.form is Form.TEAM:
+        return greedy_team_groups(Prepared.of(inp, seed))
     return greedy_match(Prepared.of(inp, seed))

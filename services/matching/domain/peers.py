@@ -11,8 +11,10 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
+import numpy.typing as npt
 from ortools.sat.python import cp_model
 
 from contracts.events import UnmatchedReason
@@ -34,7 +36,10 @@ from services.matching.domain.levels import (
     run_deadline,
 )
 from services.matching.domain.model import MatchingResult, Unplaced
+from services.matching.domain.peer_fit import PeerGroups, language_bits, place_more, polish_peer_groups
 from services.matching.domain.rules import (
+    BoolArray,
+    IntArray,
     PairRules,
     Pool,
     describe_exclusions,
@@ -83,7 +88,7 @@ def solve_peer_groups(
     row_of = {pid: r for r, pid in enumerate(peers)}
     rules = PairRules(pool, pol, np.array(prep.seekers, dtype=np.int64))
     compat = np.zeros((n, n), dtype=bool)
-    fitm = np.zeros((n, n), dtype=np.int64)
+    fitm = np.zeros((n, n), dtype=np.int32)  # half the memory of int64 (400 MB at 10,000 peers)
     reasons: dict[str, Unplaced] = {}
     need = pol.group_members_min - 1
     for r, i in enumerate(prep.seekers):
@@ -108,8 +113,33 @@ def solve_peer_groups(
         if a in row_of and b in row_of:
             compat[row_of[a], row_of[b]] = compat[row_of[b], row_of[a]] = False
     active = [pid for pid in peers if pid not in reasons]
-    greedy = greedy_peers(prep, peers, compat, fitm)
+    greedy = greedy_peers(prep, peers, compat, cast(IntArray, fitm))  # it only reads fits: int32 does
     notes: list[str] = []
+    lock_rows = {row_of[p] for pair in prep.locked for p in pair if p in row_of}
+    departments = {d: k for k, d in enumerate(sorted({prep.by_id[p].department for p in peers}))}
+    search = PeerGroups(
+        compat=compat,
+        fit=fitm,
+        lang=language_bits([prep.by_id[p].languages if pol.require_shared_language else ["*"] for p in peers]),
+        dept=np.array([departments[prep.by_id[p].department] for p in peers], dtype=np.int64),
+        size_min=pol.group_members_min,
+        size_max=pol.group_members_max,
+        dept_limit=pol.max_same_department,
+        frozen=frozenset(lock_rows),
+    )
+
+    waiting_order = sorted((row_of[pid] for pid in active), key=lambda r: prep.ranks[peers[r]])
+
+    def polished(groups: list[list[str]], stage: str) -> list[list[str]]:
+        """More peers placed if the rules let them in (in lottery order, nobody taken out), then the
+        same peers in better-fitting groups (``peer_fit``)."""
+        rows = [[row_of[pid] for pid in members] for members in groups]
+        placed_rows = {r for members in rows for r in members}
+        rows = place_more(search, rows, [r for r in waiting_order if r not in placed_rows])
+        better, cut = polish_peer_groups(search, rows, run_deadline(prep.started, time_limit))
+        if cut:
+            notes.append(f"the time limit cut the fit search on the {stage} groups short (after a complete round)")
+        return [[peers[r] for r in members] for members in better]
 
     def finish(chosen_groups: list[list[str]], levels: Levels | CombinedLevels | None, **kw: object) -> MatchingResult:
         groups = [make_group(prep, [], members) for members in chosen_groups]
@@ -132,6 +162,7 @@ def solve_peer_groups(
 
     if greedy_only:
         return finish(greedy, None, placed_bound=len(active), fallback=True, baseline=True)
+    greedy = polished(greedy, "greedy")
     lock_pairs: list[tuple[str, str]] = []
     for a, b in prep.locked:
         if a in row_of and b in row_of:
@@ -232,13 +263,7 @@ def solve_peer_groups(
         # fit between peers: pair variables for each peer's best few compatible partners (same component)
         fit_terms = []
         pair_vars: dict[tuple[str, str, int], cp_model.IntVar] = {}
-        pair_set: dict[tuple[str, str], int] = {}
-        for pid in part:
-            r = row_of[pid]
-            options = np.flatnonzero(compat[r] & (fitm[r] > 0))
-            for j in options[np.argsort(-fitm[r, options], kind="stable")][:TOP_PARTNERS]:
-                a, b = sorted((pid, peers[int(j)]))
-                pair_set[(a, b)] = int(fitm[r, int(j)])
+        pair_set = _fit_pairs(part, row_of, peers, compat, fitm, TOP_PARTNERS)
         for (a, b), f in sorted(pair_set.items()):
             for g in sorted(set(allowed.get(a, [])) & set(allowed.get(b, []))):
                 both = model.new_bool_var(f"pair_{a}_{b}_{g}")
@@ -274,7 +299,11 @@ def solve_peer_groups(
             else "the clock ran out while preparing the model: greedy groups in lottery order"
         )
         prep.locks_applied = 0  # the greedy applies none; the result's notes say so
-        return finish(greedy, None, placed_bound=len(active), fallback=True, why_greedy=why)
+        return finish(greedy, None, placed_bound=len(active), fallback=True, why_greedy=why + _SEARCHED)
+    everyone = sum(len(members) for members in greedy) >= len(active)
+    pruned = any(len(part) * max(1, len(part) // pol.group_members_min) > PEER_DENSE_LIMIT for part in parts)
+    if everyone and pruned and not lock_pairs:
+        return finish(greedy, None, placed_bound=len(active), fallback=True, why_greedy=_EVERYONE)
     built = [build(part) for part in parts]
     if any(pm.has_pairs for pm in built):
         notes.append(
@@ -296,7 +325,7 @@ def solve_peer_groups(
     solved = [(levels, pm, total, q) for levels, pm, total, q in zip(runs, built, firsts, quotas, strict=True)]
     solved = [entry for entry in solved if entry[3] is not None]
     if runs and not solved:
-        return finish(greedy, None, placed_bound=len(active), fallback=True)
+        return finish(greedy, None, placed_bound=len(active), fallback=True, why_greedy=_NOTHING + _SEARCHED)
     proven = True
     for levels, pm, _, quota in solved:
         order = sorted((p for p in pm.placed if pm.allowed[p]), key=lambda p: prep.ranks[p])  # with a place to go
@@ -329,9 +358,38 @@ def solve_peer_groups(
     if len(runs) > 1:
         notes.append(f"solved as {len(runs)} models over independent components of the compatibility graph (exact)")
     exact = all(pm.dense for pm in built)
+    chosen_groups = polished(chosen_groups, "solver's")
     return finish(
         chosen_groups, combined, placed_bound=bound, proven_lottery=proven, exact=exact, fit_is_model_objective=False
     )
+
+
+_EVERYONE = (
+    "every peer with enough compatible peers is placed (placed = its bound, so the lottery leaves nobody "
+    "out): the pruned CP-SAT model, whose fit level sees each peer's best partners only, is not built; these are "
+    "the greedy's groups completed and searched for fit (moves and swaps of peers between groups)"
+)
+_NOTHING = "the solver found no solution within its budget: these are the greedy's groups (lottery order)"
+_SEARCHED = ", then moves and swaps of peers between groups for fit (the same people placed)"
+
+
+def _fit_pairs(
+    part: list[str],
+    row_of: dict[str, int],
+    peers: list[str],
+    compat: BoolArray,
+    fitm: npt.NDArray[np.integer],
+    top: int,
+) -> dict[tuple[str, str], int]:
+    """The pairs the fit level counts: each peer's ``top`` best-fitting compatible partners (positive fit)."""
+    pairs: dict[tuple[str, str], int] = {}
+    for pid in part:
+        r = row_of[pid]
+        options = np.flatnonzero(compat[r] & (fitm[r] > 0))
+        for j in options[np.argsort(-fitm[r, options], kind="stable")][:top]:
+            a, b = sorted((pid, peers[int(j)]))
+            pairs[(a, b)] = int(fitm[r, int(j)])
+    return pairs
 
 
 def greedy_peer_groups(prep: Prepared) -> MatchingResult:

@@ -7,7 +7,7 @@ keep it out, a declared conflict or an exclude override inside it does.
 from __future__ import annotations
 
 import itertools
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -27,10 +27,11 @@ from services.matching.domain.group_greedy import greedy_teams
 from services.matching.domain.group_result import Outcome, group_result, proven_most, quota_of
 from services.matching.domain.levels import (
     CombinedLevels,
+    LevelOutcome,
     Levels,
     lottery_level,
 )
-from services.matching.domain.load_levels import idle_under_shared_ratio, load_terms, settle_ratio
+from services.matching.domain.load_levels import RATIO_SCALE, idle_under_shared_ratio, load_terms, settle_ratio
 from services.matching.domain.lottery import lottery_key
 from services.matching.domain.model import MatchingResult, Unplaced
 from services.matching.domain.rules import (
@@ -41,6 +42,7 @@ from services.matching.domain.rules import (
     describe_exclusions,
     first_failing_counts,
 )
+from services.matching.domain.team_flow import TeamAssignment, assign_teams
 
 FULL_TEAM_LIMIT = 20_000
 """Team x eligible mentor variables up to which every eligible mentor is an option (the model is exact).
@@ -84,7 +86,7 @@ class TeamModel:
     hint: dict[cp_model.IntVar, int]
 
 
-def solve_teams(prep: Prepared, progress: Progress, time_limit: float) -> MatchingResult:
+def solve_teams(prep: Prepared, progress: Progress, time_limit: float, greedy_only: bool = False) -> MatchingResult:
     pol = prep.policy
     pool = Pool.encode(prep.people)
     mentors = np.array(prep.mentors, dtype=np.int64)
@@ -244,33 +246,40 @@ def solve_teams(prep: Prepared, progress: Progress, time_limit: float) -> Matchi
             if team in chosen:
                 continue
             key = lottery_key(prep.seed, f"team:{team}")
-            rivals = [t for t in chosen if (eligible_of[t] & eligible_of[team]).any()]
-            # a larger team wins on the first level (most people placed) whatever the draw
-            ahead = [t for t in rivals if lottery_key(prep.seed, f"team:{t}") < key and sizes[t] <= sizes[team]]
-            larger = [t for t in rivals if sizes[t] > sizes[team]]
+            # the placed teams that took one of its eligible mentors with room
+            took = [t for t in chosen if any(eligible_of[team][mpos[m]] for m in chosen[t])]
+            larger = [t for t in took if sizes[t] > sizes[team]]
+            later = [t for t in took if lottery_key(prep.seed, f"team:{t}") > key and sizes[t] <= sizes[team]]
             if not placeable_alone(team):
                 code = UnmatchedReason.OTHER
                 text = (
                     f"no {pol.mentors_per_group} of its {int(eligible_of[team].sum())} eligible mentors with room may "
                     f"work together (reporting line, declared conflict or exclude override between them; team {team})"
                 )
-            elif ahead:
-                code = UnmatchedReason.LOST_LOTTERY
-                text = (
-                    f"lost the lottery to {len(ahead)} teams drawn ahead that shared its eligible mentors (team {team})"
-                )
-            elif larger:
+            elif larger or later:
+                # a team drawn after it, or a larger one, has its mentors: the draw did not decide it, the
+                # first level (most people placed) did
                 code = UnmatchedReason.CAPACITY_EXHAUSTED
                 text = (
-                    f"the capacity of its eligible mentors went to {len(larger)} larger teams "
-                    f"(placing the most people comes before the lottery; team {team})"
+                    f"the capacity of its eligible mentors went to {len(took)} teams that together place more "
+                    f"people ({len(larger)} larger teams, {len(later)} drawn after it): placing the most people "
+                    f"comes before the lottery (team {team})"
                 )
+            elif took:
+                code = UnmatchedReason.LOST_LOTTERY
+                text = f"lost the lottery to {len(took)} teams drawn ahead that took its eligible mentors (team {team})"
             else:
                 code = UnmatchedReason.OTHER
-                text = f"no {pol.mentors_per_group} eligible mentors with room may work together (team {team})"
+                text = (
+                    f"not placed although {int(eligible_of[team].sum())} eligible mentors had room and no placed team "
+                    f"took one: the solver stopped at its time limit before placing it (team {team})"
+                )
             lost_all += [unplaced(pid, code, text) for pid in members_of[team] if pid not in done]
         return group_result(prep, Outcome(groups, lost_all, levels, **kw))  # type: ignore[arg-type]
 
+    if greedy_only:
+        spec = {team: [mentor_ids[k] for k in ks] for team, ks in greedy.items()}
+        return finish(spec, None, placed_bound=sum(sizes.values()), fallback=True, baseline=True)
     parts = team_components(sorted(sizes), option_of, sizes)
     if not parts:
         parts = [[]]
@@ -297,26 +306,16 @@ def solve_teams(prep: Prepared, progress: Progress, time_limit: float) -> Matchi
         # quota in people: max-people solutions may differ in their number of teams
         _, part_proven = lottery_level(levels, tm.placed, part_order, quota, weights=sizes)
         proven = proven and part_proven
-    tops: list[tuple[Levels, cp_model.IntVar, cp_model.LinearExprT, bool]] = []
-    for levels, tm, _ in solved:
-        load = load_terms(levels.model, prep, tm.opened)
-        if load is not None:
-            top, used = load
-            levels.level = "max_load_ratio"
-            found = levels.optimise("max_load_ratio", top, maximize=False, keep=False).found
-            tops.append((levels, top, used, found))
-    idle_under_shared_ratio(tops)
-    chosen: dict[str, list[str]] = {}
-    for levels, tm, _ in solved:
-        levels.optimise("fit", sum(tm.fit_terms) if tm.fit_terms else 0, maximize=True)
-        settle_ratio(levels, prep, tm.opened)
-        taken: dict[str, list[str]] = defaultdict(list)
-        for (t, k), v in tm.z.items():  # one pass over the assignments (not one per team)
-            if levels.value(v):
-                taken[t].append(mentor_ids[k])
-        for team, var in tm.placed.items():
-            if levels.value(var):
-                chosen[team] = taken[team]
+    decided = [t for levels, tm, _ in solved for t, v in tm.placed.items() if levels.value(v)]
+    # the flows decide levels 3-4 over every eligible mentor; not with locks, nor beside greedy components
+    flowing = len(solved) == len(built) and not locks
+    flows = assign_teams(prep, decided, eligible_of, fit_of, free, apart_set) if flowing else None
+    if flows is not None:
+        chosen = {team: [mentor_ids[k] for k in ks] for team, ks in flows.mentors.items()}
+        for levels, tm, _ in solved:
+            levels_from_flows(levels, prep, flows, [t for t in tm.placed if t in flows.mentors], fit_of)
+    else:
+        chosen = cp_sat_load_and_fit(prep, solved)
     bound = sum(proven_most(t, sum(sizes[x] for x in tm.placed)) for t, tm in zip(firsts, built, strict=True))
     notes = []
     if not exact:  # the pruned model's bound is not a bound on the full graph: count the teams instead
@@ -339,3 +338,54 @@ def solve_teams(prep: Prepared, progress: Progress, time_limit: float) -> Matchi
     if len(runs) > 1:
         notes.append(f"solved as {len(runs)} models over independent components (teams sharing no mentor; exact)")
     return finish(chosen, combined, placed_bound=bound, proven_lottery=proven, notes=notes, exact=exact)
+
+
+def cp_sat_load_and_fit(prep: Prepared, solved: list[tuple[Levels, TeamModel, int]]) -> dict[str, list[str]]:
+    """Levels 3 and 4 in CP-SAT (when the flows cannot decide them): the least max load ratio per
+    component, one cap for all, the most mentors used, then the most fit. Each placed team's mentors."""
+    mentor_ids = prep.mentor_ids
+    tops: list[tuple[Levels, cp_model.IntVar, cp_model.LinearExprT, bool]] = []
+    for levels, tm, _ in solved:
+        load = load_terms(levels.model, prep, tm.opened)
+        if load is not None:
+            top, used = load
+            levels.level = "max_load_ratio"
+            found = levels.optimise("max_load_ratio", top, maximize=False, keep=False).found
+            tops.append((levels, top, used, found))
+    idle_under_shared_ratio(tops)
+    chosen: dict[str, list[str]] = {}
+    for levels, tm, _ in solved:
+        levels.optimise("fit", sum(tm.fit_terms) if tm.fit_terms else 0, maximize=True)
+        settle_ratio(levels, prep, tm.opened)
+        taken: dict[str, list[str]] = defaultdict(list)
+        for (t, k), v in tm.z.items():  # one pass over the assignments (not one per team)
+            if levels.value(v):
+                taken[t].append(mentor_ids[k])
+        for team, var in tm.placed.items():
+            if levels.value(var):
+                chosen[team] = taken[team]
+    return chosen
+
+
+def levels_from_flows(
+    levels: Levels, prep: Prepared, flows: TeamAssignment, teams: list[str], fit_of: dict[str, IntArray]
+) -> None:
+    """A component's levels 3 and 4 as the flows gave them (``team_flow``): the run's least max load
+    ratio (proven), this component's mentors used and fit, proven when the relaxed flow kept the
+    mentor-mentor rule (else reported with no bound, FEASIBLE)."""
+    used = len({k for t in teams for k in flows.mentors[t]})
+    fit = sum(int(fit_of[t][k]) for t in teams for k in flows.mentors[t])
+    taken = Counter(k for ks in flows.mentors.values() for k in ks)
+    mine = {k for t in teams for k in flows.mentors[t]}
+    ids = prep.mentor_ids
+    ratio = max(((prep.load[ids[k]] + taken[k]) / prep.capacity[ids[k]] for k in mine), default=0.0)
+    levels.outcomes.append(LevelOutcome("max_load_ratio", ratio * RATIO_SCALE, ratio * RATIO_SCALE, "OPTIMAL"))
+    done = "OPTIMAL" if flows.proven else "FEASIBLE"
+    bound = float(used) if flows.proven else float("nan")
+    levels.outcomes.append(LevelOutcome("mentors_used", float(used), bound, done))
+    levels.outcomes.append(LevelOutcome("fit", float(fit), float(fit) if flows.proven else float("nan"), done))
+
+
+def greedy_team_groups(prep: Prepared) -> MatchingResult:
+    """The team greedy alone (lottery order, every rule), as the benchmarks' baseline."""
+    return solve_teams(prep, lambda _m, _f: None, 0.0, greedy_only=True)

@@ -258,7 +258,7 @@ def _canonical(groups: list[Group]) -> list[tuple[str, ...]]:
 def test_same_seed_same_groups_whatever_the_input_order() -> None:
     from bench.synthetic_pool import instance
 
-    for form, size in ((Form.ONE_TO_ONE, 300), (Form.FACILITATED_GROUP, 60)):
+    for form, size in ((Form.ONE_TO_ONE, 300), (Form.FACILITATED_GROUP, 60), (Form.PEER_GROUP, 400)):
         inp = instance(size, form, seed=4)
         first = match(inp, 99, time_limit_s=2)
         shuffled = list(inp.participants)

@@ -159,3 +159,27 @@ def test_a_team_with_an_internal_conflict_is_other() -> None:
     people = [mentor("M1"), mentor("M2"), person("t0", team_id="T", conflicts_with=["t1"]), person("t1", team_id="T")]
     code, text = reasons(solve(teams(people)))["t0"]
     assert code is OTHER and "t0 and t1" in text
+
+
+def test_a_team_losing_to_smaller_teams_that_place_more_people_together_is_told_so() -> None:
+    """A (3 people) can only have M1 and M2; B (2) needs M1 and M3, C (2) needs M2 and M4. Placing A
+    blocks both, so B and C (4 people) beat A (3) whatever the draw. A seed where B is drawn after A:
+    A's reason must name the first level, not the lottery, and never a rule between its mentors (the
+    reason used to read "no 2 eligible mentors with room may work together")."""
+    from services.matching.domain.lottery import lottery_key
+
+    people = [
+        mentor("M1", capacity=1, languages=["en", "fr"]),
+        mentor("M2", capacity=1, languages=["en", "de"]),
+        mentor("M3", capacity=1, languages=["fr"]),
+        mentor("M4", capacity=1, languages=["de"]),
+    ]
+    people += [person(f"a{i}", team_id="A", languages=["en"]) for i in range(3)]
+    people += [person(f"b{i}", team_id="B", languages=["fr"]) for i in range(2)]
+    people += [person(f"c{i}", team_id="C", languages=["de"]) for i in range(2)]
+    seed = next(s for s in range(100) if lottery_key(s, "team:A") < lottery_key(s, "team:B"))
+    result = solve(teams(people), seed=seed)
+    assert result.stats.placed_count == 4
+    code, text = reasons(result)["a0"]
+    assert code is CAPACITY and "place more people" in text and "drawn after it" in text, text
+    assert "work together" not in text and "lottery to" not in text
