@@ -90,7 +90,7 @@ from contracts.topics import Topic
 from runtime.deadletters import DeadLetter, send_dead_letter
 from runtime.logging import SafeMessage, describe_exception, validation_summary
 from runtime.metrics import RuntimeMetrics
-from runtime.read_ahead import READ_AHEAD_MAX, ReadAhead
+from runtime.read_ahead import READ_AHEAD_MAX, ForgetRevoked, ReadAhead
 from runtime.read_ahead import Record as Record  # re-exported: handlers' and tools' name for a record
 from runtime.supervision import TaskStatus
 from runtime.tracing import NO_SPANS, consumer_spans
@@ -196,6 +196,7 @@ class _Applying:
 
 
 LAG_EVERY_SECONDS = 1.0
+POLL_EVERY_SECONDS = 10.0
 
 
 @dataclass
@@ -219,6 +220,7 @@ class EventConsumer:
     _stopping: bool = False
     _wake: asyncio.Event = field(default_factory=asyncio.Event)
     _lag_due: float = 0.0
+    _polled_at: float = 0.0
 
     # The poll loop ---------------------------------------------------------------------------------
 
@@ -228,7 +230,6 @@ class EventConsumer:
         escape."""
         status = status or TaskStatus(f"consumer:{self.name}")
         consumer = AIOKafkaConsumer(
-            *[t.name for t in self.topics],
             bootstrap_servers=bootstrap,
             group_id=self.name,
             client_id=self.name,
@@ -238,10 +239,11 @@ class EventConsumer:
             # large fetches: a projection catching up reads thousands of records per round trip
             max_partition_fetch_bytes=4 * 1024 * 1024,
         )
+        ahead = ReadAhead()
+        consumer.subscribe([t.name for t in self.topics], listener=ForgetRevoked(ahead))
         await consumer.start()
         backoff = self.min_backoff_seconds
         applying: _Applying | None = None  # a batch in its transaction while the next one is parsed
-        ahead = ReadAhead()
         if self.metrics:
             self.metrics.consumer_started(t.name for t in self.topics)
         try:
@@ -289,10 +291,19 @@ class EventConsumer:
     ) -> dict[TopicPartition, list[Record]]:
         """Up to ``batch_size`` records from the read-ahead, after taking whatever the client has fetched
         when the read-ahead holds less than a batch. Waits up to half a second for records only when
-        there is nothing else to do (``wait``: no batch in flight, whose commit must not wait for more)."""
+        there is nothing else to do (``wait``: no batch in flight, whose commit must not wait for more).
+
+        With a full read-ahead the client is still polled (for one record) once per ``POLL_EVERY_SECONDS``:
+        the group drops a member that has not polled for ``max_poll_interval_ms`` (5 minutes), and a slow
+        batch (a handler retrying a poison record) must not make the batches after it cost the partitions."""
+        now = time.monotonic()
         if ahead.count < self.batch_size:
             timeout_ms = 500 if wait and not ahead.count else 0
             ahead.add(await consumer.getmany(timeout_ms=timeout_ms, max_records=READ_AHEAD_MAX))
+            self._polled_at = now
+        elif now - self._polled_at > POLL_EVERY_SECONDS:
+            ahead.add(await consumer.getmany(timeout_ms=0, max_records=1))
+            self._polled_at = now
         return ahead.take(self.batch_size, consumer.assignment()) if ahead.count else {}
 
     async def _back_off(

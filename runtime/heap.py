@@ -10,9 +10,10 @@ Measured in the pool projection: about 8 µs of collector time per event, a fift
 CPU (``gc.callbacks`` around ``bench.pipeline_bench``'s projection), against under 0.5 µs with
 :data:`YOUNG_THRESHOLD`.
 
-What it costs: garbage cycles wait up to :data:`YOUNG_THRESHOLD` net allocations longer before they
-are freed (a few megabytes at most), and the rare young pass scans up to that many objects at once
-(a few milliseconds).
+What it costs: garbage cycles wait up to :data:`YOUNG_THRESHOLD` net container allocations longer
+before they are freed. The bound counts objects, not bytes: a cycle that holds a large value (a
+record's body, an uploaded file) keeps it that much longer. The rare young pass scans up to that many
+objects at once (a few milliseconds).
 """
 
 from __future__ import annotations
@@ -25,7 +26,9 @@ YOUNG_THRESHOLD = 100_000
 
 def settle_heap() -> None:
     """Once a service has started: what it allocated so far lives as long as the process, so it is
-    kept out of every later scan (``gc.freeze``), and young passes run per :data:`YOUNG_THRESHOLD`."""
+    kept out of every later scan (``gc.freeze``), and young passes run per :data:`YOUNG_THRESHOLD`.
+    The garbage of start-up is collected first: a cycle frozen would never be freed."""
+    gc.collect()
     gc.freeze()
     _, middle, old = gc.get_threshold()
     gc.set_threshold(YOUNG_THRESHOLD, middle, old)

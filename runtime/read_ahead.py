@@ -10,17 +10,18 @@ keeps the delivery guarantees (rewound with the batch in flight, dropped for a p
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TypeAlias
 
-from aiokafka import TopicPartition
+from aiokafka import ConsumerRebalanceListener, TopicPartition
 from aiokafka.structs import ConsumerRecord
 
 Record: TypeAlias = "ConsumerRecord[bytes, bytes]"
 
 READ_AHEAD_MAX = 100_000
-"""Records taken from the client in one call: more than a fetch holds, so that its buffer empties."""
+"""Records taken from the client in one call: as a rule more than it has fetched (a fetch of small
+events, 4 MiB per partition), so that its buffer empties and it fetches again at once."""
 
 
 @dataclass
@@ -63,6 +64,27 @@ class ReadAhead:
                 del self.records[tp]
         return batch
 
+    def drop(self, partitions: Iterable[TopicPartition]) -> None:
+        """Forget the records of ``partitions`` (revoked in a rebalance): their next owner, or this
+        consumer if they come back, reads them again from the committed offset."""
+        for tp in partitions:
+            self.count -= len(self.records.pop(tp, ()))
+
     def clear(self) -> None:
         self.records.clear()
         self.count = 0
+
+
+class ForgetRevoked(ConsumerRebalanceListener):  # type: ignore[misc]
+    """Drops a revoked partition's records from the read-ahead as the rebalance happens, so that records
+    held from before it are never applied (as duplicates) and committed behind the offset another member
+    committed meanwhile."""
+
+    def __init__(self, ahead: ReadAhead) -> None:
+        self.ahead = ahead
+
+    def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
+        self.ahead.drop(revoked)
+
+    def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
+        """Nothing to do: a partition assigned is read from its committed offset."""

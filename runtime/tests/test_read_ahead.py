@@ -5,7 +5,7 @@ from __future__ import annotations
 from aiokafka import TopicPartition
 from aiokafka.structs import ConsumerRecord
 
-from runtime.read_ahead import ReadAhead, Record
+from runtime.read_ahead import ForgetRevoked, ReadAhead, Record
 
 A, B = TopicPartition("t", 0), TopicPartition("t", 1)
 
@@ -62,3 +62,14 @@ def test_clear_forgets_everything() -> None:
     ahead.add({A: _records(A, 0, 3)})
     ahead.clear()
     assert ahead.count == 0 and ahead.take(10, {A}) == {}
+
+
+def test_a_revoked_partitions_records_are_forgotten_as_the_rebalance_happens() -> None:
+    """Held from before a rebalance that took A and gave it back: the refetch from A's committed offset
+    (perhaps past them, another member applied them meanwhile) is all that is applied of A."""
+    ahead = ReadAhead()
+    ahead.add({A: _records(A, 200, 100), B: _records(B, 0, 2)})
+    ForgetRevoked(ahead).on_partitions_revoked([A])
+    assert ahead.count == 2
+    ahead.add({A: _records(A, 400, 2)})
+    assert _offsets(ahead.take(10, {A, B})) == {0: [400, 401], 1: [0, 1]}

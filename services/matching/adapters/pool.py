@@ -45,7 +45,14 @@ async def on_participants(conn: asyncpg.Connection, envelopes: Sequence[Envelope
     The profile is stored as the event's body carried it (validated against the contract when the
     event was parsed; PostgreSQL cuts it out of the body), not serialised again: that cost a fifth of
     the projection's CPU per event. Its readers validate it with :class:`ParticipantProfile`; the ids,
-    the role and the capacity, which SQL reads, are columns written from the validated event."""
+    the role and the capacity, which SQL reads, are columns written from the validated event.
+
+    So a field of the profile this release does not know (added by a newer enrollment, compatibly) is
+    stored too, where serialising the model dropped it. Accepted on purpose: such a field is part of a
+    published contract, which never carries confidential text (notes, goals and comments live in other
+    services), and this service learns it with its next release anyway. Cutting the unknown keys out in
+    SQL measured 21-24 µs per row against 11-13 µs (20,000 rows, batches of 2,000), doubling
+    PostgreSQL's share of the projection."""
     latest: dict[tuple[str, str], tuple[ParticipantProfile, Envelope]] = {}
     for env in envelopes:
         event = env.data
@@ -60,20 +67,23 @@ async def on_participants(conn: asyncpg.Connection, envelopes: Sequence[Envelope
     )
     try:
         async with conn.transaction():  # a savepoint: only this statement is undone if a body is refused
-            await conn.execute(_UPSERT_PARTICIPANTS, *columns, [_body(env) for _, env in rows])
+            await conn.execute(_UPSERT_FROM_BODIES, *columns, [_body(env) for _, env in rows])
     except asyncpg.DataError:
-        # A body pydantic accepts but PostgreSQL's json does not (NaN in a field this release ignores):
-        # the events serialised again from their models, which is always valid JSON.
-        await conn.execute(_UPSERT_PARTICIPANTS, *columns, [env.data.model_dump_json() for _, env in rows])
+        # A body pydantic accepts but PostgreSQL's json operators do not (NaN in a field this release
+        # ignores, a \u0000 that `->` must unescape): the profiles serialised again from their models,
+        # stored as they are (no operator parses them), as before bodies were stored.
+        await conn.execute(_UPSERT_PROFILES, *columns, [profile.model_dump_json() for profile, _ in rows])
 
 
-_UPSERT_PARTICIPANTS = (
+_UPSERT = (
     "INSERT INTO pool (program_id, participant_id, role, capacity, profile, active)"
-    " SELECT p, q, r, c, b::json->'profile', true"
+    " SELECT p, q, r, c, {profile}, true"
     " FROM unnest($1::text[], $2::text[], $3::text[], $4::int[], $5::text[]) AS t(p, q, r, c, b)"
     " ON CONFLICT (program_id, participant_id) DO UPDATE SET role=EXCLUDED.role, capacity=EXCLUDED.capacity,"
     " profile=EXCLUDED.profile, active=true, updated_at=now()"
 )
+_UPSERT_FROM_BODIES = _UPSERT.format(profile="b::json->'profile'")
+_UPSERT_PROFILES = _UPSERT.format(profile="b::json")
 
 
 def _body(env: Envelope) -> str:

@@ -56,9 +56,12 @@ async def mentor_loads(conn: asyncpg.Connection, mentor_ids: Sequence[str]) -> d
 
 
 async def mentor_capacities(conn: asyncpg.Connection, mentor_ids: Sequence[str]) -> dict[str, int]:
-    """A person's capacity is theirs across programs: the most recently declared one counts."""
+    """A person's capacity is theirs across programs: the most recently declared one counts. A row
+    without the column (written by a release before migration 0006, during a rolling upgrade) has it in
+    its profile, serialised by pydantic, so always an integer there."""
     rows = await conn.fetch(
-        "SELECT DISTINCT ON (participant_id) participant_id, capacity FROM pool"
+        "SELECT DISTINCT ON (participant_id) participant_id,"
+        " COALESCE(capacity, (profile->>'capacity')::int) AS capacity FROM pool"
         " WHERE participant_id = ANY($1::text[]) AND role = 'mentor' AND active"
         " ORDER BY participant_id, updated_at DESC",
         list(mentor_ids),

@@ -90,3 +90,26 @@ async def test_events_built_in_process_have_no_body_and_are_serialised(db: async
     async with db.acquire() as conn, conn.transaction():
         await on_participants(conn, [_enrolled(mentor("M2", capacity=2))])
         assert await repo.mentor_capacities(conn, ["M2"]) == {"M2": 2}
+
+
+async def test_a_nul_character_in_a_profile_is_stored_as_before(db: asyncpg.Pool) -> None:
+    """``\\u0000`` in a profile's text: pydantic accepts it, PostgreSQL's ``->`` cannot unescape it.
+    The profile serialised from its model is stored as it is, never dead-lettered."""
+    env = _enrolled(person("P1", department="eng\x00ineering"))
+    assert b"\\u0000" in to_kafka(env).value
+    await _project(db, [_record(env, 0)])
+    async with db.acquire() as conn:
+        (profile,) = await repo.unmatched_pool(conn, PROGRAM)
+        assert profile.department == "eng\x00ineering"
+
+
+async def test_a_mentor_written_without_the_capacity_column_keeps_the_profiles(db: asyncpg.Pool) -> None:
+    """A row a release before migration 0006 wrote during a rolling upgrade: no capacity column."""
+    async with db.acquire() as conn:
+        await conn.execute(
+            "INSERT INTO pool (program_id, participant_id, role, profile, active)"
+            " VALUES ($1, 'M3', 'mentor', $2, true)",
+            PROGRAM,
+            mentor("M3", capacity=2).model_dump_json(),
+        )
+        assert await repo.mentor_capacities(conn, ["M3"]) == {"M3": 2}

@@ -105,9 +105,10 @@ UNMATCHED = Upsert(
     key=("program_id", "participant_id"),
     update=("run_id", "reason_code", "at"),
     newer="at",
-    new_keys=True,
 )
-"""The latest run's reason wins (the envelope's time orders runs; the payload carries none)."""
+"""The latest run's reason wins (the envelope's time orders runs; the payload carries none). Every run
+names the unplaced again, so the key is stored as a rule: no ``COPY`` attempt."""
+
 RUN = Upsert(
     "runs",
     (("run_id", TEXT), ("program_id", TEXT), ("completed_at", TS), ("placed_count", INT), ("unplaced_count", INT)),
