@@ -73,18 +73,23 @@ def eligibility(prep: Prepared, rules: PairRules, free: IntArray) -> Eligibility
     rows = np.array(prep.seekers, dtype=np.int64)
     m = len(prep.mentors)
     eligible = np.zeros((len(rows), m), dtype=bool)
-    fit = np.zeros((len(rows), m), dtype=_fit_dtype(prep))
+    dtype = _fit_dtype(prep)
+    fit = np.zeros((len(rows), m), dtype=dtype)
+    seekers = [prep.people[int(i)].participant_id for i in rows]
+    count = np.zeros(len(rows), dtype=np.int64)
+    with_room = np.zeros(len(rows), dtype=bool)
+    has_room = free > 0
     block = max(1, BLOCK_CELLS // max(1, m))
     for start in range(0, len(rows), block):
         part = rows[start : start + block]
-        eligible[start : start + len(part)] = rules.eligible_rows(part)
-        fit[start : start + len(part)] = rules.fit_rows(part)
-    seekers = [prep.people[int(i)].participant_id for i in rows]
+        cells = eligible[start : start + len(part)]
+        cells[:] = rules.eligible_rows(part)
+        for r in range(start, start + len(part)):
+            prep.drop_excluded_mentors(seekers[r], eligible[r])
+        fit[start : start + len(part)] = rules.fit_rows(part, dtype)
+        count[start : start + len(part)] = np.count_nonzero(cells, axis=1)
+        with_room[start : start + len(part)] = (cells & has_room[None, :]).any(axis=1)
     out = Eligibility(seekers, eligible, fit, free)
-    for r, pid in enumerate(seekers):
-        prep.drop_excluded_mentors(pid, eligible[r])
-    count: IntArray = eligible.sum(axis=1)
-    with_room: BoolArray = np.asarray((eligible & (free > 0)[None, :]).any(axis=1))
     for r in np.flatnonzero((count < max(1, pol.mentors_per_group)) | ~with_room).tolist():
         pid = seekers[r]
         if count[r] == 0:
