@@ -70,8 +70,10 @@ def polish_groups(
         slot_of_group.append(slot)
         for pid in members:
             assign[pid] = slot
+    extra: list[tuple[int, int]] = []
     for k, more in extra_groups_within_ratio(prep, el, sorted(assign), count, mentor_ids).items():
-        slot_of_group += [(k, count[k] + s) for s in range(more)]
+        extra += [(k, count[k] + s) for s in range(more)]
+    slot_of_group += extra
     open_by_mentor: dict[int, list[tuple[int, int]]] = defaultdict(list)
     for slot in slot_of_group:
         open_by_mentor[slot[0]].append(slot)
@@ -91,7 +93,8 @@ def polish_groups(
         max_same_department=prep.policy.max_same_department,
         frozen=frozen,
     )
-    rounds = max(1, min(POLISH_ROUNDS, POLISH_MOVES // max(1, len(assign))))
+    # no local search above POLISH_MOVES mentees: after the exact flow it found nothing at 20,000 (3 s a round)
+    rounds = min(POLISH_ROUNDS, POLISH_MOVES // max(1, len(assign)))
     better = improve(problem, rounds=rounds, deadline=deadline)
     if problem.total(better) <= problem.total(assign):
         better = assign

@@ -105,6 +105,27 @@ def eligibility(prep: Prepared, rules: PairRules, free: IntArray) -> Eligibility
     return out
 
 
+def room_counts(el: Eligibility, people: list[str]) -> IntArray:
+    """Per person, how many eligible mentors with room it has (by blocks: no people x mentors copy)."""
+    rows = np.array([el.row[pid] for pid in people], dtype=np.int64)
+    out = np.zeros(len(rows), dtype=np.int64)
+    block = max(1, BLOCK_CELLS // max(1, el.eligible.shape[1]))
+    for start in range(0, len(rows), block):
+        cells = el.eligible[rows[start : start + block]] & (el.free > 0)[None, :]
+        out[start : start + len(cells)] = np.count_nonzero(cells, axis=1)
+    return out
+
+
+def slots_reachable(el: Eligibility, people: list[str]) -> int:
+    """Sum over (person, eligible mentor) of the mentor's free groups: the exact model's variables."""
+    rows = np.array([el.row[pid] for pid in people], dtype=np.int64)
+    total = 0
+    block = max(1, BLOCK_CELLS // max(1, el.eligible.shape[1]))
+    for start in range(0, len(rows), block):
+        total += int(np.count_nonzero(el.eligible[rows[start : start + block]], axis=0) @ el.free)
+    return total
+
+
 def best_mentors(el: Eligibility, active: list[str], local_rank: IntArray, top: int) -> dict[str, set[int]]:
     """Each active seeker's ``top`` best-fitting eligible mentors with room, ties by the mentors' own
     lottery order (``local_rank``, a unique key): the same choice as sorting each row, by blocks."""
@@ -147,6 +168,32 @@ def open_mentors(el: Eligibility, people: list[str], leads: IntArray, top: int) 
             picks = best[r][key[r, best[r]] <= 0]
             out[el.seekers[row]] = sorted(int(leads[x]) for x in picks)
     return out
+
+
+def top_arcs(el: Eligibility, people: list[str], leads: IntArray, top: int) -> tuple[IntArray, IntArray, IntArray]:
+    """``open_mentors`` as arrays: (person index into ``people``, mentor position, fit) of each person's
+    ``top`` best-fitting eligible mentors among ``leads``, by blocks, with no Python call per person."""
+    who_parts, mentor_parts, fit_parts = [], [], []
+    if len(leads) and people:
+        rows = np.array([el.row[pid] for pid in people], dtype=np.int64)
+        block = max(1, BLOCK_CELLS // len(leads))
+        k = min(top, len(leads))
+        every = len(leads) == el.eligible.shape[1]
+        for start in range(0, len(rows), block):
+            part = rows[start : start + block]
+            ok, fit = (el.eligible[part], el.fit[part]) if every else (el.eligible[np.ix_(part, leads)], el.fit[np.ix_(part, leads)])
+            key = np.where(ok, -fit.astype(np.int32), 1)
+            best = np.argpartition(key, k - 1, axis=1)[:, :k] if k < len(leads) else np.tile(np.arange(k), (len(part), 1))
+            keep = np.take_along_axis(key, best, axis=1) <= 0
+            r, c = np.nonzero(keep)
+            cols = best[r, c]
+            who_parts.append(start + r)
+            mentor_parts.append(leads[cols])
+            fit_parts.append(fit[r, cols].astype(np.int64))
+    if not who_parts:
+        empty = np.zeros(0, dtype=np.int64)
+        return empty, empty, empty
+    return np.concatenate(who_parts), np.concatenate(mentor_parts).astype(np.int64), np.concatenate(fit_parts)
 
 
 def sharing_matrix(el: Eligibility, placed: list[str], left: list[str]) -> BoolArray:
