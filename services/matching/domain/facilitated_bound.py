@@ -78,7 +78,7 @@ def _sparse_flow(
 def _augment(el: Eligibility, rows: IntArray, caps: IntArray, mentor_of: IntArray) -> bool:
     """One augmenting path on the full eligibility matrix, applied to ``mentor_of``; False when none
     exists (then the assignment is maximum). Breadth-first from every unassigned person at once."""
-    n, m = len(rows), len(caps)
+    m = len(caps)
     load = np.bincount(mentor_of[mentor_of >= 0], minlength=m)
     has_room = caps > 0
     seen_mentor = np.zeros(m, dtype=bool)

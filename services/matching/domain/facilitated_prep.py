@@ -181,9 +181,15 @@ def top_arcs(el: Eligibility, people: list[str], leads: IntArray, top: int) -> t
         every = len(leads) == el.eligible.shape[1]
         for start in range(0, len(rows), block):
             part = rows[start : start + block]
-            ok, fit = (el.eligible[part], el.fit[part]) if every else (el.eligible[np.ix_(part, leads)], el.fit[np.ix_(part, leads)])
+            ok, fit = (
+                (el.eligible[part], el.fit[part])
+                if every
+                else (el.eligible[np.ix_(part, leads)], el.fit[np.ix_(part, leads)])
+            )
             key = np.where(ok, -fit.astype(np.int32), 1)
-            best = np.argpartition(key, k - 1, axis=1)[:, :k] if k < len(leads) else np.tile(np.arange(k), (len(part), 1))
+            best = (
+                np.argpartition(key, k - 1, axis=1)[:, :k] if k < len(leads) else np.tile(np.arange(k), (len(part), 1))
+            )
             keep = np.take_along_axis(key, best, axis=1) <= 0
             r, c = np.nonzero(keep)
             cols = best[r, c]

@@ -117,7 +117,10 @@ def _flow(problem: Reassignment, banned: set[tuple[str, Slot]]) -> dict[str, Slo
     head = group_node[where]
     f = min_cost_flow.SimpleMinCostFlow()
     f.add_arcs_with_capacity_and_unit_cost(
-        np.zeros(n, dtype=np.int64), 2 + np.arange(n, dtype=np.int64), np.ones(n, dtype=np.int64), np.zeros(n, dtype=np.int64)
+        np.zeros(n, dtype=np.int64),
+        2 + np.arange(n, dtype=np.int64),
+        np.ones(n, dtype=np.int64),
+        np.zeros(n, dtype=np.int64),
     )
     if problem.max_same_department is not None:
         names = {d: i for i, d in enumerate(sorted({*problem.dept.values(), *problem.mentor_dept.values()}))}
@@ -267,7 +270,7 @@ class _Moves:
         exits = self._exits(a)
         if not exits:
             return False
-        gain, s, b = max(exits, key=lambda e: (e[0], e[1], e[2] or ""))
+        _, s, b = max(exits, key=lambda e: (e[0], e[1], e[2] or ""))
         self._apply(a, s, b)
         return True
 
