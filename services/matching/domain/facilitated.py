@@ -314,7 +314,8 @@ def solve_facilitated(prep: Prepared, progress: Progress, time_limit: float) -> 
     if too_large or _past_deadline(prep, time_limit):
         why = (
             f"the CP-SAT model ({'at least ' * flows_only}{size:,} mentee-group variables) is too large to build "
-            f"and solve within the {time_limit:g} s limit (at most {MODEL_VARS_PER_SECOND:,} per second of it and {MODEL_VARS_MAX:,}, or "
+            f"and solve within the {time_limit:g} s limit (at most {MODEL_VARS_PER_SECOND:,} per second of it "
+            f"and {MODEL_VARS_MAX:,}, or "
             f"{FULL_MODEL_LIMIT:,}): "
             "greedy groups in lottery order"
             if too_large
