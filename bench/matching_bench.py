@@ -148,7 +148,11 @@ def idle_and_fit_bound(inp: MatchingInput, result: MatchingResult) -> tuple[int 
         fit = rules.fit_rows(part)
         key = np.where(eligible & (allowed > 0)[None, :], fit, -1)
         top = min(TOP_ARCS + 1, key.shape[1])
-        best = np.argpartition(-key, top - 1, axis=1)[:, :top] if top < key.shape[1] else np.tile(np.arange(top), (len(part), 1))
+        best = (
+            np.argpartition(-key, top - 1, axis=1)[:, :top]
+            if top < key.shape[1]
+            else np.tile(np.arange(top), (len(part), 1))
+        )
         for r, i in enumerate(part.tolist()):
             pid = pool.people[i].participant_id
             if pid not in placed:

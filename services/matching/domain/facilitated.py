@@ -116,10 +116,12 @@ deterministic decision: it depends on the input and the limit, never on the cloc
 FULL_MODEL_LIMIT variables are always tried (they build in well under a second)."""
 
 
-MODEL_VARS_MAX = 60_000
+MODEL_VARS_MAX = 30_000
 """Facilitated groups: no CP-SAT model above this many variables, whatever the limit. At 20,000 mentees
 (160,000 candidate variables, 60 s) the model took its whole budget to build and solve and improved
-nothing on the greedy's placement with its fit reassigned by flows; the flows do the large pools."""
+nothing on the greedy's placement with its fit reassigned by flows; at 5,000 (40,000, 10 s) its levels
+ended where the flows start (same placed, proven by the flow bound, same fit gap) after 6 s more, and on a
+loaded machine the clock stopped them before any level. The flows do the large pools."""
 
 
 def _better_greedy(
@@ -264,10 +266,10 @@ def solve_facilitated(prep: Prepared, progress: Progress, time_limit: float) -> 
     notes: list[str] = []
     if co_count and len(mentor_ids) > ALL_CO_MENTORS_UP_TO:
         notes.append(f"co-facilitators drawn from each lead's {TOP_CO_MENTORS} best-overlapping mentors")
-    if not exact:
+    if not exact and not flows_only:
         notes.append(
-            f"candidates pruned to each mentee's {TOP_MENTORS} best mentors, plus a lottery-ordered max flow's "
-            f"and the greedy's; placed_bound is the max-flow bound on the full eligibility graph"
+            f"candidates pruned to each mentee's {TOP_MENTORS} best mentors, plus the placement bound's and "
+            f"the greedy's; placed_bound is the max-flow bound on the full eligibility graph"
         )
 
     def finish(

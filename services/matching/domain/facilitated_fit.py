@@ -15,13 +15,13 @@ import numpy as np
 
 from services.matching.domain.common import Prepared, apart_pairs
 from services.matching.domain.facilitated_model import FacilitatedModel
-from services.matching.domain.facilitated_prep import Eligibility, open_mentors
+from services.matching.domain.facilitated_prep import Eligibility, top_arcs
 from services.matching.domain.fit_polish import POLISH_ROUNDS, Reassignment, improve
 from services.matching.domain.flow_open import extra_groups
 from services.matching.domain.levels import Levels
 from services.matching.domain.rules import IntArray
 
-OPEN_OPTIONS = 20
+OPEN_OPTIONS = 40
 """Each mentee's options: the open groups of this many of its best-fitting eligible mentors among
 those who lead one."""
 POLISH_MOVES = 10_000
@@ -78,8 +78,13 @@ def polish_groups(
     for slot in slot_of_group:
         open_by_mentor[slot[0]].append(slot)
     leads = np.array(sorted(open_by_mentor), dtype=np.int64)
-    best = open_mentors(el, sorted(assign), leads, OPEN_OPTIONS)
-    options = {pid: sorted({assign[pid], *(s for k in best[pid] for s in open_by_mentor[k])}) for pid in sorted(assign)}
+    people = sorted(assign)
+    who, mentor, _ = top_arcs(el, people, leads, OPEN_OPTIONS)  # sorted by person
+    best = np.split(mentor, np.searchsorted(who, np.arange(1, len(people))))
+    options = {
+        pid: sorted({assign[pid], *(s for k in ks.tolist() for s in open_by_mentor[k])})
+        for pid, ks in zip(people, best, strict=True)
+    }
     fit_of = {pid: el.fit[el.row[pid]] for pid in assign}
     problem = Reassignment(
         assign=assign,
@@ -92,6 +97,8 @@ def polish_groups(
         size_max=prep.policy.group_members_max,
         max_same_department=prep.policy.max_same_department,
         frozen=frozen,
+        extra=frozenset(extra),
+        may_join=lambda pid, s: int(el.fit[el.row[pid], s[0]]) if el.eligible[el.row[pid], s[0]] else None,
     )
     # no local search above POLISH_MOVES mentees: after the exact flow it found nothing at 20,000 (3 s a round)
     rounds = min(POLISH_ROUNDS, POLISH_MOVES // max(1, len(assign)))

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -54,8 +54,18 @@ class Reassignment:
     """Open groups with nobody in them yet: the flow fills each to at least its minimum (or, if it
     cannot, the reassignment keeps the groups of ``assign``)."""
 
+    may_join: Callable[[str, Slot], int | None] | None = None
+    """Fit of a mentee in any open group it is eligible for (None: not eligible), beyond ``options``: a
+    repair may swap someone into a group outside their options to take a rule-breaker's place."""
+
+    def arc_fit(self, pid: str, s: Slot) -> int:
+        f = self.fit.get((pid, s))
+        if f is None and self.may_join is not None:
+            f = self.may_join(pid, s)
+        return f or 0
+
     def total(self, assign: Mapping[str, Slot]) -> int:
-        return sum(self.fit.get((pid, s), 0) for pid, s in assign.items())
+        return sum(self.arc_fit(pid, s) for pid, s in assign.items())
 
     def broken(self, assign: Mapping[str, Slot]) -> list[tuple[Slot, list[str]]]:
         """Per group, the members who break a member-member rule there (sorted, deterministic)."""
@@ -175,7 +185,7 @@ def _flow_repaired(problem: Reassignment, deadline: float | None = None) -> dict
             for s, pids in broken:
                 for pid in pids:
                     if moves.assign[pid] == s and moves.still_broken(pid):
-                        moves.leave(pid)
+                        moves.leave(pid, repair=True)
             assign = moves.assign
             broken = problem.broken(assign)
         if not broken:
@@ -235,16 +245,17 @@ class _Moves:
         self.members[s].add(pid)
         self.dept_count[(s, self.problem.dept[pid])] += 1
 
-    def _exits(self, a: str) -> list[tuple[int, Slot, str | None]]:
-        """Every move or swap that takes ``a`` out of its group and keeps every rule: (gain, group, partner)."""
+    def _exits(self, a: str, repair: bool = False) -> list[tuple[int, Slot, str | None]]:
+        """Every move or swap that takes ``a`` out of its group and keeps every rule: (gain, group, partner).
+        A repair also swaps in partners for whom ``a``'s group is not among their options."""
         problem = self.problem
         here = self.assign[a]
-        fa = problem.fit.get((a, here), 0)
+        fa = problem.arc_fit(a, here)
         out: list[tuple[int, Slot, str | None]] = []
         for s in problem.options[a]:
             if s == here or s not in self.open_slots:
                 continue
-            gain_a = problem.fit.get((a, s), 0) - fa
+            gain_a = problem.arc_fit(a, s) - fa
             if (
                 len(self.members[here]) > problem.size_min
                 and len(self.members[s]) < problem.size_max
@@ -252,9 +263,15 @@ class _Moves:
             ):
                 out.append((gain_a, s, None))
             for b in sorted(self.members[s]):
-                if b in problem.frozen or here not in problem.options[b]:
+                if b in problem.frozen:
                     continue
-                gain = gain_a + problem.fit.get((b, here), 0) - problem.fit.get((b, s), 0)
+                if here in problem.options[b]:
+                    back = problem.arc_fit(b, here)
+                elif repair and problem.may_join is not None and (f := problem.may_join(b, here)) is not None:
+                    back = f
+                else:
+                    continue
+                gain = gain_a + back - problem.arc_fit(b, s)
                 if self.fits_in(a, s, b) and self.fits_in(b, here, a):
                     out.append((gain, s, b))
         return out
@@ -265,9 +282,9 @@ class _Moves:
         if b is not None:
             self.put(b, here)
 
-    def leave(self, a: str) -> bool:
+    def leave(self, a: str, repair: bool = False) -> bool:
         """The best move or swap out of ``a``'s group, whatever it costs in fit (a repair)."""
-        exits = self._exits(a)
+        exits = self._exits(a, repair)
         if not exits:
             return False
         _, s, b = max(exits, key=lambda e: (e[0], e[1], e[2] or ""))

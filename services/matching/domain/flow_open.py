@@ -21,7 +21,7 @@ from ortools.graph.python import min_cost_flow
 from services.matching.domain.facilitated_prep import Eligibility, top_arcs
 from services.matching.domain.rules import IntArray
 
-FLOW_OPTIONS = 20
+FLOW_OPTIONS = 10
 """Each placed person's arcs in the flow: its best-fitting eligible mentors with allowed groups."""
 
 

@@ -53,6 +53,29 @@ def _narrow(a: Bits, b: Bits) -> tuple[npt.NDArray[np.unsignedinteger], npt.NDAr
     return a[:, 0].astype(dtype), b[:, 0].astype(dtype)
 
 
+def _packed_terms(terms: list[tuple[int, Bits, Bits]]) -> list[tuple[int, Bits, Bits]]:
+    """Terms of one weight side by side in one 64-bit word when their tags fit (both skill directions,
+    16 skills each, in 32 bits): one popcount counts both, as the sum of the two."""
+    by_weight: dict[int, list[tuple[Bits, Bits]]] = {}
+    for w, a, b in terms:
+        by_weight.setdefault(w, []).append((a, b))
+    out: list[tuple[int, Bits, Bits]] = []
+    for w, pairs in by_weight.items():
+        widths = [max(int(a.max(initial=0)), int(b.max(initial=0))).bit_length() for a, b in pairs]
+        if len(pairs) == 1 or any(a.shape[1] != 1 or b.shape[1] != 1 for a, b in pairs) or sum(widths) > 64:
+            out += [(w, a, b) for a, b in pairs]
+            continue
+        left = np.zeros((len(pairs[0][0]), 1), dtype=np.uint64)
+        right = np.zeros((len(pairs[0][1]), 1), dtype=np.uint64)
+        shift = 0
+        for (a, b), width in zip(pairs, widths, strict=True):
+            left |= a << np.uint64(shift)
+            right |= b << np.uint64(shift)
+            shift += width
+        out.append((w, left, right))
+    return out
+
+
 def _weighted_shared(terms: list[tuple[int, Bits, Bits]], dtype: type[np.signedinteger[Any]] = np.int64) -> IntArray:
     """Sum over ``(weight, a, b)`` of weight x the tags row i of ``a`` shares with row j of ``b``, for
     every i and j: ``sum(w * _shared(a[:, None], b[None]))``.
@@ -62,7 +85,7 @@ def _weighted_shared(terms: list[tuple[int, Bits, Bits]], dtype: type[np.signedi
     others x words int64 temporaries and took 4 of the 5 s of eligibility and fit at 20,000 x 5,000.
     ``dtype`` must hold the sum (the caller knows the largest possible fit)."""
     total = np.zeros((len(terms[0][1]), len(terms[0][2])), dtype=dtype)
-    for w, a, b in terms:
+    for w, a, b in _packed_terms(terms):
         narrow = _narrow(a, b)
         if narrow is None:
             total += (w * _shared(a[:, None, :], b[None, :, :])).astype(dtype)
