@@ -172,9 +172,9 @@ def idle_and_fit_bound(inp: MatchingInput, result: MatchingResult) -> tuple[int 
     limit = inp.policy.max_same_department
     dept = {p.participant_id: p.department for p in pool.people}
     dnode: dict[tuple[int, str], int] = {}
-    for r, (pid, best, nxt) in enumerate(rows):
+    for r, (pid, arcs_of, nxt) in enumerate(rows):
         arcs.append((source, base + r, 1, 0))
-        for k, fit_k in best:
+        for k, fit_k in arcs_of:
             head = mbase + k
             if limit is not None:  # through (mentor, department): its groups x the room one department has
                 room = limit - (1 if dept[pid] == dept[mentor_ids[k]] else 0)

@@ -40,6 +40,7 @@ from services.matching.domain.facilitated_prep import (
     Eligibility,
     best_mentors,
     eligibility,
+    remember_best,
     room_counts,
     sharing_matrix,
     slots_reachable,
@@ -182,6 +183,7 @@ def solve_facilitated(prep: Prepared, progress: Progress, time_limit: float) -> 
         cand = {pid: {int(k) for k in np.flatnonzero(el.room(pid))} for pid in active}
     elif flows_only:
         cand = {pid: set() for pid in active}
+        remember_best(el)
     else:
         cand = best_mentors(el, active, local_rank, TOP_MENTORS)
     # one greedy pass filling groups below their minimum first (placing comes first); with

@@ -93,7 +93,7 @@ def _weighted_shared(terms: list[tuple[int, Bits, Bits]], dtype: type[np.signedi
             part = np.bitwise_count(narrow[0][:, None] & narrow[1][None, :]).astype(dtype)
             part *= w
             total += part
-    return total  # type: ignore[return-value]
+    return total
 
 
 @dataclass
