@@ -196,12 +196,6 @@ def solve_facilitated(prep: Prepared, progress: Progress, time_limit: float) -> 
     elif co_count:
         prep.notes.append("the time limit cut the preparation: one greedy pass of two")
     greedy = _better_greedy(passes, fit_of)
-    polished = not co_count and not _past_deadline(prep, time_limit)
-    if polished:  # fit first on the greedy's placement: what stands if the clock stops the solver
-        better = polish_groups(prep, greedy, el, mentor_ids, deadline=_polish_deadline(prep, time_limit))
-        greedy = [([mpos[m] for m in ms], members) for ms, members in better]
-    elif not co_count:
-        prep.notes.append("the time limit cut the preparation before the fit reassignment")
     greedy_placed = sum(len(g_members) for _, g_members in greedy)
     placed_cap = min(len(active), (int(free.sum()) // max(1, pol.mentors_per_group)) * pol.group_members_max)
     if greedy_placed >= placed_cap:  # the greedy meets the counting bound: no flow needed to prove it
@@ -222,6 +216,13 @@ def solve_facilitated(prep: Prepared, progress: Progress, time_limit: float) -> 
             )
         for r in np.flatnonzero(relaxed.mentor_of >= 0).tolist():
             cand[active[r]].add(int(relaxed.mentor_of[r]))
+    # the fit reassignment after the bound (2 s at 50,000): the proof must not wait behind 25 s of fit
+    polished = not co_count and not _past_deadline(prep, time_limit)
+    if polished:  # fit first on the greedy's placement: what stands if the clock stops the solver
+        better = polish_groups(prep, greedy, el, mentor_ids, deadline=_polish_deadline(prep, time_limit))
+        greedy = [([mpos[m] for m in ms], members) for ms, members in better]
+    elif not co_count:
+        prep.notes.append("the time limit cut the preparation before the fit reassignment")
     for ms, g_members in greedy:
         for pid in g_members:
             cand[pid].add(ms[0])

@@ -175,8 +175,8 @@ def open_mentors(el: Eligibility, people: list[str], leads: IntArray, top: int) 
     return out
 
 
-BEST_KEPT = 60
-"""Mentors remembered per row by ``remember_best``: enough for every caller's top (at most 40 among
+BEST_KEPT = 80
+"""Mentors remembered per row by ``remember_best``: enough for every caller's top (at most 60 among
 the mentors who lead a group: most mentors of the large benchmark pools do)."""
 
 
