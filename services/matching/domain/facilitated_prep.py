@@ -151,30 +151,6 @@ def best_mentors(el: Eligibility, active: list[str], local_rank: IntArray, top: 
     return out
 
 
-def open_mentors(el: Eligibility, people: list[str], leads: IntArray, top: int) -> dict[str, list[int]]:
-    """Each person's ``top`` best-fitting eligible mentors among ``leads`` (mentor positions), by blocks."""
-    out: dict[str, list[int]] = {}
-    if not len(leads):
-        return {pid: [] for pid in people}
-    rows = np.array([el.row[pid] for pid in people], dtype=np.int64)
-    block = max(1, BLOCK_CELLS // len(leads))
-    k = min(top, len(leads))
-    every = len(leads) == el.eligible.shape[1]  # every mentor (leads is sorted and unique): no column copy
-    for start in range(0, len(rows), block):
-        part = rows[start : start + block]
-        cells = (
-            (el.eligible[part], el.fit[part])
-            if every
-            else (el.eligible[np.ix_(part, leads)], el.fit[np.ix_(part, leads)])
-        )
-        key = np.where(cells[0], -cells[1].astype(np.int32), 1)  # int32: half the bandwidth of int64
-        best = np.argpartition(key, k - 1, axis=1)[:, :k] if k < len(leads) else np.tile(np.arange(k), (len(part), 1))
-        for r, row in enumerate(part.tolist()):
-            picks = best[r][key[r, best[r]] <= 0]
-            out[el.seekers[row]] = sorted(int(leads[x]) for x in picks)
-    return out
-
-
 BEST_KEPT = 80
 """Mentors remembered per row by ``remember_best``: enough for every caller's top (at most 60 among
 the mentors who lead a group: most mentors of the large benchmark pools do)."""
@@ -229,8 +205,8 @@ def _remembered(el: Eligibility, people: list[str], leads: IntArray, top: int) -
 
 
 def top_arcs(el: Eligibility, people: list[str], leads: IntArray, top: int) -> tuple[IntArray, IntArray, IntArray]:
-    """``open_mentors`` as arrays: (person index into ``people``, mentor position, fit) of each person's
-    ``top`` best-fitting eligible mentors among ``leads``, by blocks, with no Python call per person.
+    """(Person index into ``people``, mentor position, fit) of each person's ``top`` best-fitting eligible
+    mentors among ``leads``, as arrays, by blocks, with no Python call per person.
     With a remembered ranking (large pools), read from it instead."""
     if el.best is not None and top <= BEST_KEPT:
         return _remembered(el, people, leads, top)
