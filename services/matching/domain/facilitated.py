@@ -12,7 +12,6 @@ from collections import defaultdict
 from collections.abc import Callable, Mapping
 
 import numpy as np
-from ortools.graph.python import max_flow
 from ortools.sat.python import cp_model
 
 from services.matching.domain.common import (
@@ -22,6 +21,7 @@ from services.matching.domain.common import (
     make_group,
 )
 from services.matching.domain.components import component_runs, facilitated_components
+from services.matching.domain.facilitated_bound import MAX_PATHS, PlacementBound, placement_bound
 from services.matching.domain.facilitated_fit import fit_start, polish_groups
 from services.matching.domain.facilitated_model import (
     FacilitatedModel,
@@ -40,7 +40,10 @@ from services.matching.domain.facilitated_prep import (
     Eligibility,
     best_mentors,
     eligibility,
+    remember_best,
+    room_counts,
     sharing_matrix,
+    slots_reachable,
 )
 from services.matching.domain.group_greedy import greedy_facilitated
 from services.matching.domain.group_result import Outcome, group_result, proven_most, quota_of, unplaced_seekers
@@ -90,35 +93,19 @@ def _co_mentor_candidates(
     return out
 
 
-def _flow_bound(el: Eligibility, active: list[str], caps: IntArray) -> tuple[int, list[tuple[str, int]]]:
-    """Max flow mentee -> eligible mentor with room -> sink (``caps`` per mentor).
-
-    It relaxes group minimums and member-member rules, so its value bounds the number placed on the
-    *full* eligibility graph; its arcs (one way to use every mentor) join the candidates. A plain max
-    flow (push-relabel): the lottery-ordered min-cost version took 4-8 s at 5,000 mentees.
-    """
-    n, m = len(active), len(caps)
-    if n == 0 or m == 0:
-        return 0, []
-    f = max_flow.SimpleMaxFlow()
-    source, sink, mb, tb = 0, 1, 2, 2 + n
-    # every arc at once from the eligibility matrix (per-mentee lists took 1.5 s at 5,000 x 1,250)
-    tail, head = np.nonzero(el.eligible[[el.row[p] for p in active]] & (el.free > 0)[None, :])
-    tail, head = tail.astype(np.int64), head.astype(np.int64)
-    f.add_arcs_with_capacity(np.zeros(n, dtype=np.int64), mb + np.arange(n, dtype=np.int64), np.ones(n, dtype=np.int64))
-    first = f.num_arcs()
-    f.add_arcs_with_capacity(mb + tail, tb + head, np.ones(len(tail), dtype=np.int64))
-    f.add_arcs_with_capacity(tb + np.arange(m, dtype=np.int64), np.full(m, sink, dtype=np.int64), caps.astype(np.int64))
-    if f.solve(source, sink) != f.OPTIMAL:
-        raise RuntimeError("placement bound flow failed")
-    flows = f.flows(first + np.arange(len(tail), dtype=np.int64))
-    used = np.flatnonzero(flows > 0)
-    return int(f.optimal_flow()), [(active[int(tail[a])], int(head[a])) for a in used]
+def _placement_bound(
+    prep: Prepared, el: Eligibility, active: list[str], free: IntArray, greedy: list[tuple[list[int], list[str]]]
+) -> PlacementBound:
+    """The maximum placement with group minimums and member-member rules relaxed, on the full graph
+    (``facilitated_bound``): an upper bound on the number placed. One mentor per group: a mentor takes
+    free groups x group maximum; with co-facilitators, each mentee needs a lead of its own (the bound
+    stays an upper bound: every lead of a grouping is an eligible mentor with room)."""
+    lead_of = {pid: ms[0] for ms, members in greedy for pid in members}
+    greedy_mentor = np.array([lead_of.get(pid, -1) for pid in active], dtype=np.int64)
+    cost = np.array([0 if pid in lead_of else 1 + prep.seeker_rank[pid] for pid in active], dtype=np.int64)
+    return placement_bound(el, active, free * prep.policy.group_members_max, cost, greedy_mentor)
 
 
-FLOW_ARC_LIMIT = 25_000_000
-"""The placement bound's max flow is built up to this many eligible pairs (20,000 x 5,000 capacity-bound
-mentees: 80 M pairs took 8 GB and minutes); above it the counting bound is reported, as for pairs."""
 POLISH_SLACK = 0.07
 """The fit reassignment of the standing solution may start up to this share of the limit after the
 solves' deadline (85 % + 7 %): the rest is for building and validating the result."""
@@ -128,6 +115,14 @@ time limit. Building the model in Python costs about 20-40 us a variable on this
 levels need the rest of the limit; above it the run returns the greedy with its fit reassigned (a
 deterministic decision: it depends on the input and the limit, never on the clock). Models up to
 FULL_MODEL_LIMIT variables are always tried (they build in well under a second)."""
+
+
+MODEL_VARS_MAX = 30_000
+"""Facilitated groups: no CP-SAT model above this many variables, whatever the limit. At 20,000 mentees
+(160,000 candidate variables, 60 s) the model took its whole budget to build and solve and improved
+nothing on the greedy's placement with its fit reassigned by flows; at 5,000 (40,000, 10 s) its levels
+ended where the flows start (same placed, proven by the flow bound, same fit gap) after 6 s more, and on a
+loaded machine the clock stopped them before any level. The flows do the large pools."""
 
 
 def _better_greedy(
@@ -179,11 +174,16 @@ def solve_facilitated(prep: Prepared, progress: Progress, time_limit: float) -> 
     el = eligibility(prep, rules, free)
     eligible_of, fit_of, reasons = el.eligible_of, el.fit_of, el.reasons
     active = el.active
-    room = {pid: el.room(pid) for pid in active}
-    free_slots = int(el.eligible[[el.row[p] for p in active]].sum(axis=0) @ free) if active else 0
+    room = dict(zip(active, room_counts(el, active).tolist(), strict=True))  # eligible mentors with room
+    free_slots = slots_reachable(el, active)
     exact = free_slots <= FULL_MODEL_LIMIT and (not co_count or len(mentor_ids) <= ALL_CO_MENTORS_UP_TO)
+    # a pruned model of this many candidate variables would exceed MODEL_VARS_MAX: no candidates needed
+    flows_only = not exact and len(active) * TOP_MENTORS > MODEL_VARS_MAX
     if exact:
-        cand = {pid: {int(k) for k in np.flatnonzero(room[pid])} for pid in active}
+        cand = {pid: {int(k) for k in np.flatnonzero(el.room(pid))} for pid in active}
+    elif flows_only:
+        cand = {pid: set() for pid in active}
+        remember_best(el)
     else:
         cand = best_mentors(el, active, local_rank, TOP_MENTORS)
     # one greedy pass filling groups below their minimum first (placing comes first); with
@@ -196,15 +196,8 @@ def solve_facilitated(prep: Prepared, progress: Progress, time_limit: float) -> 
     elif co_count:
         prep.notes.append("the time limit cut the preparation: one greedy pass of two")
     greedy = _better_greedy(passes, fit_of)
-    polished = not co_count and not _past_deadline(prep, time_limit)
-    if polished:  # fit first on the greedy's placement: what stands if the clock stops the solver
-        better = polish_groups(prep, greedy, el, mentor_ids, deadline=_polish_deadline(prep, time_limit))
-        greedy = [([mpos[m] for m in ms], members) for ms, members in better]
-    elif not co_count:
-        prep.notes.append("the time limit cut the preparation before the fit reassignment")
     greedy_placed = sum(len(g_members) for _, g_members in greedy)
     placed_cap = min(len(active), (int(free.sum()) // max(1, pol.mentors_per_group)) * pol.group_members_max)
-    arcs = sum(int(room[pid].sum()) for pid in active)
     if greedy_placed >= placed_cap:  # the greedy meets the counting bound: no flow needed to prove it
         flow_bound = greedy_placed
     elif _past_deadline(prep, time_limit):
@@ -213,27 +206,33 @@ def solve_facilitated(prep: Prepared, progress: Progress, time_limit: float) -> 
             "placed_bound is the counting bound (min(seekers, free groups x group maximum)): the time limit cut "
             "the preparation before the max flow"
         )
-    elif arcs > FLOW_ARC_LIMIT:  # the flow would not fit in memory and time: the counting bound stands
-        flow_bound = placed_cap
-        prep.notes.append(
-            f"placed_bound is the counting bound (min(seekers, free groups x group maximum)): the max flow over "
-            f"{arcs:,} eligible pairs is not built above {FLOW_ARC_LIMIT:,}"
-        )
     else:
-        flow_value, flow_arcs = _flow_bound(el, active, free * pol.group_members_max)
-        flow_bound = min(flow_value, placed_cap)
-        for pid, k in flow_arcs:
-            cand[pid].add(k)
+        relaxed = _placement_bound(prep, el, active, free, greedy)
+        flow_bound = min(relaxed.value if relaxed.proven else placed_cap, placed_cap)
+        if not relaxed.proven:
+            prep.notes.append(
+                f"placed_bound is the counting bound (min(seekers, free groups x group maximum)): {MAX_PATHS} "
+                "augmenting paths on the full eligibility graph did not reach the maximum placement"
+            )
+        for r in np.flatnonzero(relaxed.mentor_of >= 0).tolist():
+            cand[active[r]].add(int(relaxed.mentor_of[r]))
+    # the fit reassignment after the bound (2 s at 50,000): the proof must not wait behind 25 s of fit
+    polished = not co_count and not _past_deadline(prep, time_limit)
+    if polished:  # fit first on the greedy's placement: what stands if the clock stops the solver
+        better = polish_groups(prep, greedy, el, mentor_ids, deadline=_polish_deadline(prep, time_limit))
+        greedy = [([mpos[m] for m in ms], members) for ms, members in better]
+    elif not co_count:
+        prep.notes.append("the time limit cut the preparation before the fit reassignment")
     for ms, g_members in greedy:
         for pid in g_members:
             cand[pid].add(ms[0])
-    candidates: dict[str, list[tuple[int, int]]] = {
-        pid: [(k, int(fit_of[pid][k])) for k in sorted(cand.get(pid, ()))] for pid in seekers
-    }
+    candidates: dict[str, list[tuple[int, int]]] = (
+        {} if flows_only else {pid: [(k, int(fit_of[pid][k])) for k in sorted(cand.get(pid, ()))] for pid in seekers}
+    )
 
     mentor_apart = {(min(mpos[a], mpos[b]), max(mpos[a], mpos[b])) for a, b in apart_pairs(prep, mentor_ids)}
-    co_options = _co_mentor_candidates(prep, candidates, free, mentor_apart) if co_count else {}
-    for ms, _ in greedy:
+    co_options = _co_mentor_candidates(prep, candidates, free, mentor_apart) if co_count and not flows_only else {}
+    for ms, _ in greedy if co_count and not flows_only else []:
         for j in ms[1:]:
             if j not in co_options[ms[0]]:
                 co_options[ms[0]].append(j)
@@ -270,10 +269,10 @@ def solve_facilitated(prep: Prepared, progress: Progress, time_limit: float) -> 
     notes: list[str] = []
     if co_count and len(mentor_ids) > ALL_CO_MENTORS_UP_TO:
         notes.append(f"co-facilitators drawn from each lead's {TOP_CO_MENTORS} best-overlapping mentors")
-    if not exact:
+    if not exact and not flows_only:
         notes.append(
-            f"candidates pruned to each mentee's {TOP_MENTORS} best mentors, plus a lottery-ordered max flow's "
-            f"and the greedy's; placed_bound is the max-flow bound on the full eligibility graph"
+            f"candidates pruned to each mentee's {TOP_MENTORS} best mentors, plus the placement bound's and "
+            f"the greedy's; placed_bound is the max-flow bound on the full eligibility graph"
         )
 
     def finish(
@@ -304,7 +303,7 @@ def solve_facilitated(prep: Prepared, progress: Progress, time_limit: float) -> 
         def no_group(pid: str) -> str:
             return (
                 f"no group of {pol.group_members_min}-{pol.group_members_max} compatible members could be formed "
-                f"with its {int(room[pid].sum())} eligible mentors with room (reporting lines, conflicts, "
+                f"with its {room[pid]} eligible mentors with room (reporting lines, conflicts, "
                 f"department bound or too few eligible people); nobody drawn ahead took its place"
             )
 
@@ -315,12 +314,14 @@ def solve_facilitated(prep: Prepared, progress: Progress, time_limit: float) -> 
         return group_result(prep, Outcome(groups, gone, levels, notes=notes, **kw))  # type: ignore[arg-type]
 
     greedy_spec = [([mentor_ids[k] for k in ms], g_members) for ms, g_members in greedy]
-    size = _model_size(candidates, free, pol.group_members_min)
-    too_large = size > max(FULL_MODEL_LIMIT, time_limit * MODEL_VARS_PER_SECOND)
+    size = len(active) * TOP_MENTORS if flows_only else _model_size(candidates, free, pol.group_members_min)
+    too_large = flows_only or size > max(FULL_MODEL_LIMIT, min(MODEL_VARS_MAX, time_limit * MODEL_VARS_PER_SECOND))
     if too_large or _past_deadline(prep, time_limit):
         why = (
-            f"the CP-SAT model ({size:,} mentee-group variables) is too large to build and solve within the "
-            f"{time_limit:g} s limit (at most {MODEL_VARS_PER_SECOND:,} per second of it, or {FULL_MODEL_LIMIT:,}): "
+            f"the CP-SAT model ({'at least ' * flows_only}{size:,} mentee-group variables) is too large to build "
+            f"and solve within the {time_limit:g} s limit (at most {MODEL_VARS_PER_SECOND:,} per second of it "
+            f"and {MODEL_VARS_MAX:,}, or "
+            f"{FULL_MODEL_LIMIT:,}): "
             "greedy groups in lottery order"
             if too_large
             else "the clock ran out while preparing the model: greedy groups in lottery order"

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from contracts.events import UnmatchedReason
 from services.matching.domain.common import Prepared, unplaced
@@ -32,6 +33,10 @@ class Eligibility:
     free: IntArray
     reasons: dict[str, Unplaced] = field(default_factory=dict)
     row: dict[str, int] = field(default_factory=dict)
+    best: tuple[IntArray, IntArray, IntArray] | None = None
+    """Large pools (``remember_best``): per row, its best-fitting eligible mentors with room, best first,
+    as (row start offsets, mentor positions, fits); ``top_arcs`` then reads them instead of ranking
+    the row again (each ranking is a partition of the whole 50,000 x 12,500 matrix: 5 s)."""
 
     def __post_init__(self) -> None:
         self.row = {pid: r for r, pid in enumerate(self.seekers)}
@@ -73,18 +78,23 @@ def eligibility(prep: Prepared, rules: PairRules, free: IntArray) -> Eligibility
     rows = np.array(prep.seekers, dtype=np.int64)
     m = len(prep.mentors)
     eligible = np.zeros((len(rows), m), dtype=bool)
-    fit = np.zeros((len(rows), m), dtype=_fit_dtype(prep))
+    dtype = _fit_dtype(prep)
+    fit = np.zeros((len(rows), m), dtype=dtype)
+    seekers = [prep.people[int(i)].participant_id for i in rows]
+    count = np.zeros(len(rows), dtype=np.int64)
+    with_room = np.zeros(len(rows), dtype=bool)
+    has_room = free > 0
     block = max(1, BLOCK_CELLS // max(1, m))
     for start in range(0, len(rows), block):
         part = rows[start : start + block]
-        eligible[start : start + len(part)] = rules.eligible_rows(part)
-        fit[start : start + len(part)] = rules.fit_rows(part)
-    seekers = [prep.people[int(i)].participant_id for i in rows]
+        cells = eligible[start : start + len(part)]
+        cells[:] = rules.eligible_rows(part)
+        for r in range(start, start + len(part)):
+            prep.drop_excluded_mentors(seekers[r], eligible[r])
+        fit[start : start + len(part)] = rules.fit_rows(part, dtype)
+        count[start : start + len(part)] = np.count_nonzero(cells, axis=1)
+        with_room[start : start + len(part)] = (cells & has_room[None, :]).any(axis=1)
     out = Eligibility(seekers, eligible, fit, free)
-    for r, pid in enumerate(seekers):
-        prep.drop_excluded_mentors(pid, eligible[r])
-    count: IntArray = eligible.sum(axis=1)
-    with_room: BoolArray = np.asarray((eligible & (free > 0)[None, :]).any(axis=1))
     for r in np.flatnonzero((count < max(1, pol.mentors_per_group)) | ~with_room).tolist():
         pid = seekers[r]
         if count[r] == 0:
@@ -98,6 +108,27 @@ def eligibility(prep: Prepared, rules: PairRules, free: IntArray) -> Eligibility
             text = f"only {int(count[r])} eligible mentors; the policy wants {pol.mentors_per_group} per group"
             out.reasons[pid] = unplaced(pid, UnmatchedReason.NO_ELIGIBLE_PARTNER, text)
     return out
+
+
+def room_counts(el: Eligibility, people: list[str]) -> IntArray:
+    """Per person, how many eligible mentors with room it has (by blocks: no people x mentors copy)."""
+    rows = np.array([el.row[pid] for pid in people], dtype=np.int64)
+    out = np.zeros(len(rows), dtype=np.int64)
+    block = max(1, BLOCK_CELLS // max(1, el.eligible.shape[1]))
+    for start in range(0, len(rows), block):
+        cells = el.eligible[rows[start : start + block]] & (el.free > 0)[None, :]
+        out[start : start + len(cells)] = np.count_nonzero(cells, axis=1)
+    return out
+
+
+def slots_reachable(el: Eligibility, people: list[str]) -> int:
+    """Sum over (person, eligible mentor) of the mentor's free groups: the exact model's variables."""
+    rows = np.array([el.row[pid] for pid in people], dtype=np.int64)
+    total = 0
+    block = max(1, BLOCK_CELLS // max(1, el.eligible.shape[1]))
+    for start in range(0, len(rows), block):
+        total += int(np.count_nonzero(el.eligible[rows[start : start + block]], axis=0) @ el.free)
+    return total
 
 
 def best_mentors(el: Eligibility, active: list[str], local_rank: IntArray, top: int) -> dict[str, set[int]]:
@@ -120,34 +151,108 @@ def best_mentors(el: Eligibility, active: list[str], local_rank: IntArray, top: 
     return out
 
 
-def open_mentors(el: Eligibility, people: list[str], leads: IntArray, top: int) -> dict[str, list[int]]:
-    """Each person's ``top`` best-fitting eligible mentors among ``leads`` (mentor positions), by blocks."""
-    out: dict[str, list[int]] = {}
-    if not len(leads):
-        return {pid: [] for pid in people}
+BEST_KEPT = 80
+"""Mentors remembered per row by ``remember_best``: enough for every caller's top (at most 60 among
+the mentors who lead a group: most mentors of the large benchmark pools do)."""
+
+
+def remember_best(el: Eligibility) -> None:
+    """Rank every row once (best fit first) and keep its BEST_KEPT best. Ties are broken by a fixed
+    permutation of the mentors that differs per row (deterministic): by mentor position, every mentee's
+    list started with the same low positions among equally fitting mentors, the reassignment's options
+    crowded onto them and fit fell 0.2 % at 20,000."""
+    m = el.eligible.shape[1]
+    k = min(BEST_KEPT, m)
+    counts, mentors, fits = [], [], []
+    block = max(1, BLOCK_CELLS // max(1, m))
+    step = next(p for p in (1_000_003, 999_983, 7_919) if (m + 1) % p)  # coprime with m + 1: a permutation
+    positions = np.arange(m, dtype=np.int64)[None, :]
+    for start in range(0, len(el.seekers), block):
+        ok = el.eligible[start : start + block] & (el.free > 0)[None, :]
+        rows = np.arange(start, start + len(ok), dtype=np.int64)[:, None]
+        tiebreak = ((positions * step + rows * 40_503) % (m + 1)).astype(np.int32)
+        key = np.where(ok, el.fit[start : start + block].astype(np.int32) * (m + 1) + tiebreak, -1)
+        best = np.argpartition(-key, k - 1, axis=1)[:, :k] if k < m else np.tile(np.arange(m), (len(key), 1))
+        chosen = np.take_along_axis(key, best, axis=1)
+        order = np.argsort(-chosen, axis=1, kind="stable")
+        best, chosen = np.take_along_axis(best, order, axis=1), np.take_along_axis(chosen, order, axis=1)
+        keep = chosen >= 0
+        counts.append(keep.sum(axis=1))
+        mentors.append(best[keep])
+        fits.append(el.fit[start : start + block][np.nonzero(keep)[0], best[keep]].astype(np.int64))
+    starts = np.concatenate([[0], np.cumsum(np.concatenate(counts))]).astype(np.int64)
+    el.best = (starts, np.concatenate(mentors).astype(np.int64), np.concatenate(fits))
+
+
+def _remembered(el: Eligibility, people: list[str], leads: IntArray, top: int) -> tuple[IntArray, IntArray, IntArray]:
+    """``top_arcs`` from the remembered ranking: each person's first ``top`` of its kept mentors among
+    ``leads`` (the exact top among leads when at least ``top`` of its best kept ones lead)."""
+    assert el.best is not None
+    starts, mentor, fit = el.best
     rows = np.array([el.row[pid] for pid in people], dtype=np.int64)
-    block = max(1, BLOCK_CELLS // len(leads))
-    k = min(top, len(leads))
-    every = len(leads) == el.eligible.shape[1]  # every mentor (leads is sorted and unique): no column copy
-    for start in range(0, len(rows), block):
-        part = rows[start : start + block]
-        cells = (
-            (el.eligible[part], el.fit[part])
-            if every
-            else (el.eligible[np.ix_(part, leads)], el.fit[np.ix_(part, leads)])
-        )
-        key = np.where(cells[0], -cells[1].astype(np.int32), 1)  # int32: half the bandwidth of int64
-        best = np.argpartition(key, k - 1, axis=1)[:, :k] if k < len(leads) else np.tile(np.arange(k), (len(part), 1))
-        for r, row in enumerate(part.tolist()):
-            picks = best[r][key[r, best[r]] <= 0]
-            out[el.seekers[row]] = sorted(int(leads[x]) for x in picks)
-    return out
+    lengths = starts[rows + 1] - starts[rows]
+    who = np.repeat(np.arange(len(rows), dtype=np.int64), lengths)
+    at = np.repeat(starts[rows] - np.concatenate([[0], np.cumsum(lengths)[:-1]]), lengths) + np.arange(
+        int(lengths.sum()), dtype=np.int64
+    )
+    lead = np.zeros(el.eligible.shape[1], dtype=bool)
+    lead[leads] = True
+    keep = lead[mentor[at]]
+    who, at = who[keep], at[keep]
+    first = np.searchsorted(who, who, side="left")
+    keep = np.arange(len(who)) - first < top
+    return who[keep], mentor[at[keep]], fit[at[keep]]
+
+
+def top_arcs(el: Eligibility, people: list[str], leads: IntArray, top: int) -> tuple[IntArray, IntArray, IntArray]:
+    """(Person index into ``people``, mentor position, fit) of each person's ``top`` best-fitting eligible
+    mentors among ``leads``, as arrays, by blocks, with no Python call per person.
+    With a remembered ranking (large pools), read from it instead."""
+    if el.best is not None and top <= BEST_KEPT:
+        return _remembered(el, people, leads, top)
+    who_parts, mentor_parts, fit_parts = [], [], []
+    if len(leads) and people:
+        rows = np.array([el.row[pid] for pid in people], dtype=np.int64)
+        block = max(1, BLOCK_CELLS // len(leads))
+        k = min(top, len(leads))
+        every = len(leads) == el.eligible.shape[1]
+        for start in range(0, len(rows), block):
+            part = rows[start : start + block]
+            ok, fit = (
+                (el.eligible[part], el.fit[part])
+                if every
+                else (el.eligible[np.ix_(part, leads)], el.fit[np.ix_(part, leads)])
+            )
+            key = np.where(ok, -fit.astype(np.int32), 1)
+            best = (
+                np.argpartition(key, k - 1, axis=1)[:, :k] if k < len(leads) else np.tile(np.arange(k), (len(part), 1))
+            )
+            keep = np.take_along_axis(key, best, axis=1) <= 0
+            r, c = np.nonzero(keep)
+            cols = best[r, c]
+            who_parts.append(start + r)
+            mentor_parts.append(leads[cols])
+            fit_parts.append(fit[r, cols].astype(np.int64))
+    if not who_parts:
+        empty = np.zeros(0, dtype=np.int64)
+        return empty, empty, empty
+    return np.concatenate(who_parts), np.concatenate(mentor_parts).astype(np.int64), np.concatenate(fit_parts)
+
+
+def _packed(cells: BoolArray) -> npt.NDArray[np.uint64]:
+    """Boolean rows as 64-bit words (padded): AND and any over words is 64 cells at a time."""
+    bytes_ = np.packbits(cells, axis=1)
+    pad = (-bytes_.shape[1]) % 8
+    if pad:
+        bytes_ = np.pad(bytes_, ((0, 0), (0, pad)))
+    return np.ascontiguousarray(bytes_).view(np.uint64)
 
 
 def sharing_matrix(el: Eligibility, placed: list[str], left: list[str]) -> BoolArray:
     """Entry (p, q): placed person ``placed[p]`` and left-out ``left[q]`` share an eligible mentor with
-    room. Matrix products over the mentors some left-out person could have, by blocks of placed people
-    (one product per left-out person took 2 s for 88 of 5,000)."""
+    room. Over the mentors some left-out person could have, as 64-bit words by blocks of placed people
+    (one product per left-out person took 2 s for 88 of 5,000; a float matrix product 9 s for 112 of
+    50,000, converting the whole eligibility matrix to floats)."""
     out = np.zeros((len(placed), len(left)), dtype=bool)
     if not placed or not left:
         return out
@@ -155,10 +260,10 @@ def sharing_matrix(el: Eligibility, placed: list[str], left: list[str]) -> BoolA
     cols = np.flatnonzero(right.any(axis=0))
     if not len(cols):
         return out
-    right_f = right[:, cols].astype(np.float32).T
+    right_w = _packed(right[:, cols])
     rows = np.array([el.row[p] for p in placed], dtype=np.int64)
-    block = max(1, BLOCK_CELLS // len(cols))
+    block = max(1, BLOCK_CELLS // (len(left) * right_w.shape[1]))
     for start in range(0, len(rows), block):
-        part = el.eligible[np.ix_(rows[start : start + block], cols)].astype(np.float32)
-        out[start : start + len(part)] = (part @ right_f) > 0
+        part = _packed(el.eligible[np.ix_(rows[start : start + block], cols)])
+        out[start : start + len(part)] = (part[:, None, :] & right_w[None, :, :]).any(axis=2)
     return out

@@ -18,10 +18,10 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 from ortools.graph.python import min_cost_flow
 
-from services.matching.domain.facilitated_prep import Eligibility, open_mentors
+from services.matching.domain.facilitated_prep import Eligibility, top_arcs
 from services.matching.domain.rules import IntArray
 
-FLOW_OPTIONS = 20
+FLOW_OPTIONS = 10
 """Each placed person's arcs in the flow: its best-fitting eligible mentors with allowed groups."""
 
 
@@ -44,56 +44,43 @@ def extra_groups(
     leads = np.flatnonzero(allowed > 0).astype(np.int64)
     if not people or not len(leads):
         return {}
-    best = open_mentors(el, people, leads, FLOW_OPTIONS)
+    who, mentor, fit = top_arcs(el, people, leads, FLOW_OPTIONS)
     n, m = len(people), len(allowed)
-    tails: list[int] = []
-    heads: list[int] = []
-    caps: list[int] = []
-    costs: list[int] = []
-    mentor_of: list[int] = []  # per person -> mentor arc: the mentor
-    person_arcs: list[int] = []
-    node: dict[tuple[int, str], int] = {}
-    for r, pid in enumerate(people):
-        fit = el.fit[el.row[pid]]
-        for k in best[pid]:
-            head = 2 + n + k
-            if limit is not None:
-                room = limit - (1 if dept[pid] == mentor_dept[k] else 0)
-                if room <= 0:
-                    continue
-                key = (k, dept[pid])
-                if key not in node:
-                    node[key] = 2 + n + m + len(node)
-                    tails.append(node[key])
-                    heads.append(head)
-                    caps.append(int(allowed[k]) * room)
-                    costs.append(0)
-                head = node[key]
-            person_arcs.append(len(tails))
-            mentor_of.append(k)
-            tails.append(2 + r)
-            heads.append(head)
-            caps.append(1)
-            costs.append(-int(fit[k]))
+    head = 2 + n + mentor
     f = min_cost_flow.SimpleMinCostFlow()
+    if limit is not None:  # through (mentor, department) nodes: the mentor's allowed groups x that department's room
+        names = {d: i for i, d in enumerate(sorted({*dept.values(), *mentor_dept}))}
+        person_dept = np.array([names[dept[pid]] for pid in people], dtype=np.int64)
+        of_mentor = np.array([names[d] for d in mentor_dept], dtype=np.int64)
+        room = limit - (person_dept[who] == of_mentor[mentor]).astype(np.int64)
+        keep = room > 0
+        who, mentor, fit, room = who[keep], mentor[keep], fit[keep], room[keep]
+        nodes, node_of = np.unique(mentor * len(names) + person_dept[who], return_inverse=True)
+        node_room = np.zeros(len(nodes), dtype=np.int64)
+        node_room[node_of] = room
+        dept_node = 2 + n + m + np.arange(len(nodes), dtype=np.int64)
+        f.add_arcs_with_capacity_and_unit_cost(
+            dept_node, 2 + n + nodes // len(names), allowed[nodes // len(names)] * node_room,
+            np.zeros(len(nodes), dtype=np.int64),
+        )  # fmt: skip
+        head = dept_node[node_of]
     f.add_arcs_with_capacity_and_unit_cost(
         np.zeros(n, dtype=np.int64), 2 + np.arange(n, dtype=np.int64),
         np.ones(n, dtype=np.int64), np.zeros(n, dtype=np.int64),
     )  # fmt: skip
     first = f.num_arcs()
-    f.add_arcs_with_capacity_and_unit_cost(
-        np.array(tails, dtype=np.int64), np.array(heads, dtype=np.int64),
-        np.array(caps, dtype=np.int64), np.array(costs, dtype=np.int64),
-    )  # fmt: skip
+    f.add_arcs_with_capacity_and_unit_cost(2 + who, head, np.ones(len(who), dtype=np.int64), -fit)
     f.add_arcs_with_capacity_and_unit_cost(
         2 + n + np.arange(m, dtype=np.int64), np.ones(m, dtype=np.int64),
         (allowed * size_max).astype(np.int64), np.zeros(m, dtype=np.int64),
     )  # fmt: skip
+    f.set_node_supply(0, n)
+    f.set_node_supply(1, -n)
     if f.solve_max_flow_with_min_cost() != f.OPTIMAL:
         return {}
-    flows = f.flows(first + np.array(person_arcs, dtype=np.int64))
+    flows = f.flows(first + np.arange(len(who), dtype=np.int64))
     load = np.zeros(m, dtype=np.int64)
-    np.add.at(load, np.array(mentor_of, dtype=np.int64), flows)
+    np.add.at(load, mentor, flows)
     fillable = load // max(1, size_min)
     extra = np.minimum(allowed, fillable) - groups
     return {int(k): int(extra[k]) for k in np.flatnonzero(extra > 0)}

@@ -145,12 +145,17 @@ def test_facilitated_fit_is_near_the_proven_best_in_the_groups_the_higher_levels
     plain = match(inp, 2026, time_limit_s=2)
     assert result.stats.total_fit > plain.stats.total_fit  # 851 against 767 since the greedy weighs fit
 
-    def higher_levels(r: MatchingResult) -> tuple[object, ...]:
-        """Placed set, max load ratio and the mentors-used level's value, which every later solution keeps
-        (at least that many used): which mentors lead is the fit level's to choose."""
+    def higher_levels(r: MatchingResult) -> tuple[list[str], float, float]:
+        """Placed set and max load ratio, which every later solution keeps; and the mentors-used level's
+        value (at least that many used): which mentors lead is the fit level's to choose."""
         placed = sorted(m.participant_id for g in r.groups for m in g.members if m.role is not Role.MENTOR)
         leads = {m.participant_id for g in r.groups for m in g.members if m.role is Role.MENTOR}
         assert len(leads) >= r.stats.levels["mentors_used"]
-        return placed, r.stats.levels["mentors_used"], r.stats.max_load_ratio
+        return placed, r.stats.max_load_ratio, r.stats.levels["mentors_used"]
 
-    assert higher_levels(result) == higher_levels(plain)
+    # the reassignment after the greedy opens the groups a fit-optimal flow wants within the same max load
+    # ratio: the hint the load levels start from uses more mentors, never fewer (21 against 19 here)
+    placed, ratio, used = higher_levels(result)
+    placed_plain, ratio_plain, used_plain = higher_levels(plain)
+    assert (placed, ratio) == (placed_plain, ratio_plain)
+    assert used >= used_plain
