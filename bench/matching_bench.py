@@ -109,6 +109,17 @@ def _excluded_mentors(inp: MatchingInput, mentor_ids: list[str]) -> dict[str, li
     return out
 
 
+def _eligible(rules: PairRules, i: int, inp: MatchingInput, mentor_ids: list[str]) -> np.ndarray:
+    mask = rules.eligible(i)
+    pid = rules.pool.people[i].participant_id
+    for o in inp.overrides:
+        if o.kind.value == "exclude_pair" and pid in o.participant_ids:
+            other = o.participant_ids[0] if o.participant_ids[1] == pid else o.participant_ids[1]
+            if other in mentor_ids:
+                mask[mentor_ids.index(other)] = False
+    return mask
+
+
 def idle_and_fit_bound(inp: MatchingInput, result: MatchingResult) -> tuple[int | None, float | None]:
     """Idle eligible mentors, and a proven upper bound on total fit for the same placed set and max
     load ratio (facilitated groups with one mentor per group; None elsewhere).
