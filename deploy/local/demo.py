@@ -99,8 +99,11 @@ def live_weeks(urls: dict[str, str], token: str, pid: str, run_id: str, args: ar
     print(f"goals set         {summary.goals_set:,}, steps ticked off {summary.steps_done:,}")
     print(f"mean rating       {summary.mean_rating} of 5 ({len(summary.ratings):,} session surveys answered)")
     if "metrics" in urls:
-        program_health(Client(urls["metrics"], token), urls["metrics"], pid)
+        program_health(Client(urls["metrics"], token), urls["metrics"], pid, len(summary.ratings))
 
+
+EVALUATE_EVERY_SECONDS = 5
+"""How often the demo's metrics service evaluates the safety nets."""
 
 HEADLINES = (
     "placed_share", "time_to_match_median_days", "mentor_load_gini", "sessions_vs_cadence", "attendance_rate",
@@ -112,16 +115,20 @@ def _kpis(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {k["key"]: k for section in report["sections"] for k in section["kpis"]}
 
 
-def program_health(metrics: Client, url: str, pid: str) -> None:
-    """What the administrator opens every week: the headline KPIs, the open alerts, the dashboard."""
+def program_health(metrics: Client, url: str, pid: str, answers: int) -> None:
+    """What the administrator opens every week: the headline KPIs, the open alerts, the dashboard.
+
+    The figures are read once the metrics service has projected every survey answer the simulation
+    gave (``answers``; they are the last events of the twelve weeks), and the alerts once an evaluation
+    after that has run: the open alerts unchanged over more than one evaluation period."""
     step("waiting for the metrics service to project the twelve weeks, then the program's health")
     report: dict[str, Any] = {}
 
     def caught_up() -> bool:
         nonlocal report
         report = metrics.call("GET", f"/programs/{pid}/kpis?window=program_to_date", missing={"sections": []})
-        held = _kpis(report).get("sessions_vs_cadence", {}).get("figure", {}).get("n")
-        return bool(report["sections"]) and held is not None and held > 0
+        rated = _kpis(report).get("mean_session_rating", {}).get("figure", {}).get("n")
+        return bool(report["sections"]) and rated is not None and rated >= answers
 
     wait("the KPIs", caught_up, timeout=300)
     kpis = _kpis(report)
@@ -130,11 +137,14 @@ def program_health(metrics: Client, url: str, pid: str) -> None:
             k = kpis[key]
             print(f"  {k['label']:<40} {k['figure']['display']}")
     evaluated: list[dict[str, Any]] = []
+    settled_since = time.monotonic()
 
     def alerts_raised() -> bool:
-        nonlocal evaluated
-        evaluated = metrics.call("GET", f"/alerts?status=open&program_id={pid}")
-        return bool(evaluated)
+        nonlocal evaluated, settled_since
+        now = metrics.call("GET", f"/alerts?status=open&program_id={pid}")
+        if [a["alert_id"] for a in now] != [a["alert_id"] for a in evaluated]:
+            evaluated, settled_since = now, time.monotonic()
+        return bool(evaluated) and time.monotonic() - settled_since > EVALUATE_EVERY_SECONDS + 1
 
     with contextlib.suppress(SystemExit):  # a healthy program may have none: say so after a while
         wait("the safety nets' evaluation", alerts_raised, timeout=60)
@@ -160,7 +170,7 @@ def main() -> int:
     args = parser.parse_args()
 
     step("starting the local stack and the services")
-    os.environ.setdefault("METRICS_EVALUATE_EVERY_SECONDS", "5")  # the safety nets answer within the demo
+    os.environ.setdefault("METRICS_EVALUATE_EVERY_SECONDS", str(EVALUATE_EVERY_SECONDS))  # answers within the demo
     urls = services.up()
     jwt = jwt_config_from_env("enrollment")  # the services run with the same settings
     token = issue_token(jwt, "demo-admin", ["admin"])
