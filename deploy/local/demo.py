@@ -98,8 +98,13 @@ def live_weeks(urls: dict[str, str], token: str, pid: str, run_id: str, args: ar
     print(f"sessions held     {summary.sessions_held:,} ({summary.reschedules} rescheduled first)")
     print(f"goals set         {summary.goals_set:,}, steps ticked off {summary.steps_done:,}")
     print(f"mean rating       {summary.mean_rating} of 5 ({len(summary.ratings):,} session surveys answered)")
+    print(
+        f"closed            {summary.closed} completed, {len(summary.recommend)} end-of-relationship surveys answered"
+    )
     if "metrics" in urls:
-        program_health(Client(urls["metrics"], token), urls["metrics"], pid, len(summary.ratings))
+        program_health(
+            Client(urls["metrics"], token), urls["metrics"], pid, len(summary.ratings), len(summary.recommend)
+        )
 
 
 EVALUATE_EVERY_SECONDS = 5
@@ -115,11 +120,12 @@ def _kpis(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {k["key"]: k for section in report["sections"] for k in section["kpis"]}
 
 
-def program_health(metrics: Client, url: str, pid: str, answers: int) -> None:
+def program_health(metrics: Client, url: str, pid: str, answers: int, recommends: int) -> None:
     """What the administrator opens every week: the headline KPIs, the open alerts, the dashboard.
 
     The figures are read once the metrics service has projected every survey answer the simulation
-    gave (``answers``; they are the last events of the twelve weeks), and the alerts once an evaluation
+    gave (``answers`` session ratings, ``recommends`` recommend scores: the last events of the twelve
+    weeks), and the alerts once an evaluation
     after that has run: the open alerts unchanged over more than one evaluation period."""
     step("waiting for the metrics service to project the twelve weeks, then the program's health")
     report: dict[str, Any] = {}
@@ -127,8 +133,10 @@ def program_health(metrics: Client, url: str, pid: str, answers: int) -> None:
     def caught_up() -> bool:
         nonlocal report
         report = metrics.call("GET", f"/programs/{pid}/kpis?window=program_to_date", missing={"sections": []})
-        rated = _kpis(report).get("mean_session_rating", {}).get("figure", {}).get("n")
-        return bool(report["sections"]) and rated is not None and rated >= answers
+        kpis = _kpis(report)
+        rated = kpis.get("mean_session_rating", {}).get("figure", {}).get("n") or 0
+        recommended = kpis.get("nps", {}).get("figure", {}).get("n") or 0
+        return bool(report["sections"]) and rated >= answers and recommended >= recommends
 
     wait("the KPIs", caught_up, timeout=300)
     kpis = _kpis(report)

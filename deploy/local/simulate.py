@@ -8,7 +8,9 @@ and feedback services (and whatever consumes their events) see what a real progr
 The past is played in the past: sessions are logged at dates of the last ``weeks`` weeks (the sessions
 service accepts up to 90 days back), so twelve simulated weeks end today. Groups follow one of three
 scripts drawn with a seed: ``steady`` (meets every cadence, satisfied), ``fading`` (stops after a few
-weeks) and ``unhappy`` (keeps rescheduling, low ratings).
+weeks) and ``unhappy`` (keeps rescheduling, low ratings). At the end of the twelve weeks the steady
+groups close their relationship as completed, and their members answer the end-of-relationship survey
+(its "would you recommend the program" question is what the Net Promoter Score is built from).
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ SCRIPTS = (("steady", 0.7), ("fading", 0.15), ("unhappy", 0.15))
 CADENCE_DAYS = 14
 GOAL_CATEGORIES = ("hard_skill", "leadership", "communication", "promotion")
 RATINGS = {"steady": (4, 5), "fading": (3, 4), "unhappy": (1, 2)}
+RECOMMEND = (6, 10)
+"""The steady groups' members on the 0-10 recommend question: promoters, passives and a few detractors."""
 SURVEY_OPEN = timedelta(days=28)
 """A session survey is answered only for the recent sessions: the feedback service closes a session's
 survey 30 days after it (``SURVEY_OPEN_DAYS``), so the simulated past before that has none due."""
@@ -68,6 +72,8 @@ class Summary:
     goals_set: int = 0
     steps_done: int = 0
     ratings: list[int] = field(default_factory=list)
+    closed: int = 0
+    recommend: list[int] = field(default_factory=list)
 
     @property
     def mean_rating(self) -> float | None:
@@ -82,6 +88,8 @@ class Member:
     feedback: Api
     attended: dict[str, str] = field(default_factory=dict)
     """session id -> the group's script, for the surveys that fall due once feedback hears session.held"""
+    closing: set[str] = field(default_factory=set)
+    """groups whose end-of-relationship survey falls due once feedback hears relationship.closed"""
 
 
 @dataclass
@@ -105,16 +113,53 @@ class Simulation:
         them when it hears ``session.held``, a moment later), waiting at most ``timeout`` seconds."""
         rng = random.Random(self.seed)
         everyone: list[Member] = []
+        steady: list[tuple[str, list[Member]]] = []
         for done, group in enumerate(groups, start=1):
             script = rng.choices([s for s, _ in SCRIPTS], weights=[w for _, w in SCRIPTS])[0]
             members = [self.member(m["participant_id"], m["role"]) for m in group["members"]]
             self.play_group(group["group_id"], members, script, rng)
             self.summary.groups[script] += 1
             everyone += members
+            if script == "steady":
+                steady.append((group["group_id"], members))
             if progress:
                 progress(done, len(groups))
-        self.answer_surveys(everyone, rng, time.monotonic() + timeout)
+        deadline = time.monotonic() + timeout
+        self.answer_surveys(everyone, rng, deadline)
+        self.complete(steady, rng, deadline)
         return self.summary
+
+    def complete(self, groups: list[tuple[str, list[Member]]], rng: random.Random, deadline: float) -> None:
+        """The steady groups end as completed; their members answer the end-of-relationship survey."""
+        for group_id, members in groups:
+            lead = next((m for m in members if m.role == "mentor"), members[0])
+            lead.sessions.call("POST", f"/relationships/{group_id}/close", {"outcome": "completed"})
+            self.summary.closed += 1
+            for m in members:
+                m.closing.add(group_id)
+        waiting = [m for _, members in groups for m in members]
+        while waiting and time.monotonic() < deadline:
+            waiting = [m for m in waiting if not self.answer_closing(m, rng)]
+            if waiting:
+                time.sleep(0.5)
+
+    def answer_closing(self, m: Member, rng: random.Random) -> bool:
+        """Answer the end-of-relationship surveys due to ``m``; True once every closed group's is answered."""
+        due = m.feedback.call("GET", "/me/surveys/due")["items"]
+        for survey in (s for s in due if s["kind"] == "program" and s["group_id"] in m.closing):
+            m.closing.discard(survey["group_id"])
+            answers = []
+            for q in survey["questions"]:
+                score = max(q["scale_min"], min(q["scale_max"], rng.randint(*RECOMMEND)))
+                answers.append({"question_id": q["question_id"], "score": score})
+                if q["measure"] == "would_recommend":
+                    self.summary.recommend.append(score)
+            m.feedback.call(
+                "POST", "/me/answers",
+                {"survey_id": survey["survey_id"], "survey_version": survey["survey_version"],
+                 "group_id": survey["group_id"], "answers": answers},
+            )  # fmt: skip
+        return not m.closing
 
     def play_group(self, group_id: str, members: list[Member], script: str, rng: random.Random) -> None:
         lead = next((m for m in members if m.role == "mentor"), members[0])
