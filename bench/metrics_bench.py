@@ -31,7 +31,6 @@ import statistics
 import time
 import uuid
 from datetime import UTC, date, datetime, timedelta
-from pathlib import Path
 
 import asyncpg
 import httpx
@@ -39,6 +38,7 @@ import uvloop
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
+from bench.cpu import cpu_seconds
 from contracts.envelope import Envelope, to_kafka
 from contracts.events import (
     CancellationKind,
@@ -346,15 +346,6 @@ async def database_batched(dsn: str, schema: str, events: list[Envelope]) -> tup
         await conn.close()
 
 
-def _cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process so far (Linux ``/proc``), 0 when it is gone."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 class CpuMeter:
     """CPU seconds of this process and of the PostgreSQL backends of a schema's pool (its connections'
     application_name is the schema) between :meth:`start` and :meth:`stop`: on a shared machine, CPU per
@@ -374,13 +365,13 @@ class CpuMeter:
         return [r[0] for r in rows]
 
     async def start(self) -> None:
-        self.backends = {pid: _cpu_seconds(pid) for pid in await self._pids()}
+        self.backends = {pid: cpu_seconds(pid) for pid in await self._pids()}
         self.process = time.process_time()
 
     async def stop(self) -> tuple[float, float]:
         process = time.process_time() - self.process
         pids = await self._pids()  # a backend opened meanwhile started at 0
-        return process, sum(_cpu_seconds(pid) - self.backends.get(pid, 0.0) for pid in pids)
+        return process, sum(cpu_seconds(pid) - self.backends.get(pid, 0.0) for pid in pids)
 
 
 async def freshness(stack: Endpoints, runs: int) -> None:

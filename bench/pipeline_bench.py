@@ -39,6 +39,7 @@ import uvloop
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
+from bench.cpu import cpu_seconds
 from bench.synthetic_org import Person, enrolments, org_chart
 from contracts.base import utcnow
 from contracts.envelope import Envelope, to_kafka
@@ -157,7 +158,7 @@ async def projection_rate(admin_dsn: str, bootstrap: str, topic: str, total: int
             expected=total,
         )
         settle_heap()  # as a service does once started (runtime/service.py)
-        backends = {pid: _cpu_seconds(pid) for pid in await _backend_pids(admin_dsn, schema)}
+        backends = {pid: cpu_seconds(pid) for pid in await _backend_pids(admin_dsn, schema)}
         task = asyncio.create_task(consumer.run(bootstrap))
         cpu_started = time.process_time()
         try:
@@ -169,7 +170,7 @@ async def projection_rate(admin_dsn: str, bootstrap: str, topic: str, total: int
             elapsed = time.perf_counter() - consumer.first_batch_at
             cpu = time.process_time() - cpu_started
             pids = await _backend_pids(admin_dsn, schema)  # a backend opened meanwhile started at 0
-            database = sum(_cpu_seconds(pid) - backends.get(pid, 0.0) for pid in pids)
+            database = sum(cpu_seconds(pid) - backends.get(pid, 0.0) for pid in pids)
             in_pool = await pool.fetchval("SELECT count(*) FROM pool")
             if in_pool != total:
                 raise SystemExit(f"{in_pool:,} people in the pool after {total:,} events: no figures")
@@ -378,22 +379,13 @@ async def single_enrolments(
     return count / elapsed, latencies
 
 
-def _cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process so far (Linux ``/proc``), 0 when it is gone."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def _tree_cpu_seconds(pid: int) -> float:
     """CPU time of a process and its children still running (uvicorn's workers under its supervisor)."""
     children: list[int] = []
     with contextlib.suppress(OSError):
         for task in Path(f"/proc/{pid}/task").iterdir():
             children += [int(c) for c in (task / "children").read_text().split()]
-    return _cpu_seconds(pid) + sum(_tree_cpu_seconds(c) for c in children)
+    return cpu_seconds(pid) + sum(_tree_cpu_seconds(c) for c in children)
 
 
 async def _backend_pids(admin_dsn: str, schema: str) -> list[int]:
@@ -416,14 +408,14 @@ class CpuMeter:
     backends: dict[int, float] = dataclasses.field(default_factory=dict)
 
     async def start(self) -> None:
-        self.backends = {pid: _cpu_seconds(pid) for pid in await _backend_pids(self.admin_dsn, self.service.schema)}
+        self.backends = {pid: cpu_seconds(pid) for pid in await _backend_pids(self.admin_dsn, self.service.schema)}
         self.started = {"service": _tree_cpu_seconds(self.service.process.pid), "client": time.process_time()}
 
     async def per_request_ms(self, count: int) -> str:
         service = _tree_cpu_seconds(self.service.process.pid) - self.started["service"]
         client = time.process_time() - self.started["client"]
         pids = await _backend_pids(self.admin_dsn, self.service.schema)  # a backend opened meanwhile started at 0
-        database = sum(_cpu_seconds(pid) - self.backends.get(pid, 0.0) for pid in pids)
+        database = sum(cpu_seconds(pid) - self.backends.get(pid, 0.0) for pid in pids)
         return (
             f"CPU per enrolment: {self.service.name} process {1000 * service / count:.2f} ms, its PostgreSQL"
             f" backends {1000 * database / count:.2f} ms, this client {1000 * client / count:.2f} ms"

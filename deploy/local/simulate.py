@@ -148,17 +148,7 @@ class Simulation:
         due = m.feedback.call("GET", "/me/surveys/due")["items"]
         for survey in (s for s in due if s["kind"] == "program" and s["group_id"] in m.closing):
             m.closing.discard(survey["group_id"])
-            answers = []
-            for q in survey["questions"]:
-                score = max(q["scale_min"], min(q["scale_max"], rng.randint(*RECOMMEND)))
-                answers.append({"question_id": q["question_id"], "score": score})
-                if q["measure"] == "would_recommend":
-                    self.summary.recommend.append(score)
-            m.feedback.call(
-                "POST", "/me/answers",
-                {"survey_id": survey["survey_id"], "survey_version": survey["survey_version"],
-                 "group_id": survey["group_id"], "answers": answers},
-            )  # fmt: skip
+            self.summary.recommend += answer(m, survey, RECOMMEND, rng).get("would_recommend", [])
         return not m.closing
 
     def play_group(self, group_id: str, members: list[Member], script: str, rng: random.Random) -> None:
@@ -222,16 +212,23 @@ class Simulation:
         """Answer the session surveys due to ``m``; True once every session they attended was answered."""
         due = m.feedback.call("GET", "/me/surveys/due")["items"]
         for survey in (s for s in due if s["session_id"] in m.attended):
-            low, high = RATINGS[m.attended.pop(survey["session_id"])]
-            answers = []
-            for q in survey["questions"]:
-                score = max(q["scale_min"], min(q["scale_max"], rng.randint(low, high)))
-                answers.append({"question_id": q["question_id"], "score": score})
-                if q["measure"] == "session_rating":
-                    self.summary.ratings.append(score)
-            m.feedback.call(
-                "POST", "/me/answers",
-                {"survey_id": survey["survey_id"], "survey_version": survey["survey_version"],
-                 "group_id": survey["group_id"], "session_id": survey["session_id"], "answers": answers},
-            )  # fmt: skip
+            scores = answer(m, survey, RATINGS[m.attended.pop(survey["session_id"])], rng)
+            self.summary.ratings += scores.get("session_rating", [])
         return not m.attended
+
+
+def answer(m: Member, survey: dict[str, Any], scores: tuple[int, int], rng: random.Random) -> dict[str, list[int]]:
+    """``m`` answers a due survey, each question a score drawn from ``scores`` (kept within its scale);
+    returns the scores given by measure."""
+    given: dict[str, list[int]] = {}
+    answers = []
+    for q in survey["questions"]:
+        score = max(q["scale_min"], min(q["scale_max"], rng.randint(*scores)))
+        answers.append({"question_id": q["question_id"], "score": score})
+        given.setdefault(q["measure"], []).append(score)
+    m.feedback.call(
+        "POST", "/me/answers",
+        {"survey_id": survey["survey_id"], "survey_version": survey["survey_version"],
+         "group_id": survey["group_id"], "session_id": survey["session_id"], "answers": answers},
+    )  # fmt: skip
+    return given
