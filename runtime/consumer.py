@@ -253,14 +253,12 @@ class EventConsumer:
                 parsed = await self.parse_batch([r for rs in batches.values() for r in rs]) if batches else None
                 if applying is not None:
                     in_flight, applying = applying, None
-                    try:
-                        await in_flight.task
-                        await self._commit(consumer, in_flight.batches)
-                    except Exception as exc:
-                        if not is_transient(exc):
-                            raise
+                    failure = await self._finish(consumer, in_flight)
+                    if failure is not None:
                         # what was read meanwhile is dropped too: all of it is read again after the back-off
-                        await self._back_off(consumer, status, exc, backoff, in_flight.batches, batches, ahead.records)
+                        await self._back_off(
+                            consumer, status, failure, backoff, in_flight.batches, batches, ahead.records
+                        )
                         ahead.clear()
                         backoff = min(backoff * 2, self.max_backoff_seconds)
                         continue
@@ -270,12 +268,7 @@ class EventConsumer:
                     applying = _Applying(batches, asyncio.create_task(self.apply_batch(parsed)))
             if applying is not None:  # stopping: what is in flight is finished and committed
                 in_flight, applying = applying, None
-                try:
-                    await in_flight.task
-                    await self._commit(consumer, in_flight.batches)
-                except Exception as exc:
-                    if not is_transient(exc):
-                        raise  # an infrastructure failure: the batch is read again after a restart
+                await self._finish(consumer, in_flight)  # an infrastructure failure: read again after a restart
         finally:
             if self.metrics:
                 self.metrics.set_consumer_lag(self.name, {})
@@ -285,6 +278,18 @@ class EventConsumer:
                     await applying.task
             with contextlib.suppress(Exception):
                 await consumer.stop()
+
+    async def _finish(self, consumer: AIOKafkaConsumer, in_flight: _Applying) -> Exception | None:
+        """The batch in flight applied, then its offsets committed; an infrastructure failure is returned
+        (nothing committed: the batch is read again), anything else raised."""
+        try:
+            await in_flight.task
+            await self._commit(consumer, in_flight.batches)
+        except Exception as exc:
+            if not is_transient(exc):
+                raise
+            return exc
+        return None
 
     async def _next_batch(
         self, consumer: AIOKafkaConsumer, ahead: ReadAhead, *, wait: bool

@@ -15,6 +15,18 @@ from services.metrics.domain.alerts import MentorState, ProgramPlacement
 from services.metrics.domain.risk import HISTORY, RelationshipState
 from services.metrics.domain.tallies import OpenRelationship
 
+
+def _last_answers(column: str) -> str:
+    """Each open group's last :data:`HISTORY` answers of one measure, oldest first, as an array."""
+    return f"""
+    SELECT x.group_id, array_agg(x.v ORDER BY x.given_at, x.feedback_id) AS v FROM (
+        SELECT f.group_id, f.{column} AS v, f.given_at, f.feedback_id,
+            row_number() OVER (PARTITION BY f.group_id ORDER BY f.given_at DESC, f.feedback_id DESC) AS k
+        FROM feedback f JOIN open_groups o ON o.group_id = f.group_id
+        WHERE {scope("f.program_id")} AND f.given_at <= $3 AND f.{column} IS NOT NULL) x
+    WHERE x.k <= {HISTORY} GROUP BY x.group_id"""
+
+
 OPEN_RELATIONSHIPS = statement(f"""
 WITH {GROUPS},
 open_groups AS (SELECT * FROM all_groups g WHERE {scope("g.program_id")} AND g.is_open),
@@ -26,20 +38,8 @@ slipped AS (
     LEFT JOIN last ON last.group_id = x.group_id
     WHERE {scope("x.program_id")} AND x.at <= $3 AND (last.held_at IS NULL OR x.at > last.held_at)
     GROUP BY x.group_id),
-ratings AS (
-    SELECT x.group_id, array_agg(x.v ORDER BY x.given_at, x.feedback_id) AS v FROM (
-        SELECT f.group_id, f.session_rating AS v, f.given_at, f.feedback_id,
-            row_number() OVER (PARTITION BY f.group_id ORDER BY f.given_at DESC, f.feedback_id DESC) AS k
-        FROM feedback f JOIN open_groups o ON o.group_id = f.group_id
-        WHERE {scope("f.program_id")} AND f.given_at <= $3 AND f.session_rating IS NOT NULL) x
-    WHERE x.k <= {HISTORY} GROUP BY x.group_id),
-fits AS (
-    SELECT x.group_id, array_agg(x.v ORDER BY x.given_at, x.feedback_id) AS v FROM (
-        SELECT f.group_id, f.pairing_fit AS v, f.given_at, f.feedback_id,
-            row_number() OVER (PARTITION BY f.group_id ORDER BY f.given_at DESC, f.feedback_id DESC) AS k
-        FROM feedback f JOIN open_groups o ON o.group_id = f.group_id
-        WHERE {scope("f.program_id")} AND f.given_at <= $3 AND f.pairing_fit IS NOT NULL) x
-    WHERE x.k <= {HISTORY} GROUP BY x.group_id),
+ratings AS ({_last_answers("session_rating")}),
+fits AS ({_last_answers("pairing_fit")}),
 roster AS (
     SELECT m.group_id, array_agg(m.participant_id) AS members FROM members m
     JOIN open_groups o ON o.group_id = m.group_id GROUP BY m.group_id)
