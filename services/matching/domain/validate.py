@@ -51,6 +51,22 @@ def _pair_problems(a: ParticipantProfile, b: ParticipantProfile, inp: MatchingIn
     return out
 
 
+def _team_department_problems(
+    mentors: list[str], members: list[str], by_id: dict[str, ParticipantProfile], inp: MatchingInput
+) -> list[str]:
+    """An intact team often fills its own department beyond any bound, so for teams the bound of one
+    per department speaks of the mentors only: none may come from a department of the team's members.
+    Larger bounds do not apply to teams (docs/matching.md)."""
+    if inp.policy.max_same_department != 1:
+        return []
+    departments = {by_id[x].department for x in members}
+    return [
+        f"mentor {m} is from {by_id[m].department}, a department of the team (max 1 per department)"
+        for m in mentors
+        if by_id[m].department in departments
+    ]
+
+
 def validate(inp: MatchingInput, result: MatchingResult) -> list[str]:
     """Every violated rule, as a sentence; an empty list means the solution is valid."""
     pol = inp.policy
@@ -82,7 +98,9 @@ def validate(inp: MatchingInput, result: MatchingResult) -> list[str]:
             problems.append(
                 f"{g.group_id}: {len(members)} members outside {pol.group_members_min}..{pol.group_members_max}"
             )
-        if pol.max_same_department is not None and inp.form is not Form.TEAM:
+        if inp.form is Form.TEAM:
+            problems += [f"{g.group_id}: {p}" for p in _team_department_problems(mentors, members, by_id, inp)]
+        elif pol.max_same_department is not None:
             for dept, n in Counter(by_id[x].department for x in mentors + members).items():
                 if n > pol.max_same_department:
                     problems.append(f"{g.group_id}: {n} members from {dept} (max {pol.max_same_department})")

@@ -147,6 +147,25 @@ def test_teams_are_placed_whole_with_their_mentors() -> None:
     assert sorted(m.role.value for m in result.groups[0].members) == ["mentee"] * 3 + ["mentor"] * 2
 
 
+def test_a_team_mentor_comes_from_outside_the_teams_department_when_one_per_department() -> None:
+    """The team itself is all Finance; with one member per department the mentors must come from
+    elsewhere, and the validator flags a grouping that breaks it."""
+    people = [mentor("F1", capacity=1), mentor("L1", capacity=1, department="Legal")]
+    people += [mentor("T1", capacity=1, department="Tax")]
+    people += [person(f"t{i}", team_id="T1") for i in range(3)]
+    inp = pool(people, form=Form.TEAM, group_members_min=2, group_members_max=10, max_same_department=1)
+    result = solve(inp)
+    mentors = {m.participant_id for m in result.groups[0].members if m.role is Role.MENTOR}
+    assert mentors == {"L1", "T1"}
+    group = result.groups[0]
+    swapped = [  # Tax's place taken by the Finance mentor
+        m.model_copy(update={"participant_id": "F1"}) if m.participant_id == "T1" else m for m in group.members
+    ]
+    broken = group.model_copy(update={"members": swapped})
+    problems = validate(inp, result.model_copy(update={"groups": [broken]}))
+    assert problems == [f"{group.group_id}: mentor F1 is from Finance, a department of the team (max 1 per department)"]
+
+
 def test_facilitated_groups_with_co_facilitators_keep_every_mentor_rule() -> None:
     """Two mentors per group: both eligible for every member, never in each other's reporting line,
     and each co-facilitated group counts against both mentors' capacity."""
