@@ -35,10 +35,11 @@ from fastapi.responses import JSONResponse
 from faststream.kafka import KafkaBroker
 from opentelemetry.trace import Tracer
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from contracts.events import Event
 from contracts.topics import Topic
+from runtime.asgi import StatusOf
 from runtime.auth import AuthenticateFirst, JwtConfig
 from runtime.consumer import Batched, EventConsumer, Handler
 from runtime.db import create_pool, migrate
@@ -151,18 +152,12 @@ class _CountRequests:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        status = 500
         started = time.perf_counter()
-
-        async def send_counted(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
+        sent = StatusOf(send)
         try:
-            await self.app(scope, receive, send_counted)
+            await self.app(scope, receive, sent)
         finally:
+            status = 500 if sent.status is None else sent.status
             route = _route_template(scope)
             method = scope["method"] if scope["method"] in HTTP_METHODS else "other"
             self.counter.labels(method, route, status).inc()

@@ -54,9 +54,10 @@ from opentelemetry.semconv._incubating.attributes import messaging_attributes as
 from opentelemetry.semconv.attributes import error_attributes, http_attributes, service_attributes, url_attributes
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from contracts.envelope import Envelope
+from runtime.asgi import StatusOf
 from runtime.logging import describe_exception
 
 if TYPE_CHECKING:
@@ -177,22 +178,18 @@ class TraceRequests:
             },
         )
         token = context.attach(context.set_value(_TRACER, tracer, trace.set_span_in_context(span, parent)))
+        sent = StatusOf(send)
         status: int | None = None
         failed = False
-
-        async def send_traced(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
         try:
-            await self.app(scope, receive, send_traced)
+            await self.app(scope, receive, sent)
         except Exception as exc:
             _failed(span, exc)
             failed = True
-            status = status or 500  # answered by Starlette's outermost error middleware, after this one
+            status = sent.status or 500  # answered by Starlette's outermost error middleware, after this one
             raise
+        else:
+            status = sent.status
         finally:
             context.detach(token)
             route = getattr(scope.get("route"), "path", None)
