@@ -12,6 +12,7 @@ statements per batch.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import asyncpg
 
@@ -39,7 +40,7 @@ from contracts.events import (
     SessionHeld,
 )
 from runtime.consumer import Batched, Handler, batched
-from services.metrics.adapters.writes import Runs, Update, Upsert, Write
+from services.metrics.adapters.writes import Add, Kind, Runs, Update, Upsert
 from services.metrics.domain.stats import normalise
 
 TEXT, INT, FLOAT, TS = "text", "int", "float8", "timestamptz"
@@ -224,97 +225,97 @@ ALERT_CLEARED = Update(
 )
 
 
-def on_program(env: Envelope) -> list[Write]:
+def on_program(env: Envelope, add: Add) -> None:
     e = env.data
     assert isinstance(e, ProgramOpened)
     status = e.status if isinstance(e, ProgramUpdated) else "open"
-    return [Write(PROGRAM, (e.program_id, e.name, e.form.value, e.cadence_days, status, e.starts_on, e.opened_at))]
+    add(PROGRAM, (e.program_id, e.name, e.form, e.cadence_days, status, e.starts_on, e.opened_at))
 
 
-def on_enrolled(env: Envelope) -> list[Write]:
+def on_enrolled(env: Envelope, add: Add) -> None:
     e = env.data
     assert isinstance(e, ParticipantEnrolled)
     p = e.profile
-    values = (e.program_id, p.participant_id, p.role.value, p.department, p.level, p.location, p.capacity)
-    return [Write(ENROLMENT, (*values, e.enrolled_at, None))]
+    add(
+        ENROLMENT,
+        (e.program_id, p.participant_id, p.role, p.department, p.level, p.location, p.capacity, e.enrolled_at, None),
+    )
 
 
-def on_updated(env: Envelope) -> list[Write]:
+def on_updated(env: Envelope, add: Add) -> None:
     e = env.data
     assert isinstance(e, ParticipantUpdated)
     p = e.profile
-    values = (e.program_id, p.participant_id, p.role.value, p.department, p.level, p.location, p.capacity)
-    return [Write(PROFILE, (*values, e.updated_at))]
+    add(PROFILE, (e.program_id, p.participant_id, p.role, p.department, p.level, p.location, p.capacity, e.updated_at))
 
 
-def on_withdrawn(env: Envelope) -> list[Write]:
+def on_withdrawn(env: Envelope, add: Add) -> None:
     e = env.data
     assert isinstance(e, ParticipantWithdrawn)
-    return [Write(WITHDRAWAL, (e.program_id, e.participant_id, e.withdrawn_at))]
+    add(WITHDRAWAL, (e.program_id, e.participant_id, e.withdrawn_at))
 
 
-def on_group_matched(env: Envelope) -> list[Write]:
+def on_group_matched(env: Envelope, add: Add) -> None:
     e = env.data
     assert isinstance(e, GroupMatched)
-    group = Write(GROUP, (e.group_id, e.program_id, e.run_id, e.form.value, e.fit, e.cadence_days, e.matched_at))
-    return [group, *(Write(MEMBER, (e.group_id, m.participant_id, e.program_id, m.role.value)) for m in e.members)]
+    add(GROUP, (e.group_id, e.program_id, e.run_id, e.form, e.fit, e.cadence_days, e.matched_at))
+    for m in e.members:
+        add(MEMBER, (e.group_id, m.participant_id, e.program_id, m.role))
 
 
-def on_unmatched(env: Envelope) -> list[Write]:
+def on_unmatched(env: Envelope, add: Add) -> None:
     e = env.data
     assert isinstance(e, ParticipantUnmatched)
-    return [Write(UNMATCHED, (e.program_id, e.participant_id, e.run_id, e.reason_code.value, env.time))]
+    add(UNMATCHED, (e.program_id, e.participant_id, e.run_id, e.reason_code, env.time))
 
 
-def on_completed(env: Envelope) -> list[Write]:
+def on_completed(env: Envelope, add: Add) -> None:
     e = env.data
     assert isinstance(e, MatchingCompleted)
-    return [Write(RUN, (e.run_id, e.program_id, e.completed_at, e.placed_count, e.unplaced_count))]
+    add(RUN, (e.run_id, e.program_id, e.completed_at, e.placed_count, e.unplaced_count))
 
 
-def on_override(env: Envelope) -> list[Write]:
+def on_override(env: Envelope, add: Add) -> None:
     e = env.data
     assert isinstance(e, MatchOverrideRecorded)
-    return [Write(OVERRIDE, (e.override_id, e.program_id, e.kind.value, e.participant_ids, e.recorded_at))]
+    add(OVERRIDE, (e.override_id, e.program_id, e.kind, e.participant_ids, e.recorded_at))
 
 
-def on_held(env: Envelope) -> list[Write]:
+def on_held(env: Envelope, add: Add) -> None:
     e = env.data
     assert isinstance(e, SessionHeld)
-    values = (e.session_id, e.program_id, e.group_id, e.held_at, e.duration_minutes, len(set(e.attendees)))
-    return [Write(SESSION, values)]
+    add(SESSION, (e.session_id, e.program_id, e.group_id, e.held_at, e.duration_minutes, len(set(e.attendees))))
 
 
-def on_cancelled(env: Envelope) -> list[Write]:
+def on_cancelled(env: Envelope, add: Add) -> None:
     e = env.data
     assert isinstance(e, SessionCancelled)
-    return [Write(SLIP, (e.session_id, e.cancelled_at, e.kind.value, e.program_id, e.group_id))]
+    add(SLIP, (e.session_id, e.cancelled_at, e.kind, e.program_id, e.group_id))
 
 
-def on_goal_set(env: Envelope) -> list[Write]:
+def on_goal_set(env: Envelope, add: Add) -> None:
     e = env.data
     assert isinstance(e, GoalSet)
-    goal = (e.goal_id, e.program_id, e.group_id, e.participant_id)
-    return [Write(GOAL_SET, (*goal, e.category.value, e.steps_total, e.set_at))]
+    add(GOAL_SET, (e.goal_id, e.program_id, e.group_id, e.participant_id, e.category, e.steps_total, e.set_at))
 
 
-def on_goal_progressed(env: Envelope) -> list[Write]:
+def on_goal_progressed(env: Envelope, add: Add) -> None:
     e = env.data
     assert isinstance(e, GoalProgressed)
     goal = (e.goal_id, e.program_id, e.group_id, e.participant_id)
-    return [Write(GOAL_PROGRESS, (*goal, e.steps_total, e.steps_done, e.progressed_at))]
+    add(GOAL_PROGRESS, (*goal, e.steps_total, e.steps_done, e.progressed_at))
 
 
-def on_closed(env: Envelope) -> list[Write]:
+def on_closed(env: Envelope, add: Add) -> None:
     e = env.data
     assert isinstance(e, RelationshipClosed)
-    return [Write(CLOSURE, (e.group_id, e.closed_at, e.program_id, e.reason.value, e.term))]
+    add(CLOSURE, (e.group_id, e.closed_at, e.program_id, e.reason, e.term))
 
 
-def on_expectations(env: Envelope) -> list[Write]:
+def on_expectations(env: Envelope, add: Add) -> None:
     e = env.data
     assert isinstance(e, ExpectationsAgreed)
-    return [Write(EXPECTATIONS, (e.group_id, e.program_id, e.cadence_days, e.agreed_at))]
+    add(EXPECTATIONS, (e.group_id, e.program_id, e.cadence_days, e.agreed_at))
 
 
 _SLOT = {m: i for i, m in enumerate((Measure.SESSION_RATING, Measure.MENTOR_HELPS, Measure.MENTEE_ENGAGED,
@@ -344,11 +345,11 @@ def measures(e: FeedbackGivenV2) -> tuple[float | int | None, ...]:
     )
 
 
-def on_feedback(env: Envelope) -> list[Write]:
+def on_feedback(env: Envelope, add: Add) -> None:
     e = env.data
     assert isinstance(e, FeedbackGivenV2)
-    answer = (e.feedback_id, e.revision, e.program_id, e.group_id, e.respondent_role.value, e.survey_kind.value)
-    return [Write(FEEDBACK, (*answer, e.given_at, *measures(e)))]
+    answer = (e.feedback_id, e.revision, e.program_id, e.group_id, e.respondent_role, e.survey_kind, e.given_at)
+    add(FEEDBACK, (*answer, *measures(e)))
 
 
 def alert_subject(kind: str, group_id: str | None, mentor_id: str | None, program_id: str) -> str:
@@ -360,21 +361,21 @@ def alert_subject(kind: str, group_id: str | None, mentor_id: str | None, progra
     return program_id
 
 
-def on_alert_raised(env: Envelope) -> list[Write]:
+def on_alert_raised(env: Envelope, add: Add) -> None:
     e = env.data
     assert isinstance(e, AlertRaisedV2)
-    subject = alert_subject(e.kind.value, e.group_id, e.mentor_id, e.program_id)
-    values = (e.alert_id, e.kind.value, subject, e.program_id, e.group_id, e.mentor_id, e.severity, e.detail)
-    return [Write(ALERT, (*values, e.risk_score, e.raised_at))]
+    subject = alert_subject(e.kind, e.group_id, e.mentor_id, e.program_id)
+    values = (e.alert_id, e.kind, subject, e.program_id, e.group_id, e.mentor_id, e.severity, e.detail)
+    add(ALERT, (*values, e.risk_score, e.raised_at))
 
 
-def on_alert_cleared(env: Envelope) -> list[Write]:
+def on_alert_cleared(env: Envelope, add: Add) -> None:
     e = env.data
     assert isinstance(e, AlertClearedV2)
-    return [Write(ALERT_CLEARED, (e.alert_id, e.cleared_at))]
+    add(ALERT_CLEARED, (e.alert_id, e.cleared_at))
 
 
-WRITES: dict[type[Event], Callable[[Envelope], list[Write]]] = {
+WRITES: dict[type[Event], Callable[[Envelope, Add], None]] = {
     ProgramOpened: on_program,
     ProgramUpdated: on_program,
     ParticipantEnrolled: on_enrolled,
@@ -396,10 +397,12 @@ WRITES: dict[type[Event], Callable[[Envelope], list[Write]]] = {
 }
 
 
-def _handler(writes: Callable[[Envelope], list[Write]]) -> Handler:
+def _handler(writes: Callable[[Envelope, Add], None]) -> Handler:
     async def apply(conn: asyncpg.Connection, env: Envelope) -> None:
-        for w in writes(env):
-            await conn.execute(w.kind.one, *w.values)
+        rows: list[tuple[Kind, tuple[Any, ...]]] = []
+        writes(env, lambda kind, values: rows.append((kind, values)))
+        for kind, values in rows:
+            await conn.execute(kind.one, *values)
 
     return apply
 
@@ -415,11 +418,11 @@ async def apply_batch(conn: asyncpg.Connection, envelopes: Sequence[Envelope]) -
     Call it in the transaction that records the batch's event ids, with the envelopes not applied before.
     """
     runs = Runs()
+    add, of_type = runs.add, WRITES.get
     for env in envelopes:
-        of_event = WRITES.get(type(env.data))
-        if of_event is not None:
-            for w in of_event(env):
-                runs.add(w)
+        writes = of_type(type(env.data))
+        if writes is not None:
+            writes(env, add)
     await runs.execute(conn)
 
 
