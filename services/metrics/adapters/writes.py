@@ -28,7 +28,7 @@ run goes through its upsert statement instead: the effect is the statements' eit
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
@@ -156,11 +156,6 @@ def _unique_keys(writes: Sequence[tuple[Any, ...]], key: Sequence[int]) -> bool:
     return len({tuple(w[i] for i in key) for w in writes}) == len(writes)
 
 
-Add = Callable[[Kind, tuple[Any, ...]], None]
-"""How an event's handler hands over each of its writes: a kind and its values, in the kind's column order
-(a :class:`~enum.StrEnum` member among them is a ``str``: asyncpg encodes its value)."""
-
-
 @dataclass
 class Runs:
     """Writes per table, in order, cut into runs of one kind: tables commute (no write reads another
@@ -171,16 +166,25 @@ class Runs:
     """each table's open run: called per write, :meth:`add` finds it in one lookup"""
 
     def add(self, kind: Kind, values: tuple[Any, ...]) -> None:
+        """One write: its values in the kind's column order (a :class:`~enum.StrEnum` member among them is
+        a ``str``: asyncpg encodes its value)."""
+        self.extend(kind, [values])
+
+    def extend(self, kind: Kind, rows: list[tuple[Any, ...]]) -> None:
+        """Writes of one kind in order (a handler's rows of a run of events, built at once)."""
         run = self._last.get(kind.table)
         if run is not None and run[0] is kind:
-            run[1].append(values)
+            run[1].extend(rows)
             return
-        run = (kind, [values])
+        run = (kind, rows)
         self._last[kind.table] = run
         self.per_table.setdefault(kind.table, []).append(run)
 
+    def in_order(self) -> list[tuple[Kind, list[tuple[Any, ...]]]]:
+        return [run for runs in self.per_table.values() for run in runs]
+
     async def execute(self, conn: asyncpg.Connection) -> None:
-        plan = [(kind, kind.fold(writes)) for runs in self.per_table.values() for kind, writes in runs]
+        plan = [(kind, kind.fold(writes)) for kind, writes in self.in_order()]
         if any(_copies(kind, rows) for kind, rows in plan) and await _copied(conn, plan):
             return
         for kind, rows in plan:
