@@ -349,6 +349,10 @@ async def projection(stack: Endpoints, schema: str, topics: tuple[Topic, ...], e
         f" rows), its PostgreSQL backends {1e6 * database_cpu / expected:.1f} us; load average"
         f" {os.getloadavg()[0]:.2f}"
     )
+    print(
+        f"  with a core of its own each, the consumer process would allow {expected / consumer_cpu:,.0f} events/s,"
+        f" PostgreSQL {expected / database_cpu:,.0f} (the broker needs the same two cores)"
+    )
     return rate
 
 

@@ -1,7 +1,8 @@
 """The kinds of row write the projection makes, and how a run of them becomes one statement.
 
-Each event of a projected type becomes one or a few :class:`Write`: a kind (:class:`Upsert` or
-:class:`Update` of one table, keyed by the fact's own id) and its values. A kind gives the SQL for one
+Each event of a projected type becomes one or a few row writes, added to the batch's :class:`Runs`: a
+kind (:class:`Upsert` or :class:`Update` of one table, keyed by the fact's own id) and its values, a
+tuple in the kind's column order (a handler adds a run of events' rows at once). A kind gives the SQL for one
 row (the per-event handlers) and for many rows at once (``unnest`` of one array per column), which is
 what a batch runs: one statement per run of equal kinds on a table instead of one execution per row.
 
