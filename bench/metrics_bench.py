@@ -6,11 +6,13 @@
    produced to bench topics of their own (same partitioning as the platform's, deleted afterwards).
 2. Raw rate: one aiokafka consumer reads them all (assigned partitions, no group, no processing).
 3. Projection rate: the metrics projection as the service (and the rebuild command) runs it (the
-   runtime's batched ``EventConsumer``: one transaction and one offset commit per poll, the tracking
-   record, ``apply_batch``) applies them into a fresh schema, until its consumer group has committed past
-   the end of every partition; then, without Kafka, the database side alone in batches of 5,000. Each
-   prints the CPU time per event of this process and of the schema's PostgreSQL backends: on a shared
-   machine, what bounds the rate. ``--repeat N`` runs 2-3 N times on the same events.
+   runtime's batched ``EventConsumer`` with the service's handlers: one transaction and one offset commit
+   per poll, the tracking record, ``apply_batch``) applies them into a fresh schema as a fresh consumer
+   group: events/s from Kafka into the read models, timed from its first batch (after the group join,
+   printed apart, as the raw consume is timed from its first fetch) to the last event committed in the
+   read models. Then, without Kafka, the database side alone in batches of 5,000. Each prints the CPU
+   time per event of this process and of the schema's PostgreSQL backends: on a shared machine, what
+   bounds the rate. ``--repeat N`` runs 2-3 N times on the same events.
 4. Freshness: a running metrics service; a group.matched is published on the platform's matching topic
    and the time until ``GET /programs/{id}/kpis`` shows the placement is measured, several times.
 5. KPI latency at scale: a program of ``--kpi-people`` (50,000) people, a third of them also enrolled in a
@@ -25,11 +27,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import os
 import random
 import statistics
 import time
 import uuid
+from asyncio import FIRST_COMPLETED
+from collections.abc import Sequence
 from datetime import UTC, date, datetime, timedelta
 
 import asyncpg
@@ -58,13 +63,15 @@ from contracts.policy import Form, Role, default_policy
 from contracts.topics import ENROLLMENT, FEEDBACK, MATCHING, SESSIONS, Topic
 from deploy.local.stack import Endpoints, Stack
 from runtime.auth import issue_token
+from runtime.consumer import EventConsumer, ParsedBatch, Record
 from runtime.db import create_pool, migrate
 from runtime.heap import settle_heap
+from runtime.outbox import make_producer
 from runtime.tail import wait_for_consumer_group
 from services.metrics import handlers
-from services.metrics.adapters.projection import apply_batch
+from services.metrics.adapters.projection import BATCHED_HANDLERS, apply_batch
 from services.metrics.app import MetricsSettings, consumer_name, create
-from services.metrics.cli import MIGRATIONS, project_until_caught_up
+from services.metrics.cli import MIGRATIONS
 from services.metrics.domain.report import WindowName
 
 T0 = datetime(2026, 1, 5, 9, tzinfo=UTC)
@@ -220,7 +227,7 @@ async def raw_consume(bootstrap: str, topics: list[Topic], count: int) -> float:
         await consumer.stop()
 
 
-async def throughput(stack: Endpoints, mentees: int, weeks: int, per_event_seconds: float, repeat: int = 1) -> None:
+async def throughput(stack: Endpoints, mentees: int, weeks: int, timeout: float, repeat: int = 1) -> None:
     tag = uuid.uuid4().hex[:8]
     bench_topics = {
         t.name: Topic(f"bench.metrics.{tag}.{t.name}", t.partitions, t.key_field, t.description)
@@ -246,7 +253,7 @@ async def throughput(stack: Endpoints, mentees: int, weeks: int, per_event_secon
             raw_rate = len(events) / raw_s
             print(f"raw aiokafka consume:      {raw_rate:>10,.0f} events/s ({raw_s:.2f}s)")
             schema = f"mb_{tag}_{run}"  # short as the service's "metrics": the group name is in every tracking key
-            rate = await projection(stack, schema, tuple(bench_topics.values()), per_event_seconds)
+            rate = await projection(stack, schema, tuple(bench_topics.values()), len(events), timeout)
             print(f"  = {rate / raw_rate:.1%} of raw")
             rates.append(rate)
             batched = await database_batched(dsn, f"{schema}_batch", events)
@@ -265,46 +272,86 @@ async def throughput(stack: Endpoints, mentees: int, weeks: int, per_event_secon
         await admin.close()
 
 
-async def projection(stack: Endpoints, schema: str, topics: tuple[Topic, ...], per_event_seconds: float) -> float:
-    """The metrics projection as the service and the rebuild command run it, from offset zero into a fresh
-    schema until its group has committed past the end of every partition; prints and returns its rate."""
+@dataclasses.dataclass
+class _TimedConsumer(EventConsumer):
+    """Notes when its first batch starts (the group join is not projection time: the raw consume beside it
+    is timed from its first fetch too) and when it has applied ``expected`` events, committed in their
+    transactions, so that nothing polls the database or the broker meanwhile (as ``bench.pipeline_bench``
+    times matching's pool projection)."""
+
+    joined_at: float | None = None
+    expected: int = 0
+    applied: int = 0
+    applied_at: float = 0.0
+    done: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
+
+    async def parse_batch(self, records: Sequence[Record]) -> ParsedBatch:
+        if self.joined_at is None:
+            self.joined_at = time.perf_counter()
+        return await super().parse_batch(records)
+
+    async def apply_batch(self, parsed: ParsedBatch) -> None:
+        await super().apply_batch(parsed)  # committed: its events are in the read models
+        self.applied += len(parsed.work)
+        if self.applied >= self.expected:
+            self.applied_at = time.perf_counter()
+            self.done.set()
+
+
+async def projection(stack: Endpoints, schema: str, topics: tuple[Topic, ...], expected: int, timeout: float) -> float:
+    """The metrics projection as the service and the rebuild command run it (the runtime's batched
+    consumer, the service's handlers, a fresh group from offset zero into a fresh schema): events/s from
+    its first batch to the last event committed in the read models, tracking record included; prints it."""
     dsn = stack.admin_dsn
-    settings = MetricsSettings(database_url=dsn, kafka_bootstrap=stack.kafka_bootstrap, db_schema=schema)
     pool = await create_pool(dsn, schema, max_size=4)
+    producer = make_producer(stack.kafka_bootstrap, f"{schema}-bench")
     try:
         await migrate(pool, schema, {"metrics": MIGRATIONS})
-        seen: list[tuple[float, int]] = []
+        await producer.start()
+        consumer = _TimedConsumer(
+            name=consumer_name(schema), pool=pool, producer=producer, topics=topics, handlers=BATCHED_HANDLERS,
+            offset_reset="earliest", expected=expected,
+        )  # fmt: skip
         cpu = CpuMeter(dsn, schema)
         await cpu.start()
         started = time.perf_counter()
+        task = asyncio.create_task(consumer.run(stack.kafka_bootstrap))
         try:
-            applied = await project_until_caught_up(
-                pool,
-                settings,
-                topics=topics,
-                timeout=per_event_seconds,
-                progress=lambda done, _total: seen.append((time.perf_counter(), done)),
-            )
-            projection_s = time.perf_counter() - started
-        except TimeoutError:
-            projection_s, applied = seen[-1][0] - started, seen[-1][1]
-            print(f"  (projection stopped after {per_event_seconds:.0f}s, {applied:,} events applied)")
-        consumer_cpu, database_cpu = await cpu.stop()
+            async with asyncio.timeout(timeout):
+                await asyncio.wait([task, asyncio.create_task(consumer.done.wait())], return_when=FIRST_COMPLETED)
+            if task.done():
+                task.result()
+                raise SystemExit("the projection stopped before it applied every event: no figures")
+            consumer_cpu, database_cpu = await cpu.stop()
+        finally:
+            consumer.stop()
+            await task
+        assert consumer.joined_at is not None
         rows = await pool.fetchval("SELECT count(*) FROM processed_events")
+        held = await pool.fetchval("SELECT count(*) FROM sessions_held")
     finally:
+        await producer.stop()
         await pool.close()
         conn = await asyncpg.connect(dsn)
         await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
         await conn.close()
-    rate = applied / projection_s
+    if rows != expected:
+        raise SystemExit(f"{rows:,} tracking rows after {expected:,} events: no figures")
+    elapsed = consumer.applied_at - consumer.joined_at
+    rate = expected / elapsed
     print(
-        f"metrics projection:        {rate:>10,.0f} events/s ({projection_s:.2f}s, {rows:,} tracking rows,"
-        " group join included)"
+        f"metrics projection:        {rate:>10,.0f} events/s ({elapsed:.2f}s from its first batch to the last event"
+        f" in the read models; {rows:,} tracking rows, {held:,} sessions; group join before it"
+        f" {consumer.joined_at - started:.2f}s)"
     )
     print(
-        f"  CPU per event: consumer process {1e6 * consumer_cpu / applied:.1f} us (group join, fetch, parse,"
-        f" rows, catch-up check), its PostgreSQL backends {1e6 * database_cpu / applied:.1f} us;"
-        f" load average {os.getloadavg()[0]:.2f}"
+        f"  CPU per event: consumer process {1e6 * consumer_cpu / expected:.1f} us (group join, fetch, parse,"
+        f" rows), its PostgreSQL backends {1e6 * database_cpu / expected:.1f} us; load average"
+        f" {os.getloadavg()[0]:.2f}"
+    )
+    print(
+        f"  with a core of its own each, the consumer process would allow {expected / consumer_cpu:,.0f} events/s,"
+        f" PostgreSQL {expected / database_cpu:,.0f} (the broker needs the same two cores)"
     )
     return rate
 
@@ -515,7 +562,7 @@ def main() -> None:
     parser.add_argument("--weeks", type=int, default=12)
     parser.add_argument("--freshness-runs", type=int, default=5)
     parser.add_argument("--repeat", type=int, default=1, help="projection runs on the same events (a shared machine)")
-    parser.add_argument("--per-event-seconds", type=float, default=120, help="the longest the projection is timed")
+    parser.add_argument("--timeout", type=float, default=120, help="the longest a projection run may take (s)")
     parser.add_argument("--kpi-people", type=int, default=50_000, help="people of the KPI-latency program (0: skip)")
     parser.add_argument("--kpi-schema", help="load the KPI-latency program into this schema once, keep and reuse it")
     parser.add_argument("--only-kpi", action="store_true", help="measure the KPI latency only")
@@ -524,7 +571,7 @@ def main() -> None:
 
     async def both() -> None:
         if not args.only_kpi:
-            await throughput(stack, args.mentees, args.weeks, args.per_event_seconds, args.repeat)
+            await throughput(stack, args.mentees, args.weeks, args.timeout, args.repeat)
             if args.freshness_runs:
                 await freshness(stack, args.freshness_runs)
         if args.kpi_people:

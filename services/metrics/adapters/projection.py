@@ -12,6 +12,7 @@ statements per batch.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import TypeVar, cast
 
 import asyncpg
 
@@ -39,10 +40,11 @@ from contracts.events import (
     SessionHeld,
 )
 from runtime.consumer import Batched, Handler, batched
-from services.metrics.adapters.writes import Runs, Update, Upsert, Write
+from services.metrics.adapters.writes import Runs, Update, Upsert
 from services.metrics.domain.stats import normalise
 
 TEXT, INT, FLOAT, TS = "text", "int", "float8", "timestamptz"
+E = TypeVar("E", bound=Event)
 
 PROGRAM = Upsert(
     "programs",
@@ -224,97 +226,106 @@ ALERT_CLEARED = Update(
 )
 
 
-def on_program(env: Envelope) -> list[Write]:
-    e = env.data
-    assert isinstance(e, ProgramOpened)
-    status = e.status if isinstance(e, ProgramUpdated) else "open"
-    return [Write(PROGRAM, (e.program_id, e.name, e.form.value, e.cadence_days, status, e.starts_on, e.opened_at))]
+def _of(run: Sequence[Envelope], event: type[E]) -> list[E]:
+    """The events of a run, all of one type: :func:`apply_batch` cuts runs by type, so no check per event."""
+    return cast(list[E], [env.data for env in run])
 
 
-def on_enrolled(env: Envelope) -> list[Write]:
-    e = env.data
-    assert isinstance(e, ParticipantEnrolled)
-    p = e.profile
-    values = (e.program_id, p.participant_id, p.role.value, p.department, p.level, p.location, p.capacity)
-    return [Write(ENROLMENT, (*values, e.enrolled_at, None))]
+def on_program(run: Sequence[Envelope], runs: Runs) -> None:
+    for e in _of(run, ProgramOpened):
+        status = e.status if isinstance(e, ProgramUpdated) else "open"
+        runs.add(PROGRAM, (e.program_id, e.name, e.form, e.cadence_days, status, e.starts_on, e.opened_at))
 
 
-def on_updated(env: Envelope) -> list[Write]:
-    e = env.data
-    assert isinstance(e, ParticipantUpdated)
-    p = e.profile
-    values = (e.program_id, p.participant_id, p.role.value, p.department, p.level, p.location, p.capacity)
-    return [Write(PROFILE, (*values, e.updated_at))]
+def on_enrolled(run: Sequence[Envelope], runs: Runs) -> None:
+    rows = [
+        (e.program_id, p.participant_id, p.role, p.department, p.level, p.location, p.capacity, e.enrolled_at, None)
+        for e in _of(run, ParticipantEnrolled)
+        for p in (e.profile,)
+    ]
+    runs.extend(ENROLMENT, rows)
 
 
-def on_withdrawn(env: Envelope) -> list[Write]:
-    e = env.data
-    assert isinstance(e, ParticipantWithdrawn)
-    return [Write(WITHDRAWAL, (e.program_id, e.participant_id, e.withdrawn_at))]
+def on_updated(run: Sequence[Envelope], runs: Runs) -> None:
+    rows = [
+        (e.program_id, p.participant_id, p.role, p.department, p.level, p.location, p.capacity, e.updated_at)
+        for e in _of(run, ParticipantUpdated)
+        for p in (e.profile,)
+    ]
+    runs.extend(PROFILE, rows)
 
 
-def on_group_matched(env: Envelope) -> list[Write]:
-    e = env.data
-    assert isinstance(e, GroupMatched)
-    group = Write(GROUP, (e.group_id, e.program_id, e.run_id, e.form.value, e.fit, e.cadence_days, e.matched_at))
-    return [group, *(Write(MEMBER, (e.group_id, m.participant_id, e.program_id, m.role.value)) for m in e.members)]
+def on_withdrawn(run: Sequence[Envelope], runs: Runs) -> None:
+    runs.extend(WITHDRAWAL, [(e.program_id, e.participant_id, e.withdrawn_at) for e in _of(run, ParticipantWithdrawn)])
 
 
-def on_unmatched(env: Envelope) -> list[Write]:
-    e = env.data
-    assert isinstance(e, ParticipantUnmatched)
-    return [Write(UNMATCHED, (e.program_id, e.participant_id, e.run_id, e.reason_code.value, env.time))]
+def on_group_matched(run: Sequence[Envelope], runs: Runs) -> None:
+    matched = _of(run, GroupMatched)
+    runs.extend(
+        GROUP, [(e.group_id, e.program_id, e.run_id, e.form, e.fit, e.cadence_days, e.matched_at) for e in matched]
+    )
+    runs.extend(MEMBER, [(e.group_id, m.participant_id, e.program_id, m.role) for e in matched for m in e.members])
 
 
-def on_completed(env: Envelope) -> list[Write]:
-    e = env.data
-    assert isinstance(e, MatchingCompleted)
-    return [Write(RUN, (e.run_id, e.program_id, e.completed_at, e.placed_count, e.unplaced_count))]
+def on_unmatched(run: Sequence[Envelope], runs: Runs) -> None:
+    rows = [
+        (e.program_id, e.participant_id, e.run_id, e.reason_code, env.time)
+        for env, e in zip(run, _of(run, ParticipantUnmatched), strict=True)
+    ]
+    runs.extend(UNMATCHED, rows)
 
 
-def on_override(env: Envelope) -> list[Write]:
-    e = env.data
-    assert isinstance(e, MatchOverrideRecorded)
-    return [Write(OVERRIDE, (e.override_id, e.program_id, e.kind.value, e.participant_ids, e.recorded_at))]
+def on_completed(run: Sequence[Envelope], runs: Runs) -> None:
+    rows = [
+        (e.run_id, e.program_id, e.completed_at, e.placed_count, e.unplaced_count) for e in _of(run, MatchingCompleted)
+    ]
+    runs.extend(RUN, rows)
 
 
-def on_held(env: Envelope) -> list[Write]:
-    e = env.data
-    assert isinstance(e, SessionHeld)
-    values = (e.session_id, e.program_id, e.group_id, e.held_at, e.duration_minutes, len(set(e.attendees)))
-    return [Write(SESSION, values)]
+def on_override(run: Sequence[Envelope], runs: Runs) -> None:
+    rows = [
+        (e.override_id, e.program_id, e.kind, e.participant_ids, e.recorded_at) for e in _of(run, MatchOverrideRecorded)
+    ]
+    runs.extend(OVERRIDE, rows)
 
 
-def on_cancelled(env: Envelope) -> list[Write]:
-    e = env.data
-    assert isinstance(e, SessionCancelled)
-    return [Write(SLIP, (e.session_id, e.cancelled_at, e.kind.value, e.program_id, e.group_id))]
+def on_held(run: Sequence[Envelope], runs: Runs) -> None:
+    rows = [
+        (e.session_id, e.program_id, e.group_id, e.held_at, e.duration_minutes, len(set(e.attendees)))
+        for e in _of(run, SessionHeld)
+    ]
+    runs.extend(SESSION, rows)
 
 
-def on_goal_set(env: Envelope) -> list[Write]:
-    e = env.data
-    assert isinstance(e, GoalSet)
-    goal = (e.goal_id, e.program_id, e.group_id, e.participant_id)
-    return [Write(GOAL_SET, (*goal, e.category.value, e.steps_total, e.set_at))]
+def on_cancelled(run: Sequence[Envelope], runs: Runs) -> None:
+    rows = [(e.session_id, e.cancelled_at, e.kind, e.program_id, e.group_id) for e in _of(run, SessionCancelled)]
+    runs.extend(SLIP, rows)
 
 
-def on_goal_progressed(env: Envelope) -> list[Write]:
-    e = env.data
-    assert isinstance(e, GoalProgressed)
-    goal = (e.goal_id, e.program_id, e.group_id, e.participant_id)
-    return [Write(GOAL_PROGRESS, (*goal, e.steps_total, e.steps_done, e.progressed_at))]
+def on_goal_set(run: Sequence[Envelope], runs: Runs) -> None:
+    rows = [
+        (e.goal_id, e.program_id, e.group_id, e.participant_id, e.category, e.steps_total, e.set_at)
+        for e in _of(run, GoalSet)
+    ]
+    runs.extend(GOAL_SET, rows)
 
 
-def on_closed(env: Envelope) -> list[Write]:
-    e = env.data
-    assert isinstance(e, RelationshipClosed)
-    return [Write(CLOSURE, (e.group_id, e.closed_at, e.program_id, e.reason.value, e.term))]
+def on_goal_progressed(run: Sequence[Envelope], runs: Runs) -> None:
+    rows = [
+        (e.goal_id, e.program_id, e.group_id, e.participant_id, e.steps_total, e.steps_done, e.progressed_at)
+        for e in _of(run, GoalProgressed)
+    ]
+    runs.extend(GOAL_PROGRESS, rows)
 
 
-def on_expectations(env: Envelope) -> list[Write]:
-    e = env.data
-    assert isinstance(e, ExpectationsAgreed)
-    return [Write(EXPECTATIONS, (e.group_id, e.program_id, e.cadence_days, e.agreed_at))]
+def on_closed(run: Sequence[Envelope], runs: Runs) -> None:
+    rows = [(e.group_id, e.closed_at, e.program_id, e.reason, e.term) for e in _of(run, RelationshipClosed)]
+    runs.extend(CLOSURE, rows)
+
+
+def on_expectations(run: Sequence[Envelope], runs: Runs) -> None:
+    rows = [(e.group_id, e.program_id, e.cadence_days, e.agreed_at) for e in _of(run, ExpectationsAgreed)]
+    runs.extend(EXPECTATIONS, rows)
 
 
 _SLOT = {m: i for i, m in enumerate((Measure.SESSION_RATING, Measure.MENTOR_HELPS, Measure.MENTEE_ENGAGED,
@@ -344,11 +355,21 @@ def measures(e: FeedbackGivenV2) -> tuple[float | int | None, ...]:
     )
 
 
-def on_feedback(env: Envelope) -> list[Write]:
-    e = env.data
-    assert isinstance(e, FeedbackGivenV2)
-    answer = (e.feedback_id, e.revision, e.program_id, e.group_id, e.respondent_role.value, e.survey_kind.value)
-    return [Write(FEEDBACK, (*answer, e.given_at, *measures(e)))]
+def on_feedback(run: Sequence[Envelope], runs: Runs) -> None:
+    rows = [
+        (
+            e.feedback_id,
+            e.revision,
+            e.program_id,
+            e.group_id,
+            e.respondent_role,
+            e.survey_kind,
+            e.given_at,
+            *measures(e),
+        )
+        for e in _of(run, FeedbackGivenV2)
+    ]
+    runs.extend(FEEDBACK, rows)
 
 
 def alert_subject(kind: str, group_id: str | None, mentor_id: str | None, program_id: str) -> str:
@@ -360,21 +381,18 @@ def alert_subject(kind: str, group_id: str | None, mentor_id: str | None, progra
     return program_id
 
 
-def on_alert_raised(env: Envelope) -> list[Write]:
-    e = env.data
-    assert isinstance(e, AlertRaisedV2)
-    subject = alert_subject(e.kind.value, e.group_id, e.mentor_id, e.program_id)
-    values = (e.alert_id, e.kind.value, subject, e.program_id, e.group_id, e.mentor_id, e.severity, e.detail)
-    return [Write(ALERT, (*values, e.risk_score, e.raised_at))]
+def on_alert_raised(run: Sequence[Envelope], runs: Runs) -> None:
+    for e in _of(run, AlertRaisedV2):
+        subject = alert_subject(e.kind, e.group_id, e.mentor_id, e.program_id)
+        values = (e.alert_id, e.kind, subject, e.program_id, e.group_id, e.mentor_id, e.severity, e.detail)
+        runs.add(ALERT, (*values, e.risk_score, e.raised_at))
 
 
-def on_alert_cleared(env: Envelope) -> list[Write]:
-    e = env.data
-    assert isinstance(e, AlertClearedV2)
-    return [Write(ALERT_CLEARED, (e.alert_id, e.cleared_at))]
+def on_alert_cleared(run: Sequence[Envelope], runs: Runs) -> None:
+    runs.extend(ALERT_CLEARED, [(e.alert_id, e.cleared_at) for e in _of(run, AlertClearedV2)])
 
 
-WRITES: dict[type[Event], Callable[[Envelope], list[Write]]] = {
+WRITES: dict[type[Event], Callable[[Sequence[Envelope], Runs], None]] = {
     ProgramOpened: on_program,
     ProgramUpdated: on_program,
     ParticipantEnrolled: on_enrolled,
@@ -396,10 +414,13 @@ WRITES: dict[type[Event], Callable[[Envelope], list[Write]]] = {
 }
 
 
-def _handler(writes: Callable[[Envelope], list[Write]]) -> Handler:
+def _handler(writes: Callable[[Sequence[Envelope], Runs], None]) -> Handler:
     async def apply(conn: asyncpg.Connection, env: Envelope) -> None:
-        for w in writes(env):
-            await conn.execute(w.kind.one, *w.values)
+        runs = Runs()
+        writes([env], runs)
+        for kind, rows in runs.in_order():
+            for values in rows:
+                await conn.execute(kind.one, *values)
 
     return apply
 
@@ -412,14 +433,21 @@ async def apply_batch(conn: asyncpg.Connection, envelopes: Sequence[Envelope]) -
     """The effect of :data:`HANDLERS` applied to ``envelopes`` in order, in one statement per run of one
     kind of write on a table (see :mod:`~services.metrics.adapters.writes`).
 
+    Each run of consecutive events of one type is handed to its handler at once, which builds its rows in
+    one comprehension (a consumer's batch holds a partition's records one after another, so runs are long).
     Call it in the transaction that records the batch's event ids, with the envelopes not applied before.
     """
     runs = Runs()
-    for env in envelopes:
-        of_event = WRITES.get(type(env.data))
-        if of_event is not None:
-            for w in of_event(env):
-                runs.add(w)
+    start, end = 0, len(envelopes)
+    while start < end:
+        event = type(envelopes[start].data)
+        stop = start + 1
+        while stop < end and type(envelopes[stop].data) is event:
+            stop += 1
+        writes = WRITES.get(event)
+        if writes is not None:
+            writes(envelopes[start:stop], runs)
+        start = stop
     await runs.execute(conn)
 
 

@@ -1,7 +1,8 @@
 """The kinds of row write the projection makes, and how a run of them becomes one statement.
 
-Each event of a projected type becomes one or a few :class:`Write`: a kind (:class:`Upsert` or
-:class:`Update` of one table, keyed by the fact's own id) and its values. A kind gives the SQL for one
+Each event of a projected type becomes one or a few row writes, added to the batch's :class:`Runs`: a
+kind (:class:`Upsert` or :class:`Update` of one table, keyed by the fact's own id) and its values, a
+tuple in the kind's column order (a handler adds a run of events' rows at once). A kind gives the SQL for one
 row (the per-event handlers) and for many rows at once (``unnest`` of one array per column), which is
 what a batch runs: one statement per run of equal kinds on a table instead of one execution per row.
 
@@ -18,12 +19,12 @@ folded into one, with the effect applying them one after another would have had:
   row once written, e.g. an alert cleared once).
 
 A large run of an upsert whose keys are new as a rule (a session held, an answer, a group: ``new_keys``)
-is first copied straight into its table with a binary ``COPY`` inside a savepoint: for a key not stored
-yet, an upsert is an insert, and ``COPY`` costs both sides far less (asyncpg encodes a row without
-inspecting every value of a column array; PostgreSQL inserts without the speculative insertion of
-``ON CONFLICT``). Should any key of the run be stored already (or appear twice in it), the unique index
-refuses the copy, the savepoint undoes it, and the run goes through the upsert statement as any other:
-the effect is the statement's either way.
+is copied straight into its table with a binary ``COPY``: for a key not stored yet, an upsert is an
+insert, and ``COPY`` costs both sides far less (asyncpg encodes a row without inspecting every value of a
+column array; PostgreSQL inserts without the speculative insertion of ``ON CONFLICT``). A batch's
+statements run inside one savepoint when it copies: should any copied key be stored already (or appear
+twice in its run), the unique index refuses the copy, the savepoint undoes the batch's writes, and every
+run goes through its upsert statement instead: the effect is the statements' either way.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any, NamedTuple
+from typing import Any
 
 import asyncpg
 
@@ -156,57 +157,77 @@ def _unique_keys(writes: Sequence[tuple[Any, ...]], key: Sequence[int]) -> bool:
     return len({tuple(w[i] for i in key) for w in writes}) == len(writes)
 
 
-class Write(NamedTuple):
-    kind: Kind
-    values: tuple[Any, ...]
-
-
 @dataclass
 class Runs:
     """Writes per table, in order, cut into runs of one kind: tables commute (no write reads another
     table), so each table's runs can go in one statement each, in order."""
 
     per_table: dict[str, list[tuple[Kind, list[tuple[Any, ...]]]]] = field(default_factory=dict)
+    _last: dict[str, tuple[Kind, list[tuple[Any, ...]]]] = field(default_factory=dict)
+    """each table's open run: called per write, :meth:`add` finds it in one lookup"""
 
-    def add(self, w: Write) -> None:
-        runs = self.per_table.setdefault(w.kind.table, [])
-        if runs and runs[-1][0] is w.kind:
-            runs[-1][1].append(w.values)
-        else:
-            runs.append((w.kind, [w.values]))
+    def add(self, kind: Kind, values: tuple[Any, ...]) -> None:
+        """One write: its values in the kind's column order (a :class:`~enum.StrEnum` member among them is
+        a ``str``: asyncpg encodes its value)."""
+        self.extend(kind, [values])
+
+    def extend(self, kind: Kind, rows: list[tuple[Any, ...]]) -> None:
+        """Writes of one kind in order (a handler's rows of a run of events, built at once)."""
+        run = self._last.get(kind.table)
+        if run is not None and run[0] is kind:
+            run[1].extend(rows)
+            return
+        run = (kind, rows)
+        self._last[kind.table] = run
+        self.per_table.setdefault(kind.table, []).append(run)
+
+    def in_order(self) -> list[tuple[Kind, list[tuple[Any, ...]]]]:
+        return [run for runs in self.per_table.values() for run in runs]
 
     async def execute(self, conn: asyncpg.Connection) -> None:
-        for runs in self.per_table.values():
-            for kind, writes in runs:
-                folded = kind.fold(writes)
-                if len(folded) == 1:
-                    await conn.execute(kind.one, *folded[0])
-                elif isinstance(kind, Upsert) and kind.new_keys and len(folded) >= COPY_AT_LEAST:
-                    if not await _copied(conn, kind, folded):
-                        await _upsert_many(conn, kind, folded)
-                else:
-                    await _upsert_many(conn, kind, folded)
+        plan = [(kind, kind.fold(writes)) for kind, writes in self.in_order()]
+        if any(_copies(kind, rows) for kind, rows in plan) and await _copied(conn, plan):
+            return
+        for kind, rows in plan:
+            await _write(conn, kind, rows, copy=False)
 
 
 COPY_AT_LEAST = 32
-"""The smallest run worth a ``COPY``: a savepoint and three more round trips than one statement, against
-about 2 µs of Python and 3 µs of PostgreSQL saved per row (a round figure, not tuned: batches of
-thousands of events make runs of hundreds)."""
+"""The smallest run worth a ``COPY``: two more round trips than one statement, against about 2 µs of
+Python and 2-3 µs of PostgreSQL saved per row (a round figure, not tuned: batches of thousands of events
+make runs of hundreds)."""
+
+_SAVEPOINT = "metrics_copies"
 
 
-async def _copied(conn: asyncpg.Connection, kind: Upsert, rows: Sequence[tuple[Any, ...]]) -> bool:
-    """Whether the rows went in by ``COPY``: False, with nothing written, when a key is stored already
-    or twice among them."""
+def _copies(kind: Kind, rows: Sequence[tuple[Any, ...]]) -> bool:
+    return isinstance(kind, Upsert) and kind.new_keys and len(rows) >= COPY_AT_LEAST
+
+
+async def _copied(conn: asyncpg.Connection, plan: Sequence[tuple[Kind, Sequence[tuple[Any, ...]]]]) -> bool:
+    """Whether the batch's runs went in with its large runs of new keys copied: False, with nothing written,
+    when a copied key is stored already or twice among its rows.
+
+    One savepoint for the batch, not one per copy: the copies of a batch succeed or fail together, and a
+    savepoint and its release are two round trips each, which the consumer waits for. It is not released:
+    it ends with the transaction (a later savepoint of the same name in the same transaction is the one
+    rolled back to)."""
+    await conn.execute(f"SAVEPOINT {_SAVEPOINT}")
     try:
-        async with conn.transaction():  # a savepoint: a refused copy leaves the batch's transaction usable
-            await conn.copy_records_to_table(kind.table, records=rows, columns=kind.names)
+        for kind, rows in plan:
+            await _write(conn, kind, rows, copy=True)
     except asyncpg.UniqueViolationError:
+        await conn.execute(f"ROLLBACK TO SAVEPOINT {_SAVEPOINT}")
         return False
     return True
 
 
-async def _upsert_many(conn: asyncpg.Connection, kind: Kind, rows: Sequence[tuple[Any, ...]]) -> None:
-    if isinstance(kind, Upsert) and kind.has_array:  # unnest would flatten an array column
+async def _write(conn: asyncpg.Connection, kind: Kind, rows: Sequence[tuple[Any, ...]], *, copy: bool) -> None:
+    if len(rows) == 1:
+        await conn.execute(kind.one, *rows[0])
+    elif copy and isinstance(kind, Upsert) and _copies(kind, rows):
+        await conn.copy_records_to_table(kind.table, records=rows, columns=kind.names)
+    elif isinstance(kind, Upsert) and kind.has_array:  # unnest would flatten an array column
         await conn.executemany(kind.one, rows)
     else:
         await conn.execute(kind.many, *(list(column) for column in zip(*rows, strict=True)))
