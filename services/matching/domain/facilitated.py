@@ -21,7 +21,7 @@ from services.matching.domain.common import (
     make_group,
 )
 from services.matching.domain.components import component_runs, facilitated_components
-from services.matching.domain.facilitated_bound import MAX_PATHS, PlacementBound, placement_bound
+from services.matching.domain.facilitated_bound import MAX_PATHS, Departments, PlacementBound, placement_bound
 from services.matching.domain.facilitated_fit import fit_start, polish_groups
 from services.matching.domain.facilitated_model import (
     FacilitatedModel,
@@ -96,14 +96,30 @@ def _co_mentor_candidates(
 def _placement_bound(
     prep: Prepared, el: Eligibility, active: list[str], free: IntArray, greedy: list[tuple[list[int], list[str]]]
 ) -> PlacementBound:
-    """The maximum placement with group minimums and member-member rules relaxed, on the full graph
-    (``facilitated_bound``): an upper bound on the number placed. One mentor per group: a mentor takes
-    free groups x group maximum; with co-facilitators, each mentee needs a lead of its own (the bound
-    stays an upper bound: every lead of a grouping is an eligible mentor with room)."""
+    """The maximum placement with group minimums and the rules between members relaxed, on the full
+    graph (``facilitated_bound``): an upper bound on the number placed. One mentor per group: a mentor
+    takes free groups x group maximum, and of each department its free groups x the room the department
+    bound leaves it in a group; with co-facilitators, each mentee needs a lead of its own (the bound
+    stays an upper bound: every lead of a grouping is an eligible mentor with room, and its
+    co-facilitators only take room)."""
     lead_of = {pid: ms[0] for ms, members in greedy for pid in members}
     greedy_mentor = np.array([lead_of.get(pid, -1) for pid in active], dtype=np.int64)
     cost = np.array([0 if pid in lead_of else 1 + prep.seeker_rank[pid] for pid in active], dtype=np.int64)
-    return placement_bound(el, active, free * prep.policy.group_members_max, cost, greedy_mentor)
+    caps = free * prep.policy.group_members_max
+    return placement_bound(el, active, caps, cost, greedy_mentor, _departments(prep, active, free))
+
+
+def _departments(prep: Prepared, active: list[str], free: IntArray) -> Departments | None:
+    """The department bound as (mentor, department) capacities for the placement bound, or None."""
+    limit = prep.policy.max_same_department
+    if limit is None or limit >= prep.policy.group_members_max + prep.policy.mentors_per_group:
+        return None
+    names = sorted({prep.by_id[pid].department for pid in active})
+    code = {name: c for c, name in enumerate(names)}
+    of = np.array([code[prep.by_id[pid].department] for pid in active], dtype=np.int64)
+    own = np.array([code.get(prep.by_id[m].department, -1) for m in prep.mentor_ids], dtype=np.int64)
+    room = limit - (own[:, None] == np.arange(len(names))[None, :]).astype(np.int64)
+    return Departments(of, free[:, None] * np.maximum(0, room))
 
 
 POLISH_SLACK = 0.07
