@@ -45,6 +45,7 @@ from services.matching.domain.facilitated_prep import (
     sharing_matrix,
     slots_reachable,
 )
+from services.matching.domain.facilitated_repair import place_more
 from services.matching.domain.group_greedy import greedy_facilitated
 from services.matching.domain.group_result import Outcome, group_result, proven_most, quota_of, unplaced_seekers
 from services.matching.domain.levels import (
@@ -91,6 +92,21 @@ def _co_mentor_candidates(
         options.sort(key=lambda j: (-shared[lead].get(j, 0), prep.ranks[prep.mentor_ids[j]]))
         out[lead] = options if everyone else options[:TOP_CO_MENTORS]
     return out
+
+
+def add_placed_cuts(
+    built: list[FacilitatedModel], parts: list[list[str]], greedy: list[tuple[list[int], list[str]]], bound: int
+) -> None:
+    """Each component places at most the proven bound less what the greedy's groups place in the
+    others: the components share nothing, so a component's best placement together with the greedy's
+    groups elsewhere is one grouping of the pool, within the bound. When the greedy (with its chains)
+    meets the bound, level 1 is then proven at its first solution instead of searching for a proof."""
+    where = {pid: c for c, part in enumerate(parts) for pid in part}
+    hinted = [0] * len(parts)
+    for _, members in greedy:
+        hinted[where[members[0]]] += len(members)
+    for c, fm in enumerate(built):
+        fm.model.add(sum(fm.placed.values()) <= bound - (sum(hinted) - hinted[c]))
 
 
 def _placement_bound(
@@ -232,6 +248,8 @@ def solve_facilitated(prep: Prepared, progress: Progress, time_limit: float) -> 
             )
         for r in np.flatnonzero(relaxed.mentor_of >= 0).tolist():
             cand[active[r]].add(int(relaxed.mentor_of[r]))
+    if not co_count and greedy_placed < flow_bound and not _past_deadline(prep, time_limit):
+        greedy = place_more(prep, el, free, greedy, flow_bound)  # chains of moves place whom the greedy left out
     # the fit reassignment after the bound (2 s at 50,000): the proof must not wait behind 25 s of fit
     polished = not co_count and not _past_deadline(prep, time_limit)
     if polished:  # fit first on the greedy's placement: what stands if the clock stops the solver
@@ -350,6 +368,7 @@ def solve_facilitated(prep: Prepared, progress: Progress, time_limit: float) -> 
     if len(parts) <= 1:
         parts = [seekers]
     built = [build(part) for part in parts]
+    add_placed_cuts(built, parts, greedy, flow_bound)
     runs = component_runs(prep, progress, time_limit, [len(part) for part in parts], [fm.model for fm in built])
     for levels, fm in zip(runs, built, strict=True):
         levels.hint(fm.hint)
