@@ -21,7 +21,13 @@ from services.matching.domain.common import (
     make_group,
 )
 from services.matching.domain.components import component_runs, facilitated_components
-from services.matching.domain.facilitated_bound import MAX_PATHS, Departments, PlacementBound, placement_bound
+from services.matching.domain.facilitated_bound import (
+    MAX_PATHS,
+    Departments,
+    PlacementBound,
+    Routing,
+    placement_bound,
+)
 from services.matching.domain.facilitated_fit import fit_start, polish_groups
 from services.matching.domain.facilitated_model import (
     FacilitatedModel,
@@ -123,6 +129,30 @@ def _placement_bound(
     cost = np.array([0 if pid in lead_of else 1 + prep.seeker_rank[pid] for pid in active], dtype=np.int64)
     caps = free * prep.policy.group_members_max
     return placement_bound(el, active, caps, cost, greedy_mentor, _departments(prep, active, free))
+
+
+def _routing(prep: Prepared, el: Eligibility, active: list[str], free: IntArray) -> Routing:
+    """The placement bound's relaxation, for ruling people out in the lottery walk."""
+    departments = _departments(prep, active, free)
+    codes = {} if departments is None else dict(zip(active, departments.of.tolist(), strict=True))
+    return Routing(el, free * prep.policy.group_members_max, departments, codes)
+
+
+def _rule_out(levels: Levels, fm: FacilitatedModel, routing: Routing | None) -> Callable[[list[str], str], bool] | None:
+    """The lottery walk's test: ``person`` cannot be routed together with the people taken so far, each
+    at its lead in the walk's current solution (which places them all, so it is a valid routing)."""
+    if routing is None:
+        return None
+
+    def rule_out(taken: list[str], person: str) -> bool:
+        values = levels.values
+        if values is None:
+            return False
+        wanted = set(taken)
+        lead = {pid: k for (pid, k, _), v in fm.x.items() if pid in wanted and values[v.index]}
+        return len(lead) == len(wanted) and routing.excludes(lead, person)
+
+    return rule_out
 
 
 def _departments(prep: Prepared, active: list[str], free: IntArray) -> Departments | None:
@@ -250,6 +280,7 @@ def solve_facilitated(prep: Prepared, progress: Progress, time_limit: float) -> 
             cand[active[r]].add(int(relaxed.mentor_of[r]))
     if not co_count and greedy_placed < flow_bound and not _past_deadline(prep, time_limit):
         greedy = place_more(prep, el, free, greedy, flow_bound)  # chains of moves place whom the greedy left out
+    routing = None if co_count else _routing(prep, el, active, free)
     # the fit reassignment after the bound (2 s at 50,000): the proof must not wait behind 25 s of fit
     polished = not co_count and not _past_deadline(prep, time_limit)
     if polished:  # fit first on the greedy's placement: what stands if the clock stops the solver
@@ -386,7 +417,7 @@ def solve_facilitated(prep: Prepared, progress: Progress, time_limit: float) -> 
     proven = True
     for levels, fm, quota in solved:
         by_lottery = sorted((p for p in fm.placed if fm.x_of[p]), key=lambda p: prep.ranks[p])  # with a place to go
-        _, part_proven = lottery_level(levels, fm.placed, by_lottery, quota)
+        _, part_proven = lottery_level(levels, fm.placed, by_lottery, quota, rule_out=_rule_out(levels, fm, routing))
         proven = proven and part_proven
     tops: list[tuple[Levels, cp_model.IntVar, cp_model.LinearExprT, bool]] = []
     for levels, fm, _ in solved:

@@ -255,3 +255,28 @@ def placement_bound(
             break
         paths += 1
     return PlacementBound(int((mentor_of >= 0).sum()), proven, mentor_of, paths)
+
+
+@dataclass
+class Routing:
+    """The placement bound's relaxation as a test for the lottery walk: if ``person`` cannot be routed
+    together with people already decided in (each to an eligible mentor with room, within the mentors'
+    capacities and, per department, their room), no grouping places them all, so the walk can rule the
+    person out without a solve. ``department_of`` maps each person to a code of ``departments.caps``."""
+
+    el: Eligibility
+    caps: IntArray
+    departments: Departments | None
+    department_of: dict[str, int]
+
+    def excludes(self, assigned: dict[str, int], person: str) -> bool:
+        """True when ``person`` cannot join ``assigned`` (person -> mentor position: a valid routing,
+        e.g. a solution's leads) in the relaxation: proven out. One breadth-first search from it."""
+        people = [*assigned, person]
+        rows = np.array([self.el.row[p] for p in people], dtype=np.int64)
+        mentor_of = np.array([*assigned.values(), -1], dtype=np.int64)
+        if self.departments is None:
+            return not _augment(self.el, rows, self.caps, mentor_of)
+        codes = np.array([self.department_of[p] for p in people], dtype=np.int64)
+        mine = Departments(codes, self.departments.caps)
+        return not _augment_departments(self.el, rows, self.caps, mentor_of, mine)

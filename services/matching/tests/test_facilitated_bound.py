@@ -74,10 +74,10 @@ def _full_max_flow_departments(eligible: np.ndarray, caps: np.ndarray, dept: np.
         f.add_arc_with_capacity(0, 2 + i, 1)
         for k in np.flatnonzero(eligible[i]):
             f.add_arc_with_capacity(2 + i, node + int(k) * d + int(dept[i]), 1)
-    for k in range(m):
+    for j in range(m):
         for c in range(d):
-            f.add_arc_with_capacity(node + k * d + c, 2 + n + k, int(dcaps[k, c]))
-        f.add_arc_with_capacity(2 + n + k, 1, int(caps[k]))
+            f.add_arc_with_capacity(node + j * d + c, 2 + n + j, int(dcaps[j, c]))
+        f.add_arc_with_capacity(2 + n + j, 1, int(caps[j]))
     assert f.solve(0, 1) == f.OPTIMAL
     return int(f.optimal_flow())
 
@@ -135,3 +135,18 @@ def test_forty_of_one_department_and_thirty_nine_mentors_place_thirty_nine() -> 
     assert placement_bound(el, people, caps, order, none).value == 40
     departments = facilitated_bound.Departments(np.zeros(n, dtype=np.int64), np.ones((m, 1), dtype=np.int64))
     assert placement_bound(el, people, caps, order, none, departments).value == 39
+
+
+def test_the_lottery_walk_rules_out_whom_the_relaxation_cannot_route() -> None:
+    """With 39 people of one department already in (one per mentor), a 40th of it cannot join: proven
+    out without a solve; with 38 in, it can (the walk must then ask the solver)."""
+    n, m = 40, 39
+    people = [f"P{i}" for i in range(n)]
+    el = Eligibility(people, np.ones((n, m), dtype=bool), np.zeros((n, m), dtype=np.int64), np.ones(m, dtype=np.int64))
+    departments = facilitated_bound.Departments(np.zeros(n, dtype=np.int64), np.ones((m, 1), dtype=np.int64))
+    routing = facilitated_bound.Routing(el, np.full(m, 6, dtype=np.int64), departments, dict.fromkeys(people, 0))
+    assert routing.excludes({f"P{i}": i for i in range(39)}, "P39")
+    assert not routing.excludes({f"P{i}": i for i in range(38)}, "P39")
+    assert not facilitated_bound.Routing(el, np.full(m, 6, dtype=np.int64), None, {}).excludes(
+        {f"P{i}": i for i in range(39)}, "P39"
+    )
