@@ -38,27 +38,51 @@ Partner = tuple[str, int | None]
 """Someone to open a group with: (id, the group it leaves, or None when it was left out)."""
 SEARCH_PEOPLE = 400
 """People one chain search may reach at most (each costs a scan of the groups its mentors lead)."""
+IDLE_TRIED = 4
+"""Idle eligible mentors a reached person tries to open a group with (each a scan of who could join)."""
+CHAIN_WORK = 4_000_000
+"""People all the searches of a run may reach in all, times the mentees (at least 2,000 people): a
+reach scans the groups and idle mentors of one person, about 1.6 ms at 5,000 mentees and 6.5 ms at
+20,000, so the worst case (many left out, the bound out of reach) stays a few seconds and
+deterministic. The benchmark's pools needed at most 2,024 reaches (800 tight)."""
 
 
 @dataclass
 class _State:
-    """The groups being repaired, with what each rule check needs."""
+    """The groups being repaired, with what each rule check needs; per group and per person (row of the
+    eligibility matrix) also as arrays, so that the searches scan them at numpy speed."""
 
-    lead: list[int]
+    lead: IntArray
     members: list[list[str]]
     depts: list[Counter[str]]
+    where: IntArray
+    """Per eligibility row, its group or -1."""
+    size: IntArray
+    used: IntArray
+    """Per mentor, the groups it leads."""
     group_of: dict[str, int] = field(default_factory=dict)
-    used: dict[int, int] = field(default_factory=lambda: defaultdict(int))
 
-    def move_in(self, g: int, pid: str, dept: str) -> None:
+    def move_in(self, g: int, pid: str, row: int, dept: str) -> None:
         self.members[g].append(pid)
         self.depts[g][dept] += 1
         self.group_of[pid] = g
+        self.where[row] = g
+        self.size[g] += 1
 
-    def move_out(self, g: int, pid: str, dept: str) -> None:
+    def move_out(self, g: int, pid: str, row: int, dept: str) -> None:
         self.members[g].remove(pid)
         self.depts[g][dept] -= 1
         self.group_of.pop(pid, None)
+        self.where[row] = -1
+        self.size[g] -= 1
+
+    def open(self, k: int, mentor_dept: str) -> int:
+        self.lead = np.append(self.lead, k)
+        self.size = np.append(self.size, 0)
+        self.members.append([])
+        self.depts.append(Counter([mentor_dept]))
+        self.used[k] += 1
+        return len(self.members) - 1
 
 
 class _Repair:
@@ -77,20 +101,30 @@ class _Repair:
         for a, b in apart_pairs(prep, el.seekers):
             self.apart[a].add(b)
             self.apart[b].add(a)
+        n = len(el.seekers)
+        self.rank = np.array([prep.ranks[pid] for pid in el.seekers], dtype=np.int64)
+        self.free_to_pair = np.zeros(n, dtype=bool)
+        """Rows that may be taken out of the left-out pool to open a group: active and not locked."""
+        self.free_to_pair[[el.row[pid] for pid in el.active if pid not in self.locked]] = True
+        self.unlocked = np.array([pid not in self.locked for pid in el.seekers], dtype=bool)
         self.s = _State(
-            [ms[0] for ms, _ in groups],
-            [list(members) for _, members in groups],
-            [Counter([self.mentor_dept[ms[0]], *(self.dept[p] for p in members)]) for ms, members in groups],
+            np.array([ms[0] for ms, _ in groups], dtype=np.int64),
+            [[] for _ in groups],
+            [Counter([self.mentor_dept[ms[0]]]) for ms, _ in groups],
+            np.full(n, -1, dtype=np.int64),
+            np.zeros(len(groups), dtype=np.int64),
+            np.zeros(len(free), dtype=np.int64),
         )
         for g, (ms, members) in enumerate(groups):
             self.s.used[ms[0]] += 1
             for pid in members:
-                self.s.group_of[pid] = g
+                self.s.move_in(g, pid, el.row[pid], self.dept[pid])
+        self.work = max(2_000, CHAIN_WORK // max(1, len(el.seekers)))
 
     def groups_for(self, pid: str) -> list[int]:
         """Groups whose mentor is eligible for ``pid``, in a fixed order."""
         row = self.el.eligible[self.el.row[pid]]
-        return np.flatnonzero(row[np.array(self.s.lead, dtype=np.int64)]).tolist()
+        return np.flatnonzero(row[self.s.lead]).tolist()
 
     def fits(self, pid: str, g: int, without: str | None = None) -> bool:
         """``pid`` may join group ``g`` (in the place of ``without``, if given): every rule of ``g``."""
@@ -106,48 +140,36 @@ class _Repair:
                 return False
         return True
 
-    def partners(self, out: list[str]) -> list[Partner]:
-        """Who may open a new group with someone: mentees left out (first drawn first), then members of
-        groups above the minimum (their group stays valid), in a fixed order."""
-        options: list[Partner] = [(o, None) for o in out if o not in self.locked]
-        options += [
-            (o, g)
-            for g in range(len(self.s.lead))
-            if len(self.s.members[g]) > self.size_min
-            for o in self.s.members[g]
-            if o not in self.locked
-        ]
-        return options
-
-    def partner_for(
-        self,
-        pid: str,
-        k: int,
-        options: list[tuple[str, int | None]],
-        rows: IntArray,
-        busy: Container[str],
-        taken: set[int],
-    ) -> tuple[str, int | None] | None:
-        """Someone of ``options`` to open a group with ``pid`` under idle mentor ``k``: eligible for
-        ``k``, not apart from ``pid``, within the department bound, not on the chain (``busy``) and not
-        from a group the chain enters (``taken``)."""
+    def partner_for(self, pid: str, k: int, busy: Container[str], taken: set[int]) -> Partner | None:
+        """Someone to open a group with ``pid`` under idle mentor ``k``: eligible for ``k``, not apart from
+        ``pid``, within the department bound, not on the chain (``busy``) and not from a group the chain
+        enters (``taken``): a mentee left out (first drawn first), else a member of a group above the
+        minimum (its group stays valid), by row."""
+        s = self.s
+        col = self.el.eligible[:, k]
+        left = np.flatnonzero(col & (s.where < 0) & self.free_to_pair)
+        in_group = col & (s.where >= 0) & self.unlocked
+        members = np.flatnonzero(in_group & (s.size[np.maximum(s.where, 0)] > self.size_min))
         mine = self.apart.get(pid, set())
-        for r in np.flatnonzero(self.el.eligible[rows, k]).tolist():
-            o, g = options[r]
-            if o == pid or o in busy or o in mine or (g is not None and g in taken):
+        seekers = self.el.seekers
+        for r in [*left[np.argsort(self.rank[left], kind="stable")].tolist(), *members.tolist()]:
+            o = seekers[r]
+            g = int(s.where[r])
+            if o == pid or o in busy or o in mine or g in taken:
                 continue
             if self.limit is not None:
                 count = Counter([self.mentor_dept[k], self.dept[pid], self.dept[o]])
                 if max(count.values()) > self.limit:
                     continue
-            return o, g
+            return o, (g if g >= 0 else None)
         return None
 
     def idle_mentors(self, pid: str) -> list[int]:
         row = self.el.eligible[self.el.row[pid]]
-        return [int(k) for k in np.flatnonzero(row) if self.s.used[int(k)] < int(self.free[int(k)])]
+        out: list[int] = np.flatnonzero(row & (self.s.used < self.free)).tolist()
+        return out
 
-    def place(self, u: str, out: list[str]) -> str | None:
+    def place(self, u: str) -> str | None:
         """Search a chain for ``u``; apply it. Returns "" when ``u`` was placed with nobody left out, the
         id of the member left out instead (drawn after ``u``), or None when nothing was applied."""
         ranks = self.prep.ranks
@@ -156,19 +178,18 @@ class _Repair:
         queue = [u]
         latest: str | None = None
         head = 0
-        options = self.partners([o for o in out if o != u])
-        rows = np.array([self.el.row[o] for o, _ in options], dtype=np.int64)
-        while head < len(queue) and len(came) <= SEARCH_PEOPLE:
+        while head < len(queue) and len(came) <= SEARCH_PEOPLE and self.work > 0:
             p = queue[head]
             head += 1
+            self.work -= 1
             gs = [g for g in self.groups_for(p) if g not in entered and g != self.s.group_of.get(p)]
             for g in gs:
                 if self.fits(p, g):
                     self._apply(p, came, ("join", g, None))
                     return ""
-            for k in self.idle_mentors(p):
+            for k in self.idle_mentors(p)[:IDLE_TRIED]:
                 taken = entered | {self.s.group_of.get(p, -1)}
-                found = self.partner_for(p, k, options, rows, came, taken)
+                found = self.partner_for(p, k, came, taken)
                 if found is not None:
                     self._apply(p, came, ("open", k, found))
                     return ""
@@ -191,30 +212,30 @@ class _Repair:
         """Move ``end`` by ``action`` (join a group, open one with a partner, or leave), then each person
         on the chain back to the start takes the place of the one after it."""
         kind, target, partner = action
-        origin = self.s.group_of.get(end)
-        if origin is not None:
-            self.s.move_out(origin, end, self.dept[end])
+        self._leave(end)
         if kind == "join":
-            self.s.move_in(target, end, self.dept[end])
+            self._enter(target, end)
         elif kind == "open":
             assert partner is not None
-            other, from_group = partner
-            if from_group is not None:
-                self.s.move_out(from_group, other, self.dept[other])
-            self.s.lead.append(target)
-            self.s.members.append([])
-            self.s.depts.append(Counter([self.mentor_dept[target]]))
-            self.s.used[target] += 1
-            self.s.move_in(len(self.s.lead) - 1, end, self.dept[end])
-            self.s.move_in(len(self.s.lead) - 1, other, self.dept[other])
+            other, _ = partner
+            self._leave(other)
+            g = self.s.open(target, self.mentor_dept[target])
+            self._enter(g, end)
+            self._enter(g, other)
         link = came[end]
         while link is not None:
             p, g = link
-            previous = self.s.group_of.get(p)
-            if previous is not None:
-                self.s.move_out(previous, p, self.dept[p])
-            self.s.move_in(g, p, self.dept[p])
+            self._leave(p)
+            self._enter(g, p)
             link = came[p]
+
+    def _leave(self, pid: str) -> None:
+        g = self.s.group_of.get(pid)
+        if g is not None:
+            self.s.move_out(g, pid, self.el.row[pid], self.dept[pid])
+
+    def _enter(self, g: int, pid: str) -> None:
+        self.s.move_in(g, pid, self.el.row[pid], self.dept[pid])
 
 
 def place_more(
@@ -225,20 +246,17 @@ def place_more(
     repair = _Repair(prep, el, free, groups)
     ranks = prep.ranks
     placed = sum(len(m) for m in repair.s.members)
-    out = sorted((p for p in el.active if p not in repair.s.group_of and p not in repair.locked), key=ranks.__getitem__)
-    heap = [(ranks[p], p) for p in out]
+    heap = [(ranks[p], p) for p in el.active if p not in repair.s.group_of and p not in repair.locked]
     heapq.heapify(heap)
     tried: set[str] = set()
-    while heap and placed < want:
+    while heap and placed < want and repair.work > 0:
         _, u = heapq.heappop(heap)
         if u in repair.s.group_of or u in tried:
             continue
         tried.add(u)
-        left = [p for p in out if p not in repair.s.group_of]
-        result = repair.place(u, left)
+        result = repair.place(u)
         if result == "":
             placed += 1
         elif result:
             heapq.heappush(heap, (ranks[result], result))
-            out.append(result)
-    return [([k], members) for k, members in zip(repair.s.lead, repair.s.members, strict=True) if members]
+    return [([int(k)], members) for k, members in zip(repair.s.lead, repair.s.members, strict=True) if members]
