@@ -128,7 +128,11 @@ def _placement_bound(
     greedy_mentor = np.array([lead_of.get(pid, -1) for pid in active], dtype=np.int64)
     cost = np.array([0 if pid in lead_of else 1 + prep.seeker_rank[pid] for pid in active], dtype=np.int64)
     caps = free * prep.policy.group_members_max
-    return placement_bound(el, active, caps, cost, greedy_mentor, _departments(prep, active, free))
+    plain = placement_bound(el, active, caps, cost, greedy_mentor)
+    departments = _departments(prep, active, free)
+    if departments is None or (plain.proven and plain.value <= len(lead_of)):
+        return plain  # the greedy meets it: departments cannot lower it (0.5 s against 1.3 s at 20,000)
+    return placement_bound(el, active, caps, cost, greedy_mentor, departments)
 
 
 def _routing(prep: Prepared, el: Eligibility, active: list[str], free: IntArray) -> Routing:

@@ -148,8 +148,8 @@ class _Repair:
         s = self.s
         col = self.el.eligible[:, k]
         left = np.flatnonzero(col & (s.where < 0) & self.free_to_pair)
-        in_group = col & (s.where >= 0) & self.unlocked
-        members = np.flatnonzero(in_group & (s.size[np.maximum(s.where, 0)] > self.size_min))
+        in_group = np.flatnonzero(col & (s.where >= 0) & self.unlocked)
+        members = in_group[s.size[s.where[in_group]] > self.size_min]
         mine = self.apart.get(pid, set())
         seekers = self.el.seekers
         for r in [*left[np.argsort(self.rank[left], kind="stable")].tolist(), *members.tolist()]:

@@ -99,3 +99,12 @@ def test_chains_keep_every_rule_and_never_place_fewer(seed: int) -> None:
     exact = match(inp, seed)  # small pools: every eligible pair in the model, placed proven optimal
     assert exact.stats.status == "OPTIMAL"
     assert sum(len(m) for _, m in groups) == exact.stats.placed_count
+
+
+def test_two_left_out_open_a_group_with_an_idle_mentor() -> None:
+    """No group at all yet: a mentee left out opens one with the idle mentor and another mentee left out."""
+    people = [mentor("A", capacity=1), person("P"), person("Q")]
+    prep = Prepared.of(pool(people, Form.FACILITATED_GROUP, group_members_min=2, group_members_max=3), 1)
+    el, free = _prepare(prep)
+    groups = place_more(prep, el, free, [], want=2)
+    assert [(ms, sorted(members)) for ms, members in groups] == [([0], ["P", "Q"])]
