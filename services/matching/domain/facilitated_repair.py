@@ -155,7 +155,7 @@ class _Repair:
         for r in [*left[np.argsort(self.rank[left], kind="stable")].tolist(), *members.tolist()]:
             o = seekers[r]
             g = int(s.where[r])
-            if o == pid or o in busy or o in mine or g in taken:
+            if o == pid or o in busy or o in mine or (g >= 0 and g in taken):
                 continue
             if self.limit is not None:
                 count = Counter([self.mentor_dept[k], self.dept[pid], self.dept[o]])
@@ -188,7 +188,8 @@ class _Repair:
                     self._apply(p, came, ("join", g, None))
                     return ""
             for k in self.idle_mentors(p)[:IDLE_TRIED]:
-                taken = entered | {self.s.group_of.get(p, -1)}
+                origin = self.s.group_of.get(p)
+                taken = entered if origin is None else entered | {origin}
                 found = self.partner_for(p, k, came, taken)
                 if found is not None:
                     self._apply(p, came, ("open", k, found))
