@@ -282,8 +282,11 @@ def solve_facilitated(prep: Prepared, progress: Progress, time_limit: float) -> 
             )
         for r in np.flatnonzero(relaxed.mentor_of >= 0).tolist():
             cand[active[r]].add(int(relaxed.mentor_of[r]))
-    if not co_count and greedy_placed < flow_bound and not _past_deadline(prep, time_limit):
-        greedy = place_more(prep, el, free, greedy, flow_bound)  # chains of moves place whom the greedy left out
+    if not co_count and greedy_placed < flow_bound:  # chains of moves place whom the greedy left out
+        if _past_deadline(prep, time_limit):
+            prep.notes.append("the time limit cut the preparation before the chains that place more")
+        else:
+            greedy = place_more(prep, el, free, greedy, flow_bound)
     routing = None if co_count else _routing(prep, el, active, free)
     # the fit reassignment after the bound (2 s at 50,000): the proof must not wait behind 25 s of fit
     polished = not co_count and not _past_deadline(prep, time_limit)

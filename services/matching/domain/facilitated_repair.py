@@ -2,7 +2,7 @@
 
 The greedy decides each mentee once, in lottery order, so a mentee it could not fit stays out even
 when moving a few members between groups would make room (on the benchmark's tight 1,000 pool it
-placed 902 of a proven 949, and CP-SAT, started from there, did not reach 949 in 3 s). For each
+placed 947 of a proven 949, and CP-SAT, started from there, did not reach 949 in 3 s). For each
 mentee left out, in lottery order, a breadth-first search over *ejection chains*: the mentee enters a
 group whose mentor is eligible for it, in the place of a member who then needs a group, and so on,
 until the last one moved joins a group with room, or opens a group with an idle eligible mentor
