@@ -321,14 +321,16 @@ def team_fit_bound(inp: MatchingInput, result: MatchingResult) -> float | None:
 # instances -----------------------------------------------------------------------------------------
 
 
-def facilitated(mentees: int, family: str) -> MatchingInput:
+def facilitated(mentees: int, family: str, variant: int = 0) -> MatchingInput:
     """``capacity``: a mentor per four mentees, one group each, groups of 2-4. ``tight``: 0.3 mentors
     per mentee, one group each, groups of 2-6, a third share a language, time zones within 3 h, one
-    member of a department per group, a declared conflict per eight people."""
+    member of a department per group, a declared conflict per eight people. ``variant`` draws another
+    pool of the same family and size (0: the table's)."""
     tight = family == "tight"
     conflicts = 0.125 if tight else 0.01
-    base = instance(mentees, Form.FACILITATED_GROUP, seed=mentees + (1 if tight else 0), conflicts=conflicts)
-    rng = random.Random(mentees)
+    shift = 1_000_003 * variant
+    base = instance(mentees, Form.FACILITATED_GROUP, seed=mentees + (1 if tight else 0) + shift, conflicts=conflicts)
+    rng = random.Random(mentees + shift)
     people = [p for p in base.participants if p.role is not Role.MENTOR]
     mentors = [p for p in base.participants if p.role is Role.MENTOR]
     want = int(mentees * 0.3) if tight else mentees // 4
@@ -422,9 +424,11 @@ def run_case(name: str, inp: MatchingInput, seed: int, with_greedy: bool) -> Non
 
 def cases(args: argparse.Namespace) -> list[tuple[str, Callable[[], MatchingInput], bool]]:
     out: list[tuple[str, Callable[[], MatchingInput], bool]] = []
-    for size in (1_000, 5_000, 20_000, 50_000):
+    for size in (int(x) for x in args.facil_sizes.split(",") if x):
         for family in ("capacity", "tight"):
-            out.append((f"facil {family} {size:,}", functools.partial(facilitated, size, family), True))
+            for variant in range(args.variants):
+                name = f"facil {family} {size:,}" + (f" v{variant}" if variant else "")
+                out.append((name, functools.partial(facilitated, size, family, variant), True))
     for size in (500, 2_000, 10_000):
         out.append((f"peer {size:,}", functools.partial(peers, size), True))
     for count in (200, 2_000):
@@ -440,6 +444,8 @@ def main() -> None:
     parser.add_argument("--max-size", type=int, default=50_000, help="skip instances above this many seekers")
     parser.add_argument("--pairs", default="", help="one-to-one sizes, e.g. 1000,5000,20000")
     parser.add_argument("--no-greedy", action="store_true", help="skip the greedy baseline rows")
+    parser.add_argument("--facil-sizes", default="1000,5000,20000,50000", help="facilitated sizes (mentees)")
+    parser.add_argument("--variants", type=int, default=1, help="facilitated pools drawn per family and size")
     parser.add_argument("--seed", type=int, default=2026)
     parser.add_argument(
         "--no-clock",
@@ -453,7 +459,8 @@ def main() -> None:
     print(HEADER)
     print("-" * len(HEADER))
     for name, build, greedy_too in cases(args):
-        size = int(name.split()[-2 if name.endswith("teams") else -1].replace(",", ""))
+        words = [w for w in name.split() if w[0].isdigit()]
+        size = int(words[0].replace(",", ""))
         if args.only not in name or size > args.max_size:
             continue
         run_case(name, build(), args.seed, greedy_too and not args.no_greedy)

@@ -21,7 +21,13 @@ from services.matching.domain.common import (
     make_group,
 )
 from services.matching.domain.components import component_runs, facilitated_components
-from services.matching.domain.facilitated_bound import MAX_PATHS, PlacementBound, placement_bound
+from services.matching.domain.facilitated_bound import (
+    MAX_PATHS,
+    Departments,
+    PlacementBound,
+    Routing,
+    placement_bound,
+)
 from services.matching.domain.facilitated_fit import fit_start, polish_groups
 from services.matching.domain.facilitated_model import (
     FacilitatedModel,
@@ -45,6 +51,7 @@ from services.matching.domain.facilitated_prep import (
     sharing_matrix,
     slots_reachable,
 )
+from services.matching.domain.facilitated_repair import place_more
 from services.matching.domain.group_greedy import greedy_facilitated
 from services.matching.domain.group_result import Outcome, group_result, proven_most, quota_of, unplaced_seekers
 from services.matching.domain.levels import (
@@ -93,17 +100,76 @@ def _co_mentor_candidates(
     return out
 
 
+def add_placed_cuts(
+    built: list[FacilitatedModel], parts: list[list[str]], greedy: list[tuple[list[int], list[str]]], bound: int
+) -> None:
+    """Each component places at most the proven bound less what the greedy's groups place in the
+    others: the components share nothing, so a component's best placement together with the greedy's
+    groups elsewhere is one grouping of the pool, within the bound. When the greedy (with its chains)
+    meets the bound, level 1 is then proven at its first solution instead of searching for a proof."""
+    where = {pid: c for c, part in enumerate(parts) for pid in part}
+    hinted = [0] * len(parts)
+    for _, members in greedy:
+        hinted[where[members[0]]] += len(members)
+    for c, fm in enumerate(built):
+        fm.model.add(sum(fm.placed.values()) <= bound - (sum(hinted) - hinted[c]))
+
+
 def _placement_bound(
     prep: Prepared, el: Eligibility, active: list[str], free: IntArray, greedy: list[tuple[list[int], list[str]]]
 ) -> PlacementBound:
-    """The maximum placement with group minimums and member-member rules relaxed, on the full graph
-    (``facilitated_bound``): an upper bound on the number placed. One mentor per group: a mentor takes
-    free groups x group maximum; with co-facilitators, each mentee needs a lead of its own (the bound
-    stays an upper bound: every lead of a grouping is an eligible mentor with room)."""
+    """The maximum placement with group minimums and the rules between members relaxed, on the full
+    graph (``facilitated_bound``): an upper bound on the number placed. One mentor per group: a mentor
+    takes free groups x group maximum, and of each department its free groups x the room the department
+    bound leaves it in a group; with co-facilitators, each mentee needs a lead of its own (the bound
+    stays an upper bound: every lead of a grouping is an eligible mentor with room, and its
+    co-facilitators only take room)."""
     lead_of = {pid: ms[0] for ms, members in greedy for pid in members}
     greedy_mentor = np.array([lead_of.get(pid, -1) for pid in active], dtype=np.int64)
     cost = np.array([0 if pid in lead_of else 1 + prep.seeker_rank[pid] for pid in active], dtype=np.int64)
-    return placement_bound(el, active, free * prep.policy.group_members_max, cost, greedy_mentor)
+    caps = free * prep.policy.group_members_max
+    plain = placement_bound(el, active, caps, cost, greedy_mentor)
+    departments = _departments(prep, active, free)
+    if departments is None or (plain.proven and plain.value <= len(lead_of)):
+        return plain  # the greedy meets it: departments cannot lower it (0.5 s against 1.3 s at 20,000)
+    return placement_bound(el, active, caps, cost, greedy_mentor, departments)
+
+
+def _routing(prep: Prepared, el: Eligibility, active: list[str], free: IntArray) -> Routing:
+    """The placement bound's relaxation, for ruling people out in the lottery walk."""
+    departments = _departments(prep, active, free)
+    codes = {} if departments is None else dict(zip(active, departments.of.tolist(), strict=True))
+    return Routing(el, free * prep.policy.group_members_max, departments, codes)
+
+
+def _rule_out(levels: Levels, fm: FacilitatedModel, routing: Routing | None) -> Callable[[list[str], str], bool] | None:
+    """The lottery walk's test: ``person`` cannot be routed together with the people taken so far, each
+    at its lead in the walk's current solution (which places them all, so it is a valid routing)."""
+    if routing is None:
+        return None
+
+    def rule_out(taken: list[str], person: str) -> bool:
+        values = levels.values
+        if values is None:
+            return False
+        wanted = set(taken)
+        lead = {pid: k for (pid, k, _), v in fm.x.items() if pid in wanted and values[v.index]}
+        return len(lead) == len(wanted) and routing.excludes(lead, person)
+
+    return rule_out
+
+
+def _departments(prep: Prepared, active: list[str], free: IntArray) -> Departments | None:
+    """The department bound as (mentor, department) capacities for the placement bound, or None."""
+    limit = prep.policy.max_same_department
+    if limit is None or limit >= prep.policy.group_members_max + prep.policy.mentors_per_group:
+        return None
+    names = sorted({prep.by_id[pid].department for pid in active})
+    code = {name: c for c, name in enumerate(names)}
+    of = np.array([code[prep.by_id[pid].department] for pid in active], dtype=np.int64)
+    own = np.array([code.get(prep.by_id[m].department, -1) for m in prep.mentor_ids], dtype=np.int64)
+    room = limit - (own[:, None] == np.arange(len(names))[None, :]).astype(np.int64)
+    return Departments(of, free[:, None] * np.maximum(0, room))
 
 
 POLISH_SLACK = 0.07
@@ -216,6 +282,12 @@ def solve_facilitated(prep: Prepared, progress: Progress, time_limit: float) -> 
             )
         for r in np.flatnonzero(relaxed.mentor_of >= 0).tolist():
             cand[active[r]].add(int(relaxed.mentor_of[r]))
+    if not co_count and greedy_placed < flow_bound:  # chains of moves place whom the greedy left out
+        if _past_deadline(prep, time_limit):
+            prep.notes.append("the time limit cut the preparation before the chains that place more")
+        else:
+            greedy = place_more(prep, el, free, greedy, flow_bound)
+    routing = None if co_count else _routing(prep, el, active, free)
     # the fit reassignment after the bound (2 s at 50,000): the proof must not wait behind 25 s of fit
     polished = not co_count and not _past_deadline(prep, time_limit)
     if polished:  # fit first on the greedy's placement: what stands if the clock stops the solver
@@ -334,6 +406,7 @@ def solve_facilitated(prep: Prepared, progress: Progress, time_limit: float) -> 
     if len(parts) <= 1:
         parts = [seekers]
     built = [build(part) for part in parts]
+    add_placed_cuts(built, parts, greedy, flow_bound)
     runs = component_runs(prep, progress, time_limit, [len(part) for part in parts], [fm.model for fm in built])
     for levels, fm in zip(runs, built, strict=True):
         levels.hint(fm.hint)
@@ -351,7 +424,7 @@ def solve_facilitated(prep: Prepared, progress: Progress, time_limit: float) -> 
     proven = True
     for levels, fm, quota in solved:
         by_lottery = sorted((p for p in fm.placed if fm.x_of[p]), key=lambda p: prep.ranks[p])  # with a place to go
-        _, part_proven = lottery_level(levels, fm.placed, by_lottery, quota)
+        _, part_proven = lottery_level(levels, fm.placed, by_lottery, quota, rule_out=_rule_out(levels, fm, routing))
         proven = proven and part_proven
     tops: list[tuple[Levels, cp_model.IntVar, cp_model.LinearExprT, bool]] = []
     for levels, fm, _ in solved:

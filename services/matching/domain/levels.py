@@ -25,7 +25,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from ortools.sat.python import cp_model
@@ -342,6 +342,7 @@ def lottery_level(
     order: list[str],
     quota: int,
     weights: Mapping[str, int] | None = None,
+    rule_out: Callable[[list[str], str], bool] | None = None,
 ) -> tuple[list[str], bool]:
     """Among placements of the fixed size, the one that follows the lottery exactly.
 
@@ -362,6 +363,10 @@ def lottery_level(
     ``weights`` (teams: their sizes) count each decision in people: ``quota`` is then the number of
     people level 1 placed, not the number of teams its solution happened to have (two teams of 2 and
     one of 4 place as many people).
+
+    ``rule_out(taken, person)``, when given, is a proven relaxation (facilitated groups: the placement
+    bound's flow): True means ``person`` cannot be placed together with ``taken``, so they are out
+    without a solve (a check CP-SAT often cannot finish in its budget: proving that no grouping exists).
     """
     taken: list[str] = []
     out: list[str] = []
@@ -394,6 +399,10 @@ def lottery_level(
             proven = False
             break
         person = order[position]
+        if rule_out is not None and rule_out(taken, person):
+            out.append(person)
+            position += 1
+            continue
         fixed: list[cp_model.LiteralT] = [placed[p] for p in taken]
         fixed += [~placed[p] for p in out]
         answer = levels.feasible_with([*fixed, placed[person]], min(per_check, left()))
