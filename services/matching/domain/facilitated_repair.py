@@ -6,7 +6,8 @@ placed 947 of a proven 949, and CP-SAT, started from there, did not reach 949 in
 mentee left out, in lottery order, a breadth-first search over *ejection chains*: the mentee enters a
 group whose mentor is eligible for it, in the place of a member who then needs a group, and so on,
 until the last one moved joins a group with room, or opens a group with an idle eligible mentor
-together with a partner (another mentee left out, or a member of a group above the minimum). Every
+together with a partner (another mentee left out, or a member of a group above the minimum) where the
+policy allows groups of two. Every
 step keeps every rule of the group it lands in (eligibility, size, reporting lines, conflicts and
 excluded pairs, the department bound); each group is entered at most once per search, so the steps of
 a chain never undo each other's checks.
@@ -94,6 +95,7 @@ class _Repair:
         self.free = free
         pol = prep.policy
         self.size_min, self.size_max, self.limit = pol.group_members_min, pol.group_members_max, pol.max_same_department
+        self.opens_pairs = self.size_min <= 2 <= self.size_max  # a chain opens a group of two, nothing larger
         self.dept = {pid: prep.by_id[pid].department for pid in el.seekers}
         self.mentor_dept = [prep.by_id[m].department for m in prep.mentor_ids]
         self.locked = frozenset(p for pair in prep.locked for p in pair)
@@ -187,7 +189,7 @@ class _Repair:
                 if self.fits(p, g):
                     self._apply(p, came, ("join", g, None))
                     return ""
-            for k in self.idle_mentors(p)[:IDLE_TRIED]:
+            for k in self.idle_mentors(p)[:IDLE_TRIED] if self.opens_pairs else []:
                 origin = self.s.group_of.get(p)
                 taken = entered if origin is None else entered | {origin}
                 found = self.partner_for(p, k, came, taken)

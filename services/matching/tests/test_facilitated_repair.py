@@ -108,3 +108,30 @@ def test_two_left_out_open_a_group_with_an_idle_mentor() -> None:
     el, free = _prepare(prep)
     groups = place_more(prep, el, free, [], want=2)
     assert [(ms, sorted(members)) for ms, members in groups] == [([0], ["P", "Q"])]
+
+
+def test_no_group_of_two_is_opened_where_the_minimum_is_three() -> None:
+    """The same two left out, but groups of 3..8 (the facilitated default): a chain may not open a group
+    of two, so nothing is placed."""
+    people = [mentor("A", capacity=1), person("P"), person("Q")]
+    prep = Prepared.of(pool(people, Form.FACILITATED_GROUP, group_members_min=3, group_members_max=8), 1)
+    el, free = _prepare(prep)
+    assert place_more(prep, el, free, [], want=2) == []
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_chains_keep_the_group_minimum_on_pools_above_two(seed: int) -> None:
+    """Groups of 3..5 under the tight rules: the chains keep every rule, the minimum included."""
+    from bench.synthetic_pool import instance
+
+    base = instance(40, Form.FACILITATED_GROUP, seed=seed, conflicts=0.2)
+    people = [p.model_copy(update={"capacity": 1}) if p.role is Role.MENTOR else p for p in base.participants]
+    policy = base.policy.model_copy(update={"group_members_min": 3, "group_members_max": 5, "max_same_department": 1})
+    inp = base.model_copy(update={"participants": people, "policy": policy})
+    prep = Prepared.of(inp, seed)
+    el, free = _prepare(prep)
+    seeking = {pid: el.eligible[el.row[pid]] for pid in el.active}
+    greedy = greedy_facilitated(prep, seeking, el.fit_of, free)
+    groups = place_more(prep, el, free, greedy, want=len(el.active))
+    assert _broken(prep, el, free, groups) == []
+    assert sum(len(m) for _, m in groups) >= sum(len(m) for _, m in greedy)

@@ -172,7 +172,10 @@ class Runs:
         self.extend(kind, [values])
 
     def extend(self, kind: Kind, rows: list[tuple[Any, ...]]) -> None:
-        """Writes of one kind in order (a handler's rows of a run of events, built at once)."""
+        """Writes of one kind in order (a handler's rows of a run of events, built at once). No rows (a
+        group matched with no members) is no run: a statement without its parameters would be refused."""
+        if not rows:
+            return
         run = self._last.get(kind.table)
         if run is not None and run[0] is kind:
             run[1].extend(rows)

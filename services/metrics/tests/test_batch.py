@@ -18,6 +18,7 @@ from contracts.events import (
     GoalCategory,
     GoalProgressed,
     GoalSet,
+    GroupMatched,
     MatchOverrideRecorded,
     Measure,
     OverrideKind,
@@ -31,7 +32,7 @@ from contracts.events import (
     SurveyKind,
     UnmatchedReason,
 )
-from contracts.policy import Role
+from contracts.policy import Form, Role
 from runtime.db import create_pool, migrate
 from services.metrics.adapters import writes
 from services.metrics.adapters.projection import HANDLERS, apply_batch
@@ -168,3 +169,24 @@ async def test_overrides_numbered_alike_in_two_programs_are_two_rows(
         finally:
             await pool.close()
     assert found[0] == found[1] == [(f"prg-{tag}-a", "1"), (f"prg-{tag}-b", "1")]
+
+
+async def test_a_group_matched_without_members_is_projected_alone(
+    stack: StackEndpoints, scratch_schemas: list[str]
+) -> None:
+    """The contract allows a group with no members listed; its run of member rows is empty, and the batch
+    (a statement with no rows would be refused) still projects the group."""
+    tag = unique("empty")
+    event = GroupMatched(program_id=f"prg-{tag}", run_id="r1", group_id=f"{tag}-g", form=Form.PEER_GROUP, members=[],
+                         fit=0.0, explanation=[], cadence_days=14, matched_at=T0)  # fmt: skip
+    schema = unique("metrics_empty")
+    scratch_schemas.append(schema)
+    pool = await create_pool(stack.admin_dsn, schema)
+    try:
+        await migrate(pool, schema, {"metrics": MIGRATIONS})
+        async with pool.acquire() as conn, conn.transaction():
+            await apply_batch(conn, [Envelope(data=event)])
+        assert await pool.fetchval("SELECT count(*) FROM groups WHERE group_id = $1", f"{tag}-g") == 1
+        assert await pool.fetchval("SELECT count(*) FROM members") == 0
+    finally:
+        await pool.close()
