@@ -31,7 +31,8 @@ from services.matching.domain.rules import BoolArray, IntArray
 MAX_ROUNDS = 30
 ROUND_WORK = 60_000
 """Rounds of the search: at most ROUND_WORK / peers (at least 3, at most MAX_ROUNDS), a deterministic
-amount of work (on 2,000 benchmark peers, 90 % of the gain came in the first round, 99 % by the fifth)."""
+amount of work (on 2,000 benchmark peers, 90 % of the gain came in the first round, 99 % by the fifth;
+the descent after the annealing gains again: 1.9 % on 10,000 peers after 100,000 proposals)."""
 ALL_LANGUAGES = np.uint64(np.iinfo(np.uint64).max)
 MOVE_ONE_GROUPS = 50
 """Placing a peer by moving a member elsewhere: the groups it fits best are tried, this many."""
@@ -71,7 +72,7 @@ def language_bits(languages: Sequence[Sequence[str]]) -> npt.NDArray[np.uint64]:
     return out
 
 
-class _State:
+class GroupState:
     """Groups with the per-peer sums the search reads (fit with, and compatible with, each group)."""
 
     def __init__(self, pg: PeerGroups, groups: Sequence[Sequence[int]]) -> None:
@@ -292,7 +293,7 @@ def place_more(pg: PeerGroups, groups: Sequence[Sequence[int]], waiting: Sequenc
     group it may join, else takes the place of a member who can move to another group, else opens a
     new group with other unplaced peers and members of groups above the minimum. Every group keeps every
     rule; deterministic (fixed orders). Locked peers are neither placed nor moved here."""
-    state = _State(pg, groups)
+    state = GroupState(pg, groups)
     for u in waiting:
         if state.home[u] >= 0 or u in pg.frozen:
             continue
@@ -315,7 +316,7 @@ def polish_peer_groups(
     groups and whether the clock cut the search short."""
     if not groups:
         return [], False
-    state = _State(pg, groups)
+    state = GroupState(pg, groups)
     placed = sum(len(g) for g in groups)
     for _ in range(search_rounds(placed)):
         if deadline is not None and time.perf_counter() > deadline:
