@@ -37,7 +37,13 @@ from services.matching.domain.levels import (
 )
 from services.matching.domain.model import MatchingResult, Unplaced
 from services.matching.domain.peer_anneal import anneal_budget, anneal_peer_groups
-from services.matching.domain.peer_fit import PeerGroups, language_bits, place_more, polish_peer_groups
+from services.matching.domain.peer_fit import (
+    PeerGroups,
+    language_bits,
+    merge_groups,
+    place_more,
+    polish_peer_groups,
+)
 from services.matching.domain.rules import (
     BoolArray,
     IntArray,
@@ -137,6 +143,7 @@ def solve_peer_groups(
         rows = [[row_of[pid] for pid in members] for members in groups]
         placed_rows = {r for members in rows for r in members}
         rows = place_more(search, rows, [r for r in waiting_order if r not in placed_rows])
+        rows = merge_groups(search, rows)
         deadline = run_deadline(prep.started, time_limit)
         better, cut = polish_peer_groups(search, rows, deadline)
         if not cut:

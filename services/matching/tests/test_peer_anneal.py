@@ -1,5 +1,6 @@
-"""Peer groups' annealing (``peer_anneal``): every grouping it returns keeps every rule (``validate``),
-places exactly the same peers, never fits worse than its start, and replays for the same seed."""
+"""Peer groups' merging (``peer_fit.merge_groups``) and annealing (``peer_anneal``): every grouping
+they return keeps every rule (``validate``), places exactly the same peers, never fits worse than its
+start, and the annealing replays for the same seed."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from contracts.policy import Form, Role
 from services.matching.domain import MatchingInput, validate
 from services.matching.domain.group_greedy import greedy_peers
 from services.matching.domain.peer_anneal import anneal_budget, anneal_peer_groups
-from services.matching.domain.peer_fit import PeerGroups, place_more, polish_peer_groups
+from services.matching.domain.peer_fit import PeerGroups, merge_groups, place_more, polish_peer_groups
 from services.matching.tests.test_peer_team_search import _as_result, _peer_problem
 from services.matching.tests.test_properties import as_form, small_pools
 
@@ -46,11 +47,15 @@ def test_annealing_keeps_every_rule_the_placed_peers_and_never_loses_fit(
         group_members_min=size_min,
         group_members_max=max(size_min, size_max),
     )
-    start, search, peers = _start(grouped)
+    placed, search, peers = _start(grouped)
+    start = merge_groups(search, placed)
+    assert sorted(r for g in start for r in g) == sorted(r for g in placed for r in g)
+    assert search.total(start) >= search.total(placed)
     walked, cut = anneal_peer_groups(search, start, seed, 3_000)
     assert not cut
     prep, _, _ = _peer_problem(grouped)
-    assert validate(grouped, _as_result(prep, grouped, [[peers[r] for r in g] for g in walked])) == []
+    for groups in (start, walked):
+        assert validate(grouped, _as_result(prep, grouped, [[peers[r] for r in g] for g in groups])) == []
     assert sorted(r for g in walked for r in g) == sorted(r for g in start for r in g)
     assert search.total(walked) >= search.total(start)
     again, _ = anneal_peer_groups(search, start, seed, 3_000)
