@@ -31,7 +31,8 @@ from services.matching.domain.rules import BoolArray, IntArray
 MAX_ROUNDS = 30
 ROUND_WORK = 60_000
 """Rounds of the search: at most ROUND_WORK / peers (at least 3, at most MAX_ROUNDS), a deterministic
-amount of work (on 2,000 benchmark peers, 90 % of the gain came in the first round, 99 % by the fifth)."""
+amount of work (on 2,000 benchmark peers, 90 % of the gain came in the first round, 99 % by the fifth;
+the descent after the annealing gains again: 1.9 % on 10,000 peers after 100,000 proposals)."""
 ALL_LANGUAGES = np.uint64(np.iinfo(np.uint64).max)
 MOVE_ONE_GROUPS = 50
 """Placing a peer by moving a member elsewhere: the groups it fits best are tried, this many."""
@@ -71,7 +72,7 @@ def language_bits(languages: Sequence[Sequence[str]]) -> npt.NDArray[np.uint64]:
     return out
 
 
-class _State:
+class GroupState:
     """Groups with the per-peer sums the search reads (fit with, and compatible with, each group)."""
 
     def __init__(self, pg: PeerGroups, groups: Sequence[Sequence[int]]) -> None:
@@ -292,13 +293,47 @@ def place_more(pg: PeerGroups, groups: Sequence[Sequence[int]], waiting: Sequenc
     group it may join, else takes the place of a member who can move to another group, else opens a
     new group with other unplaced peers and members of groups above the minimum. Every group keeps every
     rule; deterministic (fixed orders). Locked peers are neither placed nor moved here."""
-    state = _State(pg, groups)
+    state = GroupState(pg, groups)
     for u in waiting:
         if state.home[u] >= 0 or u in pg.frozen:
             continue
         langs = state.langs()
         if not (state.join(u, langs) or state.join_by_moving_one(u, langs)):
             state.open_with(u, waiting)
+    return [sorted(ms) for ms in state.members if ms]
+
+
+def merge_groups(pg: PeerGroups, groups: Sequence[Sequence[int]]) -> list[list[int]]:
+    """Fewer, larger groups where fit gains: a group whose members can each join another group as it
+    is (room, every rule) is dissolved when what they gain there exceeds the group's own fit. Moves
+    and swaps keep the number of groups, and a group of six has 15 pairs where two of three have 6: on
+    15 peers the descent kept groups of 6, 3 and 3 (fit 89) where two of 6 give the optimum, 112.
+    Smallest groups first, in row order; nobody leaves the placed set; locked peers stay."""
+    state = GroupState(pg, groups)
+    for k in sorted(range(len(state.members)), key=lambda k: (len(state.members[k]), k)):
+        members = sorted(state.members[k])
+        if not members or any(r in pg.frozen for r in members):
+            continue
+        own = int(pg.fit[np.ix_(members, members)].sum()) // 2
+        if int((pg.size_max - state.size).sum()) - (pg.size_max - len(members)) < len(members):
+            continue
+        langs = state.langs()
+        moved: list[int] = []
+        gain = 0
+        for r in members:
+            ok = state.fits_in(r, langs)
+            ok[k] = False
+            if not ok.any():
+                break
+            pos = np.flatnonzero(ok)
+            j = int(pos[np.argmax(state.fit_with[pos, r])])
+            gain += int(state.fit_with[j, r])
+            state.move(r, j)
+            langs[j] = state.group_lang(j)
+            moved.append(r)
+        if len(moved) < len(members) or gain <= own:
+            for r in reversed(moved):  # back to where they were: the group as it stood keeps every rule
+                state.move(r, k)
     return [sorted(ms) for ms in state.members if ms]
 
 
@@ -315,7 +350,7 @@ def polish_peer_groups(
     groups and whether the clock cut the search short."""
     if not groups:
         return [], False
-    state = _State(pg, groups)
+    state = GroupState(pg, groups)
     placed = sum(len(g) for g in groups)
     for _ in range(search_rounds(placed)):
         if deadline is not None and time.perf_counter() > deadline:

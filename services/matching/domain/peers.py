@@ -36,7 +36,14 @@ from services.matching.domain.levels import (
     run_deadline,
 )
 from services.matching.domain.model import MatchingResult, Unplaced
-from services.matching.domain.peer_fit import PeerGroups, language_bits, place_more, polish_peer_groups
+from services.matching.domain.peer_anneal import anneal_budget, anneal_peer_groups
+from services.matching.domain.peer_fit import (
+    PeerGroups,
+    language_bits,
+    merge_groups,
+    place_more,
+    polish_peer_groups,
+)
 from services.matching.domain.rules import (
     BoolArray,
     IntArray,
@@ -136,9 +143,16 @@ def solve_peer_groups(
         rows = [[row_of[pid] for pid in members] for members in groups]
         placed_rows = {r for members in rows for r in members}
         rows = place_more(search, rows, [r for r in waiting_order if r not in placed_rows])
-        better, cut = polish_peer_groups(search, rows, run_deadline(prep.started, time_limit))
+        rows = merge_groups(search, rows)
+        deadline = run_deadline(prep.started, time_limit)
+        better, cut = polish_peer_groups(search, rows, deadline)
+        if not cut:
+            budget = anneal_budget(sum(len(members) for members in better), time_limit)
+            better, cut = anneal_peer_groups(search, better, prep.seed, budget, deadline)
+            if not cut:
+                better, cut = polish_peer_groups(search, better, deadline)
         if cut:
-            notes.append(f"the time limit cut the fit search on the {stage} groups short (after a complete round)")
+            notes.append(f"the time limit cut the fit search on the {stage} groups short (after a complete step)")
         return [[peers[r] for r in members] for members in better]
 
     def finish(chosen_groups: list[list[str]], levels: Levels | CombinedLevels | None, **kw: object) -> MatchingResult:
