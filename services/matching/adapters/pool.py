@@ -69,7 +69,7 @@ async def on_participants(conn: asyncpg.Connection, envelopes: Sequence[Envelope
     # An enrolment's person is new to the pool as a rule: a plain insert first, which costs PostgreSQL
     # about a quarter less than the upsert (no speculative insertion per row); anyone already there
     # (an update, a return after a withdrawal) makes the key refuse it, and the run is upserted.
-    new_people = all(isinstance(env.data, ParticipantEnrolled) for env in envelopes)
+    new_people = all(type(env.data) is ParticipantEnrolled for env in envelopes)
     for statement in (_INSERT_FROM_BODIES, _UPSERT_FROM_BODIES) if new_people else (_UPSERT_FROM_BODIES,):
         try:
             async with conn.transaction():  # a savepoint: only this statement is undone if it is refused
