@@ -87,6 +87,21 @@ class Envelope:
         return self.data.TOPIC.name
 
 
+_new_object = object.__new__
+_set_attribute = object.__setattr__
+
+
+def _received(data: Event, event_id: str, time: datetime, traceparent: str | None, body: bytes) -> Envelope:
+    """An :class:`Envelope` as its generated ``__init__`` would build it, with one attribute write instead
+    of one ``object.__setattr__`` call per field (what a frozen dataclass's ``__init__`` makes): a
+    consumer builds one per record, and that was an eighth of its instructions outside validation."""
+    envelope: Envelope = _new_object(Envelope)
+    _set_attribute(
+        envelope, "__dict__", {"data": data, "id": event_id, "time": time, "traceparent": traceparent, "body": body}
+    )
+    return envelope
+
+
 @dataclass(frozen=True)
 class KafkaRecord:
     topic: str
@@ -147,13 +162,14 @@ def from_kafka(headers: Mapping[str, bytes | str] | Iterable[tuple[str, bytes | 
         raise InvalidMessage(
             f"ce_specversion must be {SPEC_VERSION!r}, got {_text(spec) if spec is not None else None!r}"
         )
-    for attr in ("ce_id", "ce_type", "ce_source", "ce_time"):
-        if not h.get(attr):
-            raise InvalidMessage(f"missing header {attr}")
-    model = _MODELS.get(h["ce_type"])
+    event_id, event_type, ce_time = h.get("ce_id"), h.get("ce_type"), h.get("ce_time")
+    if not (event_id and event_type and h.get("ce_source") and ce_time):
+        missing = next(a for a in ("ce_id", "ce_type", "ce_source", "ce_time") if not h.get(a))
+        raise InvalidMessage(f"missing header {missing}")
+    model = _MODELS.get(event_type)
     if model is None:
-        raise UnknownEventType(_text(h["ce_type"]))
-    ce_time = _text(h["ce_time"])
+        raise UnknownEventType(_text(event_type))
+    ce_time = _text(ce_time)
     try:
         time = datetime.fromisoformat(ce_time)
     except ValueError as exc:
@@ -176,4 +192,4 @@ def from_kafka(headers: Mapping[str, bytes | str] | Iterable[tuple[str, bytes | 
         )
         raise InvalidMessage(f"{model.TYPE} failed validation: {problems}") from exc
     traceparent = h.get("traceparent")
-    return Envelope(data, _text(h["ce_id"]), time, _text(traceparent) if traceparent else None, value)
+    return _received(data, _text(event_id), time, _text(traceparent) if traceparent else None, value)

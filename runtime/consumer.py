@@ -4,10 +4,13 @@ The guarantee and why each step keeps it:
 
 - **A batch per poll.** :meth:`EventConsumer.run` polls up to ``batch_size`` records (aiokafka,
   ``enable_auto_commit=False``), partition by partition in offset order, and applies them in **one
-  database transaction**: the ids of the batch's events are recorded with one multi-row
-  ``INSERT ... ON CONFLICT DO NOTHING RETURNING`` into ``processed_events`` (the tracking record), and
-  only the ids it returns are applied. A redelivered event, or the same id twice in one batch, is a
-  ``duplicate`` and changes nothing.
+  database transaction**: the ids of the batch's events are recorded with one multi-row ``INSERT``
+  into ``processed_events`` (the tracking record), whose primary key refuses an id recorded before.
+  A batch's ids are new as a rule, so the plain ``INSERT`` is tried first; should the key refuse one
+  (a redelivery, or another member applying the same events at this moment: the index waits for its
+  transaction), the transaction is rolled back and applied again with ``INSERT ... ON CONFLICT DO
+  NOTHING RETURNING``, and only the ids it returns are applied. A redelivered event, or the same id
+  twice in one batch, is a ``duplicate`` and changes nothing.
 - **Offsets after the transaction.** Each partition's offset is committed only once the transaction that
   applied its records has committed; a crash in between replays the batch, and the tracking record
   skips what was already applied. Per-partition order holds because a partition's records are applied
@@ -167,11 +170,23 @@ class _HandlerFailed(Exception):
         self.error = error
 
 
+_RECORD_NEW_IDS = "INSERT INTO processed_events (consumer, event_id) SELECT $1, unnest($2::text[])"
+"""The common case, every id new: a plain insert. ``ON CONFLICT`` costs PostgreSQL twice as much per row
+(3.5 against 7 µs of backend CPU per row in batches of 2,000: a speculative insertion, its lock and its
+confirmation for each row)."""
+
 _RECORD_IDS = (
     "WITH fresh AS (INSERT INTO processed_events (consumer, event_id) SELECT $1, unnest($2::text[])"
     " ON CONFLICT DO NOTHING RETURNING event_id) SELECT array_agg(event_id) FROM fresh"
 )
-"""The fresh ids as one array value: decoding it costs the consumer less than a row per event."""
+"""When an id was recorded before: the fresh ids as one array value (decoding it costs the consumer
+less than a row per event)."""
+
+
+class _SeenBefore(Exception):
+    """The plain insert of a batch's ids met one recorded before: the batch is applied again with
+    :data:`_RECORD_IDS`."""
+
 
 Work: TypeAlias = "list[tuple[Record, Envelope]]"
 _YIELD_EVERY = 64
@@ -488,13 +503,29 @@ class EventConsumer:
         return None
 
     async def _apply(self, work: Work, one_by_one: bool) -> Counter[tuple[str, str]]:
-        """The tracking record: every fresh event's effect and its id commit together, in one transaction."""
-        outcomes: Counter[tuple[str, str]] = Counter()
+        """The tracking record: every fresh event's effect and its id commit together, in one transaction.
+        Tried first as if every id were new (a plain insert), and again with ``ON CONFLICT`` if not."""
         if not work:
-            return outcomes
+            return Counter()
+        ids = list(dict.fromkeys(envelope.id for _, envelope in work))
+        try:
+            return await self._apply_tracked(work, ids, one_by_one, seen_before=False)
+        except _SeenBefore:
+            return await self._apply_tracked(work, ids, one_by_one, seen_before=True)
+
+    async def _apply_tracked(
+        self, work: Work, ids: list[str], one_by_one: bool, *, seen_before: bool
+    ) -> Counter[tuple[str, str]]:
+        outcomes: Counter[tuple[str, str]] = Counter()
         async with self.pool.acquire() as conn, conn.transaction():
-            ids = list(dict.fromkeys(envelope.id for _, envelope in work))
-            fresh = set(await conn.fetchval(_RECORD_IDS, self.name, ids) or ())
+            if seen_before:
+                fresh = set(await conn.fetchval(_RECORD_IDS, self.name, ids) or ())
+            else:
+                try:
+                    await conn.execute(_RECORD_NEW_IDS, self.name, ids)
+                except asyncpg.UniqueViolationError:
+                    raise _SeenBefore from None  # the transaction is rolled back on the way out
+                fresh = set(ids)
             todo: list[int] = []
             if len(fresh) == len(work):  # the common case: every event new, none twice in the batch
                 todo = list(range(len(work)))

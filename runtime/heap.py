@@ -10,18 +10,25 @@ Measured in the pool projection: about 8 µs of collector time per event, a fift
 CPU (``gc.callbacks`` around ``bench.pipeline_bench``'s projection), against under 0.5 µs with
 :data:`YOUNG_THRESHOLD`.
 
+The read-ahead (:mod:`runtime.read_ahead`) holds a whole fetch besides: some 20,000 records of three
+partitions (4 MiB each), nine containers each (the record, its headers). With passes every 100,000
+allocations, each pass scanned them again: measured in the pool projection (2026-11-30, load 4-5, the
+start-up's full collection included) 3.0-5.6 µs of collector time per event, a tenth to a fifth of the
+consumer's CPU; 0.6-1.1 µs at 300,000.
+
 What it costs: garbage cycles wait up to :data:`YOUNG_THRESHOLD` net container allocations longer
 before they are freed. The bound counts objects, not bytes: a cycle that holds a large value (a
 record's body, an uploaded file) keeps it that much longer. The rare young pass scans up to that many
-objects at once (a few milliseconds).
+objects at once (a few tens of milliseconds on a busy machine).
 """
 
 from __future__ import annotations
 
 import gc
 
-YOUNG_THRESHOLD = 100_000
-"""Net container allocations between two young-generation passes: above two batches in flight."""
+YOUNG_THRESHOLD = 300_000
+"""Net container allocations between two young-generation passes: above two batches in flight and a
+full read-ahead."""
 
 
 def settle_heap() -> None:

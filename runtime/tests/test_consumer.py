@@ -4,6 +4,7 @@ what it was given): poison alone, duplicates skipped, batch handlers, infrastruc
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -105,6 +106,36 @@ async def test_a_poison_event_is_dead_lettered_alone_and_the_rest_of_its_batch_a
     assert m.registry.get_sample_value("t_events_consumed_total", {"topic": topic, "outcome": "applied"}) == 5
     assert m.registry.get_sample_value("t_events_consumed_total", {"topic": topic, "outcome": "duplicate"}) == 3
     assert m.registry.get_sample_value("t_events_consumed_total", {"topic": topic, "outcome": "dead_lettered"}) == 1
+
+
+async def test_two_members_applying_the_same_batch_at_once_apply_each_event_once(pool: asyncpg.Pool) -> None:
+    """A rebalance may leave two members of a group applying the same records: the first one's plain
+    insert of the ids holds the key, the second's waits for it, is refused once it commits, and that
+    batch is applied again as all duplicates."""
+    entered = asyncio.Event()
+
+    async def handler(conn: asyncpg.Connection, env: Envelope) -> None:
+        assert isinstance(env.data, ParticipantWithdrawn)
+        entered.set()
+        await asyncio.sleep(0.05)  # the other member's insert of the same ids meets this transaction
+        await conn.execute("INSERT INTO seen (participant_id) VALUES ($1)", env.data.participant_id)
+
+    first = _consumer(pool, handler, _Producer())
+    second = dataclasses.replace(first, metrics=RuntimeMetrics("t"))
+    records = _records([_withdrawn(f"p{i}") for i in range(3)])
+
+    async def late() -> None:
+        await entered.wait()
+        await second.process_batch(records)
+
+    await asyncio.gather(first.process_batch(records), late())
+    assert await _seen(pool) == ["p0", "p1", "p2"]
+    assert second.metrics is not None
+    samples = {
+        o: second.metrics.registry.get_sample_value("t_events_consumed_total", {"topic": ENROLLMENT.name, "outcome": o})
+        for o in ("applied", "duplicate")
+    }
+    assert samples == {"applied": None, "duplicate": 3}
 
 
 async def test_a_failing_batch_handler_is_narrowed_to_its_poison_event(pool: asyncpg.Pool) -> None:

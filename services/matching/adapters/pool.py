@@ -65,14 +65,24 @@ async def on_participants(conn: asyncpg.Connection, envelopes: Sequence[Envelope
         [profile.role.value for profile, _ in rows],
         [profile.capacity for profile, _ in rows],
     )
-    try:
-        async with conn.transaction():  # a savepoint: only this statement is undone if a body is refused
-            await conn.execute(_UPSERT_FROM_BODIES, *columns, [_body(env) for _, env in rows])
-    except asyncpg.DataError:
-        # A body pydantic accepts but PostgreSQL's json operators do not (NaN in a field this release
-        # ignores, a \u0000 that `->` must unescape): the profiles serialised again from their models,
-        # stored as they are (no operator parses them), as before bodies were stored.
-        await conn.execute(_UPSERT_PROFILES, *columns, [profile.model_dump_json() for profile, _ in rows])
+    bodies = [_body(env) for _, env in rows]
+    # An enrolment's person is new to the pool as a rule: a plain insert first, which costs PostgreSQL
+    # about a quarter less than the upsert (no speculative insertion per row); anyone already there
+    # (an update, a return after a withdrawal) makes the key refuse it, and the run is upserted.
+    new_people = all(type(env.data) is ParticipantEnrolled for env in envelopes)
+    for statement in (_INSERT_FROM_BODIES, _UPSERT_FROM_BODIES) if new_people else (_UPSERT_FROM_BODIES,):
+        try:
+            async with conn.transaction():  # a savepoint: only this statement is undone if it is refused
+                await conn.execute(statement, *columns, bodies)
+            return
+        except asyncpg.UniqueViolationError:
+            continue
+        except asyncpg.DataError:
+            break
+    # A body pydantic accepts but PostgreSQL's json operators do not (NaN in a field this release
+    # ignores, a \u0000 that `->` must unescape): the profiles serialised again from their models,
+    # stored as they are (no operator parses them), as before bodies were stored.
+    await conn.execute(_UPSERT_PROFILES, *columns, [profile.model_dump_json() for profile, _ in rows])
 
 
 _UPSERT = (
@@ -84,6 +94,7 @@ _UPSERT = (
 )
 _UPSERT_FROM_BODIES = _UPSERT.format(profile="b::json->'profile'")
 _UPSERT_PROFILES = _UPSERT.format(profile="b::json")
+_INSERT_FROM_BODIES = _UPSERT_FROM_BODIES.split(" ON CONFLICT")[0]
 
 
 def _body(env: Envelope) -> str:

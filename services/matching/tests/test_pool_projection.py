@@ -85,6 +85,30 @@ async def test_the_latest_event_of_a_person_wins_and_a_withdrawal_deactivates(db
         assert await repo.mentor_capacities(conn, ["M1"]) == {"M1": 4}
 
 
+async def test_an_enrolment_of_someone_in_the_pool_already_updates_the_row(db: asyncpg.Pool) -> None:
+    """A run of enrolments is first inserted as if everyone were new; a person in the pool already (back
+    after a withdrawal, in a run with new people) makes the key refuse the insert, and the run is upserted."""
+    now = datetime.now(UTC)
+    withdrawn = Envelope(data=ParticipantWithdrawn(program_id=PROGRAM, participant_id="M1", withdrawn_at=now))
+    await _project(db, [_record(_enrolled(mentor("M1", capacity=1)), 0), _record(withdrawn, 1)])
+    await _project(db, [_record(_enrolled(person("P1")), 2), _record(_enrolled(mentor("M1", capacity=5)), 3)])
+    async with db.acquire() as conn:
+        assert sorted(p.participant_id for p in await repo.unmatched_pool(conn, PROGRAM)) == ["M1", "P1"]
+        assert await repo.mentor_capacities(conn, ["M1"]) == {"M1": 5}
+
+
+async def test_two_runs_of_one_batch_each_write_only_their_own_people(db: asyncpg.Pool) -> None:
+    """A batch whose enrolments are cut into two runs by a withdrawal: each run writes its own people
+    (the first one's withdrawal stands), none of them twice."""
+    now = datetime.now(UTC)
+    withdrawn = Envelope(data=ParticipantWithdrawn(program_id=PROGRAM, participant_id="P1", withdrawn_at=now))
+    events = [_enrolled(person("P1")), withdrawn, _enrolled(person("P2")), _enrolled(person("P3"))]
+    await _project(db, [_record(env, i) for i, env in enumerate(events)])
+    async with db.acquire() as conn:
+        assert [p.participant_id for p in await repo.unmatched_pool(conn, PROGRAM)] == ["P2", "P3"]
+        assert await conn.fetchval("SELECT count(*) FROM pool") == 3
+
+
 async def test_events_built_in_process_have_no_body_and_are_serialised(db: asyncpg.Pool) -> None:
     """The handler called directly (tools, tests) with envelopes that never went through Kafka."""
     async with db.acquire() as conn, conn.transaction():
