@@ -238,24 +238,32 @@ def _peer_compat(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Compatibility (every pairwise rule, excluded pairs too) and fit among ``rows``, computed here."""
     rules = PairRules(Pool.encode(people), inp.policy, rows)
-    excluded = {frozenset(o.participant_ids) for o in inp.overrides if o.kind.value == "exclude_pair"}
     n = len(rows)
     compat, fit = np.zeros((n, n), dtype=bool), np.zeros((n, n), dtype=np.int64)
-    for a, i in enumerate(rows):
-        failing = rules.failing(int(i))
-        if inp.policy.seniority_rule.value != "peers_within":
-            failing.pop("seniority", None)
-        ok = np.ones(n, dtype=bool)
-        for mask in failing.values():
-            ok &= ~mask
-        ok[a] = False
-        me = people[int(i)].participant_id
-        for b in np.flatnonzero(ok):
-            if frozenset((me, people[int(rows[b])].participant_id)) in excluded:
-                ok[b] = False
-        compat[a], fit[a] = ok, rules.fit(int(i))
+    for a in range(n):
+        compat[a], fit[a] = _compatible_row(inp, people, rows, rules, a), rules.fit(int(rows[a]))
         fit[a, a] = 0  # a peer's skills against its own: not a pair
     return compat, fit
+
+
+def _compatible_row(
+    inp: MatchingInput, people: list[ParticipantProfile], rows: np.ndarray, rules: PairRules, a: int
+) -> np.ndarray:
+    """Which of ``rows`` the peer ``rows[a]`` may share a group with: every pairwise rule, excluded pairs
+    too, computed here from the rules' masks (one row at a time: a matrix of 10,000 peers is too large)."""
+    failing = rules.failing(int(rows[a]))
+    if inp.policy.seniority_rule.value != "peers_within":
+        failing.pop("seniority", None)
+    ok = np.ones(len(rows), dtype=bool)
+    for mask in failing.values():
+        ok &= ~mask
+    ok[a] = False
+    excluded = {frozenset(o.participant_ids) for o in inp.overrides if o.kind.value == "exclude_pair"}
+    me = people[int(rows[a])].participant_id
+    for b in np.flatnonzero(ok):
+        if frozenset((me, people[int(rows[b])].participant_id)) in excluded:
+            ok[b] = False
+    return ok
 
 
 def _valid_groups(inp: MatchingInput, members: list[ParticipantProfile], compat: np.ndarray) -> list[tuple[int, ...]]:
@@ -327,25 +335,13 @@ def peer_fit_bound(inp: MatchingInput, result: MatchingResult) -> float | None:
     rows = np.array([i for i, p in enumerate(people) if p.participant_id in placed], dtype=np.int64)
     if not len(rows):
         return 0.0
-    pool = Pool.encode(people)
-    rules = PairRules(pool, inp.policy, rows)
-    excluded = {frozenset(o.participant_ids) for o in inp.overrides if o.kind.value == "exclude_pair"}
+    rules = PairRules(Pool.encode(people), inp.policy, rows)
     degree = inp.policy.group_members_max - 1
     n = len(rows)
     source, sink, virtual, left, right = 0, 1, 2, 3, 3 + n
     arcs: list[tuple[int, int, int, int]] = [(virtual, sink, n * degree, 0)]
     for a, i in enumerate(rows):
-        failing = rules.failing(int(i))
-        if inp.policy.seniority_rule.value != "peers_within":
-            failing.pop("seniority", None)
-        ok = np.ones(n, dtype=bool)
-        for mask in failing.values():
-            ok &= ~mask
-        ok[a] = False
-        me = people[int(i)].participant_id
-        for b in np.flatnonzero(ok):
-            if frozenset((me, people[int(rows[b])].participant_id)) in excluded:
-                ok[b] = False
+        ok = _compatible_row(inp, people, rows, rules, a)
         fit = rules.fit(int(i))
         pos = np.flatnonzero(ok & (fit > 0))
         order = pos[np.argsort(-fit[pos], kind="stable")]

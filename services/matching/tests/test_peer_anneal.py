@@ -10,13 +10,12 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from contracts.policy import Form, Role
 from services.matching.domain import MatchingInput, validate
 from services.matching.domain.group_greedy import greedy_peers
 from services.matching.domain.peer_anneal import anneal_budget, anneal_peer_groups
 from services.matching.domain.peer_fit import PeerGroups, merge_groups, place_more, polish_peer_groups
 from services.matching.tests.test_peer_team_search import _as_result, _peer_problem
-from services.matching.tests.test_properties import as_form, small_pools
+from services.matching.tests.test_properties import as_peer_groups, small_pools
 
 
 def _start(grouped: MatchingInput) -> tuple[list[list[int]], PeerGroups, list[str]]:
@@ -38,15 +37,7 @@ def _start(grouped: MatchingInput) -> tuple[list[list[int]], PeerGroups, list[st
 def test_annealing_keeps_every_rule_the_placed_peers_and_never_loses_fit(
     inp: MatchingInput, size_min: int, size_max: int, seed: int
 ) -> None:
-    peers_in = [p.model_copy(update={"role": Role.PEER, "capacity": None}) for p in inp.participants]
-    grouped = as_form(
-        inp,
-        Form.PEER_GROUP,
-        participants=peers_in,
-        mentors_per_group=0,
-        group_members_min=size_min,
-        group_members_max=max(size_min, size_max),
-    )
+    grouped = as_peer_groups(inp, size_min, size_max)
     placed, search, peers = _start(grouped)
     start = merge_groups(search, placed)
     assert sorted(r for g in start for r in g) == sorted(r for g in placed for r in g)

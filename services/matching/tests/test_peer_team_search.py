@@ -19,7 +19,7 @@ from services.matching.domain.model import MatchingResult, Stats
 from services.matching.domain.peer_fit import PeerGroups, language_bits, place_more, polish_peer_groups
 from services.matching.domain.rules import PairRules, Pool
 from services.matching.tests.factories import mentor, person, pool
-from services.matching.tests.test_properties import as_form, small_pools
+from services.matching.tests.test_properties import as_form, as_peer_groups, small_pools
 
 
 def _peer_problem(inp: MatchingInput) -> tuple[Prepared, list[str], PeerGroups]:
@@ -68,15 +68,7 @@ def _as_result(prep: Prepared, inp: MatchingInput, groups: list[list[str]]) -> M
 def test_placing_and_the_fit_search_keep_every_rule_take_nobody_out_and_never_lose_fit(
     inp: MatchingInput, size_min: int, size_max: int
 ) -> None:
-    peers_in = [p.model_copy(update={"role": Role.PEER, "capacity": None}) for p in inp.participants]
-    grouped = as_form(
-        inp,
-        Form.PEER_GROUP,
-        participants=peers_in,
-        mentors_per_group=0,
-        group_members_min=size_min,
-        group_members_max=max(size_min, size_max),
-    )
+    grouped = as_peer_groups(inp, size_min, size_max)
     prep, peers, search = _peer_problem(grouped)
     row = {pid: r for r, pid in enumerate(peers)}
     start = [
@@ -187,10 +179,7 @@ def test_peer_groups_place_exactly_the_lottery_first_maximum_placement(inp: Matc
     who is placed: among every largest placement (enumerated), the one placed is the lottery-first."""
     from services.matching.tests.test_properties import brute_force_lottery_choice
 
-    peers_in = [p.model_copy(update={"role": Role.PEER, "capacity": None}) for p in inp.participants]
-    grouped = as_form(
-        inp, Form.PEER_GROUP, participants=peers_in, mentors_per_group=0, group_members_min=2, group_members_max=3
-    )
+    grouped = as_peer_groups(inp, 2, 3)
     result = match(grouped, seed, time_limit_s=5)
     assert validate(grouped, result) == []
     placed = frozenset(m.participant_id for g in result.groups for m in g.members)

@@ -91,6 +91,19 @@ def as_form(
     return inp.model_copy(update=update)
 
 
+def as_peer_groups(inp: MatchingInput, size_min: int, size_max: int) -> MatchingInput:
+    """The same random pool, everyone a peer, matched as peer groups of ``size_min..size_max``."""
+    peers = [p.model_copy(update={"role": Role.PEER, "capacity": None}) for p in inp.participants]
+    return as_form(
+        inp,
+        Form.PEER_GROUP,
+        participants=peers,
+        mentors_per_group=0,
+        group_members_min=size_min,
+        group_members_max=max(size_min, size_max),
+    )
+
+
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(small_pools(), st.integers(0, 10_000))
 def test_pairs_respect_every_rule_and_place_the_brute_force_optimum(inp: MatchingInput, seed: int) -> None:
@@ -349,14 +362,11 @@ def test_teams_respect_every_rule(inp: MatchingInput, team_ids: list[str], seed:
 @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(small_pools(max_mentors=1, max_mentees=7, lenient=True), st.integers(0, 10_000))
 def test_peer_groups_respect_every_rule(inp: MatchingInput, seed: int) -> None:
-    peers = [p.model_copy(update={"role": Role.PEER, "capacity": None}) for p in inp.participants]
-    grouped = as_form(
-        inp, Form.PEER_GROUP, participants=peers, mentors_per_group=0, group_members_min=2, group_members_max=3
-    )
+    grouped = as_peer_groups(inp, 2, 3)
     result = match(grouped, seed, time_limit_s=5)
     assert validate(grouped, result) == []
     placed = {m.participant_id for g in result.groups for m in g.members}
-    assert placed | {u.participant_id for u in result.unplaced} == {p.participant_id for p in peers}
+    assert placed | {u.participant_id for u in result.unplaced} == {p.participant_id for p in grouped.participants}
 
 
 @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
