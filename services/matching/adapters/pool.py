@@ -8,6 +8,7 @@ Enrolments and withdrawals arrive by the ten thousand after a bulk upload, so th
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import asyncpg
 
@@ -66,35 +67,47 @@ async def on_participants(conn: asyncpg.Connection, envelopes: Sequence[Envelope
         [profile.capacity for profile, _ in rows],
     )
     bodies = [_body(env) for _, env in rows]
-    # An enrolment's person is new to the pool as a rule: a plain insert first, which costs PostgreSQL
-    # about a quarter less than the upsert (no speculative insertion per row); anyone already there
-    # (an update, a return after a withdrawal) makes the key refuse it, and the run is upserted.
     new_people = all(type(env.data) is ParticipantEnrolled for env in envelopes)
-    for statement in (_INSERT_FROM_BODIES, _UPSERT_FROM_BODIES) if new_people else (_UPSERT_FROM_BODIES,):
+    try:
+        await _insert_or_upsert(conn, new_people=new_people, values=(*columns, bodies))
+    except asyncpg.DataError:
+        # A body pydantic accepts but PostgreSQL's json operators do not (NaN in a field this release
+        # ignores, a \u0000 that `->` must unescape): the profiles serialised again from their models,
+        # stored as they are (no operator parses them), as before bodies were stored.
+        await conn.execute(_UPSERT_PROFILES, *columns, [profile.model_dump_json() for profile, _ in rows])
+
+
+async def _insert_or_upsert(conn: asyncpg.Connection, *, new_people: bool, values: tuple[list[Any], ...]) -> None:
+    """An enrolment's person is new to the pool as a rule: a plain insert first, which costs PostgreSQL
+    about a quarter less than the upsert (no speculative insertion per row); anyone already there (a
+    return after a withdrawal, a redelivery) makes the key refuse it, and the run is upserted. Each
+    statement runs in a savepoint, so only it is undone when refused. A refused insert is an ``ERROR``
+    line in PostgreSQL's own log naming the key (program and participant ids, never a profile): rare
+    (a re-enrolment or a replay), and expected; database alerting should not count SQLSTATE 23505 on
+    ``pool``."""
+    if new_people:
         try:
-            async with conn.transaction():  # a savepoint: only this statement is undone if it is refused
-                await conn.execute(statement, *columns, bodies)
+            async with conn.transaction():
+                await conn.execute(_INSERT_FROM_BODIES, *values)
             return
         except asyncpg.UniqueViolationError:
-            continue
-        except asyncpg.DataError:
-            break
-    # A body pydantic accepts but PostgreSQL's json operators do not (NaN in a field this release
-    # ignores, a \u0000 that `->` must unescape): the profiles serialised again from their models,
-    # stored as they are (no operator parses them), as before bodies were stored.
-    await conn.execute(_UPSERT_PROFILES, *columns, [profile.model_dump_json() for profile, _ in rows])
+            pass
+    async with conn.transaction():
+        await conn.execute(_UPSERT_FROM_BODIES, *values)
 
 
-_UPSERT = (
+_INSERT = (
     "INSERT INTO pool (program_id, participant_id, role, capacity, profile, active)"
     " SELECT p, q, r, c, {profile}, true"
     " FROM unnest($1::text[], $2::text[], $3::text[], $4::int[], $5::text[]) AS t(p, q, r, c, b)"
+)
+_ON_CONFLICT = (
     " ON CONFLICT (program_id, participant_id) DO UPDATE SET role=EXCLUDED.role, capacity=EXCLUDED.capacity,"
     " profile=EXCLUDED.profile, active=true, updated_at=now()"
 )
-_UPSERT_FROM_BODIES = _UPSERT.format(profile="b::json->'profile'")
-_UPSERT_PROFILES = _UPSERT.format(profile="b::json")
-_INSERT_FROM_BODIES = _UPSERT_FROM_BODIES.split(" ON CONFLICT")[0]
+_INSERT_FROM_BODIES = _INSERT.format(profile="b::json->'profile'")
+_UPSERT_FROM_BODIES = _INSERT_FROM_BODIES + _ON_CONFLICT
+_UPSERT_PROFILES = _INSERT.format(profile="b::json") + _ON_CONFLICT
 
 
 def _body(env: Envelope) -> str:
