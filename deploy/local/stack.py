@@ -102,6 +102,16 @@ def terminate(pid: int, grace_seconds: float) -> None:
         os.kill(pid, signal.SIGKILL)
 
 
+def _new_cluster_id() -> str:
+    """16 random bytes in URL-safe base64, as Kafka's own ``random-uuid``, and like it never starting
+    with ``-``: the storage tool's argument parser takes such an id for an option and refuses to format
+    (one fresh clone in 64 failed ``make up`` so)."""
+    while True:
+        cluster_id = base64.urlsafe_b64encode(os.urandom(16)).decode().rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
+
+
 def _port_open(host: str, port: int) -> bool:
     with socket.socket() as s:
         s.settimeout(0.5)
@@ -296,8 +306,8 @@ class Stack:
 
     def _cluster_id(self) -> str:
         path = self.kafka_dir / "cluster.id"
-        if not path.exists():
-            path.write_text(base64.urlsafe_b64encode(os.urandom(16)).decode().rstrip("=") + "\n")
+        if not path.exists() or path.read_text().startswith("-"):
+            path.write_text(_new_cluster_id() + "\n")
         return path.read_text().strip()
 
     def _kafka_config(self) -> Path:
