@@ -90,6 +90,7 @@ from opentelemetry.trace import Tracer
 from contracts.envelope import Envelope, InvalidMessage, UnknownEventType, from_kafka
 from contracts.events import Event
 from contracts.topics import Topic
+from runtime.db import text_array_args, text_array_sql
 from runtime.deadletters import DeadLetter, send_dead_letter
 from runtime.logging import SafeMessage, describe_exception, validation_summary
 from runtime.metrics import RuntimeMetrics
@@ -170,10 +171,10 @@ class _HandlerFailed(Exception):
         self.error = error
 
 
-_RECORD_NEW_IDS = "INSERT INTO processed_events (consumer, event_id) SELECT $1, unnest($2::text[])"
+_RECORD_NEW_IDS = f"INSERT INTO processed_events (consumer, event_id) SELECT $1, unnest({text_array_sql(2)})"
 """The common case, every id new: a plain insert. ``ON CONFLICT`` costs PostgreSQL twice as much per row
 (3.5 against 7 µs of backend CPU per row in batches of 2,000: a speculative insertion, its lock and its
-confirmation for each row)."""
+confirmation for each row). The ids go as one joined text (:func:`runtime.db.text_array_sql`)."""
 
 _RECORD_IDS = (
     "WITH fresh AS (INSERT INTO processed_events (consumer, event_id) SELECT $1, unnest($2::text[])"
@@ -532,7 +533,7 @@ class EventConsumer:
                 fresh = set(await conn.fetchval(_RECORD_IDS, self.name, ids) or ())
             else:
                 try:
-                    await conn.execute(_RECORD_NEW_IDS, self.name, ids)
+                    await conn.execute(_RECORD_NEW_IDS, self.name, *text_array_args(ids))
                 except asyncpg.UniqueViolationError:
                     raise _SeenBefore from None  # the transaction is rolled back on the way out
                 fresh = set(ids)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from pathlib import Path
 
 import asyncpg
@@ -73,3 +74,30 @@ async def migrate(pool: asyncpg.Pool, schema: str, folders: dict[str, Path]) -> 
         finally:
             await conn.execute("SELECT pg_advisory_unlock(hashtext($1))", f"migrate:{schema}")
     return applied_now
+
+
+TEXT_SEPARATOR = "\x1f"
+"""ASCII's unit separator: an id or a JSON text as a rule never holds it (JSON must escape a control
+character inside a string, and allows none outside one)."""
+
+
+def text_array_sql(position: int) -> str:
+    """A ``text[]`` passed as the two parameters ``$position`` and ``$position + 1`` that
+    :func:`text_array_args` fills: one of them is NULL, the other carries the values.
+
+    Why not a plain ``$n::text[]``: asyncpg encodes a list element by element, and asks of each whether
+    it is a sub-array with two ``isinstance`` checks against abstract base classes, which cost a Python
+    call each. For a projection that sends five arrays of thousands of values per batch, that was an
+    eighth of its consumer's CPU per event. Joined into one text value, split again by PostgreSQL's
+    ``string_to_array``, the same values cost a C-speed join."""
+    return f"coalesce(${position}::text[], string_to_array(${position + 1}, E'\\x1f'))"
+
+
+def text_array_args(values: Sequence[str]) -> tuple[Sequence[str] | None, str | None]:
+    """The two parameters of :func:`text_array_sql`: the values joined by :data:`TEXT_SEPARATOR`, or
+    as a list should one of them hold the separator or be empty (which ``string_to_array`` could not
+    give back)."""
+    joined = TEXT_SEPARATOR.join(values)
+    if joined.count(TEXT_SEPARATOR) == len(values) - 1 and all(values):
+        return None, joined
+    return values, None

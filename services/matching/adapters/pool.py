@@ -8,7 +8,6 @@ Enrolments and withdrawals arrive by the ten thousand after a bulk upload, so th
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import asyncpg
 
@@ -25,6 +24,7 @@ from contracts.events import (
     RelationshipClosed,
 )
 from runtime.consumer import Batched, Handler, batched
+from runtime.db import text_array_args, text_array_sql
 
 
 async def on_program(conn: asyncpg.Connection, env: Envelope) -> None:
@@ -60,24 +60,26 @@ async def on_participants(conn: asyncpg.Connection, envelopes: Sequence[Envelope
         assert isinstance(event, ParticipantEnrolled | ParticipantUpdated)
         latest[(event.program_id, event.profile.participant_id)] = (event.profile, env)
     rows = latest.values()
-    columns = (
-        [program for program, _ in latest],
-        [person for _, person in latest],
-        [profile.role.value for profile, _ in rows],
+    people = (
+        *text_array_args([program for program, _ in latest]),
+        *text_array_args([person for _, person in latest]),
+        *text_array_args([profile.role.value for profile, _ in rows]),
         [profile.capacity for profile, _ in rows],
     )
-    bodies = [_body(env) for _, env in rows]
     new_people = all(type(env.data) is ParticipantEnrolled for env in envelopes)
     try:
-        await _insert_or_upsert(conn, new_people=new_people, values=(*columns, bodies))
+        await _insert_or_upsert(
+            conn, new_people=new_people, values=(*people, *text_array_args([_body(env) for _, env in rows]))
+        )
     except asyncpg.DataError:
         # A body pydantic accepts but PostgreSQL's json operators do not (NaN in a field this release
         # ignores, a \u0000 that `->` must unescape): the profiles serialised again from their models,
         # stored as they are (no operator parses them), as before bodies were stored.
-        await conn.execute(_UPSERT_PROFILES, *columns, [profile.model_dump_json() for profile, _ in rows])
+        profiles = text_array_args([profile.model_dump_json() for profile, _ in rows])
+        await conn.execute(_UPSERT_PROFILES, *people, *profiles)
 
 
-async def _insert_or_upsert(conn: asyncpg.Connection, *, new_people: bool, values: tuple[list[Any], ...]) -> None:
+async def _insert_or_upsert(conn: asyncpg.Connection, *, new_people: bool, values: tuple[object, ...]) -> None:
     """An enrolment's person is new to the pool as a rule: a plain insert first, which costs PostgreSQL
     about a quarter less than the upsert (no speculative insertion per row); anyone already there (a
     return after a withdrawal, a redelivery) makes the key refuse it, and the run is upserted. Each
@@ -99,8 +101,11 @@ async def _insert_or_upsert(conn: asyncpg.Connection, *, new_people: bool, value
 _INSERT = (
     "INSERT INTO pool (program_id, participant_id, role, capacity, profile, active)"
     " SELECT p, q, r, c, {profile}, true"
-    " FROM unnest($1::text[], $2::text[], $3::text[], $4::int[], $5::text[]) AS t(p, q, r, c, b)"
+    f" FROM unnest({text_array_sql(1)}, {text_array_sql(3)}, {text_array_sql(5)}, $7::int[], {text_array_sql(8)})"
+    " AS t(p, q, r, c, b)"
 )
+"""The text columns go as joined texts (:func:`runtime.db.text_array_sql`): asyncpg's encoding of them
+element by element cost the consumer 3 of its 25 µs per event, with the tracking record's ids."""
 _ON_CONFLICT = (
     " ON CONFLICT (program_id, participant_id) DO UPDATE SET role=EXCLUDED.role, capacity=EXCLUDED.capacity,"
     " profile=EXCLUDED.profile, active=true, updated_at=now()"

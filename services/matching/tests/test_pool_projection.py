@@ -109,6 +109,20 @@ async def test_two_runs_of_one_batch_each_write_only_their_own_people(db: asyncp
         assert await conn.fetchval("SELECT count(*) FROM pool") == 3
 
 
+async def test_ids_holding_the_separator_of_joined_texts_are_stored_as_sent(db: asyncpg.Pool) -> None:
+    """The columns travel as joined texts (runtime.db.text_array_sql); an id may hold the separator
+    (JSON escapes it as \\u001f), and then that run travels as arrays: nothing split or merged."""
+    odd = Envelope(data=_enrolled(person("P\x1f1")).data, id="event\x1fid")
+    await _project(db, [_record(_enrolled(person("P0")), 0), _record(odd, 1)])
+    await _project(db, [_record(odd, 2)])  # redelivered: the tracking record knows its id
+    async with db.acquire() as conn:
+        assert {p.participant_id for p in await repo.unmatched_pool(conn, PROGRAM)} == {"P0", "P\x1f1"}
+        assert (
+            await conn.fetchval("SELECT count(*) FROM processed_events WHERE event_id = 'event' || chr(31) || 'id'")
+            == 1
+        )
+
+
 async def test_events_built_in_process_have_no_body_and_are_serialised(db: asyncpg.Pool) -> None:
     """The handler called directly (tools, tests) with envelopes that never went through Kafka."""
     async with db.acquire() as conn, conn.transaction():
