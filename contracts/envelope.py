@@ -147,7 +147,7 @@ def _header_dict(headers: Mapping[str, bytes | str] | Iterable[tuple[str, bytes 
     """The headers by name, values as they came (a later duplicate wins). A consumer parses every record's
     headers: aiokafka hands a tuple of pairs, which ``dict`` takes in one C call, and only the few values
     :func:`from_kafka` uses are decoded, not every header of every record."""
-    if isinstance(headers, tuple | list):
+    if type(headers) is tuple or isinstance(headers, list):  # not `tuple | list`: a new union per call
         return dict(headers)
     if isinstance(headers, Mapping):
         return dict(headers.items())
