@@ -24,10 +24,11 @@ The guarantee and why each step keeps it:
   records of a partition this consumer no longer owns are dropped when batches are cut, and records the
   client reads again from an earlier offset (a partition lost and assigned again) replace what is held.
 - **Parsing overlaps the database.** While a batch is in its transaction, :meth:`EventConsumer.run`
-  parses the records fetched after it (CPU in this process while PostgreSQL works); they are applied
-  only once the batch before them has committed and its offsets are committed, so the order, the
-  tracking record and the offsets are exactly as without the overlap. Should the batch in flight fail,
-  the parsed one is dropped and both are read again.
+  parses the records fetched after it, up to :data:`PARSE_AHEAD` batches (CPU in this process while
+  PostgreSQL works); they are applied one after the other, each only once the batch before it has
+  committed and its offsets are committed, so the order, the tracking record and the offsets are
+  exactly as without the overlap. Should the batch in flight fail, the parsed ones are dropped and all
+  of them are read again.
 - **Failure classes** (:func:`is_transient`):
 
   * *never applicable*: a body that does not parse, an event that fails its contract's validation, an
@@ -77,7 +78,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, TypeAlias
@@ -213,12 +214,28 @@ class _Applying:
     task: asyncio.Task[None]
 
 
+def _unapplied(
+    applying: _Applying | None, parsed: Iterable[tuple[dict[TopicPartition, list[Record]], ParsedBatch]]
+) -> dict[TopicPartition, list[Record]]:
+    """Each partition's earliest records not applied yet: in the batch in flight, else in a parsed one."""
+    first: dict[TopicPartition, list[Record]] = dict(applying.batches) if applying else {}
+    for batches, _ in parsed:
+        for tp, records in batches.items():
+            first.setdefault(tp, records)
+    return first
+
+
 FETCH_MAX_WAIT_MS = 100
 """How long the broker may hold a fetch that finds no records (aiokafka's default: 500 ms). While
 records of one partition wait in the client for more than 0.1 s (the read-ahead holds a fetch or so),
 aiokafka fetches the *other* partitions alone; at the end of their logs that fetch is held the whole
 wait, and the busy partition cannot be fetched before it returns: a 50,000-event catch-up stalled
 2 x 300 ms in 1.9 s. An idle consumer polls the broker ten times a second instead of twice."""
+
+PARSE_AHEAD = 2
+"""Batches parsed while the one before them is in its transaction. One is not enough: a batch's
+transaction (its statements one after the other, the handlers' Python between them) took longer than
+parsing the next one, and the consumer sat idle for a third of a catch-up."""
 
 LAG_EVERY_SECONDS = 1.0
 POLL_EVERY_SECONDS = 10.0
@@ -269,29 +286,38 @@ class EventConsumer:
         consumer.subscribe([t.name for t in self.topics], listener=ForgetRevoked(ahead))
         await consumer.start()
         backoff = self.min_backoff_seconds
-        applying: _Applying | None = None  # a batch in its transaction while the next one is parsed
+        applying: _Applying | None = None  # a batch in its transaction while the next ones are parsed
+        parsed: deque[tuple[dict[TopicPartition, list[Record]], ParsedBatch]] = deque()  # in offset order
         if self.metrics:
             self.metrics.consumer_started(t.name for t in self.topics)
         try:
             while not self._stopping:
-                await self._observe_lag(consumer, applying.batches if applying else {}, ahead)
-                batches = await self._next_batch(consumer, ahead, wait=applying is None)
-                parsed = await self.parse_batch([r for rs in batches.values() for r in rs]) if batches else None
-                if applying is not None:
+                await self._observe_lag(consumer, _unapplied(applying, parsed), ahead)
+                if applying is not None and (applying.task.done() or len(parsed) >= PARSE_AHEAD):
                     in_flight, applying = applying, None
                     failure = await self._finish(consumer, in_flight)
                     if failure is not None:
                         # what was read meanwhile is dropped too: all of it is read again after the back-off
+                        fetched = [batches for batches, _ in parsed]
                         await self._back_off(
-                            consumer, status, failure, backoff, in_flight.batches, batches, ahead.records
+                            consumer, status, failure, backoff, in_flight.batches, *fetched, ahead.records
                         )
+                        parsed.clear()
                         ahead.clear()
                         backoff = min(backoff * 2, self.max_backoff_seconds)
                         continue
                     status.ok()
                     backoff = self.min_backoff_seconds
-                if parsed is not None:
-                    applying = _Applying(batches, asyncio.create_task(self.apply_batch(parsed)))
+                if applying is None and parsed:
+                    batches, batch = parsed.popleft()
+                    applying = _Applying(batches, asyncio.create_task(self.apply_batch(batch)))
+                if len(parsed) < PARSE_AHEAD:
+                    batches = await self._next_batch(consumer, ahead, wait=applying is None)
+                    if batches:
+                        parsed.append((batches, await self.parse_batch([r for rs in batches.values() for r in rs])))
+                        continue
+                if applying is not None:  # nothing to parse meanwhile: the batch in flight is waited for
+                    await asyncio.wait([applying.task])
             if applying is not None:  # stopping: what is in flight is finished and committed
                 in_flight, applying = applying, None
                 await self._finish(consumer, in_flight)  # an infrastructure failure: read again after a restart
@@ -363,9 +389,9 @@ class EventConsumer:
     async def _observe_lag(
         self, consumer: AIOKafkaConsumer, in_flight: dict[TopicPartition, list[Record]], ahead: ReadAhead
     ) -> None:
-        """Each assigned partition's lag (end offset minus the first record not yet applied: the one
-        batch in flight counts as not applied until its commit, then the read-ahead, else the position)
-        from what the last fetches told the client: no request to the broker, at most once per
+        """Each assigned partition's lag (end offset minus the first record not yet applied: the batch
+        in flight counts as not applied until its commit, then the parsed ones, the read-ahead, else the
+        position) from what the last fetches told the client: no request to the broker, at most once per
         ``LAG_EVERY_SECONDS``, so it costs the poll loop nothing measurable. A partition not fetched yet
         (no end offset known) is left out; a round interrupted by a rebalance (or a position being reset)
         is skipped, never waited for."""
