@@ -63,11 +63,12 @@ from contracts.policy import Form, Role, default_policy
 from contracts.topics import ENROLLMENT, FEEDBACK, MATCHING, SESSIONS, Topic
 from deploy.local.stack import Endpoints, Stack
 from runtime.auth import issue_token
-from runtime.consumer import EventConsumer, ParsedBatch, Record
+from runtime.consumer import EventConsumer, Record
 from runtime.db import create_pool, migrate
 from runtime.heap import settle_heap
 from runtime.outbox import make_producer
 from runtime.tail import wait_for_consumer_group
+from runtime.tracking import ParsedBatch
 from services.metrics import handlers
 from services.metrics.adapters.projection import BATCHED_HANDLERS, apply_batch
 from services.metrics.app import MetricsSettings, consumer_name, create

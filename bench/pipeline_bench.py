@@ -47,12 +47,13 @@ from contracts.events import ParticipantEnrolled, ParticipantProfile
 from contracts.topics import ENROLLMENT
 from deploy.local.stack import Stack
 from runtime.auth import issue_token, jwt_config_from_env
-from runtime.consumer import EventConsumer, ParsedBatch, Record
+from runtime.consumer import EventConsumer, Record
 from runtime.db import create_pool, migrate
 from runtime.heap import settle_heap
 from runtime.kafka import ensure_topics
 from runtime.outbox import make_producer
 from runtime.tail import wait_for_consumer_group
+from runtime.tracking import ParsedBatch
 from services.matching.adapters.pool import HANDLERS
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -1,6 +1,6 @@
 """Dead letters that are never lost: a copy on ``<topic>.dlt``, or a row in the service's own database.
 
-A consumer dead-letters a message that can never be applied (see :mod:`runtime.consumer`). The copy
+A consumer dead-letters a message that can never be applied (see :mod:`runtime.tracking`). The copy
 goes to the family's ``.dlt`` topic with the reason and the original position in ``dlt_*`` headers.
 Publishing that copy can itself fail, for reasons that have nothing to do with the message's partition:
 

@@ -41,7 +41,7 @@ from contracts.events import Event
 from contracts.topics import Topic
 from runtime.asgi import StatusOf
 from runtime.auth import AuthenticateFirst, JwtConfig
-from runtime.consumer import Batched, EventConsumer, Handler
+from runtime.consumer import EventConsumer
 from runtime.db import create_pool, migrate
 from runtime.errors import install_error_docs, install_http_errors
 from runtime.heap import settle_heap
@@ -52,6 +52,7 @@ from runtime.outbox import OutboxRelay, make_producer, measure_backlog
 from runtime.settings import ServiceSettings
 from runtime.supervision import Supervisor, TaskStatus, every
 from runtime.tracing import TraceRequests, start_tracing
+from runtime.tracking import Batched, Handler
 
 log = logging.getLogger(__name__)
 

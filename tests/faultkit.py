@@ -19,11 +19,12 @@ from conftest import ROOT, StackEndpoints, eventually, unique
 from contracts.envelope import Envelope
 from contracts.events import ParticipantWithdrawn
 from contracts.topics import Topic
-from runtime.consumer import EventConsumer, Handler
+from runtime.consumer import EventConsumer
 from runtime.db import create_pool, migrate
 from runtime.metrics import RuntimeMetrics
 from runtime.outbox import add_to_outbox, make_producer
 from runtime.supervision import Supervisor
+from runtime.tracking import Handler
 from tests.probe import CONSUMER_SQL
 from tests.test_runtime_delivery import _end_offsets as end_offsets
 

@@ -36,11 +36,12 @@ import asyncpg
 from contracts.envelope import Envelope
 from contracts.events import ParticipantWithdrawn
 from contracts.topics import ENROLLMENT
-from runtime.consumer import EventConsumer, ParsedBatch
+from runtime.consumer import EventConsumer
 from runtime.db import create_pool, migrate
 from runtime.logging import configure_logging
 from runtime.outbox import OutboxRelay, make_producer
 from runtime.supervision import Supervisor
+from runtime.tracking import ParsedBatch
 
 CONSUMER_SQL = """
 CREATE TABLE IF NOT EXISTS applied (

@@ -18,10 +18,11 @@ from conftest import PrivateTopics, StackEndpoints, eventually, unique
 from contracts.envelope import Envelope, to_kafka
 from contracts.events import ParticipantWithdrawn
 from contracts.topics import ENROLLMENT
-from runtime.consumer import EventConsumer, Handler, ParsedBatch, RejectEvent, batched, is_transient
+from runtime.consumer import EventConsumer
 from runtime.db import create_pool, migrate
 from runtime.metrics import RuntimeMetrics
 from runtime.outbox import make_producer
+from runtime.tracking import Handler, ParsedBatch, RejectEvent, batched, is_transient
 
 pytestmark = pytest.mark.stack
 

@@ -26,9 +26,9 @@ from contracts.events import (
     SessionHeld,
     SurveyKind,
 )
-from runtime.consumer import Handler
 from runtime.crypto import KeyRing
 from runtime.outbox import add_to_outbox
+from runtime.tracking import Handler
 from services.feedback.adapters import repository as repo
 from services.feedback.adapters.repository import AnswerRow
 from services.feedback.domain.errors import DomainError, NotFound

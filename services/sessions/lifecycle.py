@@ -26,8 +26,8 @@ from contracts.events import (
     RelationshipClosed,
     SessionCancelled,
 )
-from runtime.consumer import Handler
 from runtime.outbox import add_to_outbox
+from runtime.tracking import Handler
 from services.sessions.adapters import repository as repo
 from services.sessions.domain.model import (
     Member,

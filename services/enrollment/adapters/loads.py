@@ -12,7 +12,7 @@ import asyncpg
 from contracts.envelope import Envelope
 from contracts.events import ClosureReason, Event, GroupMatched, RelationshipClosed
 from contracts.policy import Role
-from runtime.consumer import Handler
+from runtime.tracking import Handler
 
 
 async def on_group_matched(conn: asyncpg.Connection, env: Envelope) -> None:

@@ -2,7 +2,7 @@
 runtime's tracking record), plus the frees that a closed relationship brings.
 
 Enrolments and withdrawals arrive by the ten thousand after a bulk upload, so they are batch handlers
-(:func:`runtime.consumer.batched`): one statement per run of consecutive events instead of one each.
+(:func:`runtime.tracking.batched`): one statement per run of consecutive events instead of one each.
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ from contracts.events import (
     ProgramUpdated,
     RelationshipClosed,
 )
-from runtime.consumer import Batched, Handler, batched
 from runtime.db import text_array_args, text_array_sql
+from runtime.tracking import Batched, Handler, batched
 
 
 async def on_program(conn: asyncpg.Connection, env: Envelope) -> None:

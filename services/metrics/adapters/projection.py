@@ -39,7 +39,7 @@ from contracts.events import (
     SessionCancelled,
     SessionHeld,
 )
-from runtime.consumer import Batched, Handler, batched
+from runtime.tracking import Batched, Handler, batched
 from services.metrics.adapters.writes import Runs, Update, Upsert
 from services.metrics.domain.stats import normalise
 
@@ -453,7 +453,7 @@ async def apply_batch(conn: asyncpg.Connection, envelopes: Sequence[Envelope]) -
 
 _ONE_BATCH = batched(apply_batch)
 BATCHED_HANDLERS: dict[type[Event], Handler | Batched] = dict.fromkeys(WRITES, _ONE_BATCH)
-"""The batched form the service runs: one :class:`~runtime.consumer.Batched` for every projected type, so a
+"""The batched form the service runs: one :class:`~runtime.tracking.Batched` for every projected type, so a
 poll's fresh events reach :func:`apply_batch` together (one statement per table and kind of write per
 batch, not a round trip per event); the consumer falls back to one event at a time only to find a poison
 record."""
