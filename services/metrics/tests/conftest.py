@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -18,9 +18,11 @@ from aiokafka.structs import OffsetAndMetadata
 from conftest import StackEndpoints, eventually, unique
 from contracts.envelope import Envelope, to_kafka
 from runtime.auth import issue_token
+from runtime.db import create_pool, migrate
 from runtime.kafka import ensure_topics
 from runtime.tail import wait_for_consumer_group
 from services.metrics.app import PROJECTED_TOPICS, MetricsSettings, consumer_name, create
+from services.metrics.cli import MIGRATIONS
 from services.metrics.tests.scenario import T0
 
 
@@ -92,6 +94,28 @@ async def start_group_at_end(bootstrap: str, group: str) -> None:
         await consumer.commit({tp: OffsetAndMetadata(end, "") for tp, end in ends.items()})
     finally:
         await consumer.stop()
+
+
+FreshSchema = Callable[[str], AbstractAsyncContextManager[asyncpg.Pool]]
+
+
+@pytest.fixture
+def fresh_schema(stack: StackEndpoints, scratch_schemas: list[str]) -> FreshSchema:
+    """``async with fresh_schema("prefix") as pool``: the metrics tables in a schema of their own, for a test
+    that applies events to the read models directly (no service, no Kafka); the schema is dropped after."""
+
+    @asynccontextmanager
+    async def fresh(prefix: str) -> AsyncIterator[asyncpg.Pool]:
+        schema = unique(prefix)
+        scratch_schemas.append(schema)
+        pool = await create_pool(stack.admin_dsn, schema)
+        try:
+            await migrate(pool, schema, {"metrics": MIGRATIONS})
+            yield pool
+        finally:
+            await pool.close()
+
+    return fresh
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ from typing import Any
 import asyncpg
 import pytest
 
-from conftest import StackEndpoints, unique
+from conftest import unique
 from contracts.envelope import Envelope
 from contracts.events import (
     AlertClearedV2,
@@ -33,10 +33,9 @@ from contracts.events import (
     UnmatchedReason,
 )
 from contracts.policy import Form, Role
-from runtime.db import create_pool, migrate
 from services.metrics.adapters import writes
 from services.metrics.adapters.projection import HANDLERS, apply_batch
-from services.metrics.cli import MIGRATIONS
+from services.metrics.tests.conftest import FreshSchema
 from services.metrics.tests.scenario import DAY, T0, Scenario
 from services.metrics.tests.test_tallies import organisation
 
@@ -96,7 +95,7 @@ def rewrites(tag: str) -> list[Envelope]:
 
 @pytest.mark.parametrize("copy_at_least", [writes.COPY_AT_LEAST, 2])
 async def test_batches_equal_one_event_at_a_time(
-    stack: StackEndpoints, scratch_schemas: list[str], monkeypatch: pytest.MonkeyPatch, copy_at_least: int
+    fresh_schema: FreshSchema, monkeypatch: pytest.MonkeyPatch, copy_at_least: int
 ) -> None:
     """With copies from 2 rows up, runs are copied, and runs whose keys are stored already (sessions held
     published again) fall back to the upsert: both give the same rows as one event at a time."""
@@ -118,35 +117,29 @@ async def test_batches_equal_one_event_at_a_time(
     again = [e.data for e in events if isinstance(e.data, SessionHeld)]
     again[0] = again[0].model_copy(update={"duration_minutes": again[0].duration_minutes + 5})
     events += [Envelope(data=e) for e in again]
-    one, small, whole = unique("metrics_one"), unique("metrics_small"), unique("metrics_whole")
-    scratch_schemas += [one, small, whole]
-    pools = [await create_pool(stack.admin_dsn, schema) for schema in (one, small, whole)]
-    try:
-        for pool, schema in zip(pools, (one, small, whole), strict=True):
-            await migrate(pool, schema, {"metrics": MIGRATIONS})
-        async with pools[0].acquire() as conn:
+    async with (
+        fresh_schema("metrics_one") as one,
+        fresh_schema("metrics_small") as small,
+        fresh_schema("metrics_whole") as whole,
+    ):
+        async with one.acquire() as conn:
             for env in events:
                 async with conn.transaction():
                     await HANDLERS[type(env.data)](conn, env)
-        for pool, size in ((pools[1], 17), (pools[2], len(events))):  # batches cutting through every kind; one
+        for pool, size in ((small, 17), (whole, len(events))):  # batches cutting through every kind; one
             async with pool.acquire() as conn:
                 for start in range(0, len(events), size):
                     async with conn.transaction():
                         await apply_batch(conn, events[start : start + size])
-        expected = await rows(pools[0])
-        assert await rows(pools[1]) == expected
-        assert await rows(pools[2]) == expected
-        assert all(expected[t] for t in TABLES), "the events filled every table"
-        if copy_at_least == 2:
-            assert True in copies and False in copies, "runs copied, and runs falling back to the upsert"
-    finally:
-        for pool in pools:
-            await pool.close()
+        expected = await rows(one)
+        assert await rows(small) == expected
+        assert await rows(whole) == expected
+    assert all(expected[t] for t in TABLES), "the events filled every table"
+    if copy_at_least == 2:
+        assert True in copies and False in copies, "runs copied, and runs falling back to the upsert"
 
 
-async def test_overrides_numbered_alike_in_two_programs_are_two_rows(
-    stack: StackEndpoints, scratch_schemas: list[str]
-) -> None:
+async def test_overrides_numbered_alike_in_two_programs_are_two_rows(fresh_schema: FreshSchema) -> None:
     """Matching numbers overrides per database: two programs' override 1 (a second matching instance on the
     topic) are both counted, whichever a replay applies first (found on the demo stack's topics, where
     two rebuilds kept a different one of the two)."""
@@ -158,35 +151,21 @@ async def test_overrides_numbered_alike_in_two_programs_are_two_rows(
     )  # fmt: skip
     found = []
     for order in ([first, second], [second, first]):
-        schema = unique("metrics_ovr")
-        scratch_schemas.append(schema)
-        pool = await create_pool(stack.admin_dsn, schema)
-        try:
-            await migrate(pool, schema, {"metrics": MIGRATIONS})
+        async with fresh_schema("metrics_ovr") as pool:
             async with pool.acquire() as conn, conn.transaction():
                 await apply_batch(conn, order)
             found.append(sorted(tuple(r) for r in await pool.fetch("SELECT program_id, override_id FROM overrides")))
-        finally:
-            await pool.close()
     assert found[0] == found[1] == [(f"prg-{tag}-a", "1"), (f"prg-{tag}-b", "1")]
 
 
-async def test_a_group_matched_without_members_is_projected_alone(
-    stack: StackEndpoints, scratch_schemas: list[str]
-) -> None:
+async def test_a_group_matched_without_members_is_projected_alone(fresh_schema: FreshSchema) -> None:
     """The contract allows a group with no members listed; its run of member rows is empty, and the batch
     (a statement with no rows would be refused) still projects the group."""
     tag = unique("empty")
     event = GroupMatched(program_id=f"prg-{tag}", run_id="r1", group_id=f"{tag}-g", form=Form.PEER_GROUP, members=[],
                          fit=0.0, explanation=[], cadence_days=14, matched_at=T0)  # fmt: skip
-    schema = unique("metrics_empty")
-    scratch_schemas.append(schema)
-    pool = await create_pool(stack.admin_dsn, schema)
-    try:
-        await migrate(pool, schema, {"metrics": MIGRATIONS})
+    async with fresh_schema("metrics_empty") as pool:
         async with pool.acquire() as conn, conn.transaction():
             await apply_batch(conn, [Envelope(data=event)])
         assert await pool.fetchval("SELECT count(*) FROM groups WHERE group_id = $1", f"{tag}-g") == 1
         assert await pool.fetchval("SELECT count(*) FROM members") == 0
-    finally:
-        await pool.close()

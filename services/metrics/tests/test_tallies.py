@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from conftest import StackEndpoints, unique
+from conftest import unique
 from contracts.envelope import Envelope
 from contracts.events import (
     AlertKindV2,
@@ -50,15 +50,14 @@ from contracts.events import (
     UnmatchedReason,
 )
 from contracts.policy import Form, Role, default_policy
-from runtime.db import create_pool, migrate
 from services.metrics import handlers
 from services.metrics.adapters import aggregates, queries
 from services.metrics.adapters.projection import apply_batch
-from services.metrics.cli import MIGRATIONS
 from services.metrics.domain.alerts import Condition
 from services.metrics.domain.report import Window, WindowName
 from services.metrics.domain.tally import tally
 from services.metrics.domain.thresholds import Thresholds
+from services.metrics.tests.conftest import FreshSchema
 
 pytestmark = pytest.mark.stack
 
@@ -208,14 +207,10 @@ def _key(c: Condition) -> tuple[str, str]:
     return (c.key.kind, c.key.subject)
 
 
-async def test_sql_tallies_equal_the_domain_counts(stack: StackEndpoints, scratch_schemas: list[str]) -> None:
+async def test_sql_tallies_equal_the_domain_counts(fresh_schema: FreshSchema) -> None:
     tag = unique("tally")
     events = organisation(tag)
-    schema = unique("metrics_tally")
-    scratch_schemas.append(schema)
-    pool = await create_pool(stack.admin_dsn, schema)
-    try:
-        await migrate(pool, schema, {"metrics": MIGRATIONS})
+    async with fresh_schema("metrics_tally") as pool:
         async with pool.acquire() as conn, conn.transaction():
             await apply_batch(conn, events)
         scopes: list[list[str] | None] = [[f"prg-{tag}-a"], [f"prg-{tag}-b"], [f"prg-{tag}-a", f"prg-{tag}-b"], None]
@@ -247,5 +242,3 @@ async def test_sql_tallies_equal_the_domain_counts(stack: StackEndpoints, scratc
         assert t.engagement.closed["completed"][0] and t.engagement.closed["faded"][0]
         assert t.matching.overrides and t.participation.in_several_programs and t.outcomes.goals_completed
         assert any(r.state.slips_since_last_held for r in t.engagement.open_relationships)
-    finally:
-        await pool.close()
