@@ -37,7 +37,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Literal
@@ -212,7 +212,10 @@ class EventConsumer(BatchApplier):
         """An infrastructure failure: the partitions go back to the failed batch (and any fetched after
         it), readiness shows the reason, and the consumer waits before it reads them again."""
         status.failing(f"retrying a batch: {describe_exception(exc)[:300]}")
-        self._count((r.topic, "retried") for rs in fetched[0].values() for r in rs)
+        retried: Counter[tuple[str, str]] = Counter()
+        for tp, records in fetched[0].items():
+            retried[(tp.topic, "retried")] += len(records)
+        self._count(retried)
         log.warning(
             "infrastructure failure; the batch will be applied again after a back-off",
             extra={"consumer": self.name, "error_type": type(exc).__name__, "retry_in_seconds": backoff},

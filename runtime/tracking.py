@@ -57,7 +57,7 @@ import contextlib
 import logging
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TypeAlias
 
@@ -251,7 +251,7 @@ class BatchApplier:
                 },
             )
         outcomes.update(applied)
-        self._count(outcomes.elements())
+        self._count(outcomes)
         if self.metrics and parsed.records:
             self.metrics.batch_seconds.labels(self.name).observe(time.perf_counter() - parsed.started)
 
@@ -291,7 +291,7 @@ class BatchApplier:
             )
             return DeadLetter(self.name, record, f"failed {attempts} times: {describe_exception(exc)}", attempts)
         self._attempts[position] = attempts
-        self._count([(record.topic, "retried")])
+        self._count(Counter([(record.topic, "retried")]))
         log.warning(
             "event failed, will retry",
             extra={
@@ -330,7 +330,7 @@ class BatchApplier:
             todo: list[int] = []
             if len(fresh) == len(work):  # the common case: every event new, none twice in the batch
                 todo = list(range(len(work)))
-                outcomes.update((record.topic, "applied") for record, _ in work)
+                outcomes.update({(topic, "applied"): n for topic, n in Counter(r.topic for r, _ in work).items()})
             else:
                 for i, (record, envelope) in enumerate(work):
                     if envelope.id in fresh:
@@ -378,7 +378,8 @@ class BatchApplier:
                 extra={"event_type": event_type[:200], "topic": record.topic, "consumer": self.name},
             )
 
-    def _count(self, outcomes: Iterable[tuple[str, str]]) -> None:
+    def _count(self, outcomes: Counter[tuple[str, str]]) -> None:
         if self.metrics:
-            for (topic, outcome), n in Counter(outcomes).items():
-                self.metrics.consumed.labels(topic, outcome).inc(n)
+            for (topic, outcome), n in outcomes.items():
+                if n:
+                    self.metrics.consumed.labels(topic, outcome).inc(n)
