@@ -61,13 +61,21 @@ class _Applying:
     task: asyncio.Task[None]
 
 
-def _unapplied(
-    applying: _Applying | None, parsed: Iterable[tuple[dict[TopicPartition, list[Record]], ParsedBatch]]
-) -> dict[TopicPartition, list[Record]]:
+@dataclass
+class _Parsed:
+    """A batch parsed ahead, with the read-ahead's rebalance count when it was cut: one cut before a
+    rebalance is dropped (its records are read again), one cut after it is applied."""
+
+    batches: dict[TopicPartition, list[Record]]
+    batch: ParsedBatch
+    rebalances: int
+
+
+def _unapplied(applying: _Applying | None, parsed: Iterable[_Parsed]) -> dict[TopicPartition, list[Record]]:
     """Each partition's earliest records not applied yet: in the batch in flight, else in a parsed one."""
     first: dict[TopicPartition, list[Record]] = dict(applying.batches) if applying else {}
-    for batches, _ in parsed:
-        for tp, records in batches.items():
+    for ahead in parsed:
+        for tp, records in ahead.batches.items():
             first.setdefault(tp, records)
     return first
 
@@ -125,7 +133,7 @@ class EventConsumer(BatchApplier):
         await consumer.start()
         backoff = self.min_backoff_seconds
         applying: _Applying | None = None  # a batch in its transaction while the next ones are parsed
-        parsed: deque[tuple[dict[TopicPartition, list[Record]], ParsedBatch]] = deque()  # in offset order
+        parsed: deque[_Parsed] = deque()  # in offset order
         if self.metrics:
             self.metrics.consumer_started(t.name for t in self.topics)
         try:
@@ -136,7 +144,7 @@ class EventConsumer(BatchApplier):
                     failure = await self._finish(consumer, in_flight)
                     if failure is not None:
                         # what was read meanwhile is dropped too: all of it is read again after the back-off
-                        fetched = [batches for batches, _ in parsed]
+                        fetched = [ahead_of.batches for ahead_of in parsed]
                         await self._back_off(
                             consumer, status, failure, backoff, in_flight.batches, *fetched, ahead.records
                         )
@@ -146,13 +154,17 @@ class EventConsumer(BatchApplier):
                         continue
                     status.ok()
                     backoff = self.min_backoff_seconds
+                while parsed and parsed[0].rebalances != ahead.rebalances:
+                    parsed.popleft()  # cut before a rebalance: read again from the committed offsets
                 if applying is None and parsed:
-                    batches, batch = parsed.popleft()
-                    applying = _Applying(batches, asyncio.create_task(self.apply_batch(batch)))
+                    next_up = parsed.popleft()
+                    applying = _Applying(next_up.batches, asyncio.create_task(self.apply_batch(next_up.batch)))
                 if len(parsed) < PARSE_AHEAD:
+                    rebalances = ahead.rebalances
                     batches = await self._next_batch(consumer, ahead, wait=applying is None)
                     if batches:
-                        parsed.append((batches, await self.parse_batch([r for rs in batches.values() for r in rs])))
+                        batch = await self.parse_batch([r for rs in batches.values() for r in rs])
+                        parsed.append(_Parsed(batches, batch, rebalances))
                         continue
                 if applying is not None:  # nothing to parse meanwhile: the batch in flight is waited for
                     await asyncio.wait([applying.task])

@@ -30,6 +30,9 @@ class ReadAhead:
 
     records: dict[TopicPartition, list[Record]] = field(default_factory=dict)
     count: int = 0
+    rebalances: int = 0
+    """Rebalances that revoked partitions so far: after one, the client reads every partition it is given
+    again from its committed offset, so batches parsed before it are stale (the consumer drops them)."""
 
     def add(self, fetched: Mapping[TopicPartition, list[Record]]) -> None:
         """Appends each partition's records. Records that do not follow what is held (the client was
@@ -85,6 +88,7 @@ class ForgetRevoked(ConsumerRebalanceListener):  # type: ignore[misc]
 
     def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
         self.ahead.drop(revoked)
+        self.ahead.rebalances += 1
 
     def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
         """Nothing to do: a partition assigned is read from its committed offset."""

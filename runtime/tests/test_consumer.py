@@ -261,3 +261,69 @@ async def test_a_failure_of_the_batch_in_flight_rewinds_the_batch_parsed_meanwhi
         assert {tp: await checker.committed(tp) for tp in partitions} == ends, "every offset committed"
     finally:
         await checker.stop()
+
+
+async def test_a_member_joining_mid_catch_up_loses_nothing_and_applies_nothing_twice(
+    stack: StackEndpoints, pool: asyncpg.Pool, private_topics: PrivateTopics
+) -> None:
+    """A second member joins while the first has batches parsed ahead: the rebalance resets every
+    partition to its committed offset, the batches parsed before it are dropped and read again, and in
+    the end every event is applied once, in order per key, with every offset committed."""
+    topic = await private_topics("rebalance", partitions=3)
+    programs = [f"prg-{i}" for i in range(9)]
+    total = 1200
+    producer = make_producer(stack.kafka_bootstrap, "test-rebalance")
+    await producer.start()
+    try:
+        for n in range(total):
+            r = to_kafka(Envelope(data=ParticipantWithdrawn(
+                program_id=programs[n % 9], participant_id=f"p{n:04d}", withdrawn_at=datetime.now(UTC))))  # fmt: skip
+            await producer.send(topic.name, r.value, key=r.key, headers=r.headers)
+        await producer.flush()
+    finally:
+        await producer.stop()
+
+    async def handler(conn: asyncpg.Connection, env: Envelope) -> None:
+        event = env.data
+        assert isinstance(event, ParticipantWithdrawn)
+        await asyncio.sleep(0.005)  # slow: batches wait, parsed, until the group rebalances (heartbeats: 3 s)
+        await conn.execute(
+            "INSERT INTO seen (participant_id) VALUES ($1)", f"{event.program_id}/{event.participant_id}"
+        )
+
+    group = unique("rebalance")
+    members = [
+        _Overlapping(name=group, pool=pool, producer=_Producer(), topics=(topic,), batch_size=50,
+                     handlers={ParticipantWithdrawn: handler}, metrics=RuntimeMetrics("t"))
+        for _ in range(2)
+    ]  # fmt: skip
+    first = asyncio.create_task(members[0].run(stack.kafka_bootstrap))
+    tasks = [first]
+    try:
+
+        async def progress(minimum: int) -> bool:
+            for task in tasks:
+                if task.done():
+                    task.result()
+            return int(await pool.fetchval("SELECT count(*) FROM seen")) >= minimum
+
+        await eventually(lambda: progress(100), 60, "the first member to be under way")
+        tasks.append(asyncio.create_task(members[1].run(stack.kafka_bootstrap)))
+        await eventually(lambda: progress(total), 120, "every event to be applied")
+        seen = await _seen(pool)
+        assert len(seen) == len(set(seen)) == total, "each event applied once"
+        for program in programs:
+            mine = [s for s in seen if s.startswith(f"{program}/")]
+            assert mine == sorted(mine), f"{program}'s events applied in order"
+    finally:
+        for member in members:
+            member.stop()
+        await asyncio.gather(*tasks)
+    checker = AIOKafkaConsumer(bootstrap_servers=stack.kafka_bootstrap, group_id=group, enable_auto_commit=False)
+    await checker.start()
+    try:
+        partitions = [TopicPartition(topic.name, p) for p in range(3)]
+        ends = await checker.end_offsets(partitions)
+        assert {tp: await checker.committed(tp) for tp in partitions} == ends, "every offset committed"
+    finally:
+        await checker.stop()

@@ -71,5 +71,6 @@ def test_a_revoked_partitions_records_are_forgotten_as_the_rebalance_happens() -
     ahead.add({A: _records(A, 200, 100), B: _records(B, 0, 2)})
     ForgetRevoked(ahead).on_partitions_revoked([A])
     assert ahead.count == 2
+    assert ahead.rebalances == 1, "the consumer drops what it parsed before the rebalance"
     ahead.add({A: _records(A, 400, 2)})
     assert _offsets(ahead.take(10, {A, B})) == {0: [400, 401], 1: [0, 1]}
