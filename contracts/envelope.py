@@ -20,6 +20,10 @@ from contracts.timestamps import rfc3339
 
 SPEC_VERSION = "1.0"
 CONTENT_TYPE = "application/json"
+MAX_ID_LENGTH = 256
+"""The longest ``ce_id`` a consumer accepts (this platform's are UUIDs, 36 characters): every consumer
+records the ids it applied in a database index, which refuses a NUL or a value near 8 kB; such a
+message is dead-lettered alone instead of stopping its partition."""
 
 
 class InvalidMessage(Exception):
@@ -191,5 +195,8 @@ def from_kafka(headers: Mapping[str, bytes | str] | Iterable[tuple[str, bytes | 
             f"{'.'.join(str(p) for p in err['loc']) or '<body>'}: {err['msg']}" for err in exc.errors()[:10]
         )
         raise InvalidMessage(f"{model.TYPE} failed validation: {problems}") from exc
+    event_id = _text(event_id)
+    if len(event_id) > MAX_ID_LENGTH or "\x00" in event_id:
+        raise InvalidMessage(f"ce_id must be at most {MAX_ID_LENGTH} characters, without NUL")
     traceparent = h.get("traceparent")
-    return _received(data, _text(event_id), time, _text(traceparent) if traceparent else None, value)
+    return _received(data, event_id, time, _text(traceparent) if traceparent else None, value)

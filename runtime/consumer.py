@@ -56,26 +56,27 @@ log = logging.getLogger(__name__)
 
 
 @dataclass
-class _Applying:
-    batches: dict[TopicPartition, list[Record]]
-    task: asyncio.Task[None]
-
-
-@dataclass
-class _Parsed:
-    """A batch parsed ahead, with the read-ahead's rebalance count when it was cut: one cut before a
-    rebalance is dropped (its records are read again), one cut after it is applied."""
+class _Cut:
+    """A batch cut from the read-ahead and parsed, with the read-ahead's rebalance count when it was cut:
+    one cut before a rebalance is stale (the client reads its records again from the committed offsets),
+    so it is neither applied nor rewound to."""
 
     batches: dict[TopicPartition, list[Record]]
-    batch: ParsedBatch
+    parsed: ParsedBatch
     rebalances: int
 
 
-def _unapplied(applying: _Applying | None, parsed: Iterable[_Parsed]) -> dict[TopicPartition, list[Record]]:
+@dataclass
+class _Applying:
+    cut: _Cut
+    task: asyncio.Task[None]
+
+
+def _unapplied(applying: _Applying | None, parsed: Iterable[_Cut]) -> dict[TopicPartition, list[Record]]:
     """Each partition's earliest records not applied yet: in the batch in flight, else in a parsed one."""
-    first: dict[TopicPartition, list[Record]] = dict(applying.batches) if applying else {}
-    for ahead in parsed:
-        for tp, records in ahead.batches.items():
+    first: dict[TopicPartition, list[Record]] = dict(applying.cut.batches) if applying else {}
+    for cut in parsed:
+        for tp, records in cut.batches.items():
             first.setdefault(tp, records)
     return first
 
@@ -105,10 +106,10 @@ class EventConsumer(BatchApplier):
     offset_reset: Literal["earliest", "latest"] = "earliest"
     batch_size: int = 2000
     max_backoff_seconds: float = 10.0
-    _stopping: bool = False
-    _wake: asyncio.Event = field(default_factory=asyncio.Event)
-    _lag_due: float = 0.0
-    _polled_at: float = 0.0
+    _stopping: bool = field(default=False, init=False)
+    _wake: asyncio.Event = field(default_factory=asyncio.Event, init=False)
+    _lag_due: float = field(default=0.0, init=False)
+    _polled_at: float = field(default=0.0, init=False)
 
     # The poll loop ---------------------------------------------------------------------------------
 
@@ -133,7 +134,7 @@ class EventConsumer(BatchApplier):
         await consumer.start()
         backoff = self.min_backoff_seconds
         applying: _Applying | None = None  # a batch in its transaction while the next ones are parsed
-        parsed: deque[_Parsed] = deque()  # in offset order
+        parsed: deque[_Cut] = deque()  # in offset order
         if self.metrics:
             self.metrics.consumer_started(t.name for t in self.topics)
         try:
@@ -144,9 +145,9 @@ class EventConsumer(BatchApplier):
                     failure = await self._finish(consumer, in_flight)
                     if failure is not None:
                         # what was read meanwhile is dropped too: all of it is read again after the back-off
-                        fetched = [ahead_of.batches for ahead_of in parsed]
+                        current = [c.batches for c in (in_flight.cut, *parsed) if c.rebalances == ahead.rebalances]
                         await self._back_off(
-                            consumer, status, failure, backoff, in_flight.batches, *fetched, ahead.records
+                            consumer, status, failure, backoff, failed=in_flight.cut, rewind=[*current, ahead.records]
                         )
                         parsed.clear()
                         ahead.clear()
@@ -157,14 +158,15 @@ class EventConsumer(BatchApplier):
                 while parsed and parsed[0].rebalances != ahead.rebalances:
                     parsed.popleft()  # cut before a rebalance: read again from the committed offsets
                 if applying is None and parsed:
-                    next_up = parsed.popleft()
-                    applying = _Applying(next_up.batches, asyncio.create_task(self.apply_batch(next_up.batch)))
+                    cut = parsed.popleft()
+                    applying = _Applying(cut, asyncio.create_task(self.apply_batch(cut.parsed)))
                 if len(parsed) < PARSE_AHEAD:
-                    rebalances = ahead.rebalances
                     batches = await self._next_batch(consumer, ahead, wait=applying is None)
+                    # read after the poll: a rebalance during it hands back records of the new assignment
+                    rebalances = ahead.rebalances
                     if batches:
-                        batch = await self.parse_batch([r for rs in batches.values() for r in rs])
-                        parsed.append(_Parsed(batches, batch, rebalances))
+                        parsed_batch = await self.parse_batch([r for rs in batches.values() for r in rs])
+                        parsed.append(_Cut(batches, parsed_batch, rebalances))
                         continue
                 if applying is not None:  # nothing to parse meanwhile: the batch in flight is waited for
                     await asyncio.wait([applying.task])
@@ -186,7 +188,7 @@ class EventConsumer(BatchApplier):
         (nothing committed: the batch is read again), anything else raised."""
         try:
             await in_flight.task
-            await self._commit(consumer, in_flight.batches)
+            await self._commit(consumer, in_flight.cut.batches)
         except Exception as exc:
             if not is_transient(exc):
                 raise
@@ -219,20 +221,24 @@ class EventConsumer(BatchApplier):
         status: TaskStatus,
         exc: Exception,
         backoff: float,
-        *fetched: dict[TopicPartition, list[Record]],
+        *,
+        failed: _Cut,
+        rewind: Iterable[dict[TopicPartition, list[Record]]],
     ) -> None:
-        """An infrastructure failure: the partitions go back to the failed batch (and any fetched after
-        it), readiness shows the reason, and the consumer waits before it reads them again."""
+        """An infrastructure failure: the ``failed`` batch's records are counted as retried, the partitions
+        go back to the first of the records in ``rewind`` (the failed batch and what was read after it, but
+        what a rebalance has reset already), readiness shows the reason, and the consumer waits before it
+        reads them again."""
         status.failing(f"retrying a batch: {describe_exception(exc)[:300]}")
         retried: Counter[tuple[str, str]] = Counter()
-        for tp, records in fetched[0].items():
+        for tp, records in failed.batches.items():
             retried[(tp.topic, "retried")] += len(records)
         self._count(retried)
         log.warning(
             "infrastructure failure; the batch will be applied again after a back-off",
             extra={"consumer": self.name, "error_type": type(exc).__name__, "retry_in_seconds": backoff},
         )
-        self._rewind(consumer, *fetched)
+        self._rewind(consumer, *rewind)
         await self._sleep(backoff)
 
     def stop(self) -> None:

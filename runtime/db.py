@@ -98,6 +98,7 @@ def text_array_args(values: Sequence[str]) -> tuple[Sequence[str] | None, str | 
     as a list should one of them hold the separator or be empty (which ``string_to_array`` could not
     give back)."""
     joined = TEXT_SEPARATOR.join(values)
+    # as many separators as joins: no value holds one; and none is empty
     if joined.count(TEXT_SEPARATOR) == len(values) - 1 and all(values):
         return None, joined
     return values, None

@@ -196,8 +196,8 @@ class BatchApplier:
     max_attempts: int = 5
     min_backoff_seconds: float = 0.2
     tracer: Tracer | None = None  # None: tracing off, no span work per event (runtime/tracing.py)
-    _attempts: dict[tuple[str, int, int], int] = field(default_factory=dict)
-    _unknown_types: set[str] = field(default_factory=set)
+    _attempts: dict[tuple[str, int, int], int] = field(default_factory=dict, init=False)
+    _unknown_types: set[str] = field(default_factory=set, init=False)
 
     # One batch ---------------------------------------------------------------------------------------
 

@@ -77,6 +77,15 @@ def test_unknown_type_is_rejected() -> None:
         from_kafka(headers, value)
 
 
+@pytest.mark.parametrize("event_id", [b"evt\x00nul", b"e" * 257], ids=["nul", "too-long"])
+def test_an_id_no_consumer_could_record_is_rejected(event_id: bytes) -> None:
+    """Every consumer records applied ids in a database index: a NUL or an id of kilobytes would stop it."""
+    headers, value = _good_record()
+    headers = [(k, event_id if k == "ce_id" else v) for k, v in headers]
+    with pytest.raises(InvalidMessage, match="ce_id must be at most 256 characters"):
+        from_kafka(headers, value)
+
+
 def test_missing_required_field_names_the_field() -> None:
     headers, value = _good_record()
     body = json.loads(value)

@@ -22,6 +22,7 @@ from runtime.consumer import EventConsumer
 from runtime.db import create_pool, migrate
 from runtime.metrics import RuntimeMetrics
 from runtime.outbox import make_producer
+from runtime.read_ahead import ReadAhead
 from runtime.tracking import Handler, ParsedBatch, RejectEvent, batched, is_transient
 
 pytestmark = pytest.mark.stack
@@ -326,4 +327,97 @@ async def test_a_member_joining_mid_catch_up_loses_nothing_and_applies_nothing_t
         ends = await checker.end_offsets(partitions)
         assert {tp: await checker.committed(tp) for tp in partitions} == ends, "every offset committed"
     finally:
+        await checker.stop()
+
+
+def _with_id(record: ConsumerRecord[bytes, bytes], event_id: str) -> ConsumerRecord[bytes, bytes]:
+    headers = [(k, event_id.encode() if k == "ce_id" else v) for k, v in record.headers]
+    return dataclasses.replace(record, headers=headers)
+
+
+@pytest.mark.parametrize("bad_id", ["evt\x00nul", "e" * 5000], ids=["nul", "5k"])
+async def test_an_id_the_database_could_not_record_is_dead_lettered_alone(pool: asyncpg.Pool, bad_id: str) -> None:
+    """A NUL or an id longer than an index row stopped the whole consumer (found in review): now the
+    envelope refuses it, and it is dead-lettered like any unusable message."""
+    applied: list[str] = []
+
+    async def handler(conn: asyncpg.Connection, env: Envelope) -> None:
+        assert isinstance(env.data, ParticipantWithdrawn)
+        applied.append(env.data.participant_id)
+
+    producer = _Producer()
+    records = _records([_withdrawn("p0"), _withdrawn("p1"), _withdrawn("p2")])
+    await _consumer(pool, handler, producer).process_batch([records[0], _with_id(records[1], bad_id), records[2]])
+    assert applied == ["p0", "p2"]
+    [letter] = producer.sent
+    assert letter["headers"]["dlt_reason"].startswith(b"ce_id must be at most 256 characters")
+
+
+class _RebalancedWhilePolling(EventConsumer):
+    """On its first poll the group rebalances (a real rejoin of the real group) before the poll returns,
+    as when another member joins while this one waits in ``getmany``: the records that poll returns come
+    from the new assignment (found in review: they were taken for stale and dropped, their offsets
+    committed by the next batch, so 50 events were lost)."""
+
+    rejoined = False
+
+    async def _next_batch(
+        self, consumer: AIOKafkaConsumer, ahead: ReadAhead, *, wait: bool
+    ) -> dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]:
+        if self.rejoined:
+            return await super()._next_batch(consumer, ahead, wait=wait)
+        self.rejoined = True
+        before = ahead.rebalances
+        consumer._coordinator.request_rejoin()
+
+        async def rejoined() -> bool:
+            return ahead.rebalances > before and bool(consumer.assignment())
+
+        await eventually(rejoined, 30, "the rejoin")
+        while True:  # the same poll goes on after the rebalance
+            batch = await super()._next_batch(consumer, ahead, wait=True)
+            if batch:
+                return batch
+
+
+async def test_records_polled_across_a_rebalance_are_applied(
+    stack: StackEndpoints, pool: asyncpg.Pool, private_topics: PrivateTopics
+) -> None:
+    topic = await private_topics("polled", partitions=1)
+    total = 200
+    producer = make_producer(stack.kafka_bootstrap, "test-polled")
+    await producer.start()
+    try:
+        for n in range(total):
+            r = to_kafka(_withdrawn(f"p{n:04d}"))
+            await producer.send(topic.name, r.value, key=r.key, headers=r.headers)
+        await producer.flush()
+    finally:
+        await producer.stop()
+
+    async def handler(conn: asyncpg.Connection, env: Envelope) -> None:
+        assert isinstance(env.data, ParticipantWithdrawn)
+        await conn.execute("INSERT INTO seen (participant_id) VALUES ($1)", env.data.participant_id)
+
+    consumer = _RebalancedWhilePolling(
+        name=unique("polled"), pool=pool, producer=_Producer(), topics=(topic,),
+        handlers={ParticipantWithdrawn: handler}, batch_size=50, min_backoff_seconds=0.01,
+    )  # fmt: skip
+    checker = AIOKafkaConsumer(
+        bootstrap_servers=stack.kafka_bootstrap, group_id=consumer.name, enable_auto_commit=False
+    )
+    await checker.start()
+    task = asyncio.create_task(consumer.run(stack.kafka_bootstrap))
+    try:
+
+        async def all_committed() -> bool:
+            if task.done():
+                task.result()
+            return bool(await checker.committed(TopicPartition(topic.name, 0)) == total)
+
+        await eventually(all_committed, 60, "every offset to be committed")
+        assert await _seen(pool) == [f"p{n:04d}" for n in range(total)], "every event applied, once, in order"
+    finally:
+        consumer.stop()
+        await task
         await checker.stop()
