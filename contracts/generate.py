@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 from contracts import topics
+from contracts.envelope import MAX_ID_LENGTH
 from contracts.events import ALL_EVENTS, Event
 from contracts.examples import EXAMPLES
 
@@ -51,7 +52,7 @@ def schema_path(model: type[Event]) -> Path:
 
 
 def _headers_schema() -> dict[str, Any]:
-    def s(desc: str) -> dict[str, str]:
+    def s(desc: str) -> dict[str, Any]:
         return {"type": "string", "description": desc}
 
     return {
@@ -59,7 +60,10 @@ def _headers_schema() -> dict[str, Any]:
         "required": ["ce_specversion", "ce_id", "ce_source", "ce_type", "ce_time", "ce_subject", "content-type"],
         "properties": {
             "ce_specversion": s("CloudEvents spec version, always 1.0"),
-            "ce_id": s("unique event id; consumers de-duplicate on it"),
+            "ce_id": {
+                **s("unique event id (a UUID here); consumers de-duplicate on it and dead-letter one with NUL"),
+                "maxLength": MAX_ID_LENGTH,
+            },
             "ce_source": s("publishing service, e.g. /mentoring/enrollment"),
             "ce_type": s("event type and version, e.g. org.mentoring.participant.enrolled.v1"),
             "ce_time": s("RFC 3339 time the event was recorded"),
