@@ -37,6 +37,7 @@ from services.matching.domain.levels import (
 )
 from services.matching.domain.model import MatchingResult, Unplaced
 from services.matching.domain.peer_anneal import anneal_budget, anneal_peer_groups
+from services.matching.domain.peer_lns import lns_budget, lns_peer_groups
 from services.matching.domain.peer_fit import (
     PeerGroups,
     language_bits,
@@ -151,6 +152,9 @@ def solve_peer_groups(
             better, cut = anneal_peer_groups(search, better, prep.seed, budget, deadline)
             if not cut:
                 better, cut = polish_peer_groups(search, better, deadline)
+            if not cut:
+                steps = lns_budget(sum(len(members) for members in better), len(better), time_limit)
+                better, cut = lns_peer_groups(search, better, prep.seed, steps, deadline)
         if cut:
             notes.append(f"the time limit cut the fit search on the {stage} groups short (after a complete step)")
         return [[peers[r] for r in members] for members in better]
