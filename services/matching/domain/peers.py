@@ -37,7 +37,6 @@ from services.matching.domain.levels import (
 )
 from services.matching.domain.model import MatchingResult, Unplaced
 from services.matching.domain.peer_anneal import anneal_budget, anneal_peer_groups
-from services.matching.domain.peer_lns import lns_budget, lns_peer_groups
 from services.matching.domain.peer_fit import (
     PeerGroups,
     language_bits,
@@ -45,6 +44,7 @@ from services.matching.domain.peer_fit import (
     place_more,
     polish_peer_groups,
 )
+from services.matching.domain.peer_lns import lns_budget, lns_peer_groups
 from services.matching.domain.rules import (
     BoolArray,
     IntArray,
