@@ -1,30 +1,35 @@
-"""Peer groups, fit: large-neighbourhood search, the members of a few groups re-partitioned exactly.
+"""Peer groups, fit: large-neighbourhood search, the members of two or three groups re-split exactly.
 
 Moves, swaps and the annealing (``peer_fit``, ``peer_anneal``) change one or two peers at a time, and
-a grouping they cannot improve may still be far from the best: on the benchmark's 30-peer pool they
-stopped at 232 where the proven optimum is 235, the better grouping needing three peers of three
-groups to move at once. A neighbourhood here is the members of two to four groups: every valid group
-of them is listed (pairwise compatible, one language all speak, the department bound, the size
-window; ``sub_groups``) and the best split of them into such groups is solved exactly as a set
-partitioning by CP-SAT, the current groups as its hint, its proven optimum as the stopping rule. The
-number of groups may change (three groups of four may come back as two of six). What is outside the
-neighbourhood stays as it is, so the placed set, and with it the placed count and the lottery, keep
-their values exactly; a neighbourhood is replaced only when its proven best fits strictly better.
+a grouping they cannot improve may still be below the best: on the benchmark's 30-peer pool they
+stopped at 232 where the proven optimum is 235, the better grouping needing peers of three groups to
+move at once. A neighbourhood here is the members of two or three groups: every valid group of them
+is listed (pairwise compatible, one language all speak, the department bound, the size window;
+``sub_groups``) and their best split into such groups is found exactly (``best_split``: dynamic
+programming over subsets, the group of the lowest peer left chosen first, each subset's best kept),
+so the stopping rule of a step is its proven optimum. The number of groups may change (three groups
+of four may come back as two of six). What is outside the neighbourhood stays as it is, so the placed
+set, and with it the placed count and the lottery, keep their values exactly; a neighbourhood is
+replaced only when its best fits strictly better. (CP-SAT, the product's solver, proved the same
+sub-problems too, as a set partitioning with the current groups as the hint, but took 1.8-4.6 s for
+15 peers with 3,744 valid groups, where the dynamic programme takes 0.1-0.2 s.)
 
-Which neighbourhoods: a pool of few groups gets every combination of ``k`` of them, in order, pass
-after pass until a pass gains nothing (then no re-partition of any ``k`` groups improves the
-grouping); a large pool gets, per step, a group drawn by ``random.Random(seed)`` and the groups its
-members are most drawn to (fit with compatible peers), so that the re-partition has something to
-exchange. Deterministic: the steps are a count fixed by the pool and the limit (``lns_budget``), each
-sub-problem solved by one CP-SAT worker with a fixed seed and a deterministic-time cap; the clock is
-only a safety stop checked between blocks of steps (the grouping at a block's end stands). Locked
-peers never move: a group holding one is never freed.
+Which neighbourhoods: every combination of two, then three groups, in order, pass after pass until a
+pass gains nothing (then no re-split of any two or three groups improves the grouping) or the work
+budget is spent. Only pools of at most ``EXHAUSTIVE_GROUPS`` groups: on the benchmark's 500 and 2,000
+peers (61 % of the pairs compatible) two groups of six have about 1,700-2,100 valid sub-groups, a step
+cost 30-60 ms and 100-150 steps gained 4-9 fit (0.05 %), less than the annealing gains in the same
+time, and three groups (about 18,000 valid sub-groups) did not finish in 0.1 s of work.
+
+Deterministic: the work (valid groups listed, subsets and groups tried by the dynamic programme) is
+counted against ``lns_budget``, a count fixed by the limit; the clock is only a safety stop checked
+between blocks of steps (the grouping at a block's end stands). Locked peers never move: a group
+holding one is never freed.
 """
 
 from __future__ import annotations
 
 import itertools
-import random
 import time
 from collections.abc import Iterator, Sequence
 
@@ -34,24 +39,19 @@ from services.matching.domain.peer_fit import PeerGroups
 
 SUB_WORK = 300_000
 """Steps of the exact split per sub-problem at most (a subset visited or a group tried: about 0.1 s)."""
-MAX_COLUMNS = 2_000
-"""A neighbourhood with more valid groups than this is skipped (listing them costs more than it gives)."""
+MAX_COLUMNS = 4_000
+"""A neighbourhood with more valid groups than this is skipped (its split would exceed ``SUB_WORK``)."""
 BLOCK = 16
 """The clock is checked between blocks of this many steps."""
-PER_SECOND = 60
-"""LNS steps per second of the time limit, up to ``FULL_RATE_PEERS`` peers (fewer in proportion above,
-where the descent and the annealing already take more of the limit)."""
-FULL_RATE_PEERS = 1_000
-PER_GROUP = 12
-"""Steps per group at most: after that many, a neighbourhood around every group was tried often."""
-EXHAUSTIVE_GROUPS = 12
-"""Pools of at most this many groups (unlocked) get every combination of ``k`` groups, pass after pass."""
+WORK_PER_SECOND = 1_000_000
+"""Work per second of the limit (about a third of a second of CPU on this machine)."""
+EXHAUSTIVE_GROUPS = 20
+"""Pools of at most this many groups (unlocked) are searched; see the module's docstring for why not more."""
 
 
-def lns_budget(peers: int, groups: int, time_limit: float) -> int:
-    """How many neighbourhoods a pool gets: a count, so the same input gives the same search."""
-    rate = PER_SECOND * min(1.0, FULL_RATE_PEERS / max(1, peers))
-    return int(min(PER_GROUP * max(1, groups), rate * time_limit))
+def lns_budget(time_limit: float) -> int:
+    """How much work the search gets: a count, so the same input gives the same search."""
+    return int(WORK_PER_SECOND * time_limit)
 
 
 def sub_groups(pg: PeerGroups, rows: Sequence[int]) -> list[tuple[tuple[int, ...], int]]:
@@ -93,21 +93,26 @@ def sub_groups(pg: PeerGroups, rows: Sequence[int]) -> list[tuple[tuple[int, ...
     return out
 
 
-def best_split(pg: PeerGroups, current: Sequence[Sequence[int]], work: int = SUB_WORK) -> list[list[int]] | None:
+def best_split(
+    pg: PeerGroups, current: Sequence[Sequence[int]], work: int = SUB_WORK
+) -> tuple[list[list[int]] | None, int]:
     """The best split of the members of ``current`` into valid groups, proven by dynamic programming
-    over subsets (``_split``); None when it is not strictly better than ``current``, or when the
-    neighbourhood has too many valid groups or the proof would take more than ``work`` steps."""
+    over subsets (``_split``), or None when it is not strictly better than ``current``, the
+    neighbourhood has too many valid groups or the proof would take more than ``work`` steps; and the
+    work spent."""
     rows = sorted(r for g in current for r in g)
     columns = sub_groups(pg, rows)
     if len(columns) > MAX_COLUMNS:
-        return None
-    found = _split(len(rows), columns, work)
+        return None, len(columns)
+    found, spent = _split(len(rows), columns, work)
     if found is None or found[0] <= pg.total(current):
-        return None
-    return [[rows[i] for i in group] for group in found[1]]
+        return None, spent + len(columns)
+    return [[rows[i] for i in group] for group in found[1]], spent + len(columns)
 
 
-def _split(m: int, columns: Sequence[tuple[tuple[int, ...], int]], work: int) -> tuple[int, list[list[int]]] | None:
+def _split(
+    m: int, columns: Sequence[tuple[tuple[int, ...], int]], work: int
+) -> tuple[tuple[int, list[list[int]]] | None, int]:
     """The most fit of any partition of positions 0..m-1 into ``columns`` (each position in exactly one),
     with the groups, or None past ``work`` steps (or when no partition exists). The group holding the
     lowest position of what is left is chosen first, so a subset is reached in one way per split of what
@@ -143,116 +148,59 @@ def _split(m: int, columns: Sequence[tuple[tuple[int, ...], int]], work: int) ->
     try:
         value = best(everyone)
     except _OutOfWork:
-        return None
+        return None, done[0]
     if value <= none // 2:
-        return None
+        return None, done[0]
     groups: list[list[int]] = []
     left = everyone
     while left:
         mask = memo[left][1]
         groups.append([i for i in range(m) if mask >> i & 1])
         left ^= mask
-    return value, groups
+    return (value, groups), done[0]
 
 
 class _OutOfWork(Exception):
     """The sub-problem's proof needs more steps than its budget."""
 
 
-class _Groups:
-    """Groups by number (an emptied group keeps its number, so numbers stay valid across steps)."""
-
-    def __init__(self, pg: PeerGroups, groups: Sequence[Sequence[int]]) -> None:
-        self.pg = pg
-        self.members = [sorted(g) for g in groups]
-        self.home = np.full(len(pg.compat), -1, dtype=np.int64)
-        for k, g in enumerate(self.members):
-            self.home[g] = k
-
-    def movable(self, k: int) -> bool:
-        return bool(self.members[k]) and not any(r in self.pg.frozen for r in self.members[k])
-
-    def replace(self, ks: Sequence[int], split: list[list[int]]) -> None:
-        """The groups ``ks`` become ``split`` (the same peers): reuse their numbers, append the rest."""
-        free = list(ks)
-        for k in ks:
-            self.members[k] = []
-        for g in split:
-            k = free.pop(0) if free else len(self.members)
-            if k == len(self.members):
-                self.members.append([])
-            self.members[k] = sorted(g)
-            self.home[g] = k
-
-    def drawn_to(self, k: int) -> np.ndarray:
-        """Per group, the fit its members have with compatible members of group k."""
-        rows = self.members[k]
-        pull = np.where(self.pg.compat[rows], self.pg.fit[rows], 0).sum(axis=0)  # compatible peers only
-        placed = self.home >= 0
-        return np.bincount(self.home[placed], weights=pull[placed], minlength=len(self.members))
-
-    def result(self) -> list[list[int]]:
-        return [g for g in self.members if g]
+def _movable(pg: PeerGroups, groups: Sequence[Sequence[int]]) -> list[int]:
+    return [k for k, g in enumerate(groups) if g and not any(r in pg.frozen for r in g)]
 
 
-def _exhaustive(state: _Groups, sizes: Sequence[int]) -> Iterator[tuple[int, ...]]:
-    """Every combination of ``k`` movable groups, for each k of ``sizes``, in order, over and over
-    (the caller stops after a pass without gain)."""
-    while True:
-        ks = [k for k in range(len(state.members)) if state.movable(k)]
-        for size in sizes:
-            yield from itertools.combinations(ks, min(size, len(ks)))
-        yield ()  # the end of a pass
-
-
-def _around(state: _Groups, rng: random.Random, size: int) -> tuple[int, ...]:
-    """A group drawn at random and the ``size - 1`` groups its members are most drawn to (of the
-    ``2 x (size - 1)`` most drawn, drawn at random, so a step can leave a neighbourhood that failed)."""
-    ks = [k for k in range(len(state.members)) if state.movable(k)]
-    if len(ks) < 2:
-        return ()
-    first = ks[rng.randrange(len(ks))]
-    pull = state.drawn_to(first)
-    options = [k for k in np.argsort(-pull, kind="stable").tolist() if k != first and state.movable(k)]
-    options = [k for k in options[: 2 * (size - 1)] if pull[k] > 0] or options[: size - 1]
-    return (first, *sorted(rng.sample(options, min(size - 1, len(options)))))
+def _neighbourhoods(pg: PeerGroups, groups: Sequence[Sequence[int]]) -> Iterator[tuple[int, ...]]:
+    """Every combination of two, then three movable groups, in order (one pass)."""
+    ks = _movable(pg, groups)
+    for size in (2, 3):
+        yield from itertools.combinations(ks, size)
 
 
 def lns_peer_groups(
     pg: PeerGroups,
     groups: Sequence[Sequence[int]],
-    seed: int,
-    steps: int,
+    work: int,
     deadline: float | None = None,
 ) -> tuple[list[list[int]], bool]:
-    """Better-fitting groups of the same peers by ``steps`` exact re-partitions of a few groups (never
-    worse than ``groups``), and whether the clock cut the search short (after a complete block)."""
-    state = _Groups(pg, groups)
-    movable = sum(1 for k in range(len(state.members)) if state.movable(k))
-    rng = random.Random(seed)
-    exhaustive = movable <= EXHAUSTIVE_GROUPS
-    walk = _exhaustive(state, (2, 3)) if exhaustive else None
-    gained_in_pass = False
-    for step in range(steps):
-        if step % BLOCK == 0 and step and deadline is not None and time.perf_counter() > deadline:
-            return state.result(), True
-        if walk is not None:
-            ks = next(walk)
-            if not ks:  # a pass ended
-                if not gained_in_pass:
-                    break
-                gained_in_pass = False
-                continue
-        else:
-            ks = _around(state, rng, 2 + step % 3)
-        if len(ks) < 2:
-            if walk is None:
+    """Better-fitting groups of the same peers by exact re-splits of two or three groups (never worse
+    than ``groups``) within ``work``, and whether the clock cut the search short (after a complete
+    block of steps). A pass starts again after each gain; the search ends after a pass without one."""
+    members = [sorted(g) for g in groups]
+    if len(_movable(pg, members)) > EXHAUSTIVE_GROUPS:
+        return members, False
+    steps = 0
+    gained = True
+    while gained and work > 0:
+        gained = False
+        for ks in _neighbourhoods(pg, members):
+            steps += 1
+            if steps % BLOCK == 0 and deadline is not None and time.perf_counter() > deadline:
+                return [g for g in members if g], True
+            split, spent = best_split(pg, [members[k] for k in ks], min(SUB_WORK, work))
+            work -= spent
+            if work <= 0:
                 break
-            continue
-        split = best_split(pg, [state.members[k] for k in ks])
-        if split is not None:
-            state.replace(ks, split)
-            gained_in_pass = True
-            if walk is not None:
-                walk = _exhaustive(state, (2, 3))  # group numbers changed: a new pass from here
-    return state.result(), False
+            if split is not None:
+                members = [g for k, g in enumerate(members) if k not in ks] + sorted(split)
+                gained = True
+                break  # the group numbers changed: a new pass
+    return [g for g in members if g], False
