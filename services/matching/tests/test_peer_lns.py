@@ -13,7 +13,8 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from services.matching.domain import MatchingInput, validate
+from bench.matching_bench import peer_exact_fit, peer_fit_bound
+from services.matching.domain import MatchingInput, match, validate
 from services.matching.domain.peer_anneal import restart_budget, restarted_walks
 from services.matching.domain.peer_fit import PeerGroups, merge_groups, polish_peer_groups
 from services.matching.domain.peer_lns import best_split, lns_budget, lns_peer_groups, sub_groups
@@ -149,3 +150,22 @@ def test_groups_holding_a_locked_peer_are_never_re_split() -> None:
     )
     start = [[0, 1, 2], [3, 4, 5]]
     assert lns_peer_groups(search, start, lns_budget(3.0)) == (start, False)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(small_pools(max_mentors=3, max_mentees=7, lenient=True), st.integers(2, 3), st.integers(3, 4))
+def test_the_benchmarks_peer_fit_bounds_are_never_below_the_brute_force_optimum(
+    inp: MatchingInput, size_min: int, size_max: int
+) -> None:
+    """The bounds the benchmark reports the peer rows' gap against (its exact set partitioning and
+    its b-matching bound) hold: never below the best grouping of the same placed peers."""
+    grouped = as_peer_groups(inp, size_min, size_max)
+    result = match(grouped, 1, time_limit_s=5)
+    _, peers, search = _peer_problem(grouped)
+    placed = {m.participant_id for g in result.groups for m in g.members}
+    optimum = _brute_force(search, sorted(r for r, pid in enumerate(peers) if pid in placed)) or 0
+    exact, bound = peer_exact_fit(grouped, result), peer_fit_bound(grouped, result)
+    assert exact is not None and bound is not None
+    assert result.stats.total_fit <= optimum <= exact <= bound + 1e-9
+    if grouped.policy.require_shared_language:  # the same rules on both sides: the same optimum
+        assert exact == optimum
