@@ -197,10 +197,10 @@ def lns_peer_groups(
                 return [g for g in members if g], True
             split, spent = best_split(pg, [members[k] for k in ks], min(SUB_WORK, work))
             work -= spent
-            if work <= 0:
-                break
             if split is not None:
                 members = [g for k, g in enumerate(members) if k not in ks] + sorted(split)
                 gained = True
                 break  # the group numbers changed: a new pass
+            if work <= 0:
+                break
     return [g for g in members if g], False
