@@ -29,12 +29,16 @@ from services.matching.domain.peer_fit import GroupState, PeerGroups, polish_pee
 
 PER_PEER = 600
 """Proposals per placed peer at most (on 500 peers, 150,000 proposals gained 2.5 %, 300,000 gained 3.8 %)."""
-PER_SECOND = 40_000
+PER_SECOND = 25_000
 """Proposals per second of the time limit at most, up to ``FULL_RATE_PEERS`` peers; above, fewer in
 proportion (a proposal costs more on large pools: 26,000 a second at 10,000 peers, 65,000 at 2,000 and
 80,000 at 500 on this machine), so that preparation, the descent, building and validating the result
-fit in the limit too. 25,000 until 2026-11-30 (peer4): the benchmark's runs then left much of their
-limit unused (500 peers: 1.2-1.6 s of 3; 2,000: 7.2-7.7 s of 10; 10,000: 41-43 s of 60)."""
+fit in the limit too. 40,000 was tried (2026-11-30, peer4), to use the time the benchmark's runs left
+(500 peers: 1.2-1.6 s of 3; 2,000: 7.2-7.7 s of 10; 10,000: 41-43 s of 60): fit gained 0.2-0.5 %
+(500: 7,821 to 7,857; 2,000: 35,213 to 35,268; 10,000: 190,202 to 190,667), but with other work on the
+machine the runs reached the wall-clock safety stop (2,000: 8.8 s against its deadline at 8.5 s, and a
+fit of 35,180 instead of 35,268; 10,000: 51.4 s against 51 s), so a loaded machine would no longer give
+the same groups; not kept."""
 FULL_RATE_PEERS = 1_000
 BLOCK = 4_000
 PARTNERS = 24
