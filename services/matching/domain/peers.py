@@ -141,8 +141,8 @@ def solve_peer_groups(
     def polished(groups: list[list[str]], stage: str, final: bool = True) -> list[list[str]]:
         """More peers placed if the rules let them in (in lottery order, nobody taken out), then the
         same peers in better-fitting groups (``peer_fit``, ``peer_anneal``; and, on the groups the run
-        returns, ``peer_lns``: not on the greedy's groups that only serve as the solver's hint, whose
-        levels then get the time)."""
+        returns, ``searched_further``: not on the greedy's groups that only serve as the solver's hint,
+        whose levels then get the time)."""
         rows = [[row_of[pid] for pid in members] for members in groups]
         placed_rows = {r for members in rows for r in members}
         rows = place_more(search, rows, [r for r in waiting_order if r not in placed_rows])
