@@ -550,7 +550,8 @@ def main() -> None:
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"\nprocess peak RSS {rss:.0f} MiB. fit bnd: transportation relaxation at the run's placed set and max")
     print("load ratio (computed here, not by the solver); gap = (fit bnd - fit) / fit bnd; secs = match + validate")
-    print("(wall), cpu = the process's CPU seconds in them (threads included).")
+    print("(wall), cpu = the process's CPU seconds in them (threads included). Peer rows: fit bnd is the exact")
+    print(f"optimum (every valid group, set partitioning by CBC) up to {EXACT_PEERS} placed peers, else b-matching.")
     sys.stdout.flush()
 
 

@@ -25,15 +25,20 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from services.matching.domain.peer_fit import GroupState, PeerGroups
+from services.matching.domain.peer_fit import GroupState, PeerGroups, polish_peer_groups
 
 PER_PEER = 600
 """Proposals per placed peer at most (on 500 peers, 150,000 proposals gained 2.5 %, 300,000 gained 3.8 %)."""
 PER_SECOND = 25_000
 """Proposals per second of the time limit at most, up to ``FULL_RATE_PEERS`` peers; above, fewer in
-proportion (a proposal costs more on large pools: 5,000-20,000 a second at 10,000 peers against
-100,000 at 500 on this machine), so that preparation, the descent, building and validating the result
-fit in the limit too."""
+proportion (a proposal costs more on large pools: 26,000 a second at 10,000 peers, 65,000 at 2,000 and
+80,000 at 500 on this machine), so that preparation, the descent, building and validating the result
+fit in the limit too. 40,000 was tried (2026-11-30, peer4), to use the time the benchmark's runs left
+(500 peers: 1.2-1.6 s of 3; 2,000: 7.2-7.7 s of 10; 10,000: 41-43 s of 60): fit gained 0.2-0.5 %
+(500: 7,821 to 7,857; 2,000: 35,213 to 35,268; 10,000: 190,202 to 190,667), but with other work on the
+machine the runs reached the wall-clock safety stop (2,000: 8.8 s against its deadline at 8.5 s, and a
+fit of 35,180 instead of 35,268; 10,000: 51.4 s against 51 s), so a loaded machine would no longer give
+the same groups; not kept."""
 FULL_RATE_PEERS = 1_000
 BLOCK = 4_000
 PARTNERS = 24
@@ -196,3 +201,52 @@ def anneal_peer_groups(
     if current > best:
         return walk.groups(), cut
     return walk.groups(best_home), cut
+
+
+RESTARTS = 8
+"""Small pools (see ``restart_budget``): annealing runs restarted from the best grouping so far. One
+walk stops in a local optimum the next may leave: on the benchmark's 30-peer pool, a walk of 18,000
+proposals from the run's groups (fit 232) reached the proven optimum 235 for 2 seeds of 10, one of
+75,000 for 5 of 10, and 8 restarts of 25,000 for 16 of 20 seeds (1.0 s of CPU)."""
+RESTART_PER_PEER = 800
+RESTART_PER_SECOND = 80_000
+"""Restart proposals per second of the limit at most, all restarts together (small pools run 150,000-
+200,000 proposals a second on this machine, so this is under half the limit)."""
+RESTART_GROUPS = 20
+"""Pools of at most this many groups are restarted (larger ones spend the limit on one longer walk)."""
+
+
+def restart_budget(peers: int, groups: int, time_limit: float) -> tuple[int, int]:
+    """How many restarts a pool gets and how many proposals each: counts, so the same input gives the
+    same walks. None (0, 0) above ``RESTART_GROUPS`` groups."""
+    if groups > RESTART_GROUPS or peers <= 0:
+        return 0, 0
+    each = min(RESTART_PER_PEER * peers, int(RESTART_PER_SECOND * time_limit / RESTARTS))
+    return (RESTARTS, each) if each > 0 else (0, 0)
+
+
+def restarted_walks(
+    pg: PeerGroups,
+    groups: Sequence[Sequence[int]],
+    seed: int,
+    budget: tuple[int, int],
+    deadline: float | None = None,
+) -> tuple[list[list[int]], bool]:
+    """The best grouping of ``budget[0]`` annealing walks of ``budget[1]`` proposals each, every walk
+    from the best so far and followed by the descent, the k-th with the seed ``seed * 7919 + k``
+    (never worse than ``groups``); and whether the clock cut it short (checked between walks and
+    inside each, as in ``anneal_peer_groups``)."""
+    best = [sorted(g) for g in groups]
+    best_fit = pg.total(best)
+    restarts, proposals = budget
+    for k in range(restarts):
+        if deadline is not None and time.perf_counter() > deadline:
+            return best, True
+        walked, cut = anneal_peer_groups(pg, best, seed * 7919 + k, proposals, deadline)
+        if not cut:
+            walked, cut = polish_peer_groups(pg, walked, deadline)
+        if pg.total(walked) > best_fit:
+            best, best_fit = walked, pg.total(walked)
+        if cut:
+            return best, True
+    return best, False

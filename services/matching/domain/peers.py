@@ -36,7 +36,7 @@ from services.matching.domain.levels import (
     run_deadline,
 )
 from services.matching.domain.model import MatchingResult, Unplaced
-from services.matching.domain.peer_anneal import anneal_budget, anneal_peer_groups
+from services.matching.domain.peer_anneal import anneal_budget, anneal_peer_groups, restart_budget, restarted_walks
 from services.matching.domain.peer_fit import (
     PeerGroups,
     language_bits,
@@ -44,6 +44,7 @@ from services.matching.domain.peer_fit import (
     place_more,
     polish_peer_groups,
 )
+from services.matching.domain.peer_lns import lns_budget, lns_peer_groups
 from services.matching.domain.rules import (
     BoolArray,
     IntArray,
@@ -137,9 +138,11 @@ def solve_peer_groups(
 
     waiting_order = sorted((row_of[pid] for pid in active), key=lambda r: prep.ranks[peers[r]])
 
-    def polished(groups: list[list[str]], stage: str) -> list[list[str]]:
+    def polished(groups: list[list[str]], stage: str, final: bool = True) -> list[list[str]]:
         """More peers placed if the rules let them in (in lottery order, nobody taken out), then the
-        same peers in better-fitting groups (``peer_fit``)."""
+        same peers in better-fitting groups (``peer_fit``, ``peer_anneal``; and, on the groups the run
+        returns, ``searched_further``: not on the greedy's groups that only serve as the solver's hint,
+        whose levels then get the time)."""
         rows = [[row_of[pid] for pid in members] for members in groups]
         placed_rows = {r for members in rows for r in members}
         rows = place_more(search, rows, [r for r in waiting_order if r not in placed_rows])
@@ -151,8 +154,29 @@ def solve_peer_groups(
             better, cut = anneal_peer_groups(search, better, prep.seed, budget, deadline)
             if not cut:
                 better, cut = polish_peer_groups(search, better, deadline)
+        if not cut and final:
+            better, cut = searched_further(better, deadline)
         if cut:
             notes.append(f"the time limit cut the fit search on the {stage} groups short (after a complete step)")
+        return [[peers[r] for r in members] for members in better]
+
+    def searched_further(rows: list[list[int]], deadline: float) -> tuple[list[list[int]], bool]:
+        """Small pools: annealing restarted from the best grouping, then exact re-splits of two or three
+        groups (``peer_lns``); large pools return as they are (see both modules for why). Up to three
+        groups, the re-split of all of them is the exact optimum for the placed set: no restarts."""
+        placed = sum(len(members) for members in rows)
+        budget = restart_budget(placed, len(rows), time_limit) if len(rows) > 3 else (0, 0)
+        better, cut = restarted_walks(search, rows, prep.seed, budget, deadline)
+        if not cut:
+            better, cut = lns_peer_groups(search, better, lns_budget(time_limit), deadline)
+        return better, cut
+
+    def re_split(groups: list[list[str]]) -> list[list[str]]:
+        """The greedy's polished groups, returned as the result: the last step of ``polished`` too."""
+        rows = [[row_of[pid] for pid in members] for members in groups]
+        better, cut = searched_further(rows, run_deadline(prep.started, time_limit))
+        if cut:
+            notes.append("the time limit cut the fit search on the greedy groups short (after a complete step)")
         return [[peers[r] for r in members] for members in better]
 
     def finish(chosen_groups: list[list[str]], levels: Levels | CombinedLevels | None, **kw: object) -> MatchingResult:
@@ -176,7 +200,7 @@ def solve_peer_groups(
 
     if greedy_only:
         return finish(greedy, None, placed_bound=len(active), fallback=True, baseline=True)
-    greedy = polished(greedy, "greedy")
+    greedy = polished(greedy, "greedy", final=False)
     lock_pairs: list[tuple[str, str]] = []
     for a, b in prep.locked:
         if a in row_of and b in row_of:
@@ -313,11 +337,11 @@ def solve_peer_groups(
             else "the clock ran out while preparing the model: greedy groups in lottery order"
         )
         prep.locks_applied = 0  # the greedy applies none; the result's notes say so
-        return finish(greedy, None, placed_bound=len(active), fallback=True, why_greedy=why + _SEARCHED)
+        return finish(re_split(greedy), None, placed_bound=len(active), fallback=True, why_greedy=why + _SEARCHED)
     everyone = sum(len(members) for members in greedy) >= len(active)
     pruned = any(len(part) * max(1, len(part) // pol.group_members_min) > PEER_DENSE_LIMIT for part in parts)
     if everyone and pruned and not lock_pairs:
-        return finish(greedy, None, placed_bound=len(active), fallback=True, why_greedy=_EVERYONE)
+        return finish(re_split(greedy), None, placed_bound=len(active), fallback=True, why_greedy=_EVERYONE)
     built = [build(part) for part in parts]
     if any(pm.has_pairs for pm in built):
         notes.append(
@@ -339,7 +363,7 @@ def solve_peer_groups(
     solved = [(levels, pm, total, q) for levels, pm, total, q in zip(runs, built, firsts, quotas, strict=True)]
     solved = [entry for entry in solved if entry[3] is not None]
     if runs and not solved:
-        return finish(greedy, None, placed_bound=len(active), fallback=True, why_greedy=_NOTHING + _SEARCHED)
+        return finish(re_split(greedy), None, placed_bound=len(active), fallback=True, why_greedy=_NOTHING + _SEARCHED)
     proven = True
     for levels, pm, _, quota in solved:
         order = sorted((p for p in pm.placed if pm.allowed[p]), key=lambda p: prep.ranks[p])  # with a place to go
