@@ -18,6 +18,35 @@ from services.matching.tests.test_peer_team_search import _as_result, _peer_prob
 from services.matching.tests.test_properties import as_peer_groups, small_pools
 
 
+def all_compatible(fit: np.ndarray, size: int, frozen: frozenset[int] = frozenset()) -> PeerGroups:
+    """Peers who may all share a group (one language, each of their own department), groups of ``size``."""
+    n = len(fit)
+    return PeerGroups(
+        compat=~np.eye(n, dtype=bool),
+        fit=fit,
+        lang=np.full(n, np.uint64(1), dtype=np.uint64),
+        dept=np.arange(n, dtype=np.int64),
+        size_min=size,
+        size_max=size,
+        dept_limit=None,
+        frozen=frozen,
+    )
+
+
+def three_triangles() -> tuple[PeerGroups, list[list[int]]]:
+    """Nine peers, groups of exactly three: three triangles of weight 10 (the optimum, 90) hidden behind
+    a start of weight 8 (72) whose every single move and swap loses."""
+    fit = np.zeros((9, 9), dtype=np.int64)
+    for a, b, c in ((0, 1, 2), (3, 4, 5), (6, 7, 8)):
+        for x, y in ((a, b), (a, c), (b, c)):
+            fit[x, y] = fit[y, x] = 10
+    start = [[0, 3, 6], [1, 4, 7], [2, 5, 8]]
+    for group in start:
+        for x, y in itertools.combinations(group, 2):
+            fit[x, y] = fit[y, x] = 8
+    return all_compatible(fit, 3), start
+
+
 def _start(grouped: MatchingInput) -> tuple[list[list[int]], PeerGroups, list[str]]:
     prep, peers, search = _peer_problem(grouped)
     row = {pid: r for r, pid in enumerate(peers)}
@@ -79,24 +108,8 @@ def _brute_force_best(search: PeerGroups, rows: list[int]) -> int:
 def test_annealing_leaves_a_local_optimum_of_moves_and_swaps_for_the_optimum() -> None:
     """Nine peers, groups of exactly three, all compatible: the fit is three triangles of weight 10
     hidden behind a start of weight 8 whose every single swap loses; annealing reaches the optimum (brute force)."""
+    search, start = three_triangles()
     n = 9
-    fit = np.zeros((n, n), dtype=np.int64)
-    for a, b, c in ((0, 1, 2), (3, 4, 5), (6, 7, 8)):
-        for x, y in ((a, b), (a, c), (b, c)):
-            fit[x, y] = fit[y, x] = 10
-    start = [[0, 3, 6], [1, 4, 7], [2, 5, 8]]
-    for group in start:
-        for x, y in itertools.combinations(group, 2):
-            fit[x, y] = fit[y, x] = 8
-    search = PeerGroups(
-        compat=~np.eye(n, dtype=bool),
-        fit=fit,
-        lang=np.full(n, np.uint64(1), dtype=np.uint64),
-        dept=np.arange(n, dtype=np.int64),
-        size_min=3,
-        size_max=3,
-        dept_limit=None,
-    )
     stuck, _ = polish_peer_groups(search, start)
     assert search.total(stuck) == search.total(start) == 72  # no move or swap gains: a local optimum
     walked, _ = anneal_peer_groups(search, start, 7, anneal_budget(n, 3.0))

@@ -18,7 +18,7 @@ from services.matching.domain import MatchingInput, match, validate
 from services.matching.domain.peer_anneal import restart_budget, restarted_walks
 from services.matching.domain.peer_fit import PeerGroups, merge_groups, polish_peer_groups
 from services.matching.domain.peer_lns import best_split, lns_budget, lns_peer_groups, sub_groups
-from services.matching.tests.test_peer_anneal import _start
+from services.matching.tests.test_peer_anneal import _start, all_compatible, three_triangles
 from services.matching.tests.test_peer_team_search import _as_result, _peer_problem
 from services.matching.tests.test_properties import as_peer_groups, small_pools
 
@@ -109,24 +109,8 @@ def test_restarts_and_re_splits_keep_every_rule_the_placed_peers_and_replay(
 def test_a_re_split_of_three_groups_leaves_a_local_optimum_of_moves_and_swaps_for_the_optimum() -> None:
     """Nine peers, groups of exactly three, all compatible: three triangles of weight 10 hidden behind
     a start of weight 8 whose every single move and swap loses; the exact re-split finds them."""
+    search, start = three_triangles()
     n = 9
-    fit = np.zeros((n, n), dtype=np.int64)
-    for a, b, c in ((0, 1, 2), (3, 4, 5), (6, 7, 8)):
-        for x, y in ((a, b), (a, c), (b, c)):
-            fit[x, y] = fit[y, x] = 10
-    start = [[0, 3, 6], [1, 4, 7], [2, 5, 8]]
-    for group in start:
-        for x, y in itertools.combinations(group, 2):
-            fit[x, y] = fit[y, x] = 8
-    search = PeerGroups(
-        compat=~np.eye(n, dtype=bool),
-        fit=fit,
-        lang=np.full(n, np.uint64(1), dtype=np.uint64),
-        dept=np.arange(n, dtype=np.int64),
-        size_min=3,
-        size_max=3,
-        dept_limit=None,
-    )
     stuck, _ = polish_peer_groups(search, start)
     assert search.total(stuck) == 72
     split, _ = lns_peer_groups(search, start, lns_budget(3.0))
@@ -138,16 +122,7 @@ def test_groups_holding_a_locked_peer_are_never_re_split() -> None:
     n = 6
     fit = np.zeros((n, n), dtype=np.int64)
     fit[0, 3] = fit[3, 0] = 50  # the better split would separate the locked pair 0/1
-    search = PeerGroups(
-        compat=~np.eye(n, dtype=bool),
-        fit=fit,
-        lang=np.full(n, np.uint64(1), dtype=np.uint64),
-        dept=np.arange(n, dtype=np.int64),
-        size_min=3,
-        size_max=3,
-        dept_limit=None,
-        frozen=frozenset({0, 1}),
-    )
+    search = all_compatible(fit, 3, frozen=frozenset({0, 1}))
     start = [[0, 1, 2], [3, 4, 5]]
     assert lns_peer_groups(search, start, lns_budget(3.0)) == (start, False)
 
