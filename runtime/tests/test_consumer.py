@@ -46,10 +46,23 @@ def _records(envelopes: Sequence[Envelope], first_offset: int = 0) -> list[Consu
     return out
 
 
-def _withdrawn(participant: str) -> Envelope:
+def _withdrawn(participant: str, program: str = "prg-1") -> Envelope:
     return Envelope(
-        data=ParticipantWithdrawn(program_id="prg-1", participant_id=participant, withdrawn_at=datetime.now(UTC))
+        data=ParticipantWithdrawn(program_id=program, participant_id=participant, withdrawn_at=datetime.now(UTC))
     )
+
+
+async def _publish(stack: StackEndpoints, topic: str, envelopes: Sequence[Envelope]) -> None:
+    """The envelopes on the real broker, in order, before the consumer under test starts."""
+    producer = make_producer(stack.kafka_bootstrap, "test-consumer")
+    await producer.start()
+    try:
+        for env in envelopes:
+            r = to_kafka(env)
+            await producer.send(topic, r.value, key=r.key, headers=r.headers)
+        await producer.flush()
+    finally:
+        await producer.stop()
 
 
 @pytest.fixture
@@ -202,16 +215,7 @@ async def test_a_failure_of_the_batch_in_flight_rewinds_the_batch_parsed_meanwhi
     topic = await private_topics("overlap", partitions=3)
     programs = [f"prg-{i}" for i in range(9)]  # keys spread over the three partitions
     total = 900
-    producer = make_producer(stack.kafka_bootstrap, "test-overlap")
-    await producer.start()
-    try:
-        for n in range(total):
-            r = to_kafka(Envelope(data=ParticipantWithdrawn(
-                program_id=programs[n % 9], participant_id=f"p{n:04d}", withdrawn_at=datetime.now(UTC))))  # fmt: skip
-            await producer.send(topic.name, r.value, key=r.key, headers=r.headers)
-        await producer.flush()
-    finally:
-        await producer.stop()
+    await _publish(stack, topic.name, [_withdrawn(f"p{n:04d}", programs[n % 9]) for n in range(total)])
     failures = [0]
 
     async def handler(conn: asyncpg.Connection, env: Envelope) -> None:
@@ -273,16 +277,7 @@ async def test_a_member_joining_mid_catch_up_loses_nothing_and_applies_nothing_t
     topic = await private_topics("rebalance", partitions=3)
     programs = [f"prg-{i}" for i in range(9)]
     total = 1200
-    producer = make_producer(stack.kafka_bootstrap, "test-rebalance")
-    await producer.start()
-    try:
-        for n in range(total):
-            r = to_kafka(Envelope(data=ParticipantWithdrawn(
-                program_id=programs[n % 9], participant_id=f"p{n:04d}", withdrawn_at=datetime.now(UTC))))  # fmt: skip
-            await producer.send(topic.name, r.value, key=r.key, headers=r.headers)
-        await producer.flush()
-    finally:
-        await producer.stop()
+    await _publish(stack, topic.name, [_withdrawn(f"p{n:04d}", programs[n % 9]) for n in range(total)])
 
     async def handler(conn: asyncpg.Connection, env: Envelope) -> None:
         event = env.data
@@ -385,15 +380,7 @@ async def test_records_polled_across_a_rebalance_are_applied(
 ) -> None:
     topic = await private_topics("polled", partitions=1)
     total = 200
-    producer = make_producer(stack.kafka_bootstrap, "test-polled")
-    await producer.start()
-    try:
-        for n in range(total):
-            r = to_kafka(_withdrawn(f"p{n:04d}"))
-            await producer.send(topic.name, r.value, key=r.key, headers=r.headers)
-        await producer.flush()
-    finally:
-        await producer.stop()
+    await _publish(stack, topic.name, [_withdrawn(f"p{n:04d}") for n in range(total)])
 
     async def handler(conn: asyncpg.Connection, env: Envelope) -> None:
         assert isinstance(env.data, ParticipantWithdrawn)
