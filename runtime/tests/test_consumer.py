@@ -52,6 +52,17 @@ def _withdrawn(participant: str, program: str = "prg-1") -> Envelope:
     )
 
 
+async def _assert_all_committed(stack: StackEndpoints, group: str, topic: str, partitions: int) -> None:
+    checker = AIOKafkaConsumer(bootstrap_servers=stack.kafka_bootstrap, group_id=group, enable_auto_commit=False)
+    await checker.start()
+    try:
+        tps = [TopicPartition(topic, p) for p in range(partitions)]
+        ends = await checker.end_offsets(tps)
+        assert {tp: await checker.committed(tp) for tp in tps} == ends, "every offset committed"
+    finally:
+        await checker.stop()
+
+
 async def _publish(stack: StackEndpoints, topic: str, envelopes: Sequence[Envelope]) -> None:
     """The envelopes on the real broker, in order, before the consumer under test starts."""
     producer = make_producer(stack.kafka_bootstrap, "test-consumer")
@@ -256,16 +267,7 @@ async def test_a_failure_of_the_batch_in_flight_rewinds_the_batch_parsed_meanwhi
     finally:
         consumer.stop()
         await task
-    checker = AIOKafkaConsumer(
-        bootstrap_servers=stack.kafka_bootstrap, group_id=consumer.name, enable_auto_commit=False
-    )
-    await checker.start()
-    try:
-        partitions = [TopicPartition(topic.name, p) for p in range(3)]
-        ends = await checker.end_offsets(partitions)
-        assert {tp: await checker.committed(tp) for tp in partitions} == ends, "every offset committed"
-    finally:
-        await checker.stop()
+    await _assert_all_committed(stack, consumer.name, topic.name, partitions=3)
 
 
 async def test_a_member_joining_mid_catch_up_loses_nothing_and_applies_nothing_twice(
@@ -315,14 +317,7 @@ async def test_a_member_joining_mid_catch_up_loses_nothing_and_applies_nothing_t
         for member in members:
             member.stop()
         await asyncio.gather(*tasks)
-    checker = AIOKafkaConsumer(bootstrap_servers=stack.kafka_bootstrap, group_id=group, enable_auto_commit=False)
-    await checker.start()
-    try:
-        partitions = [TopicPartition(topic.name, p) for p in range(3)]
-        ends = await checker.end_offsets(partitions)
-        assert {tp: await checker.committed(tp) for tp in partitions} == ends, "every offset committed"
-    finally:
-        await checker.stop()
+    await _assert_all_committed(stack, group, topic.name, partitions=3)
 
 
 def _with_id(record: ConsumerRecord[bytes, bytes], event_id: str) -> ConsumerRecord[bytes, bytes]:
