@@ -27,14 +27,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import dataclasses
 import os
 import random
 import statistics
 import time
 import uuid
 from asyncio import FIRST_COMPLETED
-from collections.abc import Sequence
 from datetime import UTC, date, datetime, timedelta
 
 import asyncpg
@@ -44,6 +42,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from bench.cpu import cpu_seconds
+from bench.timed_consumer import TimedConsumer
 from contracts.envelope import Envelope, to_kafka
 from contracts.events import (
     CancellationKind,
@@ -63,12 +62,10 @@ from contracts.policy import Form, Role, default_policy
 from contracts.topics import ENROLLMENT, FEEDBACK, MATCHING, SESSIONS, Topic
 from deploy.local.stack import Endpoints, Stack
 from runtime.auth import issue_token
-from runtime.consumer import EventConsumer, Record
 from runtime.db import create_pool, migrate
 from runtime.heap import settle_heap
 from runtime.outbox import make_producer
 from runtime.tail import wait_for_consumer_group
-from runtime.tracking import ParsedBatch
 from services.metrics import handlers
 from services.metrics.adapters.projection import BATCHED_HANDLERS, apply_batch
 from services.metrics.app import MetricsSettings, consumer_name, create
@@ -273,32 +270,6 @@ async def throughput(stack: Endpoints, mentees: int, weeks: int, timeout: float,
         await admin.close()
 
 
-@dataclasses.dataclass
-class _TimedConsumer(EventConsumer):
-    """Notes when its first batch starts (the group join is not projection time: the raw consume beside it
-    is timed from its first fetch too) and when it has applied ``expected`` events, committed in their
-    transactions, so that nothing polls the database or the broker meanwhile (as ``bench.pipeline_bench``
-    times matching's pool projection)."""
-
-    joined_at: float | None = None
-    expected: int = 0
-    applied: int = 0
-    applied_at: float = 0.0
-    done: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
-
-    async def parse_batch(self, records: Sequence[Record]) -> ParsedBatch:
-        if self.joined_at is None:
-            self.joined_at = time.perf_counter()
-        return await super().parse_batch(records)
-
-    async def apply_batch(self, parsed: ParsedBatch) -> None:
-        await super().apply_batch(parsed)  # committed: its events are in the read models
-        self.applied += len(parsed.work)
-        if self.applied >= self.expected:
-            self.applied_at = time.perf_counter()
-            self.done.set()
-
-
 async def projection(stack: Endpoints, schema: str, topics: tuple[Topic, ...], expected: int, timeout: float) -> float:
     """The metrics projection as the service and the rebuild command run it (the runtime's batched
     consumer, the service's handlers, a fresh group from offset zero into a fresh schema): events/s from
@@ -309,7 +280,7 @@ async def projection(stack: Endpoints, schema: str, topics: tuple[Topic, ...], e
     try:
         await migrate(pool, schema, {"metrics": MIGRATIONS})
         await producer.start()
-        consumer = _TimedConsumer(
+        consumer = TimedConsumer(
             name=consumer_name(schema), pool=pool, producer=producer, topics=topics, handlers=BATCHED_HANDLERS,
             offset_reset="earliest", expected=expected,
         )  # fmt: skip
@@ -327,7 +298,7 @@ async def projection(stack: Endpoints, schema: str, topics: tuple[Topic, ...], e
         finally:
             consumer.stop()
             await task
-        assert consumer.joined_at is not None
+        assert consumer.first_batch_at is not None
         rows = await pool.fetchval("SELECT count(*) FROM processed_events")
         held = await pool.fetchval("SELECT count(*) FROM sessions_held")
     finally:
@@ -338,12 +309,12 @@ async def projection(stack: Endpoints, schema: str, topics: tuple[Topic, ...], e
         await conn.close()
     if rows != expected:
         raise SystemExit(f"{rows:,} tracking rows after {expected:,} events: no figures")
-    elapsed = consumer.applied_at - consumer.joined_at
+    elapsed = consumer.applied_at - consumer.first_batch_at
     rate = expected / elapsed
     print(
         f"metrics projection:        {rate:>10,.0f} events/s ({elapsed:.2f}s from its first batch to the last event"
         f" in the read models; {rows:,} tracking rows, {held:,} sessions; group join before it"
-        f" {consumer.joined_at - started:.2f}s)"
+        f" {consumer.first_batch_at - started:.2f}s)"
     )
     print(
         f"  CPU per event: consumer process {1e6 * consumer_cpu / expected:.1f} us (group join, fetch, parse,"

@@ -41,19 +41,18 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from bench.cpu import cpu_seconds
 from bench.synthetic_org import Person, enrolments, org_chart
+from bench.timed_consumer import TimedConsumer
 from contracts.base import utcnow
 from contracts.envelope import Envelope, to_kafka
 from contracts.events import ParticipantEnrolled, ParticipantProfile
 from contracts.topics import ENROLLMENT
 from deploy.local.stack import Stack
 from runtime.auth import issue_token, jwt_config_from_env
-from runtime.consumer import EventConsumer, Record
 from runtime.db import create_pool, migrate
 from runtime.heap import settle_heap
 from runtime.kafka import ensure_topics
 from runtime.outbox import make_producer
 from runtime.tail import wait_for_consumer_group
-from runtime.tracking import ParsedBatch
 from services.matching.adapters.pool import HANDLERS
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -116,31 +115,6 @@ async def raw_consume_rate(bootstrap: str, topic: str, partitions: int, total: i
         await consumer.stop()
 
 
-@dataclasses.dataclass
-class _TimedConsumer(EventConsumer):
-    """Notes when its first batch starts, so the group join is not counted as projection time, and when
-    it has applied ``expected`` events, so that no query polls the pool meanwhile (a ``count(*)`` every
-    50 ms over a growing pool cost its PostgreSQL backends several µs per event)."""
-
-    first_batch_at: float | None = None
-    cpu_at_first_batch: float = 0.0
-    expected: int = 0
-    applied: int = 0
-    done: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
-
-    async def parse_batch(self, records: Sequence[Record]) -> ParsedBatch:
-        if self.first_batch_at is None:
-            self.first_batch_at = time.perf_counter()
-            self.cpu_at_first_batch = time.process_time()
-        return await super().parse_batch(records)
-
-    async def apply_batch(self, parsed: ParsedBatch) -> None:
-        await super().apply_batch(parsed)  # committed: its events are in the pool
-        self.applied += len(parsed.work)
-        if self.applied >= self.expected:
-            self.done.set()
-
-
 async def projection_rate(admin_dsn: str, bootstrap: str, topic: str, total: int) -> tuple[float, float, float, float]:
     """Events/s from Kafka into matching's pool (tracking record included), the batch size used, and the
     CPU time per event of the consumer process and of its PostgreSQL backends (what the rate would be
@@ -151,7 +125,7 @@ async def projection_rate(admin_dsn: str, bootstrap: str, topic: str, total: int
         await migrate(pool, schema, {"matching": MATCHING_MIGRATIONS})
         producer = make_producer(bootstrap, "bench-projection")
         await producer.start()
-        consumer = _TimedConsumer(
+        consumer = TimedConsumer(
             # as short as a service's "matching-pools": the name is in every tracking record's key
             name=f"pools-{uuid.uuid4().hex[:8]}",
             pool=pool,
@@ -169,7 +143,7 @@ async def projection_rate(admin_dsn: str, bootstrap: str, topic: str, total: int
                 task.result()
                 raise SystemExit("the consumer stopped before it applied every event: no figures")
             assert consumer.first_batch_at is not None
-            elapsed = time.perf_counter() - consumer.first_batch_at
+            elapsed = consumer.applied_at - consumer.first_batch_at
             cpu = time.process_time() - consumer.cpu_at_first_batch  # the same window as the rate
             pids = await _backend_pids(admin_dsn, schema)  # a backend opened meanwhile started at 0
             database = sum(cpu_seconds(pid) - backends.get(pid, 0.0) for pid in pids)
