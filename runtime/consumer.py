@@ -139,7 +139,7 @@ class EventConsumer(BatchApplier):
             self.metrics.consumer_started(t.name for t in self.topics)
         try:
             while not self._stopping:
-                await self._observe_lag(consumer, _unapplied(applying, parsed), ahead)
+                await self._observe_lag(consumer, applying, parsed, ahead)
                 if applying is not None and (applying.task.done() or len(parsed) >= PARSE_AHEAD):
                     in_flight, applying = applying, None
                     failure = await self._finish(consumer, in_flight)
@@ -246,7 +246,7 @@ class EventConsumer(BatchApplier):
         self._wake.set()
 
     async def _observe_lag(
-        self, consumer: AIOKafkaConsumer, in_flight: dict[TopicPartition, list[Record]], ahead: ReadAhead
+        self, consumer: AIOKafkaConsumer, applying: _Applying | None, parsed: Iterable[_Cut], ahead: ReadAhead
     ) -> None:
         """Each assigned partition's lag (end offset minus the first record not yet applied: the batch
         in flight counts as not applied until its commit, then the parsed ones, the read-ahead, else the
@@ -258,6 +258,7 @@ class EventConsumer(BatchApplier):
         if self.metrics is None or now < self._lag_due:
             return
         self._lag_due = now + LAG_EVERY_SECONDS
+        in_flight = _unapplied(applying, parsed)
         lags: dict[tuple[str, int], int] = {}
         try:
             async with asyncio.timeout(0.2):
