@@ -56,6 +56,7 @@ from services.matching.domain.group_greedy import greedy_facilitated
 from services.matching.domain.group_result import Outcome, group_result, proven_most, quota_of, unplaced_seekers
 from services.matching.domain.levels import (
     CombinedLevels,
+    LevelOutcome,
     Levels,
     lottery_level,
     run_deadline,
@@ -102,17 +103,31 @@ def _co_mentor_candidates(
 
 def add_placed_cuts(
     built: list[FacilitatedModel], parts: list[list[str]], greedy: list[tuple[list[int], list[str]]], bound: int
-) -> None:
+) -> list[int]:
     """Each component places at most the proven bound less what the greedy's groups place in the
     others: the components share nothing, so a component's best placement together with the greedy's
     groups elsewhere is one grouping of the pool, within the bound. When the greedy (with its chains)
-    meets the bound, level 1 is then proven at its first solution instead of searching for a proof."""
+    meets the bound, level 1 is then proven at its hint (``placed_by_hint``). Returns what the greedy's
+    groups place in each component."""
     where = {pid: c for c, part in enumerate(parts) for pid in part}
     hinted = [0] * len(parts)
     for _, members in greedy:
         hinted[where[members[0]]] += len(members)
     for c, fm in enumerate(built):
         fm.model.add(sum(fm.placed.values()) <= bound - (sum(hinted) - hinted[c]))
+    return hinted
+
+
+def placed_by_hint(levels: Levels, fm: FacilitatedModel, hinted: int, proven: bool) -> LevelOutcome:
+    """Level 1 of one component. When the greedy's groups meet the proven placement bound (``proven``)
+    and the standing solution is that hint, the component's cut (``add_placed_cuts``) makes the hint's
+    count its optimum: kept without a solve, which would only have re-proven it (0.7 s of wall time and
+    a deterministic budget the clock could cut at 1,000 mentees). Otherwise the level is solved."""
+    expr = sum(fm.placed.values())
+    values = levels.values
+    if proven and values is not None and sum(values[v.index] for v in fm.placed.values()) == hinted:
+        return levels.keep_standing("placed", expr, hinted, maximize=True)
+    return levels.optimise("placed", expr, maximize=True)
 
 
 def _placement_bound(
@@ -204,6 +219,17 @@ def _better_greedy(
     return max(options, key=key)
 
 
+SEARCH_MENTEES_MAX = 500
+"""One mentor per group: from this many mentees with somewhere to go, CP-SAT does not search the levels
+below the max load ratio (mentors used, fit); the run keeps the levels CP-SAT or a flow proves cheaply
+(placed, when the greedy with its chains meets the max-flow bound; the lottery walk; the max load
+ratio) and takes fit from the reassignment flows, which do better here: at 1,000 mentees the two
+searches cost 2-3 s of CPU (presolve and a first batch of LP workers each) for +1 mentor used per
+component and +6 fit, ran into the 3 s limit's wall clock and so depended on the machine's load, while
+the flows alone reach 9,207 of a 9,207 bound (capacity) and 7,998 of 8,032 (tight) in about 1 s.
+A deterministic rule on the input, never on the clock; small pools (and every test's) are searched."""
+
+
 def _model_size(candidates: Mapping[str, list[tuple[int, int]]], free: IntArray, size_min: int) -> int:
     """The number of mentee x slot variables the facilitated model would have (before building it)."""
     demand: dict[int, int] = defaultdict(int)
@@ -245,6 +271,9 @@ def solve_facilitated(prep: Prepared, progress: Progress, time_limit: float) -> 
     exact = free_slots <= FULL_MODEL_LIMIT and (not co_count or len(mentor_ids) <= ALL_CO_MENTORS_UP_TO)
     # a pruned model of this many candidate variables would exceed MODEL_VARS_MAX: no candidates needed
     flows_only = not exact and len(active) * TOP_MENTORS > MODEL_VARS_MAX
+    search = bool(co_count) or len(active) < SEARCH_MENTEES_MAX
+    if not search and not flows_only:  # the reassignment's options as on the large pools (+3 fit at 1,000)
+        remember_best(el)
     if exact:
         cand = {pid: {int(k) for k in np.flatnonzero(el.room(pid))} for pid in active}
     elif flows_only:
@@ -289,11 +318,12 @@ def solve_facilitated(prep: Prepared, progress: Progress, time_limit: float) -> 
             greedy = place_more(prep, el, free, greedy, flow_bound)
     routing = None if co_count else _routing(prep, el, active, free)
     # the fit reassignment after the bound (2 s at 50,000): the proof must not wait behind 25 s of fit
-    polished = not co_count and not _past_deadline(prep, time_limit)
+    # (without the searches the reassignment runs once, on the groups that stand after the levels)
+    polished = not co_count and (flows_only or search) and not _past_deadline(prep, time_limit)
     if polished:  # fit first on the greedy's placement: what stands if the clock stops the solver
         better = polish_groups(prep, greedy, el, mentor_ids, deadline=_polish_deadline(prep, time_limit))
         greedy = [([mpos[m] for m in ms], members) for ms, members in better]
-    elif not co_count:
+    elif not co_count and (flows_only or search):
         prep.notes.append("the time limit cut the preparation before the fit reassignment")
     for ms, g_members in greedy:
         for pid in g_members:
@@ -389,6 +419,9 @@ def solve_facilitated(prep: Prepared, progress: Progress, time_limit: float) -> 
     size = len(active) * TOP_MENTORS if flows_only else _model_size(candidates, free, pol.group_members_min)
     too_large = flows_only or size > max(FULL_MODEL_LIMIT, min(MODEL_VARS_MAX, time_limit * MODEL_VARS_PER_SECOND))
     if too_large or _past_deadline(prep, time_limit):
+        if not polished and not co_count and not flows_only and not _past_deadline(prep, time_limit):
+            greedy_spec = polish_groups(prep, greedy, el, mentor_ids, deadline=_polish_deadline(prep, time_limit))
+            polished = True
         why = (
             f"the CP-SAT model ({'at least ' * flows_only}{size:,} mentee-group variables) is too large to build "
             f"and solve within the {time_limit:g} s limit (at most {MODEL_VARS_PER_SECOND:,} per second of it "
@@ -406,7 +439,8 @@ def solve_facilitated(prep: Prepared, progress: Progress, time_limit: float) -> 
     if len(parts) <= 1:
         parts = [seekers]
     built = [build(part) for part in parts]
-    add_placed_cuts(built, parts, greedy, flow_bound)
+    hinted = add_placed_cuts(built, parts, greedy, flow_bound)
+    hint_meets_bound = sum(hinted) >= flow_bound
     runs = component_runs(prep, progress, time_limit, [len(part) for part in parts], [fm.model for fm in built])
     for levels, fm in zip(runs, built, strict=True):
         levels.hint(fm.hint)
@@ -414,8 +448,8 @@ def solve_facilitated(prep: Prepared, progress: Progress, time_limit: float) -> 
     # level 1 in every component before any other level: if the clock stops the run, every component
     # has its most-placed solution or, failing that, its share of the greedy's groups
     firsts = [
-        levels.optimise("placed", sum(fm.placed.values()), maximize=True)
-        for levels, fm in zip(runs, built, strict=True)
+        placed_by_hint(levels, fm, count, hint_meets_bound)
+        for levels, fm, count in zip(runs, built, hinted, strict=True)
     ]
     quotas = [quota_of(levels, total, fm.placed) for levels, fm, total in zip(runs, built, firsts, strict=True)]
     solved = [(levels, fm, q) for levels, fm, q in zip(runs, built, quotas, strict=True) if q is not None]
@@ -427,14 +461,22 @@ def solve_facilitated(prep: Prepared, progress: Progress, time_limit: float) -> 
         _, part_proven = lottery_level(levels, fm.placed, by_lottery, quota, rule_out=_rule_out(levels, fm, routing))
         proven = proven and part_proven
     tops: list[tuple[Levels, cp_model.IntVar, cp_model.LinearExprT, bool]] = []
+    standing: list[int] = []  # mentors used in each component's standing solution
     for levels, fm, _ in solved:
         load = load_terms(levels.model, prep, fm.opened)
         if load is not None:
             top, used = load
             found = min_max_ratio(levels, prep, fm, mentor_ids, top).found
             tops.append((levels, top, used, found))
-    idle_under_shared_ratio(tops)
-    for levels, fm, _ in solved:
+            standing.append(sum(levels.value(ys[0]) for ys in fm.opened.values() if ys))
+    idle_under_shared_ratio(tops, None if search else standing)
+    if not search:
+        notes.append(
+            f"from {SEARCH_MENTEES_MAX:,} mentees CP-SAT does not search mentors used and fit: mentors used is "
+            "the standing solution's (not proven the most), fit comes from reassigning mentees between open "
+            "groups (flows and moves, a fixed amount of work)"
+        )
+    for levels, fm, _ in solved if search else []:
         # the reassignment runs even when the clock has stopped the solver (then it improves the stage that
         # stands: deterministic given that stage), unless the limit itself is about to pass
         in_time = time.perf_counter() < run_deadline(prep.started, time_limit) + time_limit * POLISH_SLACK
@@ -444,6 +486,8 @@ def solve_facilitated(prep: Prepared, progress: Progress, time_limit: float) -> 
         if start is not None and outcome.found and outcome.value < start[1]:  # the solver lost the hint
             levels.start_from(start[0])
             outcome.value = float(start[1])
+        settle_ratio(levels, prep, fm.opened)
+    for levels, fm, _ in [] if search else solved:
         settle_ratio(levels, prep, fm.opened)
 
     chosen_groups: list[tuple[list[str], list[str]]] = []
