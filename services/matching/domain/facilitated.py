@@ -2,7 +2,9 @@
 
 Preparation (eligibility, reasons, candidates, the placement bound, the greedy), then either the
 CP-SAT levels per component or, when the model is too large for the time limit, the greedy's groups
-with their fit reassigned. Every mentor of a group must be eligible for every member.
+with their fit reassigned. From SEARCH_MENTEES_MAX mentees (one mentor per group) the levels below the
+max load ratio are not searched: every stop of such a run is a count, the clock only a safety net.
+Every mentor of a group must be eligible for every member.
 """
 
 from __future__ import annotations
