@@ -44,6 +44,7 @@ from services.matching.domain.facilitated_model import (
     add_slots,
     hint_from_greedy,
 )
+from services.matching.domain.facilitated_placed import add_placed_cuts, placed_by_hint
 from services.matching.domain.facilitated_prep import (
     Eligibility,
     best_mentors,
@@ -58,7 +59,6 @@ from services.matching.domain.group_greedy import greedy_facilitated
 from services.matching.domain.group_result import Outcome, group_result, proven_most, quota_of, unplaced_seekers
 from services.matching.domain.levels import (
     CombinedLevels,
-    LevelOutcome,
     Levels,
     lottery_level,
     run_deadline,
@@ -101,35 +101,6 @@ def _co_mentor_candidates(
         options.sort(key=lambda j: (-shared[lead].get(j, 0), prep.ranks[prep.mentor_ids[j]]))
         out[lead] = options if everyone else options[:TOP_CO_MENTORS]
     return out
-
-
-def add_placed_cuts(
-    built: list[FacilitatedModel], parts: list[list[str]], greedy: list[tuple[list[int], list[str]]], bound: int
-) -> list[int]:
-    """Each component places at most the proven bound less what the greedy's groups place in the
-    others: the components share nothing, so a component's best placement together with the greedy's
-    groups elsewhere is one grouping of the pool, within the bound. When the greedy (with its chains)
-    meets the bound, level 1 is then proven at its hint (``placed_by_hint``). Returns what the greedy's
-    groups place in each component."""
-    where = {pid: c for c, part in enumerate(parts) for pid in part}
-    hinted = [0] * len(parts)
-    for _, members in greedy:
-        hinted[where[members[0]]] += len(members)
-    for c, fm in enumerate(built):
-        fm.model.add(sum(fm.placed.values()) <= bound - (sum(hinted) - hinted[c]))
-    return hinted
-
-
-def placed_by_hint(levels: Levels, fm: FacilitatedModel, hinted: int, proven: bool) -> LevelOutcome:
-    """Level 1 of one component. When the greedy's groups meet the proven placement bound (``proven``)
-    and the standing solution is that hint, the component's cut (``add_placed_cuts``) makes the hint's
-    count its optimum: kept without a solve, which would only have re-proven it (0.7 s of wall time and
-    a deterministic budget the clock could cut at 1,000 mentees). Otherwise the level is solved."""
-    expr = sum(fm.placed.values())
-    values = levels.values
-    if proven and values is not None and sum(values[v.index] for v in fm.placed.values()) == hinted:
-        return levels.keep_standing("placed", expr, hinted, maximize=True)
-    return levels.optimise("placed", expr, maximize=True)
 
 
 def _placement_bound(
