@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import argparse
 import functools
+import hashlib
+import json
 import random
 import resource
 import sys
@@ -494,11 +496,18 @@ def line(row: Row, limit: float | None) -> str:
     )
 
 
-def run_case(name: str, inp: MatchingInput, seed: int, with_greedy: bool) -> None:
+def digest(result: MatchingResult) -> str:
+    """A short fingerprint of the groups (who is with whom, ids aside): equal digests, equal groups."""
+    groups = sorted(sorted(m.participant_id for m in g.members) for g in result.groups)
+    return hashlib.sha256(json.dumps(groups).encode()).hexdigest()[:12]
+
+
+def run_case(name: str, inp: MatchingInput, seed: int, with_greedy: bool, show_digest: bool = False) -> None:
     limit = inp.policy.time_limit_seconds if inp.form is not Form.ONE_TO_ONE else None
     result, seconds, cpu, peak, violations = measure(lambda: match(inp, seed), inp)
     idle, bound = idle_and_fit_bound(inp, result)
-    print(line(Row(f"{name} solver", result, seconds, cpu, peak, violations, bound, idle), limit), flush=True)
+    row = line(Row(f"{name} solver", result, seconds, cpu, peak, violations, bound, idle), limit)
+    print(row + (f" {digest(result)}" if show_digest else ""), flush=True)
     if with_greedy:
         base, seconds, cpu, peak, violations = measure(lambda: greedy(inp, seed), inp)
         idle, bound = idle_and_fit_bound(inp, base)
@@ -531,6 +540,9 @@ def main() -> None:
     parser.add_argument("--variants", type=int, default=1, help="facilitated pools drawn per family and size")
     parser.add_argument("--seed", type=int, default=2026)
     parser.add_argument(
+        "--digest", action="store_true", help="end each solver row with a fingerprint of its groups (replays)"
+    )
+    parser.add_argument(
         "--no-clock",
         action="store_true",
         help="switch the wall-clock deadline off (as the tests do): the result an unloaded machine gives, "
@@ -546,7 +558,7 @@ def main() -> None:
         size = int(words[0].replace(",", ""))
         if args.only not in name or size > args.max_size:
             continue
-        run_case(name, build(), args.seed, greedy_too and not args.no_greedy)
+        run_case(name, build(), args.seed, greedy_too and not args.no_greedy, args.digest)
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"\nprocess peak RSS {rss:.0f} MiB. fit bnd: transportation relaxation at the run's placed set and max")
     print("load ratio (computed here, not by the solver); gap = (fit bnd - fit) / fit bnd; secs = match + validate")

@@ -2,7 +2,9 @@
 
 Preparation (eligibility, reasons, candidates, the placement bound, the greedy), then either the
 CP-SAT levels per component or, when the model is too large for the time limit, the greedy's groups
-with their fit reassigned. Every mentor of a group must be eligible for every member.
+with their fit reassigned. From SEARCH_MENTEES_MAX mentees (one mentor per group) the levels below the
+max load ratio are not searched: every stop of such a run is a count, the clock only a safety net.
+Every mentor of a group must be eligible for every member.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ from services.matching.domain.facilitated_model import (
     add_slots,
     hint_from_greedy,
 )
+from services.matching.domain.facilitated_placed import add_placed_cuts, placed_by_hint
 from services.matching.domain.facilitated_prep import (
     Eligibility,
     best_mentors,
@@ -98,21 +101,6 @@ def _co_mentor_candidates(
         options.sort(key=lambda j: (-shared[lead].get(j, 0), prep.ranks[prep.mentor_ids[j]]))
         out[lead] = options if everyone else options[:TOP_CO_MENTORS]
     return out
-
-
-def add_placed_cuts(
-    built: list[FacilitatedModel], parts: list[list[str]], greedy: list[tuple[list[int], list[str]]], bound: int
-) -> None:
-    """Each component places at most the proven bound less what the greedy's groups place in the
-    others: the components share nothing, so a component's best placement together with the greedy's
-    groups elsewhere is one grouping of the pool, within the bound. When the greedy (with its chains)
-    meets the bound, level 1 is then proven at its first solution instead of searching for a proof."""
-    where = {pid: c for c, part in enumerate(parts) for pid in part}
-    hinted = [0] * len(parts)
-    for _, members in greedy:
-        hinted[where[members[0]]] += len(members)
-    for c, fm in enumerate(built):
-        fm.model.add(sum(fm.placed.values()) <= bound - (sum(hinted) - hinted[c]))
 
 
 def _placement_bound(
@@ -204,6 +192,26 @@ def _better_greedy(
     return max(options, key=key)
 
 
+SEARCH_MENTEES_MAX = 500
+"""One mentor per group: from this many mentees with somewhere to go, CP-SAT does not search the levels
+below the max load ratio (mentors used, fit); the run keeps the levels CP-SAT or a flow proves cheaply
+(placed, when the greedy with its chains meets the max-flow bound; the lottery walk; the max load
+ratio) and takes fit from the reassignment flows, which do better here: at 1,000 mentees the two
+searches cost 2-3 s of CPU (presolve and a first batch of LP workers each) for +1 mentor used per
+component and +6 fit, ran into the 3 s limit's wall clock and so depended on the machine's load, while
+the flows alone reach 9,207 of a 9,207 bound (capacity) and 7,998 of 8,032 (tight) in about 1 s.
+A deterministic rule on the input, never on the clock; small pools (and every test's) are searched."""
+
+
+def _same_groups(a: list[tuple[list[int], list[str]]], b: list[tuple[list[int], list[str]]]) -> bool:
+    """The same groups (mentors, members), in any order."""
+
+    def key(groups: list[tuple[list[int], list[str]]]) -> set[tuple[tuple[int, ...], frozenset[str]]]:
+        return {(tuple(ms), frozenset(members)) for ms, members in groups}
+
+    return len(a) == len(b) and key(a) == key(b)
+
+
 def _model_size(candidates: Mapping[str, list[tuple[int, int]]], free: IntArray, size_min: int) -> int:
     """The number of mentee x slot variables the facilitated model would have (before building it)."""
     demand: dict[int, int] = defaultdict(int)
@@ -245,6 +253,9 @@ def solve_facilitated(prep: Prepared, progress: Progress, time_limit: float) -> 
     exact = free_slots <= FULL_MODEL_LIMIT and (not co_count or len(mentor_ids) <= ALL_CO_MENTORS_UP_TO)
     # a pruned model of this many candidate variables would exceed MODEL_VARS_MAX: no candidates needed
     flows_only = not exact and len(active) * TOP_MENTORS > MODEL_VARS_MAX
+    search = bool(co_count) or len(active) < SEARCH_MENTEES_MAX
+    if not search and not flows_only:  # the reassignment's options as on the large pools (+3 fit at 1,000)
+        remember_best(el)
     if exact:
         cand = {pid: {int(k) for k in np.flatnonzero(el.room(pid))} for pid in active}
     elif flows_only:
@@ -406,7 +417,8 @@ def solve_facilitated(prep: Prepared, progress: Progress, time_limit: float) -> 
     if len(parts) <= 1:
         parts = [seekers]
     built = [build(part) for part in parts]
-    add_placed_cuts(built, parts, greedy, flow_bound)
+    hinted = add_placed_cuts(built, parts, greedy, flow_bound)
+    hint_meets_bound = sum(hinted) >= flow_bound
     runs = component_runs(prep, progress, time_limit, [len(part) for part in parts], [fm.model for fm in built])
     for levels, fm in zip(runs, built, strict=True):
         levels.hint(fm.hint)
@@ -414,8 +426,8 @@ def solve_facilitated(prep: Prepared, progress: Progress, time_limit: float) -> 
     # level 1 in every component before any other level: if the clock stops the run, every component
     # has its most-placed solution or, failing that, its share of the greedy's groups
     firsts = [
-        levels.optimise("placed", sum(fm.placed.values()), maximize=True)
-        for levels, fm in zip(runs, built, strict=True)
+        placed_by_hint(levels, fm, count, hint_meets_bound)
+        for levels, fm, count in zip(runs, built, hinted, strict=True)
     ]
     quotas = [quota_of(levels, total, fm.placed) for levels, fm, total in zip(runs, built, firsts, strict=True)]
     solved = [(levels, fm, q) for levels, fm, q in zip(runs, built, quotas, strict=True) if q is not None]
@@ -427,14 +439,22 @@ def solve_facilitated(prep: Prepared, progress: Progress, time_limit: float) -> 
         _, part_proven = lottery_level(levels, fm.placed, by_lottery, quota, rule_out=_rule_out(levels, fm, routing))
         proven = proven and part_proven
     tops: list[tuple[Levels, cp_model.IntVar, cp_model.LinearExprT, bool]] = []
+    standing: list[int] = []  # mentors used in each component's standing solution
     for levels, fm, _ in solved:
         load = load_terms(levels.model, prep, fm.opened)
         if load is not None:
             top, used = load
             found = min_max_ratio(levels, prep, fm, mentor_ids, top).found
             tops.append((levels, top, used, found))
-    idle_under_shared_ratio(tops)
-    for levels, fm, _ in solved:
+            standing.append(sum(levels.value(ys[0]) for ys in fm.opened.values() if ys))
+    idle_under_shared_ratio(tops, None if search else standing)
+    if not search:
+        notes.append(
+            f"from {SEARCH_MENTEES_MAX:,} mentees CP-SAT does not search mentors used and fit: mentors used is "
+            "the standing solution's (not proven the most), fit comes from reassigning mentees between open "
+            "groups (flows and moves, a fixed amount of work)"
+        )
+    for levels, fm, _ in solved if search else []:
         # the reassignment runs even when the clock has stopped the solver (then it improves the stage that
         # stands: deterministic given that stage), unless the limit itself is about to pass
         in_time = time.perf_counter() < run_deadline(prep.started, time_limit) + time_limit * POLISH_SLACK
@@ -444,6 +464,8 @@ def solve_facilitated(prep: Prepared, progress: Progress, time_limit: float) -> 
         if start is not None and outcome.found and outcome.value < start[1]:  # the solver lost the hint
             levels.start_from(start[0])
             outcome.value = float(start[1])
+        settle_ratio(levels, prep, fm.opened)
+    for levels, fm, _ in [] if search else solved:
         settle_ratio(levels, prep, fm.opened)
 
     chosen_groups: list[tuple[list[str], list[str]]] = []
@@ -462,9 +484,14 @@ def solve_facilitated(prep: Prepared, progress: Progress, time_limit: float) -> 
         )
         proven = False
     in_time = time.perf_counter() < run_deadline(prep.started, time_limit) + time_limit * POLISH_SLACK
-    if not co_count and in_time:  # the same placed set and open groups, fit over every eligible open group
+    positions = [([mpos[m] for m in ms], members) for ms, members in chosen_groups]
+    # the levels kept the reassigned greedy's groups (no search below the load ratio, or none that moved
+    # anyone): a second pass over the same groups finds nothing (0.3-0.5 s of CPU at 1,000 mentees)
+    unchanged = polished and _same_groups(positions, greedy)
+    if (
+        not co_count and in_time and not unchanged
+    ):  # the same placed set and open groups, fit over every eligible open group
         locked = frozenset(p for pair in prep.locked for p in pair)
-        positions = [([mpos[m] for m in ms], members) for ms, members in chosen_groups]
         chosen_groups = polish_groups(prep, positions, el, mentor_ids, locked, _polish_deadline(prep, time_limit))
     bound = flow_bound
     if exact and not unsolved:

@@ -270,6 +270,25 @@ class Levels:
         self.report(name, share)
         return outcome
 
+    def keep_standing(
+        self, name: str, expr: cp_model.LinearExprT, value: int, *, maximize: bool, proven: bool = True
+    ) -> LevelOutcome:
+        """The level's value in the solution that stands (``value``, which the caller counted), kept as a
+        constraint as ``optimise`` does, without a solve. ``proven``: a bound from outside the model shows
+        it is the optimum (facilitated placement: the max flow, when the greedy's hint meets it), so a
+        solve would have nothing to find and would cost its presolve and a first batch of search (0.7 s
+        of wall time in the 3 s limit at 1,000 mentees). Otherwise the level is reported unproven."""
+        if self.values is None:
+            raise RuntimeError("keep_standing needs a standing solution")
+        self.level = name
+        self.model.add(expr >= value if maximize else expr <= value)
+        outcome = LevelOutcome(
+            name, float(value), float(value) if proven else math.nan, "OPTIMAL" if proven else "FEASIBLE"
+        )
+        self.outcomes.append(outcome)
+        self.report(name, SHARES[name])
+        return outcome
+
     def feasible_with(self, assumptions: Sequence[cp_model.LiteralT], budget: float) -> bool | None:
         """Is the model feasible with these literals true? None when the budget ran out undecided."""
         self.model.clear_assumptions()

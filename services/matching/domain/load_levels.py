@@ -194,13 +194,19 @@ def min_max_ratio(
     return outcome
 
 
-def idle_under_shared_ratio(tops: list[tuple[Levels, cp_model.IntVar, cp_model.LinearExprT, bool]]) -> None:
+def idle_under_shared_ratio(
+    tops: list[tuple[Levels, cp_model.IntVar, cp_model.LinearExprT, bool]], standing: list[int] | None = None
+) -> None:
     """Components are solved apart but the maximum load ratio is one figure for the run: the largest of
     the components' minima (each found by its own load level) caps every component, which then uses as
     many of its mentors as it can under that cap (fewest idle). Exact, since each component's minimum is
-    reachable within the cap and the mentors-used count is a sum over components."""
+    reachable within the cap and the mentors-used count is a sum over components. ``standing`` (mentors
+    used in each component's standing solution): keep those counts instead of searching for more."""
     ratio = max((int(levels.outcomes[-1].value) for levels, _, _, found in tops if found), default=0)
-    for levels, top, used, found in tops:
+    for n, (levels, top, used, found) in enumerate(tops):
         if found:
             levels.model.add(top <= ratio)
-        levels.optimise("mentors_used", used, maximize=True)
+        if standing is None:
+            levels.optimise("mentors_used", used, maximize=True)
+        else:
+            levels.keep_standing("mentors_used", used, standing[n], maximize=True, proven=False)
