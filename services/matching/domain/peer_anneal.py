@@ -182,26 +182,28 @@ def anneal_peer_groups(
     rows = [r for r, k in enumerate(walk.home) if k >= 0 and r not in pg.frozen]
     if not rows or proposals <= 0:
         return walk.groups(), False
-    partners = dict(zip(rows, _partners(pg, rows, walk.state.home >= 0), strict=True))
+    partners = _partners(pg, rows, walk.state.home >= 0)  # of rows[i], at i
     rng = random.Random(seed)
+    randrange, uniform, exp = rng.randrange, rng.random, math.exp  # bound once: the loop is the hot path
+    home, n_rows = walk.home, len(rows)
     current = best = 0
-    best_home = list(walk.home)
+    best_home = list(home)
     temperature, cooling = T_START, (T_END / T_START) ** (1.0 / proposals)
     cut = False
     for i in range(proposals):
         if i % BLOCK == 0 and i:
             if current > best:
-                best, best_home = current, list(walk.home)
+                best, best_home = current, list(home)
             if deadline is not None and time.perf_counter() > deadline:
                 cut = True
                 break
         temperature *= cooling
-        r = rows[rng.randrange(len(rows))]
-        options = partners[r]
+        pick = randrange(n_rows)
+        options = partners[pick]
         if not options:
             continue
-        q = options[rng.randrange(len(options))]
-        a, k = walk.home[r], walk.home[q]
+        r, q = rows[pick], options[randrange(len(options))]
+        a, k = home[r], home[q]
         if a == k:
             continue
         gain = walk.move_gain(r, a, k)
@@ -211,7 +213,7 @@ def anneal_peer_groups(
             if swap is None:
                 continue
             gain = swap[1]
-        if gain < 0 and rng.random() >= math.exp(gain / temperature):
+        if gain < 0 and uniform() >= exp(gain / temperature):
             continue
         if swap is None:
             walk.apply_move(r, k)

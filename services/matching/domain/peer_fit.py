@@ -95,6 +95,10 @@ class GroupState:
         self.depts = np.zeros((g, n_dept), dtype=np.int64)
         self.slots = np.full((g, pg.size_max), -1, dtype=np.int64)
         """Each group's members as a row (-1: empty), for vector work over the members of many groups."""
+        self.clock = 0
+        self.touched = np.zeros(g, dtype=np.int64)
+        """When each group last changed (``clock`` counts changes): what a peer's last look saw may
+        still hold for the groups unchanged since (``nothing_to_gain``)."""
         self._langs: npt.NDArray[np.uint64] | None = None
         self._stale: set[int] = set()
         """``langs()`` is kept between calls and only the groups changed since are computed again: every
@@ -103,8 +107,13 @@ class GroupState:
             for r in ms:
                 self._add(r, k)
 
-    def _add(self, r: int, k: int) -> None:
+    def _changed(self, k: int) -> None:
         self._stale.add(k)
+        self.clock += 1
+        self.touched[k] = self.clock
+
+    def _add(self, r: int, k: int) -> None:
+        self._changed(k)
         self.home[r] = k
         self.fit_with[k] += self.pg.fit[r]
         self.compat_with[k] += self.pg.compat[r]
@@ -115,7 +124,7 @@ class GroupState:
         self.slots[k, int(np.argmin(self.slots[k]))] = r  # the first empty slot (-1)
 
     def _remove(self, r: int, k: int) -> None:
-        self._stale.add(k)
+        self._changed(k)
         self.home[r] = -1
         self.fit_with[k] -= self.pg.fit[r]
         self.compat_with[k] -= self.pg.compat[r]
@@ -145,40 +154,57 @@ class GroupState:
         if self.size[a] <= pg.size_min:
             return -1, 0
         fit_col, compat_col = cols if cols is not None else self.columns(r)
-        gain = fit_col - fit_col[a]
-        ok = (self.size < pg.size_max) & (compat_col == self.size) & ((langs & pg.lang[r]) != 0)
+        # the groups that gain first (few, late in the descent), then the rules on those only
+        here = fit_col[a]
+        pos = np.flatnonzero(fit_col > here)
+        if not len(pos):
+            return -1, 0
+        size = self.size[pos]
+        ok = (size < pg.size_max) & (compat_col[pos] == size) & ((langs[pos] & pg.lang[r]) != 0)
         if pg.dept_limit is not None:
-            ok &= self.depts[:, pg.dept[r]] < pg.dept_limit
-        ok[a] = False
-        ok &= gain > 0
+            ok &= self.depts[pos, pg.dept[r]] < pg.dept_limit
         if not ok.any():
             return -1, 0
-        pos = np.flatnonzero(ok)
-        k = int(pos[np.argmax(gain[pos])])
-        return k, int(gain[k])
+        pos = pos[ok]
+        gain = fit_col[pos] - here
+        best = int(np.argmax(gain))
+        return int(pos[best]), int(gain[best])
 
-    def best_swap(self, r: int, cols: tuple[IntArray, npt.NDArray[np.int16]] | None = None) -> tuple[int, int]:
-        """The peer of another group whose swap with r gains most (and the gain), or (-1, 0): the
-        members of the SWAP_GROUPS groups r gains most from, scored at once; the rules checked in
-        order of gain, so the first that passes is the best."""
-        pg, a = self.pg, int(self.home[r])
-        fit_col, compat_col = cols if cols is not None else self.columns(r)
+    def swap_window(self, r: int, cols: tuple[IntArray, npt.NDArray[np.int16]]) -> IntArray:
+        """The groups whose members r may swap with: the SWAP_GROUPS groups r gains most from joining
+        (most first, ties in group order) among those r is compatible with but for one member."""
+        fit_col, compat_col = cols
+        a = int(self.home[r])
         near = compat_col >= self.size - 1
         near[a] = False
         pos = np.flatnonzero(near)
-        if not len(pos):
-            return -1, 0
         pull = fit_col[pos] - fit_col[a]
-        top = pos[_top_stable(pull, SWAP_GROUPS)]
+        window: IntArray = pos[_top_stable(pull, SWAP_GROUPS)]
+        return window
+
+    def best_swap(
+        self, r: int, cols: tuple[IntArray, npt.NDArray[np.int16]] | None = None, window: IntArray | None = None
+    ) -> tuple[int, int]:
+        """The peer of another group whose swap with r gains most (and the gain), or (-1, 0): the
+        members of the groups of r's ``swap_window``, scored at once; the rules checked in order of
+        gain, so the first that passes is the best."""
+        pg, a = self.pg, int(self.home[r])
+        fit_col, compat_col = cols if cols is not None else self.columns(r)
+        top = window if window is not None else self.swap_window(r, (fit_col, compat_col))
+        if not len(top):
+            return -1, 0
         qs = self.slots[top].ravel()
         ks = np.repeat(top, pg.size_max)
         keep = qs >= 0
         qs, ks = qs[keep], ks[keep]
         f = pg.fit[r, qs].astype(np.int64)
         gain = fit_col[ks] - f - fit_col[a] + self.fit_with[a, qs] - f - self.fit_with[ks, qs]
+        gains = np.flatnonzero(gain > 0)  # the swaps that gain first, then the rules on those only
+        if not len(gains):
+            return -1, 0
+        qs, ks, gain = qs[gains], ks[gains], gain[gains]
         c = pg.compat[r, qs].astype(np.int64)
-        ok = (gain > 0) & (compat_col[ks] - c == self.size[ks] - 1)
-        ok &= self.compat_with[a, qs] - c == self.size[a] - 1
+        ok = (compat_col[ks] - c == self.size[ks] - 1) & (self.compat_with[a, qs] - c == self.size[a] - 1)
         if pg.dept_limit is not None:
             other = pg.dept[qs] != pg.dept[r]
             ok &= ~other | (
@@ -195,6 +221,37 @@ class GroupState:
                 continue
             return q, int(gain[i])
         return -1, 0
+
+    def nothing_to_gain(self, r: int, since: int, window: IntArray, langs: npt.NDArray[np.uint64]) -> bool:
+        """Is it certain, without a full look, that peer r still has no move or swap that gains, given
+        that its look at ``clock == since`` found none (with ``window``, its swap window then)? What a
+        move or swap to group k gains, and whether it keeps the rules, depends only on groups k and r's
+        own: so if r's group is unchanged since, the groups unchanged since still offer nothing, and
+        only the changed ones are checked, as moves, and as groups that might enter the swap window.
+        False means "look again" (``best_move``, ``best_swap``): the answer never differs from a full
+        look. In the descent's later rounds few groups change, and this check costs a fraction of a
+        look (at 2,000 peers, rounds 4-10 moved 13-106 peers of 2,000)."""
+        pg, a = self.pg, int(self.home[r])
+        if self.touched[a] > since:
+            return False
+        changed = np.flatnonzero(self.touched > since)
+        if not len(changed):
+            return True
+        if np.isin(changed, window).any():
+            return False
+        fit_t, compat_t, size_t = self.fit_with[changed, r], self.compat_with[changed, r], self.size[changed]
+        fit_a = int(self.fit_with[a, r])
+        if self.size[a] > pg.size_min:  # a move into a changed group that gains and keeps the rules?
+            ok = (fit_t > fit_a) & (size_t < pg.size_max) & (compat_t == size_t) & ((langs[changed] & pg.lang[r]) != 0)
+            if pg.dept_limit is not None:
+                ok &= self.depts[changed, pg.dept[r]] < pg.dept_limit
+            if ok.any():
+                return False
+        near = compat_t >= size_t - 1
+        if len(window) < SWAP_GROUPS:  # the window held every eligible group: a changed one would join it
+            return not near.any()
+        threshold = int(self.fit_with[int(window[-1]), r]) - fit_a  # the window's last pull, unchanged
+        return not (near & (fit_t - fit_a >= threshold)).any()  # a tie might enter too: look again
 
     def fits_in(self, r: int, langs: npt.NDArray[np.uint64], without: int = -1) -> BoolArray:
         """Groups peer r may join as they are (or with ``without`` gone from its group): room, compatible
@@ -230,6 +287,7 @@ class GroupState:
         self.size = np.append(self.size, 0)
         self.depts = np.vstack([self.depts, np.zeros((1, self.depts.shape[1]), dtype=np.int64)])
         self.slots = np.vstack([self.slots, np.full((1, self.pg.size_max), -1, dtype=np.int64)])
+        self.touched = np.append(self.touched, self.clock)
         for r in rows:
             self._add(r, len(self.members) - 1)
 
@@ -394,6 +452,8 @@ def polish_peer_groups(
         return [], False
     state = GroupState(pg, groups)
     placed = sum(len(g) for g in groups)
+    quiet = np.full(len(pg.compat), -1, dtype=np.int64)  # the clock when r's last look found nothing
+    windows: dict[int, IntArray] = {}  # r's swap window at that look
     for _ in range(search_rounds(placed)):
         if deadline is not None and time.perf_counter() > deadline:
             return [sorted(ms) for ms in state.members if ms], True
@@ -402,10 +462,14 @@ def polish_peer_groups(
         for r in map(int, np.flatnonzero(state.home >= 0)):
             if r in pg.frozen:
                 continue
+            if quiet[r] >= 0 and state.nothing_to_gain(r, int(quiet[r]), windows[r], langs):
+                continue
             cols = state.columns(r)
             k, gain = state.best_move(r, langs, cols)
-            q, swap_gain = state.best_swap(r, cols)
+            window = state.swap_window(r, cols)
+            q, swap_gain = state.best_swap(r, cols, window)
             if gain <= 0 and swap_gain <= 0:
+                quiet[r], windows[r] = state.clock, window
                 continue
             touched = (int(state.home[r]), k if gain >= swap_gain else int(state.home[q]))
             if gain >= swap_gain:

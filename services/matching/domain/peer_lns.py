@@ -123,22 +123,26 @@ def _split(
     for options in by_first:
         options.sort(key=lambda option: -option[1])
     memo: dict[int, tuple[int, int]] = {0: (0, 0)}
-    done = [0]
+    done = 0
     none = -(1 << 60)
+    lookup = memo.get
 
     def best(left: int) -> int:
-        got = memo.get(left)
-        if got is not None:
-            return got[0]
-        done[0] += 1
-        if done[0] > work:
+        """The best split of ``left`` (a subset not in ``memo``): the recursion visits each subset once;
+        a subset already solved is read from ``memo`` before the call (most are: a call per subset cost
+        a third of the search)."""
+        nonlocal done
+        done += 1
+        if done > work:
             raise _OutOfWork
         top, arg = none, 0
         for mask, value in by_first[(left & -left).bit_length() - 1]:
-            if mask & ~left:
+            if mask & left != mask:
                 continue
-            done[0] += 1
-            total = value + best(left ^ mask)
+            done += 1
+            rest = left ^ mask
+            got = lookup(rest)
+            total = value + (got[0] if got is not None else best(rest))
             if total > top:
                 top, arg = total, mask
         memo[left] = (top, arg)
@@ -146,18 +150,18 @@ def _split(
 
     everyone = (1 << m) - 1
     try:
-        value = best(everyone)
+        value = best(everyone) if everyone not in memo else memo[everyone][0]
     except _OutOfWork:
-        return None, done[0]
+        return None, done
     if value <= none // 2:
-        return None, done[0]
+        return None, done
     groups: list[list[int]] = []
     left = everyone
     while left:
         mask = memo[left][1]
         groups.append([i for i in range(m) if mask >> i & 1])
         left ^= mask
-    return (value, groups), done[0]
+    return (value, groups), done
 
 
 class _OutOfWork(Exception):
