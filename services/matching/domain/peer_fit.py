@@ -43,6 +43,8 @@ MOVE_ONE_GROUPS = 50
 """Placing a peer by moving a member elsewhere: the groups it fits best are tried, this many."""
 SWAP_GROUPS = 8
 """Swaps: each peer tries the members of the groups it gains most from joining (this many of them)."""
+LOOK_BATCH = 64
+"""The descent checks this many peers at once for a move or swap that might gain (``quiet_peers``)."""
 
 
 @dataclass
@@ -222,6 +224,55 @@ class GroupState:
             return q, int(gain[i])
         return -1, 0
 
+    def quiet_peers(self, rows: IntArray, langs: npt.NDArray[np.uint64]) -> tuple[BoolArray, list[IntArray]]:
+        """For each of ``rows`` (placed peers), as the groups stand now: whether a look (``best_move``,
+        ``best_swap``) might find a move or swap that gains (False: certainly none), and its swap
+        window (``swap_window``). One vector pass over all of them: a look per peer is some sixty
+        small numpy operations, and late in the descent almost every look finds nothing. The swaps
+        are checked without the language rule and locked peers, so True may still find nothing."""
+        pg, size = self.pg, self.size
+        g, count = len(self.members), len(rows)
+        home, cols = self.home[rows], np.arange(count)
+        lo = int(rows[0])  # rows come in order: one slice of the group rows, then the columns wanted
+        fit = self.fit_with[:, lo : int(rows[-1]) + 1][:, rows - lo]
+        compat = self.compat_with[:, lo : int(rows[-1]) + 1][:, rows - lo]
+        here = fit[home, cols]
+        move = (fit > here) & (compat == size[:, None]) & (size < pg.size_max)[:, None]
+        move &= (langs[:, None] & pg.lang[rows][None, :]) != 0
+        if pg.dept_limit is not None:
+            move &= self.depts[:, pg.dept[rows]] < pg.dept_limit
+        maybe: BoolArray = move.any(axis=0) & (size[home] > pg.size_min)
+        # the window: near groups by pull, most first, then the lower group number (``_top_stable``)
+        near = compat >= (size - 1)[:, None]
+        near[home, cols] = False
+        scale, none = 1 << 21, -(1 << 62)  # (not int64 min: its negation overflows to itself)
+        key = np.where(near, (fit - here) * scale + (scale - 1 - np.arange(g, dtype=np.int64))[:, None], none)
+        width = min(SWAP_GROUPS, g)
+        part = np.argpartition(-key, width - 1, axis=0)[:width] if g > width else np.argsort(-key, axis=0)
+        part_key = np.take_along_axis(key, part, axis=0)
+        order = np.argsort(-part_key, axis=0, kind="stable")
+        top, top_key = np.take_along_axis(part, order, axis=0), np.take_along_axis(part_key, order, axis=0)
+        valid = top_key > none
+        windows = [top[:, b][valid[:, b]] for b in range(count)]
+        # swaps with the windows' members: gain and every rule but the language and locks
+        qs = self.slots[top]  # (width, count, size_max)
+        ks = np.broadcast_to(top[:, :, None], qs.shape)
+        there = (qs >= 0) & valid[:, :, None]
+        qs = np.where(there, qs, 0)
+        rb, ab = rows[None, :, None], home[None, :, None]
+        f = pg.fit[rb, qs].astype(np.int64)
+        gain = self.fit_with[ks, rb] - f - here[None, :, None] + self.fit_with[ab, qs] - f - self.fit_with[ks, qs]
+        c = pg.compat[rb, qs].astype(np.int64)
+        swap = there & (gain > 0) & (self.compat_with[ks, rb] - c == size[ks] - 1)
+        swap &= self.compat_with[ab, qs] - c == size[ab] - 1
+        if pg.dept_limit is not None:
+            other = pg.dept[qs] != pg.dept[rb]
+            swap &= ~other | (
+                (self.depts[ks, pg.dept[rb]] + 1 <= pg.dept_limit) & (self.depts[ab, pg.dept[qs]] + 1 <= pg.dept_limit)
+            )
+        maybe |= swap.any(axis=(0, 2))
+        return maybe, windows
+
     def nothing_to_gain(self, r: int, since: int, window: IntArray, langs: npt.NDArray[np.uint64]) -> bool:
         """Is it certain, without a full look, that peer r still has no move or swap that gains, given
         that its look at ``clock == since`` found none (with ``window``, its swap window then)? What a
@@ -237,7 +288,7 @@ class GroupState:
         changed = np.flatnonzero(self.touched > since)
         if not len(changed):
             return True
-        if np.isin(changed, window).any():
+        if (self.touched[window] > since).any():
             return False
         fit_t, compat_t, size_t = self.fit_with[changed, r], self.compat_with[changed, r], self.size[changed]
         fit_a = int(self.fit_with[a, r])
@@ -452,33 +503,39 @@ def polish_peer_groups(
         return [], False
     state = GroupState(pg, groups)
     placed = sum(len(g) for g in groups)
-    quiet = np.full(len(pg.compat), -1, dtype=np.int64)  # the clock when r's last look found nothing
-    windows: dict[int, IntArray] = {}  # r's swap window at that look
     for _ in range(search_rounds(placed)):
         if deadline is not None and time.perf_counter() > deadline:
             return [sorted(ms) for ms in state.members if ms], True
         improved = False
         langs = state.langs()
-        for r in map(int, np.flatnonzero(state.home >= 0)):
-            if r in pg.frozen:
-                continue
-            if quiet[r] >= 0 and state.nothing_to_gain(r, int(quiet[r]), windows[r], langs):
-                continue
-            cols = state.columns(r)
-            k, gain = state.best_move(r, langs, cols)
-            window = state.swap_window(r, cols)
-            q, swap_gain = state.best_swap(r, cols, window)
-            if gain <= 0 and swap_gain <= 0:
-                quiet[r], windows[r] = state.clock, window
-                continue
-            touched = (int(state.home[r]), k if gain >= swap_gain else int(state.home[q]))
-            if gain >= swap_gain:
-                state.move(r, k)
-            else:
-                state.swap(r, q)
-            for t in touched:
-                langs[t] = state.group_lang(t)
-            improved = True
+        order = np.flatnonzero(state.home >= 0)
+        for start in range(0, len(order), LOOK_BATCH):
+            batch = order[start : start + LOOK_BATCH]
+            since = state.clock
+            maybe, windows = state.quiet_peers(batch, langs)
+            for b, r in enumerate(map(int, batch)):
+                if r in pg.frozen:
+                    continue
+                if not maybe[b] and state.nothing_to_gain(r, since, windows[b], langs):
+                    continue
+                improved |= _look(state, r, langs)
         if not improved:
             break
     return [sorted(ms) for ms in state.members if ms], False
+
+
+def _look(state: GroupState, r: int, langs: npt.NDArray[np.uint64]) -> bool:
+    """Peer r's best move or swap, made if it gains (``langs`` kept up to date); whether it did."""
+    cols = state.columns(r)
+    k, gain = state.best_move(r, langs, cols)
+    q, swap_gain = state.best_swap(r, cols)
+    if gain <= 0 and swap_gain <= 0:
+        return False
+    touched = (int(state.home[r]), k if gain >= swap_gain else int(state.home[q]))
+    if gain >= swap_gain:
+        state.move(r, k)
+    else:
+        state.swap(r, q)
+    for t in touched:
+        langs[t] = state.group_lang(t)
+    return True
