@@ -61,9 +61,10 @@ def _partners(pg: PeerGroups, rows: Sequence[int], placed: np.ndarray) -> list[l
         key = np.where(pg.compat[block] & placed[None, :], pg.fit[block].astype(np.int64), -1)
         top = min(PARTNERS, key.shape[1])
         best = np.argpartition(-key, top - 1, axis=1)[:, :top]
-        for r in range(len(block)):
-            values = {int(q): int(key[r, q]) for q in best[r] if key[r, q] > 0}
-            out.append(sorted(values, key=lambda q: (-values[q], q)))
+        values = np.take_along_axis(key, best, axis=1)
+        order = np.lexsort((best, -values), axis=1)  # most fit first, then the lower row
+        best, values = np.take_along_axis(best, order, axis=1), np.take_along_axis(values, order, axis=1)
+        out.extend(row[v > 0].tolist() for row, v in zip(best, values, strict=True))
     return out
 
 
