@@ -18,7 +18,7 @@ import numpy.typing as npt
 from ortools.sat.python import cp_model
 
 from contracts.events import UnmatchedReason
-from contracts.policy import SeniorityRule
+from contracts.policy import MatchingPolicy, SeniorityRule
 from services.matching.domain.common import (
     Prepared,
     Progress,
@@ -92,30 +92,20 @@ def solve_peer_groups(
     pol = prep.policy
     pool = Pool.encode(prep.people)
     peers = [prep.people[i].participant_id for i in prep.seekers]
-    n = len(peers)
     row_of = {pid: r for r, pid in enumerate(peers)}
     rules = PairRules(pool, pol, np.array(prep.seekers, dtype=np.int64))
-    compat = np.zeros((n, n), dtype=bool)
-    fitm = np.zeros((n, n), dtype=np.int32)  # half the memory of int64 (400 MB at 10,000 peers)
+    compat, fitm = _pair_matrices(pool, pol, np.array(prep.seekers, dtype=np.int64))
     reasons: dict[str, Unplaced] = {}
     need = pol.group_members_min - 1
-    for r, i in enumerate(prep.seekers):
-        failing = rules.failing(i)
+    for r in map(int, np.flatnonzero(compat.sum(axis=1) < need)):
+        failing = rules.failing(prep.seekers[r])
         if pol.seniority_rule is not SeniorityRule.PEERS_WITHIN:
-            failing.pop("seniority", None)  # mentor/mentee seniority has no meaning between peers
-        ok = np.ones(n, dtype=bool)
-        for mask in failing.values():
-            ok &= ~mask
-        ok[r] = False
-        compat[r] = ok
-        fitm[r] = rules.fit(i)
-        fitm[r, r] = 0
-        if int(ok.sum()) < need:
-            text = (
-                f"only {int(ok.sum())} compatible peers, a group needs {pol.group_members_min}: "
-                f"{describe_exclusions(first_failing_counts(failing), pol)}"
-            )
-            reasons[peers[r]] = unplaced(peers[r], UnmatchedReason.NO_ELIGIBLE_PARTNER, text)
+            failing.pop("seniority", None)
+        text = (
+            f"only {int(compat[r].sum())} compatible peers, a group needs {pol.group_members_min}: "
+            f"{describe_exclusions(first_failing_counts(failing), pol)}"
+        )
+        reasons[peers[r]] = unplaced(peers[r], UnmatchedReason.NO_ELIGIBLE_PARTNER, text)
     for pair in prep.excluded:
         a, b = sorted(pair)
         if a in row_of and b in row_of:
@@ -409,6 +399,29 @@ _EVERYONE = (
 )
 _NOTHING = "the solver found no solution within its budget: these are the greedy's groups (lottery order)"
 _SEARCHED = ", then moves and swaps of peers between groups for fit (the same people placed)"
+
+
+PAIR_BLOCK = 512
+"""Peers whose rules and fits are computed in one vector pass (``_pair_matrices``)."""
+
+
+def _pair_matrices(pool: Pool, pol: MatchingPolicy, seekers: IntArray) -> tuple[BoolArray, npt.NDArray[np.int32]]:
+    """Which peers may share a group (every pairwise rule, nobody with themselves) and their fits, in
+    blocks of rows (``PairRules.eligible_rows``, ``fit_rows``): one call per peer took 3 s at 10,000
+    peers. Mentor/mentee seniority has no meaning between peers: only ``peers_within`` applies. Fits
+    as int32: half the memory of int64 (400 MB at 10,000 peers)."""
+    if pol.seniority_rule is not SeniorityRule.PEERS_WITHIN:
+        pol = pol.model_copy(update={"seniority_rule": SeniorityRule.NONE})
+    rules, n = PairRules(pool, pol, seekers), len(seekers)
+    compat = np.zeros((n, n), dtype=bool)
+    fitm = np.zeros((n, n), dtype=np.int32)
+    for start in range(0, n, PAIR_BLOCK):
+        rows = np.arange(start, min(n, start + PAIR_BLOCK))
+        compat[rows] = rules.eligible_rows(seekers[rows])
+        fitm[rows] = rules.fit_rows(seekers[rows], np.int32)
+    np.fill_diagonal(compat, False)
+    np.fill_diagonal(fitm, 0)
+    return compat, fitm
 
 
 def _fit_pairs(
