@@ -43,8 +43,14 @@ MAX_COLUMNS = 4_000
 """A neighbourhood with more valid groups than this is skipped (its split would exceed ``SUB_WORK``)."""
 BLOCK = 16
 """The clock is checked between blocks of this many steps."""
-WORK_PER_SECOND = 1_000_000
-"""Work per second of the limit (about a third of a second of CPU on this machine)."""
+WORK_PER_SECOND = 333_000
+"""Work per second of the limit. 1,000,000 was meant as a third of a second of CPU, but the search
+does about 1.3 million steps a CPU second on this machine: at 60-100 peers (11-18 groups, where the
+budget binds) the re-splits took 2.0-2.4 s of the 3 s limit's CPU, so the run went past its limit
+and a loaded machine met the clock. With 333,000 (2026-11-30, seeds 2026-2028): 30 peers unchanged
+(its search ends after 670,000 steps, a pass without gain, at 235, the proven optimum), 40 and 60 the
+same fit (386; 699, 699, 694), 100 peers 1,257 instead of 1,260 for one seed of three (1,253 for both
+others, as before), and 1.8-2.2 s of CPU at 40-60 peers instead of 2.6-3.6 s."""
 EXHAUSTIVE_GROUPS = 20
 """Pools of at most this many groups (unlocked) are searched; see the module's docstring for why not more."""
 
