@@ -238,25 +238,31 @@ class GroupState:
         pg, size = self.pg, self.size
         g, count = len(self.members), len(rows)
         home, cols = self.home[rows], np.arange(count)
-        lo = int(rows[0])  # rows come in order: one slice of the group rows, then the columns wanted
-        fit = self.fit_with[:, lo : int(rows[-1]) + 1][:, rows - lo]
-        compat = self.compat_with[:, lo : int(rows[-1]) + 1][:, rows - lo]
-        here = fit[home, cols]
-        move = (fit > here) & (compat == size[:, None]) & (size < pg.size_max)[:, None]
-        move &= (langs[:, None] & pg.lang[rows][None, :]) != 0
+        # one row per peer, every group along it (contiguous): the rows come in order, so a slice of
+        # the per-group rows, transposed, then the peers wanted
+        lo, hi = int(rows[0]), int(rows[-1]) + 1
+        fit = np.ascontiguousarray(self.fit_with[:, lo:hi].T)
+        compat = np.ascontiguousarray(self.compat_with[:, lo:hi].T)
+        if hi - lo != count:
+            fit, compat = fit[rows - lo], compat[rows - lo]
+        here = fit[cols, home]
+        size16 = size.astype(np.int16)
+        move = (fit > here[:, None]) & (compat == size16) & (size < pg.size_max)
+        move &= (langs & pg.lang[rows][:, None]) != 0
         if pg.dept_limit is not None:
-            move &= self.depts[:, pg.dept[rows]] < pg.dept_limit
-        maybe: BoolArray = move.any(axis=0) & (size[home] > pg.size_min)
+            move &= (self.depts < pg.dept_limit).T[pg.dept[rows]]
+        maybe: BoolArray = move.any(axis=1) & (size[home] > pg.size_min)
         # the window: near groups by pull, most first, then the lower group number (``_top_stable``)
-        near = compat >= (size - 1)[:, None]
-        near[home, cols] = False
+        near = compat >= size16 - 1
+        near[cols, home] = False
         scale, none = 1 << 21, -(1 << 62)  # (not int64 min: its negation overflows to itself)
-        key = np.where(near, (fit - here) * scale + (scale - 1 - np.arange(g, dtype=np.int64))[:, None], none)
+        pull = (fit - here[:, None]).astype(np.int64)
+        key = np.where(near, pull * scale + (scale - 1 - np.arange(g, dtype=np.int64)), none)
         width = min(SWAP_GROUPS, g)
-        part = np.argpartition(-key, width - 1, axis=0)[:width] if g > width else np.argsort(-key, axis=0)
-        part_key = np.take_along_axis(key, part, axis=0)
-        order = np.argsort(-part_key, axis=0, kind="stable")
-        top, top_key = np.take_along_axis(part, order, axis=0), np.take_along_axis(part_key, order, axis=0)
+        part = np.argpartition(-key, width - 1, axis=1)[:, :width] if g > width else np.argsort(-key, axis=1)
+        part_key = np.take_along_axis(key, part, axis=1)
+        order = np.argsort(-part_key, axis=1, kind="stable")
+        top, top_key = np.take_along_axis(part, order, axis=1).T, np.take_along_axis(part_key, order, axis=1).T
         valid = top_key > none
         windows = [top[:, b][valid[:, b]] for b in range(count)]
         # swaps with the windows' members: gain and every rule but the language and locks
@@ -276,7 +282,7 @@ class GroupState:
                 (self.depts[ks, pg.dept[rb]] + 1 <= pg.dept_limit) & (self.depts[ab, pg.dept[qs]] + 1 <= pg.dept_limit)
             )
         maybe |= swap.any(axis=(0, 2))
-        return maybe, windows, (np.ascontiguousarray(fit.T), np.ascontiguousarray(compat.T))
+        return maybe, windows, (fit, compat)
 
     def columns_since(self, r: int, since: int, then: tuple[IntArray, npt.NDArray[np.int16]]) -> Columns:
         """Peer r's ``columns`` from ``then`` (its columns at ``clock == since``) with the groups changed
