@@ -79,7 +79,7 @@ def language_bits(languages: Sequence[Sequence[str]]) -> npt.NDArray[np.uint64]:
     return out
 
 
-Columns = tuple[IntArray, npt.NDArray[np.int16]]
+Columns = tuple[npt.NDArray[np.int32], npt.NDArray[np.int16]]
 """A peer's fit with, and compatible count with, every group (``GroupState.columns``)."""
 
 
@@ -94,7 +94,8 @@ class GroupState:
         # per group, each peer's fit with its members and how many of them it is compatible with: one
         # row per group, so adding a member is a contiguous row update (fit and compat are symmetric;
         # a column per group, strided, took 120 s of updates at 10,000 peers)
-        self.fit_with = np.zeros((g, n), dtype=np.int64)
+        self.fit_with = np.zeros((g, n), dtype=np.int32)  # sums of at most size_max fits; int32: half the
+        # memory traffic of every update and read (at 10,000 peers a row is 10,000 values)
         self.compat_with = np.zeros((g, n), dtype=np.int16)
         self.size = np.zeros(g, dtype=np.int64)
         n_dept = int(pg.dept.max()) + 1 if len(pg.dept) else 1
@@ -146,15 +147,13 @@ class GroupState:
                 bits &= self.pg.lang[r]
         return bits
 
-    def columns(self, r: int) -> tuple[IntArray, npt.NDArray[np.int16]]:
+    def columns(self, r: int) -> Columns:
         """Peer r's fit with, and compatible count with, every group, as contiguous copies: a column of
         the per-group rows is a strided read (one cache line per group), so a peer's best move and best
         swap read it once (at 10,000 peers and 1,669 groups the four reads were half the descent)."""
         return self.fit_with[:, r].copy(), self.compat_with[:, r].copy()
 
-    def best_move(
-        self, r: int, langs: npt.NDArray[np.uint64], cols: tuple[IntArray, npt.NDArray[np.int16]] | None = None
-    ) -> tuple[int, int]:
+    def best_move(self, r: int, langs: npt.NDArray[np.uint64], cols: Columns | None = None) -> tuple[int, int]:
         """The group whose joining gains most for peer r (and the gain), or (-1, 0)."""
         pg, a = self.pg, int(self.home[r])
         if self.size[a] <= pg.size_min:
@@ -176,7 +175,7 @@ class GroupState:
         best = int(np.argmax(gain))
         return int(pos[best]), int(gain[best])
 
-    def swap_window(self, r: int, cols: tuple[IntArray, npt.NDArray[np.int16]]) -> IntArray:
+    def swap_window(self, r: int, cols: Columns) -> IntArray:
         """The groups whose members r may swap with: the SWAP_GROUPS groups r gains most from joining
         (most first, ties in group order) among those r is compatible with but for one member."""
         fit_col, compat_col = cols
@@ -188,9 +187,7 @@ class GroupState:
         window: IntArray = pos[_top_stable(pull, SWAP_GROUPS)]
         return window
 
-    def best_swap(
-        self, r: int, cols: tuple[IntArray, npt.NDArray[np.int16]] | None = None, window: IntArray | None = None
-    ) -> tuple[int, int]:
+    def best_swap(self, r: int, cols: Columns | None = None, window: IntArray | None = None) -> tuple[int, int]:
         """The peer of another group whose swap with r gains most (and the gain), or (-1, 0): the
         members of the groups of r's ``swap_window``, scored at once; the rules checked in order of
         gain, so the first that passes is the best."""
@@ -264,7 +261,7 @@ class GroupState:
         order = np.argsort(-part_key, axis=1, kind="stable")
         top, top_key = np.take_along_axis(part, order, axis=1).T, np.take_along_axis(part_key, order, axis=1).T
         valid = top_key > none
-        windows = [top[:, b][valid[:, b]] for b in range(count)]
+        windows: list[IntArray] = [top[:, b][valid[:, b]].astype(np.int64) for b in range(count)]
         # swaps with the windows' members: gain and every rule but the language and locks
         qs = self.slots[top]  # (width, count, size_max)
         ks = np.broadcast_to(top[:, :, None], qs.shape)
@@ -284,7 +281,7 @@ class GroupState:
         maybe |= swap.any(axis=(0, 2))
         return maybe, windows, (fit, compat)
 
-    def columns_since(self, r: int, since: int, then: tuple[IntArray, npt.NDArray[np.int16]]) -> Columns:
+    def columns_since(self, r: int, since: int, then: Columns) -> Columns:
         """Peer r's ``columns`` from ``then`` (its columns at ``clock == since``) with the groups changed
         since read again: the same values, without a strided read of every group (at 10,000 peers a
         column is 1,669 cache misses)."""
@@ -355,7 +352,7 @@ class GroupState:
         """A new group of ``rows`` (none of them placed)."""
         n = len(self.pg.compat)
         self.members.append([])
-        self.fit_with = np.vstack([self.fit_with, np.zeros((1, n), dtype=np.int64)])
+        self.fit_with = np.vstack([self.fit_with, np.zeros((1, n), dtype=np.int32)])
         self.compat_with = np.vstack([self.compat_with, np.zeros((1, n), dtype=np.int16)])
         self.size = np.append(self.size, 0)
         self.depts = np.vstack([self.depts, np.zeros((1, self.depts.shape[1]), dtype=np.int64)])
