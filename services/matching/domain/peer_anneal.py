@@ -59,7 +59,7 @@ def _partners(pg: PeerGroups, rows: Sequence[int], placed: np.ndarray) -> list[l
     out: list[list[int]] = []
     for start in range(0, len(rows), 512):
         block = np.asarray(rows[start : start + 512], dtype=np.int64)
-        key = np.where(pg.compat[block] & placed[None, :], pg.fit[block].astype(np.int64), -1)
+        key = np.where(pg.compat[block] & placed[None, :], pg.fit[block], -1)
         top = min(PARTNERS, key.shape[1])
         best = np.argpartition(-key, top - 1, axis=1)[:, :top]
         values = np.take_along_axis(key, best, axis=1)

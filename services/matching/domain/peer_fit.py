@@ -113,9 +113,16 @@ class GroupState:
         self._stale: set[int] = set()
         """``langs()`` is kept between calls and only the groups changed since are computed again: every
         placing step read it, and computing it whole each time took 7 s at 10,000 peers."""
+        # every group at once (what ``_add`` member by member gives: a row update per peer took a
+        # second at 10,000 peers, and every step of the search builds its state)
         for k, ms in enumerate(self.members):
-            for r in ms:
-                self._add(r, k)
+            if ms:
+                self.home[ms] = k
+                self.fit_with[k] = pg.fit[ms].sum(axis=0)
+                self.compat_with[k] = pg.compat[ms].sum(axis=0)
+                self.size[k] = len(ms)
+                self.slots[k, : len(ms)] = ms
+                np.add.at(self.depts[k], pg.dept[ms], 1)
 
     def _changed(self, k: int) -> None:
         self._stale.add(k)
