@@ -43,8 +43,14 @@ MAX_COLUMNS = 4_000
 """A neighbourhood with more valid groups than this is skipped (its split would exceed ``SUB_WORK``)."""
 BLOCK = 16
 """The clock is checked between blocks of this many steps."""
-WORK_PER_SECOND = 1_000_000
-"""Work per second of the limit (about a third of a second of CPU on this machine)."""
+WORK_PER_SECOND = 333_000
+"""Work per second of the limit. 1,000,000 was meant as a third of a second of CPU, but the search
+does about 1.3 million steps a CPU second on this machine: at 60-100 peers (11-18 groups, where the
+budget binds) the re-splits took 2.0-2.4 s of the 3 s limit's CPU, so the run went past its limit
+and a loaded machine met the clock. With 333,000 (2026-11-30, seeds 2026-2028): 30 peers unchanged
+(its search ends after 670,000 steps, a pass without gain, at 235, the proven optimum), 40 and 60 the
+same fit (386; 699, 699, 694), 100 peers 1,257 instead of 1,260 for one seed of three (1,253 for both
+others, as before), and 1.8-2.2 s of CPU at 40-60 peers instead of 2.6-3.6 s."""
 EXHAUSTIVE_GROUPS = 20
 """Pools of at most this many groups (unlocked) are searched; see the module's docstring for why not more."""
 
@@ -123,22 +129,26 @@ def _split(
     for options in by_first:
         options.sort(key=lambda option: -option[1])
     memo: dict[int, tuple[int, int]] = {0: (0, 0)}
-    done = [0]
+    done = 0
     none = -(1 << 60)
+    lookup = memo.get
 
     def best(left: int) -> int:
-        got = memo.get(left)
-        if got is not None:
-            return got[0]
-        done[0] += 1
-        if done[0] > work:
+        """The best split of ``left`` (a subset not in ``memo``): the recursion visits each subset once;
+        a subset already solved is read from ``memo`` before the call (most are: a call per subset cost
+        a third of the search)."""
+        nonlocal done
+        done += 1
+        if done > work:
             raise _OutOfWork
         top, arg = none, 0
         for mask, value in by_first[(left & -left).bit_length() - 1]:
-            if mask & ~left:
+            if mask & left != mask:
                 continue
-            done[0] += 1
-            total = value + best(left ^ mask)
+            done += 1
+            rest = left ^ mask
+            got = lookup(rest)
+            total = value + (got[0] if got is not None else best(rest))
             if total > top:
                 top, arg = total, mask
         memo[left] = (top, arg)
@@ -146,18 +156,18 @@ def _split(
 
     everyone = (1 << m) - 1
     try:
-        value = best(everyone)
+        value = best(everyone) if everyone not in memo else memo[everyone][0]
     except _OutOfWork:
-        return None, done[0]
+        return None, done
     if value <= none // 2:
-        return None, done[0]
+        return None, done
     groups: list[list[int]] = []
     left = everyone
     while left:
         mask = memo[left][1]
         groups.append([i for i in range(m) if mask >> i & 1])
         left ^= mask
-    return (value, groups), done[0]
+    return (value, groups), done
 
 
 class _OutOfWork(Exception):
