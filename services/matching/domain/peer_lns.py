@@ -35,7 +35,7 @@ from collections.abc import Iterator, Sequence
 
 import numpy as np
 
-from services.matching.domain.peer_fit import PeerGroups
+from services.matching.domain.peer_state import PeerGroups
 
 SUB_WORK = 300_000
 """Steps of the exact split per sub-problem at most (a subset visited or a group tried: about 0.1 s)."""

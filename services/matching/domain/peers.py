@@ -43,14 +43,10 @@ from services.matching.domain.peer_anneal import (
     restart_budget,
     restarted_walks,
 )
-from services.matching.domain.peer_fit import (
-    PeerGroups,
-    language_bits,
-    merge_groups,
-    place_more,
-    polish_peer_groups,
-)
+from services.matching.domain.peer_fit import polish_peer_groups
 from services.matching.domain.peer_lns import lns_budget, lns_peer_groups
+from services.matching.domain.peer_place import merge_groups, place_more
+from services.matching.domain.peer_state import PeerGroups, language_bits
 from services.matching.domain.rules import (
     BoolArray,
     IntArray,

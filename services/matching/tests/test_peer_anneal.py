@@ -1,4 +1,4 @@
-"""Peer groups' merging (``peer_fit.merge_groups``) and annealing (``peer_anneal``): every grouping
+"""Peer groups' merging (``peer_place.merge_groups``) and annealing (``peer_anneal``): every grouping
 they return keeps every rule (``validate``), places exactly the same peers, never fits worse than its
 start, and the annealing replays for the same seed."""
 
@@ -13,7 +13,9 @@ from hypothesis import strategies as st
 from services.matching.domain import MatchingInput, validate
 from services.matching.domain.group_greedy import greedy_peers
 from services.matching.domain.peer_anneal import anneal_budget, anneal_peer_groups
-from services.matching.domain.peer_fit import PeerGroups, merge_groups, place_more, polish_peer_groups
+from services.matching.domain.peer_fit import polish_peer_groups
+from services.matching.domain.peer_place import merge_groups, place_more
+from services.matching.domain.peer_state import PeerGroups
 from services.matching.tests.test_peer_team_search import _as_result, _peer_problem
 from services.matching.tests.test_properties import as_peer_groups, small_pools
 

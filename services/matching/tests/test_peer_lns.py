@@ -16,8 +16,10 @@ from hypothesis import strategies as st
 from bench.matching_bench import peer_exact_fit, peer_fit_bound
 from services.matching.domain import MatchingInput, match, validate
 from services.matching.domain.peer_anneal import restart_budget, restarted_walks
-from services.matching.domain.peer_fit import PeerGroups, merge_groups, polish_peer_groups
+from services.matching.domain.peer_fit import polish_peer_groups
 from services.matching.domain.peer_lns import best_split, lns_budget, lns_peer_groups, sub_groups
+from services.matching.domain.peer_place import merge_groups
+from services.matching.domain.peer_state import PeerGroups
 from services.matching.tests.test_peer_anneal import _start, all_compatible, three_triangles
 from services.matching.tests.test_peer_team_search import _as_result, _peer_problem
 from services.matching.tests.test_properties import as_peer_groups, small_pools

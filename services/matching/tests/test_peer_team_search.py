@@ -1,4 +1,4 @@
-"""Peer groups' placing and fit search (``peer_fit``) and teams' load and fit flows (``team_flow``):
+"""Peer groups' placing and fit search (``peer_place``, ``peer_fit``) and teams' load and fit flows (``team_flow``):
 every result keeps every rule (``validate``), nobody placed is taken out, fit never drops, and the
 flows' levels are the brute-force optima when they claim a proof."""
 
@@ -16,7 +16,9 @@ from services.matching.domain import MatchingInput, match, validate
 from services.matching.domain.common import Prepared, make_group
 from services.matching.domain.group_greedy import greedy_peers
 from services.matching.domain.model import MatchingResult, Stats
-from services.matching.domain.peer_fit import PeerGroups, language_bits, place_more, polish_peer_groups
+from services.matching.domain.peer_fit import polish_peer_groups
+from services.matching.domain.peer_place import place_more
+from services.matching.domain.peer_state import PeerGroups, language_bits
 from services.matching.domain.rules import PairRules, Pool
 from services.matching.tests.factories import mentor, person, pool
 from services.matching.tests.test_properties import as_form, as_peer_groups, small_pools
