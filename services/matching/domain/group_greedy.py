@@ -26,11 +26,14 @@ def _dept_ok(prep: Prepared, ids: list[str]) -> bool:
     return max(Counter(prep.by_id[p].department for p in ids).values(), default=0) <= limit
 
 
-def _first_option(pos: IntArray, ratio: npt.NDArray[np.float64], fit: IntArray, tiebreak: IntArray) -> int | None:
-    """The first of ``pos`` by (ratio, -fit, tiebreak): the lexsort's first element without sorting."""
+def _first_option(
+    pos: IntArray, ratio: npt.NDArray[np.float64] | None, fit: IntArray, tiebreak: IntArray
+) -> int | None:
+    """The first of ``pos`` by (ratio, -fit, tiebreak): the lexsort's first element without sorting.
+    ``ratio`` None: every one of ``pos`` has the same ratio (the caller knows it without reading them)."""
     if not len(pos):
         return None
-    low = pos[ratio == ratio.min()]
+    low = pos if ratio is None else pos[ratio == ratio.min()]
     f = fit[low]
     best = low[f == f.max()]
     return int(best[np.argmin(tiebreak[best])])
@@ -90,6 +93,12 @@ def greedy_facilitated(
     # per mentor: room for another group, and the load ratio it would have with one more
     has_room = used < free
     next_ratio = (base + used + 1) / cap
+    # every mentor with room has the same next load ratio ``common``: no mentee's options need reading
+    # for it (on the benchmark pools every mentor starts empty with the same capacity); kept exact as
+    # groups open (a mentor leaving the room keeps it, one with room and another ratio ends it)
+    with_room = next_ratio[has_room]
+    common = float(with_room[0]) if len(with_room) else 0.0
+    uniform = bool((with_room == common).all())
 
     def join(pid: str, allowed: BoolArray | None = None, at_least: int | None = None) -> bool:
         """The open group with room this person may join: below the minimum first, then best fit, then
@@ -135,7 +144,7 @@ def greedy_facilitated(
         elig, fit = eligible_of[pid], fit_of[pid]
         pos = np.flatnonzero(elig & has_room)
         # lowest load ratio after one more group, then best fit, then the mentors' lottery order
-        ratio = next_ratio[pos]
+        ratio = None if uniform else next_ratio[pos]
         # the first option by three linear scans; the full order only when the first is not enough
         # (co-facilitators, or a department clash): sorting every person's options cost
         # 20,000 x 3,600 at 20,000 mentees
@@ -145,7 +154,7 @@ def greedy_facilitated(
         if join(pid, at_least=int(fit[first]) if first is not None else None):
             continue
         chosen: list[int] = []
-        for k in _options(first, pos, ratio, fit, tiebreak):
+        for k in _options(first, pos, next_ratio[pos] if ratio is None else ratio, fit, tiebreak):
             if any(prep.apart(mids[k], mids[j]) for j in chosen):
                 continue
             if not _dept_ok(prep, [mids[j] for j in [*chosen, k]] + [pid]):
@@ -160,6 +169,7 @@ def greedy_facilitated(
             used[chosen] += 1
             has_room[chosen] = used[chosen] < free[chosen]
             next_ratio[chosen] = (base[chosen] + used[chosen] + 1) / cap[chosen]
+            uniform = uniform and all(not has_room[k] or next_ratio[k] == common for k in chosen)
             g = len(groups)
             groups.append((chosen, [pid]))
             depts.append(Counter([*(prep.by_id[mids[k]].department for k in chosen), prep.by_id[pid].department]))
