@@ -61,13 +61,14 @@ class Eligibility:
 
 def _fit_dtype(prep: Prepared) -> type[np.signedinteger[Any]]:
     """The narrowest integer type that holds any pair's fit: the fit matrix is mentees x mentors (at
-    50,000 x 12,500, 5 GB as int64, 1.25 GB as int16). Readers convert to int or int64 before
-    arithmetic that could overflow."""
+    50,000 x 12,500, 5 GB as int64, 1.25 GB as int16, 0.6 GB as int8; every new page of it is a page
+    fault, 3 s per GB on the benchmark machine). Readers convert to int or int64 before arithmetic
+    that could overflow (negating a fit, at most 126 in int8, cannot)."""
     w = prep.policy.weights
     skills = {t for p in prep.people for t in (*p.skills_offered, *p.skills_sought)}
     goals = {t for p in prep.people for t in p.goals}
     most = w.skill * 2 * len(skills) + w.goal * len(goals) + w.cross_department
-    return np.int16 if most < np.iinfo(np.int16).max else np.int64
+    return next((t for t in (np.int8, np.int16) if most < np.iinfo(t).max), np.int64)
 
 
 def eligibility(prep: Prepared, rules: PairRules, free: IntArray) -> Eligibility:
