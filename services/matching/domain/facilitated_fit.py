@@ -16,7 +16,7 @@ import numpy as np
 from services.matching.domain.common import Prepared, apart_pairs
 from services.matching.domain.facilitated_model import FacilitatedModel
 from services.matching.domain.facilitated_prep import Eligibility, top_arcs
-from services.matching.domain.fit_polish import POLISH_ROUNDS, Reassignment, improve
+from services.matching.domain.fit_polish import POLISH_ROUNDS, ArcFit, ArcOptions, Arcs, Reassignment, improve
 from services.matching.domain.flow_open import extra_groups
 from services.matching.domain.levels import Levels
 from services.matching.domain.rules import IntArray
@@ -50,6 +50,31 @@ def extra_groups_within_ratio(
     return extra_groups(el, placed, groups, allowed, sizes, (dept, mentor_dept, pol.max_same_department))
 
 
+def _open_arcs(
+    el: Eligibility, assign: Mapping[str, tuple[int, int]], slots: list[tuple[int, int]], leads: IntArray
+) -> Arcs:
+    """Each placed mentee's options, as arrays sorted by mentee then group: its own group and every open
+    group of its OPEN_OPTIONS best-fitting eligible mentors among ``leads`` (those who lead one)."""
+    people = sorted(assign)
+    width = max(1, len(slots))
+    slot_index = {s: c for c, s in enumerate(slots)}
+    slot_mentor = np.array([s[0] for s in slots], dtype=np.int64)
+    mentors = el.eligible.shape[1]
+    first = np.searchsorted(slot_mentor, np.arange(mentors, dtype=np.int64)).astype(np.int64)
+    count = np.bincount(slot_mentor, minlength=mentors).astype(np.int64)
+    who, mentor, _ = top_arcs(el, people, leads, OPEN_OPTIONS)
+    reps = count[mentor]
+    offset = np.arange(int(reps.sum()), dtype=np.int64) - np.repeat(np.cumsum(reps) - reps, reps)
+    where = np.repeat(first[mentor], reps) + offset
+    own = np.array([slot_index[assign[pid]] for pid in people], dtype=np.int64)
+    keys = np.sort(np.concatenate([np.repeat(who, reps) * width + where, np.arange(len(people)) * width + own]))
+    keys = keys[np.concatenate([[True], keys[1:] != keys[:-1]])] if len(keys) else keys  # np.unique's hash: 1 s
+    who, where = keys // width, keys % width
+    rows = np.array([el.row[pid] for pid in people], dtype=np.int64)
+    fit = el.fit[rows[who], slot_mentor[where]].astype(np.int64)
+    return Arcs(people, slots, who, where, fit)
+
+
 def polish_groups(
     prep: Prepared,
     greedy: list[tuple[list[int], list[str]]],
@@ -79,22 +104,14 @@ def polish_groups(
     for slot in slot_of_group:
         open_by_mentor[slot[0]].append(slot)
     leads = np.array(sorted(open_by_mentor), dtype=np.int64)
-    people = sorted(assign)
-    who, mentor, _ = top_arcs(el, people, leads, OPEN_OPTIONS)  # sorted by person
-    best = np.split(mentor, np.searchsorted(who, np.arange(1, len(people)))) if people else []
-    options = {
-        pid: sorted({assign[pid], *(s for k in ks.tolist() for s in open_by_mentor[k])})
-        for pid, ks in zip(people, best, strict=True)
-    }
-    fit_of = {pid: el.fit[el.row[pid]] for pid in assign}
+    # no local search above POLISH_MOVES mentees: after the exact flow it found nothing at 20,000 (3 s a round)
+    rounds = min(POLISH_ROUNDS, POLISH_MOVES // max(1, len(assign)))
+    arcs = _open_arcs(el, assign, sorted(slot_of_group), leads)
     problem = Reassignment(
         assign=assign,
-        options=options,
-        fit={  # one array read per mentee, not one per option (70,000 numpy scalar reads at 1,000 mentees)
-            (pid, s): f
-            for pid, opts in options.items()
-            for s, f in zip(opts, fit_of[pid][[s[0] for s in opts]].tolist(), strict=True)
-        },
+        # the local search reads them millions of times: dicts; the flow alone reads the arrays
+        options=arcs.options_dict() if rounds else ArcOptions(arcs),
+        fit=arcs.fit_dict() if rounds else ArcFit(arcs),
         dept={pid: prep.by_id[pid].department for pid in assign},
         mentor_dept={s: prep.by_id[mentor_ids[s[0]]].department for s in slot_of_group},
         apart=frozenset(frozenset(pair) for pair in apart_pairs(prep, sorted(assign))),
@@ -104,9 +121,8 @@ def polish_groups(
         frozen=frozen,
         extra=frozenset(extra),
         may_join=lambda pid, s: int(el.fit[el.row[pid], s[0]]) if el.eligible[el.row[pid], s[0]] else None,
+        arcs=arcs,
     )
-    # no local search above POLISH_MOVES mentees: after the exact flow it found nothing at 20,000 (3 s a round)
-    rounds = min(POLISH_ROUNDS, POLISH_MOVES // max(1, len(assign)))
     better = improve(problem, rounds=rounds, deadline=deadline)
     if problem.total(better) <= problem.total(assign):
         better = assign

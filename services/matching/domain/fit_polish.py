@@ -20,6 +20,7 @@ clock. Mentees under a lock never move.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Mapping
@@ -28,9 +29,121 @@ from dataclasses import dataclass, replace
 import numpy as np
 from ortools.graph.python import min_cost_flow
 
+from services.matching.domain.rules import IntArray
+
 Slot = tuple[int, int]
 REPAIR_ROUNDS = 60
 POLISH_ROUNDS = 30
+
+
+@dataclass(frozen=True)
+class Arcs:
+    """Every (mentee, open group) option with its fit, as arrays: arc ``a`` is ``people[who[a]]`` in
+    ``slots[where[a]]``, in the order the flow adds them (by mentee, then as its options list them).
+    Large pools build it with array operations (``facilitated_fit``) instead of per-option dicts:
+    3 million options at 50,000 mentees took 10 s of Python to put into dicts and read back out."""
+
+    people: list[str]
+    slots: list[Slot]
+    who: IntArray
+    where: IntArray
+    fit: IntArray
+
+    @classmethod
+    def of(cls, people: list[str], options: Mapping[str, list[Slot]], fit: Mapping[tuple[str, Slot], int]) -> Arcs:
+        """From per-mentee options and per-option fits (small pools and tests)."""
+        slots = sorted({s for pid in people for s in options[pid]})
+        pos = {s: c for c, s in enumerate(slots)}
+        who = [r for r, pid in enumerate(people) for _ in options[pid]]
+        where = [pos[s] for pid in people for s in options[pid]]
+        fits = [fit.get((pid, s), 0) for pid in people for s in options[pid]]
+        return cls(people, slots, *(np.array(x, dtype=np.int64) for x in (who, where, fits)))
+
+    @functools.cached_property
+    def starts(self) -> IntArray:
+        """Arcs of ``people[r]``: ``starts[r]`` to ``starts[r + 1]`` (``who`` is sorted)."""
+        out: IntArray = np.searchsorted(self.who, np.arange(len(self.people) + 1, dtype=np.int64)).astype(np.int64)
+        return out
+
+    @functools.cached_property
+    def index(self) -> dict[str, int]:
+        return {pid: r for r, pid in enumerate(self.people)}
+
+    @functools.cached_property
+    def slot_index(self) -> dict[Slot, int]:
+        return {s: c for c, s in enumerate(self.slots)}
+
+    def options_dict(self) -> dict[str, list[Slot]]:
+        slots, starts, where = self.slots, self.starts.tolist(), self.where.tolist()
+        return {pid: [slots[c] for c in where[starts[r] : starts[r + 1]]] for r, pid in enumerate(self.people)}
+
+    def fit_dict(self) -> dict[tuple[str, Slot], int]:
+        people, slots = self.people, self.slots
+        keys = zip([people[r] for r in self.who.tolist()], [slots[c] for c in self.where.tolist()], strict=True)
+        return dict(zip(keys, self.fit.tolist(), strict=True))
+
+
+class ArcOptions(Mapping[str, list[Slot]]):
+    """``Reassignment.options`` read from ``Arcs`` one mentee at a time (no dict of every mentee's list)."""
+
+    def __init__(self, arcs: Arcs) -> None:
+        self.arcs = arcs
+
+    def __getitem__(self, pid: str) -> list[Slot]:
+        a = self.arcs
+        r = a.index[pid]
+        return [a.slots[c] for c in a.where[a.starts[r] : a.starts[r + 1]].tolist()]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.arcs.people)
+
+    def __len__(self) -> int:
+        return len(self.arcs.people)
+
+
+class ArcFit(Mapping[tuple[str, Slot], int]):
+    """``Reassignment.fit`` read from ``Arcs`` (sorted by mentee, then slot) by binary search."""
+
+    def __init__(self, arcs: Arcs) -> None:
+        self.arcs = arcs
+        self.codes = arcs.who * max(1, len(arcs.slots)) + arcs.where
+        assert bool(np.all(self.codes[1:] > self.codes[:-1])), "arcs sorted by mentee, then slot"
+
+    def _at(self, pid: str, s: Slot) -> int:
+        a = self.arcs
+        r, c = a.index.get(pid), a.slot_index.get(s)
+        if r is None or c is None:
+            return -1
+        key = r * max(1, len(a.slots)) + c
+        i = int(np.searchsorted(self.codes, key))
+        return i if i < len(self.codes) and int(self.codes[i]) == key else -1
+
+    def __getitem__(self, pair: tuple[str, Slot]) -> int:
+        i = self._at(*pair)
+        if i < 0:
+            raise KeyError(pair)
+        return int(self.arcs.fit[i])
+
+    def __iter__(self) -> Iterator[tuple[str, Slot]]:
+        a = self.arcs
+        return zip([a.people[r] for r in a.who.tolist()], [a.slots[c] for c in a.where.tolist()], strict=True)
+
+    def __len__(self) -> int:
+        return len(self.arcs.who)
+
+    def many(self, pairs: list[tuple[str, Slot]]) -> list[int | None]:
+        """The fit of each pair (None: not an option), in one array lookup."""
+        a = self.arcs
+        width = max(1, len(a.slots))
+        r = np.array([a.index.get(pid, -1) for pid, _ in pairs], dtype=np.int64)
+        c = np.array([a.slot_index.get(s, -1) for _, s in pairs], dtype=np.int64)
+        key = r * width + c
+        i = np.minimum(np.searchsorted(self.codes, key), max(0, len(self.codes) - 1))
+        found = (r >= 0) & (c >= 0) & (len(self.codes) > 0)
+        if len(self.codes):
+            found &= self.codes[i] == key
+        values = a.fit[i] if len(self.codes) else np.zeros(len(pairs), dtype=np.int64)
+        return [int(v) if ok else None for v, ok in zip(values.tolist(), found.tolist(), strict=True)]
 
 
 @dataclass(frozen=True)
@@ -57,6 +170,16 @@ class Reassignment:
     may_join: Callable[[str, Slot], int | None] | None = None
     """Fit of a mentee in any open group it is eligible for (None: not eligible), beyond ``options``: a
     repair may swap someone into a group outside their options to take a rule-breaker's place."""
+    arcs: Arcs | None = None
+    """``options`` and ``fit`` as arrays (large pools build them so); else built from them when needed."""
+
+    @functools.cached_property
+    def arc_table(self) -> Arcs:
+        """Every option of every placed mentee, as arrays (``arcs``, or built from the dicts)."""
+        people = sorted(self.assign)
+        if self.arcs is not None and self.arcs.people == people:
+            return self.arcs
+        return Arcs.of(people, self.options, self.fit)
 
     def arc_fit(self, pid: str, s: Slot) -> int:
         f = self.fit.get((pid, s))
@@ -65,6 +188,10 @@ class Reassignment:
         return f or 0
 
     def total(self, assign: Mapping[str, Slot]) -> int:
+        if isinstance(self.fit, ArcFit):  # one array lookup, not one binary search per mentee
+            pairs = list(assign.items())
+            found = self.fit.many(pairs)
+            return sum(f if f is not None else self.arc_fit(*pair) for f, pair in zip(found, pairs, strict=True))
         return sum(self.arc_fit(pid, s) for pid, s in assign.items())
 
     def broken(self, assign: Mapping[str, Slot]) -> list[tuple[Slot, list[str]]]:
@@ -109,20 +236,7 @@ def _flow(problem: Reassignment, banned: set[tuple[str, Slot]]) -> dict[str, Slo
     slots = sorted(set(problem.assign.values()) | problem.extra)
     slot_pos = {s: n for n, s in enumerate(slots)}
     n, m = len(people), len(slots)
-    who_l: list[int] = []
-    where_l: list[int] = []
-    fit_l: list[int] = []
-    for r, pid in enumerate(people):
-        opts = [problem.assign[pid]] if pid in problem.frozen else problem.options[pid]
-        for s in opts:
-            c = slot_pos.get(s)
-            if c is None or (pid, s) in banned:
-                continue
-            who_l.append(r)
-            where_l.append(c)
-            fit_l.append(problem.fit.get((pid, s), 0))
-    who, where = np.array(who_l, dtype=np.int64), np.array(where_l, dtype=np.int64)
-    cost = -np.array(fit_l, dtype=np.int64)
+    who, where, cost = _arcs(problem, people, slot_pos, banned)
     group_node = 2 + n + np.arange(m, dtype=np.int64)
     head = group_node[where]
     f = min_cost_flow.SimpleMinCostFlow()
@@ -168,6 +282,35 @@ def _flow(problem: Reassignment, banned: set[tuple[str, Slot]]) -> dict[str, Slo
     return out if len(out) == n else None
 
 
+def _arcs(
+    problem: Reassignment, people: list[str], slot_pos: Mapping[Slot, int], banned: set[tuple[str, Slot]]
+) -> tuple[IntArray, IntArray, IntArray]:
+    """The flow's mentee -> group arcs as (mentee row, group position, cost -fit): every option of each
+    mentee in an open group, in option order, except banned ones; a locked mentee only to its own group."""
+    arcs = problem.arc_table
+    to_pos = np.array([slot_pos.get(s, -1) for s in arcs.slots], dtype=np.int64)
+    who, where, fit = arcs.who, to_pos[arcs.where] if len(arcs.where) else arcs.where, arcs.fit
+    keep = where >= 0
+    m = max(1, len(slot_pos))
+    if banned:
+        index = arcs.index
+        gone = [index[pid] * m + slot_pos[s] for pid, s in banned if s in slot_pos and pid in index]
+        keep &= ~np.isin(who * m + where, np.array(gone, dtype=np.int64))
+    frozen = [r for r, pid in enumerate(people) if pid in problem.frozen]
+    if frozen:  # only its own group, at the fit it has there (0 if not among its options)
+        is_frozen = np.zeros(len(people), dtype=bool)
+        is_frozen[frozen] = True
+        keep &= ~is_frozen[who]
+        own = [(r, people[r], problem.assign[people[r]]) for r in frozen]
+        own = [(r, pid, s) for r, pid, s in own if s in slot_pos and (pid, s) not in banned]
+        who = np.concatenate([who[keep], np.array([r for r, _, _ in own], dtype=np.int64)])
+        where = np.concatenate([where[keep], np.array([slot_pos[s] for _, _, s in own], dtype=np.int64)])
+        fit = np.concatenate([fit[keep], np.array([problem.fit.get((p, s), 0) for _, p, s in own], dtype=np.int64)])
+        order = np.argsort(who, kind="stable")
+        return who[order], where[order], -fit[order]
+    return who[keep], where[keep], -fit[keep]
+
+
 def _flow_repaired(problem: Reassignment, deadline: float | None = None) -> dict[str, Slot] | None:
     """The flow, with each member who breaks a member-member rule moved out by the best single move or
     swap that keeps every rule (one flow, then a few moves: a second flow cost 3 s at 20,000 mentees);
@@ -195,6 +338,19 @@ def _flow_repaired(problem: Reassignment, deadline: float | None = None) -> dict
     return None
 
 
+class _OptionSets(dict[str, set[Slot]]):
+    """Each mentee's options as a set, made when first asked for (a repair asks for a few mentees'; all
+    50,000 of them cost 0.7 s)."""
+
+    def __init__(self, options: Mapping[str, list[Slot]]) -> None:
+        super().__init__()
+        self.options = options
+
+    def __missing__(self, pid: str) -> set[Slot]:
+        out = self[pid] = set(self.options[pid])
+        return out
+
+
 class _Moves:
     """An assignment under single moves and swaps between open groups that keep every rule."""
 
@@ -212,7 +368,7 @@ class _Moves:
             self.partners[a].add(b)
             self.partners[b].add(a)
         self.open_slots = set(self.members)
-        self.option_set = {pid: set(opts) for pid, opts in problem.options.items()}
+        self.option_set = _OptionSets(problem.options)
         self._sorted: dict[Slot, list[str]] = {}
 
     def fits_in(self, pid: str, s: Slot, leaving: str | None) -> bool:

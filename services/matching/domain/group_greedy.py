@@ -26,11 +26,14 @@ def _dept_ok(prep: Prepared, ids: list[str]) -> bool:
     return max(Counter(prep.by_id[p].department for p in ids).values(), default=0) <= limit
 
 
-def _first_option(pos: IntArray, ratio: npt.NDArray[np.float64], fit: IntArray, tiebreak: IntArray) -> int | None:
-    """The first of ``pos`` by (ratio, -fit, tiebreak): the lexsort's first element without sorting."""
+def _first_option(
+    pos: IntArray, ratio: npt.NDArray[np.float64] | None, fit: IntArray, tiebreak: IntArray
+) -> int | None:
+    """The first of ``pos`` by (ratio, -fit, tiebreak): the lexsort's first element without sorting.
+    ``ratio`` None: every one of ``pos`` has the same ratio (the caller knows it without reading them)."""
     if not len(pos):
         return None
-    low = pos[ratio == ratio.min()]
+    low = pos if ratio is None else pos[ratio == ratio.min()]
     f = fit[low]
     best = low[f == f.max()]
     return int(best[np.argmin(tiebreak[best])])
@@ -78,21 +81,36 @@ def greedy_facilitated(
         apart_of[b].add(a)
     limit = pol.max_same_department
     depts: list[Counter[str]] = []
-    # per group, as arrays (grown as groups open), so each person scans the open groups at numpy speed
-    lead = np.zeros(0, dtype=np.int64)
-    size = np.zeros(0, dtype=np.int64)
+    # per group, as arrays (room for every group that can open), so each person scans the open groups at
+    # numpy speed; ``live`` lists the groups with room (in opening order) and ``live_lead`` their leads:
+    # a full group is never a candidate, and most groups of a large pool fill up
+    most = int(free.sum()) + 1
+    lead = np.zeros(most, dtype=np.int64)
+    size = np.zeros(most, dtype=np.int64)
+    live = np.zeros(0, dtype=np.int64)
+    live_lead = np.zeros(0, dtype=np.int64)
     co_fit_needed = pol.mentors_per_group > 1
+    # per mentor: room for another group, and the load ratio it would have with one more
+    has_room = used < free
+    next_ratio = (base + used + 1) / cap
+    # every mentor with room has the same next load ratio ``common``: no mentee's options need reading
+    # for it (on the benchmark pools every mentor starts empty with the same capacity); kept exact as
+    # groups open (a mentor leaving the room keeps it, one with room and another ratio ends it)
+    with_room = next_ratio[has_room]
+    common = float(with_room[0]) if len(with_room) else 0.0
+    uniform = bool((with_room == common).all())
 
     def join(pid: str, allowed: BoolArray | None = None, at_least: int | None = None) -> bool:
         """The open group with room this person may join: below the minimum first, then best fit, then
         the earliest opened (the order the previous version scanned in), checking the rules in that order."""
+        nonlocal live, live_lead
         elig, fit = eligible_of[pid], fit_of[pid]
         if not len(groups):
             return False
-        ok = elig[lead] & (size < pol.group_members_max)
+        ok = elig[live_lead]
         if allowed is not None:
-            ok &= allowed
-        candidates = np.flatnonzero(ok)
+            ok &= allowed[live]
+        candidates = live[ok]
         if not len(candidates):
             return False
         below = (size[candidates] < pol.group_members_min).astype(np.int64)
@@ -116,14 +134,17 @@ def greedy_facilitated(
             members.append(pid)
             depts[int(g)][dept] += 1
             size[g] += 1
+            if size[g] >= pol.group_members_max:
+                keep = live != g
+                live, live_lead = live[keep], live_lead[keep]
             return True
         return False
 
     for pid in order:
         elig, fit = eligible_of[pid], fit_of[pid]
-        pos = np.flatnonzero(elig & (used < free))
+        pos = np.flatnonzero(elig & has_room)
         # lowest load ratio after one more group, then best fit, then the mentors' lottery order
-        ratio = (base[pos] + used[pos] + 1) / cap[pos]
+        ratio = None if uniform else next_ratio[pos]
         # the first option by three linear scans; the full order only when the first is not enough
         # (co-facilitators, or a department clash): sorting every person's options cost
         # 20,000 x 3,600 at 20,000 mentees
@@ -133,7 +154,7 @@ def greedy_facilitated(
         if join(pid, at_least=int(fit[first]) if first is not None else None):
             continue
         chosen: list[int] = []
-        for k in _options(first, pos, ratio, fit, tiebreak):
+        for k in _options(first, pos, next_ratio[pos] if ratio is None else ratio, fit, tiebreak):
             if any(prep.apart(mids[k], mids[j]) for j in chosen):
                 continue
             if not _dept_ok(prep, [mids[j] for j in [*chosen, k]] + [pid]):
@@ -146,10 +167,15 @@ def greedy_facilitated(
             continue
         if len(chosen) == pol.mentors_per_group:
             used[chosen] += 1
+            has_room[chosen] = used[chosen] < free[chosen]
+            next_ratio[chosen] = (base[chosen] + used[chosen] + 1) / cap[chosen]
+            uniform = uniform and all(not has_room[k] or next_ratio[k] == common for k in chosen)
+            g = len(groups)
             groups.append((chosen, [pid]))
             depts.append(Counter([*(prep.by_id[mids[k]].department for k in chosen), prep.by_id[pid].department]))
-            lead = np.append(lead, chosen[0])
-            size = np.append(size, 1)
+            lead[g], size[g] = chosen[0], 1
+            if pol.group_members_max > 1:
+                live, live_lead = np.append(live, g), np.append(live_lead, chosen[0])
     small = [g for g in range(len(groups)) if len(groups[g][1]) < pol.group_members_min]
     keep = [g for g in range(len(groups)) if g not in set(small)]
     leftovers = sorted((p for g in small for p in groups[g][1]), key=lambda p: prep.ranks[p])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import random
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -14,7 +15,7 @@ from services.matching.domain import MatchingInput, MatchingResult, match, valid
 from services.matching.domain import facilitated as facilitated_module
 from services.matching.domain.common import Prepared
 from services.matching.domain.common import apart_pairs as _apart_pairs
-from services.matching.domain.fit_polish import Reassignment, Slot, improve
+from services.matching.domain.fit_polish import ArcFit, ArcOptions, Arcs, Reassignment, Slot, improve
 from services.matching.domain.rules import PairRules, Pool
 
 
@@ -159,3 +160,20 @@ def test_facilitated_fit_is_near_the_proven_best_in_the_groups_the_higher_levels
     placed_plain, ratio_plain, used_plain = higher_levels(plain)
     assert (placed, ratio) == (placed_plain, ratio_plain)
     assert used >= used_plain
+
+
+@pytest.mark.parametrize("seed", range(10))
+@pytest.mark.parametrize("rules", [False, True])
+def test_the_array_options_give_the_same_reassignment_as_the_dicts(seed: int, rules: bool) -> None:
+    """Large pools hand the reassignment its options as arrays (``Arcs``, read through ``ArcOptions``
+    and ``ArcFit``): the same options and fits, so the same flow, moves and result, with locks too."""
+    problem = _problem(seed, rules=rules)
+    locked = frozenset(sorted(problem.assign)[:1]) if seed % 2 else frozenset()
+    problem = replace(problem, frozen=locked)
+    arcs = Arcs.of(sorted(problem.assign), problem.options, problem.fit)
+    arrays = replace(problem, options=ArcOptions(arcs), fit=ArcFit(arcs), arcs=arcs)
+    assert dict(arrays.options) == dict(problem.options)
+    assert dict(arrays.fit) == dict(problem.fit)
+    assert arrays.total(problem.assign) == problem.total(problem.assign)
+    for rounds in (0, 3):
+        assert improve(arrays, rounds=rounds) == improve(problem, rounds=rounds)

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from contracts.events import UnmatchedReason
+from contracts.events import FitContribution, UnmatchedReason
 from contracts.policy import Form, Role, SeniorityRule
 from services.matching.domain import MatchingInput, MatchingResult, Override, OverrideKind, match, validate
+from services.matching.domain.rules import _contribution
 from services.matching.tests.factories import mentor, person, pool
 
 
@@ -201,3 +202,15 @@ def test_facilitated_groups_with_co_facilitators_keep_every_mentor_rule() -> Non
     assert "cross-department Risk / D0 (M3, e0)" in details, "each co-facilitator's fit is explained"
     assert "cross-department Legal / D0 (M1, e0)" in details
     assert group.fit == 6.0
+
+
+def test_a_fit_contribution_is_the_instance_model_construct_makes() -> None:
+    """``pair_fit`` builds its explanation without pydantic's generic ``model_construct`` (a hot path at
+    50,000 mentees): every attribute pydantic keeps must be the same, and so must equality and dumps."""
+    made = _contribution("skill", 2.0, "negotiation sought by m1, offered by M7")
+    reference = FitContribution.model_construct(criterion="skill", points=2.0, detail=made.detail)
+    for attribute in ("__dict__", "__pydantic_fields_set__", "__pydantic_extra__", "__pydantic_private__"):
+        assert getattr(made, attribute) == getattr(reference, attribute)
+    assert made == reference
+    assert made.model_dump_json() == reference.model_dump_json()
+    assert FitContribution.model_validate(made.model_dump()) == made
