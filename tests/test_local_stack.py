@@ -89,6 +89,30 @@ def test_stale_pid_files_naming_an_unrelated_process_are_never_signalled(
     assert _alive(stranger)
 
 
+@pytest.mark.stack
+def test_down_leaves_another_checkouts_running_service_and_its_pid_file(
+    fresh_stack_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worktree that shares this stack (``STACK_DIR``) and runs ``down`` must not forget the services
+    another checkout started: their pid files stay, so that checkout still sees and stops them."""
+    elsewhere = tmp_path / "other-checkout"
+    elsewhere.mkdir()
+    args = ["uvicorn", "services.enrollment.app:app", "--port", str(services.PORTS["enrollment"])]
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)", *args], cwd=elsewhere)
+    try:
+        pid_file = fresh_stack_dir / "services" / "enrollment.pid"
+        pid_file.parent.mkdir(parents=True)
+        pid_file.write_text(f"{proc.pid}\n")
+        with monkeypatch.context() as patch:
+            patch.setattr(os, "kill", _refuse_to_signal(proc.pid))
+            services.down()
+        assert _alive(proc.pid)
+        assert pid_file.read_text().strip() == str(proc.pid)
+    finally:
+        proc.kill()
+        proc.wait()
+
+
 def _refuse_to_signal(protected: int):  # type: ignore[no-untyped-def]
     real_kill = os.kill
 

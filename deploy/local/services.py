@@ -96,13 +96,19 @@ def up(names: list[str] | None = None, timeout: float = 60) -> dict[str, str]:
 
 
 def down() -> None:
+    """Stops this checkout's services. A pid file that names another checkout's running service (a
+    worktree sharing this stack through ``STACK_DIR``) is left in place: removing it orphaned that
+    checkout's services, which then ran on, unseen by its ``status`` and ``down``."""
     folder = Stack().dir / "services"
     for name in PORTS:
-        pid = _service_pid(folder / f"{name}.pid", name)
+        pid_file = folder / f"{name}.pid"
+        pid = _service_pid(pid_file, name)
         if pid:
             terminate(pid, grace_seconds=15)
             say(f"{name} stopped")
-        (folder / f"{name}.pid").unlink(missing_ok=True)
+        elif _read_pid(pid_file, "uvicorn", f"services.{name}.app:app", str(PORTS[name])) is not None:
+            continue  # running, but another checkout's
+        pid_file.unlink(missing_ok=True)
 
 
 def main() -> int:
