@@ -116,7 +116,9 @@ def test_peer_communities_solved_apart_equal_each_alone_and_the_brute_force_opti
     assert placed_ids(whole) == placed_ids(alone[0]) | placed_ids(alone[1])
     assert whole.stats.total_fit == alone[0].stats.total_fit + alone[1].stats.total_fit
     assert whole.stats.placed_bound == alone[0].stats.placed_bound + alone[1].stats.placed_bound
-    assert whole.stats.status == "OPTIMAL" and {a.stats.status for a in alone} == {"OPTIMAL"}
+    for result in (whole, *alone):  # from 4 groups fit is searched, not proven by CP-SAT: the notes say so
+        searched = any("fit is not proven optimal" in note for note in result.stats.notes)
+        assert result.stats.status == ("FEASIBLE" if searched else "OPTIMAL")
     first, fit = brute_force_peers(inp, whole.lottery)
     assert placed_ids(whole) == first, "the lottery-first among the largest placements"
     assert whole.stats.total_fit == fit
