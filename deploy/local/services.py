@@ -26,9 +26,14 @@ def available() -> list[str]:
     return [name for name in PORTS if importlib.util.find_spec(f"services.{name}.app") is not None]
 
 
+def _running_pid(pid_file: Path, name: str) -> int | None:
+    """The pid in ``pid_file`` if it is a live uvicorn of ``name``, whichever checkout started it."""
+    return _read_pid(pid_file, "uvicorn", f"services.{name}.app:app", str(PORTS[name]))
+
+
 def _service_pid(pid_file: Path, name: str) -> int | None:
     """The pid in ``pid_file`` if it is this checkout's uvicorn of ``name``; never a stranger's process."""
-    pid = _read_pid(pid_file, "uvicorn", f"services.{name}.app:app", str(PORTS[name]))
+    pid = _running_pid(pid_file, name)
     if pid is None:
         return None
     try:
@@ -106,7 +111,7 @@ def down() -> None:
         if pid:
             terminate(pid, grace_seconds=15)
             say(f"{name} stopped")
-        elif _read_pid(pid_file, "uvicorn", f"services.{name}.app:app", str(PORTS[name])) is not None:
+        elif _running_pid(pid_file, name) is not None:
             continue  # running, but another checkout's
         pid_file.unlink(missing_ok=True)
 
