@@ -180,6 +180,33 @@ class AlertOut(BaseModel):
         return cls(**{k: getattr(a, k) for k in cls.model_fields})
 
 
+class AlertEvaluationOut(BaseModel):
+    """The safety nets' last evaluation. An evaluation's raises and clears are visible together with it,
+    so a client that waits for ``evaluations`` to grow by two after a change of its own reads alerts that
+    take the change into account (the first may have started before it)."""
+
+    evaluations: int = Field(
+        ge=0, description="evaluations completed since the service's schema was created", examples=[42]
+    )
+    as_of: UtcDateTime | None = Field(
+        description="the instant the last evaluation judged (the service's clock)", examples=["2026-11-30T09:00:00Z"]
+    )
+    started_at: UtcDateTime | None = Field(
+        description="when the last evaluation started reading", examples=["2026-11-30T09:00:00Z"]
+    )
+    finished_at: UtcDateTime | None = Field(
+        description="when it committed its raises and clears", examples=["2026-11-30T09:00:03Z"]
+    )
+    raised: int = Field(ge=0, description="alerts the last evaluation raised", examples=[2])
+    cleared: int = Field(ge=0, description="alerts the last evaluation cleared", examples=[1])
+
+    @classmethod
+    def of(cls, row: queries.EvaluationRow | None) -> AlertEvaluationOut:
+        if row is None:
+            return cls(evaluations=0, as_of=None, started_at=None, finished_at=None, raised=0, cleared=0)
+        return cls(**{k: getattr(row, k) for k in cls.model_fields})
+
+
 def _window(r: handlers.Report) -> WindowOut:
     return WindowOut(name=r.window.name, start=r.window.start, end=r.window.end)
 
@@ -339,6 +366,14 @@ async def list_alerts(
     async with ctx.pool.acquire() as conn:
         rows = await queries.alerts(conn, open_only=status == "open", program_id=program_id, limit=limit)
     return [AlertOut.of(a) for a in rows]
+
+
+@router.get("/alerts/evaluation", response_model=AlertEvaluationOut)
+async def last_alert_evaluation(ctx: Ctx, _: Reader) -> AlertEvaluationOut:
+    """How many times the safety nets have been evaluated, and the last evaluation's times and counts
+    (they run every ``METRICS_EVALUATE_EVERY_SECONDS``, 60 by default)."""
+    async with ctx.pool.acquire() as conn:
+        return AlertEvaluationOut.of(await queries.last_evaluation(conn))
 
 
 @router.get("/programs/{program_id}/thresholds", response_model=Thresholds)

@@ -7,7 +7,7 @@ import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
 import asyncpg
 
@@ -229,7 +229,9 @@ class Evaluation:
 
 
 async def evaluate_alerts(pool: asyncpg.Pool, now: datetime) -> Evaluation:
-    """Raise what should be open, clear what should not, in one transaction with their events."""
+    """Raise what should be open, clear what should not, in one transaction with their events and the
+    evaluation's record (``GET /alerts/evaluation``)."""
+    started_at = datetime.now(UTC)
     async with pool.acquire() as conn:
         limits = await queries.thresholds(conn)
         should = await conditions_now(conn, limits, now)
@@ -240,6 +242,7 @@ async def evaluate_alerts(pool: asyncpg.Pool, now: datetime) -> Evaluation:
         decision = decide(should, [AlertKey(k, s) for k, s in open_rows])
         await alert_store.raise_alerts(conn, decision.raise_, now)
         await alert_store.clear_alerts(conn, [open_rows[(k.kind, k.subject)] for k in decision.clear], now)
+        await alert_store.record_evaluation(conn, now, started_at, len(decision.raise_), len(decision.clear))
     if decision.raise_ or decision.clear:
         log.info("alerts evaluated", extra={"raised": len(decision.raise_), "cleared": len(decision.clear)})
     return Evaluation(len(decision.raise_), len(decision.clear))

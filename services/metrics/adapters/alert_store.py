@@ -21,6 +21,19 @@ async def lock_evaluation(conn: asyncpg.Connection) -> bool:
     return bool(await conn.fetchval("SELECT pg_try_advisory_xact_lock(hashtext($1))", EVALUATION_LOCK))
 
 
+async def record_evaluation(
+    conn: asyncpg.Connection, as_of: datetime, started_at: datetime, raised: int, cleared: int
+) -> None:
+    """Counts the evaluation and keeps its times, in the transaction of its raises and clears."""
+    await conn.execute(
+        "INSERT INTO alert_evaluation (evaluations, as_of, started_at, finished_at, raised, cleared)"
+        " VALUES (1, $1, $2, clock_timestamp(), $3, $4) ON CONFLICT (only_row) DO UPDATE SET"
+        " evaluations = alert_evaluation.evaluations + 1, as_of = $1, started_at = $2,"
+        " finished_at = clock_timestamp(), raised = $3, cleared = $4",
+        as_of, started_at, raised, cleared,
+    )  # fmt: skip
+
+
 async def raise_alerts(conn: asyncpg.Connection, conditions: list[Condition], now: datetime) -> list[Envelope]:
     envelopes = []
     for c in conditions:

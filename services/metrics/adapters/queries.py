@@ -186,6 +186,24 @@ class AlertRow:
     cleared_at: datetime | None
 
 
+@dataclass(frozen=True)
+class EvaluationRow:
+    evaluations: int
+    as_of: datetime
+    started_at: datetime
+    finished_at: datetime
+    raised: int
+    cleared: int
+
+
+async def last_evaluation(conn: asyncpg.Connection) -> EvaluationRow | None:
+    """The safety nets' last evaluation, None before the first one."""
+    row = await conn.fetchrow(
+        "SELECT evaluations, as_of, started_at, finished_at, raised, cleared FROM alert_evaluation"
+    )
+    return EvaluationRow(**dict(row)) if row else None
+
+
 async def alerts(
     conn: asyncpg.Connection, *, open_only: bool, program_id: str | None = None, limit: int = 1000
 ) -> list[AlertRow]:

@@ -4,11 +4,14 @@ meets again; the risk score's parts add up to it."""
 
 from __future__ import annotations
 
+from datetime import datetime
+
 import pytest
 
-from conftest import TopicTail, unique
+from conftest import TopicTail, eventually, unique
 from contracts.envelope import from_kafka
 from contracts.events import AlertClearedV2, AlertRaisedV2
+from contracts.timestamps import rfc3339
 from contracts.topics import ALERTS
 from services.metrics.tests.conftest import Metrics
 from services.metrics.tests.scenario import DAY, T0, Scenario
@@ -51,3 +54,22 @@ async def test_a_relationship_that_stops_meeting_raises_one_alert_cleared_when_i
     assert await metrics.get("/alerts", program_id=s.program_id) == []
     [history] = await metrics.get("/alerts", program_id=s.program_id, status="all")
     assert history["alert_id"] == alert.alert_id and history["cleared_at"] is not None
+
+
+async def test_an_evaluation_counted_after_a_change_has_judged_it(metrics: Metrics) -> None:
+    """What a client waits for (the demo does): once ``evaluations`` has grown by two after its change,
+    the alerts already take the change into account, with no further waiting."""
+    s = Scenario(unique("judged")).build()
+    await metrics.publish_and_wait(s.events)
+    metrics.clock.now = T0 + 30 * DAY
+    before = (await metrics.get("/alerts/evaluation"))["evaluations"]
+
+    async def judged() -> bool:
+        return bool((await metrics.get("/alerts/evaluation"))["evaluations"] >= before + 2)
+
+    await eventually(judged, 30, "two evaluations after the clock moved")
+    [alert] = await metrics.get("/alerts", program_id=s.program_id)
+    assert alert["kind"] == "no_recent_session" and alert["group_id"] == s.fading_group
+    last = await metrics.get("/alerts/evaluation")
+    assert last["as_of"] == rfc3339(T0 + 30 * DAY)
+    assert datetime.fromisoformat(last["started_at"]) <= datetime.fromisoformat(last["finished_at"])
