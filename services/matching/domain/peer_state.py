@@ -311,9 +311,11 @@ class GroupState:
 
     def fits_in(self, r: int, langs: npt.NDArray[np.uint64], without: int = -1) -> BoolArray:
         """Groups peer r may join as they are (or with ``without`` gone from its group): room, compatible
-        with every member, a language in common, the department bound."""
+        with every member, a language in common, the department bound. An empty group (one a merge
+        dissolved) is not one to join: a peer moved there would be a group of one, below the minimum; a
+        new group is opened only with enough members (``peer_place``)."""
         pg = self.pg
-        ok: BoolArray = (self.size < pg.size_max) & (self.compat_with[:, r] == self.size)
+        ok: BoolArray = (self.size > 0) & (self.size < pg.size_max) & (self.compat_with[:, r] == self.size)
         ok &= (langs & pg.lang[r]) != 0
         if pg.dept_limit is not None:
             ok &= self.depts[:, pg.dept[r]] < pg.dept_limit

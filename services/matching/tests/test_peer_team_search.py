@@ -17,7 +17,7 @@ from services.matching.domain.common import Prepared, make_group
 from services.matching.domain.group_greedy import greedy_peers
 from services.matching.domain.model import MatchingResult, Stats
 from services.matching.domain.peer_fit import polish_peer_groups
-from services.matching.domain.peer_place import place_more
+from services.matching.domain.peer_place import merge_groups, place_more
 from services.matching.domain.peer_state import PeerGroups, language_bits
 from services.matching.domain.rules import PairRules, Pool
 from services.matching.tests.factories import mentor, person, pool
@@ -78,7 +78,7 @@ def test_placing_and_the_fit_search_keep_every_rule_take_nobody_out_and_never_lo
         for members in greedy_peers(prep, peers, search.compat, np.asarray(search.fit, dtype=np.int64))
     ]
     waiting = [r for r in range(len(peers)) if all(r not in g for g in start)]
-    more = place_more(search, start, waiting)
+    more = merge_groups(search, place_more(search, start, waiting))
     better, cut = polish_peer_groups(search, more)
     assert not cut
     for groups in (more, better):
@@ -86,6 +86,26 @@ def test_placing_and_the_fit_search_keep_every_rule_take_nobody_out_and_never_lo
         assert validate(grouped, result) == [], groups
     assert {r for g in start for r in g} <= {r for g in more for r in g} == {r for g in better for r in g}
     assert search.total(better) >= search.total(more)
+
+
+def test_a_merge_never_moves_a_peer_into_a_group_it_dissolved() -> None:
+    """Groups A-D of three (sizes 3-5). A's members fit C and D better than each other, so A is dissolved
+    into them. B's peer 3 may join no group left (C is full, and 3 is incompatible with D), only A's
+    empty place: a group of one, then two with peer 5, below the minimum (found by an outside-in probe on
+    a tight 200-peer pool, where the run then failed its own validation). B must stay as it is."""
+    n = 12
+    compat = ~np.eye(n, dtype=bool)
+    fit = np.zeros((n, n), dtype=np.int64)
+    for a in (0, 1, 2):
+        fit[a, 6:], fit[6:, a] = 1, 1  # A fits C and D, not itself
+    fit[4, 9:], fit[9:, 4] = 1, 1  # B's 4 fits D
+    compat[3, [0, 1, 2, 6, 7, 8, 9, 10, 11]] = compat[[0, 1, 2, 6, 7, 8, 9, 10, 11], 3] = False
+    pg = PeerGroups(
+        compat=compat, fit=fit, lang=language_bits([["en"]] * n), dept=np.arange(n, dtype=np.int64),
+        size_min=3, size_max=5, dept_limit=None,
+    )  # fmt: skip
+    merged = merge_groups(pg, [[0, 1, 2], [3, 4, 5], [6, 7, 8], [9, 10, 11]])
+    assert sorted(map(sorted, merged)) == [[0, 1, 6, 7, 8], [2, 9, 10, 11], [3, 4, 5]]
 
 
 def test_a_team_whose_best_mentors_conflict_gets_the_best_pair_that_may_work_together() -> None:
