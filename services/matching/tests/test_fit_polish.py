@@ -11,7 +11,7 @@ import pytest
 from ortools.sat.python import cp_model
 
 from contracts.policy import Form, Role
-from services.matching.domain import MatchingInput, MatchingResult, match, validate
+from services.matching.domain import MatchingInput, MatchingResult, facilitated_levels, match, validate
 from services.matching.domain import facilitated as facilitated_module
 from services.matching.domain.common import Prepared
 from services.matching.domain.common import apart_pairs as _apart_pairs
@@ -147,12 +147,13 @@ def test_facilitated_fit_is_near_the_proven_best_in_the_groups_the_higher_levels
     best = _best_fit_in_the_same_groups(inp, result)
     assert result.stats.total_fit >= 0.99 * best
 
-    monkeypatch.setattr(facilitated_module, "fit_start", lambda *_args: None)
-    monkeypatch.setattr(
-        facilitated_module,
-        "polish_groups",  # the reassignment after the fit level, too
-        lambda prep, groups, el, ids, *rest, **kw: [([ids[k] for k in ms], members) for ms, members in groups],
-    )
+    monkeypatch.setattr(facilitated_levels, "fit_start", lambda *_args: None)
+    for module in (facilitated_module, facilitated_levels):  # the greedy's reassignment, and the levels'
+        monkeypatch.setattr(
+            module,
+            "polish_groups",  # the reassignment after the fit level, too
+            lambda prep, groups, el, ids, *rest, **kw: [([ids[k] for k in ms], members) for ms, members in groups],
+        )
     plain = match(inp, 2026, time_limit_s=2)
     assert result.stats.total_fit > plain.stats.total_fit  # 851 against 767 since the greedy weighs fit
 
