@@ -193,3 +193,15 @@ def test_the_arcs_hold_the_options_and_fits_they_are_built_from(seed: int, rules
     shuffled = replace(problem, arcs=Arcs.of(sorted(start), reversed_options, fit))
     for rounds in (0, 3):
         assert improve(shuffled, rounds=rounds) == improve(problem, rounds=rounds)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_the_flow_reads_the_arrays_and_only_the_local_search_makes_per_mentee_dicts(seed: int) -> None:
+    """Large pools run the flow alone (no rounds): it and the totals read the arcs as arrays, and no
+    mentee's options become a dict (``Arcs.rows``; all 50,000 of them cost 0.7 s). The local search
+    makes them for the mentees it looks at: here every one."""
+    problem = _problem(seed, rules=False)
+    improve(problem, rounds=0)
+    assert len(problem.arcs.rows) == 0
+    improve(problem, rounds=3)
+    assert set(problem.arcs.rows) == set(problem.assign)
