@@ -16,9 +16,10 @@ import numpy as np
 from services.matching.domain.common import Prepared, apart_pairs
 from services.matching.domain.facilitated_model import FacilitatedModel
 from services.matching.domain.facilitated_prep import Eligibility, top_arcs
-from services.matching.domain.fit_polish import POLISH_ROUNDS, ArcFit, ArcOptions, Arcs, Reassignment, improve
+from services.matching.domain.fit_polish import POLISH_ROUNDS, improve
 from services.matching.domain.flow_open import extra_groups
 from services.matching.domain.levels import Levels
+from services.matching.domain.reassignment import Arcs, Reassignment
 from services.matching.domain.rules import IntArray
 
 OPEN_OPTIONS = 60
@@ -106,12 +107,9 @@ def polish_groups(
     leads = np.array(sorted(open_by_mentor), dtype=np.int64)
     # no local search above POLISH_MOVES mentees: after the exact flow it found nothing at 20,000 (3 s a round)
     rounds = min(POLISH_ROUNDS, POLISH_MOVES // max(1, len(assign)))
-    arcs = _open_arcs(el, assign, sorted(slot_of_group), leads)
     problem = Reassignment(
         assign=assign,
-        # the local search reads them millions of times: dicts; the flow alone reads the arrays
-        options=arcs.options_dict() if rounds else ArcOptions(arcs),
-        fit=arcs.fit_dict() if rounds else ArcFit(arcs),
+        arcs=_open_arcs(el, assign, sorted(slot_of_group), leads),
         dept={pid: prep.by_id[pid].department for pid in assign},
         mentor_dept={s: prep.by_id[mentor_ids[s[0]]].department for s in slot_of_group},
         apart=frozenset(frozenset(pair) for pair in apart_pairs(prep, sorted(assign))),
@@ -121,7 +119,6 @@ def polish_groups(
         frozen=frozen,
         extra=frozenset(extra),
         may_join=lambda pid, s: int(el.fit[el.row[pid], s[0]]) if el.eligible[el.row[pid], s[0]] else None,
-        arcs=arcs,
     )
     better = improve(problem, rounds=rounds, deadline=deadline)
     if problem.total(better) <= problem.total(assign):
@@ -158,8 +155,7 @@ def fit_start(
     locked = {p for pair in prep.locked for p in pair if p in fm.placed}
     problem = Reassignment(
         assign=assign,
-        options=options,
-        fit=fit,
+        arcs=Arcs.of(sorted(assign), options, fit),
         dept={pid: prep.by_id[pid].department for pid in assign},
         mentor_dept={s: prep.by_id[mentor_ids[s[0]]].department for s in open_slots},
         apart=frozenset(frozenset(pair) for pair in apart_pairs(prep, sorted(assign))),

@@ -11,22 +11,33 @@ import pytest
 from ortools.sat.python import cp_model
 
 from contracts.policy import Form, Role
-from services.matching.domain import MatchingInput, MatchingResult, match, validate
+from services.matching.domain import MatchingInput, MatchingResult, facilitated_levels, match, validate
 from services.matching.domain import facilitated as facilitated_module
 from services.matching.domain.common import Prepared
 from services.matching.domain.common import apart_pairs as _apart_pairs
-from services.matching.domain.fit_polish import ArcFit, ArcOptions, Arcs, Reassignment, Slot, improve
+from services.matching.domain.fit_polish import improve
+from services.matching.domain.reassignment import Arcs, Reassignment, Slot
 from services.matching.domain.rules import PairRules, Pool
 
+Options = dict[str, list[Slot]]
+Fits = dict[tuple[str, Slot], int]
 
-def _problem(seed: int, *, rules: bool) -> Reassignment:
-    """Seven mentees in three open groups of 2-3, a feasible start (sizes 3, 2, 2), random fits."""
+
+def _draw(seed: int) -> tuple[random.Random, list[Slot], dict[str, Slot], Options, Fits]:
+    """Seven mentees in three open groups of 2-3, a feasible start (sizes 3, 2, 2), random options and fits."""
     rng = random.Random(seed)
     people = [f"m{i}" for i in range(7)]
     slots: list[Slot] = [(0, 0), (1, 0), (2, 0)]
     start = dict(zip(people, [slots[0]] * 3 + [slots[1]] * 2 + [slots[2]] * 2, strict=True))
     options = {p: sorted({start[p], *rng.sample(slots, 2)}) for p in people}
     fit = {(p, s): rng.randint(0, 9) for p in people for s in options[p]}
+    return rng, slots, start, options, fit
+
+
+def _problem(seed: int, *, rules: bool) -> Reassignment:
+    """``_draw``'s pool, with departments and apart pairs when ``rules``."""
+    rng, slots, start, options, fit = _draw(seed)
+    people = sorted(start)
     dept = {p: rng.choice("AB") for p in people} if rules else {p: p for p in people}
     apart: set[frozenset[str]] = set()
     if rules:  # a few pairs that may not share a group, none broken by the start
@@ -41,8 +52,7 @@ def _problem(seed: int, *, rules: bool) -> Reassignment:
                         dept[p] = "AB"[len([q for q in people if start[q] == s and q < p]) % 2]
     return Reassignment(
         assign=start,
-        options=options,
-        fit=fit,
+        arcs=Arcs.of(people, options, fit),
         dept=dept,
         mentor_dept={s: "C" for s in slots},
         apart=frozenset(apart),
@@ -55,7 +65,7 @@ def _problem(seed: int, *, rules: bool) -> Reassignment:
 def _every_reassignment(problem: Reassignment) -> list[dict[str, Slot]]:
     people = sorted(problem.assign)
     out = []
-    for choice in itertools.product(*(problem.options[p] for p in people)):
+    for choice in itertools.product(*(problem.arcs.options(p) for p in people)):
         assign = dict(zip(people, choice, strict=True))
         sizes = [choice.count(s) for s in set(problem.assign.values())]
         if all(problem.size_min <= n <= problem.size_max for n in sizes) and not problem.broken(assign):
@@ -137,12 +147,13 @@ def test_facilitated_fit_is_near_the_proven_best_in_the_groups_the_higher_levels
     best = _best_fit_in_the_same_groups(inp, result)
     assert result.stats.total_fit >= 0.99 * best
 
-    monkeypatch.setattr(facilitated_module, "fit_start", lambda *_args: None)
-    monkeypatch.setattr(
-        facilitated_module,
-        "polish_groups",  # the reassignment after the fit level, too
-        lambda prep, groups, el, ids, *rest, **kw: [([ids[k] for k in ms], members) for ms, members in groups],
-    )
+    monkeypatch.setattr(facilitated_levels, "fit_start", lambda *_args: None)
+    for module in (facilitated_module, facilitated_levels):  # the greedy's reassignment, and the levels'
+        monkeypatch.setattr(
+            module,
+            "polish_groups",  # the reassignment after the fit level, too
+            lambda prep, groups, el, ids, *rest, **kw: [([ids[k] for k in ms], members) for ms, members in groups],
+        )
     plain = match(inp, 2026, time_limit_s=2)
     assert result.stats.total_fit > plain.stats.total_fit  # 851 against 767 since the greedy weighs fit
 
@@ -164,16 +175,33 @@ def test_facilitated_fit_is_near_the_proven_best_in_the_groups_the_higher_levels
 
 @pytest.mark.parametrize("seed", range(10))
 @pytest.mark.parametrize("rules", [False, True])
-def test_the_array_options_give_the_same_reassignment_as_the_dicts(seed: int, rules: bool) -> None:
-    """Large pools hand the reassignment its options as arrays (``Arcs``, read through ``ArcOptions``
-    and ``ArcFit``): the same options and fits, so the same flow, moves and result, with locks too."""
+def test_the_arcs_hold_the_options_and_fits_they_are_built_from(seed: int, rules: bool) -> None:
+    """Options and fits are held once, as arrays (``Arcs``): read one mentee at a time (the local
+    search's dicts) or in one array lookup (totals) they are the ones given, and the order they are
+    given in changes nothing: the same arcs, so the same flow, moves and result, with locks too."""
+    _, slots, start, options, fit = _draw(seed)
     problem = _problem(seed, rules=rules)
     locked = frozenset(sorted(problem.assign)[:1]) if seed % 2 else frozenset()
     problem = replace(problem, frozen=locked)
-    arcs = Arcs.of(sorted(problem.assign), problem.options, problem.fit)
-    arrays = replace(problem, options=ArcOptions(arcs), fit=ArcFit(arcs), arcs=arcs)
-    assert dict(arrays.options) == dict(problem.options)
-    assert dict(arrays.fit) == dict(problem.fit)
-    assert arrays.total(problem.assign) == problem.total(problem.assign)
+    arcs = problem.arcs
+    assert {p: arcs.options(p) for p in start} == options
+    assert {(p, s): f for p in start for s, f in arcs.rows[p].items()} == fit
+    every = [(p, s) for p in sorted(start) for s in slots]
+    assert arcs.fits(every) == [fit.get(pair) for pair in every]
+    assert problem.total(start) == sum(fit[(p, s)] for p, s in start.items())
+    reversed_options = {p: opts[::-1] for p, opts in options.items()}
+    shuffled = replace(problem, arcs=Arcs.of(sorted(start), reversed_options, fit))
     for rounds in (0, 3):
-        assert improve(arrays, rounds=rounds) == improve(problem, rounds=rounds)
+        assert improve(shuffled, rounds=rounds) == improve(problem, rounds=rounds)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_the_flow_reads_the_arrays_and_only_the_local_search_makes_per_mentee_dicts(seed: int) -> None:
+    """Large pools run the flow alone (no rounds): it and the totals read the arcs as arrays, and no
+    mentee's options become a dict (``Arcs.rows``; all 50,000 of them cost 0.7 s). The local search
+    makes them for the mentees it looks at: here every one."""
+    problem = _problem(seed, rules=False)
+    improve(problem, rounds=0)
+    assert len(problem.arcs.rows) == 0
+    improve(problem, rounds=3)
+    assert set(problem.arcs.rows) == set(problem.assign)
