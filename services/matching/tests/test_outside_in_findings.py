@@ -5,6 +5,8 @@ built from ``validate``'s own rules, so it fails for the product's reason and no
 
 from __future__ import annotations
 
+from collections import Counter
+
 import pytest
 
 from bench.probes.group_probe import fac, group_ok, lock_breaks, one_department, peer, with_overrides
@@ -115,3 +117,31 @@ def test_the_certificates_are_real() -> None:
                                                                        if u.participant_id != who]})  # fmt: skip
     assert validate(inp, swapped) == []
     assert by_id[who].role is Role.MENTEE
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="issue 13 probe: fair load (b) is not searched from 500 mentees: on a 1,000-mentee pool with groups of "
+    "2-6 and capacities 2-6, 64 eligible mentors with room stay idle while 41 of them could each take over, as it "
+    "stands, a group of a mentor who leads two or more",
+)
+def test_no_idle_mentor_could_take_over_a_group_of_a_mentor_leading_two() -> None:
+    inp = fac(1_000, 12, group_members_min=2, group_members_max=6)
+    result = match(inp, 4242)
+    assert validate(inp, result) == []
+    by_id = {p.participant_id: p for p in inp.participants}
+    leads = Counter(m for mentors, _ in _members(result) for m in mentors)
+    idle = [
+        p.participant_id
+        for p in inp.participants
+        if p.role is Role.MENTOR
+        and p.participant_id not in leads
+        and inp.existing_load.get(p.participant_id, 0) < (p.capacity or 0)
+    ]
+    takeovers = [
+        f"idle {m} could lead the group of {mentors[0]} (who leads {leads[mentors[0]]}) as it stands"
+        for m in idle
+        for mentors, members in _members(result)
+        if len(mentors) == 1 and leads[mentors[0]] >= 2 and group_ok(inp, by_id, [m], members)
+    ]
+    assert takeovers[:3] == []
