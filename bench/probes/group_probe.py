@@ -363,8 +363,10 @@ def reason_lies(inp: MatchingInput, res: MatchingResult) -> list[str]:
             for u in res.unplaced:
                 if u.reason_code.value == "no_eligible_partner":
                     me = by_id[u.participant_id]
+                    one_per_department = inp.policy.max_same_department == 1
                     mates = [q for q in inp.participants if q.participant_id != me.participant_id
-                             and not _pair_problems(me, q, inp, mentor_pair=False)]  # fmt: skip
+                             and not _pair_problems(me, q, inp, mentor_pair=False)
+                             and not (one_per_department and q.department == me.department)]  # fmt: skip
                     if len(mates) >= max(1, inp.policy.group_members_min - 1):
                         out.append(f"{u.participant_id}: no_eligible_partner, but {len(mates)} compatible peers")
         return out
