@@ -378,8 +378,10 @@ def reason_lies(inp: MatchingInput, res: MatchingResult) -> list[str]:
         if found is None:
             continue
         me = found
+        one_per_department = inp.policy.max_same_department == 1  # the mentor counts in the bound
         eligible = [m for m in mentors if not _pair_problems(m, me, inp, mentor_pair=True)
-                    and frozenset((m.participant_id, me.participant_id)) not in excluded]  # fmt: skip
+                    and frozenset((m.participant_id, me.participant_id)) not in excluded
+                    and not (one_per_department and m.department == me.department)]  # fmt: skip
         room = [m for m in eligible if inp.existing_load.get(m.participant_id, 0) < (m.capacity or 0)]
         code = u.reason_code.value
         if code == "no_eligible_partner" and eligible:
