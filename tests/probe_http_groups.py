@@ -1,0 +1,149 @@
+"""HTTP probe of group matching (issue 13), not collected by pytest (no ``test_`` prefix): run it by path,
+
+    STACK_DIR=/work/main/.stack .venv/bin/python -m pytest -q -s tests/probe_http_groups.py -p no:cacheprovider
+
+Peer-group, team and facilitated programs of forms and policies the end-to-end tests do not use, through
+enrollment and matching in-process (as ``tests/test_e2e_matching.py``): prints each dry run's summary,
+``validate`` on the groups the API returns, whether a replay with the same seed gives the same groups,
+and whether a lock_pair recorded through the API holds in the next run. Prints figures; asserts only
+that the calls succeed."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bench.synthetic_org import enrolments, org_chart
+from conftest import eventually
+from contracts.events import GroupMember, UnmatchedReason
+from services.matching.domain import MatchingInput, validate
+from services.matching.domain.model import Group, MatchingResult, Stats, Unplaced
+from tests.test_e2e_matching import Platform, platform  # noqa: F401
+
+pytestmark = pytest.mark.stack
+
+
+async def _program(p: Platform, name: str, form: str, policy: dict[str, Any], size: int, seed: int,
+                   team_size: int = 0) -> tuple[str, list[dict[str, Any]]]:  # fmt: skip
+    people = org_chart(size * 2, seed=seed, prefix=f"H{seed}-")
+    r = await p.enrollment.post("/org-chart", json=[x.row() for x in people], headers=p.admin)
+    assert r.status_code == 200, r.text
+    r = await p.enrollment.post("/programs", json={"name": name, "form": form, "starts_on": "2026-01-01",
+                                                   "policy": policy}, headers=p.admin)  # fmt: skip
+    assert r.status_code == 201, r.text
+    program_id: str = r.json()["program_id"]
+    rows = enrolments(people, size, seed=seed)
+    for k, row in enumerate(rows):
+        if form == "peer_group":
+            row["role"] = "peer"
+            row.pop("capacity", None)
+        elif team_size and row["role"] == "mentee":
+            row["team_id"] = f"T{k // team_size:03d}"
+    r = await p.enrollment.post(f"/programs/{program_id}/enrolments/bulk", json=rows, headers=p.admin)
+    assert r.status_code == 200, r.text
+
+    async def complete() -> bool:
+        return await p.pool_size(program_id) == len(rows)
+
+    await eventually(complete, 60, "matching to build the pool")
+    return program_id, rows
+
+
+async def _check(p: Platform, program_id: str, label: str, seed: int) -> None:
+    started = time.perf_counter()
+    r = await p.matching.post(f"/programs/{program_id}/runs", json={"wait": True, "dry_run": True, "seed": seed},
+                              headers=p.admin)  # fmt: skip
+    wall = time.perf_counter() - started
+    assert r.status_code == 200, r.text
+    run = r.json()
+    print(f"\n{label}: status {run['status']} error {run.get('error')} wall {wall:.2f} s")
+    if run["status"] != "completed":
+        return
+    record = (await p.matching.get(f"/runs/{run['run_id']}/input", headers=p.admin)).json()
+    inp = MatchingInput.model_validate(record.get("input", record))
+    Path(f"/tmp/probe13/http_{label.split()[0]}_{label.split()[1]}.json").write_text(json.dumps(record))
+    groups = (await p.matching.get(f"/runs/{run['run_id']}/groups", params={"limit": 5000}, headers=p.admin)).json()
+    unplaced = (await p.matching.get(f"/runs/{run['run_id']}/unplaced", headers=p.admin)).json()
+    result = MatchingResult(
+        program_id=program_id, form=inp.form, seed=seed,
+        groups=[Group(group_id=g["group_id"], members=[GroupMember.model_validate(m) for m in g["members"]],
+                      fit=g.get("fit", 0), explanation=[]) for g in groups["items"]],
+        unplaced=[Unplaced(participant_id=u["participant_id"], reason_code=UnmatchedReason(u["reason_code"]),
+                           reason=u["reason"]) for u in unplaced["items"]],
+        lottery={}, stats=Stats(method="x", status="x", seed=seed, placed_count=0, unplaced_count=0, placed_bound=0,
+                                total_fit=0, max_load_ratio=0, load={}, wall_time_seconds=0),
+    )  # fmt: skip
+    problems = validate(inp, result)
+    sizes = sorted({sum(m["role"] != "mentor" for m in g["members"]) for g in groups["items"]})
+    summary = run["summary"]
+    print(f"  summary {summary}"[:900])
+    print(f"  groups {len(groups['items'])} sizes {sizes} unplaced {len(unplaced['items'])} violations {len(problems)} "
+          f"{problems[:3]} policy group {inp.policy.group_members_min}-{inp.policy.group_members_max}")  # fmt: skip
+    started = time.perf_counter()
+    again = await p.matching.post(f"/programs/{program_id}/runs", json={"wait": True, "dry_run": True, "seed": seed},
+                                  headers=p.admin)  # fmt: skip
+    wall2 = time.perf_counter() - started
+    groups2 = (await p.matching.get(f"/runs/{again.json()['run_id']}/groups", params={"limit": 5000},
+                                    headers=p.admin)).json()  # fmt: skip
+
+    def rosters(gs: dict[str, Any]) -> set[frozenset[str]]:
+        return {frozenset(m["participant_id"] for m in g["members"]) for g in gs["items"]}
+
+    print(f"  replay same seed: wall {wall2:.2f} s, same groups {rosters(groups) == rosters(groups2)}")
+    for u in unplaced["items"][:4]:
+        print(f"  unplaced {u['participant_id']}: {u['reason_code']}: {u['reason']}")
+
+
+async def test_probe_peer_and_team_programs(platform: Platform) -> None:  # noqa: F811
+    p = platform
+    tight = {"group_members_min": 4, "group_members_max": 5, "max_timezone_distance_hours": 2,
+             "max_same_department": 1, "time_limit_seconds": 2}  # fmt: skip
+    program_id, rows = await _program(p, "Peer15", "peer_group", {"time_limit_seconds": 30}, 15, seed=901)
+    await _check(p, program_id, f"peer 15, defaults ({len(rows)} enrolled)", 11)
+    program_id, rows = await _program(p, "PeerTight", "peer_group", tight, 120, seed=902)
+    await _check(p, program_id, f"peer 120 tight 4-5 ({len(rows)} enrolled)", 12)
+    team = {"mentors_per_group": 1, "time_limit_seconds": 3}
+    program_id, rows = await _program(p, "Teams", "team", team, 150, seed=903, team_size=5)
+    await _check(p, program_id, f"team 1 mentor, teams of 5 ({len(rows)} enrolled)", 13)
+
+
+async def test_probe_facilitated_lock_through_the_api(platform: Platform) -> None:  # noqa: F811
+    """An administrator 'moves' a mentee to an eligible mentor (a lock_pair), then dry-runs again."""
+    from services.matching.domain.validate import _pair_problems
+
+    p = platform
+    policy = {"group_members_min": 2, "group_members_max": 4, "time_limit_seconds": 3}
+    program_id, rows = await _program(p, "FacLock", "facilitated_group", policy, 1200, seed=904)
+    r = await p.matching.post(f"/programs/{program_id}/runs", json={"wait": True, "dry_run": True, "seed": 5},
+                              headers=p.admin)  # fmt: skip
+    run = r.json()
+    record = (await p.matching.get(f"/runs/{run['run_id']}/input", headers=p.admin)).json()
+    inp = MatchingInput.model_validate(record.get("input", record))
+    groups = (await p.matching.get(f"/runs/{run['run_id']}/groups", params={"limit": 5000}, headers=p.admin)).json()
+    where = {m["participant_id"]: g["group_id"] for g in groups["items"] for m in g["members"]}
+    summary = run["summary"]
+    print(f"\nfacilitated {len(rows)} enrolled: placed {summary['placed']} of bound {summary['placed_bound']}, "
+          f"{summary['groups']} groups, status {summary['status']}")  # fmt: skip
+    mentors = [x for x in inp.participants if x.role.value == "mentor"]
+    mentees = [x for x in inp.participants if x.role.value == "mentee" and x.participant_id in where]
+    pair = next(
+        (m, e) for m in mentors for e in mentees
+        if m.participant_id in where and where[m.participant_id] != where[e.participant_id]
+        and not _pair_problems(m, e, inp, mentor_pair=True)
+    )  # fmt: skip
+    body = {"kind": "lock_pair", "participant_ids": [pair[0].participant_id, pair[1].participant_id],
+            "reason": "probe: move this mentee to this mentor"}  # fmt: skip
+    r = await p.matching.post(f"/programs/{program_id}/overrides", json=body, headers=p.admin)
+    print(f"  lock {body['participant_ids']}: HTTP {r.status_code} {r.text[:200]}")
+    r = await p.matching.post(f"/programs/{program_id}/runs", json={"wait": True, "dry_run": True, "seed": 5},
+                              headers=p.admin)  # fmt: skip
+    again = r.json()
+    groups = (await p.matching.get(f"/runs/{again['run_id']}/groups", params={"limit": 5000}, headers=p.admin)).json()
+    where = {m["participant_id"]: g["group_id"] for g in groups["items"] for m in g["members"]}
+    a, b = body["participant_ids"]
+    print(f"  after the lock: status {again['status']}, overrides_applied {again['summary']['overrides_applied']}, "
+          f"together {where.get(a) == where.get(b) and a in where}, notes {again['summary']['notes']}")  # fmt: skip
