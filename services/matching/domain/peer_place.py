@@ -31,6 +31,65 @@ def place_more(pg: PeerGroups, groups: Sequence[Sequence[int]], waiting: Sequenc
     return [sorted(ms) for ms in state.members if ms]
 
 
+def follow_the_lottery(
+    pg: PeerGroups, groups: Sequence[Sequence[int]], waiting: Sequence[int], rank: npt.NDArray[np.int64]
+) -> list[list[int]]:
+    """Nobody left out who could take the place of a member drawn after them: each peer of ``waiting``
+    (left out, in lottery order) takes, in a group it may join without that member (every rule), the
+    place of the member drawn last among those drawn after it; the member displaced is placed again if
+    it can be (``place_more``'s steps), else waits. Rounds until one swaps nobody: each swap puts an
+    earlier-drawn peer in the place of a later one, so the placed count never drops and the rounds end.
+    The greedy (and the placing steps after it) fill groups in lottery order but also let a later peer
+    complete a group an earlier one could have joined had it come first: on a tight 500-peer pool four
+    peers were left out whom a later-drawn member's place would take. Locked peers stay."""
+    state = GroupState(pg, groups)
+    queue = sorted((r for r in waiting if state.home[r] < 0 and r not in pg.frozen), key=lambda r: int(rank[r]))
+    swapped = True
+    while swapped:
+        swapped = False
+        for u in list(queue):
+            if state.home[u] >= 0:
+                continue
+            v = _latest_replaceable(state, u, rank)
+            if v is None:
+                continue
+            k = int(state.home[v])
+            state.remove(v, k)
+            state.add(u, k)
+            langs = state.langs()
+            if not (_join(state, v, langs) or _join_by_moving_one(state, v, langs)):
+                _open_with(state, v, [r for r in queue if state.home[r] < 0])
+            queue = sorted({*queue, v} - {u}, key=lambda r: int(rank[r]))
+            swapped = True
+            break  # from the earliest-drawn again: the groups changed
+    return [sorted(ms) for ms in state.members if ms]
+
+
+def _latest_replaceable(state: GroupState, u: int, rank: npt.NDArray[np.int64]) -> int | None:
+    """The member drawn last, after ``u``, whose place ``u`` may take (compatible with the others, a
+    language in common with them, the department bound without that member); None if there is none.
+    The pair rules and the department bound are checked for every member of every group at once, the
+    language (a group's languages without one member) only for the members that pass them."""
+    pg = state.pg
+    groups = np.flatnonzero((state.size > 0) & (state.compat_with[:, u] >= state.size - 1))
+    if not len(groups):
+        return None
+    members = state.slots[groups]  # (groups, size_max), -1 where empty
+    real = members >= 0
+    safe = np.where(real, members, 0)
+    ok = real & (rank[safe] > rank[u])
+    ok &= (state.compat_with[groups, u][:, None] - pg.compat[u, safe]) == (state.size[groups] - 1)[:, None]
+    if pg.dept_limit is not None:
+        same = (pg.dept[safe] == pg.dept[u]).astype(np.int64)
+        ok &= (state.depts[groups, pg.dept[u]][:, None] - same) < pg.dept_limit
+    rows, cols = np.nonzero(ok)
+    for i in np.argsort(-rank[safe[rows, cols]], kind="stable"):
+        v, k = int(safe[rows[i], cols[i]]), int(groups[rows[i]])
+        if v not in pg.frozen and (state.group_lang(k, without=v) & pg.lang[u]) != 0:
+            return v
+    return None
+
+
 def merge_groups(pg: PeerGroups, groups: Sequence[Sequence[int]]) -> list[list[int]]:
     """Fewer, larger groups where fit gains: a group whose members can each join another group as it
     is (room, every rule) is dissolved when what they gain there exceeds the group's own fit. Moves

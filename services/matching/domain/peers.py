@@ -45,7 +45,7 @@ from services.matching.domain.peer_anneal import (
 )
 from services.matching.domain.peer_fit import polish_peer_groups
 from services.matching.domain.peer_lns import lns_budget, lns_peer_groups
-from services.matching.domain.peer_place import merge_groups, place_more
+from services.matching.domain.peer_place import follow_the_lottery, merge_groups, place_more
 from services.matching.domain.peer_state import PeerGroups, language_bits
 from services.matching.domain.rules import (
     BoolArray,
@@ -129,6 +129,7 @@ def solve_peer_groups(
     )
 
     waiting_order = sorted((row_of[pid] for pid in active), key=lambda r: prep.ranks[peers[r]])
+    rank = np.array([prep.ranks[pid] for pid in peers], dtype=np.int64)
 
     def polished(groups: list[list[str]], stage: str, final: bool = True) -> list[list[str]]:
         """More peers placed if the rules let them in (in lottery order, nobody taken out), then the
@@ -137,7 +138,9 @@ def solve_peer_groups(
         whose levels then get the time)."""
         rows = [[row_of[pid] for pid in members] for members in groups]
         placed_rows = {r for members in rows for r in members}
-        rows = place_more(search, rows, [r for r in waiting_order if r not in placed_rows])
+        left_out = [r for r in waiting_order if r not in placed_rows]
+        rows = place_more(search, rows, left_out)
+        rows = follow_the_lottery(search, rows, left_out, rank)
         rows = merge_groups(search, rows)
         deadline = run_deadline(prep.started, time_limit)
         better, cut = polish_peer_groups(search, rows, deadline)

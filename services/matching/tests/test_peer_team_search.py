@@ -1,5 +1,6 @@
 """Peer groups' placing and fit search (``peer_place``, ``peer_fit``) and teams' load and fit flows (``team_flow``):
-every result keeps every rule (``validate``), nobody placed is taken out, fit never drops, and the
+every result keeps every rule (``validate``), placing takes nobody out and the lottery swaps only put an
+earlier-drawn peer in a later one's place, fit never drops, and the
 flows' levels are the brute-force optima when they claim a proof."""
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from services.matching.domain.common import Prepared, make_group
 from services.matching.domain.group_greedy import greedy_peers
 from services.matching.domain.model import MatchingResult, Stats
 from services.matching.domain.peer_fit import polish_peer_groups
-from services.matching.domain.peer_place import merge_groups, place_more
+from services.matching.domain.peer_place import follow_the_lottery, merge_groups, place_more
 from services.matching.domain.peer_state import PeerGroups, language_bits
 from services.matching.domain.rules import PairRules, Pool
 from services.matching.tests.factories import mentor, person, pool
@@ -65,6 +66,22 @@ def _as_result(prep: Prepared, inp: MatchingInput, groups: list[list[str]]) -> M
     return MatchingResult(program_id="p", form=inp.form, seed=1, groups=built, unplaced=[], lottery={}, stats=stats)
 
 
+def _replaceable(pg: PeerGroups, groups: list[list[int]], rank: np.ndarray) -> list[tuple[int, int]]:
+    """(left out, member drawn after it) pairs where the first may take the second's place, by brute force."""
+    placed = {r for g in groups for r in g}
+    found = []
+    for u in (r for r in range(len(pg.compat)) if r not in placed):
+        for g in groups:
+            for v in (v for v in g if rank[v] > rank[u]):
+                rest = [x for x in g if x != v]
+                ok = all(pg.compat[u, x] for x in rest)
+                ok = ok and bool(np.bitwise_and.reduce(pg.lang[[u, *rest]]))
+                depts = Counter(int(pg.dept[x]) for x in [u, *rest])
+                if ok and (pg.dept_limit is None or max(depts.values()) <= pg.dept_limit):
+                    found.append((u, v))
+    return found
+
+
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(small_pools(max_mentors=3, max_mentees=7, lenient=True), st.integers(2, 3), st.integers(3, 4))
 def test_placing_and_the_fit_search_keep_every_rule_take_nobody_out_and_never_lose_fit(
@@ -78,14 +95,36 @@ def test_placing_and_the_fit_search_keep_every_rule_take_nobody_out_and_never_lo
         for members in greedy_peers(prep, peers, search.compat, np.asarray(search.fit, dtype=np.int64))
     ]
     waiting = [r for r in range(len(peers)) if all(r not in g for g in start)]
-    more = merge_groups(search, place_more(search, start, waiting))
+    rank = np.array([prep.ranks[pid] for pid in peers], dtype=np.int64)
+    placed = place_more(search, start, waiting)
+    fair = follow_the_lottery(search, placed, [r for r in waiting if all(r not in g for g in placed)], rank)
+    assert sum(map(len, fair)) >= sum(map(len, placed)), "the lottery swaps never lower the placed count"
+    assert not _replaceable(search, fair, rank), "nobody left out may take a later-drawn member's place"
+    more = merge_groups(search, fair)
     better, cut = polish_peer_groups(search, more)
     assert not cut
-    for groups in (more, better):
+    for groups in (placed, fair, more, better):
         result = _as_result(prep, grouped, [[peers[r] for r in g] for g in groups])
         assert validate(grouped, result) == [], groups
-    assert {r for g in start for r in g} <= {r for g in more for r in g} == {r for g in better for r in g}
+    # placing takes nobody out; the lottery swaps may (a later-drawn peer for an earlier one), the fit search not
+    assert {r for g in start for r in g} <= {r for g in placed for r in g}
+    assert {r for g in more for r in g} == {r for g in better for r in g}
     assert search.total(better) >= search.total(more)
+
+
+def test_a_peer_left_out_takes_the_place_of_the_member_drawn_last_after_it() -> None:
+    """Groups of exactly three. Peers 0-3 are all compatible, 4 is compatible with 1 and 2 only; the
+    group {1, 2, 3} stands and 0 and 4 are left out. 0 was drawn first and 3 last: 0 takes 3's place.
+    4 (drawn before 3) may replace no one drawn after it but 3, whose place is gone; 3 waits."""
+    n = 5
+    compat = ~np.eye(n, dtype=bool)
+    compat[4, [0, 3]] = compat[[0, 3], 4] = False
+    pg = PeerGroups(
+        compat=compat, fit=np.zeros((n, n), dtype=np.int64), lang=language_bits([["en"]] * n),
+        dept=np.arange(n, dtype=np.int64), size_min=3, size_max=3, dept_limit=None,
+    )  # fmt: skip
+    rank = np.array([0, 1, 2, 4, 3], dtype=np.int64)
+    assert follow_the_lottery(pg, [[1, 2, 3]], [0, 4], rank) == [[0, 1, 2]]
 
 
 def test_a_merge_never_moves_a_peer_into_a_group_it_dissolved() -> None:
