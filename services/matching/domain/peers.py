@@ -183,9 +183,14 @@ def solve_peer_groups(
             return lambda p: bool(compat[r, row_of[p]])
 
         def no_group(pid: str) -> str:
+            """Its compatible peers (enough for a group) are placed after it in the lottery, in groups it may
+            not join or take a place in; a group of them with it would break theirs."""
+            mates = np.flatnonzero(compat[row_of[pid]])
+            placed_mates = sum(1 for r in mates if peers[int(r)] in placed_ids)
             return (
                 f"no group of {pol.group_members_min}-{pol.group_members_max} mutually compatible peers with a "
-                f"common language could include it ({int(compat[row_of[pid]].sum())} compatible peers)"
+                f"common language could include it without leaving someone placed out ({len(mates)} compatible "
+                f"peers, {placed_mates} of them placed in groups it may not join)"
             )
 
         gone = unplaced_seekers(
