@@ -12,12 +12,32 @@ RUNTIME_SQL = Path(__file__).parent / "sql"
 _MIGRATION = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
 
 
-async def create_pool(dsn: str, schema: str, *, min_size: int = 1, max_size: int = 10) -> asyncpg.Pool:
+STATEMENT_TIMEOUT_SECONDS = 60.0
+"""How long one statement may wait for the database before it fails with ``TimeoutError`` (an
+infrastructure failure: a consumer backs off and retries, readiness shows it). Without it a connection
+that goes silent (a network partition, a vanished host: no reset, no answer) hung its caller for good
+while ``/health/ready``, which opens a fresh connection, answered 200 (found by an outside-in probe).
+The slowest statements the services run take seconds (a KPI report or an alert evaluation over a
+million enrolments: 3-5 s on this 2-core machine); migrations wait longer (:data:`MIGRATION_TIMEOUT_SECONDS`)."""
+
+MIGRATION_TIMEOUT_SECONDS = 3600.0
+"""A migration, or waiting for another replica's, may take long on a large table."""
+
+
+async def create_pool(
+    dsn: str,
+    schema: str,
+    *,
+    min_size: int = 1,
+    max_size: int = 10,
+    statement_timeout: float = STATEMENT_TIMEOUT_SECONDS,
+) -> asyncpg.Pool:
     """Every connection's search_path is the service's schema: tables are named without a prefix."""
     pool = await asyncpg.create_pool(
         dsn,
         min_size=min_size,
         max_size=max_size,
+        command_timeout=statement_timeout,
         server_settings={"search_path": schema, "application_name": schema},
     )
     assert pool is not None
@@ -44,7 +64,9 @@ async def migrate(pool: asyncpg.Pool, schema: str, folders: dict[str, Path]) -> 
     async with pool.acquire() as conn:
         # The lock comes first: two replicas starting together would otherwise race on CREATE SCHEMA and
         # on CREATE TABLE IF NOT EXISTS (which is not atomic: the loser fails on pg_type's unique index).
-        await conn.execute("SELECT pg_advisory_lock(hashtext($1))", f"migrate:{schema}")
+        await conn.execute(
+            "SELECT pg_advisory_lock(hashtext($1))", f"migrate:{schema}", timeout=MIGRATION_TIMEOUT_SECONDS
+        )
         try:
             # A service role owns its schema but may not create schemas: only create when missing.
             if not await conn.fetchval("SELECT 1 FROM pg_namespace WHERE nspname = $1", schema):
@@ -63,7 +85,7 @@ async def migrate(pool: asyncpg.Pool, schema: str, folders: dict[str, Path]) -> 
                     if version in done:
                         continue
                     async with conn.transaction():
-                        await conn.execute(sql)
+                        await conn.execute(sql, timeout=MIGRATION_TIMEOUT_SECONDS)
                         await conn.execute(
                             "INSERT INTO schema_migrations (component, version, name) VALUES ($1, $2, $3)",
                             component,

@@ -61,7 +61,7 @@ class DeadLetter:
     reason: str
     attempts: int
 
-    def headers(self) -> list[tuple[str, bytes]]:
+    def headers(self) -> list[tuple[str, bytes | None]]:
         r = self.record
         kept = [(k, v) for k, v in r.headers if not k.startswith("dlt_")]
         return [
@@ -75,8 +75,9 @@ class DeadLetter:
         ]
 
 
-def copy_size(key: bytes | None, value: bytes | None, headers: list[tuple[str, bytes]]) -> int:
-    return len(key or b"") + len(value or b"") + sum(len(k) + len(v) for k, v in headers)
+def copy_size(key: bytes | None, value: bytes | None, headers: list[tuple[str, bytes | None]]) -> int:
+    """A Kafka header's value may be null (the broker takes it; a record carrying one is dead-lettered)."""
+    return len(key or b"") + len(value or b"") + sum(len(k.encode()) + len(v or b"") for k, v in headers)
 
 
 async def send_dead_letter(producer: Producer, pool: asyncpg.Pool, letter: DeadLetter) -> str:
@@ -108,15 +109,21 @@ async def send_dead_letter(producer: Producer, pool: asyncpg.Pool, letter: DeadL
     return "topic"
 
 
+def _storable(text: str) -> str:
+    """Text PostgreSQL takes: a NUL (which a header key or a reason quoting one may hold) shown as U+FFFD."""
+    return text.replace("\x00", "\ufffd")
+
+
 async def keep(pool: asyncpg.Pool, letter: DeadLetter, *, on_topic: bool, publish_error: str | None) -> None:
     r = letter.record
     await pool.execute(
         "INSERT INTO dead_letters (consumer, topic, \"partition\", \"offset\", key, value, header_keys,"
-        " header_values, reason, attempts, on_topic, publish_error)"
-        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+        " header_values, reason, attempts, on_topic, publish_error, header_keys_utf8)"
+        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
         letter.consumer, r.topic, r.partition, r.offset, r.key, r.value,
-        [k for k, _ in r.headers], [v for _, v in r.headers],
-        letter.reason[:2000], letter.attempts, on_topic, publish_error,
+        [_storable(k) for k, _ in r.headers], [v for _, v in r.headers],
+        _storable(letter.reason[:2000]), letter.attempts, on_topic, publish_error and _storable(publish_error),
+        [k.encode() for k, _ in r.headers],
     )  # fmt: skip
 
 
@@ -141,7 +148,8 @@ async def replay(pool: asyncpg.Pool, producer: Producer, *, ids: list[int] | Non
         ids,
     )
     for row in rows:
-        headers = list(zip(row["header_keys"], row["header_values"], strict=True))
+        keys = row["header_keys"] if row["header_keys_utf8"] is None else [k.decode() for k in row["header_keys_utf8"]]
+        headers = list(zip(keys, row["header_values"], strict=True))
         topic = row["topic"] if to == "original" else f"{row['topic']}.dlt"
         if to == "dlt":
             letter = DeadLetter(
