@@ -237,9 +237,18 @@ class Levels:
         self.done_share = min(1.0, self.done_share + share)
         self.progress(f"level {name} done", self.done_share)
 
-    def optimise(self, name: str, expr: cp_model.LinearExprT, *, maximize: bool, keep: bool = True) -> LevelOutcome:
+    def optimise(
+        self,
+        name: str,
+        expr: cp_model.LinearExprT,
+        *,
+        maximize: bool,
+        keep: bool = True,
+        at_most: float | None = None,
+    ) -> LevelOutcome:
         """Solve this level and keep its optimum (or the best found) as a constraint for the next
-        (``keep=False``: the caller adds the constraint itself, e.g. one value across components)."""
+        (``keep=False``: the caller adds the constraint itself, e.g. one value across components).
+        ``at_most``: deterministic seconds at most, below the level's share of the limit."""
         share = SHARES[name]
         self.level = name
         self.progress(f"solving level {name}", self.done_share)
@@ -247,7 +256,8 @@ class Levels:
             self.model.maximize(expr)
         else:
             self.model.minimize(expr)
-        found = self.solve(self.budget(share))
+        budget = self.budget(share) if at_most is None else min(at_most, self.budget(share))
+        found = self.solve(budget)
         self.model.clear_objective()  # type: ignore[no-untyped-call]
         value: float | None = None
         if found:
