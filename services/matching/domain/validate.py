@@ -115,6 +115,10 @@ def validate(inp: MatchingInput, result: MatchingResult) -> list[str]:
             else:
                 found = _pair_problems(by_id[x], by_id[y], inp, mentor_pair=False)
             problems += [f"{g.group_id}: {p}" for p in found]
+        if inp.form is Form.PEER_GROUP and pol.require_shared_language and members:
+            spoken = set.intersection(*(set(by_id[x].languages) for x in members))
+            if not spoken:  # a language for each pair is not enough: the group meets in one
+                problems.append(f"{g.group_id}: no language all its members speak")
         if pol.max_timezone_distance_hours is not None and inp.form is not Form.PEER_GROUP and not mentors:
             problems.append(f"{g.group_id}: no mentor")
     problems += [f"{pid} placed in {n} groups" for pid, n in seen.items() if n > 1]

@@ -7,6 +7,7 @@ import pytest
 from contracts.events import FitContribution, UnmatchedReason
 from contracts.policy import Form, Role, SeniorityRule
 from services.matching.domain import MatchingInput, MatchingResult, Override, OverrideKind, match, validate
+from services.matching.domain.common import Prepared, make_group
 from services.matching.domain.rules import _contribution
 from services.matching.tests.factories import mentor, person, pool
 
@@ -137,6 +138,21 @@ def test_peer_groups_share_a_language_and_a_time_window() -> None:
     result = solve(inp)
     assert result.stats.placed_count == 6
     assert sorted(sorted(m.participant_id[0] for m in g.members) for g in result.groups) == [["e"] * 3, ["j"] * 3]
+
+
+def test_the_oracle_wants_one_language_for_a_whole_peer_group_not_one_per_pair() -> None:
+    """en+fr, fr+de and de+en: each pair shares a language, the three share none (validate checked pairs only)."""
+    people = [
+        person(pid, role=Role.PEER, languages=langs)
+        for pid, langs in (("a", ["en", "fr"]), ("b", ["fr", "de"]), ("c", ["de", "en"]))
+    ]
+    inp = pool(people, form=Form.PEER_GROUP, group_members_min=3, group_members_max=3, max_same_department=None)
+    result = solve(inp)
+    assert result.stats.placed_count == 0, "no group of the three may form"
+    forced = result.model_copy(
+        update={"groups": [make_group(Prepared.of(inp, 1), [], ["a", "b", "c"])], "unplaced": []}
+    )
+    assert validate(inp, forced) == [f"{forced.groups[0].group_id}: no language all its members speak"]
 
 
 def test_teams_are_placed_whole_with_their_mentors() -> None:
