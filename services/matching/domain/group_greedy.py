@@ -80,11 +80,14 @@ def greedy_facilitated(
         apart_of[a].add(b)
         apart_of[b].add(a)
     limit = pol.max_same_department
-    depts: list[Counter[str]] = []
     # per group, as arrays (room for every group that can open), so each person scans the open groups at
     # numpy speed; ``live`` lists the groups with room (in opening order) and ``live_lead`` their leads:
     # a full group is never a candidate, and most groups of a large pool fill up
     most = int(free.sum()) + 1
+    # per department, its people in each group (only with a department bound): checked for every open
+    # group at once; group by group in Python, a pool with one department at 80 % took 27 of its 33 s
+    # here at 20,000 mentees (an outside-in probe), far past its 60 s limit with the rest
+    in_dept: dict[str, npt.NDArray[np.int32]] = defaultdict(lambda: np.zeros(most, dtype=np.int32))
     lead = np.zeros(most, dtype=np.int64)
     size = np.zeros(most, dtype=np.int64)
     live = np.zeros(0, dtype=np.int64)
@@ -107,9 +110,12 @@ def greedy_facilitated(
         elig, fit = eligible_of[pid], fit_of[pid]
         if not len(groups):
             return False
+        dept = prep.by_id[pid].department
         ok = elig[live_lead]
         if allowed is not None:
             ok &= allowed[live]
+        if limit is not None:
+            ok &= in_dept[dept][live] < limit
         candidates = live[ok]
         if not len(candidates):
             return False
@@ -122,17 +128,15 @@ def greedy_facilitated(
             keep = ((below > 0) | (gain >= at_least)) if fill_first else (gain >= at_least)
             candidates, below, gain = candidates[keep], below[keep], gain[keep]
         mine = apart_of.get(pid, set())
-        dept = prep.by_id[pid].department
         for g in candidates[np.lexsort((candidates, -gain, -below))]:
             ms, members = groups[int(g)]
             if co_fit_needed and not all(elig[k] for k in ms):
                 continue
             if mine and any(o in mine for o in members):
                 continue
-            if limit is not None and depts[int(g)][dept] + 1 > limit:
-                continue
             members.append(pid)
-            depts[int(g)][dept] += 1
+            if limit is not None:
+                in_dept[dept][g] += 1
             size[g] += 1
             if size[g] >= pol.group_members_max:
                 keep = live != g
@@ -172,7 +176,9 @@ def greedy_facilitated(
             uniform = uniform and all(not has_room[k] or next_ratio[k] == common for k in chosen)
             g = len(groups)
             groups.append((chosen, [pid]))
-            depts.append(Counter([*(prep.by_id[mids[k]].department for k in chosen), prep.by_id[pid].department]))
+            if limit is not None:
+                for d in [*(prep.by_id[mids[k]].department for k in chosen), prep.by_id[pid].department]:
+                    in_dept[d][g] += 1
             lead[g], size[g] = chosen[0], 1
             if pol.group_members_max > 1:
                 live, live_lead = np.append(live, g), np.append(live_lead, chosen[0])
