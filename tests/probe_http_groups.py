@@ -104,6 +104,11 @@ async def test_probe_peer_and_team_programs(platform: Platform) -> None:  # noqa
              "max_same_department": 1, "time_limit_seconds": 2}  # fmt: skip
     program_id, rows = await _program(p, "Peer15", "peer_group", {"time_limit_seconds": 30}, 15, seed=901)
     await _check(p, program_id, f"peer 15, defaults ({len(rows)} enrolled)", 11)
+    loose = {"group_members_min": 2, "group_members_max": 6, "require_shared_language": False,
+             "max_timezone_distance_hours": None, "seniority_rule": "none", "max_same_department": None,
+             "reporting_line_depth": 0}  # fmt: skip
+    program_id, rows = await _program(p, "Peer15Loose", "peer_group", loose, 15, seed=905)
+    await _check(p, program_id, f"peer 15, loose rules, groups of 2-6, default limit ({len(rows)} enrolled)", 14)
     program_id, rows = await _program(p, "PeerTight", "peer_group", tight, 120, seed=902)
     await _check(p, program_id, f"peer 120 tight 4-5 ({len(rows)} enrolled)", 12)
     team = {"mentors_per_group": 1, "time_limit_seconds": 3}
