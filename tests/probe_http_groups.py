@@ -104,6 +104,11 @@ async def test_probe_peer_and_team_programs(platform: Platform) -> None:  # noqa
              "max_same_department": 1, "time_limit_seconds": 2}  # fmt: skip
     program_id, rows = await _program(p, "Peer15", "peer_group", {"time_limit_seconds": 30}, 15, seed=901)
     await _check(p, program_id, f"peer 15, defaults ({len(rows)} enrolled)", 11)
+    loose = {"group_members_min": 2, "group_members_max": 6, "require_shared_language": False,
+             "max_timezone_distance_hours": None, "seniority_rule": "none", "max_same_department": None,
+             "reporting_line_depth": 0}  # fmt: skip
+    program_id, rows = await _program(p, "Peer15Loose", "peer_group", loose, 15, seed=905)
+    await _check(p, program_id, f"peer 15, loose rules, groups of 2-6, default limit ({len(rows)} enrolled)", 14)
     program_id, rows = await _program(p, "PeerTight", "peer_group", tight, 120, seed=902)
     await _check(p, program_id, f"peer 120 tight 4-5 ({len(rows)} enrolled)", 12)
     team = {"mentors_per_group": 1, "time_limit_seconds": 3}
@@ -147,3 +152,41 @@ async def test_probe_facilitated_lock_through_the_api(platform: Platform) -> Non
     a, b = body["participant_ids"]
     print(f"  after the lock: status {again['status']}, overrides_applied {again['summary']['overrides_applied']}, "
           f"together {where.get(a) == where.get(b) and a in where}, notes {again['summary']['notes']}")  # fmt: skip
+
+
+async def test_probe_tight_peer_pool_through_the_api(platform: Platform) -> None:  # noqa: F811
+    """The probe's tight 200-peer pool (groups of 3-5, 2 h, one per department, equal levels), enrolled
+    through the API as it is (org chart, then each person's skills, goals, languages and conflicts)."""
+    from bench.probes.group_probe import TIGHT_PEER, peer
+
+    p = platform
+    pool = peer(200, 32, group_members_min=3, group_members_max=5, **TIGHT_PEER)
+    people = org_chart(270, seed=32)  # the chart synthetic_pool.instance(160, peer_group, seed=32) draws from
+    r = await p.enrollment.post("/org-chart", json=[x.row() for x in people], headers=p.admin)
+    assert r.status_code == 200, r.text
+    policy = pool.policy.model_dump(mode="json", include={*TIGHT_PEER, "group_members_min", "group_members_max",
+                                                          "time_limit_seconds"})  # fmt: skip
+    body = {"name": "PeerTight200", "form": "peer_group", "starts_on": "2026-01-01", "policy": policy}
+    r = await p.enrollment.post("/programs", json=body, headers=p.admin)
+    assert r.status_code == 201, r.text
+    program_id = r.json()["program_id"]
+    rows = [{"participant_id": x.participant_id, "role": "peer", "skills_offered": x.skills_offered,
+             "skills_sought": x.skills_sought, "goals": x.goals, "languages": x.languages,
+             "conflicts_with": x.conflicts_with} for x in pool.participants]  # fmt: skip
+    r = await p.enrollment.post(f"/programs/{program_id}/enrolments/bulk", json=rows, headers=p.admin)
+    assert r.status_code == 200, r.text
+
+    async def complete() -> bool:
+        return await p.pool_size(program_id) == len(rows)
+
+    await eventually(complete, 60, "matching to build the pool")
+    for attempt in range(2):
+        started = time.perf_counter()
+        r = await p.matching.post(f"/programs/{program_id}/runs", json={"wait": True, "seed": 4242}, headers=p.admin)
+        run = r.json()
+        summary = run.get("summary") or {}
+        wall = time.perf_counter() - started
+        print(f"\npeer 200 tight, published run {attempt + 1}: HTTP {r.status_code}, status {run.get('status')}, "
+              f"error {run.get('error')}, placed {summary.get('placed')}, wall {wall:.1f} s")  # fmt: skip
+        if run.get("status") == "completed":
+            break

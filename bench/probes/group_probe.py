@@ -1,7 +1,7 @@
 """Outside-in probe of group matching (issue 13) on instances the benchmark does not use.
 
     python -m bench.probes.group_probe --list
-    python -m bench.probes.group_probe [--only NAME] [--max-size 5000] [--runs 2]
+    python -m bench.probes.group_probe [--only NAME] [--max-size 5000] [--runs 2] [--time-limit S]
 
 Each case is run ``--runs`` times, each in its own process with a different ``PYTHONHASHSEED`` (so a
 replay is what an auditor's second invocation would be), and one line is printed per case:
@@ -14,6 +14,9 @@ replay is what an auditor's second invocation would be), and one line is printed
 - ``lot``: unplaced people who could take the place of someone drawn after them (so the lottery was not
   followed); both are certificates, checked with the rules of ``validate`` and nothing of the solver;
 - ``det``: whether every run gave the same groups.
+
+The fit bound is the benchmark's, given the run's max load ratio plus 1e-6: the stats round the ratio
+to 6 decimals, and 0.333333 x capacity 3 floors to 0 groups there (the bound's flow is then infeasible).
 
 Prints figures; asserts nothing.
 """
@@ -398,9 +401,11 @@ def digest(res: MatchingResult) -> str:
     return hashlib.sha256(json.dumps(groups).encode()).hexdigest()[:12]
 
 
-def run_one(name: str, seed: int) -> dict[str, Any]:
+def run_one(name: str, seed: int, time_limit: float | None = None) -> dict[str, Any]:
     _size, build = cases()[name]
     inp = build()
+    if time_limit is not None:  # another limit than the case's (e.g. to see what a longer run places)
+        inp = _with(inp, time_limit_seconds=time_limit)
     out: dict[str, Any] = {"name": name, "seekers": sum(p.role is not Role.MENTOR for p in inp.participants),
                            "mentors": sum(p.role is Role.MENTOR for p in inp.participants),
                            "limit": inp.policy.time_limit_seconds}  # fmt: skip
@@ -468,9 +473,10 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=4242)
     parser.add_argument("--child", default="", help=argparse.SUPPRESS)
     parser.add_argument("--jsonl", default="", help="also append every run's record to this file")
+    parser.add_argument("--time-limit", type=float, default=None, help="override every case's time limit")
     args = parser.parse_args()
     if args.child:
-        print(json.dumps(run_one(args.child, args.seed)))
+        print(json.dumps(run_one(args.child, args.seed, args.time_limit)))
         return
     chosen = [(n, s) for n, (s, _) in cases().items() if args.only in n and s <= args.max_size]
     if args.list:
@@ -482,6 +488,8 @@ def main() -> None:
         for k in range(args.runs):
             env = {**os.environ, "PYTHONHASHSEED": str(k + 1)}
             command = [sys.executable, "-m", "bench.probes.group_probe", "--child", name, "--seed", str(args.seed)]
+            if args.time_limit is not None:
+                command += ["--time-limit", str(args.time_limit)]
             proc = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
             lines = [x for x in proc.stdout.splitlines() if x.startswith("{")]
             runs.append(json.loads(lines[-1]) if lines else {"name": name, "error": proc.stderr.strip()[-300:]})
