@@ -123,6 +123,13 @@ def _eligible(rules: PairRules, i: int, inp: MatchingInput, mentor_ids: list[str
     return mask
 
 
+RATIO_SLACK = 1e-4
+"""The run's max load ratio comes rounded to 6 decimals (0.333333 for 1 of 3): times a capacity of up to
+50 it may fall 2.5e-5 short of the groups it stands for (0.999999 x 3 floored to no group, the flow then
+infeasible and the bound missing; found by an outside-in probe). A ratio of capacities up to 50 is never
+within this of the next whole number of groups."""
+
+
 def idle_and_fit_bound(inp: MatchingInput, result: MatchingResult) -> tuple[int | None, float | None]:
     """Idle eligible mentors, and a proven upper bound on total fit for the same placed set and max
     load ratio (facilitated groups with one mentor per group; None elsewhere).
@@ -148,7 +155,7 @@ def idle_and_fit_bound(inp: MatchingInput, result: MatchingResult) -> tuple[int 
     placed = {m.participant_id for g in result.groups for m in g.members if m.role is not Role.MENTOR}
     wanted = np.zeros(len(mentors), dtype=bool)
     ratio = result.stats.max_load_ratio
-    allowed = np.maximum(0, np.floor(ratio * cap + 1e-9).astype(np.int64) - load)
+    allowed = np.maximum(0, np.floor(ratio * cap + RATIO_SLACK).astype(np.int64) - load)
     # per placed mentee only its best arcs (keeping whole rows took 5.6 GB at 50,000 x 12,500), by blocks
     rows: list[tuple[str, list[tuple[int, int]], int | None]] = []
     excluded = _excluded_mentors(inp, mentor_ids)
@@ -367,7 +374,7 @@ def team_fit_bound(inp: MatchingInput, result: MatchingResult) -> float | None:
     mentor_ids = [pool.people[m].participant_id for m in mentors]
     cap = np.array([pool.people[m].capacity or 0 for m in mentors], dtype=np.int64)
     load = np.array([inp.existing_load.get(m, 0) for m in mentor_ids], dtype=np.int64)
-    allowed = np.maximum(0, np.floor(result.stats.max_load_ratio * cap + 1e-9).astype(np.int64) - load)
+    allowed = np.maximum(0, np.floor(result.stats.max_load_ratio * cap + RATIO_SLACK).astype(np.int64) - load)
     allowed = np.minimum(allowed, cap - load)
     used = len({m.participant_id for g in result.groups for m in g.members if m.role is Role.MENTOR})
     team_of = {m.participant_id: g.group_id for g in result.groups for m in g.members if m.role is not Role.MENTOR}
@@ -378,6 +385,8 @@ def team_fit_bound(inp: MatchingInput, result: MatchingResult) -> float | None:
             blocks.setdefault(group, []).append(i)
     per = inp.policy.mentors_per_group
     teams = sorted(blocks)
+    if not teams:
+        return 0.0  # nobody placed: no fit to bound
     first, mbase = 2, 2 + len(teams)
     base: list[tuple[int, int, int, int]] = []
     for t, group in enumerate(teams):
