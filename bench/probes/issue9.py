@@ -113,7 +113,8 @@ async def consumer_metrics(client: httpx.AsyncClient, svc: Service) -> dict[str,
 
 @contextlib.asynccontextmanager
 async def stack_of(*names: str, prefix: str, dsn_for: dict[str, str] | None = None,
-                   kafka_via: dict[str, str] | None = None) -> Any:  # fmt: skip
+                   kafka_via: dict[str, str] | None = None, env_for: dict[str, dict[str, str]] | None = None,
+                   ) -> Any:  # fmt: skip
     endpoints = Stack().up()
     services: dict[str, Service] = {}
     try:
@@ -121,7 +122,8 @@ async def stack_of(*names: str, prefix: str, dsn_for: dict[str, str] | None = No
             for name in names:
                 services[name] = await stack.enter_async_context(
                     running(name, endpoints.admin_dsn, endpoints.kafka_bootstrap, prefix,
-                            dsn=(dsn_for or {}).get(name), kafka_via=(kafka_via or {}).get(name))
+                            dsn=(dsn_for or {}).get(name), kafka_via=(kafka_via or {}).get(name),
+                            **(env_for or {}).get(name, {}))
                 )  # fmt: skip
             yield endpoints, services
     finally:
@@ -322,15 +324,405 @@ async def replay_check(conn: asyncpg.Connection, endpoints: Any, matching: Servi
         print(f"      {line[:300]}")
 
 
+# 2. Database outage under matching during a 5,000-person bulk upload -------------------------------------
+
+
+async def poll_ready(client: httpx.AsyncClient, svc: Service, log: list[tuple[float, int, str, float]],
+                     stop: asyncio.Event, t0: float) -> None:  # fmt: skip
+    while not stop.is_set():
+        started = time.monotonic()
+        try:
+            r = await client.get(f"{svc.url}/health/ready", timeout=10)
+            code, why = r.status_code, json.dumps(r.json().get("failing", {}))[:200]
+        except httpx.HTTPError as exc:
+            code, why = 0, type(exc).__name__
+        log.append((started - t0, code, why, time.monotonic() - started))
+        await asyncio.sleep(0.5)
+
+
+def summarise_ready(log: list[tuple[float, int, str, float]], cut: float, restored: float) -> None:
+    def window(a: float, b: float) -> Counter[int]:
+        return Counter(code for t, code, _, _ in log if a <= t < b)
+
+    print(f"  /health/ready before the cut: {dict(window(-1e9, cut))}")
+    print(f"  /health/ready during the outage: {dict(window(cut, restored))}, slowest answer "
+          f"{max([d for t, _, _, d in log if cut <= t < restored] or [0]):.1f} s")
+    reasons = Counter(why for t, code, why, _ in log if cut <= t < restored and code != 200)
+    for why, n in reasons.most_common(4):
+        print(f"    {n}x {why}")
+    late = Counter(why for t, code, why, _ in log if t >= restored and code != 200)
+    for why, n in late.most_common(3):
+        print(f"    after the restore {n}x {why}")
+    after = [(t, code) for t, code, _, _ in log if t >= restored]
+    first_200 = next((t - restored for t, code in after if code == 200), None)
+    print(f"  /health/ready after the restore: {dict(Counter(c for _, c in after))}; first 200 "
+          f"{'never' if first_200 is None else f'{first_200:.1f} s after the restore'}")
+
+
+async def dbout(args: argparse.Namespace) -> None:
+    prefix = f"p9{uuid.uuid4().hex[:6]}"
+    endpoints = Stack().up()
+    pg = httpx.URL(endpoints.admin_dsn)
+    proxy = Proxy(pg.host, pg.port or 5432)
+    await proxy.start()
+    target = args.service
+    size = args.size
+    try:
+        async with stack_of(*dict.fromkeys(["enrollment", "matching"]), prefix=prefix,
+                            dsn_for={target: via(endpoints.admin_dsn, proxy.port)}) as (endpoints, svcs):  # fmt: skip
+            matching, enrollment = svcs["matching"], svcs["enrollment"]
+            async with httpx.AsyncClient(headers={"Authorization": f"Bearer {token()}"}, timeout=600) as client:
+                org = org_chart(size + 500, seed=10)
+                (await client.post(f"{enrollment.url}/org-chart", json=[p.row() for p in org])).raise_for_status()
+                program = await new_program(client, enrollment, "probe9 outage")
+                rows = enrolments(org, size, seed=10)
+                conn = await asyncpg.connect(endpoints.admin_dsn)
+                in_pool = "SELECT count(*) FROM {s}.pool WHERE program_id = $1"
+                log: list[tuple[float, int, str, float]] = []
+                stop = asyncio.Event()
+                t0 = time.monotonic()
+                poller = asyncio.create_task(poll_ready(client, svcs[target], log, stop, t0))
+                upload = asyncio.create_task(
+                    client.post(f"{enrollment.url}/programs/{program}/enrolments/bulk", json=rows))
+                if target == "matching":
+                    while await count(conn, matching.schema, in_pool, program) < 1:
+                        await asyncio.sleep(0.005)
+                else:
+                    await asyncio.sleep(args.cut_after)
+                await (proxy.blackhole() if args.blackhole else proxy.refuse())
+                cut = time.monotonic() - t0
+                at_cut = await count(conn, matching.schema, in_pool, program)
+                print(f"{'black-holed' if args.blackhole else 'refused'} {target}'s PostgreSQL for {args.seconds} s,"
+                      f" {at_cut:,} of {size:,} in matching's pool at the cut")  # fmt: skip
+                await asyncio.sleep(args.seconds)
+                at_restore = await count(conn, matching.schema, in_pool, program)
+                await proxy.restore()
+                restored = time.monotonic() - t0
+                r = await upload
+                print(f"  bulk upload: HTTP {r.status_code} {r.text[:200] if r.status_code != 200 else ''}")
+                print(f"  in matching's pool when the database came back: {at_restore:,}")
+                expected = size if r.status_code == 200 else 0
+
+                async def complete() -> bool:
+                    return await count(conn, matching.schema, in_pool, program) >= expected
+
+                try:
+                    took = await eventually(complete, args.wait, f"{expected:,} in matching's pool")
+                    print(f"  all {expected:,} in matching's pool {took:.1f} s after the restore")
+                except TimeoutError as exc:
+                    print(f"  NOT REACHED: {exc}")
+                with contextlib.suppress(TimeoutError):
+                    async def ready_again() -> bool:
+                        return bool(log) and log[-1][1] == 200 and log[-1][0] > restored
+                    await eventually(ready_again, 60, "ready")
+                stop.set()
+                await poller
+                summarise_ready(log, cut, restored)
+                show("counts", await counts(conn, endpoints.kafka_bootstrap, prefix, program, enrollment, [matching]))
+                show("matching metrics", await consumer_metrics(client, matching))
+                if target == "enrollment":
+                    show("enrollment metrics", await consumer_metrics(client, enrollment))
+                await conn.close()
+    finally:
+        await proxy.close()
+
+
+# 3. Broker outage under enrollment while its outbox relay publishes ---------------------------------------
+
+
+async def brokerout(args: argparse.Namespace) -> None:
+    prefix = f"p9{uuid.uuid4().hex[:6]}"
+    endpoints = Stack().up()
+    host, port = endpoints.kafka_bootstrap.rsplit(":", 1)
+    proxy = Proxy(host, int(port))
+    await proxy.start()
+    size = args.size
+    try:
+        async with stack_of("matching", "enrollment", prefix=prefix,
+                            kafka_via={"enrollment": f"127.0.0.1:{proxy.port}"},
+                            env_for={"enrollment": {"outbox_batch_size": str(args.relay_batch)}}) as (endpoints, svcs):  # fmt: skip
+            matching, enrollment = svcs["matching"], svcs["enrollment"]
+            async with httpx.AsyncClient(headers={"Authorization": f"Bearer {token()}"}, timeout=600) as client:
+                org = org_chart(size + 500, seed=11)
+                (await client.post(f"{enrollment.url}/org-chart", json=[p.row() for p in org])).raise_for_status()
+                program = await new_program(client, enrollment, "probe9 broker outage")
+                rows = enrolments(org, size, seed=11)
+                conn = await asyncpg.connect(endpoints.admin_dsn)
+                published = "SELECT count(*) FROM {s}.outbox WHERE key = $1 AND published_at IS NOT NULL"
+                in_pool = "SELECT count(*) FROM {s}.pool WHERE program_id = $1"
+                log: list[tuple[float, int, str, float]] = []
+                stop = asyncio.Event()
+                t0 = time.monotonic()
+                poller = asyncio.create_task(poll_ready(client, enrollment, log, stop, t0))
+                upload = asyncio.create_task(
+                    client.post(f"{enrollment.url}/programs/{program}/enrolments/bulk", json=rows))
+                while await count(conn, enrollment.schema, published, program) < size // 5:
+                    await asyncio.sleep(0.002)
+                await (proxy.blackhole() if args.blackhole else proxy.refuse())
+                cut = time.monotonic() - t0
+                at_cut = await count(conn, enrollment.schema, published, program)
+                print(f"{'black-holed' if args.blackhole else 'refused'} enrollment's broker connections for "
+                      f"{args.seconds} s; {at_cut:,} of {size + 1:,} outbox rows marked published at the cut")
+                await asyncio.sleep(args.seconds)
+                at_restore = await count(conn, enrollment.schema, published, program)
+                pool_at_restore = await count(conn, matching.schema, in_pool, program)
+                await proxy.restore()
+                restored = time.monotonic() - t0
+                r = await upload
+                print(f"  bulk upload: HTTP {r.status_code} {r.text[:200] if r.status_code != 200 else ''}")
+                print(f"  at the restore: {at_restore:,} outbox rows marked published, {pool_at_restore:,} in matching's pool")
+
+                async def complete() -> bool:
+                    return await count(conn, matching.schema, in_pool, program) >= size
+
+                try:
+                    took = await eventually(complete, args.wait, f"{size:,} in matching's pool")
+                    print(f"  all {size:,} in matching's pool {took:.1f} s after the restore")
+                except TimeoutError as exc:
+                    print(f"  NOT REACHED: {exc}")
+                with contextlib.suppress(TimeoutError):
+                    async def ready_again() -> bool:
+                        return bool(log) and log[-1][1] == 200 and log[-1][0] > restored
+                    await eventually(ready_again, 60, "ready")
+                stop.set()
+                await poller
+                summarise_ready(log, cut, restored)
+                show("counts", await counts(conn, endpoints.kafka_bootstrap, prefix, program, enrollment, [matching]))
+                show("matching metrics", await consumer_metrics(client, matching))
+                show("enrollment metrics", await consumer_metrics(client, enrollment))
+                await conn.close()
+    finally:
+        await proxy.close()
+
+
+# 4. kill -9 of a service mid-burst, then a restart -----------------------------------------------------
+
+
+async def kill9(args: argparse.Namespace) -> None:
+    prefix = f"p9{uuid.uuid4().hex[:6]}"
+    size, victim = args.size, args.service
+    async with stack_of("matching", "enrollment", prefix=prefix,
+                        env_for={"enrollment": {"outbox_batch_size": str(args.relay_batch)}}) as (endpoints, svcs):  # fmt: skip
+        matching, enrollment = svcs["matching"], svcs["enrollment"]
+        async with httpx.AsyncClient(headers={"Authorization": f"Bearer {token()}"}, timeout=600) as client:
+            org = org_chart(size + 500, seed=12)
+            (await client.post(f"{enrollment.url}/org-chart", json=[p.row() for p in org])).raise_for_status()
+            program = await new_program(client, enrollment, "probe9 kill -9")
+            rows = enrolments(org, size, seed=12)
+            conn = await asyncpg.connect(endpoints.admin_dsn)
+            in_pool = "SELECT count(*) FROM {s}.pool WHERE program_id = $1"
+            published = "SELECT count(*) FROM {s}.outbox WHERE key = $1 AND published_at IS NOT NULL"
+            upload = asyncio.create_task(client.post(f"{enrollment.url}/programs/{program}/enrolments/bulk", json=rows))
+            if victim == "matching":
+                while await count(conn, matching.schema, in_pool, program) < 1:
+                    await asyncio.sleep(0.002)
+            else:
+                while await count(conn, enrollment.schema, published, program) < size // 5:
+                    await asyncio.sleep(0.002)
+            svcs[victim].kill9()
+            at_kill = (await count(conn, matching.schema, in_pool, program),
+                       await count(conn, enrollment.schema, published, program))  # fmt: skip
+            print(f"kill -9 {victim} (relay batches of {args.relay_batch}): {at_kill[0]:,} in matching's pool, "
+                  f"{at_kill[1]:,} outbox rows marked published at the kill")
+            r = await upload
+            print(f"  bulk upload: HTTP {r.status_code}")
+            await asyncio.sleep(2)
+            svcs[victim].start_again()
+            from bench.probes.harness import wait_ready
+
+            await wait_ready(svcs[victim])
+
+            async def complete() -> bool:
+                return await count(conn, matching.schema, in_pool, program) >= size
+
+            try:
+                took = await eventually(complete, 180, f"{size:,} in matching's pool")
+                print(f"  all {size:,} in matching's pool {took:.1f} s after the restart was ready")
+            except TimeoutError as exc:
+                print(f"  NOT REACHED: {exc}")
+            await asyncio.sleep(2)
+            show("counts", await counts(conn, endpoints.kafka_bootstrap, prefix, program, enrollment, [matching]))
+            show("matching metrics (since its last start)", await consumer_metrics(client, matching))
+            await conn.close()
+
+
+# 6. The single-enrolment API under 50 concurrent clients, bad inputs mixed in ---------------------------
+
+
+def bad_inputs(good: dict[str, Any], program: str) -> list[tuple[str, str, str, bytes, dict[str, str]]]:
+    """(name, method, path, body, extra headers) of requests a careless or hostile client sends."""
+    path = f"/programs/{program}/enrolments"
+    j = {"Content-Type": "application/json"}
+
+    def body(**changes: Any) -> bytes:
+        row = {**good, **changes}
+        return json.dumps({k: v for k, v in row.items() if v is not ...}).encode()
+
+    deep = b"[" * 100_000 + b"]" * 100_000
+    return [
+        ("participant_id missing", "POST", path, body(participant_id=...), j),
+        ("participant_id null", "POST", path, body(participant_id=None), j),
+        ("participant_id unknown to the org chart", "POST", path, body(participant_id="NOBODY-1"), j),
+        ("participant_id 10,000 chars", "POST", path, body(participant_id="E" * 10_000), j),
+        ("participant_id with NUL", "POST", path, body(participant_id="E\x00001"), j),
+        ("participant_id a number", "POST", path, body(participant_id=12345), j),
+        ("role invalid", "POST", path, body(role="boss"), j),
+        ("capacity negative", "POST", path, body(capacity=-1), j),
+        ("capacity 10**30", "POST", path, body(capacity=10**30), j),
+        ("capacity 2.5", "POST", path, body(capacity=2.5), j),
+        ("capacity a word", "POST", path, body(capacity="three"), j),
+        ("skills_offered a string", "POST", path, body(skills_offered="python"), j),
+        ("skills_offered 10,000 items", "POST", path, body(skills_offered=["x"] * 10_000), j),
+        ("skills_sought with a 1 MB tag", "POST", path, body(skills_sought=["y" * 1_000_000]), j),
+        ("goals with a NUL tag", "POST", path, body(goals=["lead\x00ership"]), j),
+        ("unknown extra field", "POST", path, body(salary=100000), j),
+        ("conflicts_with itself", "POST", path, body(conflicts_with=[good["participant_id"]]), j),
+        ("languages a dict", "POST", path, body(languages={"en": 1}), j),
+        ("body not JSON", "POST", path, b"participant_id=E1&role=mentee", j),
+        ("body truncated JSON", "POST", path, body()[:-5], j),
+        ("body a JSON list", "POST", path, b"[]", j),
+        ("body a JSON string", "POST", path, b'"hello"', j),
+        ("body empty", "POST", path, b"", j),
+        ("body nested 100,000 deep", "POST", path, deep, j),
+        ("body invalid UTF-8", "POST", path, b'{"participant_id": "\xff\xfe", "role": "mentee"}', j),
+        ("content-type text/plain", "POST", path, body(), {"Content-Type": "text/plain"}),
+        ("program unknown", "POST", "/programs/prg-nope/enrolments", body(), j),
+        ("program id 5,000 chars", "POST", f"/programs/{'p' * 5000}/enrolments", body(), j),
+        ("program id with %00", "POST", "/programs/prg%00x/enrolments", body(), j),
+    ]  # fmt: skip
+
+
+async def raw_request(host: str, port: int, token_: str, method: str, path: str, payload: bytes,
+                      headers: dict[str, str]) -> tuple[int, bytes]:  # fmt: skip
+    reader, writer = await asyncio.open_connection(host, port)
+    try:
+        head = f"{method} {path} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {token_}\r\nConnection: close\r\n"
+        head += "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+        head += f"Content-Length: {len(payload)}\r\n\r\n"
+        writer.write(head.encode() + payload)
+        await writer.drain()
+        data = await reader.read()
+    finally:
+        writer.close()
+    status_line, _, rest = data.partition(b"\r\n")
+    body = rest.split(b"\r\n\r\n", 1)[1] if b"\r\n\r\n" in rest else b""
+    return int(status_line.split()[1]), body
+
+
+def shape_problem(status: int, body: bytes) -> str | None:
+    """None when the body is FastAPI's one error shape with a loc naming where (a field, or the body)."""
+    try:
+        doc = json.loads(body)
+    except ValueError:
+        return f"not JSON: {body[:120]!r}"
+    detail = doc.get("detail") if isinstance(doc, dict) else None
+    if not isinstance(detail, list) or not detail:
+        return f"detail is not a list: {str(doc)[:160]}"
+    for item in detail:
+        if not isinstance(item, dict) or set(item) < {"loc", "msg", "type"}:
+            return f"item lacks loc/msg/type: {str(item)[:160]}"
+        if not isinstance(item["loc"], list) or not item["loc"]:
+            return f"empty loc: {str(item)[:160]}"
+    if len(body) > 20_000:
+        return f"error body of {len(body):,} bytes"
+    return None
+
+
+async def api(args: argparse.Namespace) -> None:
+    prefix = f"p9{uuid.uuid4().hex[:6]}"
+    async with stack_of("enrollment", prefix=prefix) as (endpoints, svcs):
+        enrollment = svcs["enrollment"]
+        tok = token()
+        async with httpx.AsyncClient(headers={"Authorization": f"Bearer {tok}"}, timeout=120) as client:
+            org = org_chart(20_000, seed=13)
+            (await client.post(f"{enrollment.url}/org-chart", json=[p.row() for p in org], timeout=600)).raise_for_status()
+            program = await new_program(client, enrollment, "probe9 api")
+        rows = enrolments(org, args.good, seed=13)
+        bad = bad_inputs(rows[0], program)
+        rng = random.Random(13)
+        work: list[tuple[str, str, str, bytes, dict[str, str]]] = []
+        for row in rows:
+            work.append(("good", "POST", f"/programs/{program}/enrolments", json.dumps(row).encode(),
+                         {"Content-Type": "application/json"}))  # fmt: skip
+        for _ in range(args.bad_rounds):
+            work += bad
+        work += [("duplicate of a good one", "POST", f"/programs/{program}/enrolments", json.dumps(r).encode(),
+                  {"Content-Type": "application/json"}) for r in rows[: args.good // 10]]  # fmt: skip
+        rng.shuffle(work)
+        queue: asyncio.Queue[tuple[str, str, str, bytes, dict[str, str]]] = asyncio.Queue()
+        for item in work:
+            queue.put_nowait(item)
+        results: list[tuple[str, int, bytes, float]] = []
+        port = enrollment.port
+
+        async def worker() -> None:
+            while not queue.empty():
+                name, method, path, payload, headers = queue.get_nowait()
+                t = time.perf_counter()
+                try:
+                    status, body = await raw_request("127.0.0.1", port, tok, method, path, payload, headers)
+                except (OSError, IndexError, ValueError) as exc:
+                    status, body = 0, repr(exc).encode()
+                results.append((name, status, body, time.perf_counter() - t))
+
+        started = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(50)))
+        elapsed = time.perf_counter() - started
+        print(f"{len(work):,} requests from 50 concurrent clients in {elapsed:.1f} s "
+              f"({args.good:,} good, {args.bad_rounds} x {len(bad)} bad, {args.good // 10} duplicates)")  # fmt: skip
+        by_kind: dict[str, Counter[int]] = {}
+        problems: dict[str, str] = {}
+        for name, status, body, _ in results:
+            by_kind.setdefault(name, Counter())[status] += 1
+            if status >= 400 and name not in problems:
+                problem = shape_problem(status, body)
+                if problem:
+                    problems[name] = problem
+        print(f"  statuses overall: {dict(Counter(s for _, s, _, _ in results))}")
+        for name, statuses in by_kind.items():
+            sample = next(b for n, s, b, _ in results if n == name)
+            print(f"  {name}: {dict(statuses)}  e.g. {sample[:230].decode(errors='replace')}")
+        for name, problem in problems.items():
+            print(f"  SHAPE: {name}: {problem}")
+        good_lat = sorted(d for n, s, _, d in results if n == "good")
+        print(f"  good enrolments: p50 {good_lat[len(good_lat) // 2] * 1000:.0f} ms, "
+              f"p99 {good_lat[int(len(good_lat) * 0.99)] * 1000:.0f} ms")
+        conn = await asyncpg.connect(endpoints.admin_dsn)
+        n = await count(conn, enrollment.schema, "SELECT count(*) FROM {s}.enrolments WHERE program_id = $1", program)
+        o = await count(conn, enrollment.schema, "SELECT count(*) FROM {s}.outbox WHERE key = $1", program)
+        print(f"  enrolments stored: {n:,}; outbox rows for the program: {o:,} (expected {args.good:,} and {args.good + 1:,})")
+        await conn.close()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="check", required=True)
     p = sub.add_parser("poison")
     p.add_argument("--keep-for-replay", action="store_true")
     p.add_argument("--set", choices=sorted(VARIANTS), default="basic")
+    d = sub.add_parser("dbout")
+    d.add_argument("--seconds", type=float, default=5)
+    d.add_argument("--size", type=int, default=5000)
+    d.add_argument("--service", choices=["matching", "enrollment"], default="matching")
+    d.add_argument("--cut-after", type=float, default=0.3, help="enrollment: seconds after the upload starts")
+    d.add_argument("--blackhole", action="store_true", help="a partition instead of a refused connection")
+    d.add_argument("--wait", type=float, default=180)
+    b = sub.add_parser("brokerout")
+    b.add_argument("--seconds", type=float, default=20)
+    b.add_argument("--size", type=int, default=5000)
+    b.add_argument("--blackhole", action="store_true")
+    b.add_argument("--relay-batch", type=int, default=200, help="ENROLLMENT_OUTBOX_BATCH_SIZE: cut mid-relay")
+    b.add_argument("--wait", type=float, default=240)
+    k = sub.add_parser("kill9")
+    k.add_argument("--service", choices=["matching", "enrollment"], default="matching")
+    k.add_argument("--size", type=int, default=5000)
+    k.add_argument("--relay-batch", type=int, default=200)
+    a = sub.add_parser("api")
+    a.add_argument("--good", type=int, default=1000)
+    a.add_argument("--bad-rounds", type=int, default=10)
     args = parser.parse_args()
     print(f"load average {os.getloadavg()[0]:.2f}; {time.strftime('%H:%M:%S', time.gmtime())} UTC")
-    asyncio.run({"poison": poison}[args.check](args))
+    asyncio.run({"poison": poison, "dbout": dbout, "brokerout": brokerout, "kill9": kill9, "api": api}[args.check](args))
 
 
 if __name__ == "__main__":
