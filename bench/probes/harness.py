@@ -150,7 +150,13 @@ async def wait_ready(service: Service, timeout: float = 120) -> None:
 
 @contextlib.asynccontextmanager
 async def running(
-    name: str, admin_dsn: str, bootstrap: str, prefix: str, *, dsn: str | None = None, kafka_via: str | None = None,
+    name: str,
+    admin_dsn: str,
+    bootstrap: str,
+    prefix: str,
+    *,
+    dsn: str | None = None,
+    kafka_via: str | None = None,
     **env: str,
 ) -> AsyncIterator[Service]:
     port = free_port()
@@ -206,7 +212,7 @@ async def end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
     try:
         parts = consumer.partitions_for_topic(topic) or set()
         if not parts:
-            await consumer._client.force_metadata_update()  # noqa: SLF001
+            await consumer._client.force_metadata_update()
             parts = consumer.partitions_for_topic(topic) or set()
         tps = [TopicPartition(topic, p) for p in parts]
         ends = await consumer.end_offsets(tps) if tps else {}

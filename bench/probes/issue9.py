@@ -46,6 +46,8 @@ from deploy.local.stack import Stack
 from runtime.auth import issue_token, jwt_config_from_env
 
 ENROLLMENT_TOPIC = "mentoring.enrollment.v1"
+ENROLLED_SQL = "SELECT count(*) FROM {s}.enrolments WHERE program_id = $1"
+PARTICIPANTS_SQL = "SELECT count(*) FROM {s}.participants WHERE program_id = $1"
 
 
 def token() -> str:
@@ -74,7 +76,7 @@ async def counts(conn: asyncpg.Connection, bootstrap: str, prefix: str, program:
         on_kafka = None
     out: dict[str, Any] = {
         "enrolments in enrollment db": await count(conn, enrollment.schema,
-                                                   "SELECT count(*) FROM {s}.enrolments WHERE program_id = $1", program),
+                                                   ENROLLED_SQL, program),
         "outbox rows for the program": await count(conn, enrollment.schema,
                                                    "SELECT count(*) FROM {s}.outbox WHERE key = $1", program),
         "outbox rows unpublished": await count(conn, enrollment.schema,
@@ -85,8 +87,9 @@ async def counts(conn: asyncpg.Connection, bootstrap: str, prefix: str, program:
     }  # fmt: skip
     for svc in consumers:
         table = "pool" if svc.name == "matching" else "participants"
-        out[f"{svc.name}.{table} rows"] = await count(conn, svc.schema,
-                                                      f"SELECT count(*) FROM {{s}}.{table} WHERE program_id = $1", program)
+        out[f"{svc.name}.{table} rows"] = await count(
+            conn, svc.schema, f"SELECT count(*) FROM {{s}}.{table} WHERE program_id = $1", program
+        )
         out[f"{svc.name}.processed_events"] = await count(conn, svc.schema, "SELECT count(*) FROM {s}.processed_events")
         out[f"{svc.name}.dead_letters rows"] = await count(conn, svc.schema, "SELECT count(*) FROM {s}.dead_letters")
     return out  # fmt: skip
@@ -241,7 +244,9 @@ async def poison(args: argparse.Namespace) -> None:
             program = await new_program(client, svcs["enrollment"], "probe9 poison")
             key = program.encode()
             variants = VARIANTS[args.set](program)
-            await produce(bootstrap, topic, [(key, value, headers) for _, value, headers in variants if headers != "RAW"])
+            await produce(
+                bootstrap, topic, [(key, value, headers) for _, value, headers in variants if headers != "RAW"]
+            )
             raw = [(value, name) for name, value, headers in variants if headers == "RAW"]
             for value, _ in raw:
                 produce_bad_header_key(bootstrap, topic, key, value or b"", program)
@@ -255,16 +260,21 @@ async def poison(args: argparse.Namespace) -> None:
             rows = enrolments(org, 200, seed=9)
             singles, bulk = rows[:20], rows[20:]
             for row in singles:
-                (await client.post(f"{svcs['enrollment'].url}/programs/{program}/enrolments", json=row)).raise_for_status()
-            (await client.post(f"{svcs['enrollment'].url}/programs/{program}/enrolments/bulk", json=bulk)).raise_for_status()
+                (
+                    await client.post(f"{svcs['enrollment'].url}/programs/{program}/enrolments", json=row)
+                ).raise_for_status()
+            (
+                await client.post(f"{svcs['enrollment'].url}/programs/{program}/enrolments/bulk", json=bulk)
+            ).raise_for_status()
             print("then 20 single enrolments and a bulk of 180 through enrollment's API (same key)")
             conn = await asyncpg.connect(endpoints.admin_dsn)
             try:
+
                 async def all_in() -> bool:
                     return all([await count(conn, svcs["matching"].schema,
                                             "SELECT count(*) FROM {s}.pool WHERE program_id = $1", program) >= 200,
                                 await count(conn, svcs["metrics"].schema,
-                                            "SELECT count(*) FROM {s}.participants WHERE program_id = $1", program) >= 200])  # fmt: skip
+                                            PARTICIPANTS_SQL, program) >= 200])  # fmt: skip
 
                 try:
                     took = await eventually(all_in, 90, "200 enrolments in matching's pool and metrics' participants")
@@ -291,8 +301,11 @@ async def poison(args: argparse.Namespace) -> None:
                     print(f"  {name} /health/ready: {ready.status_code} {ready.text[:300]}")
                 for name in ("matching", "metrics"):
                     table = "pool" if name == "matching" else "participants"
-                    odd = await conn.fetch(f'SELECT participant_id FROM "{svcs[name].schema}".{table}'
-                                           " WHERE program_id = $1 AND participant_id !~ '^E[0-9]+$'", program)
+                    odd = await conn.fetch(
+                        f'SELECT participant_id FROM "{svcs[name].schema}".{table}'
+                        " WHERE program_id = $1 AND participant_id !~ '^E[0-9]+$'",
+                        program,
+                    )
                     print(f"  {name}.{table} rows of the probe's own records: {[r[0] for r in odd]}")
                 if args.keep_for_replay:
                     await replay_check(conn, endpoints, svcs["matching"], prefix, program)
@@ -319,7 +332,10 @@ async def replay_check(conn: asyncpg.Connection, endpoints: Any, matching: Servi
             "MATCHING_KAFKA_BOOTSTRAP": endpoints.kafka_bootstrap}  # fmt: skip
     done = subprocess.run([sys.executable, "-m", "runtime.deadletters", "list", "--all", "--service", "matching"],
                           cwd=ROOT, env=env2, capture_output=True, text=True, check=False)  # fmt: skip
-    print(f"  $ MATCHING_DATABASE_URL=... python -m runtime.deadletters list --all --service matching -> rc {done.returncode}")
+    print(
+        "  $ MATCHING_DATABASE_URL=... python -m runtime.deadletters list --all --service matching"
+        f" -> rc {done.returncode}"
+    )
     for line in (done.stdout.strip().splitlines() + done.stderr.strip().splitlines()[-1:])[:6]:
         print(f"      {line[:300]}")
 
@@ -345,8 +361,10 @@ def summarise_ready(log: list[tuple[float, int, str, float]], cut: float, restor
         return Counter(code for t, code, _, _ in log if a <= t < b)
 
     print(f"  /health/ready before the cut: {dict(window(-1e9, cut))}")
-    print(f"  /health/ready during the outage: {dict(window(cut, restored))}, slowest answer "
-          f"{max([d for t, _, _, d in log if cut <= t < restored] or [0]):.1f} s")
+    print(
+        f"  /health/ready during the outage: {dict(window(cut, restored))}, slowest answer "
+        f"{max([d for t, _, _, d in log if cut <= t < restored] or [0]):.1f} s"
+    )
     reasons = Counter(why for t, code, why, _ in log if cut <= t < restored and code != 200)
     for why, n in reasons.most_common(4):
         print(f"    {n}x {why}")
@@ -355,8 +373,10 @@ def summarise_ready(log: list[tuple[float, int, str, float]], cut: float, restor
         print(f"    after the restore {n}x {why}")
     after = [(t, code) for t, code, _, _ in log if t >= restored]
     first_200 = next((t - restored for t, code in after if code == 200), None)
-    print(f"  /health/ready after the restore: {dict(Counter(c for _, c in after))}; first 200 "
-          f"{'never' if first_200 is None else f'{first_200:.1f} s after the restore'}")
+    print(
+        f"  /health/ready after the restore: {dict(Counter(c for _, c in after))}; first 200 "
+        f"{'never' if first_200 is None else f'{first_200:.1f} s after the restore'}"
+    )
 
 
 async def dbout(args: argparse.Namespace) -> None:
@@ -383,7 +403,8 @@ async def dbout(args: argparse.Namespace) -> None:
                 t0 = time.monotonic()
                 poller = asyncio.create_task(poll_ready(client, svcs[target], log, stop, t0))
                 upload = asyncio.create_task(
-                    client.post(f"{enrollment.url}/programs/{program}/enrolments/bulk", json=rows))
+                    client.post(f"{enrollment.url}/programs/{program}/enrolments/bulk", json=rows)
+                )
                 if target == "matching":
                     while await count(conn, matching.schema, in_pool, program) < 1:
                         await asyncio.sleep(0.005)
@@ -404,7 +425,7 @@ async def dbout(args: argparse.Namespace) -> None:
                 expected = size if r.status_code == 200 else 0
 
                 async def complete() -> bool:
-                    return await count(conn, matching.schema, in_pool, program) >= expected
+                    return bool(await count(conn, matching.schema, in_pool, program) >= expected)
 
                 try:
                     took = await eventually(complete, args.wait, f"{expected:,} in matching's pool")
@@ -412,9 +433,11 @@ async def dbout(args: argparse.Namespace) -> None:
                 except TimeoutError as exc:
                     print(f"  NOT REACHED: {exc}")
                 with contextlib.suppress(TimeoutError):
+
                     async def ready_again() -> bool:
                         return bool(log) and log[-1][1] == 200 and log[-1][0] > restored
-                    await eventually(ready_again, 60, "ready")
+
+                    await eventually(ready_again, args.ready_wait, "ready")
                 stop.set()
                 await poller
                 summarise_ready(log, cut, restored)
@@ -440,7 +463,8 @@ async def brokerout(args: argparse.Namespace) -> None:
     try:
         async with stack_of("matching", "enrollment", prefix=prefix,
                             kafka_via={"enrollment": f"127.0.0.1:{proxy.port}"},
-                            env_for={"enrollment": {"outbox_batch_size": str(args.relay_batch)}}) as (endpoints, svcs):  # fmt: skip
+                            env_for={"enrollment": {"outbox_batch_size": str(args.relay_batch)}},
+                            ) as (endpoints, svcs):  # fmt: skip
             matching, enrollment = svcs["matching"], svcs["enrollment"]
             async with httpx.AsyncClient(headers={"Authorization": f"Bearer {token()}"}, timeout=600) as client:
                 org = org_chart(size + 500, seed=11)
@@ -455,14 +479,17 @@ async def brokerout(args: argparse.Namespace) -> None:
                 t0 = time.monotonic()
                 poller = asyncio.create_task(poll_ready(client, enrollment, log, stop, t0))
                 upload = asyncio.create_task(
-                    client.post(f"{enrollment.url}/programs/{program}/enrolments/bulk", json=rows))
+                    client.post(f"{enrollment.url}/programs/{program}/enrolments/bulk", json=rows)
+                )
                 while await count(conn, enrollment.schema, published, program) < size // 5:
                     await asyncio.sleep(0.002)
                 await (proxy.blackhole() if args.blackhole else proxy.refuse())
                 cut = time.monotonic() - t0
                 at_cut = await count(conn, enrollment.schema, published, program)
-                print(f"{'black-holed' if args.blackhole else 'refused'} enrollment's broker connections for "
-                      f"{args.seconds} s; {at_cut:,} of {size + 1:,} outbox rows marked published at the cut")
+                print(
+                    f"{'black-holed' if args.blackhole else 'refused'} enrollment's broker connections for "
+                    f"{args.seconds} s; {at_cut:,} of {size + 1:,} outbox rows marked published at the cut"
+                )
                 await asyncio.sleep(args.seconds)
                 at_restore = await count(conn, enrollment.schema, published, program)
                 pool_at_restore = await count(conn, matching.schema, in_pool, program)
@@ -470,10 +497,13 @@ async def brokerout(args: argparse.Namespace) -> None:
                 restored = time.monotonic() - t0
                 r = await upload
                 print(f"  bulk upload: HTTP {r.status_code} {r.text[:200] if r.status_code != 200 else ''}")
-                print(f"  at the restore: {at_restore:,} outbox rows marked published, {pool_at_restore:,} in matching's pool")
+                print(
+                    f"  at the restore: {at_restore:,} outbox rows marked published,"
+                    f" {pool_at_restore:,} in matching's pool"
+                )
 
                 async def complete() -> bool:
-                    return await count(conn, matching.schema, in_pool, program) >= size
+                    return bool(await count(conn, matching.schema, in_pool, program) >= size)
 
                 try:
                     took = await eventually(complete, args.wait, f"{size:,} in matching's pool")
@@ -481,9 +511,11 @@ async def brokerout(args: argparse.Namespace) -> None:
                 except TimeoutError as exc:
                     print(f"  NOT REACHED: {exc}")
                 with contextlib.suppress(TimeoutError):
+
                     async def ready_again() -> bool:
                         return bool(log) and log[-1][1] == 200 and log[-1][0] > restored
-                    await eventually(ready_again, 60, "ready")
+
+                    await eventually(ready_again, args.ready_wait, "ready")
                 stop.set()
                 await poller
                 summarise_ready(log, cut, restored)
@@ -502,7 +534,8 @@ async def kill9(args: argparse.Namespace) -> None:
     prefix = f"p9{uuid.uuid4().hex[:6]}"
     size, victim = args.size, args.service
     async with stack_of("matching", "enrollment", prefix=prefix,
-                        env_for={"enrollment": {"outbox_batch_size": str(args.relay_batch)}}) as (endpoints, svcs):  # fmt: skip
+                        env_for={"enrollment": {"outbox_batch_size": str(args.relay_batch)}},
+                        ) as (endpoints, svcs):  # fmt: skip
         matching, enrollment = svcs["matching"], svcs["enrollment"]
         async with httpx.AsyncClient(headers={"Authorization": f"Bearer {token()}"}, timeout=600) as client:
             org = org_chart(size + 500, seed=12)
@@ -522,8 +555,10 @@ async def kill9(args: argparse.Namespace) -> None:
             svcs[victim].kill9()
             at_kill = (await count(conn, matching.schema, in_pool, program),
                        await count(conn, enrollment.schema, published, program))  # fmt: skip
-            print(f"kill -9 {victim} (relay batches of {args.relay_batch}): {at_kill[0]:,} in matching's pool, "
-                  f"{at_kill[1]:,} outbox rows marked published at the kill")
+            print(
+                f"kill -9 {victim} (relay batches of {args.relay_batch}): {at_kill[0]:,} in matching's pool, "
+                f"{at_kill[1]:,} outbox rows marked published at the kill"
+            )
             r = await upload
             print(f"  bulk upload: HTTP {r.status_code}")
             await asyncio.sleep(2)
@@ -533,7 +568,7 @@ async def kill9(args: argparse.Namespace) -> None:
             await wait_ready(svcs[victim])
 
             async def complete() -> bool:
-                return await count(conn, matching.schema, in_pool, program) >= size
+                return bool(await count(conn, matching.schema, in_pool, program) >= size)
 
             try:
                 took = await eventually(complete, 180, f"{size:,} in matching's pool")
@@ -635,7 +670,9 @@ async def api(args: argparse.Namespace) -> None:
         tok = token()
         async with httpx.AsyncClient(headers={"Authorization": f"Bearer {tok}"}, timeout=120) as client:
             org = org_chart(20_000, seed=13)
-            (await client.post(f"{enrollment.url}/org-chart", json=[p.row() for p in org], timeout=600)).raise_for_status()
+            (
+                await client.post(f"{enrollment.url}/org-chart", json=[p.row() for p in org], timeout=600)
+            ).raise_for_status()
             program = await new_program(client, enrollment, "probe9 api")
         rows = enrolments(org, args.good, seed=13)
         bad = bad_inputs(rows[0], program)
@@ -685,12 +722,17 @@ async def api(args: argparse.Namespace) -> None:
         for name, problem in problems.items():
             print(f"  SHAPE: {name}: {problem}")
         good_lat = sorted(d for n, s, _, d in results if n == "good")
-        print(f"  good enrolments: p50 {good_lat[len(good_lat) // 2] * 1000:.0f} ms, "
-              f"p99 {good_lat[int(len(good_lat) * 0.99)] * 1000:.0f} ms")
+        print(
+            f"  good enrolments: p50 {good_lat[len(good_lat) // 2] * 1000:.0f} ms, "
+            f"p99 {good_lat[int(len(good_lat) * 0.99)] * 1000:.0f} ms"
+        )
         conn = await asyncpg.connect(endpoints.admin_dsn)
         n = await count(conn, enrollment.schema, "SELECT count(*) FROM {s}.enrolments WHERE program_id = $1", program)
         o = await count(conn, enrollment.schema, "SELECT count(*) FROM {s}.outbox WHERE key = $1", program)
-        print(f"  enrolments stored: {n:,}; outbox rows for the program: {o:,} (expected {args.good:,} and {args.good + 1:,})")
+        print(
+            f"  enrolments stored: {n:,}; outbox rows for the program: {o:,}"
+            f" (expected {args.good:,} and {args.good + 1:,})"
+        )
         await conn.close()
 
 
@@ -707,12 +749,14 @@ def main() -> None:
     d.add_argument("--cut-after", type=float, default=0.3, help="enrollment: seconds after the upload starts")
     d.add_argument("--blackhole", action="store_true", help="a partition instead of a refused connection")
     d.add_argument("--wait", type=float, default=180)
+    d.add_argument("--ready-wait", type=float, default=60)
     b = sub.add_parser("brokerout")
     b.add_argument("--seconds", type=float, default=20)
     b.add_argument("--size", type=int, default=5000)
     b.add_argument("--blackhole", action="store_true")
     b.add_argument("--relay-batch", type=int, default=200, help="ENROLLMENT_OUTBOX_BATCH_SIZE: cut mid-relay")
     b.add_argument("--wait", type=float, default=240)
+    b.add_argument("--ready-wait", type=float, default=60)
     k = sub.add_parser("kill9")
     k.add_argument("--service", choices=["matching", "enrollment"], default="matching")
     k.add_argument("--size", type=int, default=5000)
@@ -722,7 +766,9 @@ def main() -> None:
     a.add_argument("--bad-rounds", type=int, default=10)
     args = parser.parse_args()
     print(f"load average {os.getloadavg()[0]:.2f}; {time.strftime('%H:%M:%S', time.gmtime())} UTC")
-    asyncio.run({"poison": poison, "dbout": dbout, "brokerout": brokerout, "kill9": kill9, "api": api}[args.check](args))
+    asyncio.run(
+        {"poison": poison, "dbout": dbout, "brokerout": brokerout, "kill9": kill9, "api": api}[args.check](args)
+    )
 
 
 if __name__ == "__main__":

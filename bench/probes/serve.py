@@ -36,7 +36,7 @@ def _redirect_kafka(via: str) -> None:
     async def create_conn(_host: str, _port: int, **kwargs: Any) -> Any:
         return await real(host, int(port), **kwargs)
 
-    aiokafka.client.create_conn = create_conn  # type: ignore[assignment]
+    aiokafka.client.create_conn = create_conn
 
 
 def main() -> None:
