@@ -208,7 +208,12 @@ def extra2_variants(program: str) -> list[tuple[str, bytes | None, Any]]:
     return [v for v in extra_variants(program) if "NUL" not in v[0] or "profile" in v[0]]
 
 
-VARIANTS = {"basic": basic_variants, "extra": extra_variants, "extra2": extra2_variants, "badkey": badkey_variants}
+def big_variants(program: str) -> list[tuple[str, bytes | None, Any]]:
+    enrolled = "org.mentoring.participant.enrolled.v1"
+    return [("oversized body 1,048,200 bytes, CE headers", b"x" * 1_048_200, _headers(enrolled))]
+
+
+VARIANTS = {"big": big_variants, "basic": basic_variants, "extra": extra_variants, "extra2": extra2_variants, "badkey": badkey_variants}
 
 
 def produce_bad_header_key(bootstrap: str, topic: str, key: bytes, value: bytes, program: str) -> None:
