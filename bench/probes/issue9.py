@@ -422,7 +422,7 @@ async def dbout(args: argparse.Namespace) -> None:
                       f" {at_cut:,} of {size:,} in matching's pool at the cut")  # fmt: skip
                 await asyncio.sleep(args.seconds)
                 at_restore = await count(conn, matching.schema, in_pool, program)
-                await proxy.restore()
+                await proxy.restore(reset_silent=args.reset_on_restore)
                 restored = time.monotonic() - t0
                 r = await upload
                 print(f"  bulk upload: HTTP {r.status_code} {r.text[:200] if r.status_code != 200 else ''}")
@@ -498,7 +498,7 @@ async def brokerout(args: argparse.Namespace) -> None:
                 await asyncio.sleep(args.seconds)
                 at_restore = await count(conn, enrollment.schema, published, program)
                 pool_at_restore = await count(conn, matching.schema, in_pool, program)
-                await proxy.restore()
+                await proxy.restore(reset_silent=args.reset_on_restore)
                 restored = time.monotonic() - t0
                 r = await upload
                 print(f"  bulk upload: HTTP {r.status_code} {r.text[:200] if r.status_code != 200 else ''}")
@@ -551,7 +551,9 @@ async def kill9(args: argparse.Namespace) -> None:
             in_pool = "SELECT count(*) FROM {s}.pool WHERE program_id = $1"
             published = "SELECT count(*) FROM {s}.outbox WHERE key = $1 AND published_at IS NOT NULL"
             upload = asyncio.create_task(client.post(f"{enrollment.url}/programs/{program}/enrolments/bulk", json=rows))
-            if victim == "matching":
+            if args.during_upload:
+                await asyncio.sleep(args.during_upload)
+            elif victim == "matching":
                 while await count(conn, matching.schema, in_pool, program) < 1:
                     await asyncio.sleep(0.002)
             else:
@@ -564,20 +566,25 @@ async def kill9(args: argparse.Namespace) -> None:
                 f"kill -9 {victim} (relay batches of {args.relay_batch}): {at_kill[0]:,} in matching's pool, "
                 f"{at_kill[1]:,} outbox rows marked published at the kill"
             )
-            r = await upload
-            print(f"  bulk upload: HTTP {r.status_code}")
+            try:
+                r = await upload
+                print(f"  bulk upload: HTTP {r.status_code}")
+            except httpx.HTTPError as exc:
+                print(f"  bulk upload: no answer ({type(exc).__name__})")
             await asyncio.sleep(2)
             svcs[victim].start_again()
             from bench.probes.harness import wait_ready
 
             await wait_ready(svcs[victim])
 
+            stored = await count(conn, enrollment.schema, ENROLLED_SQL, program)
+
             async def complete() -> bool:
-                return bool(await count(conn, matching.schema, in_pool, program) >= size)
+                return bool(await count(conn, matching.schema, in_pool, program) >= stored)
 
             try:
-                took = await eventually(complete, 180, f"{size:,} in matching's pool")
-                print(f"  all {size:,} in matching's pool {took:.1f} s after the restart was ready")
+                took = await eventually(complete, 180, f"{stored:,} (the enrolments stored) in matching's pool")
+                print(f"  all {stored:,} stored enrolments in matching's pool {took:.1f} s after the restart was ready")
             except TimeoutError as exc:
                 print(f"  NOT REACHED: {exc}")
             await asyncio.sleep(2)
@@ -755,6 +762,7 @@ def main() -> None:
     d.add_argument("--blackhole", action="store_true", help="a partition instead of a refused connection")
     d.add_argument("--wait", type=float, default=180)
     d.add_argument("--ready-wait", type=float, default=60)
+    d.add_argument("--reset-on-restore", action="store_true", help="black-holed connections reset at the restore")
     b = sub.add_parser("brokerout")
     b.add_argument("--seconds", type=float, default=20)
     b.add_argument("--size", type=int, default=5000)
@@ -762,10 +770,12 @@ def main() -> None:
     b.add_argument("--relay-batch", type=int, default=200, help="ENROLLMENT_OUTBOX_BATCH_SIZE: cut mid-relay")
     b.add_argument("--wait", type=float, default=240)
     b.add_argument("--ready-wait", type=float, default=60)
+    b.add_argument("--reset-on-restore", action="store_true", help="black-holed connections reset at the restore")
     k = sub.add_parser("kill9")
     k.add_argument("--service", choices=["matching", "enrollment"], default="matching")
     k.add_argument("--size", type=int, default=5000)
     k.add_argument("--relay-batch", type=int, default=200)
+    k.add_argument("--during-upload", type=float, default=0.0, help="kill this many seconds into the upload")
     a = sub.add_parser("api")
     a.add_argument("--good", type=int, default=1000)
     a.add_argument("--bad-rounds", type=int, default=10)
