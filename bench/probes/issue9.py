@@ -415,12 +415,25 @@ async def dbout(args: argparse.Namespace) -> None:
                         await asyncio.sleep(0.005)
                 else:
                     await asyncio.sleep(args.cut_after)
-                await (proxy.blackhole() if args.blackhole else proxy.refuse())
-                cut = time.monotonic() - t0
-                at_cut = await count(conn, matching.schema, in_pool, program)
-                print(f"{'black-holed' if args.blackhole else 'refused'} {target}'s PostgreSQL for {args.seconds} s,"
-                      f" {at_cut:,} of {size:,} in matching's pool at the cut")  # fmt: skip
-                await asyncio.sleep(args.seconds)
+                if args.terminate:
+                    cut = time.monotonic() - t0
+                    at_cut = await count(conn, matching.schema, in_pool, program)
+                    killed = 0
+                    until = time.monotonic() + args.seconds
+                    while time.monotonic() < until:
+                        killed += len(await conn.fetch(
+                            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1",
+                            svcs[target].schema))  # fmt: skip
+                        await asyncio.sleep(0.2)
+                    print(f"pg_terminate_backend on {target}'s connections every 0.2 s for {args.seconds} s"
+                          f" ({killed} backends ended), {at_cut:,} of {size:,} in matching's pool at the start")  # fmt: skip
+                else:
+                    await (proxy.blackhole() if args.blackhole else proxy.refuse())
+                    cut = time.monotonic() - t0
+                    at_cut = await count(conn, matching.schema, in_pool, program)
+                    print(f"{'black-holed' if args.blackhole else 'refused'} {target}'s PostgreSQL for {args.seconds}"
+                          f" s, {at_cut:,} of {size:,} in matching's pool at the cut")  # fmt: skip
+                    await asyncio.sleep(args.seconds)
                 at_restore = await count(conn, matching.schema, in_pool, program)
                 await proxy.restore(reset_silent=args.reset_on_restore)
                 restored = time.monotonic() - t0
@@ -763,6 +776,7 @@ def main() -> None:
     d.add_argument("--wait", type=float, default=180)
     d.add_argument("--ready-wait", type=float, default=60)
     d.add_argument("--reset-on-restore", action="store_true", help="black-holed connections reset at the restore")
+    d.add_argument("--terminate", action="store_true", help="pg_terminate_backend on the service's connections")
     b = sub.add_parser("brokerout")
     b.add_argument("--seconds", type=float, default=20)
     b.add_argument("--size", type=int, default=5000)
