@@ -213,7 +213,13 @@ def big_variants(program: str) -> list[tuple[str, bytes | None, Any]]:
     return [("oversized body 1,048,200 bytes, CE headers", b"x" * 1_048_200, _headers(enrolled))]
 
 
-VARIANTS = {"big": big_variants, "basic": basic_variants, "extra": extra_variants, "extra2": extra2_variants, "badkey": badkey_variants}
+VARIANTS = {
+    "big": big_variants,
+    "basic": basic_variants,
+    "extra": extra_variants,
+    "extra2": extra2_variants,
+    "badkey": badkey_variants,
+}
 
 
 def produce_bad_header_key(bootstrap: str, topic: str, key: bytes, value: bytes, program: str) -> None:
@@ -426,7 +432,8 @@ async def dbout(args: argparse.Namespace) -> None:
                             svcs[target].schema))  # fmt: skip
                         await asyncio.sleep(0.2)
                     print(f"pg_terminate_backend on {target}'s connections every 0.2 s for {args.seconds} s"
-                          f" ({killed} backends ended), {at_cut:,} of {size:,} in matching's pool at the start")  # fmt: skip
+                          f" ({killed} backends ended), {at_cut:,} of {size:,} in matching's pool"
+                          " at the start")  # fmt: skip
                 else:
                     await (proxy.blackhole() if args.blackhole else proxy.refuse())
                     cut = time.monotonic() - t0
