@@ -47,6 +47,7 @@ from runtime.auth import issue_token, jwt_config_from_env
 
 ENROLLMENT_TOPIC = "mentoring.enrollment.v1"
 ENROLLED_SQL = "SELECT count(*) FROM {s}.enrolments WHERE program_id = $1"
+POOL_SQL = "SELECT count(*) FROM {s}.pool WHERE program_id = $1"
 PARTICIPANTS_SQL = "SELECT count(*) FROM {s}.participants WHERE program_id = $1"
 
 
@@ -278,6 +279,16 @@ async def poison(args: argparse.Namespace) -> None:
                 await client.post(f"{svcs['enrollment'].url}/programs/{program}/enrolments/bulk", json=bulk)
             ).raise_for_status()
             print("then 20 single enrolments and a bulk of 180 through enrollment's API (same key)")
+            others: list[str] = []
+            for i in range(args.other_programs):  # other keys, other partitions as a rule
+                other = await new_program(client, svcs["enrollment"], f"probe9 other {i}")
+                r = await client.post(
+                    f"{svcs['enrollment'].url}/programs/{other}/enrolments/bulk", json=enrolments(org, 50, seed=i)
+                )
+                r.raise_for_status()
+                others.append(other)
+            if others:
+                print(f"and 50 enrolments in each of {len(others)} other programs (other keys)")
             conn = await asyncpg.connect(endpoints.admin_dsn)
             try:
 
@@ -310,6 +321,9 @@ async def poison(args: argparse.Namespace) -> None:
                 for name in ("matching", "metrics"):
                     ready = await client.get(f"{svcs[name].url}/health/ready")
                     print(f"  {name} /health/ready: {ready.status_code} {ready.text[:300]}")
+                for other in others:
+                    got = await count(conn, svcs["matching"].schema, POOL_SQL, other)
+                    print(f"  other program {other}: {got} of 50 in matching's pool")
                 for name in ("matching", "metrics"):
                     table = "pool" if name == "matching" else "participants"
                     odd = await conn.fetch(
@@ -774,6 +788,7 @@ def main() -> None:
     p = sub.add_parser("poison")
     p.add_argument("--keep-for-replay", action="store_true")
     p.add_argument("--set", choices=sorted(VARIANTS), default="basic")
+    p.add_argument("--other-programs", type=int, default=0, help="programs (keys) enrolled besides the poisoned one")
     d = sub.add_parser("dbout")
     d.add_argument("--seconds", type=float, default=5)
     d.add_argument("--size", type=int, default=5000)
