@@ -313,9 +313,10 @@ async def poison(args: argparse.Namespace) -> None:
                     for r in rows_:
                         print(f"    {name} dead_letters row: {dict(r)}")
                 dlt = await read_topic(bootstrap, topic + ".dlt") if args.set != "badkey" else []
-                for r in dlt:
-                    h = {k: v.decode(errors="replace")[:160] for k, v in r.headers if k.startswith("dlt_")}  # type: ignore[attr-defined]
-                    print(f"    .dlt offset {r.offset} value {len(r.value) if r.value is not None else None} bytes: "  # type: ignore[attr-defined]
+                for rec in dlt:
+                    h = {k: v.decode(errors="replace")[:160] for k, v in rec.headers if k.startswith("dlt_")}  # type: ignore[attr-defined]
+                    size = len(rec.value) if rec.value is not None else None  # type: ignore[attr-defined]
+                    print(f"    .dlt offset {rec.offset} value {size} bytes: "  # type: ignore[attr-defined]
                           f"group={h.get('dlt_consumer_group', '')[:24]} offset={h.get('dlt_original_offset')} "
                           f"reason={h.get('dlt_reason')!r} cut={h.get('dlt_body_cut_bytes')}")  # fmt: skip
                 for name in ("matching", "metrics"):
