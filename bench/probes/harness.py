@@ -80,14 +80,8 @@ class Proxy:
             self._held.append(client)  # never written to, never closed
         self._pairs.clear()
 
-    async def restore(self, *, reset_silent: bool = False) -> None:
-        """``reset_silent``: the black-holed connections are reset too (what a healed network does to a
-        connection its server forgot: the client's next packet meets a reset)."""
+    async def restore(self) -> None:
         self.mode = "up"
-        if reset_silent:
-            for w in self._held:
-                w.transport.abort()
-            self._held.clear()
         if self._server is None:
             await self.start()
 

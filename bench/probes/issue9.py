@@ -29,9 +29,9 @@ import asyncpg
 import httpx
 from aiokafka import AIOKafkaProducer
 
+from bench.probes import harness
 from bench.probes.harness import (
     ROOT,
-    Proxy,
     Service,
     ce_ids,
     delete_topics,
@@ -46,6 +46,19 @@ from deploy.local.stack import Stack
 from runtime.auth import issue_token, jwt_config_from_env
 
 ENROLLMENT_TOPIC = "mentoring.enrollment.v1"
+
+
+class Proxy(harness.Proxy):
+    async def restore(self, *, reset_silent: bool = False) -> None:
+        """``reset_silent``: the black-holed connections are reset too (what a healed network does to a
+        connection its server forgot: the client's next packet meets a reset)."""
+        if reset_silent:
+            for writer in self._held:
+                writer.transport.abort()
+            self._held.clear()
+        await super().restore()
+
+
 ENROLLED_SQL = "SELECT count(*) FROM {s}.enrolments WHERE program_id = $1"
 POOL_SQL = "SELECT count(*) FROM {s}.pool WHERE program_id = $1"
 PARTICIPANTS_SQL = "SELECT count(*) FROM {s}.participants WHERE program_id = $1"
