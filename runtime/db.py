@@ -12,7 +12,7 @@ RUNTIME_SQL = Path(__file__).parent / "sql"
 _MIGRATION = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
 
 
-STATEMENT_TIMEOUT_SECONDS = 60.0
+STATEMENT_TIMEOUT_SECONDS = 30.0
 """How long one statement may wait for the database before it fails with ``TimeoutError`` (an
 infrastructure failure: a consumer backs off and retries, readiness shows it). Without it a connection
 that goes silent (a network partition, a vanished host: no reset, no answer) hung its caller for good

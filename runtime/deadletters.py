@@ -80,6 +80,17 @@ def copy_size(key: bytes | None, value: bytes | None, headers: list[tuple[str, b
     return len(key or b"") + len(value or b"") + sum(len(k.encode()) + len(v or b"") for k, v in headers)
 
 
+def dlt_copy(letter: DeadLetter) -> tuple[bytes | None, list[tuple[str, bytes | None]], bool]:
+    """The copy for the ``.dlt`` topic (body, headers, whether the body was cut): the record with the
+    ``dlt_*`` headers, its body cut to :data:`KEPT_BYTES` when the whole would pass the producer's limit."""
+    r = letter.record
+    headers = letter.headers()
+    if copy_size(r.key, r.value, headers) <= MAX_COPY_BYTES:
+        return r.value, headers, False
+    headers += [("dlt_body_cut_bytes", str(len(r.value or b"")).encode()), ("dlt_body_stored", b"dead_letters")]
+    return (r.value or b"")[:KEPT_BYTES], headers, True
+
+
 async def send_dead_letter(producer: Producer, pool: asyncpg.Pool, letter: DeadLetter) -> str:
     """Publish the copy, or keep the message in ``dead_letters``; returns where it went.
 
@@ -87,12 +98,7 @@ async def send_dead_letter(producer: Producer, pool: asyncpg.Pool, letter: DeadL
     then retries later, like any infrastructure failure.
     """
     r = letter.record
-    headers = letter.headers()
-    value = r.value
-    cut = copy_size(r.key, value, headers) > MAX_COPY_BYTES
-    if cut:
-        value = (r.value or b"")[:KEPT_BYTES]
-        headers += [("dlt_body_cut_bytes", str(len(r.value or b"")).encode()), ("dlt_body_stored", b"dead_letters")]
+    value, headers, cut = dlt_copy(letter)
     try:
         async with asyncio.timeout(PUBLISH_TIMEOUT_SECONDS):
             await producer.send_and_wait(f"{r.topic}.dlt", value=value, key=r.key, headers=headers)
@@ -141,16 +147,20 @@ async def list_rows(pool: asyncpg.Pool, *, all_rows: bool) -> list[asyncpg.Recor
     )
 
 
-async def replay(pool: asyncpg.Pool, producer: Producer, *, ids: list[int] | None, to: str) -> int:
-    """Publish the kept messages again (original headers, key and full body) and mark them replayed."""
+async def replay(pool: asyncpg.Pool, producer: Producer, *, ids: list[int] | None, to: str) -> tuple[int, list[str]]:
+    """Publish the kept messages again and mark them replayed: to the original topic with their own
+    headers, key and full body; to ``.dlt`` as the copy a consumer publishes (its body cut when too
+    large, the whole staying here). A row that cannot be published is said and left for another try;
+    the rows after it are replayed. Returns the rows replayed and what failed."""
     rows = await pool.fetch(
         "SELECT * FROM dead_letters WHERE replayed_at IS NULL AND ($1::bigint[] IS NULL OR id = ANY($1)) ORDER BY id",
         ids,
     )
+    replayed, failed = 0, []
     for row in rows:
         keys = row["header_keys"] if row["header_keys_utf8"] is None else [k.decode() for k in row["header_keys_utf8"]]
-        headers = list(zip(keys, row["header_values"], strict=True))
-        topic = row["topic"] if to == "original" else f"{row['topic']}.dlt"
+        headers: list[tuple[str, bytes | None]] = list(zip(keys, row["header_values"], strict=True))
+        topic, value = row["topic"], row["value"]
         if to == "dlt":
             letter = DeadLetter(
                 row["consumer"],
@@ -158,12 +168,18 @@ async def replay(pool: asyncpg.Pool, producer: Producer, *, ids: list[int] | Non
                                None, 0, 0, headers),
                 row["reason"], row["attempts"],
             )  # fmt: skip
-            headers = letter.headers()
-        await producer.send_and_wait(topic, value=row["value"], key=row["key"], headers=headers)
+            topic, (value, headers, _) = f"{row['topic']}.dlt", dlt_copy(letter)
+        try:
+            async with asyncio.timeout(PUBLISH_TIMEOUT_SECONDS):
+                await producer.send_and_wait(topic, value=value, key=row["key"], headers=headers)
+        except (KafkaError, TimeoutError) as exc:
+            failed.append(f"row {row['id']}: {describe_exception(exc)}")
+            continue
         await pool.execute(
             "UPDATE dead_letters SET replayed_at = now(), replayed_to = $2 WHERE id = $1", row["id"], topic
         )
-    return len(rows)
+        replayed += 1
+    return replayed, failed
 
 
 def _line(row: asyncpg.Record) -> str:
@@ -210,11 +226,13 @@ async def _main(args: argparse.Namespace) -> int:
         producer = make_producer(bootstrap, f"{args.service}-deadletters")
         await producer.start()
         try:
-            count = await replay(pool, producer, ids=args.id or None, to=args.to)
+            count, failed = await replay(pool, producer, ids=args.id or None, to=args.to)
         finally:
             await producer.stop()
         print(f"replayed {count} dead letter(s) to the {args.to} topic")
-        return 0
+        for line in failed:
+            print(f"not replayed (left for another try): {line}", file=sys.stderr)
+        return 1 if failed else 0
     finally:
         await pool.close()
 

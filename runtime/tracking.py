@@ -103,6 +103,7 @@ _TRANSIENT: tuple[type[BaseException], ...] = (
     OSError,  # ConnectionRefusedError, ConnectionResetError, ...
     TimeoutError,
     asyncpg.InterfaceError,  # the connection was closed under us, the pool is closing
+    asyncpg.InternalClientError,  # the protocol's state after a backend was terminated under a statement
     asyncpg.PostgresConnectionError,  # SQLSTATE 08
     asyncpg.InsufficientResourcesError,  # 53: too many connections, disk full
     asyncpg.OperatorInterventionError,  # 57: admin shutdown, cannot connect now, statement cancelled

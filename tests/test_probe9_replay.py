@@ -1,6 +1,7 @@
 """The dead-letter command of the README on the issue's own oversized letter, found by the outside-in probe
-of issue 9 (``bench/probes/issue9.py poison --set big --keep-for-replay``). Marked ``xfail(strict=True)``:
-CI stays green while the bug is there and turns red (XPASS) the day it is fixed."""
+of issue 9 (``bench/probes/issue9.py poison --set big --keep-for-replay``): ``replay --to dlt`` re-sent the
+whole kept body through a producer limited to 1 MiB and failed with MessageSizeTooLargeError; it now
+publishes the copy a consumer does (the body cut, the whole kept in the table)."""
 
 from __future__ import annotations
 
@@ -17,13 +18,6 @@ from tests.faultkit import applied_at_least, consumer_schema, consuming, records
 pytestmark = pytest.mark.stack
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="`python -m runtime.deadletters replay --to dlt` re-sends the whole kept body with the dlt_* headers"
-    " through a producer limited to 1 MiB: the issue's own 1,048,200-byte letter fails with"
-    " MessageSizeTooLargeError (a traceback, exit 1) instead of publishing the cut copy, and a failing row"
-    " stops the replay of every row after it",
-)
 async def test_the_issues_oversized_dead_letter_can_be_replayed_to_its_dead_letter_topic(
     stack: StackEndpoints, scratch_schemas: list[str], private_topics: PrivateTopics
 ) -> None:
