@@ -1,0 +1,212 @@
+"""Facilitated groups, the last steps of every path (one mentor per group): the fill, then the lottery pass.
+
+Whatever path made the groups (the reassigned greedy, the CP-SAT levels, a component the clock left to
+the greedy), they end here before the result is built:
+
+- **fill**: each seeker left out, in lottery order, joins a group of the result as it stands that
+  takes it under every rule (the chains' checks, ``Repair.fits``: eligibility with the mentor, apart
+  pairs, the department bound, the size maximum), best fit first; else it opens a group with an idle
+  eligible mentor with room (lowest load ratio, then best fit) together with other seekers left out
+  (drawn first first) once they reach the group minimum. The greedy reads each mentee's few best
+  mentors and dissolves the groups that stay small; nothing after it tried the others, so on a pool
+  where one department dominates 729 of 1,000 were left out while each fitted a group as it stood.
+- **lottery pass**: each seeker left out, in lottery order, takes the place of the latest-drawn
+  member (drawn after it) of a group it may enter in that member's place, every rule kept; the
+  displaced member goes through the fill, then the lottery pass in its turn. Placed never shrinks.
+
+People under a lock are neither moved nor placed here (``count_locks`` then reports every lock).
+Deterministic: fixed orders and a fixed amount of work, no clock. When placed already equals the
+proven bound nobody can be added, so the fill is skipped and only the lottery pass runs (array work
+per seeker left out).
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections import Counter
+from dataclasses import dataclass
+
+import numpy as np
+
+from services.matching.domain.common import Prepared
+from services.matching.domain.facilitated_prep import Eligibility
+from services.matching.domain.facilitated_repair import Repair
+from services.matching.domain.rules import IntArray
+
+NamedGroup = tuple[list[str], list[str]]
+"""A group by ids: (its mentors, the lead first; its members)."""
+
+OPEN_TRIED = 8
+"""Idle eligible mentors a seeker left out tries to open a group with (each a scan of who could join)."""
+FINISH_WORK = 400_000
+"""Rule checks (``Repair.fits`` and partner checks) the fill and the lottery pass may spend in all: a
+fixed amount, so the result never depends on the clock (about a second of Python at worst)."""
+
+
+@dataclass
+class Finished:
+    groups: list[NamedGroup]
+    filled: int = 0
+    """Seekers the fill placed."""
+    swapped: int = 0
+    """Seekers who took the place of a member drawn after them."""
+    out_of_work: bool = False
+
+    def note(self) -> str | None:
+        if not self.filled and not self.swapped and not self.out_of_work:
+            return None
+        text = (
+            f"final fill: {self.filled} seeker(s) left out joined a group as it stood or opened one with an idle "
+            f"mentor; lottery pass: {self.swapped} seeker(s) took the place of a member drawn after them"
+        )
+        return text + (" (its work cap stopped it)" if self.out_of_work else "")
+
+
+class _Finish:
+    def __init__(self, prep: Prepared, el: Eligibility, free: IntArray, groups: list[NamedGroup]) -> None:
+        mpos = {m: k for k, m in enumerate(prep.mentor_ids)}
+        self.prep, self.el = prep, el
+        self.rep = Repair(prep, el, free, [([mpos[m] for m in ms], members) for ms, members in groups])
+        self.work = FINISH_WORK
+        self.rank = np.array([prep.ranks[pid] for pid in el.seekers], dtype=np.int64)
+        cap = np.array([max(1, prep.capacity[m]) for m in prep.mentor_ids], dtype=np.float64)
+        self.load = np.array([prep.load[m] for m in prep.mentor_ids], dtype=np.float64)
+        self.cap = cap
+        self.mentor_rank = np.array([prep.ranks[m] for m in prep.mentor_ids], dtype=np.int64)
+        self.code = {d: c for c, d in enumerate(sorted(set(self.rep.dept.values())))}
+        self.dept_code = np.array([self.code[self.rep.dept[pid]] for pid in el.seekers], dtype=np.int64)
+
+    # the fill ------------------------------------------------------------------------------------
+
+    def join(self, pid: str) -> bool:
+        """``pid`` joins the best-fitting group with room whose mentor is eligible for it (every rule)."""
+        s, r = self.rep.s, self.el.row[pid]
+        gs = np.flatnonzero(self.el.eligible[r][s.lead] & (s.size < self.rep.size_max) & (s.size > 0))
+        if not len(gs):
+            return False
+        fit = self.el.fit[r][s.lead[gs]].astype(np.int64)
+        for g in gs[np.lexsort((gs, -fit))].tolist():
+            self.work -= 1
+            if self.rep.fits(pid, g):
+                self.rep.s.move_in(g, pid, r, self.rep.dept[pid])
+                return True
+        return False
+
+    def open(self, pid: str) -> bool:
+        """``pid`` opens a group with an idle eligible mentor with room and others left out (first drawn
+        first, each compatible with everyone chosen), once they reach the group minimum."""
+        rep, s, el = self.rep, self.rep.s, self.el
+        ks = np.array(rep.idle_mentors(pid), dtype=np.int64)
+        if not len(ks):
+            return False
+        ratio = (self.load[ks] + s.used[ks] + 1) / self.cap[ks]
+        fit = el.fit[el.row[pid]][ks].astype(np.int64)
+        for k in ks[np.lexsort((self.mentor_rank[ks], -fit, ratio))][:OPEN_TRIED].tolist():
+            chosen = self.gather(pid, k)
+            if len(chosen) >= rep.size_min:
+                g = s.open(k, rep.mentor_dept[k])
+                for o in chosen:
+                    s.move_in(g, o, el.row[o], rep.dept[o])
+                return True
+        return False
+
+    def gather(self, pid: str, k: int) -> list[str]:
+        """``pid`` and the seekers left out eligible for mentor ``k`` (first drawn first) that a group of
+        ``k`` may hold with it: nobody apart, the department bound, up to the group maximum. A department
+        at its bound drops out of the scan at once (array work): on a pool one department dominates,
+        most of the people scanned are of it."""
+        rep, s, el = self.rep, self.rep.s, self.el
+        depts = Counter([rep.mentor_dept[k], rep.dept[pid]])
+        if rep.limit is not None and max(depts.values()) > rep.limit:
+            return []
+        rows = np.flatnonzero(el.eligible[:, k] & (s.where < 0) & rep.free_to_pair)
+        rows = rows[np.argsort(self.rank[rows], kind="stable")]
+        full = [d for d, n in depts.items() if rep.limit is not None and n >= rep.limit]
+        if full:
+            rows = rows[~np.isin(self.dept_code[rows], [self.code[d] for d in full])]
+        chosen = [pid]
+        at = 0
+        while at < len(rows) and len(chosen) < rep.size_max and self.work > 0:
+            self.work -= 1
+            o = el.seekers[int(rows[at])]
+            at += 1
+            if o == pid or any(o in rep.apart.get(c, ()) for c in chosen):
+                continue
+            chosen.append(o)
+            d = rep.dept[o]
+            depts[d] += 1
+            if rep.limit is not None and depts[d] >= rep.limit:
+                rest = rows[at:]
+                rows = np.concatenate([rows[:at], rest[self.dept_code[rest] != self.code[d]]])
+        return chosen
+
+    def fill(self, pid: str) -> bool:
+        return self.join(pid) or self.open(pid)
+
+    # the lottery pass ----------------------------------------------------------------------------
+
+    def latest(self, g: int) -> int:
+        """The rank of the latest-drawn member of ``g`` who may be moved (-1: none)."""
+        ranks = [self.prep.ranks[p] for p in self.rep.s.members[g] if p not in self.rep.locked]
+        return max(ranks, default=-1)
+
+    def swap(self, u: str, latest: IntArray) -> str | None:
+        """``u`` takes the place of the latest-drawn member drawn after it of a group it may enter in that
+        member's place; returns who left, or None."""
+        s, r, ranks = self.rep.s, self.el.row[u], self.prep.ranks
+        mine = ranks[u]
+        gs = np.flatnonzero(self.el.eligible[r][s.lead] & (latest > mine))
+        for g in gs[np.lexsort((gs, -latest[gs]))].tolist():
+            later: list[str] = [p for p in s.members[g] if ranks[p] > mine and p not in self.rep.locked]
+            for q in sorted(later, key=ranks.__getitem__, reverse=True):
+                self.work -= 1
+                if self.work <= 0:
+                    return None
+                if self.rep.fits(u, g, without=q):
+                    s.move_out(g, q, self.el.row[q], self.rep.dept[q])
+                    s.move_in(g, u, r, self.rep.dept[u])
+                    latest[g] = self.latest(g)
+                    return q
+        return None
+
+
+def finish(prep: Prepared, el: Eligibility, free: IntArray, groups: list[NamedGroup], bound: int) -> Finished:
+    """The fill (unless placed already meets ``bound``), then the lottery pass; see the module doc."""
+    f = _Finish(prep, el, free, groups)
+    rep, s = f.rep, f.rep.s
+    placed = len(s.group_of)
+    left = sorted((p for p in el.active if p not in s.group_of and p not in rep.locked), key=prep.ranks.__getitem__)
+    out = Finished(groups)
+    if placed < bound:  # joins first (cheap), then groups opened with idle mentors, then joins again
+        for step in (f.join, f.open, f.join):
+            for pid in left:
+                if f.work <= 0 or placed >= bound:
+                    break
+                if pid not in s.group_of and step(pid):
+                    placed = len(s.group_of)
+        out.filled = placed - len({p for _, members in groups for p in members})
+    latest = np.array([f.latest(g) for g in range(len(s.members))], dtype=np.int64)
+    heap = [(prep.ranks[p], p) for p in left if p not in s.group_of]
+    heapq.heapify(heap)
+    while heap and f.work > 0:
+        _, u = heapq.heappop(heap)
+        if u in s.group_of:
+            continue
+        if len(latest) < len(s.members):  # the fill opened groups for a displaced member
+            latest = np.append(latest, [f.latest(g) for g in range(len(latest), len(s.members))])
+        q = f.swap(u, latest)
+        if q is None:
+            continue
+        out.swapped += 1
+        if placed < bound and f.fill(q):
+            out.filled += 1
+            g = s.group_of[q]
+            if g < len(latest):
+                latest[g] = f.latest(g)
+        else:
+            heapq.heappush(heap, (prep.ranks[q], q))
+        placed = len(s.group_of)
+    out.out_of_work = f.work <= 0
+    mids = prep.mentor_ids
+    out.groups = [([mids[int(k)]], members) for k, members in zip(s.lead, s.members, strict=True) if members]
+    return out
