@@ -22,6 +22,7 @@ per seeker left out).
 
 from __future__ import annotations
 
+import heapq
 from collections import Counter
 from dataclasses import dataclass
 
@@ -47,13 +48,16 @@ class Finished:
     groups: list[NamedGroup]
     filled: int = 0
     """Seekers the fill placed."""
+    swapped: int = 0
+    """Seekers who took the place of a member drawn after them."""
     out_of_work: bool = False
 
     def note(self) -> str | None:
-        if not self.filled and not self.out_of_work:
+        if not self.filled and not self.swapped and not self.out_of_work:
             return None
         text = (
-            f"final fill: {self.filled} seeker(s) left out joined a group as it stood or opened one with an idle mentor"
+            f"final fill: {self.filled} seeker(s) left out joined a group as it stood or opened one with an idle "
+            f"mentor; lottery pass: {self.swapped} seeker(s) took the place of a member drawn after them"
         )
         return text + (" (its work cap stopped it)" if self.out_of_work else "")
 
@@ -139,9 +143,35 @@ class _Finish:
     def fill(self, pid: str) -> bool:
         return self.join(pid) or self.open(pid)
 
+    # the lottery pass ----------------------------------------------------------------------------
+
+    def latest(self, g: int) -> int:
+        """The rank of the latest-drawn member of ``g`` who may be moved (-1: none)."""
+        ranks = [self.prep.ranks[p] for p in self.rep.s.members[g] if p not in self.rep.locked]
+        return max(ranks, default=-1)
+
+    def swap(self, u: str, latest: IntArray) -> str | None:
+        """``u`` takes the place of the latest-drawn member drawn after it of a group it may enter in that
+        member's place; returns who left, or None."""
+        s, r, ranks = self.rep.s, self.el.row[u], self.prep.ranks
+        mine = ranks[u]
+        gs = np.flatnonzero(self.el.eligible[r][s.lead] & (latest > mine))
+        for g in gs[np.lexsort((gs, -latest[gs]))].tolist():
+            later: list[str] = [p for p in s.members[g] if ranks[p] > mine and p not in self.rep.locked]
+            for q in sorted(later, key=ranks.__getitem__, reverse=True):
+                self.work -= 1
+                if self.work <= 0:
+                    return None
+                if self.rep.fits(u, g, without=q):
+                    s.move_out(g, q, self.el.row[q], self.rep.dept[q])
+                    s.move_in(g, u, r, self.rep.dept[u])
+                    latest[g] = self.latest(g)
+                    return q
+        return None
+
 
 def finish(prep: Prepared, el: Eligibility, free: IntArray, groups: list[NamedGroup], bound: int) -> Finished:
-    """The fill, unless placed already meets ``bound``; see the module doc."""
+    """The fill (unless placed already meets ``bound``), then the lottery pass; see the module doc."""
     f = _Finish(prep, el, free, groups)
     rep, s = f.rep, f.rep.s
     placed = len(s.group_of)
@@ -155,6 +185,27 @@ def finish(prep: Prepared, el: Eligibility, free: IntArray, groups: list[NamedGr
                 if pid not in s.group_of and step(pid):
                     placed = len(s.group_of)
         out.filled = placed - len({p for _, members in groups for p in members})
+    latest = np.array([f.latest(g) for g in range(len(s.members))], dtype=np.int64)
+    heap = [(prep.ranks[p], p) for p in left if p not in s.group_of]
+    heapq.heapify(heap)
+    while heap and f.work > 0:
+        _, u = heapq.heappop(heap)
+        if u in s.group_of:
+            continue
+        if len(latest) < len(s.members):  # the fill opened groups for a displaced member
+            latest = np.append(latest, [f.latest(g) for g in range(len(latest), len(s.members))])
+        q = f.swap(u, latest)
+        if q is None:
+            continue
+        out.swapped += 1
+        if placed < bound and f.fill(q):
+            out.filled += 1
+            g = s.group_of[q]
+            if g < len(latest):
+                latest[g] = f.latest(g)
+        else:
+            heapq.heappush(heap, (prep.ranks[q], q))
+        placed = len(s.group_of)
     out.out_of_work = f.work <= 0
     mids = prep.mentor_ids
     out.groups = [([mids[int(k)]], members) for k, members in zip(s.lead, s.members, strict=True) if members]
