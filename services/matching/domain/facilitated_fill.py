@@ -1,4 +1,4 @@
-"""Facilitated groups, the last steps of every path (one mentor per group): the fill, then the lottery pass.
+"""Facilitated groups, the last steps of every path (one mentor per group): fill, fair load, lottery pass.
 
 Whatever path made the groups (the reassigned greedy, the CP-SAT levels, a component the clock left to
 the greedy), they end here before the result is built:
@@ -10,6 +10,11 @@ the greedy), they end here before the result is built:
   (drawn first first) once they reach the group minimum. The greedy reads each mentee's few best
   mentors and dissolves the groups that stay small; nothing after it tried the others, so on a pool
   where one department dominates 729 of 1,000 were left out while each fitted a group as it stood.
+- **fair load** (level (b) below (a)): an idle mentor (no group in this run, room for one) takes over,
+  as it stands, a group of a mentor who leads two or more, the highest load ratio first, when it is
+  eligible for every member, keeps the department bound, and its load ratio with the group stays
+  within the run's max load ratio; then the fit reassignment runs again in the same groups
+  (``polish_groups``: the members were placed for their old mentors).
 - **lottery pass**: each seeker left out, in lottery order, takes the place of the latest-drawn
   member (drawn after it) of a group it may enter in that member's place, every rule kept; the
   displaced member goes through the fill, then the lottery pass in its turn. Placed never shrinks.
@@ -29,6 +34,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from services.matching.domain.common import Prepared
+from services.matching.domain.facilitated_fit import polish_groups
 from services.matching.domain.facilitated_prep import Eligibility
 from services.matching.domain.facilitated_repair import Repair
 from services.matching.domain.rules import IntArray
@@ -50,14 +56,17 @@ class Finished:
     """Seekers the fill placed."""
     swapped: int = 0
     """Seekers who took the place of a member drawn after them."""
+    taken_over: int = 0
+    """Groups an idle mentor took over from a mentor leading two or more."""
     out_of_work: bool = False
 
     def note(self) -> str | None:
-        if not self.filled and not self.swapped and not self.out_of_work:
+        if not self.filled and not self.swapped and not self.taken_over and not self.out_of_work:
             return None
         text = (
             f"final fill: {self.filled} seeker(s) left out joined a group as it stood or opened one with an idle "
-            f"mentor; lottery pass: {self.swapped} seeker(s) took the place of a member drawn after them"
+            f"mentor; fair load: {self.taken_over} group(s) taken over by an idle mentor from one leading two or "
+            f"more; lottery pass: {self.swapped} seeker(s) took the place of a member drawn after them"
         )
         return text + (" (its work cap stopped it)" if self.out_of_work else "")
 
@@ -70,11 +79,17 @@ class _Finish:
         self.work = FINISH_WORK
         self.rank = np.array([prep.ranks[pid] for pid in el.seekers], dtype=np.int64)
         cap = np.array([max(1, prep.capacity[m]) for m in prep.mentor_ids], dtype=np.float64)
+        self.real_cap = np.array([prep.capacity[m] > 0 for m in prep.mentor_ids], dtype=bool)
         self.load = np.array([prep.load[m] for m in prep.mentor_ids], dtype=np.float64)
         self.cap = cap
         self.mentor_rank = np.array([prep.ranks[m] for m in prep.mentor_ids], dtype=np.int64)
         self.code = {d: c for c, d in enumerate(sorted(set(self.rep.dept.values())))}
         self.dept_code = np.array([self.code[self.rep.dept[pid]] for pid in el.seekers], dtype=np.int64)
+
+    def positions(self) -> list[tuple[list[int], list[str]]]:
+        """The groups as they stand: (mentor positions, members), empty ones left out."""
+        s = self.rep.s
+        return [([int(k)], list(members)) for k, members in zip(s.lead, s.members, strict=True) if members]
 
     # the fill ------------------------------------------------------------------------------------
 
@@ -143,6 +158,53 @@ class _Finish:
     def fill(self, pid: str) -> bool:
         return self.join(pid) or self.open(pid)
 
+    # fair load -----------------------------------------------------------------------------------
+
+    def take_over(self) -> int:
+        """Idle mentors (no group in this run, room for one) take over, as it stands, a group of a mentor
+        who leads two or more, the highest load ratio first (fair load ranks above fit): an idle one
+        eligible for every member, within the department bound, whose load ratio with the group stays
+        within the run's max load ratio (level (a) comes before (b)), the best fit for the members first.
+        One pass is complete: the idle only become fewer, so a group no idle mentor could take stays so.
+        Groups with a locked member stay with their mentor. Returns how many groups changed mentor."""
+        rep, s, el = self.rep, self.rep.s, self.el
+        ratio = (self.load + s.used) / self.cap
+        # level (a) first: a taker's ratio with the group stays within the run's max load ratio
+        top = max(
+            float(ratio[self.real_cap].max(initial=0.0)), float((self.load / self.cap)[self.real_cap].max(initial=0.0))
+        )
+        idle = np.flatnonzero((s.used == 0) & (rep.free > 0) & ((self.load + 1) / self.cap <= top + 1e-9))
+        if not len(idle):
+            return 0
+        leads = [int(k) for k in np.flatnonzero(s.used >= 2)]
+        leads.sort(key=lambda k: (-ratio[k], self.mentor_rank[k]))
+        mentor_code = np.array([self.code.get(d, -1) for d in rep.mentor_dept], dtype=np.int64)
+        taken = 0
+        for k in leads:
+            for g in np.flatnonzero(s.lead == k).tolist():
+                idle = idle[s.used[idle] == 0]
+                members = s.members[g]
+                if s.used[k] < 2 or not len(idle) or not members or any(p in rep.locked for p in members):
+                    continue
+                rows = [el.row[p] for p in members]
+                ok = el.eligible[np.ix_(rows, idle)].all(axis=0)
+                if rep.limit is not None:  # the member departments already at the bound exclude a mentor of theirs
+                    counts = Counter(rep.dept[p] for p in members)
+                    full = [self.code[d] for d, n in counts.items() if n >= rep.limit]
+                    ok &= ~np.isin(mentor_code[idle], full)
+                options = idle[ok]
+                if not len(options):
+                    continue
+                fit = el.fit[np.ix_(rows, options)].astype(np.int64).sum(axis=0)
+                new = int(options[np.lexsort((self.mentor_rank[options], -fit))[0]])
+                s.depts[g][rep.mentor_dept[k]] -= 1
+                s.depts[g][rep.mentor_dept[new]] += 1
+                s.lead[g] = new
+                s.used[k] -= 1
+                s.used[new] += 1
+                taken += 1
+        return taken
+
     # the lottery pass ----------------------------------------------------------------------------
 
     def latest(self, g: int) -> int:
@@ -170,13 +232,17 @@ class _Finish:
         return None
 
 
-def finish(prep: Prepared, el: Eligibility, free: IntArray, groups: list[NamedGroup], bound: int) -> Finished:
-    """The fill (unless placed already meets ``bound``), then the lottery pass; see the module doc."""
+def finish(
+    prep: Prepared, el: Eligibility, free: IntArray, groups: list[NamedGroup], bound: int, deadline: float | None = None
+) -> Finished:
+    """The fill (unless placed already meets ``bound``), the takeovers of fair load (then the fit
+    reassignment again, ``deadline`` its wall-clock safety net), then the lottery pass; see the module doc."""
     f = _Finish(prep, el, free, groups)
     rep, s = f.rep, f.rep.s
     placed = len(s.group_of)
     left = sorted((p for p in el.active if p not in s.group_of and p not in rep.locked), key=prep.ranks.__getitem__)
     out = Finished(groups)
+    before = placed
     if placed < bound:  # joins first (cheap), then groups opened with idle mentors, then joins again
         for step in (f.join, f.open, f.join):
             for pid in left:
@@ -184,7 +250,19 @@ def finish(prep: Prepared, el: Eligibility, free: IntArray, groups: list[NamedGr
                     break
                 if pid not in s.group_of and step(pid):
                     placed = len(s.group_of)
-        out.filled = placed - len({p for _, members in groups for p in members})
+    out.taken_over = f.take_over()
+    if out.taken_over and placed < bound:  # a new lead may take someone left out
+        for pid in left:
+            if f.work <= 0 or placed >= bound:
+                break
+            if pid not in s.group_of and f.join(pid):
+                placed = len(s.group_of)
+    if out.taken_over:  # the members were reassigned for their old mentors: fit again, in the same groups
+        work = f.work
+        polished = polish_groups(prep, f.positions(), el, prep.mentor_ids, rep.locked, deadline)
+        f = _Finish(prep, el, free, polished)
+        f.work = work
+        rep, s = f.rep, f.rep.s
     latest = np.array([f.latest(g) for g in range(len(s.members))], dtype=np.int64)
     heap = [(prep.ranks[p], p) for p in left if p not in s.group_of]
     heapq.heapify(heap)
@@ -199,14 +277,13 @@ def finish(prep: Prepared, el: Eligibility, free: IntArray, groups: list[NamedGr
             continue
         out.swapped += 1
         if placed < bound and f.fill(q):
-            out.filled += 1
             g = s.group_of[q]
             if g < len(latest):
                 latest[g] = f.latest(g)
         else:
             heapq.heappush(heap, (prep.ranks[q], q))
         placed = len(s.group_of)
+    out.filled = len(s.group_of) - before
     out.out_of_work = f.work <= 0
-    mids = prep.mentor_ids
-    out.groups = [([mids[int(k)]], members) for k, members in zip(s.lead, s.members, strict=True) if members]
+    out.groups = [([prep.mentor_ids[ms[0]]], members) for ms, members in f.positions()]
     return out
