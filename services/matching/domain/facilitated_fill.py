@@ -170,9 +170,7 @@ class _Finish:
         rep, s, el = self.rep, self.rep.s, self.el
         ratio = (self.load + s.used) / self.cap
         # level (a) first: a taker's ratio with the group stays within the run's max load ratio
-        top = max(
-            float(ratio[self.real_cap].max(initial=0.0)), float((self.load / self.cap)[self.real_cap].max(initial=0.0))
-        )
+        top = float(ratio[self.real_cap].max(initial=0.0))  # as ``common.max_load_ratio`` counts it
         idle = np.flatnonzero((s.used == 0) & (rep.free > 0) & ((self.load + 1) / self.cap <= top + 1e-9))
         if not len(idle):
             return 0
