@@ -35,7 +35,7 @@ import numpy as np
 
 from services.matching.domain.common import Prepared
 from services.matching.domain.facilitated_fit import polish_groups
-from services.matching.domain.facilitated_prep import Eligibility
+from services.matching.domain.facilitated_prep import BLOCK_CELLS, Eligibility
 from services.matching.domain.facilitated_repair import Repair
 from services.matching.domain.rules import IntArray
 
@@ -83,8 +83,71 @@ class _Finish:
         self.load = np.array([prep.load[m] for m in prep.mentor_ids], dtype=np.float64)
         self.cap = cap
         self.mentor_rank = np.array([prep.ranks[m] for m in prep.mentor_ids], dtype=np.int64)
-        self.code = {d: c for c, d in enumerate(sorted(set(self.rep.dept.values())))}
+        self.code = {d: c for c, d in enumerate(sorted({*self.rep.dept.values(), *self.rep.mentor_dept}))}
         self.dept_code = np.array([self.code[self.rep.dept[pid]] for pid in el.seekers], dtype=np.int64)
+        groups_now, depts_now = len(self.rep.s.members), len(self.code)
+        self.counts = np.zeros((groups_now, depts_now), dtype=np.int64)
+        """Per group and department, its people (the mentor included): the department bound as one array
+        lookup per group, so a pool where most groups are at the bound for someone costs no rule checks."""
+        self.latest = np.full((groups_now, depts_now), -1, dtype=np.int64)
+        """Per group and department, the rank of its latest-drawn member who may be moved (-1: none)."""
+        for g, depts in enumerate(self.rep.s.depts):
+            for d, n in depts.items():
+                self.counts[g, self.code[d]] = n
+            self._refresh(g)
+        self.mentor_code = np.array([self.code[d] for d in self.rep.mentor_dept], dtype=np.int64)
+        self.avail: IntArray | None = None
+        """Per mentor and department, the people left out (active, not locked) eligible for the mentor:
+        built at the first group opened, kept exact by every move, so that a mentor who cannot reach the
+        group minimum for someone is passed over without a scan (``open``)."""
+
+    def _available(self) -> IntArray:
+        rep, el = self.rep, self.el
+        rows = np.flatnonzero((rep.s.where < 0) & rep.free_to_pair)
+        out = np.zeros((len(rep.mentor_dept), len(self.code)), dtype=np.int64)
+        block = max(1, BLOCK_CELLS // max(1, len(rep.mentor_dept)))
+        for start in range(0, len(rows), block):
+            part = rows[start : start + block]
+            cells, codes = el.eligible[part], self.dept_code[part]
+            for c in np.unique(codes).tolist():
+                out[:, c] += np.count_nonzero(cells[codes == c], axis=0)
+        return out
+
+    def _left_out(self, pid: str, by: int) -> None:
+        """Keep ``avail`` exact: ``pid`` leaves (-1) or joins (+1) the people left out."""
+        row = self.el.row[pid]
+        if self.avail is not None and self.rep.free_to_pair[row]:
+            self.avail[:, self.dept_code[row]] += by * self.el.eligible[row]
+
+    def _grow(self, g: int) -> None:
+        if g >= len(self.counts):
+            more = g + 1 - len(self.counts)
+            self.counts = np.vstack([self.counts, np.zeros((more, len(self.code)), np.int64)])
+            self.latest = np.vstack([self.latest, np.full((more, len(self.code)), -1, np.int64)])
+
+    def _count(self, g: int, dept: str, by: int) -> None:
+        self._grow(g)
+        self.counts[g, self.code[dept]] += by
+
+    def _refresh(self, g: int) -> None:
+        self._grow(g)
+        self.latest[g] = -1
+        for p in self.rep.s.members[g]:
+            if p not in self.rep.locked:
+                c = self.code[self.rep.dept[p]]
+                self.latest[g, c] = max(int(self.latest[g, c]), self.prep.ranks[p])
+
+    def _in(self, g: int, pid: str) -> None:
+        self._left_out(pid, -1)
+        self.rep.s.move_in(g, pid, self.el.row[pid], self.rep.dept[pid])
+        self._count(g, self.rep.dept[pid], 1)
+        self._refresh(g)
+
+    def _out(self, g: int, pid: str) -> None:
+        self._left_out(pid, 1)
+        self.rep.s.move_out(g, pid, self.el.row[pid], self.rep.dept[pid])
+        self._count(g, self.rep.dept[pid], -1)
+        self._refresh(g)
 
     def positions(self) -> list[tuple[list[int], list[str]]]:
         """The groups as they stand: (mentor positions, members), empty ones left out."""
@@ -96,14 +159,17 @@ class _Finish:
     def join(self, pid: str) -> bool:
         """``pid`` joins the best-fitting group with room whose mentor is eligible for it (every rule)."""
         s, r = self.rep.s, self.el.row[pid]
-        gs = np.flatnonzero(self.el.eligible[r][s.lead] & (s.size < self.rep.size_max) & (s.size > 0))
+        ok = self.el.eligible[r][s.lead] & (s.size < self.rep.size_max) & (s.size > 0)
+        if self.rep.limit is not None:
+            ok &= self.counts[: len(ok), self.code[self.rep.dept[pid]]] < self.rep.limit
+        gs = np.flatnonzero(ok)
         if not len(gs):
             return False
         fit = self.el.fit[r][s.lead[gs]].astype(np.int64)
         for g in gs[np.lexsort((gs, -fit))].tolist():
             self.work -= 1
             if self.rep.fits(pid, g):
-                self.rep.s.move_in(g, pid, r, self.rep.dept[pid])
+                self._in(g, pid)
                 return True
         return False
 
@@ -111,7 +177,7 @@ class _Finish:
         """``pid`` opens a group with an idle eligible mentor with room and others left out (first drawn
         first, each compatible with everyone chosen), once they reach the group minimum."""
         rep, s, el = self.rep, self.rep.s, self.el
-        ks = np.array(rep.idle_mentors(pid), dtype=np.int64)
+        ks = self.may_reach_minimum(pid, np.array(rep.idle_mentors(pid), dtype=np.int64))
         if not len(ks):
             return False
         ratio = (self.load[ks] + s.used[ks] + 1) / self.cap[ks]
@@ -120,10 +186,33 @@ class _Finish:
             chosen = self.gather(pid, k)
             if len(chosen) >= rep.size_min:
                 g = s.open(k, rep.mentor_dept[k])
+                self._count(g, rep.mentor_dept[k], 1)
                 for o in chosen:
-                    s.move_in(g, o, el.row[o], rep.dept[o])
+                    self._in(g, o)
                 return True
         return False
+
+    def may_reach_minimum(self, pid: str, ks: IntArray) -> IntArray:
+        """The mentors of ``ks`` whose group with ``pid`` could reach the minimum, counting the people left
+        out eligible for each by department within the department bound (an upper bound: apart pairs
+        are the scan's to check)."""
+        if not len(ks):
+            return ks
+        if self.avail is None:
+            self.avail = self._available()
+        rep, d = self.rep, int(self.dept_code[self.el.row[pid]])
+        others = self.avail[ks].copy()
+        others[:, d] -= 1  # ``pid`` itself
+        valid = np.ones(len(ks), dtype=bool)
+        if rep.limit is not None:  # each department's room left beside the mentor and ``pid``
+            room = np.full(others.shape, rep.limit, dtype=np.int64)
+            room[np.arange(len(ks)), self.mentor_code[ks]] -= 1
+            room[:, d] -= 1
+            valid = room[:, d] >= 0
+            others = np.minimum(others, room)
+        reach = 1 + np.minimum(np.clip(others, 0, None).sum(axis=1), rep.size_max - 1)
+        out: IntArray = ks[valid & (reach >= rep.size_min)]
+        return out
 
     def gather(self, pid: str, k: int) -> list[str]:
         """``pid`` and the seekers left out eligible for mentor ``k`` (first drawn first) that a group of
@@ -176,7 +265,7 @@ class _Finish:
             return 0
         leads = [int(k) for k in np.flatnonzero(s.used >= 2)]
         leads.sort(key=lambda k: (-ratio[k], self.mentor_rank[k]))
-        mentor_code = np.array([self.code.get(d, -1) for d in rep.mentor_dept], dtype=np.int64)
+        mentor_code = self.mentor_code
         taken = 0
         for k in leads:
             for g in np.flatnonzero(s.lead == k).tolist():
@@ -197,6 +286,8 @@ class _Finish:
                 new = int(options[np.lexsort((self.mentor_rank[options], -fit))[0]])
                 s.depts[g][rep.mentor_dept[k]] -= 1
                 s.depts[g][rep.mentor_dept[new]] += 1
+                self._count(g, rep.mentor_dept[k], -1)
+                self._count(g, rep.mentor_dept[new], 1)
                 s.lead[g] = new
                 s.used[k] -= 1
                 s.used[new] += 1
@@ -205,27 +296,29 @@ class _Finish:
 
     # the lottery pass ----------------------------------------------------------------------------
 
-    def latest(self, g: int) -> int:
-        """The rank of the latest-drawn member of ``g`` who may be moved (-1: none)."""
-        ranks = [self.prep.ranks[p] for p in self.rep.s.members[g] if p not in self.rep.locked]
-        return max(ranks, default=-1)
-
-    def swap(self, u: str, latest: IntArray) -> str | None:
+    def swap(self, u: str) -> str | None:
         """``u`` takes the place of the latest-drawn member drawn after it of a group it may enter in that
-        member's place; returns who left, or None."""
+        member's place; returns who left, or None. A group at the department bound for ``u`` is a
+        candidate only if a member of ``u``'s department was drawn after it (array work)."""
         s, r, ranks = self.rep.s, self.el.row[u], self.prep.ranks
         mine = ranks[u]
-        gs = np.flatnonzero(self.el.eligible[r][s.lead] & (latest > mine))
-        for g in gs[np.lexsort((gs, -latest[gs]))].tolist():
+        latest = self.latest[: len(s.members)]
+        top = latest.max(axis=1)
+        ok = self.el.eligible[r][s.lead] & (top > mine)
+        if self.rep.limit is not None:
+            c = self.code[self.rep.dept[u]]
+            at_bound = self.counts[: len(s.members), c] >= self.rep.limit
+            ok &= ~at_bound | (latest[:, c] > mine)
+        gs = np.flatnonzero(ok)
+        for g in gs[np.lexsort((gs, -top[gs]))].tolist():
             later: list[str] = [p for p in s.members[g] if ranks[p] > mine and p not in self.rep.locked]
             for q in sorted(later, key=ranks.__getitem__, reverse=True):
                 self.work -= 1
                 if self.work <= 0:
                     return None
                 if self.rep.fits(u, g, without=q):
-                    s.move_out(g, q, self.el.row[q], self.rep.dept[q])
-                    s.move_in(g, u, r, self.rep.dept[u])
-                    latest[g] = self.latest(g)
+                    self._out(g, q)
+                    self._in(g, u)
                     return q
         return None
 
@@ -261,24 +354,17 @@ def finish(
         f = _Finish(prep, el, free, polished)
         f.work = work
         rep, s = f.rep, f.rep.s
-    latest = np.array([f.latest(g) for g in range(len(s.members))], dtype=np.int64)
     heap = [(prep.ranks[p], p) for p in left if p not in s.group_of]
     heapq.heapify(heap)
     while heap and f.work > 0:
         _, u = heapq.heappop(heap)
         if u in s.group_of:
             continue
-        if len(latest) < len(s.members):  # the fill opened groups for a displaced member
-            latest = np.append(latest, [f.latest(g) for g in range(len(latest), len(s.members))])
-        q = f.swap(u, latest)
+        q = f.swap(u)
         if q is None:
             continue
         out.swapped += 1
-        if placed < bound and f.fill(q):
-            g = s.group_of[q]
-            if g < len(latest):
-                latest[g] = f.latest(g)
-        else:
+        if not (placed < bound and f.fill(q)):
             heapq.heappush(heap, (prep.ranks[q], q))
         placed = len(s.group_of)
     out.filled = len(s.group_of) - before
