@@ -350,7 +350,7 @@ def finish(
                 placed = len(s.group_of)
     if out.taken_over:  # the members were reassigned for their old mentors: fit again, in the same groups
         work = f.work
-        polished = polish_groups(prep, f.positions(), el, prep.mentor_ids, rep.locked, deadline)
+        polished = polish_groups(prep, f.positions(), el, prep.mentor_ids, rep.locked, deadline, flow_only=True)
         f = _Finish(prep, el, free, polished)
         f.work = work
         rep, s = f.rep, f.rep.s
