@@ -13,7 +13,7 @@ the greedy), they end here before the result is built:
 - **fair load** (level (b) below (a)): an idle mentor (no group in this run, room for one) takes over,
   as it stands, a group of a mentor who leads two or more, the highest load ratio first, when it is
   eligible for every member, keeps the department bound, and its load ratio with the group stays
-  within the run's max load ratio; then the fit reassignment runs again in the same groups
+  within the run's max load ratio; then the fit reassignment's exact flow runs again in the same groups
   (``polish_groups``: the members were placed for their old mentors).
 - **lottery pass**: each seeker left out, in lottery order, takes the place of the latest-drawn
   member (drawn after it) of a group it may enter in that member's place, every rule kept; the
