@@ -120,7 +120,8 @@ def _prepare(prep: Prepared, time_limit: float) -> FacilitatedRun:
     # the fit reassignment after the bound (2 s at 50,000): the proof must not wait behind 25 s of fit
     polished = not co_count and not past_deadline(prep, time_limit)
     if polished:  # fit first on the greedy's placement: what stands if the clock stops the solver
-        better = polish_groups(prep, greedy, el, mentor_ids, deadline=polish_deadline(prep, time_limit))
+        locked = frozenset(p for pair in prep.locked for p in pair)
+        better = polish_groups(prep, greedy, el, mentor_ids, locked, deadline=polish_deadline(prep, time_limit))
         greedy = [([mpos[m] for m in ms], members) for ms, members in better]
     elif not co_count:
         prep.notes.append("the time limit cut the preparation before the fit reassignment")

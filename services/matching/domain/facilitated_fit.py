@@ -83,6 +83,7 @@ def polish_groups(
     mentor_ids: list[str],
     frozen: frozenset[str] = frozenset(),
     deadline: float | None = None,
+    flow_only: bool = False,
 ) -> list[tuple[list[str], list[str]]]:
     """The greedy's groups (one mentor each) with their mentees reassigned between them for a better fit
     (``fit_polish``: every rule kept, the same open groups, so the same placed set and mentor loads).
@@ -106,7 +107,9 @@ def polish_groups(
         open_by_mentor[slot[0]].append(slot)
     leads = np.array(sorted(open_by_mentor), dtype=np.int64)
     # no local search above POLISH_MOVES mentees: after the exact flow it found nothing at 20,000 (3 s a round)
-    rounds = min(POLISH_ROUNDS, POLISH_MOVES // max(1, len(assign)))
+    # ``flow_only``: the exact flow without the local search (after a few groups changed mentor, the
+    # rounds cost 2 s at 5,000 mentees for little: ``facilitated_fill``)
+    rounds = 0 if flow_only else min(POLISH_ROUNDS, POLISH_MOVES // max(1, len(assign)))
     problem = Reassignment(
         assign=assign,
         arcs=_open_arcs(el, assign, sorted(slot_of_group), leads),

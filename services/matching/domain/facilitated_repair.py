@@ -86,7 +86,7 @@ class _State:
         return len(self.members) - 1
 
 
-class _Repair:
+class Repair:
     """One repair run: the rules as lookups, the state, and the chain search."""
 
     def __init__(self, prep: Prepared, el: Eligibility, free: IntArray, groups: list[MentorGroup]) -> None:
@@ -246,7 +246,7 @@ def place_more(
 ) -> list[MentorGroup]:
     """The greedy's groups (one mentor each) with more mentees placed by chains of moves, at most
     ``want`` placed in all (the proven bound: beyond it no chain exists). Groups keep every rule."""
-    repair = _Repair(prep, el, free, groups)
+    repair = Repair(prep, el, free, groups)
     ranks = prep.ranks
     placed = sum(len(m) for m in repair.s.members)
     heap = [(ranks[p], p) for p in el.active if p not in repair.s.group_of and p not in repair.locked]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import time
+from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -17,6 +18,7 @@ import numpy as np
 
 from services.matching.domain.common import Prepared, make_group
 from services.matching.domain.facilitated_bound import Routing
+from services.matching.domain.facilitated_fill import finish
 from services.matching.domain.facilitated_prep import Eligibility, room_counts, sharing_matrix
 from services.matching.domain.facilitated_repair import MentorGroup
 from services.matching.domain.group_result import Outcome, group_result, unplaced_seekers
@@ -116,6 +118,13 @@ def run_result(
 ) -> MatchingResult:
     """The run's groups, each seeker left out with its reason, and the levels' statistics."""
     prep, pol, el, room = run.prep, run.prep.policy, run.el, run.room
+    if not run.co_count:  # the fill and the lottery pass, on every path (``facilitated_fill``)
+        finished = finish(prep, el, run.free, chosen_groups, placed_bound, run.polish_deadline())
+        chosen_groups = finished.groups
+        note = finished.note()
+        if note:
+            run.notes.append(note)
+    prep.locks_applied = count_locks(prep, chosen_groups)
     groups = [make_group(prep, ms, members) for ms, members in chosen_groups]
     placed_ids = {pid for _, members in chosen_groups for pid in members}
 
@@ -151,6 +160,33 @@ def run_result(
     )  # fmt: skip
     outcome = Outcome(
         groups, gone, levels, placed_bound=placed_bound, proven_lottery=proven_lottery, exact=exact,
-        fallback=fallback, notes=run.notes, why_greedy=why_greedy,
+        fallback=fallback, notes=run.notes, why_greedy=why_greedy, locks_counted=True,
     )  # fmt: skip
     return group_result(prep, outcome)
+
+
+def count_locks(prep: Prepared, chosen_groups: list[NamedGroup]) -> int:
+    """The locks that hold in the final groups, whatever path made them: a mentor and a mentee in one
+    group; two mentees in one group, or neither placed. Each other lock gets a note (once) saying why
+    it is not applied, and is not counted."""
+    where: dict[str, set[int]] = defaultdict(set)  # a mentor may lead several groups
+    for g, (ms, members) in enumerate(chosen_groups):
+        for pid in [*ms, *members]:
+            where[pid].add(g)
+    mentors = set(prep.mentor_ids)
+    held = 0
+    for a, b in prep.locked:
+        if a in mentors and b in mentors:
+            continue  # noted where the model is built: a lock between two mentors is never applied
+        if where.get(a, set()) & where.get(b, set()) or (a not in where and b not in where and not {a, b} & mentors):
+            held += 1
+            continue
+        if any(note.startswith((f"lock {a}/{b} ", f"lock {b}/{a} ")) for note in prep.notes):
+            continue
+        mentee = b if a in mentors else a
+        why = (
+            "the mentee is not placed" if mentee not in where
+            else "no group within every rule held both: the lottery placed them apart"
+        )  # fmt: skip
+        prep.notes.append(f"lock {a}/{b} not applied: {why}")
+    return held

@@ -144,7 +144,65 @@ def greedy_facilitated(
             return True
         return False
 
+    def open_group(chosen: list[int], members: list[str]) -> None:
+        """A new group of ``chosen`` (lead first) with ``members``; the mentors' room and ratios follow."""
+        nonlocal live, live_lead, uniform
+        used[chosen] += 1
+        has_room[chosen] = used[chosen] < free[chosen]
+        next_ratio[chosen] = (base[chosen] + used[chosen] + 1) / cap[chosen]
+        uniform = uniform and all(not has_room[k] or next_ratio[k] == common for k in chosen)
+        g = len(groups)
+        groups.append((chosen, list(members)))
+        if limit is not None:
+            for d in [*(prep.by_id[mids[k]].department for k in chosen), *(prep.by_id[p].department for p in members)]:
+                in_dept[d][g] += 1
+        lead[g], size[g] = chosen[0], len(members)
+        if size[g] < pol.group_members_max:
+            live, live_lead = np.append(live, g), np.append(live_lead, chosen[0])
+
+    def mentors_for(members: list[str], first: list[int]) -> list[int] | None:
+        """``first`` (a locked mentor, or the best option) and co-facilitators eligible for every member,
+        with room, not apart, within the department bound; None when too few."""
+        ok = has_room.copy()
+        for pid in members:
+            ok &= eligible_of[pid]
+        pos = np.flatnonzero(ok)
+        fit = np.zeros(len(mids), dtype=np.int64)
+        for pid in members:
+            fit += fit_of[pid]
+        chosen = [k for k in first if ok[k]]
+        if len(chosen) < len(first):
+            return None
+        for k in map(int, pos[np.lexsort((tiebreak[pos], -fit[pos], next_ratio[pos]))]):
+            if len(chosen) == pol.mentors_per_group:
+                break
+            if k in chosen or any(prep.apart(mids[k], mids[j]) for j in chosen):
+                continue
+            if _dept_ok(prep, [mids[j] for j in [*chosen, k]] + members):
+                chosen.append(k)
+        whole = len(chosen) == pol.mentors_per_group and _dept_ok(prep, [mids[j] for j in chosen] + members)
+        return chosen if whole else None
+
+    # an admin's locks first (earliest drawn first): a mentee with its locked mentor, two locked mentees
+    # together, in a group of their own that the lottery then fills (the solver, the chains and the fit
+    # reassignment keep locked people where they are, so a lock placed here holds to the end)
+    mpos = {m: k for k, m in enumerate(mids)}
+    by_lock: set[str] = set()
+    for a, b in sorted(prep.locked, key=lambda pair: min(prep.ranks[pair[0]], prep.ranks[pair[1]])):
+        members = [p for p in (a, b) if p in eligible_of]
+        locked_mentors = [mpos[p] for p in (a, b) if p in mpos]
+        if by_lock & set(members) or len(members) + len(locked_mentors) != 2 or len(members) > pol.group_members_max:
+            continue
+        if len(members) == 2 and prep.apart(a, b):
+            continue
+        lock_group = mentors_for(members, locked_mentors)
+        if lock_group is not None:
+            open_group(lock_group, members)
+            by_lock.update(members)
+
     for pid in order:
+        if pid in by_lock:
+            continue
         elig, fit = eligible_of[pid], fit_of[pid]
         pos = np.flatnonzero(elig & has_room)
         # lowest load ratio after one more group, then best fit, then the mentors' lottery order
@@ -169,19 +227,7 @@ def greedy_facilitated(
         if len(chosen) < pol.mentors_per_group:
             join(pid)
             continue
-        if len(chosen) == pol.mentors_per_group:
-            used[chosen] += 1
-            has_room[chosen] = used[chosen] < free[chosen]
-            next_ratio[chosen] = (base[chosen] + used[chosen] + 1) / cap[chosen]
-            uniform = uniform and all(not has_room[k] or next_ratio[k] == common for k in chosen)
-            g = len(groups)
-            groups.append((chosen, [pid]))
-            if limit is not None:
-                for d in [*(prep.by_id[mids[k]].department for k in chosen), prep.by_id[pid].department]:
-                    in_dept[d][g] += 1
-            lead[g], size[g] = chosen[0], 1
-            if pol.group_members_max > 1:
-                live, live_lead = np.append(live, g), np.append(live_lead, chosen[0])
+        open_group(chosen, [pid])
     small = [g for g in range(len(groups)) if len(groups[g][1]) < pol.group_members_min]
     keep = [g for g in range(len(groups)) if g not in set(small)]
     leftovers = sorted((p for g in small for p in groups[g][1]), key=lambda p: prep.ranks[p])

@@ -47,6 +47,8 @@ class Outcome:
     notes: list[str] = field(default_factory=list)
     why_greedy: str | None = None
     """Why a fallback is the greedy's (default: the solver found nothing in its budget)."""
+    locks_counted: bool = False
+    """``prep.locks_applied`` counts the locks that hold in ``groups`` (whatever path made them)."""
 
 
 def quota_of(
@@ -87,7 +89,7 @@ def group_result(prep: Prepared, o: Outcome) -> MatchingResult:
     fit_bound: float | None = None
     gap: float | None = None
     levels = o.levels
-    if (o.fallback or o.baseline) and (prep.locks_applied or prep.locked):
+    if (o.fallback or o.baseline) and not o.locks_counted and (prep.locks_applied or prep.locked):
         n = prep.locks_applied or len(prep.locked)
         notes.append(f"the greedy does not apply locks: {n} lock(s) not applied, not counted")
         prep.locks_applied = 0

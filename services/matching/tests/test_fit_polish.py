@@ -11,7 +11,14 @@ import pytest
 from ortools.sat.python import cp_model
 
 from contracts.policy import Form, Role
-from services.matching.domain import MatchingInput, MatchingResult, facilitated_levels, match, validate
+from services.matching.domain import (
+    MatchingInput,
+    MatchingResult,
+    facilitated_fill,
+    facilitated_levels,
+    match,
+    validate,
+)
 from services.matching.domain import facilitated as facilitated_module
 from services.matching.domain.common import Prepared
 from services.matching.domain.common import apart_pairs as _apart_pairs
@@ -148,7 +155,8 @@ def test_facilitated_fit_is_near_the_proven_best_in_the_groups_the_higher_levels
     assert result.stats.total_fit >= 0.99 * best
 
     monkeypatch.setattr(facilitated_levels, "fit_start", lambda *_args: None)
-    for module in (facilitated_module, facilitated_levels):  # the greedy's reassignment, and the levels'
+    # the greedy's reassignment, the levels', and the one after fair load's takeovers (``facilitated_fill``)
+    for module in (facilitated_module, facilitated_levels, facilitated_fill):
         monkeypatch.setattr(
             module,
             "polish_groups",  # the reassignment after the fit level, too

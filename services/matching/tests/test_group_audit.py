@@ -213,7 +213,9 @@ def test_facilitated_groups_return_the_best_found_when_the_limit_is_tiny() -> No
     assert result.stats.placed_count > 0
 
 
-def test_a_greedy_fallback_does_not_count_locks_it_did_not_apply(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_greedy_fallback_applies_locks_and_counts_those_that_hold(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The greedy places locked people first and every later step keeps them (it used to ignore locks:
+    then they were noted and not counted); ``overrides_applied`` counts the locks that hold."""
     from bench.synthetic_pool import instance
 
     monkeypatch.setattr(levels_module, "WALL_DEADLINE_SHARE", 0.0)  # the clock has run out before any solve
@@ -222,8 +224,26 @@ def test_a_greedy_fallback_does_not_count_locks_it_did_not_apply(monkeypatch: py
     locked = inp.model_copy(update={"overrides": [lock(mentees[0], mentees[1])]})  # always expressible
     result = solve(locked, seed=5, limit=0.01)
     assert result.stats.status == "GREEDY", "no time left for the solver: the fallback runs"
+    together = [g for g in result.groups if {mentees[0], mentees[1]} <= {m.participant_id for m in g.members}]
+    assert len(together) == 1
+    assert result.stats.overrides_applied == 1
+    assert not any("not applied" in n for n in result.stats.notes)
+
+
+def test_a_lock_that_cannot_hold_is_noted_and_not_counted(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two locked mentees who declared a conflict can never share a group: the lock is noted as not
+    applied and not counted, on the greedy path as on the solver's."""
+    from bench.synthetic_pool import instance
+
+    monkeypatch.setattr(levels_module, "WALL_DEADLINE_SHARE", 0.0)
+    inp = instance(150, Form.FACILITATED_GROUP, seed=3)
+    mentees = [p for p in inp.participants if p.role is not Role.MENTOR]
+    a, b = mentees[0].participant_id, mentees[1].participant_id
+    people = [p.model_copy(update={"conflicts_with": [b]}) if p.participant_id == a else p for p in inp.participants]
+    locked = inp.model_copy(update={"participants": people, "overrides": [lock(a, b)]})
+    result = solve(locked, seed=5, limit=0.01)
     assert result.stats.overrides_applied == 0
-    assert any("does not apply locks" in n for n in result.stats.notes)
+    assert any(n.startswith(f"lock {a}/{b} not applied") for n in result.stats.notes), result.stats.notes
 
 
 def test_large_peer_groups_do_not_crash() -> None:
