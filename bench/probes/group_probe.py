@@ -331,15 +331,21 @@ def certificates(inp: MatchingInput, res: MatchingResult, budget_s: float = 30.0
 
 
 def lock_breaks(inp: MatchingInput, res: MatchingResult) -> list[str]:
-    where = {m.participant_id: g.group_id for g in res.groups for m in g.members}
+    """Locks that do not hold: one of the two placed alone (a mentor may lead groups without the other),
+    or both placed with no group in common (every group a mentor leads is read)."""
+    groups_of: dict[str, set[str]] = {}
+    for g in res.groups:
+        for m in g.members:
+            groups_of.setdefault(m.participant_id, set()).add(g.group_id)
     out = []
     for o in inp.overrides:
         if o.kind is not OverrideKind.LOCK_PAIR:
             continue
         a, b = o.participant_ids
-        if (a in where) != (b in where) and not (a in where and _is_mentor(inp, a)):
+        ga, gb = groups_of.get(a, set()), groups_of.get(b, set())
+        if bool(ga) != bool(gb) and not (ga and _is_mentor(inp, a)):
             out.append(f"lock {a}/{b}: only one placed")
-        elif a in where and b in where and where[a] != where[b]:
+        elif ga and gb and not ga & gb:
             out.append(f"lock {a}/{b}: placed apart")
     return out
 
