@@ -283,8 +283,9 @@ def greedy_peers(prep: Prepared, peers: list[str], compat: BoolArray, fit: IntAr
 def greedy_teams(
     prep: Prepared, order: list[str], eligible: Mapping[str, BoolArray], fit: Mapping[str, IntArray], free: IntArray
 ) -> dict[str, list[int]]:
-    """Teams in lottery order take the eligible mentors with room that may work together, lowest load
-    ratio first (load comes before fit in the objectives), best fit among equals."""
+    """Teams in ``order`` (the caller's: larger teams first, the lottery among equals) take the eligible
+    mentors with room that may work together, lowest load ratio first (load comes before fit in the
+    objectives), best fit among equals."""
     mids = prep.mentor_ids
     used = np.zeros(len(mids), dtype=np.int64)
     cap = np.array([max(1, prep.capacity[m]) for m in mids], dtype=np.float64)

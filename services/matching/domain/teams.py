@@ -334,7 +334,7 @@ def solve_teams(prep: Prepared, progress: Progress, time_limit: float, greedy_on
         chosen.update({team: greedy_spec[team] for team in unsolved if team in greedy_spec})
         notes.append(
             f"{len(runs) - len(solved)} of {len(runs)} components got no solution before the clock stopped the "
-            "solver: their teams' mentors are the greedy's (lottery order, every rule)"
+            "solver: their teams' mentors are the greedy's (larger teams first, the lottery among equals; every rule)"
         )
         proven = False
     kept = [levels for levels, _, _ in solved]
@@ -391,5 +391,6 @@ def levels_from_flows(
 
 
 def greedy_team_groups(prep: Prepared) -> MatchingResult:
-    """The team greedy alone (lottery order, every rule), as the benchmarks' baseline."""
+    """The team greedy alone (larger teams first, the lottery among equals; every rule), as the benchmarks'
+    baseline."""
     return solve_teams(prep, lambda _m, _f: None, 0.0, greedy_only=True)
