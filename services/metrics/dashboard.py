@@ -55,10 +55,17 @@ Admin = Annotated[Principal, Depends(admin)]
 
 NextPath = Annotated[str, Query(pattern=r"^/dashboard(/[A-Za-z0-9_\-/]*)?$")]
 
-SIGN_IN = """<!doctype html><html lang="en"><head><meta charset="utf-8"><title>Mentoring metrics: sign in</title>
-</head><body><h1>Mentoring metrics</h1><form method="post" action="/dashboard/login?next={next}">
+NO_ICON = '<link rel="icon" href="data:,">'
+"""No icon, said in the page: without it a browser asks for ``/favicon.ico`` after the page loaded, a 404
+in its console (which the browser test found now and then, as the request raced its check)."""
+
+SIGN_IN = (
+    '<!doctype html><html lang="en"><head><meta charset="utf-8"><title>Mentoring metrics: sign in</title>'
+    + NO_ICON
+    + """</head><body><h1>Mentoring metrics</h1><form method="post" action="/dashboard/login?next={next}">
 <label>Admin token <input type="password" name="token" autocomplete="off" required></label>
 <button type="submit">Sign in</button></form></body></html>"""
+)
 
 
 def _signed_in(request: Request, token: str, next_path: str) -> RedirectResponse:
@@ -184,7 +191,7 @@ def render(data: handlers.DashboardData, title: str) -> str:
     body.append(_alerts(data))
     return (
         '<!doctype html><html lang="en"><head><meta charset="utf-8"><title>Mentoring metrics: '
-        f"{escape(title)}</title><style>{STYLE}</style></head><body>{''.join(body)}</body></html>"
+        f"{escape(title)}</title>{NO_ICON}<style>{STYLE}</style></head><body>{''.join(body)}</body></html>"
     )
 
 
