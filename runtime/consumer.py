@@ -29,6 +29,11 @@ The poll loop of one consumer group; each batch it polls is applied by :class:`r
   to the batch's first offsets (the consumer does not advance), the consumer backs off (capped at
   ``max_backoff_seconds``) and tries again for as long as the failure lasts; meanwhile its
   :class:`~runtime.supervision.TaskStatus` carries the reason and ``/health/ready`` answers 503.
+- **A record aiokafka cannot decode** (a header key that is not UTF-8: the broker takes any bytes) makes
+  ``getmany`` raise, losing what it had taken; :mod:`runtime.undecodable` then reads the next fetch of
+  every partition itself, from the record after the last one the consumer was handed, and seeks the
+  client past it. The record with the bad key is dead-lettered alone (:meth:`EventConsumer.parse_batch`),
+  every other record is applied in order like any other.
 """
 
 from __future__ import annotations
@@ -38,7 +43,7 @@ import contextlib
 import logging
 import time
 from collections import Counter, deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -46,11 +51,13 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError
 
 from contracts.topics import Topic
+from runtime.deadletters import DeadLetter
 from runtime.logging import describe_exception
 from runtime.read_ahead import READ_AHEAD_MAX, ForgetRevoked, ReadAhead
 from runtime.read_ahead import Record as Record  # re-exported: handlers' and tools' name for a record
 from runtime.supervision import TaskStatus
 from runtime.tracking import BatchApplier, ParsedBatch, is_transient
+from runtime.undecodable import UndecodableRecord, read_past
 
 log = logging.getLogger(__name__)
 
@@ -110,6 +117,8 @@ class EventConsumer(BatchApplier):
     _wake: asyncio.Event = field(default_factory=asyncio.Event, init=False)
     _lag_due: float = field(default=0.0, init=False)
     _polled_at: float = field(default=0.0, init=False)
+    _bootstrap: str = field(default="", init=False)
+    _undecodable_seen: bool = field(default=False, init=False)
 
     # The poll loop ---------------------------------------------------------------------------------
 
@@ -118,6 +127,7 @@ class EventConsumer(BatchApplier):
         which restarts it (from the committed offsets) should anything but an infrastructure failure
         escape."""
         status = status or TaskStatus(f"consumer:{self.name}")
+        self._bootstrap = bootstrap
         consumer = AIOKafkaConsumer(
             bootstrap_servers=bootstrap,
             group_id=self.name,
@@ -146,8 +156,9 @@ class EventConsumer(BatchApplier):
                     if failure is not None:
                         # what was read meanwhile is dropped too: all of it is read again after the back-off
                         current = [c.batches for c in (in_flight.cut, *parsed) if c.rebalances == ahead.rebalances]
+                        rewind = [*current, ahead.records]
                         await self._back_off(
-                            consumer, status, failure, backoff, failed=in_flight.cut, rewind=[*current, ahead.records]
+                            consumer, ahead, status, failure, backoff, failed=in_flight.cut, rewind=rewind
                         )
                         parsed.clear()
                         ahead.clear()
@@ -208,16 +219,48 @@ class EventConsumer(BatchApplier):
         now = time.monotonic()
         if ahead.count < self.batch_size:
             timeout_ms = 500 if wait and not ahead.count else 0
-            ahead.add(await consumer.getmany(timeout_ms=timeout_ms, max_records=READ_AHEAD_MAX))
+            ahead.add(await self._getmany(consumer, ahead, timeout_ms=timeout_ms, max_records=READ_AHEAD_MAX))
             self._polled_at = now
         elif now - self._polled_at > POLL_EVERY_SECONDS:
-            ahead.add(await consumer.getmany(timeout_ms=0, max_records=1))
+            ahead.add(await self._getmany(consumer, ahead, timeout_ms=0, max_records=1))
             self._polled_at = now
         return ahead.take(self.batch_size, consumer.assignment()) if ahead.count else {}
+
+    async def _getmany(
+        self, consumer: AIOKafkaConsumer, ahead: ReadAhead, *, timeout_ms: int, max_records: int
+    ) -> dict[TopicPartition, list[Record]]:
+        """What the client has fetched; when a header key that is not UTF-8 stops aiokafka's decoding,
+        the next fetch of every partition read here instead (:mod:`runtime.undecodable`), the records
+        with such a key to be dead-lettered alone by :meth:`parse_batch`."""
+        try:
+            fetched: dict[TopicPartition, list[Record]] = await consumer.getmany(
+                timeout_ms=timeout_ms, max_records=max_records
+            )
+        except UnicodeDecodeError:
+            self._undecodable_seen = True
+            return await read_past(
+                consumer, ahead, self._bootstrap, client_id=f"{self.name}-raw", offset_reset=self.offset_reset
+            )
+        return fetched
+
+    async def parse_batch(self, records: Sequence[Record]) -> ParsedBatch:
+        """As :meth:`BatchApplier.parse_batch`, and a record read past aiokafka (a header key that is not
+        UTF-8) is dead-lettered with the reason, whatever its body: a copy on ``.dlt`` whose key could
+        not be read would stop the consumers of the dead letters the same way."""
+        if not self._undecodable_seen:
+            return await super().parse_batch(records)
+        undecodable = [r for r in records if isinstance(r, UndecodableRecord)]
+        if not undecodable:
+            return await super().parse_batch(records)
+        parsed = await super().parse_batch([r for r in records if not isinstance(r, UndecodableRecord)])
+        parsed.records = records
+        parsed.letters.extend(DeadLetter(self.name, r, r.reason, attempts=1) for r in undecodable)
+        return parsed
 
     async def _back_off(
         self,
         consumer: AIOKafkaConsumer,
+        ahead: ReadAhead,
         status: TaskStatus,
         exc: Exception,
         backoff: float,
@@ -238,7 +281,7 @@ class EventConsumer(BatchApplier):
             "infrastructure failure; the batch will be applied again after a back-off",
             extra={"consumer": self.name, "error_type": type(exc).__name__, "retry_in_seconds": backoff},
         )
-        self._rewind(consumer, *rewind)
+        self._rewind(consumer, ahead, *rewind)
         await self._sleep(backoff)
 
     def stop(self) -> None:
@@ -284,7 +327,9 @@ class EventConsumer(BatchApplier):
             # the last committed offsets and the tracking record skips what this batch applied.
             log.warning("offsets not committed: the group rebalanced", extra={"consumer": self.name})
 
-    def _rewind(self, consumer: AIOKafkaConsumer, *fetched: dict[TopicPartition, list[Record]]) -> None:
+    def _rewind(
+        self, consumer: AIOKafkaConsumer, ahead: ReadAhead, *fetched: dict[TopicPartition, list[Record]]
+    ) -> None:
         """Seek each partition still ours back to the first record fetched: the consumer does not advance."""
         owned = consumer.assignment()
         first: dict[TopicPartition, int] = {}
@@ -294,3 +339,4 @@ class EventConsumer(BatchApplier):
         for tp, offset in first.items():
             if tp in owned:
                 consumer.seek(tp, offset)
+                ahead.sought(tp, offset)

@@ -30,6 +30,10 @@ class ReadAhead:
 
     records: dict[TopicPartition, list[Record]] = field(default_factory=dict)
     count: int = 0
+    expected: dict[TopicPartition, int] = field(default_factory=dict)
+    """Each partition's offset after the last record the client handed over (or where the consumer sought
+    it since): where it resumes should a ``getmany`` that raised have lost records it had taken
+    (:func:`runtime.undecodable.read_past`). Absent: nothing handed since the partition was assigned."""
     rebalances: int = 0
     """Rebalances that revoked partitions so far: after one, the client reads every partition it is given
     again from its committed offset, so batches parsed before it are stale (the consumer drops them)."""
@@ -45,6 +49,8 @@ class ReadAhead:
                 held.clear()
             held.extend(records)
             self.count += len(records)
+            if records:
+                self.expected[tp] = records[-1].offset + 1
 
     def take(self, limit: int, owned: set[TopicPartition]) -> dict[TopicPartition, list[Record]]:
         """The next batch: up to ``limit`` records, each partition's in offset order; the records of a
@@ -54,6 +60,7 @@ class ReadAhead:
             records = self.records[tp]
             if tp not in owned:
                 del self.records[tp]
+                self.expected.pop(tp, None)
                 self.count -= len(records)
                 continue
             if limit <= 0:
@@ -72,8 +79,14 @@ class ReadAhead:
         consumer if they come back, reads them again from the committed offset."""
         for tp in partitions:
             self.count -= len(self.records.pop(tp, ()))
+            self.expected.pop(tp, None)
+
+    def sought(self, tp: TopicPartition, offset: int) -> None:
+        """The client was sought to ``offset``: that is the next record it hands over."""
+        self.expected[tp] = offset
 
     def clear(self) -> None:
+        """Forget the records held (the consumer sought their partitions back to read them again)."""
         self.records.clear()
         self.count = 0
 

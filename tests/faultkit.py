@@ -163,13 +163,13 @@ def sample(metrics: RuntimeMetrics, name: str, **labels: str) -> float:
     return metrics.registry.get_sample_value(name, labels) or 0.0
 
 
-async def send_raw(bootstrap: str, topic: str, records: Sequence[tuple[bytes, bytes, list[tuple[str, bytes]]]]) -> None:
+async def send_raw(bootstrap: str, topic: str, records: Sequence[Raw], *, partition: int | None = None) -> None:
     """Produce as a foreign producer would (no contracts), with room for a message near the broker's limit."""
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, max_request_size=2 * 1024 * 1024, acks="all")
     await producer.start()
     try:
         for key, value, headers in records:
-            await producer.send_and_wait(topic, value, key=key, headers=headers)
+            await producer.send_and_wait(topic, value, key=key, headers=headers, partition=partition)
     finally:
         await producer.stop()
 

@@ -8,15 +8,15 @@ reproduction on the real broker and database, written as the behaviour the issue
 - a database connection that goes silent (a partition: no reset, no answer) hung the consumer for good
   while ``/health/ready`` answered 200 (now every statement has a timeout: ``runtime.db``).
 
-Still open, marked ``xfail(strict=True)`` (CI stays green while the bug is there and turns red the day
-it is fixed): a record whose header key is not UTF-8 stops a consumer for good (every partition it
-reads), because aiokafka's client raises while decoding the fetch that holds it.
+- a record whose header key is not UTF-8 stopped a consumer for good (every partition it reads): aiokafka's
+  client raises while decoding the fetch that holds it (``runtime.undecodable`` now reads past it).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import subprocess
 import sys
@@ -29,13 +29,22 @@ from conftest import ROOT, PrivateTopics, StackEndpoints, eventually, unique
 from contracts.envelope import to_kafka
 from runtime.db import create_pool
 from runtime.metrics import RuntimeMetrics
-from tests.faultkit import applied_at_least, consumer_schema, consuming, records_on, send_raw, with_id, withdrawn
+from tests.faultkit import (
+    Raw,
+    applied_at_least,
+    consumer_schema,
+    consuming,
+    records_on,
+    send_raw,
+    with_id,
+    withdrawn,
+)
 from tests.test_runtime_delivery import _end_offsets
 
 pytestmark = pytest.mark.stack
 
-_BAD_KEY_PRODUCER = """
-import asyncio, sys
+_BAD_KEY_BATCH = """
+import asyncio, json, sys
 from aiokafka import AIOKafkaProducer
 
 class Raw(str):  # aiokafka's pure-Python record builder calls key.encode(): give it raw bytes
@@ -43,38 +52,68 @@ class Raw(str):  # aiokafka's pure-Python record builder calls key.encode(): giv
         return b"ce_\\xff\\xfe"
 
 async def main():
-    producer = AIOKafkaProducer(bootstrap_servers=sys.argv[1], acks="all")
+    bootstrap, topic, partition = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
     await producer.start()
-    await producer.send_and_wait(sys.argv[2], b"{}", key=sys.argv[3].encode(), headers=[(Raw("x"), b"v")])
+    batch = producer.create_batch()
+    for i, (key, value, headers) in enumerate(json.load(sys.stdin)):
+        headers = [(k, v.encode()) for k, v in headers] + ([(Raw("x"), b"v")] if i == 0 else [])
+        assert batch.append(key=key.encode(), value=value.encode(), timestamp=None, headers=headers) is not None
+    await (await producer.send_batch(batch, topic, partition=partition))
     await producer.stop()
 
 asyncio.run(main())
 """
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="aiokafka's getmany raises UnicodeDecodeError on a record whose header key is not UTF-8 (the broker"
-    " takes any bytes); EventConsumer.run lets it escape, the supervisor restarts it from the committed offset,"
-    " and it fails again for ever: nothing after that record, on any partition the consumer reads, is applied",
-)
-async def test_a_record_whose_header_key_is_not_utf8_does_not_stop_the_consumer(
+def _send_batch_with_a_bad_header_key(bootstrap: str, topic: str, partition: int, records: list[Raw]) -> None:
+    """One producer batch on ``partition``: its first record with a header key that is not UTF-8, then the
+    others (which aiokafka cannot decode either: it decodes a batch record after record)."""
+    spec = [(k.decode(), v.decode(), [(hk, hv.decode()) for hk, hv in h]) for k, v, h in records]
+    subprocess.run(
+        [sys.executable, "-c", _BAD_KEY_BATCH, bootstrap, topic, str(partition)], input=json.dumps(spec),
+        text=True, env={**os.environ, "AIOKAFKA_NO_EXTENSIONS": "1"}, cwd=ROOT, check=True,
+    )  # fmt: skip
+
+
+async def test_records_whose_header_key_is_not_utf8_are_dead_lettered_alone_and_every_partition_moves_on(
     stack: StackEndpoints, scratch_schemas: list[str], private_topics: PrivateTopics
 ) -> None:
-    topic = await private_topics("badkey", partitions=1)
+    """Each bad header key in a producer batch with valid events after it (which aiokafka cannot decode
+    either), while the other partition has events in the same fetches: the first before the consumer
+    starts (it resumes from the start of the log), the second once it has applied events (it resumes
+    after the last one it was handed)."""
+    topic = await private_topics("badkey", partitions=2)
     pool = await consumer_schema(stack, scratch_schemas, "probe9_badkey")
-    good = to_kafka(withdrawn(unique("prg"), 1))
-    subprocess.run(
-        [sys.executable, "-c", _BAD_KEY_PRODUCER, stack.kafka_bootstrap, topic.name, good.key.decode()],
-        env={**os.environ, "AIOKAFKA_NO_EXTENSIONS": "1"}, cwd=ROOT, check=True,
-    )  # fmt: skip
-    await send_raw(stack.kafka_bootstrap, topic.name, [(good.key, good.value, good.headers)])
+    prefix = unique("prg")
+    raw = [(r.key, r.value, r.headers) for r in (to_kafka(withdrawn(prefix, i)) for i in range(13))]
+    bootstrap = stack.kafka_bootstrap
+    await send_raw(bootstrap, topic.name, raw[:3], partition=0)
+    _send_batch_with_a_bad_header_key(bootstrap, topic.name, 0, raw[3:7])  # 3 is bad
+    await send_raw(bootstrap, topic.name, raw[8:10], partition=1)
     async with consuming(stack, pool, topic, RuntimeMetrics("probe9")) as (_, supervisor):
         try:
-            await eventually(applied_at_least(pool, 1), 20, "the valid event behind the bad header key")
+            await eventually(applied_at_least(pool, 8), 30, "the events around the first bad header key")
+            await send_raw(bootstrap, topic.name, raw[7:8], partition=0)
+            _send_batch_with_a_bad_header_key(bootstrap, topic.name, 1, raw[10:])  # 10 is bad
+            await eventually(applied_at_least(pool, 11), 30, "the events around the second bad header key")
         finally:
             failing = supervisor.failing()
     assert failing == {}
+    applied = [r["participant_id"] for r in await pool.fetch("SELECT participant_id FROM applied ORDER BY seq")]
+    expected = [f"p{i:06d}" for i in range(13) if i not in (3, 10)]
+    assert sorted(applied) == expected, "each event but the bad ones applied exactly once"
+    assert [p for p in applied if p < "p000008"] == expected[:7], "partition 0 in order"
+    assert [p for p in applied if p >= "p000008"] == expected[7:], "partition 1 in order"
+    letters = sorted(
+        await records_on(bootstrap, topic.dead_letter), key=lambda r: dict(r.headers)["dlt_original_partition"]
+    )
+    assert [(r.key, r.value) for r in letters] == [raw[3][:2], raw[10][:2]], "key and body kept"
+    for letter, partition, offset in zip(letters, (b"0", b"1"), (b"3", b"2"), strict=True):
+        headers = dict(letter.headers)
+        assert headers["ce_\\xff\\xfe"] == b"v", "the bad key shown with \\x escapes"
+        assert (headers["dlt_original_partition"], headers["dlt_original_offset"]) == (partition, offset)
+        assert b"header key not UTF-8" in headers["dlt_reason"]
     await pool.close()
 
 

@@ -74,3 +74,18 @@ def test_a_revoked_partitions_records_are_forgotten_as_the_rebalance_happens() -
     assert ahead.rebalances == 1, "the consumer drops what it parsed before the rebalance"
     ahead.add({A: _records(A, 400, 2)})
     assert _offsets(ahead.take(10, {A, B})) == {0: [400, 401], 1: [0, 1]}
+
+
+def test_the_offset_after_the_last_record_handed_over_is_kept_per_partition_until_the_partition_goes() -> None:
+    ahead = ReadAhead()
+    ahead.add({A: _records(A, 0, 3), B: _records(B, 10, 2)})
+    ahead.take(10, {A, B})
+    assert ahead.expected == {A: 3, B: 12}, "kept once the records are in a batch"
+    ahead.sought(A, 1)  # the consumer rewound A to read it again
+    ahead.clear()
+    assert ahead.expected == {A: 1, B: 12}
+    ahead.add({A: _records(A, 1, 4)})
+    ForgetRevoked(ahead).on_partitions_revoked([B])
+    assert ahead.expected == {A: 5}, "a revoked partition resumes from its committed offset"
+    ahead.take(10, {B})
+    assert ahead.expected == {}
