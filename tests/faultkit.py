@@ -7,16 +7,18 @@ import contextlib
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
 from typing import TypeAlias
 
 import asyncpg
+import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.structs import ConsumerRecord
 
-from conftest import ROOT, StackEndpoints, eventually, unique
-from contracts.envelope import Envelope
+from conftest import ROOT, PrivateTopics, StackEndpoints, eventually, unique
+from contracts.envelope import Envelope, KafkaRecord, to_kafka
 from contracts.events import ParticipantWithdrawn
 from contracts.topics import Topic
 from runtime.consumer import EventConsumer
@@ -30,6 +32,8 @@ from tests.test_runtime_delivery import _end_offsets as end_offsets
 
 Record: TypeAlias = "ConsumerRecord[bytes, bytes]"
 Raw: TypeAlias = "tuple[bytes, bytes, list[tuple[str, bytes]]]"
+Foreign: TypeAlias = "tuple[bytes | None, bytes | None, Sequence[tuple[str, bytes | None]]]"
+"""A record as a foreign producer may send it: the broker takes a null key, body or header value."""
 
 
 def withdrawn(program: str, seq: int) -> Envelope:
@@ -163,7 +167,7 @@ def sample(metrics: RuntimeMetrics, name: str, **labels: str) -> float:
     return metrics.registry.get_sample_value(name, labels) or 0.0
 
 
-async def send_raw(bootstrap: str, topic: str, records: Sequence[Raw], *, partition: int | None = None) -> None:
+async def send_raw(bootstrap: str, topic: str, records: Sequence[Foreign], *, partition: int | None = None) -> None:
     """Produce as a foreign producer would (no contracts), with room for a message near the broker's limit."""
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, max_request_size=2 * 1024 * 1024, acks="all")
     await producer.start()
@@ -176,6 +180,38 @@ async def send_raw(bootstrap: str, topic: str, records: Sequence[Raw], *, partit
 
 def with_id(headers: list[tuple[str, bytes]], event_id: str) -> list[tuple[str, bytes]]:
     return [(k, event_id.encode() if k == "ce_id" else v) for k, v in headers]
+
+
+@dataclass(frozen=True)
+class FaultCase:
+    """What each fault test of issue 9's probe starts from: a topic of its own (two partitions, and its
+    ``.dlt``), a consumer's schema (``pool`` on it) and a valid event for the topic."""
+
+    stack: StackEndpoints
+    topic: Topic
+    pool: asyncpg.Pool
+    schema: str
+    good: KafkaRecord
+
+    @property
+    def good_raw(self) -> Raw:
+        return (self.good.key, self.good.value, self.good.headers)
+
+    async def send(self, records: Sequence[Foreign], *, partition: int | None = None) -> None:
+        await send_raw(self.stack.kafka_bootstrap, self.topic.name, records, partition=partition)
+
+
+@pytest.fixture
+async def fault_case(
+    stack: StackEndpoints, scratch_schemas: list[str], private_topics: PrivateTopics
+) -> AsyncIterator[FaultCase]:
+    topic = await private_topics("probe9", partitions=2)
+    pool = await consumer_schema(stack, scratch_schemas, "probe9")
+    schema = str(await pool.fetchval("SELECT current_schema()"))
+    try:
+        yield FaultCase(stack, topic, pool, schema, to_kafka(withdrawn(unique("prg"), 1)))
+    finally:
+        await pool.close()
 
 
 def deadletters_cli(*args: str) -> str:

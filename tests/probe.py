@@ -105,8 +105,10 @@ class PausingConsumer(EventConsumer):
             await _pause(self.paused_file, str(applied), message)
 
 
-def _redirect_kafka(via: str) -> None:
-    """Every connection to a broker goes to ``via`` instead (bootstrap and advertised addresses alike)."""
+def redirect_kafka(via: str) -> None:
+    """Every connection to a broker goes to ``via`` instead (bootstrap and advertised addresses alike): a TCP
+    proxy a test or probe cuts to take the broker away from this process alone (``bench/probes/serve.py``
+    uses it too)."""
     host, port = via.rsplit(":", 1)
     real = aiokafka.client.create_conn
 
@@ -118,7 +120,7 @@ def _redirect_kafka(via: str) -> None:
 
 async def relay(dsn: str, schema: str, bootstrap: str, batch: int) -> None:
     if os.environ.get("PROBE_KAFKA_VIA"):
-        _redirect_kafka(os.environ["PROBE_KAFKA_VIA"])
+        redirect_kafka(os.environ["PROBE_KAFKA_VIA"])
     pool = await create_pool(dsn, schema)
     await migrate(pool, schema, {})
     timeout_ms = int(os.environ.get("PROBE_KAFKA_TIMEOUT_MS", "30000"))

@@ -10,36 +10,31 @@ import sys
 
 import pytest
 
-from conftest import ROOT, PrivateTopics, StackEndpoints, eventually, unique
-from contracts.envelope import to_kafka
+from conftest import ROOT, eventually, unique
 from runtime.metrics import RuntimeMetrics
-from tests.faultkit import applied_at_least, consumer_schema, consuming, records_on, send_raw, with_id, withdrawn
+from tests.faultkit import FaultCase, applied_at_least, consuming, records_on, with_id
 
 pytestmark = pytest.mark.stack
 
 
-async def test_the_issues_oversized_dead_letter_can_be_replayed_to_its_dead_letter_topic(
-    stack: StackEndpoints, scratch_schemas: list[str], private_topics: PrivateTopics
-) -> None:
-    topic = await private_topics("replaybig", partitions=1)
-    pool = await consumer_schema(stack, scratch_schemas, "probe9_replay")
-    schema = str(await pool.fetchval("SELECT current_schema()"))
-    good = to_kafka(withdrawn(unique("prg"), 1))
+async def test_the_issues_oversized_dead_letter_can_be_replayed_to_its_dead_letter_topic(fault_case: FaultCase) -> None:
+    case, good = fault_case, fault_case.good
     poison = (good.key, b"x" * 1_048_200, with_id(good.headers, unique("big")))
-    await send_raw(stack.kafka_bootstrap, topic.name, [poison, (good.key, good.value, good.headers)])
-    async with consuming(stack, pool, topic, RuntimeMetrics("probe9")):
-        await eventually(applied_at_least(pool, 1), 60, "the valid event behind the oversized one")
+    await case.send([poison, case.good_raw])
+    async with consuming(case.stack, case.pool, case.topic, RuntimeMetrics("probe9")):
+        await eventually(applied_at_least(case.pool, 1), 60, "the valid event behind the oversized one")
 
         async def kept() -> bool:
-            return bool(await pool.fetchval("SELECT count(*) FROM dead_letters") == 1)
+            return bool(await case.pool.fetchval("SELECT count(*) FROM dead_letters") == 1)
 
         await eventually(kept, 30, "the oversized dead letter to be kept in the table")
     replay = subprocess.run(
         [sys.executable, "-m", "runtime.deadletters", "replay", "--to", "dlt", "--service", "matching",
-         "--dsn", stack.admin_dsn, "--schema", schema, "--bootstrap", stack.kafka_bootstrap],
+         "--dsn", case.stack.admin_dsn, "--schema", case.schema, "--bootstrap", case.stack.kafka_bootstrap],
         cwd=ROOT, capture_output=True, text=True, check=False,
     )  # fmt: skip
-    await pool.close()
     assert replay.returncode == 0, replay.stderr.strip().splitlines()[-1:]
     assert "replayed 1 dead letter(s)" in replay.stdout
-    assert len(await records_on(stack.kafka_bootstrap, topic.dead_letter)) == 2, "the first copy and the replayed one"
+    assert len(await records_on(case.stack.kafka_bootstrap, case.topic.dead_letter)) == 2, (
+        "the first copy and the replayed one"
+    )

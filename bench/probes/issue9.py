@@ -27,7 +27,6 @@ from typing import Any
 
 import asyncpg
 import httpx
-from aiokafka import AIOKafkaProducer
 
 from bench.probes import harness
 from bench.probes.harness import (
@@ -44,6 +43,7 @@ from bench.probes.harness import (
 from bench.synthetic_org import enrolments, org_chart
 from deploy.local.stack import Stack
 from runtime.auth import issue_token, jwt_config_from_env
+from tests.faultkit import send_raw
 
 ENROLLMENT_TOPIC = "mentoring.enrollment.v1"
 
@@ -172,16 +172,6 @@ def _valid_body(program: str, pid: str) -> bytes:
     }).encode()  # fmt: skip
 
 
-async def produce(bootstrap: str, topic: str, records: list[tuple[bytes | None, bytes | None, list[Any]]]) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, max_request_size=2 * 1024 * 1024, acks="all")
-    await producer.start()
-    try:
-        for key, value, headers in records:
-            await producer.send_and_wait(topic, value, key=key, headers=headers)
-    finally:
-        await producer.stop()
-
-
 def basic_variants(program: str) -> list[tuple[str, bytes | None, Any]]:
     enrolled = "org.mentoring.participant.enrolled.v1"
     return [
@@ -269,7 +259,7 @@ async def poison(args: argparse.Namespace) -> None:
             program = await new_program(client, svcs["enrollment"], "probe9 poison")
             key = program.encode()
             variants = VARIANTS[args.set](program)
-            await produce(
+            await send_raw(
                 bootstrap, topic, [(key, value, headers) for _, value, headers in variants if headers != "RAW"]
             )
             raw = [(value, name) for name, value, headers in variants if headers == "RAW"]
@@ -418,6 +408,57 @@ def summarise_ready(log: list[tuple[float, int, str, float]], cut: float, restor
     )
 
 
+class ReadyWatch:
+    """``/health/ready`` of one service polled every 0.5 s through a fault, from now on."""
+
+    def __init__(self, client: httpx.AsyncClient, svc: Service) -> None:
+        self.client = client
+        self.t0 = time.monotonic()
+        self.log: list[tuple[float, int, str, float]] = []
+        self._stop = asyncio.Event()
+        self._task = asyncio.create_task(poll_ready(client, svc, self.log, self._stop, self.t0))
+
+    def now(self) -> float:
+        return time.monotonic() - self.t0
+
+    async def stop(self) -> None:
+        self._stop.set()
+        await self._task
+
+
+async def await_recovery(
+    watch: ReadyWatch, conn: asyncpg.Connection, upload: asyncio.Task[httpx.Response], args: argparse.Namespace, *,
+    cut: float, restored: float, endpoints: Any, prefix: str, program: str, enrollment: Service, matching: Service,
+    at_restore: str, metrics_of: list[Service],
+) -> None:  # fmt: skip
+    """What every outage prints once the fault is over: the upload's answer, when all its enrolments are in
+    matching's pool, readiness through the outage and after it, the counts and the consumers' metrics."""
+    r = await upload
+    print(f"  bulk upload: HTTP {r.status_code} {r.text[:200] if r.status_code != 200 else ''}")
+    print(f"  {at_restore}")
+    expected = args.size if r.status_code == 200 else 0
+
+    async def complete() -> bool:
+        return bool(await count(conn, matching.schema, POOL_SQL, program) >= expected)
+
+    try:
+        took = await eventually(complete, args.wait, f"{expected:,} in matching's pool")
+        print(f"  all {expected:,} in matching's pool {took:.1f} s after the restore")
+    except TimeoutError as exc:
+        print(f"  NOT REACHED: {exc}")
+
+    async def ready_again() -> bool:
+        return bool(watch.log) and watch.log[-1][1] == 200 and watch.log[-1][0] > restored
+
+    with contextlib.suppress(TimeoutError):
+        await eventually(ready_again, args.ready_wait, "ready")
+    await watch.stop()
+    summarise_ready(watch.log, cut, restored)
+    show("counts", await counts(conn, endpoints.kafka_bootstrap, prefix, program, enrollment, [matching]))
+    for svc in metrics_of:
+        show(f"{svc.name} metrics", await consumer_metrics(watch.client, svc))
+
+
 async def dbout(args: argparse.Namespace) -> None:
     prefix = f"p9{uuid.uuid4().hex[:6]}"
     endpoints = Stack().up()
@@ -437,10 +478,7 @@ async def dbout(args: argparse.Namespace) -> None:
                 rows = enrolments(org, size, seed=10)
                 conn = await asyncpg.connect(endpoints.admin_dsn)
                 in_pool = "SELECT count(*) FROM {s}.pool WHERE program_id = $1"
-                log: list[tuple[float, int, str, float]] = []
-                stop = asyncio.Event()
-                t0 = time.monotonic()
-                poller = asyncio.create_task(poll_ready(client, svcs[target], log, stop, t0))
+                watch = ReadyWatch(client, svcs[target])
                 upload = asyncio.create_task(
                     client.post(f"{enrollment.url}/programs/{program}/enrolments/bulk", json=rows)
                 )
@@ -450,7 +488,7 @@ async def dbout(args: argparse.Namespace) -> None:
                 else:
                     await asyncio.sleep(args.cut_after)
                 if args.terminate:
-                    cut = time.monotonic() - t0
+                    cut = watch.now()
                     at_cut = await count(conn, matching.schema, in_pool, program)
                     killed = 0
                     until = time.monotonic() + args.seconds
@@ -464,40 +502,20 @@ async def dbout(args: argparse.Namespace) -> None:
                           " at the start")  # fmt: skip
                 else:
                     await (proxy.blackhole() if args.blackhole else proxy.refuse())
-                    cut = time.monotonic() - t0
+                    cut = watch.now()
                     at_cut = await count(conn, matching.schema, in_pool, program)
                     print(f"{'black-holed' if args.blackhole else 'refused'} {target}'s PostgreSQL for {args.seconds}"
                           f" s, {at_cut:,} of {size:,} in matching's pool at the cut")  # fmt: skip
                     await asyncio.sleep(args.seconds)
                 at_restore = await count(conn, matching.schema, in_pool, program)
                 await proxy.restore(reset_silent=args.reset_on_restore)
-                restored = time.monotonic() - t0
-                r = await upload
-                print(f"  bulk upload: HTTP {r.status_code} {r.text[:200] if r.status_code != 200 else ''}")
-                print(f"  in matching's pool when the database came back: {at_restore:,}")
-                expected = size if r.status_code == 200 else 0
-
-                async def complete() -> bool:
-                    return bool(await count(conn, matching.schema, in_pool, program) >= expected)
-
-                try:
-                    took = await eventually(complete, args.wait, f"{expected:,} in matching's pool")
-                    print(f"  all {expected:,} in matching's pool {took:.1f} s after the restore")
-                except TimeoutError as exc:
-                    print(f"  NOT REACHED: {exc}")
-                with contextlib.suppress(TimeoutError):
-
-                    async def ready_again() -> bool:
-                        return bool(log) and log[-1][1] == 200 and log[-1][0] > restored
-
-                    await eventually(ready_again, args.ready_wait, "ready")
-                stop.set()
-                await poller
-                summarise_ready(log, cut, restored)
-                show("counts", await counts(conn, endpoints.kafka_bootstrap, prefix, program, enrollment, [matching]))
-                show("matching metrics", await consumer_metrics(client, matching))
-                if target == "enrollment":
-                    show("enrollment metrics", await consumer_metrics(client, enrollment))
+                restored = watch.now()
+                await await_recovery(
+                    watch, conn, upload, args, cut=cut, restored=restored, endpoints=endpoints, prefix=prefix,
+                    program=program, enrollment=enrollment, matching=matching,
+                    at_restore=f"in matching's pool when the database came back: {at_restore:,}",
+                    metrics_of=[matching, enrollment] if target == "enrollment" else [matching],
+                )  # fmt: skip
                 await conn.close()
     finally:
         await proxy.close()
@@ -527,17 +545,14 @@ async def brokerout(args: argparse.Namespace) -> None:
                 conn = await asyncpg.connect(endpoints.admin_dsn)
                 published = "SELECT count(*) FROM {s}.outbox WHERE key = $1 AND published_at IS NOT NULL"
                 in_pool = "SELECT count(*) FROM {s}.pool WHERE program_id = $1"
-                log: list[tuple[float, int, str, float]] = []
-                stop = asyncio.Event()
-                t0 = time.monotonic()
-                poller = asyncio.create_task(poll_ready(client, enrollment, log, stop, t0))
+                watch = ReadyWatch(client, enrollment)
                 upload = asyncio.create_task(
                     client.post(f"{enrollment.url}/programs/{program}/enrolments/bulk", json=rows)
                 )
                 while await count(conn, enrollment.schema, published, program) < size // 5:
                     await asyncio.sleep(0.002)
                 await (proxy.blackhole() if args.blackhole else proxy.refuse())
-                cut = time.monotonic() - t0
+                cut = watch.now()
                 at_cut = await count(conn, enrollment.schema, published, program)
                 print(
                     f"{'black-holed' if args.blackhole else 'refused'} enrollment's broker connections for "
@@ -547,34 +562,14 @@ async def brokerout(args: argparse.Namespace) -> None:
                 at_restore = await count(conn, enrollment.schema, published, program)
                 pool_at_restore = await count(conn, matching.schema, in_pool, program)
                 await proxy.restore(reset_silent=args.reset_on_restore)
-                restored = time.monotonic() - t0
-                r = await upload
-                print(f"  bulk upload: HTTP {r.status_code} {r.text[:200] if r.status_code != 200 else ''}")
-                print(
-                    f"  at the restore: {at_restore:,} outbox rows marked published,"
-                    f" {pool_at_restore:,} in matching's pool"
-                )
-
-                async def complete() -> bool:
-                    return bool(await count(conn, matching.schema, in_pool, program) >= size)
-
-                try:
-                    took = await eventually(complete, args.wait, f"{size:,} in matching's pool")
-                    print(f"  all {size:,} in matching's pool {took:.1f} s after the restore")
-                except TimeoutError as exc:
-                    print(f"  NOT REACHED: {exc}")
-                with contextlib.suppress(TimeoutError):
-
-                    async def ready_again() -> bool:
-                        return bool(log) and log[-1][1] == 200 and log[-1][0] > restored
-
-                    await eventually(ready_again, args.ready_wait, "ready")
-                stop.set()
-                await poller
-                summarise_ready(log, cut, restored)
-                show("counts", await counts(conn, endpoints.kafka_bootstrap, prefix, program, enrollment, [matching]))
-                show("matching metrics", await consumer_metrics(client, matching))
-                show("enrollment metrics", await consumer_metrics(client, enrollment))
+                restored = watch.now()
+                await await_recovery(
+                    watch, conn, upload, args, cut=cut, restored=restored, endpoints=endpoints, prefix=prefix,
+                    program=program, enrollment=enrollment, matching=matching,
+                    at_restore=f"at the restore: {at_restore:,} outbox rows marked published,"
+                    f" {pool_at_restore:,} in matching's pool",
+                    metrics_of=[matching, enrollment],
+                )  # fmt: skip
                 await conn.close()
     finally:
         await proxy.close()

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
-from typing import Any
 
 
 def _rename_topics(prefix: str) -> None:
@@ -27,18 +26,6 @@ def _rename_topics(prefix: str) -> None:
     topics.ALL_TOPICS = tuple(getattr(topics, n) for n in names)
 
 
-def _redirect_kafka(via: str) -> None:
-    import aiokafka.client
-
-    host, port = via.rsplit(":", 1)
-    real = aiokafka.client.create_conn
-
-    async def create_conn(_host: str, _port: int, **kwargs: Any) -> Any:
-        return await real(host, int(port), **kwargs)
-
-    aiokafka.client.create_conn = create_conn
-
-
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("app")
@@ -47,7 +34,9 @@ def main() -> None:
     if prefix := os.environ.get("PROBE_TOPIC_PREFIX"):
         _rename_topics(prefix)
     if via := os.environ.get("PROBE_KAFKA_VIA"):
-        _redirect_kafka(via)
+        from tests.probe import redirect_kafka  # after the renaming: it imports contracts.topics
+
+        redirect_kafka(via)
     import uvicorn
 
     uvicorn.run(args.app, host="127.0.0.1", port=args.port, log_level="warning", access_log=False,
