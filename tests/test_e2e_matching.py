@@ -12,7 +12,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from bench.synthetic_org import enrolments, org_chart
+from bench.synthetic_org import Person, enrolments, org_chart
 from conftest import StackEndpoints, TopicTail, eventually, unique
 from contracts.envelope import from_kafka
 from contracts.events import GroupMatched, MatchingCompleted, ParticipantUnmatched
@@ -40,13 +40,18 @@ class Platform:
         """An org chart, a one-to-one program and a bulk enrolment through the enrollment API, once
         matching has built the program's pool from the events: (program id, enrolment rows)."""
         people = org_chart(org_size, seed=org_seed)
+        rows = enrolments(people, enrol, seed=enrol_seed)
+        program_id = await self.enrolled(people, {"name": name, "form": "one_to_one"}, rows)
+        return program_id, rows
+
+    async def enrolled(self, people: list[Person], program: dict[str, Any], rows: list[dict[str, Any]]) -> str:
+        """The org chart, the program (``program``: the body, ``starts_on`` 2026-01-01 unless given) and the
+        enrolment ``rows`` in one bulk, once matching has built the program's pool: the program's id."""
         r = await self.enrollment.post("/org-chart", json=[x.row() for x in people], headers=self.admin)
         assert r.status_code == 200, r.text
-        r = await self.enrollment.post(
-            "/programs", json={"name": name, "form": "one_to_one", "starts_on": "2026-01-01"}, headers=self.admin
-        )
+        r = await self.enrollment.post("/programs", json={"starts_on": "2026-01-01", **program}, headers=self.admin)
+        assert r.status_code == 201, r.text
         program_id: str = r.json()["program_id"]
-        rows = enrolments(people, enrol, seed=enrol_seed)
         r = await self.enrollment.post(f"/programs/{program_id}/enrolments/bulk", json=rows, headers=self.admin)
         assert r.status_code == 200, r.text
 
@@ -54,7 +59,7 @@ class Platform:
             return await self.pool_size(program_id) == len(rows)
 
         await eventually(pool_complete, 60, "matching to build the pool from enrollment events")
-        return program_id, rows
+        return program_id
 
     async def pool_size(self, program_id: str) -> int:
         conn = await asyncpg.connect(self.dsn)

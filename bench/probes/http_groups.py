@@ -1,9 +1,10 @@
-"""HTTP probe of group matching (issue 13), not collected by pytest (no ``test_`` prefix): run it by path,
+"""HTTP probe of group matching (issue 13): a probe, not a test (outside the suite's folders, no ``test_``
+file name), run through pytest for the stack and the services in-process::
 
-    STACK_DIR=/work/main/.stack .venv/bin/python -m pytest -q -s tests/probe_http_groups.py -p no:cacheprovider
+    STACK_DIR=/work/main/.stack .venv/bin/python -m bench.probes.http_groups
 
 Peer-group, team and facilitated programs of forms and policies the end-to-end tests do not use, through
-enrollment and matching in-process (as ``tests/test_e2e_matching.py``): prints each dry run's summary,
+enrollment and matching in-process (``tests/test_e2e_matching.py``'s ``platform``): prints each dry run's summary,
 ``validate`` on the groups the API returns, whether a replay with the same seed gives the same groups,
 and whether a lock_pair recorded through the API holds in the next run. Prints figures; asserts only
 that the calls succeed."""
@@ -11,6 +12,7 @@ that the calls succeed."""
 from __future__ import annotations
 
 import json
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -18,7 +20,6 @@ from typing import Any
 import pytest
 
 from bench.synthetic_org import enrolments, org_chart
-from conftest import eventually
 from contracts.events import GroupMember, UnmatchedReason
 from services.matching.domain import MatchingInput, validate
 from services.matching.domain.model import Group, MatchingResult, Stats, Unplaced
@@ -30,12 +31,6 @@ pytestmark = pytest.mark.stack
 async def _program(p: Platform, name: str, form: str, policy: dict[str, Any], size: int, seed: int,
                    team_size: int = 0) -> tuple[str, list[dict[str, Any]]]:  # fmt: skip
     people = org_chart(size * 2, seed=seed, prefix=f"H{seed}-")
-    r = await p.enrollment.post("/org-chart", json=[x.row() for x in people], headers=p.admin)
-    assert r.status_code == 200, r.text
-    r = await p.enrollment.post("/programs", json={"name": name, "form": form, "starts_on": "2026-01-01",
-                                                   "policy": policy}, headers=p.admin)  # fmt: skip
-    assert r.status_code == 201, r.text
-    program_id: str = r.json()["program_id"]
     rows = enrolments(people, size, seed=seed)
     for k, row in enumerate(rows):
         if form == "peer_group":
@@ -43,13 +38,7 @@ async def _program(p: Platform, name: str, form: str, policy: dict[str, Any], si
             row.pop("capacity", None)
         elif team_size and row["role"] == "mentee":
             row["team_id"] = f"T{k // team_size:03d}"
-    r = await p.enrollment.post(f"/programs/{program_id}/enrolments/bulk", json=rows, headers=p.admin)
-    assert r.status_code == 200, r.text
-
-    async def complete() -> bool:
-        return await p.pool_size(program_id) == len(rows)
-
-    await eventually(complete, 60, "matching to build the pool")
+    program_id = await p.enrolled(people, {"name": name, "form": form, "policy": policy}, rows)
     return program_id, rows
 
 
@@ -65,7 +54,9 @@ async def _check(p: Platform, program_id: str, label: str, seed: int) -> None:
         return
     record = (await p.matching.get(f"/runs/{run['run_id']}/input", headers=p.admin)).json()
     inp = MatchingInput.model_validate(record.get("input", record))
-    Path(f"/tmp/probe13/http_{label.split()[0]}_{label.split()[1]}.json").write_text(json.dumps(record))
+    out = Path("/tmp/probe13")
+    out.mkdir(exist_ok=True)
+    (out / f"http_{label.split()[0]}_{label.split()[1]}.json").write_text(json.dumps(record))
     groups = (await p.matching.get(f"/runs/{run['run_id']}/groups", params={"limit": 5000}, headers=p.admin)).json()
     unplaced = (await p.matching.get(f"/runs/{run['run_id']}/unplaced", headers=p.admin)).json()
     result = MatchingResult(
@@ -162,24 +153,12 @@ async def test_probe_tight_peer_pool_through_the_api(platform: Platform) -> None
     p = platform
     pool = peer(200, 32, group_members_min=3, group_members_max=5, **TIGHT_PEER)
     people = org_chart(270, seed=32)  # the chart synthetic_pool.instance(160, peer_group, seed=32) draws from
-    r = await p.enrollment.post("/org-chart", json=[x.row() for x in people], headers=p.admin)
-    assert r.status_code == 200, r.text
     policy = pool.policy.model_dump(mode="json", include={*TIGHT_PEER, "group_members_min", "group_members_max",
                                                           "time_limit_seconds"})  # fmt: skip
-    body = {"name": "PeerTight200", "form": "peer_group", "starts_on": "2026-01-01", "policy": policy}
-    r = await p.enrollment.post("/programs", json=body, headers=p.admin)
-    assert r.status_code == 201, r.text
-    program_id = r.json()["program_id"]
     rows = [{"participant_id": x.participant_id, "role": "peer", "skills_offered": x.skills_offered,
              "skills_sought": x.skills_sought, "goals": x.goals, "languages": x.languages,
              "conflicts_with": x.conflicts_with} for x in pool.participants]  # fmt: skip
-    r = await p.enrollment.post(f"/programs/{program_id}/enrolments/bulk", json=rows, headers=p.admin)
-    assert r.status_code == 200, r.text
-
-    async def complete() -> bool:
-        return await p.pool_size(program_id) == len(rows)
-
-    await eventually(complete, 60, "matching to build the pool")
+    program_id = await p.enrolled(people, {"name": "PeerTight200", "form": "peer_group", "policy": policy}, rows)
     for attempt in range(2):
         started = time.perf_counter()
         r = await p.matching.post(f"/programs/{program_id}/runs", json={"wait": True, "seed": 4242}, headers=p.admin)
@@ -190,3 +169,7 @@ async def test_probe_tight_peer_pool_through_the_api(platform: Platform) -> None
               f"error {run.get('error')}, placed {summary.get('placed')}, wall {wall:.1f} s")  # fmt: skip
         if run.get("status") == "completed":
             break
+
+
+if __name__ == "__main__":
+    sys.exit(pytest.main([__file__, "-q", "-s", "-p", "no:cacheprovider"]))
