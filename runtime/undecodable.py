@@ -113,7 +113,7 @@ def lenient_records(topic: str, partition: int, batch: bytes) -> tuple[list[Reco
                 header_key = (raw_key or b"").decode()
             except UnicodeDecodeError:
                 header_key = (raw_key or b"").decode(errors="backslashreplace")
-                bad.append(f"#{i} {header_key!r}")
+                bad.append(f'#{i} "{header_key}"')
             headers.append((header_key, header_value))  # type: ignore[arg-type]  # a null value passes on as aiokafka's
         fields = (
             topic, partition, base_offset + offset_delta, max_ts if log_append_time else base_ts + ts_delta,
