@@ -27,6 +27,7 @@ from typing import Any
 
 import asyncpg
 import httpx
+from aiokafka import TopicPartition
 
 from bench.probes import harness
 from bench.probes.harness import (
@@ -43,6 +44,7 @@ from bench.probes.harness import (
 from bench.synthetic_org import enrolments, org_chart
 from deploy.local.stack import Stack
 from runtime.auth import issue_token, jwt_config_from_env
+from runtime.undecodable import fetch_records
 from tests.faultkit import send_raw
 
 ENROLLMENT_TOPIC = "mentoring.enrollment.v1"
@@ -84,10 +86,10 @@ async def counts(conn: asyncpg.Connection, bootstrap: str, prefix: str, program:
     """Producer's database, distinct ids on Kafka, effects in every consumer's database, dead letters."""
     topic = f"{prefix}.{ENROLLMENT_TOPIC}"
     try:
-        on_kafka: list[str] | None = ce_ids(await read_topic(bootstrap, topic), key=program.encode())
-    except UnicodeDecodeError as exc:  # aiokafka cannot read past a record whose header key is not UTF-8
-        print(f"  (this probe's own reader cannot read {topic} either: {exc!r})")
-        on_kafka = None
+        records = await read_topic(bootstrap, topic)
+    except UnicodeDecodeError:  # aiokafka cannot read past a record whose header key is not UTF-8
+        records = await read_leniently(bootstrap, topic)
+    on_kafka = ce_ids(records, key=program.encode())
     out: dict[str, Any] = {
         "enrolments in enrollment db": await count(conn, enrollment.schema,
                                                    ENROLLED_SQL, program),
@@ -95,8 +97,8 @@ async def counts(conn: asyncpg.Connection, bootstrap: str, prefix: str, program:
                                                    "SELECT count(*) FROM {s}.outbox WHERE key = $1", program),
         "outbox rows unpublished": await count(conn, enrollment.schema,
                                                "SELECT count(*) FROM {s}.outbox WHERE published_at IS NULL"),
-        "records on kafka with the key": len(on_kafka) if on_kafka is not None else "unreadable",
-        "distinct ce_ids on kafka with the key": len(set(on_kafka)) if on_kafka is not None else "unreadable",
+        "records on kafka with the key": len(on_kafka),
+        "distinct ce_ids on kafka with the key": len(set(on_kafka)),
         "dlt records": sum((await end_offsets(bootstrap, topic + ".dlt")).values()),
     }  # fmt: skip
     for svc in consumers:
@@ -107,6 +109,19 @@ async def counts(conn: asyncpg.Connection, bootstrap: str, prefix: str, program:
         out[f"{svc.name}.processed_events"] = await count(conn, svc.schema, "SELECT count(*) FROM {s}.processed_events")
         out[f"{svc.name}.dead_letters rows"] = await count(conn, svc.schema, "SELECT count(*) FROM {s}.dead_letters")
     return out  # fmt: skip
+
+
+async def read_leniently(bootstrap: str, topic: str) -> list[object]:
+    """The whole topic read as the consumers read past a header key aiokafka cannot decode
+    (``runtime.undecodable``): such a record's key comes with ``\\x`` escapes."""
+    ends = await end_offsets(bootstrap, topic)
+    starts = {TopicPartition(topic, p): 0 for p, end in ends.items() if end > 0}
+    found: list[object] = []
+    while starts:
+        fetched = await fetch_records(bootstrap, starts, client_id="probe9")
+        found += [r for records, _ in fetched.values() for r in records]
+        starts = {tp: nxt for tp, (_, nxt) in fetched.items() if starts[tp] < nxt < ends[tp.partition]}
+    return found
 
 
 def show(title: str, figures: dict[str, Any]) -> None:
