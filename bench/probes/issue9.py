@@ -23,6 +23,7 @@ import sys
 import time
 import uuid
 from collections import Counter
+from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
@@ -63,6 +64,7 @@ class Proxy(harness.Proxy):
 
 ENROLLED_SQL = "SELECT count(*) FROM {s}.enrolments WHERE program_id = $1"
 POOL_SQL = "SELECT count(*) FROM {s}.pool WHERE program_id = $1"
+PUBLISHED_SQL = "SELECT count(*) FROM {s}.outbox WHERE key = $1 AND published_at IS NOT NULL"
 PARTICIPANTS_SQL = "SELECT count(*) FROM {s}.participants WHERE program_id = $1"
 
 
@@ -474,66 +476,85 @@ async def await_recovery(
         show(f"{svc.name} metrics", await consumer_metrics(watch.client, svc))
 
 
+@contextlib.asynccontextmanager
+async def proxy_to(host: str, port: int) -> AsyncIterator[Proxy]:
+    """A TCP proxy to ``host:port`` that the probe cuts and restores."""
+    proxy = Proxy(host, port)
+    await proxy.start()
+    try:
+        yield proxy
+    finally:
+        await proxy.close()
+
+
+async def program_to_upload(
+    client: httpx.AsyncClient, enrollment: Service, name: str, *, size: int, seed: int
+) -> tuple[str, list[dict[str, Any]]]:
+    """An org chart of ``size`` + 500 people and a program: its id and ``size`` enrolments to upload."""
+    org = org_chart(size + 500, seed=seed)
+    (await client.post(f"{enrollment.url}/org-chart", json=[p.row() for p in org])).raise_for_status()
+    return await new_program(client, enrollment, name), enrolments(org, size, seed=seed)
+
+
+def start_upload(
+    client: httpx.AsyncClient, enrollment: Service, program: str, rows: list[dict[str, Any]]
+) -> asyncio.Task[httpx.Response]:
+    """The bulk upload, under way while the probe injects its fault."""
+    return asyncio.create_task(client.post(f"{enrollment.url}/programs/{program}/enrolments/bulk", json=rows))
+
+
 async def dbout(args: argparse.Namespace) -> None:
     prefix = f"p9{uuid.uuid4().hex[:6]}"
     endpoints = Stack().up()
     pg = httpx.URL(endpoints.admin_dsn)
-    proxy = Proxy(pg.host, pg.port or 5432)
-    await proxy.start()
     target = args.service
     size = args.size
-    try:
-        async with stack_of(*dict.fromkeys(["enrollment", "matching"]), prefix=prefix,
-                            dsn_for={target: via(endpoints.admin_dsn, proxy.port)}) as (endpoints, svcs):  # fmt: skip
-            matching, enrollment = svcs["matching"], svcs["enrollment"]
-            async with httpx.AsyncClient(headers={"Authorization": f"Bearer {token()}"}, timeout=600) as client:
-                org = org_chart(size + 500, seed=10)
-                (await client.post(f"{enrollment.url}/org-chart", json=[p.row() for p in org])).raise_for_status()
-                program = await new_program(client, enrollment, "probe9 outage")
-                rows = enrolments(org, size, seed=10)
-                conn = await asyncpg.connect(endpoints.admin_dsn)
-                in_pool = "SELECT count(*) FROM {s}.pool WHERE program_id = $1"
-                watch = ReadyWatch(client, svcs[target])
-                upload = asyncio.create_task(
-                    client.post(f"{enrollment.url}/programs/{program}/enrolments/bulk", json=rows)
-                )
-                if target == "matching":
-                    while await count(conn, matching.schema, in_pool, program) < 1:
-                        await asyncio.sleep(0.005)
-                else:
-                    await asyncio.sleep(args.cut_after)
-                if args.terminate:
-                    cut = watch.now()
-                    at_cut = await count(conn, matching.schema, in_pool, program)
-                    killed = 0
-                    until = time.monotonic() + args.seconds
-                    while time.monotonic() < until:
-                        killed += len(await conn.fetch(
-                            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1",
-                            svcs[target].schema))  # fmt: skip
-                        await asyncio.sleep(0.2)
-                    print(f"pg_terminate_backend on {target}'s connections every 0.2 s for {args.seconds} s"
-                          f" ({killed} backends ended), {at_cut:,} of {size:,} in matching's pool"
-                          " at the start")  # fmt: skip
-                else:
-                    await (proxy.blackhole() if args.blackhole else proxy.refuse())
-                    cut = watch.now()
-                    at_cut = await count(conn, matching.schema, in_pool, program)
-                    print(f"{'black-holed' if args.blackhole else 'refused'} {target}'s PostgreSQL for {args.seconds}"
-                          f" s, {at_cut:,} of {size:,} in matching's pool at the cut")  # fmt: skip
-                    await asyncio.sleep(args.seconds)
-                at_restore = await count(conn, matching.schema, in_pool, program)
-                await proxy.restore(reset_silent=args.reset_on_restore)
-                restored = watch.now()
-                await await_recovery(
-                    watch, conn, upload, args, cut=cut, restored=restored, endpoints=endpoints, prefix=prefix,
-                    program=program, enrollment=enrollment, matching=matching,
-                    at_restore=f"in matching's pool when the database came back: {at_restore:,}",
-                    metrics_of=[matching, enrollment] if target == "enrollment" else [matching],
-                )  # fmt: skip
-                await conn.close()
-    finally:
-        await proxy.close()
+    async with (
+        proxy_to(pg.host, pg.port or 5432) as proxy,
+        stack_of(*dict.fromkeys(["enrollment", "matching"]), prefix=prefix,
+                 dsn_for={target: via(endpoints.admin_dsn, proxy.port)}) as (endpoints, svcs),
+    ):  # fmt: skip
+        matching, enrollment = svcs["matching"], svcs["enrollment"]
+        async with httpx.AsyncClient(headers={"Authorization": f"Bearer {token()}"}, timeout=600) as client:
+            program, rows = await program_to_upload(client, enrollment, "probe9 outage", size=size, seed=10)
+            conn = await asyncpg.connect(endpoints.admin_dsn)
+            watch = ReadyWatch(client, svcs[target])
+            upload = start_upload(client, enrollment, program, rows)
+            if target == "matching":
+                while await count(conn, matching.schema, POOL_SQL, program) < 1:
+                    await asyncio.sleep(0.005)
+            else:
+                await asyncio.sleep(args.cut_after)
+            if args.terminate:
+                cut = watch.now()
+                at_cut = await count(conn, matching.schema, POOL_SQL, program)
+                killed = 0
+                until = time.monotonic() + args.seconds
+                while time.monotonic() < until:
+                    killed += len(await conn.fetch(
+                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1",
+                        svcs[target].schema))  # fmt: skip
+                    await asyncio.sleep(0.2)
+                print(f"pg_terminate_backend on {target}'s connections every 0.2 s for {args.seconds} s"
+                      f" ({killed} backends ended), {at_cut:,} of {size:,} in matching's pool"
+                      " at the start")  # fmt: skip
+            else:
+                await (proxy.blackhole() if args.blackhole else proxy.refuse())
+                cut = watch.now()
+                at_cut = await count(conn, matching.schema, POOL_SQL, program)
+                print(f"{'black-holed' if args.blackhole else 'refused'} {target}'s PostgreSQL for {args.seconds}"
+                      f" s, {at_cut:,} of {size:,} in matching's pool at the cut")  # fmt: skip
+                await asyncio.sleep(args.seconds)
+            at_restore = await count(conn, matching.schema, POOL_SQL, program)
+            await proxy.restore(reset_silent=args.reset_on_restore)
+            restored = watch.now()
+            await await_recovery(
+                watch, conn, upload, args, cut=cut, restored=restored, endpoints=endpoints, prefix=prefix,
+                program=program, enrollment=enrollment, matching=matching,
+                at_restore=f"in matching's pool when the database came back: {at_restore:,}",
+                metrics_of=[matching, enrollment] if target == "enrollment" else [matching],
+            )  # fmt: skip
+            await conn.close()
 
 
 # 3. Broker outage under enrollment while its outbox relay publishes ---------------------------------------
@@ -543,51 +564,40 @@ async def brokerout(args: argparse.Namespace) -> None:
     prefix = f"p9{uuid.uuid4().hex[:6]}"
     endpoints = Stack().up()
     host, port = endpoints.kafka_bootstrap.rsplit(":", 1)
-    proxy = Proxy(host, int(port))
-    await proxy.start()
     size = args.size
-    try:
-        async with stack_of("matching", "enrollment", prefix=prefix,
-                            kafka_via={"enrollment": f"127.0.0.1:{proxy.port}"},
-                            env_for={"enrollment": {"outbox_batch_size": str(args.relay_batch)}},
-                            ) as (endpoints, svcs):  # fmt: skip
-            matching, enrollment = svcs["matching"], svcs["enrollment"]
-            async with httpx.AsyncClient(headers={"Authorization": f"Bearer {token()}"}, timeout=600) as client:
-                org = org_chart(size + 500, seed=11)
-                (await client.post(f"{enrollment.url}/org-chart", json=[p.row() for p in org])).raise_for_status()
-                program = await new_program(client, enrollment, "probe9 broker outage")
-                rows = enrolments(org, size, seed=11)
-                conn = await asyncpg.connect(endpoints.admin_dsn)
-                published = "SELECT count(*) FROM {s}.outbox WHERE key = $1 AND published_at IS NOT NULL"
-                in_pool = "SELECT count(*) FROM {s}.pool WHERE program_id = $1"
-                watch = ReadyWatch(client, enrollment)
-                upload = asyncio.create_task(
-                    client.post(f"{enrollment.url}/programs/{program}/enrolments/bulk", json=rows)
-                )
-                while await count(conn, enrollment.schema, published, program) < size // 5:
-                    await asyncio.sleep(0.002)
-                await (proxy.blackhole() if args.blackhole else proxy.refuse())
-                cut = watch.now()
-                at_cut = await count(conn, enrollment.schema, published, program)
-                print(
-                    f"{'black-holed' if args.blackhole else 'refused'} enrollment's broker connections for "
-                    f"{args.seconds} s; {at_cut:,} of {size + 1:,} outbox rows marked published at the cut"
-                )
-                await asyncio.sleep(args.seconds)
-                at_restore = await count(conn, enrollment.schema, published, program)
-                pool_at_restore = await count(conn, matching.schema, in_pool, program)
-                await proxy.restore(reset_silent=args.reset_on_restore)
-                restored = watch.now()
-                await await_recovery(
-                    watch, conn, upload, args, cut=cut, restored=restored, endpoints=endpoints, prefix=prefix,
-                    program=program, enrollment=enrollment, matching=matching,
-                    at_restore=f"at the restore: {at_restore:,} outbox rows marked published,"
-                    f" {pool_at_restore:,} in matching's pool",
-                    metrics_of=[matching, enrollment],
-                )  # fmt: skip
-                await conn.close()
-    finally:
-        await proxy.close()
+    async with (
+        proxy_to(host, int(port)) as proxy,
+        stack_of("matching", "enrollment", prefix=prefix, kafka_via={"enrollment": f"127.0.0.1:{proxy.port}"},
+                 env_for={"enrollment": {"outbox_batch_size": str(args.relay_batch)}}) as (endpoints, svcs),
+    ):  # fmt: skip
+        matching, enrollment = svcs["matching"], svcs["enrollment"]
+        async with httpx.AsyncClient(headers={"Authorization": f"Bearer {token()}"}, timeout=600) as client:
+            program, rows = await program_to_upload(client, enrollment, "probe9 broker outage", size=size, seed=11)
+            conn = await asyncpg.connect(endpoints.admin_dsn)
+            watch = ReadyWatch(client, enrollment)
+            upload = start_upload(client, enrollment, program, rows)
+            while await count(conn, enrollment.schema, PUBLISHED_SQL, program) < size // 5:
+                await asyncio.sleep(0.002)
+            await (proxy.blackhole() if args.blackhole else proxy.refuse())
+            cut = watch.now()
+            at_cut = await count(conn, enrollment.schema, PUBLISHED_SQL, program)
+            print(
+                f"{'black-holed' if args.blackhole else 'refused'} enrollment's broker connections for "
+                f"{args.seconds} s; {at_cut:,} of {size + 1:,} outbox rows marked published at the cut"
+            )
+            await asyncio.sleep(args.seconds)
+            at_restore = await count(conn, enrollment.schema, PUBLISHED_SQL, program)
+            pool_at_restore = await count(conn, matching.schema, POOL_SQL, program)
+            await proxy.restore(reset_silent=args.reset_on_restore)
+            restored = watch.now()
+            await await_recovery(
+                watch, conn, upload, args, cut=cut, restored=restored, endpoints=endpoints, prefix=prefix,
+                program=program, enrollment=enrollment, matching=matching,
+                at_restore=f"at the restore: {at_restore:,} outbox rows marked published,"
+                f" {pool_at_restore:,} in matching's pool",
+                metrics_of=[matching, enrollment],
+            )  # fmt: skip
+            await conn.close()
 
 
 # 4. kill -9 of a service mid-burst, then a restart -----------------------------------------------------
@@ -601,25 +611,20 @@ async def kill9(args: argparse.Namespace) -> None:
                         ) as (endpoints, svcs):  # fmt: skip
         matching, enrollment = svcs["matching"], svcs["enrollment"]
         async with httpx.AsyncClient(headers={"Authorization": f"Bearer {token()}"}, timeout=600) as client:
-            org = org_chart(size + 500, seed=12)
-            (await client.post(f"{enrollment.url}/org-chart", json=[p.row() for p in org])).raise_for_status()
-            program = await new_program(client, enrollment, "probe9 kill -9")
-            rows = enrolments(org, size, seed=12)
+            program, rows = await program_to_upload(client, enrollment, "probe9 kill -9", size=size, seed=12)
             conn = await asyncpg.connect(endpoints.admin_dsn)
-            in_pool = "SELECT count(*) FROM {s}.pool WHERE program_id = $1"
-            published = "SELECT count(*) FROM {s}.outbox WHERE key = $1 AND published_at IS NOT NULL"
-            upload = asyncio.create_task(client.post(f"{enrollment.url}/programs/{program}/enrolments/bulk", json=rows))
+            upload = start_upload(client, enrollment, program, rows)
             if args.during_upload:
                 await asyncio.sleep(args.during_upload)
             elif victim == "matching":
-                while await count(conn, matching.schema, in_pool, program) < 1:
+                while await count(conn, matching.schema, POOL_SQL, program) < 1:
                     await asyncio.sleep(0.002)
             else:
-                while await count(conn, enrollment.schema, published, program) < size // 5:
+                while await count(conn, enrollment.schema, PUBLISHED_SQL, program) < size // 5:
                     await asyncio.sleep(0.002)
             svcs[victim].kill9()
-            at_kill = (await count(conn, matching.schema, in_pool, program),
-                       await count(conn, enrollment.schema, published, program))  # fmt: skip
+            at_kill = (await count(conn, matching.schema, POOL_SQL, program),
+                       await count(conn, enrollment.schema, PUBLISHED_SQL, program))  # fmt: skip
             print(
                 f"kill -9 {victim} (relay batches of {args.relay_batch}): {at_kill[0]:,} in matching's pool, "
                 f"{at_kill[1]:,} outbox rows marked published at the kill"
@@ -638,7 +643,7 @@ async def kill9(args: argparse.Namespace) -> None:
             stored = await count(conn, enrollment.schema, ENROLLED_SQL, program)
 
             async def complete() -> bool:
-                return bool(await count(conn, matching.schema, in_pool, program) >= stored)
+                return bool(await count(conn, matching.schema, POOL_SQL, program) >= stored)
 
             try:
                 took = await eventually(complete, 180, f"{stored:,} (the enrolments stored) in matching's pool")
