@@ -97,8 +97,9 @@ def lenient_records(topic: str, partition: int, batch: bytes) -> tuple[list[Reco
     records: list[Record] = []
     pos = 0
     for _ in range(count):
-        _, pos = _varint(body, pos)  # the record's length
-        pos += 1  # its attributes (unused)
+        length, pos = _varint(body, pos)
+        end = pos + length
+        pos += 1  # the record's attributes (unused)
         ts_delta, pos = _varint(body, pos)
         offset_delta, pos = _varint(body, pos)
         key, pos = _bytes(body, pos)
@@ -115,6 +116,7 @@ def lenient_records(topic: str, partition: int, batch: bytes) -> tuple[list[Reco
                 header_key = (raw_key or b"").decode(errors="backslashreplace")
                 bad.append(f'#{i} "{header_key}"')
             headers.append((header_key, header_value))  # type: ignore[arg-type]  # a null value passes on as aiokafka's
+        pos = end
         fields = (
             topic, partition, base_offset + offset_delta, max_ts if log_append_time else base_ts + ts_delta,
             log_append_time, key, value, None, len(key) if key is not None else -1,
