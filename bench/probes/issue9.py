@@ -445,11 +445,14 @@ class ReadyWatch:
 
 async def await_recovery(
     watch: ReadyWatch, conn: asyncpg.Connection, upload: asyncio.Task[httpx.Response], args: argparse.Namespace, *,
-    cut: float, restored: float, endpoints: Any, prefix: str, program: str, enrollment: Service, matching: Service,
+    proxy: Proxy, cut: float, endpoints: Any, prefix: str, program: str, enrollment: Service, matching: Service,
     at_restore: str, metrics_of: list[Service],
 ) -> None:  # fmt: skip
-    """What every outage prints once the fault is over: the upload's answer, when all its enrolments are in
-    matching's pool, readiness through the outage and after it, the counts and the consumers' metrics."""
+    """The fault lifted (``proxy`` restored), then what every outage prints: the upload's answer, when all
+    its enrolments are in matching's pool, readiness through the outage and after it, the counts and the
+    consumers' metrics."""
+    await proxy.restore(reset_silent=args.reset_on_restore)
+    restored = watch.now()
     r = await upload
     print(f"  bulk upload: HTTP {r.status_code} {r.text[:200] if r.status_code != 200 else ''}")
     print(f"  {at_restore}")
@@ -546,10 +549,8 @@ async def dbout(args: argparse.Namespace) -> None:
                       f" s, {at_cut:,} of {size:,} in matching's pool at the cut")  # fmt: skip
                 await asyncio.sleep(args.seconds)
             at_restore = await count(conn, matching.schema, POOL_SQL, program)
-            await proxy.restore(reset_silent=args.reset_on_restore)
-            restored = watch.now()
             await await_recovery(
-                watch, conn, upload, args, cut=cut, restored=restored, endpoints=endpoints, prefix=prefix,
+                watch, conn, upload, args, proxy=proxy, cut=cut, endpoints=endpoints, prefix=prefix,
                 program=program, enrollment=enrollment, matching=matching,
                 at_restore=f"in matching's pool when the database came back: {at_restore:,}",
                 metrics_of=[matching, enrollment] if target == "enrollment" else [matching],
@@ -588,10 +589,8 @@ async def brokerout(args: argparse.Namespace) -> None:
             await asyncio.sleep(args.seconds)
             at_restore = await count(conn, enrollment.schema, PUBLISHED_SQL, program)
             pool_at_restore = await count(conn, matching.schema, POOL_SQL, program)
-            await proxy.restore(reset_silent=args.reset_on_restore)
-            restored = watch.now()
             await await_recovery(
-                watch, conn, upload, args, cut=cut, restored=restored, endpoints=endpoints, prefix=prefix,
+                watch, conn, upload, args, proxy=proxy, cut=cut, endpoints=endpoints, prefix=prefix,
                 program=program, enrollment=enrollment, matching=matching,
                 at_restore=f"at the restore: {at_restore:,} outbox rows marked published,"
                 f" {pool_at_restore:,} in matching's pool",
