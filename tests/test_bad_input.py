@@ -224,3 +224,43 @@ async def test_nothing_of_a_refused_request_is_stored(stack: StackEndpoints, scr
         finally:
             await conn.close()
         assert (names, outbox) == (["Two\tparts"], 1)
+
+
+def _bare_strings(node: Any, schemas: dict[str, Any], path: str, seen: frozenset[str]) -> list[str]:
+    """The string schemas under ``node`` that say nothing about control characters (no pattern, enum, format)."""
+    if isinstance(node, list):
+        return [found for sub in node for found in _bare_strings(sub, schemas, path, seen)]
+    if not isinstance(node, dict):
+        return []
+    if "$ref" in node:
+        name = node["$ref"].rsplit("/", 1)[-1]
+        return [] if name in seen else _bare_strings(schemas[name], schemas, f"{path}", seen | {name})
+    if node.get("type") == "string" and not {"pattern", "enum", "format", "const"} & set(node):
+        return [path]
+    found = []
+    for key, sub in node.items():
+        if key == "properties":
+            for name, prop in sub.items():
+                found += _bare_strings(prop, schemas, f"{path}.{name}", seen)
+        elif key in ("items", "anyOf", "allOf", "oneOf", "additionalProperties"):
+            found += _bare_strings(sub, schemas, path, seen)
+    return found
+
+
+def test_no_request_body_or_parameter_takes_a_string_that_may_hold_a_control_character() -> None:
+    """Read from the documents the services serve: every string a client sends is an Id, a Tag or a Text
+    (or an enum, a date), and every string parameter is checked (``runtime.errors.check_parameters``)."""
+    from services.openapi import documents
+
+    bare = []
+    for service, doc in documents().items():
+        schemas = doc["components"]["schemas"]
+        for route, operations in doc["paths"].items():
+            for method, operation in operations.items():
+                where = f"{service} {method.upper()} {route}"
+                for media, content in operation.get("requestBody", {}).get("content", {}).items():
+                    if media.endswith("json"):  # a CSV upload's rows are the JSON rows' model
+                        bare += _bare_strings(content.get("schema"), schemas, f"{where} body", frozenset())
+                for parameter in operation.get("parameters", []):
+                    bare += _bare_strings(parameter["schema"], schemas, f"{where} {parameter['name']}", frozenset())
+    assert not bare, "\n".join(bare)

@@ -132,7 +132,7 @@ def due_instances(
 
 class ScoreIn(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
-    question_id: str = Field(min_length=1, max_length=64)
+    question_id: Id = Field(max_length=64)
     score: int
 
 
