@@ -15,8 +15,9 @@ can never be applied), instead of failing later at the database of whoever store
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, StringConstraints
 
@@ -27,8 +28,19 @@ TEXT = r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f]*$"
 """Free text: as :data:`NO_CONTROL`, but tab, line feed and carriage return are allowed."""
 
 CONTROL_PATTERNS = frozenset({NO_CONTROL, TEXT})
-"""The patterns that only refuse control characters: an error message says so in words
-(``runtime/errors.py``), and adding one to a published string is no breaking change (``contracts/compat.py``)."""
+"""The patterns that only refuse control characters: an error message says so in words (:func:`message`),
+and adding one to a published string is no breaking change (``contracts/compat.py``)."""
+
+CONTROL_MESSAGE = "String should not contain control characters (U+0000 to U+001F, U+007F)"
+
+
+def message(error: Mapping[str, Any]) -> str:
+    """A pydantic error's message, in words where pydantic's own would show one of the patterns above."""
+    ctx = error.get("ctx") or {}
+    if error["type"] == "string_pattern_mismatch" and ctx.get("pattern") in CONTROL_PATTERNS:
+        return CONTROL_MESSAGE
+    return str(error["msg"])
+
 
 Id = Annotated[str, StringConstraints(min_length=1, max_length=128, strip_whitespace=True, pattern=NO_CONTROL)]
 """Identifiers are opaque strings: employee ids come from the HRIS, others are UUIDs."""

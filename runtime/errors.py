@@ -28,7 +28,7 @@ from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
-from contracts.base import CONTROL_PATTERNS, NO_CONTROL
+from contracts.base import CONTROL_MESSAGE, NO_CONTROL, message
 
 log = logging.getLogger(__name__)
 
@@ -120,17 +120,12 @@ async def _request_invalid(_: Request, exc: Exception) -> JSONResponse:
     return JSONResponse({"detail": detail}, status_code=422)
 
 
-CONTROL_MESSAGE = "String should not contain control characters (U+0000 to U+001F, U+007F)"
-
-
 def _message(error: Any) -> str:
     """pydantic's message, in words where its own would show a regular expression or say too little."""
     ctx = error.get("ctx") or {}
-    if error["type"] == "string_pattern_mismatch" and ctx.get("pattern") in CONTROL_PATTERNS:
-        return CONTROL_MESSAGE
     if error["type"] == "json_invalid" and isinstance(ctx.get("error"), str):
         return f"JSON decode error: {ctx['error']}"  # the json module's reason, e.g. "Expecting value"
-    return str(error["msg"])
+    return message(error)
 
 
 MAX_PATH_PARAMETER = 128

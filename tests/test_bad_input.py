@@ -19,6 +19,7 @@ import pytest
 from fastapi import FastAPI
 
 from conftest import StackEndpoints, unique
+from contracts.base import CONTROL_MESSAGE
 from runtime.auth import issue_token
 from services.enrollment.app import EnrollmentSettings
 from services.enrollment.app import create as create_enrollment
@@ -52,13 +53,14 @@ class Bad:
     loc: list[str | int]
     json: Any = None
     content: bytes | None = None
+    msg: str | None = None
 
 
 def _body_cases(path: str, good: dict[str, Any], field: str, loc: list[str | int], bad: Any) -> list[Bad]:
     """The body's shared cases: a NUL in ``field`` (``bad`` is the poisoned value), an unknown field, a body
     that is not UTF-8, one nested too deeply."""
     return [
-        Bad(f"NUL in {field}", "POST", path, 422, ["body", *loc], json={**good, field: bad}),
+        Bad(f"NUL in {field}", "POST", path, 422, ["body", *loc], json={**good, field: bad}, msg=CONTROL_MESSAGE),
         Bad("unknown field", "POST", path, 422, ["body", "salary"], json={**good, "salary": SECRET}),
         Bad("body not UTF-8", "POST", path, 400, ["body"], content=NOT_UTF8),
         Bad("body nested too deeply", "POST", path, 400, ["body"], content=DEEP),
@@ -99,6 +101,7 @@ CASES: dict[str, list[Bad]] = {
             422,
             ["body", 1, "department"],
             json=[{"employee_id": "E1", "department": f"Fin\x1b{SECRET}", "level": 1}],
+            msg=CONTROL_MESSAGE,
         ),
         Bad(
             "unknown field in an org-chart row",
@@ -195,6 +198,8 @@ async def test_bad_input_is_one_error_naming_the_field_never_repeating_it(servic
             problems.append(f"{case.what}: {case.method} {case.path[:60]} -> {r.status_code} {r.text[:300]}")
         elif not all(isinstance(item.get("msg"), str) and item.get("type") for item in detail or []):
             problems.append(f"{case.what}: an item without msg or type: {r.text[:300]}")
+        elif case.msg is not None and detail and detail[0]["msg"] != case.msg:
+            problems.append(f"{case.what}: msg {detail[0]['msg']!r}, expected {case.msg!r}")
     assert not problems, "\n".join(problems)
 
 

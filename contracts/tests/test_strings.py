@@ -7,12 +7,13 @@ at parse time (not a failure at some consumer's database) and a request a 422 na
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import pytest
 from pydantic import Field, ValidationError
 
-from contracts.base import ContractModel, Id, RequestModel, Tag, Text
+from contracts.base import CONTROL_MESSAGE, ContractModel, Id, RequestModel, Tag, Text
 from contracts.envelope import Envelope, InvalidMessage, from_kafka, to_kafka
 from contracts.events import ALL_EVENTS, ParticipantEnrolled
 from contracts.examples import EXAMPLES
@@ -108,7 +109,7 @@ def _record_with(change: dict[str, Any]) -> tuple[list[tuple[str, bytes]], bytes
 )
 def test_an_event_carrying_a_nul_is_invalid_at_parse_time_naming_the_field(change: dict[str, Any], field: str) -> None:
     headers, value = _record_with(change)
-    with pytest.raises(InvalidMessage, match=rf"{field}: String should match pattern") as caught:
+    with pytest.raises(InvalidMessage, match=re.escape(f"{field}: {CONTROL_MESSAGE}")) as caught:
         from_kafka(headers, value)
     assert "SECRET" not in str(caught.value)
 

@@ -9,8 +9,8 @@ import httpx
 from fastapi import APIRouter, FastAPI
 from pydantic import Field
 
-from contracts.base import NO_CONTROL, Id, RequestModel, Text
-from runtime.errors import CONTROL_MESSAGE, install_error_docs, install_http_errors
+from contracts.base import CONTROL_MESSAGE, NO_CONTROL, Id, RequestModel, Text
+from runtime.errors import install_error_docs, install_http_errors
 
 
 class Body(RequestModel):
