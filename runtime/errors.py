@@ -6,6 +6,12 @@ subclass says (404 not found, 403 forbidden, 409 conflict, 422 otherwise). Messa
 service's code and name ids and fields, never the rejected text: they may be logged and are returned.
 
 Enrollment predates this module and maps its own errors the same way (``services/enrollment/api.py``).
+
+What FastAPI leaves unshaped is shaped here too: a body it cannot read (not UTF-8, nested too deeply) is a
+400 at ``["body"]`` saying why; a string refused for a control character (``contracts.base``) says so in
+words; and every path and query parameter is checked before the route runs (:func:`check_parameters`):
+no control characters, and a path segment no longer than an id, so an unknown id's 404 names only an id
+of bounded length and nothing reaches the database that it cannot store.
 """
 
 from __future__ import annotations
@@ -15,12 +21,14 @@ import logging
 import re
 from typing import Any, Literal
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
+
+from contracts.base import CONTROL_MESSAGE, NO_CONTROL, message
 
 log = logging.getLogger(__name__)
 
@@ -108,8 +116,43 @@ def install_field_errors(app: FastAPI) -> None:
 async def _request_invalid(_: Request, exc: Exception) -> JSONResponse:
     """FastAPI's 422 without its ``input`` and ``ctx`` members: a rejected body may be confidential text."""
     assert isinstance(exc, RequestValidationError)
-    detail = [ErrorItem(loc=list(e["loc"]), msg=e["msg"], type=e["type"]).model_dump() for e in exc.errors()]
+    detail = [ErrorItem(loc=list(e["loc"]), msg=_message(e), type=e["type"]).model_dump() for e in exc.errors()]
     return JSONResponse({"detail": detail}, status_code=422)
+
+
+def _message(error: Any) -> str:
+    """pydantic's message, in words where its own would show a regular expression or say too little."""
+    ctx = error.get("ctx") or {}
+    if error["type"] == "json_invalid" and isinstance(ctx.get("error"), str):
+        return f"JSON decode error: {ctx['error']}"  # the json module's reason, e.g. "Expecting value"
+    return message(error)
+
+
+MAX_PATH_PARAMETER = 128
+"""A path parameter is an id (``contracts.base.Id``: at most 128 characters) or shorter."""
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+"""The characters ``contracts.base.NO_CONTROL`` refuses."""
+
+
+async def check_parameters(request: Request) -> None:
+    """Every path and query parameter, before the route's own validation: no control characters (a NUL
+    cannot be stored, and no id or filter holds one), and a path parameter no longer than an id. An
+    unknown id's 404 repeats the id; bounded here, it never echoes kilobytes back. A 422 naming the
+    parameter, never repeating it."""
+    errors: list[dict[str, Any]] = []
+    for name, value in request.path_params.items():
+        if isinstance(value, str) and len(value) > MAX_PATH_PARAMETER:
+            msg = f"String should have at most {MAX_PATH_PARAMETER} characters"
+            errors.append({"loc": ("path", name), "msg": msg, "type": "string_too_long"})
+        elif isinstance(value, str) and _CONTROL.search(value):
+            errors.append({"loc": ("path", name), "msg": CONTROL_MESSAGE, "type": "string_pattern_mismatch"})
+    for name, value in request.query_params.multi_items():
+        # a name that is not a plain one is no parameter of any route: ignored, like any unknown one
+        if _CONTROL.search(value) and len(name) <= MAX_PATH_PARAMETER and not _CONTROL.search(name):
+            errors.append({"loc": ("query", name), "msg": CONTROL_MESSAGE, "type": "string_pattern_mismatch"})
+    if errors:
+        raise RequestValidationError(errors)
 
 
 _KINDS = {
@@ -134,6 +177,23 @@ def _http_error_detail(status: int, detail: Any) -> list[dict[str, Any]]:
         return detail
     kind = _KINDS.get(status, "error")
     return [ErrorItem(loc=[], msg=str(detail), type=kind).model_dump()]
+
+
+_UNREADABLE_BODY = "There was an error parsing the body"
+"""FastAPI's 400 when reading the body failed for another reason than JSON syntax (which is a 422)."""
+
+
+def _unreadable_body(exc: Exception) -> list[dict[str, Any]]:
+    """FastAPI's 400 for a body it could not read, at ``["body"]`` and saying why (from the exception it
+    chained: ``json.loads`` decoding the bytes, or recursing into them), never what the body held."""
+    cause = exc.__cause__
+    if isinstance(cause, UnicodeDecodeError):
+        msg = "the body is not valid UTF-8"
+    elif isinstance(cause, RecursionError):
+        msg = "the body is nested too deeply to parse"
+    else:
+        msg = "the body could not be parsed as its content type"
+    return [ErrorItem(loc=["body"], msg=msg, type="bad_request").model_dump()]
 
 
 _METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
@@ -176,7 +236,10 @@ def install_http_errors(app: FastAPI) -> None:
 
     async def http_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, StarletteHTTPException)
-        body = {"detail": _http_error_detail(exc.status_code, exc.detail)}
+        if exc.status_code == 400 and exc.detail == _UNREADABLE_BODY:
+            body = {"detail": _unreadable_body(exc)}
+        else:
+            body = {"detail": _http_error_detail(exc.status_code, exc.detail)}
         headers = getattr(exc, "headers", None)
         if exc.status_code == 405:
             headers = {**(headers or {}), "Allow": ", ".join(allowed_methods(request))}
@@ -190,6 +253,9 @@ def install_http_errors(app: FastAPI) -> None:
     app.add_exception_handler(StarletteHTTPException, http_error)
     app.add_exception_handler(RequestValidationError, _request_invalid)
     app.add_exception_handler(Exception, internal_error)
+    # every route included from now on checks its parameters first (FastAPI prepends the app router's
+    # dependencies to each route's when it is added)
+    app.router.dependencies.append(Depends(check_parameters))
 
 
 def install_error_docs(app: FastAPI) -> None:
@@ -212,6 +278,18 @@ def install_error_docs(app: FastAPI) -> None:
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
+
+
+def _document_bounds(parameter: dict[str, Any]) -> None:
+    """What :func:`check_parameters` enforces, said in the parameter's schema where it is a plain string
+    (or a plain string or null)."""
+    schema = parameter.get("schema", {})
+    for branch in schema.get("anyOf", [schema]):
+        if branch.get("type") != "string" or "enum" in branch or "format" in branch:
+            continue
+        branch.setdefault("pattern", NO_CONTROL)
+        if parameter.get("in") == "path":
+            branch["maxLength"] = min(branch.get("maxLength", MAX_PATH_PARAMETER), MAX_PATH_PARAMETER)
 
 
 _REF = "#/components/schemas/ErrorOut"
@@ -243,6 +321,8 @@ def _document_operation(operation: dict[str, Any]) -> None:
         codes.append(422)
     for code in codes:
         responses.setdefault(str(code), {"description": _WHY[code]})
+    for parameter in operation.get("parameters", []):
+        _document_bounds(parameter)
     for status, response in responses.items():
         if status[0] in "45":
             response["content"] = {"application/json": {"schema": {"$ref": _REF}}}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+from contracts.base import NO_CONTROL, TEXT
 from contracts.compat import breaking_changes
 
 
@@ -70,3 +71,15 @@ def test_an_optional_field_staying_optional_and_a_new_optional_field_are_fine() 
     current = _schema()
     current["properties"]["channel"] = {"type": "string"}
     assert breaking_changes(_schema(), current) == []
+
+
+def test_a_string_refusing_control_characters_is_no_change_but_another_pattern_is() -> None:
+    """No published event held a control character (the producers' outboxes are PostgreSQL text), so a
+    string gaining the pattern that refuses them breaks no reader or writer; any other pattern may."""
+    current = _schema()
+    current["properties"]["title"]["pattern"] = NO_CONTROL
+    current["$defs"]["Reviewer"]["properties"]["id"]["pattern"] = NO_CONTROL
+    current["properties"]["comment"]["anyOf"][0]["pattern"] = TEXT
+    assert breaking_changes(_schema(), current) == []
+    current["properties"]["description"]["pattern"] = "^[a-z]+$"
+    assert breaking_changes(_schema(), current) == ["description: type changed"]

@@ -17,6 +17,7 @@ from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request, 
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from contracts.base import message
 from contracts.events import ParticipantProfile
 from contracts.policy import Form, MatchingPolicy
 from contracts.timestamps import UtcDateTime
@@ -361,7 +362,7 @@ def install_error_handlers(app: FastAPI) -> None:
     async def validation_error(_: Request, exc: Exception) -> JSONResponse:
         """A model validated inside a handler (a patched enrolment): the body's field is at fault."""
         assert isinstance(exc, ValidationError)
-        detail = [_error(["body", *err["loc"]], err["msg"], err["type"]) for err in exc.errors()]
+        detail = [_error(["body", *err["loc"]], message(err), err["type"]) for err in exc.errors()]
         return JSONResponse({"detail": detail}, status_code=422)
 
     app.add_exception_handler(RowErrors, row_errors)

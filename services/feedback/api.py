@@ -15,10 +15,10 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request, Response, status
-from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ValidationError
 
+from contracts.base import message
 from contracts.events import QuestionScore, SurveyKind
 from contracts.policy import Role
 from contracts.timestamps import UtcDateTime
@@ -262,22 +262,17 @@ def _item(loc: list[str | int], msg: str, type_: str) -> dict[str, Any]:
 
 def install_error_handlers(app: FastAPI) -> None:
     """Domain errors and validation errors become the one error shape, naming the field; a rejected
-    value is never echoed (pydantic's ``input`` and ``ctx`` are dropped), since it may be a comment."""
+    value is never echoed (pydantic's ``input`` and ``ctx`` are dropped), since it may be a comment.
+    A request's own validation is shaped by ``runtime.errors``, as in every service."""
 
     async def domain_error(_: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, DomainError)
         return JSONResponse({"detail": [_item(exc.loc, exc.message, exc.kind)]}, status_code=exc.status)
 
-    async def request_invalid(_: Request, exc: Exception) -> JSONResponse:
-        assert isinstance(exc, RequestValidationError)
-        detail = [_item(list(e["loc"]), e["msg"], e["type"]) for e in exc.errors()]
-        return JSONResponse({"detail": detail}, status_code=422)
-
     async def model_invalid(_: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, ValidationError)
-        errors = exc.errors(include_url=False, include_input=False, include_context=False)
-        return JSONResponse({"detail": [_item(["body", *e["loc"]], e["msg"], e["type"]) for e in errors]}, 422)
+        errors = exc.errors(include_url=False, include_input=False)
+        return JSONResponse({"detail": [_item(["body", *e["loc"]], message(e), e["type"]) for e in errors]}, 422)
 
     app.add_exception_handler(DomainError, domain_error)
-    app.add_exception_handler(RequestValidationError, request_invalid)
     app.add_exception_handler(ValidationError, model_invalid)

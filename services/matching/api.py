@@ -9,6 +9,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Path, Query, Request, Response
 from pydantic import BaseModel, Field
 
+from contracts.base import Id, RequestModel, Text
 from contracts.policy import MatchingPolicy, PolicyChanges, PolicyRejected, Role
 from contracts.timestamps import UtcDateTime
 from runtime.auth import ApiRole, Principal, require
@@ -38,7 +39,7 @@ Admin = Annotated[Principal, Depends(require(ApiRole.ADMIN))]
 Staff = Annotated[Principal, Depends(require(ApiRole.ADMIN, ApiRole.INTEGRATION))]
 
 
-class RunBody(BaseModel):
+class RunBody(RequestModel):
     dry_run: bool = Field(default=False, description="compute and explain, publish nothing")
     seed: int | None = Field(default=None, ge=0, le=2**62, description="the lottery seed; random when absent")
     policy: PolicyChanges | None = Field(
@@ -50,10 +51,10 @@ class RunBody(BaseModel):
     wait: bool = Field(default=False, description="answer when the run has finished (small programs)")
 
 
-class OverrideBody(BaseModel):
+class OverrideBody(RequestModel):
     kind: OverrideKind
-    participant_ids: tuple[str, str]
-    reason: str = Field(min_length=3, max_length=500)
+    participant_ids: tuple[Id, Id]
+    reason: Text = Field(min_length=3, max_length=500)
 
 
 def _invalid(field: str, message: str) -> HTTPException:
@@ -302,8 +303,8 @@ async def list_overrides(program_id: str, ctx: Ctx, _: Admin) -> OverridesPage:
     return OverridesPage(total=len(items), items=[_override_view(o) for o in items])
 
 
-class RevokeBody(BaseModel):
-    reason: str = Field(min_length=3, max_length=500)
+class RevokeBody(RequestModel):
+    reason: Text = Field(min_length=3, max_length=500)
 
 
 @router.post(

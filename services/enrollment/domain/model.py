@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, ValidationInfo, WithJsonSchema, field_validator
 from pydantic.json_schema import SkipJsonSchema
 
-from contracts.base import ContractModel, Id, Tag
+from contracts.base import Id, RequestModel, Tag, Text
 from contracts.events import ParticipantProfile
 from contracts.policy import Form, MatchingPolicy, PolicyChanges, PolicyRejected, Role, default_policy
 from contracts.policy import resolve_policy as resolve_contract_policy
@@ -92,10 +92,10 @@ def _refuse_null(value: object, info: Any) -> object:
     return value
 
 
-class ProgramSpec(ContractModel):
+class ProgramSpec(RequestModel):
     """What an administrator states to open a program; the policy defaults per form."""
 
-    name: str = Field(min_length=1, max_length=200)
+    name: Text = Field(min_length=1, max_length=200)
     form: Form
     cadence_days: int = Field(default=14, ge=1, le=366)
     starts_on: DateIn
@@ -119,11 +119,11 @@ _PolicyPatch = Annotated[dict[str, Any], WithJsonSchema({"allOf": [{"$ref": "#/c
 """PolicyChanges where null is refused: its bare ``$ref`` wrapped, so pydantic can document it without ``null``."""
 
 
-class ProgramPatch(ContractModel):
+class ProgramPatch(RequestModel):
     """Fields left out keep their value; ``ends_on: null`` removes the end date; other nulls are refused
     (422), so the other fields are documented as not nullable."""
 
-    name: Annotated[str, Field(min_length=1, max_length=200)] | SkipJsonSchema[None] = None
+    name: Annotated[Text, Field(min_length=1, max_length=200)] | SkipJsonSchema[None] = None
     cadence_days: Annotated[int, Field(ge=1, le=366)] | SkipJsonSchema[None] = None
     ends_on: DateIn | None = None
     policy: _PolicyPatch | SkipJsonSchema[None] = Field(default=None, description=_POLICY_DOC)
@@ -160,12 +160,12 @@ class Program:
 # --- org chart ---------------------------------------------------------------------------------
 
 
-class OrgPerson(ContractModel):
+class OrgPerson(RequestModel):
     employee_id: Id
     manager_id: Id | None = None
-    department: str = Field(min_length=1, max_length=120)
+    department: Text = Field(min_length=1, max_length=120)
     level: int = Field(ge=0, le=30)
-    location: str | None = Field(default=None, max_length=120)
+    location: Text | None = Field(default=None, max_length=120)
     utc_offset_minutes: int = Field(default=0, ge=-720, le=840)
     languages: list[Tag] = Field(default_factory=list)
 
@@ -240,7 +240,7 @@ def manager_chain(employee_id: str, managers: dict[str, str | None]) -> list[str
 # --- enrolment ---------------------------------------------------------------------------------
 
 
-class EnrolmentRequest(ContractModel):
+class EnrolmentRequest(RequestModel):
     """What a person declares when enrolling; org data is added from the chart."""
 
     participant_id: Id
@@ -260,7 +260,7 @@ class EnrolmentRequest(ContractModel):
     conflicts_with: list[Id] = Field(default_factory=list, max_length=100)
 
 
-class EnrolmentPatch(ContractModel):
+class EnrolmentPatch(RequestModel):
     """Fields left out keep their value. ``null`` clears ``team_id``, ``capacity`` and ``languages``
     (back to the HRIS languages); the lists are emptied with ``[]``, never with ``null``."""
 

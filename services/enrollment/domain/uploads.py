@@ -17,6 +17,7 @@ from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
+from contracts.base import message
 from services.enrollment.domain.model import RowError
 
 M = TypeVar("M", bound=BaseModel)
@@ -136,7 +137,7 @@ def parse_upload(content: bytes, content_type: str, model: type[M], key: str | N
         except ValidationError as exc:
             for err in exc.errors():
                 name = ".".join(str(p) for p in err["loc"]) or None
-                upload.errors.append(RowError(i, name, err["msg"], err["type"]))
+                upload.errors.append(RowError(i, name, message(err), err["type"]))
             continue
         if key is not None:
             upload.unreadable_keys.discard(str(record[key]).strip())

@@ -19,7 +19,7 @@ from datetime import datetime, timedelta
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from contracts.base import Id
+from contracts.base import Id, Text
 from contracts.events import QuestionScore, SurveyKind
 from contracts.policy import Role
 from services.feedback.domain.errors import DomainError, Forbidden
@@ -132,7 +132,7 @@ def due_instances(
 
 class ScoreIn(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
-    question_id: str = Field(min_length=1, max_length=64)
+    question_id: Id = Field(max_length=64)
     score: int
 
 
@@ -164,7 +164,7 @@ class AnswerIn(BaseModel):
     session_id: Id | None = Field(default=None, description="session surveys: the session attended")
     period: int | None = Field(default=None, ge=1, description="check-ins: which one (as listed as due)")
     answers: list[ScoreIn] = Field(min_length=1, max_length=30)
-    comment: str | None = Field(
+    comment: Text | None = Field(
         default=None,
         max_length=COMMENT_MAX_CHARS,
         description="free text, encrypted at rest; readable by its author and by holders of feedback:read-text",

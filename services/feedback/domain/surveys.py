@@ -12,7 +12,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
-from contracts.base import Id
+from contracts.base import Id, Text
 from contracts.events import Measure, SurveyKind
 from contracts.policy import Role
 from contracts.timestamps import UtcDateTime
@@ -32,7 +32,7 @@ class _Strict(BaseModel):
 
 class Question(_Strict):
     question_id: QuestionId = Field(description="unique within the survey, e.g. 'rating'")
-    text: str = Field(min_length=1, max_length=300)
+    text: Text = Field(min_length=1, max_length=300)
     measure: Measure
     scale_min: int = Field(ge=0, le=10)
     scale_max: int = Field(ge=1, le=10)
@@ -72,7 +72,7 @@ class SurveySpec(_Strict):
         },
     )
 
-    name: str = Field(min_length=1, max_length=200)
+    name: Text = Field(min_length=1, max_length=200)
     kind: SurveyKind = Field(
         description="session: after each session attended; checkin: every `every_days` per active group; "
         "program: once when a relationship closes"

@@ -110,13 +110,14 @@ async def test_two_runs_of_one_batch_each_write_only_their_own_people(db: asyncp
 
 
 async def test_ids_holding_the_separator_of_joined_texts_are_stored_as_sent(db: asyncpg.Pool) -> None:
-    """The columns travel as joined texts (runtime.db.text_array_sql); an id may hold the separator
-    (JSON escapes it as \\u001f), and then that run travels as arrays: nothing split or merged."""
-    odd = Envelope(data=_enrolled(person("P\x1f1")).data, id="event\x1fid")
+    """The columns travel as joined texts (runtime.db.text_array_sql); an event id (a header, not a
+    contract string, which holds no control character) may hold the separator, and then that run travels
+    as arrays: nothing split or merged."""
+    odd = Envelope(data=_enrolled(person("P1")).data, id="event\x1fid")
     await _project(db, [_record(_enrolled(person("P0")), 0), _record(odd, 1)])
     await _project(db, [_record(odd, 2)])  # redelivered: the tracking record knows its id
     async with db.acquire() as conn:
-        assert {p.participant_id for p in await repo.unmatched_pool(conn, PROGRAM)} == {"P0", "P\x1f1"}
+        assert {p.participant_id for p in await repo.unmatched_pool(conn, PROGRAM)} == {"P0", "P1"}
         assert (
             await conn.fetchval("SELECT count(*) FROM processed_events WHERE event_id = 'event' || chr(31) || 'id'")
             == 1
@@ -130,15 +131,26 @@ async def test_events_built_in_process_have_no_body_and_are_serialised(db: async
         assert await repo.mentor_capacities(conn, ["M2"]) == {"M2": 2}
 
 
-async def test_a_nul_character_in_a_profile_is_stored_as_before(db: asyncpg.Pool) -> None:
-    """``\\u0000`` in a profile's text: pydantic accepts it, PostgreSQL's ``->`` cannot unescape it.
-    The profile serialised from its model is stored as it is, never dead-lettered."""
-    env = _enrolled(person("P1", department="eng\x00ineering"))
-    assert b"\\u0000" in to_kafka(env).value
-    await _project(db, [_record(env, 0)])
+class _DeadLetters:
+    def __init__(self) -> None:
+        self.sent: list[dict[str, bytes]] = []
+
+    async def send_and_wait(self, topic: str, **kwargs: Any) -> None:
+        self.sent.append(dict(kwargs["headers"]))
+
+
+async def test_a_nul_character_in_a_profile_is_a_dead_letter_at_parse_time(db: asyncpg.Pool) -> None:
+    """``\\u0000`` in a profile's text: the contract refuses it (no PostgreSQL text can hold it), so the
+    event is a dead letter naming the field, the rest of the batch is applied, nothing is half-stored."""
+    env = _enrolled(person("P1"))
+    body = json.loads(to_kafka(env).value)
+    body["profile"]["department"] = "eng\x00ineering"
+    dead = _DeadLetters()
+    consumer = EventConsumer(name="pool-test", pool=db, producer=dead, topics=(ENROLLMENT,), handlers=HANDLERS)
+    await consumer.process_batch([_record(env, 0, body), _record(_enrolled(person("P2")), 1)])
+    assert len(dead.sent) == 1 and b"profile.department" in dead.sent[0]["dlt_reason"]
     async with db.acquire() as conn:
-        (profile,) = await repo.unmatched_pool(conn, PROGRAM)
-        assert profile.department == "eng\x00ineering"
+        assert [p.participant_id for p in await repo.unmatched_pool(conn, PROGRAM)] == ["P2"]
 
 
 async def test_a_mentor_written_without_the_capacity_column_keeps_the_profiles(db: asyncpg.Pool) -> None:

@@ -10,17 +10,17 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-from contracts.base import Id
+from contracts.base import TEXT, Id
 from contracts.events import ClosureReason, GoalCategory, MeetingFormat
 from contracts.timestamps import InstantIn
 from services.sessions.domain.model import NoteKind
 
-TopicText = Annotated[str, StringConstraints(min_length=1, max_length=200, strip_whitespace=True)]
-StepText = Annotated[str, StringConstraints(min_length=1, max_length=300, strip_whitespace=True)]
-GoalText = Annotated[str, StringConstraints(min_length=1, max_length=500, strip_whitespace=True)]
-ReasonText = Annotated[str, StringConstraints(min_length=1, max_length=2000, strip_whitespace=True)]
-GroupText = Annotated[str, StringConstraints(min_length=1, max_length=4000, strip_whitespace=True)]
-NoteText = Annotated[str, StringConstraints(min_length=1, max_length=10_000, strip_whitespace=True)]
+TopicText = Annotated[str, StringConstraints(min_length=1, max_length=200, strip_whitespace=True, pattern=TEXT)]
+StepText = Annotated[str, StringConstraints(min_length=1, max_length=300, strip_whitespace=True, pattern=TEXT)]
+GoalText = Annotated[str, StringConstraints(min_length=1, max_length=500, strip_whitespace=True, pattern=TEXT)]
+ReasonText = Annotated[str, StringConstraints(min_length=1, max_length=2000, strip_whitespace=True, pattern=TEXT)]
+GroupText = Annotated[str, StringConstraints(min_length=1, max_length=4000, strip_whitespace=True, pattern=TEXT)]
+NoteText = Annotated[str, StringConstraints(min_length=1, max_length=10_000, strip_whitespace=True, pattern=TEXT)]
 
 
 class Command(BaseModel):
