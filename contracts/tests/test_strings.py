@@ -105,6 +105,8 @@ def _record_with(change: dict[str, Any]) -> tuple[list[tuple[str, bytes]], bytes
         ({"participant_id": "E1\x00SECRET"}, "profile.participant_id"),
         ({"goals": ["lead\x00SECRET"]}, "profile.goals.0"),
         ({"department": "Fin\x00SECRET"}, "profile.department"),
+        ({"department": "Fin\x1bSECRET"}, "profile.department"),
+        ({"location": "Mil\x7fSECRET"}, "profile.location"),  # DEL stands raw in JSON, unescaped
     ],
 )
 def test_an_event_carrying_a_nul_is_invalid_at_parse_time_naming_the_field(change: dict[str, Any], field: str) -> None:
