@@ -20,8 +20,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import json
 import logging
+import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -30,6 +32,7 @@ from pathlib import Path
 
 import asyncpg
 from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
 from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from faststream.kafka import KafkaBroker
@@ -43,7 +46,8 @@ from runtime.asgi import StatusOf
 from runtime.auth import AuthenticateFirst, JwtConfig
 from runtime.consumer import EventConsumer
 from runtime.db import create_pool, migrate
-from runtime.errors import install_error_docs, install_http_errors
+from runtime.errors import ErrorItem, install_error_docs, install_http_errors
+from runtime.health import BrokerProbe, DatabaseProbe, Readiness
 from runtime.heap import settle_heap
 from runtime.kafka import ensure_topics, make_broker
 from runtime.logging import configure_logging
@@ -172,6 +176,46 @@ def _route_template(scope: Scope) -> str:
     return str(getattr(scope.get("route"), "path", "unmatched"))
 
 
+_UNREACHABLE_ERRNOS = {errno.EHOSTUNREACH, errno.ENETUNREACH, errno.ENETDOWN, errno.EHOSTDOWN, errno.ETIMEDOUT}
+
+INFRASTRUCTURE_ERRORS: tuple[type[Exception], ...] = (
+    OSError,  # connection refused, reset, a host unreachable or not resolved; TimeoutError: no answer in time
+    asyncpg.InterfaceError,  # the connection was closed under the request (DataError has its own 422)
+    asyncpg.PostgresConnectionError,  # SQLSTATE 08
+    asyncpg.InsufficientResourcesError,  # 53: too many connections, disk full
+    asyncpg.OperatorInterventionError,  # 57: shutting down, starting up, statement cancelled
+    KafkaError,
+)
+"""What a request meets when the database or the broker is away: 503, not a 500 (see
+:func:`install_unavailable_errors`)."""
+
+
+def _is_infrastructure(exc: Exception) -> bool:
+    if isinstance(exc, OSError) and not isinstance(exc, ConnectionError | TimeoutError | socket.gaierror):
+        return exc.errno in _UNREACHABLE_ERRNOS  # not a file the code could not open: that is a bug, a 500
+    return True
+
+
+def install_unavailable_errors(app: FastAPI) -> None:
+    """A request that fails because the database or the broker cannot be reached (refused, reset, no
+    answer within the statement timeout, shutting down) answers 503 in the one error shape, with a
+    ``Retry-After``: the client's request was fine and may be sent again, and the API says so instead
+    of an internal error. The message names no host, port or library: those stay in the log (the type)."""
+
+    async def unavailable(_: Request, exc: Exception) -> JSONResponse:
+        if not _is_infrastructure(exc):
+            raise exc  # the catch-all answers it: an internal error
+        log.warning("request failed: database or broker unavailable", extra={"error_type": type(exc).__name__})
+        item = ErrorItem(
+            loc=[], msg="the service cannot reach its database or broker right now; try again shortly",
+            type="unavailable",
+        )  # fmt: skip
+        return JSONResponse({"detail": [item.model_dump()]}, status_code=503, headers={"Retry-After": "5"})
+
+    for kind in INFRASTRUCTURE_ERRORS:
+        app.add_exception_handler(kind, unavailable)
+
+
 def create_app(spec: ServiceSpec) -> FastAPI:
     settings = spec.settings
     metrics = RuntimeMetrics(spec.name)
@@ -211,6 +255,9 @@ def create_app(spec: ServiceSpec) -> FastAPI:
             tracer=tracing.tracer,
         )
         app.state.relay_task = supervisor.start("outbox_relay", relay.run, graceful=True)
+        database_probe = DatabaseProbe(settings.database_url.get_secret_value(), settings.db_schema)
+        broker_probe = BrokerProbe(settings.kafka_bootstrap, f"{spec.name}-ready")
+        app.state.readiness = Readiness(database_probe.check, broker_probe.check, supervisor)
         consumers = spec.consumers(ctx)
         for consumer in consumers:
             run = partial(consumer.run, settings.kafka_bootstrap)
@@ -231,6 +278,8 @@ def create_app(spec: ServiceSpec) -> FastAPI:
             for consumer in consumers:
                 consumer.stop()
             await supervisor.stop()
+            app.state.readiness = None
+            await database_probe.close()
             await broker.stop()
             await producer.stop()
             await pool.close()
@@ -259,6 +308,8 @@ def create_app(spec: ServiceSpec) -> FastAPI:
         detail = [{"loc": ["body"], "msg": f"a value cannot be stored ({kind})", "type": "value_error"}]
         return JSONResponse({"detail": detail}, status_code=422)
 
+    install_unavailable_errors(app)
+
     @app.get("/health/live", include_in_schema=False)
     async def live() -> dict[str, str]:
         """Cheap and external-free: the process answers, that is all liveness means."""
@@ -267,30 +318,14 @@ def create_app(spec: ServiceSpec) -> FastAPI:
     @app.get("/health/ready", include_in_schema=False)
     async def ready(request: Request) -> JSONResponse:
         """Ready = the database and the broker answer, and every supervised task (outbox relay,
-        consumers, background loops) runs without a current failure; 503 names what fails and why."""
-        ctx: ServiceContext | None = getattr(request.app.state, "ctx", None)
-        supervisor: Supervisor | None = getattr(request.app.state, "supervisor", None)
-        checks = {"database": False, "broker": False, "outbox_relay": False}
-        failing: dict[str, str] = {}
-        if ctx is not None and supervisor is not None:
-
-            async def database() -> bool:
-                async with asyncio.timeout(2):
-                    return bool(await ctx.pool.fetchval("SELECT 1") == 1)
-
-            async def broker() -> bool:
-                async with asyncio.timeout(3):
-                    return bool(await ctx.broker.ping(timeout=2))
-
-            db_ok, broker_ok = await asyncio.gather(database(), broker(), return_exceptions=True)
-            checks["database"] = db_ok is True
-            checks["broker"] = broker_ok is True
-            failing = supervisor.failing()
-            checks.update({name: name not in failing for name in supervisor.statuses})
-        ok = all(checks.values())
-        body: dict[str, object] = {"status": "ok" if ok else "unavailable", "checks": checks}
-        if failing:
-            body["failing"] = failing
+        consumers, background loops) runs without a current failure; 503 names what fails and why
+        (:mod:`runtime.health`: probes that cannot wedge, and a task waiting out an outage that has
+        ended shown as recovering)."""
+        readiness: Readiness | None = getattr(request.app.state, "readiness", None)
+        if readiness is None:  # starting or stopping
+            checks = {"database": False, "broker": False, "outbox_relay": False}
+            return JSONResponse({"status": "unavailable", "checks": checks}, status_code=503)
+        ok, body = await readiness.evaluate()
         return JSONResponse(body, status_code=200 if ok else 503)
 
     @app.get("/metrics", include_in_schema=False)
