@@ -1,0 +1,143 @@
+"""Readiness's parts: the outage watch (pure), and the probes against the real database and broker
+behind a loopback proxy that refuses or black-holes (``tests/faultproxy.py``)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from urllib.parse import urlsplit, urlunsplit
+
+import pytest
+
+from conftest import StackEndpoints, eventually
+from runtime.health import BrokerProbe, DatabaseProbe, OutageWatch
+from runtime.supervision import TaskStatus
+from tests.faultproxy import TcpProxy
+
+# The outage watch -------------------------------------------------------------------------------------
+
+
+def _failing(since: float, last: float) -> TaskStatus:
+    status = TaskStatus("consumer:x", running=True, reason="retrying a batch: ConnectionRefusedError")
+    status.since, status.last_failure_at = since, last
+    return status
+
+
+def test_a_task_that_failed_within_an_outage_that_ended_is_recovering() -> None:
+    watch = OutageWatch(last_fine=10.0)
+    watch.observe(20.0, fine=False)  # the outage, seen
+    assert not watch.explains(_failing(since=12.0, last=19.0)), "the outage is not over"
+    watch.observe(30.0, fine=True)  # seen over
+    assert watch.explains(_failing(since=12.0, last=25.0))
+
+
+def test_a_task_that_failed_again_after_the_outage_ended_counts_again() -> None:
+    watch = OutageWatch(last_fine=10.0)
+    watch.observe(20.0, fine=False)
+    watch.observe(30.0, fine=True)
+    assert not watch.explains(_failing(since=12.0, last=31.0))
+
+
+def test_a_task_failing_before_the_outage_began_is_not_excused_by_it() -> None:
+    watch = OutageWatch(last_fine=10.0)
+    watch.observe(20.0, fine=False)
+    watch.observe(30.0, fine=True)
+    assert not watch.explains(_failing(since=5.0, last=25.0)), "it already failed while all was fine"
+
+
+def test_without_an_outage_seen_a_failing_task_counts() -> None:
+    watch = OutageWatch(last_fine=10.0)
+    watch.observe(20.0, fine=True)
+    assert not watch.explains(_failing(since=12.0, last=15.0))
+
+
+def test_a_late_round_does_not_undo_a_newer_one() -> None:
+    watch = OutageWatch(last_fine=10.0)
+    watch.observe(20.0, fine=False)
+    watch.observe(30.0, fine=True)
+    watch.observe(25.0, fine=False)  # began before the round that saw the infrastructure back
+    assert not watch.down
+    assert watch.explains(_failing(since=12.0, last=26.0))
+
+
+def test_a_stopped_task_is_never_recovering() -> None:
+    watch = OutageWatch(last_fine=10.0)
+    watch.observe(20.0, fine=False)
+    watch.observe(30.0, fine=True)
+    status = _failing(since=12.0, last=25.0)
+    status.running = False
+    assert not watch.explains(status)
+
+
+# The probes on the real stack -----------------------------------------------------------------------
+
+
+def _via(dsn: str, port: int) -> str:
+    parts = urlsplit(dsn)
+    user = parts.netloc.rsplit("@", 1)
+    host = f"127.0.0.1:{port}"
+    return urlunsplit(parts._replace(netloc=f"{user[0]}@{host}" if len(user) == 2 else host))
+
+
+@pytest.fixture
+async def pg_proxy(stack: StackEndpoints) -> AsyncIterator[TcpProxy]:
+    pg = urlsplit(stack.admin_dsn)
+    proxy = TcpProxy(pg.hostname or "127.0.0.1", pg.port or 5432)
+    await proxy.start()
+    yield proxy
+    await proxy.close()
+
+
+@pytest.fixture
+async def kafka_proxy(stack: StackEndpoints) -> AsyncIterator[TcpProxy]:
+    host, port = stack.kafka_bootstrap.rsplit(":", 1)
+    proxy = TcpProxy(host, int(port))
+    await proxy.start()
+    yield proxy
+    await proxy.close()
+
+
+@pytest.mark.stack
+@pytest.mark.parametrize("fault", ["cut", "blackhole"])
+async def test_the_database_probe_answers_no_within_bounds_and_yes_once_the_database_is_back(
+    stack: StackEndpoints, pg_proxy: TcpProxy, fault: str
+) -> None:
+    probe = DatabaseProbe(_via(stack.admin_dsn, pg_proxy.port), "readiness_probe_test")
+    try:
+        assert await probe.check()
+        await (pg_proxy.cut() if fault == "cut" else pg_proxy.blackhole())
+        async with asyncio.timeout(10):  # bounded: a silent connection is not waited on
+            assert not await probe.check()
+            assert not await probe.check()
+        await pg_proxy.restore()
+        await eventually(probe.check, 15, "the probe to see the database again")
+    finally:
+        await probe.close()
+
+
+@pytest.mark.stack
+@pytest.mark.parametrize("fault", ["cut", "blackhole"])
+async def test_the_broker_probe_answers_no_within_bounds_and_never_wedges_after_a_partition(
+    kafka_proxy: TcpProxy, fault: str
+) -> None:
+    """FastStream's admin-client ping stayed false for minutes after a partition healed (its connection
+    was never closed); a probe's own client is closed after each probe, so nothing silent is reused."""
+    probe = BrokerProbe(f"127.0.0.1:{kafka_proxy.port}", "readiness-probe-test")
+    assert await probe.check()
+    await (kafka_proxy.cut() if fault == "cut" else kafka_proxy.blackhole())
+    async with asyncio.timeout(10):
+        assert not await probe.check()
+        assert not await probe.check()
+    await kafka_proxy.restore()
+    await eventually(probe.check, 15, "the probe to see the broker again")
+
+
+@pytest.mark.stack
+async def test_probes_asked_at_once_share_one_attempt(stack: StackEndpoints, pg_proxy: TcpProxy) -> None:
+    probe = DatabaseProbe(_via(stack.admin_dsn, pg_proxy.port), "readiness_probe_test")
+    try:
+        answers = await asyncio.gather(*(probe.check() for _ in range(5)))
+        assert answers == [True] * 5
+        assert pg_proxy.connections == 1, "one connection, shared, not one per caller"
+    finally:
+        await probe.close()
