@@ -25,13 +25,18 @@ answer true during an outage and prompt after it, each learnt from an outside-in
   fail again after the infrastructure came back, it counts again. Only an outage that a readiness check
   saw is known (Kubernetes asks every few seconds; so does the ``/metrics`` scrape): without one, the
   tasks' own next success decides, as before.
+
+And a request that meets the outage answers 503 in the one error shape, not a 500
+(:func:`install_unavailable_errors`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
+import socket
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -39,7 +44,11 @@ from typing import Any
 
 import asyncpg
 from aiokafka.client import AIOKafkaClient
+from aiokafka.errors import KafkaError
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
 
+from runtime.errors import ErrorItem
 from runtime.supervision import Supervisor, TaskStatus
 
 log = logging.getLogger(__name__)
@@ -201,3 +210,45 @@ class Readiness:
         if recovering:
             body["recovering"] = recovering  # failed during an outage that has ended; its next attempt is due
         return ok, body
+
+
+# Requests during an outage ---------------------------------------------------------------------------
+
+_UNREACHABLE_ERRNOS = {errno.EHOSTUNREACH, errno.ENETUNREACH, errno.ENETDOWN, errno.EHOSTDOWN, errno.ETIMEDOUT}
+
+INFRASTRUCTURE_ERRORS: tuple[type[Exception], ...] = (
+    OSError,  # connection refused, reset, a host unreachable or not resolved; TimeoutError: no answer in time
+    asyncpg.InterfaceError,  # the connection was closed under the request (DataError has its own 422)
+    asyncpg.PostgresConnectionError,  # SQLSTATE 08
+    asyncpg.InsufficientResourcesError,  # 53: too many connections, disk full
+    asyncpg.OperatorInterventionError,  # 57: shutting down, starting up, statement cancelled
+    KafkaError,
+)
+"""What a request meets when the database or the broker is away: 503, not a 500 (see
+:func:`install_unavailable_errors`)."""
+
+
+def _is_infrastructure(exc: Exception) -> bool:
+    if isinstance(exc, OSError) and not isinstance(exc, ConnectionError | TimeoutError | socket.gaierror):
+        return exc.errno in _UNREACHABLE_ERRNOS  # not a file the code could not open: that is a bug, a 500
+    return True
+
+
+def install_unavailable_errors(app: FastAPI) -> None:
+    """A request that fails because the database or the broker cannot be reached (refused, reset, no
+    answer within the statement timeout, shutting down) answers 503 in the one error shape, with a
+    ``Retry-After``: the client's request was fine and may be sent again, and the API says so instead
+    of an internal error. The message names no host, port or library: those stay in the log (the type)."""
+
+    async def unavailable(_: Request, exc: Exception) -> JSONResponse:
+        if not _is_infrastructure(exc):
+            raise exc  # the catch-all answers it: an internal error
+        log.warning("request failed: database or broker unavailable", extra={"error_type": type(exc).__name__})
+        item = ErrorItem(
+            loc=[], msg="the service cannot reach its database or broker right now; try again shortly",
+            type="unavailable",
+        )  # fmt: skip
+        return JSONResponse({"detail": [item.model_dump()]}, status_code=503, headers={"Retry-After": "5"})
+
+    for kind in INFRASTRUCTURE_ERRORS:
+        app.add_exception_handler(kind, unavailable)

@@ -20,10 +20,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import json
 import logging
-import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -32,7 +30,6 @@ from pathlib import Path
 
 import asyncpg
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaError
 from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from faststream.kafka import KafkaBroker
@@ -46,8 +43,8 @@ from runtime.asgi import StatusOf
 from runtime.auth import AuthenticateFirst, JwtConfig
 from runtime.consumer import EventConsumer
 from runtime.db import create_pool, migrate
-from runtime.errors import ErrorItem, install_error_docs, install_http_errors
-from runtime.health import BrokerProbe, DatabaseProbe, Readiness
+from runtime.errors import install_error_docs, install_http_errors
+from runtime.health import BrokerProbe, DatabaseProbe, Readiness, install_unavailable_errors
 from runtime.heap import settle_heap
 from runtime.kafka import ensure_topics, make_broker
 from runtime.logging import configure_logging
@@ -174,46 +171,6 @@ def _route_template(scope: Scope) -> str:
     """The template of the route that answered; ``unmatched`` when no route did (a path no route has, or
     a request refused before routing, such as authentication's 401), so made-up paths add no series."""
     return str(getattr(scope.get("route"), "path", "unmatched"))
-
-
-_UNREACHABLE_ERRNOS = {errno.EHOSTUNREACH, errno.ENETUNREACH, errno.ENETDOWN, errno.EHOSTDOWN, errno.ETIMEDOUT}
-
-INFRASTRUCTURE_ERRORS: tuple[type[Exception], ...] = (
-    OSError,  # connection refused, reset, a host unreachable or not resolved; TimeoutError: no answer in time
-    asyncpg.InterfaceError,  # the connection was closed under the request (DataError has its own 422)
-    asyncpg.PostgresConnectionError,  # SQLSTATE 08
-    asyncpg.InsufficientResourcesError,  # 53: too many connections, disk full
-    asyncpg.OperatorInterventionError,  # 57: shutting down, starting up, statement cancelled
-    KafkaError,
-)
-"""What a request meets when the database or the broker is away: 503, not a 500 (see
-:func:`install_unavailable_errors`)."""
-
-
-def _is_infrastructure(exc: Exception) -> bool:
-    if isinstance(exc, OSError) and not isinstance(exc, ConnectionError | TimeoutError | socket.gaierror):
-        return exc.errno in _UNREACHABLE_ERRNOS  # not a file the code could not open: that is a bug, a 500
-    return True
-
-
-def install_unavailable_errors(app: FastAPI) -> None:
-    """A request that fails because the database or the broker cannot be reached (refused, reset, no
-    answer within the statement timeout, shutting down) answers 503 in the one error shape, with a
-    ``Retry-After``: the client's request was fine and may be sent again, and the API says so instead
-    of an internal error. The message names no host, port or library: those stay in the log (the type)."""
-
-    async def unavailable(_: Request, exc: Exception) -> JSONResponse:
-        if not _is_infrastructure(exc):
-            raise exc  # the catch-all answers it: an internal error
-        log.warning("request failed: database or broker unavailable", extra={"error_type": type(exc).__name__})
-        item = ErrorItem(
-            loc=[], msg="the service cannot reach its database or broker right now; try again shortly",
-            type="unavailable",
-        )  # fmt: skip
-        return JSONResponse({"detail": [item.model_dump()]}, status_code=503, headers={"Retry-After": "5"})
-
-    for kind in INFRASTRUCTURE_ERRORS:
-        app.add_exception_handler(kind, unavailable)
 
 
 def create_app(spec: ServiceSpec) -> FastAPI:

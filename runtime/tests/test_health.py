@@ -1,5 +1,6 @@
-"""Readiness's parts: the outage watch (pure), and the probes against the real database and broker
-behind a loopback proxy that refuses or black-holes (``tests/faultproxy.py``)."""
+"""Readiness's parts: the outage watch (pure), the probes against the real database and broker
+behind a loopback proxy that refuses or black-holes (``tests/faultproxy.py``), and the 503 a request
+meeting an outage answers."""
 
 from __future__ import annotations
 
@@ -7,10 +8,16 @@ import asyncio
 from collections.abc import AsyncIterator
 from urllib.parse import urlsplit, urlunsplit
 
+import asyncpg
+import httpx
 import pytest
+from aiokafka.errors import KafkaConnectionError
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse
 
 from conftest import StackEndpoints, eventually
-from runtime.health import BrokerProbe, DatabaseProbe, OutageWatch
+from runtime.errors import install_http_errors
+from runtime.health import BrokerProbe, DatabaseProbe, OutageWatch, install_unavailable_errors
 from runtime.supervision import TaskStatus
 from tests.faultproxy import TcpProxy
 
@@ -141,3 +148,56 @@ async def test_probes_asked_at_once_share_one_attempt(stack: StackEndpoints, pg_
         assert pg_proxy.connections == 1, "one connection, shared, not one per caller"
     finally:
         await probe.close()
+
+
+# Requests during an outage ---------------------------------------------------------------------------
+
+
+def _failing_app(exc: Exception) -> FastAPI:
+    app = FastAPI()
+    install_http_errors(app)
+    install_unavailable_errors(app)
+
+    @app.get("/thing")
+    async def thing() -> None:
+        raise exc
+
+    return app
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [
+        ConnectionRefusedError(111, "Connect call failed ('10.0.0.7', 5432)"),
+        TimeoutError(),
+        OSError(113, "Connect call failed ('10.0.0.7', 5432)"),  # host unreachable
+        asyncpg.InterfaceError("connection is closed"),
+        asyncpg.CannotConnectNowError("the database system is starting up"),
+        asyncpg.ConnectionDoesNotExistError("connection was closed in the middle of operation"),
+        KafkaConnectionError("Unable to bootstrap from [('10.0.0.7', 9092)]"),
+    ],
+    ids=type,
+)
+async def test_a_request_meeting_an_outage_answers_503_in_the_one_shape_naming_nothing_of_it(exc: Exception) -> None:
+    transport = httpx.ASGITransport(app=_failing_app(exc), raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://svc") as client:
+        r = await client.get("/thing")
+    assert r.status_code == 503
+    assert r.headers["retry-after"] == "5"
+    (item,) = r.json()["detail"]
+    assert item["loc"] == [] and item["type"] == "unavailable"
+    assert not any(leak in item["msg"] for leak in ("10.0.0.7", "5432", "Connect", "closed", "starting"))
+
+
+@pytest.mark.parametrize("exc", [FileNotFoundError(2, "no such file"), asyncpg.DataError("bad")], ids=type)
+async def test_other_errors_keep_their_own_answer(exc: Exception) -> None:
+    app = _failing_app(exc)
+
+    @app.exception_handler(asyncpg.DataError)
+    async def unstorable(_: object, __: Exception) -> JSONResponse:  # as runtime.service maps it
+        return JSONResponse({"detail": []}, status_code=422)
+
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://svc") as client:
+        r = await client.get("/thing")
+    assert r.status_code == (422 if isinstance(exc, asyncpg.DataError) else 500)
