@@ -22,7 +22,9 @@ answer true during an outage and prompt after it, each learnt from an outside-in
   when the probes last saw everything fine before an outage and when they first saw it fine again; a
   task whose failure began within that outage, and which has not failed since the probes saw the
   infrastructure back, is *recovering*: shown in the answer, not counted against readiness. Should it
-  fail again after the infrastructure came back, it counts again. Only an outage that a readiness check
+  fail again after the infrastructure came back, it counts again. When the database is back, the pool's
+  connections from before are replaced as they are next acquired (one a partition silenced would
+  otherwise hold its next statement for the whole statement timeout). Only an outage that a readiness check
   saw is known (Kubernetes asks every few seconds; so does the ``/metrics`` scrape): without one, the
   tasks' own next success decides, as before.
 
@@ -74,6 +76,13 @@ class _SingleFlight:
             self._inflight = asyncio.create_task(self._guarded())
         return await asyncio.shield(self._inflight)
 
+    async def cancel(self) -> None:
+        """Stop a probe in flight (at shutdown)."""
+        if self._inflight is not None and not self._inflight.done():
+            self._inflight.cancel()
+            with contextlib.suppress(BaseException):
+                await self._inflight
+
     async def _guarded(self) -> bool:
         try:
             async with asyncio.timeout(PROBE_SECONDS + 1.0):
@@ -112,11 +121,7 @@ class DatabaseProbe:
             self._conn = None
 
     async def close(self) -> None:
-        inflight = self.check._inflight
-        if inflight is not None and not inflight.done():
-            inflight.cancel()
-            with contextlib.suppress(BaseException):
-                await inflight
+        await self.check.cancel()
         if self._conn is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._conn.close(), 1.0)
@@ -188,12 +193,23 @@ class Readiness:
     database: Callable[[], Awaitable[bool]]
     broker: Callable[[], Awaitable[bool]]
     supervisor: Supervisor
+    on_database_back: Callable[[], Awaitable[None]] | None = None
+    """Called once when the database answers again after the probe saw it down: the service's pool
+    expires its connections (``asyncpg.Pool.expire_connections``), since an idle one from before a
+    partition may be silenced for good and would cost its next user the whole statement timeout."""
     watch: OutageWatch = field(default_factory=OutageWatch)
+    _database_down: bool = False
 
     async def evaluate(self) -> tuple[bool, dict[str, Any]]:
         started = time.monotonic()
         db_ok, broker_ok = await asyncio.gather(self.database(), self.broker())
         self.watch.observe(started, db_ok and broker_ok)
+        if not db_ok:
+            self._database_down = True
+        elif self._database_down:
+            self._database_down = False
+            if self.on_database_back is not None:
+                await self.on_database_back()
         checks: dict[str, bool] = {"database": db_ok, "broker": broker_ok}
         failing: dict[str, str] = {}
         recovering: dict[str, str] = {}

@@ -214,7 +214,9 @@ def create_app(spec: ServiceSpec) -> FastAPI:
         app.state.relay_task = supervisor.start("outbox_relay", relay.run, graceful=True)
         database_probe = DatabaseProbe(settings.database_url.get_secret_value(), settings.db_schema)
         broker_probe = BrokerProbe(settings.kafka_bootstrap, f"{spec.name}-ready")
-        app.state.readiness = Readiness(database_probe.check, broker_probe.check, supervisor)
+        app.state.readiness = Readiness(
+            database_probe.check, broker_probe.check, supervisor, on_database_back=pool.expire_connections
+        )
         consumers = spec.consumers(ctx)
         for consumer in consumers:
             run = partial(consumer.run, settings.kafka_bootstrap)

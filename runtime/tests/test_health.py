@@ -16,9 +16,10 @@ from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 
 from conftest import StackEndpoints, eventually
+from runtime.db import create_pool
 from runtime.errors import install_http_errors
-from runtime.health import BrokerProbe, DatabaseProbe, OutageWatch, install_unavailable_errors
-from runtime.supervision import TaskStatus
+from runtime.health import BrokerProbe, DatabaseProbe, OutageWatch, Readiness, install_unavailable_errors
+from runtime.supervision import Supervisor, TaskStatus
 from tests.faultproxy import TcpProxy
 
 # The outage watch -------------------------------------------------------------------------------------
@@ -148,6 +149,38 @@ async def test_probes_asked_at_once_share_one_attempt(stack: StackEndpoints, pg_
         assert pg_proxy.connections == 1, "one connection, shared, not one per caller"
     finally:
         await probe.close()
+
+
+async def _broker_fine() -> bool:
+    return True
+
+
+@pytest.mark.stack
+async def test_once_readiness_sees_the_database_back_the_pools_silenced_connections_are_replaced(
+    stack: StackEndpoints, pg_proxy: TcpProxy
+) -> None:
+    """After a partition, an idle pool connection stays silent for good: without being replaced, its next
+    statement would wait the whole statement timeout (60 s) before failing."""
+    dsn = _via(stack.admin_dsn, pg_proxy.port)
+    pool = await create_pool(dsn, "public", min_size=2, max_size=2)
+    probe = DatabaseProbe(dsn, "readiness_pool_test")
+    readiness = Readiness(probe.check, _broker_fine, Supervisor(), on_database_back=pool.expire_connections)
+    try:
+        assert (await readiness.evaluate())[0]
+        await pg_proxy.blackhole()
+        ok, body = await readiness.evaluate()
+        assert not ok and body["checks"]["database"] is False
+        await pg_proxy.restore()
+
+        async def ready() -> bool:
+            return (await readiness.evaluate())[0]
+
+        await eventually(ready, 15, "readiness to see the database back")
+        async with asyncio.timeout(20):  # far below the statement timeout a silenced connection would cost
+            assert [await pool.fetchval("SELECT 1") for _ in range(4)] == [1] * 4
+    finally:
+        await probe.close()
+        pool.terminate()
 
 
 # Requests during an outage ---------------------------------------------------------------------------
