@@ -42,9 +42,28 @@ async def create_pool(
         max_size=max_size,
         command_timeout=statement_timeout,
         server_settings={"search_path": schema, "application_name": schema},
+        init=_terminate_after_a_timeout,
     )
     assert pool is not None
     return pool
+
+
+async def _terminate_after_a_timeout(conn: asyncpg.Connection) -> None:
+    """A connection whose statement timed out is closed at once, not used again.
+
+    Why: the timeout most often means the connection went silent (a partition), and whatever comes next
+    on it waits the whole timeout again: the ``ROLLBACK`` of the transaction around the statement did,
+    so a consumer caught in a database partition resumed two timeouts (120 s) after the partition began
+    instead of one. Closed, the rollback fails at once (the server rolls the transaction back when the
+    connection ends), and the pool opens a fresh connection for the next user. A statement that was only
+    slow loses its connection, nothing else. (asyncpg calls query loggers just after the statement,
+    while the rollback is already waiting: closing the connection ends that wait.)"""
+
+    def on_statement(record: asyncpg.connection.LoggedQuery) -> None:
+        if isinstance(record.exception, TimeoutError) and not conn.is_closed():
+            conn.terminate()
+
+    conn.add_query_logger(on_statement)
 
 
 def _migrations(folder: Path) -> list[tuple[int, str, str]]:

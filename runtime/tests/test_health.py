@@ -183,6 +183,30 @@ async def test_once_readiness_sees_the_database_back_the_pools_silenced_connecti
         pool.terminate()
 
 
+@pytest.mark.stack
+async def test_a_connection_whose_statement_timed_out_is_closed_so_its_rollback_does_not_wait_again(
+    stack: StackEndpoints, pg_proxy: TcpProxy
+) -> None:
+    """In a partition the ``ROLLBACK`` after a timed-out statement waited a second statement timeout
+    on the same silent connection; the pool closes such a connection instead (runtime/db.py)."""
+    pool = await create_pool(_via(stack.admin_dsn, pg_proxy.port), "public", min_size=1, max_size=1,
+                             statement_timeout=1.0)  # fmt: skip
+    try:
+        async with pool.acquire() as conn:
+            with pytest.raises((TimeoutError, asyncpg.InterfaceError)) as raised:
+                async with conn.transaction():
+                    await conn.execute("SELECT 1")
+                    await pg_proxy.blackhole()
+                    await conn.execute("SELECT 2")
+        # the statement timed out, and the rollback met a closed connection instead of a second timeout
+        assert isinstance(raised.value, asyncpg.InterfaceError), repr(raised.value)
+        assert isinstance(raised.value.__context__, TimeoutError)
+        await pg_proxy.restore()
+        assert await pool.fetchval("SELECT 3") == 3, "the pool opened a fresh connection"
+    finally:
+        pool.terminate()
+
+
 # Requests during an outage ---------------------------------------------------------------------------
 
 
