@@ -235,6 +235,7 @@ _UNREACHABLE_ERRNOS = {errno.EHOSTUNREACH, errno.ENETUNREACH, errno.ENETDOWN, er
 INFRASTRUCTURE_ERRORS: tuple[type[Exception], ...] = (
     OSError,  # connection refused, reset, a host unreachable or not resolved; TimeoutError: no answer in time
     asyncpg.InterfaceError,  # the connection was closed under the request (DataError has its own 422)
+    asyncpg.InternalClientError,  # the protocol's state after a connection was closed under a statement
     asyncpg.PostgresConnectionError,  # SQLSTATE 08
     asyncpg.InsufficientResourcesError,  # 53: too many connections, disk full
     asyncpg.OperatorInterventionError,  # 57: shutting down, starting up, statement cancelled

@@ -229,6 +229,7 @@ def _failing_app(exc: Exception) -> FastAPI:
         TimeoutError(),
         OSError(113, "Connect call failed ('10.0.0.7', 5432)"),  # host unreachable
         asyncpg.InterfaceError("connection is closed"),
+        asyncpg.InternalClientError("protocol is in an unknown state"),
         asyncpg.CannotConnectNowError("the database system is starting up"),
         asyncpg.ConnectionDoesNotExistError("connection was closed in the middle of operation"),
         KafkaConnectionError("Unable to bootstrap from [('10.0.0.7', 9092)]"),
