@@ -23,6 +23,12 @@ At 30 s it stopped a matching run of the demo, whose pool query (since rewritten
 database of 37,000 groups: a statement that slow is a bug to find, and a minute leaves room for a busy
 machine while still ending a silent connection's wait."""
 
+CONNECT_TIMEOUT_SECONDS = 10.0
+"""How long opening a connection may take (asyncpg's default: 60 s). A connection opened into a
+partition is accepted and never answered; the pool opens one as soon as it has closed a timed-out one
+(to keep its minimum size), and a consumer's next batch asks for one: each of them held its pool slot
+for a minute after the partition had healed. Opening a connection takes milliseconds."""
+
 MIGRATION_TIMEOUT_SECONDS = 3600.0
 """A migration, or waiting for another replica's, may take long on a large table."""
 
@@ -41,10 +47,30 @@ async def create_pool(
         min_size=min_size,
         max_size=max_size,
         command_timeout=statement_timeout,
+        timeout=CONNECT_TIMEOUT_SECONDS,
         server_settings={"search_path": schema, "application_name": schema},
+        init=_terminate_after_a_timeout,
     )
     assert pool is not None
     return pool
+
+
+async def _terminate_after_a_timeout(conn: asyncpg.Connection) -> None:
+    """A connection whose statement timed out is closed at once, not used again.
+
+    Why: the timeout most often means the connection went silent (a partition), and whatever comes next
+    on it waits the whole timeout again: the ``ROLLBACK`` of the transaction around the statement did,
+    so a consumer caught in a database partition resumed two timeouts (120 s) after the partition began
+    instead of one. Closed, the rollback fails at once (the server rolls the transaction back when the
+    connection ends), and the pool opens a fresh connection for the next user. A statement that was only
+    slow loses its connection, nothing else. (asyncpg calls query loggers just after the statement,
+    while the rollback is already waiting: closing the connection ends that wait.)"""
+
+    def on_statement(record: asyncpg.connection.LoggedQuery) -> None:
+        if isinstance(record.exception, TimeoutError) and not conn.is_closed():
+            conn.terminate()
+
+    conn.add_query_logger(on_statement)
 
 
 def _migrations(folder: Path) -> list[tuple[int, str, str]]:

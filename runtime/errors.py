@@ -92,6 +92,8 @@ _WHY = {
     404: "an unknown id (or one the caller may not see), named in loc",
     409: "a conflict with the current state",
     422: "invalid input, per field",
+    503: "the service cannot reach its database or broker right now; the request may be sent again after "
+    "Retry-After seconds",
 }
 
 
@@ -319,6 +321,7 @@ def _document_operation(operation: dict[str, Any]) -> None:
         codes += [400, 422]
     if operation.get("parameters"):
         codes.append(422)
+    codes.append(503)  # runtime.service.install_unavailable_errors: any operation may meet an outage
     for code in codes:
         responses.setdefault(str(code), {"description": _WHY[code]})
     for parameter in operation.get("parameters", []):

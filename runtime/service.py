@@ -44,6 +44,7 @@ from runtime.auth import AuthenticateFirst, JwtConfig
 from runtime.consumer import EventConsumer
 from runtime.db import create_pool, migrate
 from runtime.errors import install_error_docs, install_http_errors
+from runtime.health import BrokerProbe, DatabaseProbe, Readiness, install_unavailable_errors
 from runtime.heap import settle_heap
 from runtime.kafka import ensure_topics, make_broker
 from runtime.logging import configure_logging
@@ -211,6 +212,11 @@ def create_app(spec: ServiceSpec) -> FastAPI:
             tracer=tracing.tracer,
         )
         app.state.relay_task = supervisor.start("outbox_relay", relay.run, graceful=True)
+        database_probe = DatabaseProbe(settings.database_url.get_secret_value(), settings.db_schema)
+        broker_probe = BrokerProbe(settings.kafka_bootstrap, f"{spec.name}-ready")
+        app.state.readiness = Readiness(
+            database_probe.check, broker_probe.check, supervisor, on_database_back=pool.expire_connections
+        )
         consumers = spec.consumers(ctx)
         for consumer in consumers:
             run = partial(consumer.run, settings.kafka_bootstrap)
@@ -231,6 +237,8 @@ def create_app(spec: ServiceSpec) -> FastAPI:
             for consumer in consumers:
                 consumer.stop()
             await supervisor.stop()
+            app.state.readiness = None
+            await database_probe.close()
             await broker.stop()
             await producer.stop()
             await pool.close()
@@ -259,6 +267,8 @@ def create_app(spec: ServiceSpec) -> FastAPI:
         detail = [{"loc": ["body"], "msg": f"a value cannot be stored ({kind})", "type": "value_error"}]
         return JSONResponse({"detail": detail}, status_code=422)
 
+    install_unavailable_errors(app)
+
     @app.get("/health/live", include_in_schema=False)
     async def live() -> dict[str, str]:
         """Cheap and external-free: the process answers, that is all liveness means."""
@@ -267,30 +277,14 @@ def create_app(spec: ServiceSpec) -> FastAPI:
     @app.get("/health/ready", include_in_schema=False)
     async def ready(request: Request) -> JSONResponse:
         """Ready = the database and the broker answer, and every supervised task (outbox relay,
-        consumers, background loops) runs without a current failure; 503 names what fails and why."""
-        ctx: ServiceContext | None = getattr(request.app.state, "ctx", None)
-        supervisor: Supervisor | None = getattr(request.app.state, "supervisor", None)
-        checks = {"database": False, "broker": False, "outbox_relay": False}
-        failing: dict[str, str] = {}
-        if ctx is not None and supervisor is not None:
-
-            async def database() -> bool:
-                async with asyncio.timeout(2):
-                    return bool(await ctx.pool.fetchval("SELECT 1") == 1)
-
-            async def broker() -> bool:
-                async with asyncio.timeout(3):
-                    return bool(await ctx.broker.ping(timeout=2))
-
-            db_ok, broker_ok = await asyncio.gather(database(), broker(), return_exceptions=True)
-            checks["database"] = db_ok is True
-            checks["broker"] = broker_ok is True
-            failing = supervisor.failing()
-            checks.update({name: name not in failing for name in supervisor.statuses})
-        ok = all(checks.values())
-        body: dict[str, object] = {"status": "ok" if ok else "unavailable", "checks": checks}
-        if failing:
-            body["failing"] = failing
+        consumers, background loops) runs without a current failure; 503 names what fails and why
+        (:mod:`runtime.health`: probes that cannot wedge, and a task waiting out an outage that has
+        ended shown as recovering)."""
+        readiness: Readiness | None = getattr(request.app.state, "readiness", None)
+        if readiness is None:  # starting or stopping
+            checks = {"database": False, "broker": False, "outbox_relay": False}
+            return JSONResponse({"status": "unavailable", "checks": checks}, status_code=503)
+        ok, body = await readiness.evaluate()
         return JSONResponse(body, status_code=200 if ok else 503)
 
     @app.get("/metrics", include_in_schema=False)

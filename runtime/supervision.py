@@ -10,7 +10,9 @@ silently stops until the next restart. Here every long-running task of a service
   capped exponential back-off (``min_backoff`` doubling up to ``max_backoff``);
 - while a task is failing its :class:`TaskStatus` carries the reason, and ``/health/ready`` answers 503
   naming the task and the reason; a task may also report a failure it handles itself (the consumer
-  retrying an unreachable database) through the same status, without raising;
+  retrying an unreachable database) through the same status, without raising. A failure that began
+  within an outage the readiness probes saw end is shown as recovering instead, until the task's next
+  attempt (:mod:`runtime.health`), so readiness does not wait for a back-off after the outage;
 - a task that returns has finished its work on purpose (it was stopped) and is not restarted; one that
   is cancelled from outside is shown as not running.
 """
@@ -40,12 +42,17 @@ class TaskStatus:
     since: float | None = None
     running: bool = False
     errors: int = 0
+    last_failure_at: float | None = None
+    """``time.monotonic()`` of the latest failure reported; with ``since`` (when the current failure
+    began) it lets readiness tell a task waiting out an outage that has ended (:mod:`runtime.health`)."""
 
     def failing(self, reason: str) -> None:
         """The task cannot do its work right now (it keeps trying): readiness names it with ``reason``."""
+        now = time.monotonic()
         if self.reason is None:
-            self.since = time.monotonic()
+            self.since = now
         self.reason = reason
+        self.last_failure_at = now
 
     def ok(self) -> None:
         self.reason = None

@@ -9,7 +9,9 @@ import contextlib
 
 class TcpProxy:
     """Forwards ``127.0.0.1:<port>`` to an upstream address. :meth:`cut` drops every open connection
-    and refuses new ones (as a stopped server would); :meth:`restore` listens on the same port again."""
+    and refuses new ones (as a stopped server would); :meth:`blackhole` silences them instead (a
+    partition: no byte, no reset, no FIN, and new connections accepted but never answered);
+    :meth:`restore` forwards new connections again (black-holed ones stay silent, as in real life)."""
 
     def __init__(self, upstream_host: str, upstream_port: int) -> None:
         self.upstream = (upstream_host, upstream_port)
@@ -17,6 +19,9 @@ class TcpProxy:
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
         self._pipes: set[asyncio.Task[None]] = set()
+        self._clients: set[asyncio.StreamWriter] = set()
+        self._held: list[asyncio.StreamWriter] = []
+        self._silent = False
         self.connections = 0
 
     async def start(self) -> int:
@@ -25,6 +30,10 @@ class TcpProxy:
         return self.port
 
     async def cut(self) -> None:
+        self._silent = False
+        for writer in self._held:
+            writer.transport.abort()
+        self._held.clear()
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()
@@ -32,17 +41,36 @@ class TcpProxy:
         for writer in list(self._writers):
             writer.transport.abort()
         self._writers.clear()
+        self._clients.clear()
         for pipe in list(self._pipes):
             pipe.cancel()
         await asyncio.gather(*self._pipes, return_exceptions=True)
 
+    async def blackhole(self) -> None:
+        self._silent = True
+        for pipe in list(self._pipes):
+            pipe.cancel()
+        await asyncio.gather(*self._pipes, return_exceptions=True)
+        for writer in list(self._writers):
+            if writer in self._clients:
+                self._held.append(writer)  # never written to, never closed
+            else:
+                writer.transport.abort()
+        self._writers.clear()
+        self._clients.clear()
+
     async def restore(self) -> None:
-        await self.start()
+        self._silent = False
+        if self._server is None:
+            await self.start()
 
     async def close(self) -> None:
         await self.cut()
 
     async def _accept(self, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
+        if self._silent:
+            self._held.append(client_writer)
+            return
         try:
             upstream_reader, upstream_writer = await asyncio.open_connection(*self.upstream)
         except OSError:
@@ -50,6 +78,7 @@ class TcpProxy:
             return
         self.connections += 1
         self._writers |= {client_writer, upstream_writer}
+        self._clients.add(client_writer)
         for reader, writer in ((client_reader, upstream_writer), (upstream_reader, client_writer)):
             pipe = asyncio.create_task(self._pipe(reader, writer))
             self._pipes.add(pipe)
@@ -63,6 +92,7 @@ class TcpProxy:
         except (ConnectionError, OSError):
             pass
         finally:
-            with contextlib.suppress(Exception):
-                writer.close()
-            self._writers.discard(writer)
+            if not self._silent:
+                with contextlib.suppress(Exception):
+                    writer.close()
+                self._writers.discard(writer)

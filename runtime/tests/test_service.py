@@ -11,8 +11,8 @@ from fastapi import FastAPI
 
 from conftest import StackEndpoints, unique
 from runtime import service as service_module
-from runtime.kafka import make_broker
-from runtime.service import ServiceContext, ServiceSpec, create_app
+from runtime.health import BrokerProbe, Readiness
+from runtime.service import ServiceSpec, create_app
 from runtime.settings import ServiceSettings
 
 pytestmark = pytest.mark.stack
@@ -53,14 +53,14 @@ async def test_ready_is_200_when_database_broker_and_relay_answer(running_app: F
 
 
 async def test_ready_is_503_when_the_broker_is_unreachable(running_app: FastAPI) -> None:
-    ctx: ServiceContext = running_app.state.ctx
-    real = ctx.broker
-    ctx.broker = make_broker("127.0.0.1:1", "unreachable")  # nothing listens on port 1
+    readiness: Readiness = running_app.state.readiness
+    real = readiness.broker
+    readiness.broker = BrokerProbe("127.0.0.1:1", "unreachable").check  # nothing listens on port 1
     try:
         async with _client(running_app) as client, asyncio.timeout(10):
             response = await client.get("/health/ready")
     finally:
-        ctx.broker = real
+        readiness.broker = real
     assert response.status_code == 503
     assert response.json()["checks"] == {"database": True, "broker": False, "outbox_relay": True}
 
