@@ -35,6 +35,7 @@ from services.matching.domain.facilitated_levels import (
     max_load_ratio,
     placed_levels,
 )
+from services.matching.domain.facilitated_lp import placement_lp_bound
 from services.matching.domain.facilitated_prep import (
     Eligibility,
     best_mentors,
@@ -112,8 +113,12 @@ def _prepare(prep: Prepared, time_limit: float) -> FacilitatedRun:
     if flows_only or not search:  # the reassignment's options as on the large pools (+3 fit at 1,000)
         remember_best(el)
     cand = _first_candidates(prep, el, active, exact, flows_only)
-    greedy = _greedy(prep, {pid: eligible_of[pid] for pid in active}, fit_of, free, time_limit)
-    flow_bound = _placed_bound(prep, el, active, free, greedy, cand, time_limit)
+    seeking = {pid: eligible_of[pid] for pid in active}
+    greedy = _greedy(prep, seeking, fit_of, free, time_limit)
+    flow_bound, departments_bind = _placed_bound(prep, el, active, free, greedy, cand, time_limit)
+    if departments_bind and not past_deadline(prep, time_limit):
+        by_department = greedy_facilitated(prep, seeking, fit_of, free, by_department=True)
+        greedy = _better_greedy([greedy, by_department], fit_of)
     if not co_count:
         greedy = _chains(prep, el, free, greedy, flow_bound, time_limit)
     routing = None if co_count else _routing(prep, el, active, free)
@@ -176,21 +181,23 @@ def _placed_bound(
     greedy: list[MentorGroup],
     cand: dict[str, set[int]],
     time_limit: float,
-) -> int:
+) -> tuple[int, bool]:
     """The placement bound: the greedy's count when it meets the counting bound, else the max flow on the
     full graph (``_placement_bound``), whose mentors join the candidates; the counting bound, noted, when
-    the clock or the flow's path limit stops it."""
+    the clock or the flow's path limit stops it. Below both, with a department bound, the linear
+    programme that also counts group minimums (``facilitated_lp``): then (its value, True), True saying
+    that departments and minimums bind together (the greedy that places by department is worth a try)."""
     pol = prep.policy
     greedy_placed = sum(len(members) for _, members in greedy)
     placed_cap = min(len(active), (int(free.sum()) // max(1, pol.mentors_per_group)) * pol.group_members_max)
     if greedy_placed >= placed_cap:  # the greedy meets the counting bound: no flow needed to prove it
-        return greedy_placed
+        return greedy_placed, False
     if past_deadline(prep, time_limit):
         prep.notes.append(
             "placed_bound is the counting bound (min(seekers, free groups x group maximum)): the time limit cut "
             "the preparation before the max flow"
         )
-        return placed_cap
+        return placed_cap, False
     relaxed = _placement_bound(prep, el, active, free, greedy)
     if not relaxed.proven:
         prep.notes.append(
@@ -199,7 +206,15 @@ def _placed_bound(
         )
     for r in np.flatnonzero(relaxed.mentor_of >= 0).tolist():
         cand[active[r]].add(int(relaxed.mentor_of[r]))
-    return min(relaxed.value if relaxed.proven else placed_cap, placed_cap)
+    bound = min(relaxed.value if relaxed.proven else placed_cap, placed_cap)
+    lp = placement_lp_bound(prep, el, active, free) if greedy_placed < bound else None
+    if lp is None or max(lp, greedy_placed) >= bound:
+        return bound, False
+    prep.notes.append(
+        f"placed_bound {max(lp, greedy_placed):,} is a linear programme's over (mentor, department) counts with "
+        f"the group minimum and the department bound (the max flow, which relaxes the minimum, gave {bound:,})"
+    )
+    return max(lp, greedy_placed), True
 
 
 def _chains(
@@ -239,7 +254,7 @@ def _model_notes(prep: Prepared, exact: bool, flows_only: bool) -> list[str]:
     if not exact and not flows_only:
         notes.append(
             f"candidates pruned to each mentee's {TOP_MENTORS} best mentors, plus the placement bound's and "
-            f"the greedy's; placed_bound is the max-flow bound on the full eligibility graph"
+            f"the greedy's; placed_bound is proven on the full eligibility graph (a max flow, or a linear programme)"
         )
     return notes
 
