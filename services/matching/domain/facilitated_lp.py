@@ -55,9 +55,15 @@ def department_lp_bound(
     size_max: int,
 ) -> int | None:
     """The LP's optimum, rounded down: ``eligible`` and ``room`` per (mentor, department), ``people`` per
-    department, ``free`` groups per mentor. None when the LP is too large or GLOP does not prove it."""
+    department, ``free`` groups per mentor. None when the LP is too large, cannot be below the max flow,
+    or GLOP does not prove it."""
     cells = np.argwhere((eligible > 0) & (room > 0) & (free[:, None] > 0))
     if len(cells) > LP_CELLS_MAX:
+        return None
+    if not len(cells) or room[cells[:, 0], cells[:, 1]].min() >= size_min:
+        # a department alone may fill a group to its minimum: for any counts within the max flow's
+        # capacities, y = max(x[d] / room[d], sum x / size_max) keeps every row, so the LP is the flow's
+        # aggregate and cannot be lower than the max flow (no solve needed)
         return None
     solver = pywraplp.Solver.CreateSolver("GLOP")
     if solver is None:
