@@ -115,12 +115,10 @@ def _prepare(prep: Prepared, time_limit: float) -> FacilitatedRun:
     cand = _first_candidates(prep, el, active, exact, flows_only)
     seeking = {pid: eligible_of[pid] for pid in active}
     greedy = _greedy(prep, seeking, fit_of, free, time_limit)
-    flow_bound, departments_bind = _placed_bound(prep, el, active, free, greedy, cand, time_limit)
-    if departments_bind and not past_deadline(prep, time_limit):
-        by_department = greedy_facilitated(prep, seeking, fit_of, free, by_department=True)
-        greedy = _better_greedy([greedy, by_department], fit_of)
+    flow_bound = _placed_bound(prep, el, active, free, greedy, cand, time_limit)
     if not co_count:
         greedy = _chains(prep, el, free, greedy, flow_bound, time_limit)
+    flow_bound, greedy = _departments_bind(prep, el, active, free, seeking, greedy, flow_bound, time_limit)
     routing = None if co_count else _routing(prep, el, active, free)
     # the fit reassignment after the bound (2 s at 50,000): the proof must not wait behind 25 s of fit
     polished = not co_count and not past_deadline(prep, time_limit)
@@ -181,23 +179,21 @@ def _placed_bound(
     greedy: list[MentorGroup],
     cand: dict[str, set[int]],
     time_limit: float,
-) -> tuple[int, bool]:
+) -> int:
     """The placement bound: the greedy's count when it meets the counting bound, else the max flow on the
     full graph (``_placement_bound``), whose mentors join the candidates; the counting bound, noted, when
-    the clock or the flow's path limit stops it. Below both, with a department bound, the linear
-    programme that also counts group minimums (``facilitated_lp``): then (its value, True), True saying
-    that departments and minimums bind together (the greedy that places by department is worth a try)."""
+    the clock or the flow's path limit stops it."""
     pol = prep.policy
     greedy_placed = sum(len(members) for _, members in greedy)
     placed_cap = min(len(active), (int(free.sum()) // max(1, pol.mentors_per_group)) * pol.group_members_max)
     if greedy_placed >= placed_cap:  # the greedy meets the counting bound: no flow needed to prove it
-        return greedy_placed, False
+        return greedy_placed
     if past_deadline(prep, time_limit):
         prep.notes.append(
             "placed_bound is the counting bound (min(seekers, free groups x group maximum)): the time limit cut "
             "the preparation before the max flow"
         )
-        return placed_cap, False
+        return placed_cap
     relaxed = _placement_bound(prep, el, active, free, greedy)
     if not relaxed.proven:
         prep.notes.append(
@@ -206,15 +202,41 @@ def _placed_bound(
         )
     for r in np.flatnonzero(relaxed.mentor_of >= 0).tolist():
         cand[active[r]].add(int(relaxed.mentor_of[r]))
-    bound = min(relaxed.value if relaxed.proven else placed_cap, placed_cap)
-    lp = placement_lp_bound(prep, el, active, free) if greedy_placed < bound else None
-    if lp is None or max(lp, greedy_placed) >= bound:
-        return bound, False
+    return min(relaxed.value if relaxed.proven else placed_cap, placed_cap)
+
+
+def _departments_bind(
+    prep: Prepared,
+    el: Eligibility,
+    active: list[str],
+    free: IntArray,
+    seeking: dict[str, BoolArray],
+    greedy: list[MentorGroup],
+    bound: int,
+    time_limit: float,
+) -> tuple[int, list[MentorGroup]]:
+    """Where the greedy (and its chains) stays below the max flow's bound: the linear programme that also
+    counts group minimums with the department bound (``facilitated_lp``). Where it is lower, the two
+    bind together (one department at 80 % of a pool: the flow's bound 1,000, the LP's 474, the greedy
+    287): the greedy that places by department (with its chains) is tried too, and the one placing more
+    kept. Returns (the bound, the groups); pools that reach the flow's bound never solve the LP."""
+    placed = sum(len(members) for _, members in greedy)
+    if placed >= bound or past_deadline(prep, time_limit):
+        return bound, greedy
+    lp = placement_lp_bound(prep, el, active, free)
+    if lp is None or max(lp, placed) >= bound:
+        return bound, greedy
     prep.notes.append(
-        f"placed_bound {max(lp, greedy_placed):,} is a linear programme's over (mentor, department) counts with "
-        f"the group minimum and the department bound (the max flow, which relaxes the minimum, gave {bound:,})"
+        f"placed_bound {max(lp, placed):,} is a linear programme's over (mentor, department) counts with the "
+        f"group minimum and the department bound (the max flow, which relaxes the minimum, gave {bound:,})"
     )
-    return max(lp, greedy_placed), True
+    bound = max(lp, placed)
+    if past_deadline(prep, time_limit):
+        return bound, greedy
+    by_department = greedy_facilitated(prep, seeking, el.fit_of, free, by_department=True)
+    if not prep.policy.mentors_per_group - 1:
+        by_department = _chains(prep, el, free, by_department, bound, time_limit)
+    return bound, _better_greedy([greedy, by_department], el.fit_of)
 
 
 def _chains(
