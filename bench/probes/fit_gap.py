@@ -123,9 +123,9 @@ def tighter_bound(
 
 def fixed_groups_flow(inp: MatchingInput, result: MatchingResult) -> float | None:
     """The most fit for the run's placed set when each mentor leads as many groups as in the run: a min-cost
-    flow (every placed mentee to an eligible mentor of the run's, at most its groups x the maximum, of a
-    department at most its groups x the room), exact where the group minimum equals the maximum (the
-    flow must place everyone, so every mentor gets exactly its groups x the size); a relaxation else."""
+    flow (every placed mentee to an eligible mentor of the run's, between its groups x the minimum and its
+    groups x the maximum, of a department at most its groups x the room); reporting lines, conflicts and
+    the split of a mentor's mentees into its groups relaxed, so an upper bound on the run's fit."""
     pol = inp.policy
     pool, mentors, seekers, rules = _mentor_rows(inp)
     mentor_ids = [pool.people[m].participant_id for m in mentors]
@@ -165,10 +165,14 @@ def fixed_groups_flow(inp: MatchingInput, result: MatchingResult) -> float | Non
                 node[key] = first_dept_node + len(node)
                 f.add_arc_with_capacity_and_unit_cost(node[key], mentor_node + k, max(0, room) * int(leads[k]), 0)
             f.add_arc_with_capacity_and_unit_cost(2 + r, node[key], 1, -int(fit[k]))
-    for k in np.flatnonzero(leads > 0).tolist():
-        f.add_arc_with_capacity_and_unit_cost(mentor_node + k, sink, pol.group_members_max * int(leads[k]), 0)
+    least = 0
+    for k in np.flatnonzero(leads > 0).tolist():  # at least its groups x the minimum: a lower bound on the arc
+        low, high = pol.group_members_min * int(leads[k]), pol.group_members_max * int(leads[k])
+        f.add_arc_with_capacity_and_unit_cost(mentor_node + k, sink, high - low, 0)
+        f.set_node_supply(mentor_node + k, -low)
+        least += low
     f.set_node_supply(source, n)
-    f.set_node_supply(sink, -n)
+    f.set_node_supply(sink, -(n - least))
     if f.solve() != f.OPTIMAL:
         return None
     return float(-f.optimal_cost())
@@ -181,9 +185,12 @@ def main() -> None:
     parser.add_argument("--arcs", type=int, default=12)
     parser.add_argument("--seconds", type=float, default=120.0)
     parser.add_argument("--idle", action="store_true", help="also keep the run's count of idle mentors")
+    parser.add_argument("--time-limit", type=float, default=None, help="run the case with this limit instead")
     parser.add_argument("--fixed-groups", action="store_true", help="each mentor leads as many groups as in the run")
     args = parser.parse_args()
     inp = cases()[args.only][1]()
+    if args.time_limit is not None:  # a longer limit: does the clock cut the run's fit?
+        inp = inp.model_copy(update={"policy": inp.policy.model_copy(update={"time_limit_seconds": args.time_limit})})
     result = match(inp, args.seed)
     ratio = result.stats.max_load_ratio + 1e-6  # as group_probe: undo the stats' rounding
     bumped = result.model_copy(update={"stats": result.stats.model_copy(update={"max_load_ratio": ratio})})
