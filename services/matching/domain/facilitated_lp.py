@@ -16,7 +16,8 @@ This bound is a linear programme over (mentor, department) counts, solved by GLO
 - ``sum_k x[k, d] <= people of d``.
 
 Every grouping gives a feasible point (its counts), so the LP's optimum bounds placed; it is rounded
-down after a tolerance of 1e-6. The relaxation forgets who exactly is eligible within a department (the
+down after a tolerance of 1e-3 (GLOP's optimum is a float: an integer optimum returned a hair
+below must not round down to one less). The relaxation forgets who exactly is eligible within a department (the
 max flow keeps it), so the run's bound is the smaller of the two.
 """
 
@@ -29,6 +30,9 @@ from services.matching.domain.common import Prepared
 from services.matching.domain.facilitated_prep import BLOCK_CELLS, Eligibility
 from services.matching.domain.rules import IntArray
 
+LP_TOLERANCE = 1e-3
+"""Added to GLOP's optimum before rounding down: it is a float, and an integer optimum a hair below must
+not lose one (a bound one too low would claim a placement impossible that is not)."""
 LP_CELLS_MAX = 200_000
 """No LP above this many (mentor, department) variables (about 1-2 s of GLOP on this machine)."""
 
@@ -92,7 +96,7 @@ def department_lp_bound(
     objective.SetMaximization()
     if solver.Solve() != pywraplp.Solver.OPTIMAL:
         return None
-    return int(np.floor(solver.Objective().Value() + 1e-6))
+    return int(np.floor(solver.Objective().Value() + LP_TOLERANCE))
 
 
 def placement_lp_bound(prep: Prepared, el: Eligibility, active: list[str], free: IntArray) -> int | None:
