@@ -43,6 +43,7 @@ from itertools import combinations
 from typing import Any
 
 from bench.matching_bench import idle_and_fit_bound
+from bench.matching_bench import one_department as one_department  # the pool builders live here too
 from bench.synthetic_pool import instance
 from contracts.events import ParticipantProfile
 from contracts.policy import Form, Role, SeniorityRule
@@ -80,14 +81,6 @@ def worldwide(inp: MatchingInput, seed: int) -> MatchingInput:
     """Every person in a time zone drawn from -12 h..+14 h in half hours."""
     rng = random.Random(seed)
     people = [p.model_copy(update={"utc_offset_minutes": rng.randrange(-720, 841, 30)}) for p in inp.participants]
-    return inp.model_copy(update={"participants": people})
-
-
-def one_department(inp: MatchingInput, seed: int, share: float = 0.8) -> MatchingInput:
-    rng = random.Random(seed)
-    people = [
-        p.model_copy(update={"department": "Engineering"}) if rng.random() < share else p for p in inp.participants
-    ]
     return inp.model_copy(update={"participants": people})
 
 
