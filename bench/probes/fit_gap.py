@@ -27,6 +27,19 @@ raise the optimum). CP-SAT's proven bound (its best bound when the time runs out
 run's fit and the benchmark's bound: if the run is within 0.5 % of it, the benchmark's gap is its
 bound's looseness; if not, the rest is the solver's (or this relaxation's) to explain. Prints figures;
 asserts nothing.
+
+Measured 2026-11-30 (load 6-9, so each run at ``--time-limit 60``: at the case's 3 s the clock cut the
+fit reassignment on that machine, 9,252 instead of 9,311 on ``fac 4-4 s14 1000``):
+
+- ``fac 4-4 s14 1000``: run 9,311, benchmark's bound 9,595 (2.96 %). With the run's mentor loads
+  (``--fixed-groups``) at most 9,311: the members are placed optimally for the mentors the run chose.
+  Whole groups alone (no idle count, 12 arcs): bound 9,588, best found 9,520, but with 72 idle
+  mentors against the run's 46. Whole groups and at most 46 idle (``--idle --arcs 100000``, 240 s, not
+  proven): bound 9,468 (1.66 %), best found 9,443. So about 1.3 points of the 2.96 are the benchmark
+  bound's (it ignores fair load (b) and whole groups) and at most 1.4 points the solver's choice of
+  which mentors lead how many groups (the relaxation still drops reporting lines and conflicts).
+- ``fac skewed-cap 2-4 s18 1000``: run 8,988, bound 9,656 (6.92 %); with the run's mentor loads at
+  most 8,988: again the members are placed optimally, the gap is in the loads.
 """
 
 from __future__ import annotations
