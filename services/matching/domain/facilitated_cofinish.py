@@ -42,6 +42,9 @@ class _CoFinish:
         self.size_max, self.limit = pol.group_members_max, pol.max_same_department
         mpos = {m: k for k, m in enumerate(prep.mentor_ids)}
         self.mentors: list[list[int]] = [[mpos[m] for m in ms] for ms, _ in groups]
+        self.grid = np.array(self.mentors, dtype=np.int64).reshape(len(groups), -1)
+        """Per group its mentors as a row: every group's eligibility for a person in one array lookup
+        (a scan of the groups in Python per person left out would grow with groups x people left out)."""
         self.members: list[list[str]] = [list(members) for _, members in groups]
         self.dept = {p.participant_id: p.department for p in prep.people}
         self.depts = [Counter(self.dept[p] for p in [*ms, *members]) for ms, members in groups]
@@ -75,9 +78,6 @@ class _CoFinish:
                 return False
         return True
 
-    def _fit(self, pid: str, g: int) -> int:
-        return int(self.el.fit[self.el.row[pid]][self.mentors[g]].astype(np.int64).sum())
-
     def _move(self, pid: str, g: int, into: bool) -> None:
         if into:
             self.members[g].append(pid)
@@ -87,11 +87,23 @@ class _CoFinish:
             self.group_of.pop(pid, None)
         self.depts[g][self.dept[pid]] += 1 if into else -1
 
+    def _eligible_groups(self, pid: str) -> IntArray:
+        """The groups with members whose every mentor is eligible for ``pid`` (one array lookup)."""
+        self.work -= 1
+        if not len(self.grid):
+            return np.zeros(0, dtype=np.int64)
+        ok = self.el.eligible[self.el.row[pid]][self.grid].all(axis=1)
+        ok &= np.array([bool(members) for members in self.members], dtype=bool)
+        out: IntArray = np.flatnonzero(ok)
+        return out
+
     def join(self, pid: str) -> bool:
         """``pid`` joins the best-fitting group with room that takes it under every rule."""
-        row = self.el.eligible[self.el.row[pid]]
-        options = [g for g, ms in enumerate(self.mentors) if self.members[g] and row[ms].all()]
-        for g in sorted(options, key=lambda g: (-self._fit(pid, g), g)):
+        options = self._eligible_groups(pid)
+        if not len(options):
+            return False
+        fit = self.el.fit[self.el.row[pid]][self.grid[options]].astype(np.int64).sum(axis=1)
+        for g in options[np.lexsort((options, -fit))].tolist():
             if self.work <= 0:
                 return False
             if self._fits(pid, g):
@@ -104,11 +116,9 @@ class _CoFinish:
         member's place; returns who left, or None."""
         ranks = self.prep.ranks
         mine = ranks[u]
-        row = self.el.eligible[self.el.row[u]]
-        later_of = {
-            g: sorted((p for p in members if ranks[p] > mine and p not in self.locked), key=ranks.__getitem__)
-            for g, members in enumerate(self.members)
-            if members and row[self.mentors[g]].all()
+        later_of: dict[int, list[str]] = {
+            g: sorted((p for p in self.members[g] if ranks[p] > mine and p not in self.locked), key=ranks.__getitem__)
+            for g in map(int, self._eligible_groups(u))
         }
         options = sorted((g for g, later in later_of.items() if later), key=lambda g: (-ranks[later_of[g][-1]], g))
         for g in options:
@@ -169,6 +179,7 @@ class _CoFinish:
     def _replace(self, g: int, k: int, j: int) -> None:
         ms = self.mentors[g]
         ms[ms.index(k)] = j
+        self.grid[g] = ms
         self.depts[g][self.dept[self.prep.mentor_ids[k]]] -= 1
         self.depts[g][self.dept[self.prep.mentor_ids[j]]] += 1
         self.used[k] -= 1
