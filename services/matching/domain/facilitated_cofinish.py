@@ -42,7 +42,7 @@ class _CoFinish:
         self.size_max, self.limit = pol.group_members_max, pol.max_same_department
         mpos = {m: k for k, m in enumerate(prep.mentor_ids)}
         self.mentors: list[list[int]] = [[mpos[m] for m in ms] for ms, _ in groups]
-        self.grid = np.array(self.mentors, dtype=np.int64).reshape(len(groups), -1)
+        self.grid = np.array(self.mentors, dtype=np.int64).reshape(len(groups), pol.mentors_per_group)
         """Per group its mentors as a row: every group's eligibility for a person in one array lookup
         (a scan of the groups in Python per person left out would grow with groups x people left out)."""
         self.members: list[list[str]] = [list(members) for _, members in groups]
