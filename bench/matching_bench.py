@@ -6,9 +6,11 @@ Rows (issue 13): facilitated groups at 1,000 / 5,000 / 20,000 / 50,000 mentees i
 *capacity* (a mentor per four mentees, one group each, groups of 2-4: capacity binds) and *tight*
 (0.3 mentors per mentee, one group each, groups of 2-6, about a third of the people share a common
 language, time zones within 3 h, at most one member of a department per group, one declared conflict
-per eight people); peer groups of 500 / 2,000 / 10,000; team programs of 200 / 2,000 teams; and
-one-to-one pairs at ``--pairs``. Time limits: 3 s at 1,000, 10 s at 5,000, 60 s at 20,000, 120 s at
-50,000 (the issue's targets; peers and teams by their people).
+per eight people), and at 1,000 and 5,000 *one-dept* (an outside-in probe's pool: 80 % of the people in
+one department, at most 2 of a department per group, groups of 3-8); peer groups of 500 / 2,000 /
+10,000; team programs of 200 / 2,000 teams; and one-to-one pairs at ``--pairs``. Time limits: 3 s at
+1,000, 10 s at 5,000, 60 s at 20,000, 120 s at 50,000 (the issue's targets; peers and teams by their
+people).
 
 Each row prints, for the solver and for the greedy baseline: placed and its proven bound (the run's
 ``placed_bound``); fit and a proven fit bound *computed here*, independently of the solver (see
@@ -450,6 +452,25 @@ def facilitated(mentees: int, family: str, variant: int = 0) -> MatchingInput:
     return base.model_copy(update={"participants": out, "policy": policy, "program_id": name})
 
 
+def one_department(inp: MatchingInput, seed: int, share: float = 0.8) -> MatchingInput:
+    """The pool with about ``share`` of its people moved into one department (Engineering)."""
+    rng = random.Random(seed)
+    people = [
+        p.model_copy(update={"department": "Engineering"}) if rng.random() < share else p for p in inp.participants
+    ]
+    return inp.model_copy(update={"participants": people})
+
+
+def facilitated_one_department(mentees: int) -> MatchingInput:
+    """The outside-in probe's pool ``fac one-dept dept2 s16`` (``bench/probes/group_probe.py``): the default
+    rules (groups of 3-8, capacities 2-6), at most 2 of a department per group, 80 % of the people in one
+    department. The department bound and the group minimum bind together: a group holds at most two of
+    that department (one beside a mentor of theirs) and needs people of the others to reach three."""
+    inp = instance(mentees, Form.FACILITATED_GROUP, seed=16, conflicts=0.01)
+    policy = inp.policy.model_copy(update={"max_same_department": 2, "time_limit_seconds": _limit(mentees)})
+    return one_department(inp.model_copy(update={"policy": policy}), 16)
+
+
 def peers(size: int) -> MatchingInput:
     inp = instance(size * 4 // 5, Form.PEER_GROUP, seed=size)
     return inp.model_copy(update={"policy": inp.policy.model_copy(update={"time_limit_seconds": _limit(size)})})
@@ -530,6 +551,8 @@ def cases(args: argparse.Namespace) -> list[tuple[str, Callable[[], MatchingInpu
             for variant in range(args.variants):
                 name = f"facil {family} {size:,}" + (f" v{variant}" if variant else "")
                 out.append((name, functools.partial(facilitated, size, family, variant), True))
+        if size <= 5_000:  # the probe's department-dominated pool (its 20,000 is not part of the probe)
+            out.append((f"facil one-dept {size:,}", functools.partial(facilitated_one_department, size), True))
     for size in (15, 30, 500, 2_000, 10_000):
         out.append((f"peer {size:,}", functools.partial(peers, size), True))
     for count in (200, 2_000):

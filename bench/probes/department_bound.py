@@ -7,14 +7,24 @@ of a department per group, groups of 3-8). The construction ignores the lottery 
 outside the dominant department first, each opens groups while it has capacity, each group takes the
 first eligible unplaced mentees (dominant department first) that keep every rule up to the group
 minimum; then everyone left joins the first group with room that keeps every rule. Its groups go
-through ``validate``, so the count it prints is a placement the product could have returned. Prints
-figures; asserts nothing.
+through ``validate``, so the count it prints is a placement the product could have returned.
+
+It also prints an upper bound computed here, independently of the product (``lp_bound``): a linear
+programme over (mentor, department) counts whose eligibility comes from ``validate``'s own pair rules.
+Each mentor opens ``y`` groups (at most its free groups), holds ``x[d]`` people of department ``d`` (at
+most the eligible ones of ``d``, and the bound's room less its own department, per group), between the
+group minimum and maximum per group; each department places at most its people. Every grouping the
+product may return is a point of it, so its optimum bounds placed. Prints figures; asserts nothing.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import time
+from collections import Counter
+
+from ortools.linear_solver import pywraplp
 
 from bench.probes.group_probe import fac, group_ok, one_department
 from contracts.events import GroupMember, ParticipantProfile
@@ -71,6 +81,51 @@ def _open(
     return group
 
 
+def lp_bound(inp: MatchingInput) -> int | None:
+    """The LP's optimum (see the module doc), rounded down; None without a department bound."""
+    pol = inp.policy
+    limit = pol.max_same_department
+    if limit is None:
+        return None
+    mentors = [p for p in inp.participants if p.role is Role.MENTOR]
+    seekers = [p for p in inp.participants if p.role is not Role.MENTOR]
+    excluded = {frozenset(o.participant_ids) for o in inp.overrides if o.kind.value == "exclude_pair"}
+    people = Counter(p.department for p in seekers)
+    solver = pywraplp.Solver.CreateSolver("GLOP")
+    inf = solver.infinity()
+    rows = {d: solver.Constraint(-inf, float(n)) for d, n in people.items()}
+    objective = solver.Objective()
+    for m in mentors:
+        free = (m.capacity or 0) - inp.existing_load.get(m.participant_id, 0)
+        eligible = Counter(
+            x.department
+            for x in seekers
+            if frozenset((m.participant_id, x.participant_id)) not in excluded
+            and not _pair_problems(m, x, inp, mentor_pair=True)
+        )
+        if free <= 0 or not eligible:
+            continue
+        y = solver.NumVar(0.0, float(free), "")
+        most, least = solver.Constraint(-inf, 0.0), solver.Constraint(-inf, 0.0)
+        most.SetCoefficient(y, -float(pol.group_members_max))
+        least.SetCoefficient(y, float(pol.group_members_min))
+        for d, n in eligible.items():
+            room = limit - (d == m.department)
+            if room <= 0:
+                continue
+            x_d = solver.NumVar(0.0, float(n), "")
+            per_group = solver.Constraint(-inf, 0.0)
+            per_group.SetCoefficient(x_d, 1.0)
+            per_group.SetCoefficient(y, -float(room))
+            for row, coef in ((most, 1.0), (least, -1.0), (rows[d], 1.0)):
+                row.SetCoefficient(x_d, coef)
+            objective.SetCoefficient(x_d, 1.0)
+    objective.SetMaximization()
+    if solver.Solve() != pywraplp.Solver.OPTIMAL:
+        return None
+    return math.floor(float(objective.Value()) + 1e-3)  # a float optimum a hair below an integer
+
+
 def as_result(template: MatchingResult, groups: list[tuple[str, list[str]]]) -> MatchingResult:
     built = [
         Group(
@@ -107,6 +162,9 @@ def main() -> None:
         f"construction: placed {sum(len(g) for _, g in groups)} in {len(groups)} groups "
         f"({time.perf_counter() - started:.1f} s), violations {len(validate(inp, built))}"
     )
+    started = time.perf_counter()
+    print(f"independent LP bound (department bound and group minimum): {lp_bound(inp)} "
+          f"({time.perf_counter() - started:.1f} s)")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -15,6 +15,10 @@ replay is what an auditor's second invocation would be), and one line is printed
   followed); both are certificates, checked with the rules of ``validate`` and nothing of the solver;
 - ``det``: whether every run gave the same groups.
 
+Under a pool with a department bound, a second line gives an upper bound on placed computed here
+(``department_bound.lp_bound``: a linear programme over (mentor, department) counts with the group
+minimum, eligibility from ``validate``'s pair rules), independent of the run's ``placed_bound``.
+
 The fit bound is the benchmark's, given the run's max load ratio plus 1e-6: the stats round the ratio
 to 6 decimals, and 0.333333 x capacity 3 floors to 0 groups there (the bound's flow is then infeasible).
 
@@ -39,6 +43,7 @@ from itertools import combinations
 from typing import Any
 
 from bench.matching_bench import idle_and_fit_bound
+from bench.matching_bench import one_department as one_department  # the pool builders live here too
 from bench.synthetic_pool import instance
 from contracts.events import ParticipantProfile
 from contracts.policy import Form, Role, SeniorityRule
@@ -76,14 +81,6 @@ def worldwide(inp: MatchingInput, seed: int) -> MatchingInput:
     """Every person in a time zone drawn from -12 h..+14 h in half hours."""
     rng = random.Random(seed)
     people = [p.model_copy(update={"utc_offset_minutes": rng.randrange(-720, 841, 30)}) for p in inp.participants]
-    return inp.model_copy(update={"participants": people})
-
-
-def one_department(inp: MatchingInput, seed: int, share: float = 0.8) -> MatchingInput:
-    rng = random.Random(seed)
-    people = [
-        p.model_copy(update={"department": "Engineering"}) if rng.random() < share else p for p in inp.participants
-    ]
     return inp.model_copy(update={"participants": people})
 
 
@@ -442,6 +439,10 @@ def run_one(name: str, seed: int, time_limit: float | None = None) -> dict[str, 
         idle, fit_bound = None, None
         out["bound_error"] = f"{type(exc).__name__}: {exc}"[:200]
     out.update(idle=idle, fit_bound=fit_bound)
+    if inp.form is Form.FACILITATED_GROUP and inp.policy.max_same_department is not None:
+        from bench.probes.department_bound import lp_bound  # it imports this module
+
+        out["dept_lp"] = lp_bound(inp)
     out["rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return out
 
@@ -508,6 +509,8 @@ def main() -> None:
             extra = r.get("viol_first", []) + r.get("lies_first", [])
             if extra or r.get("bound_error"):
                 print("    ", extra, r.get("bound_error", ""), flush=True)
+            if r.get("dept_lp") is not None:
+                print(f"     independent department LP bound on placed: {r['dept_lp']:,}", flush=True)
 
 
 if __name__ == "__main__":

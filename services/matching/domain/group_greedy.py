@@ -57,6 +57,7 @@ def greedy_facilitated(
     fit_of: Mapping[str, IntArray],
     free: IntArray,
     fill_first: bool = True,
+    by_department: bool = False,
 ) -> list[MentorGroup]:
     """Each person in lottery order joins an open group they are compatible with (every mentor eligible
     for them, nobody apart, department bound): groups still below the minimum first, then the best fit.
@@ -66,7 +67,13 @@ def greedy_facilitated(
 
     A person joins an open group only if it fits them at least as well as the group they would open;
     ``fill_first`` makes a group still below its minimum take them anyway (more placed, less fit); the
-    caller may run both and keep the better by the objectives' order."""
+    caller may run both and keep the better by the objectives' order.
+
+    ``by_department`` (for pools where the department bound and the group minimum bind together, e.g.
+    one department at 80 %): a person opens a group with a mentor of another department when one is
+    eligible (the mentor's own department takes a place of the bound), and joins, among the groups
+    below the minimum, the one closest to it (the people of small departments are what groups need to
+    reach the minimum: spread over many groups, most of them dissolve)."""
     pol = prep.policy
     mids = prep.mentor_ids
     used = np.zeros(len(mids), dtype=np.int64)
@@ -93,6 +100,7 @@ def greedy_facilitated(
     live = np.zeros(0, dtype=np.int64)
     live_lead = np.zeros(0, dtype=np.int64)
     co_fit_needed = pol.mentors_per_group > 1
+    mentor_dept = np.array([prep.by_id[m].department for m in mids], dtype=object)
     # per mentor: room for another group, and the load ratio it would have with one more
     has_room = used < free
     next_ratio = (base + used + 1) / cap
@@ -120,6 +128,8 @@ def greedy_facilitated(
         if not len(candidates):
             return False
         below = (size[candidates] < pol.group_members_min).astype(np.int64)
+        if by_department:  # below the minimum: the one closest to it first
+            below *= 1 + size[candidates]
         if co_fit_needed:
             gain = np.array([sum(int(fit[k]) for k in groups[g][0]) for g in candidates], dtype=np.int64)
         else:
@@ -205,6 +215,9 @@ def greedy_facilitated(
             continue
         elig, fit = eligible_of[pid], fit_of[pid]
         pos = np.flatnonzero(elig & has_room)
+        if by_department:  # a mentor of another department leaves the bound's whole room to this one's
+            other = pos[mentor_dept[pos] != prep.by_id[pid].department]
+            pos = other if len(other) else pos
         # lowest load ratio after one more group, then best fit, then the mentors' lottery order
         ratio = None if uniform else next_ratio[pos]
         # the first option by three linear scans; the full order only when the first is not enough
