@@ -1,0 +1,352 @@
+"""A proven upper bound on the total fit of peer groups, for a fixed placed set: the set-partitioning
+LP by column generation, made a proof by an exact search for every group that could still gain.
+
+The quantity is the product's: a grouping of exactly the placed peers into groups of
+``group_members_min..max`` members, each pairwise compatible (every pairwise rule, excluded pairs
+too), with one language all members speak (when required) and at most ``max_same_department`` of a
+department; its fit is the sum over all member pairs of the pair fit (``PairRules.fit``). Compatibility
+and fit are computed here from the rules' masks, not read from the solver.
+
+Why the bound holds (a reader can check it in three lines). Take any numbers ``u_i`` (one per placed
+peer). For a valid group S let ``red(S) = w(S) - sum_{i in S} u_i`` (w: its fit). In any grouping P of
+the placed peers every peer is in exactly one group, so
+
+    fit(P) = sum_S w(S) = sum_i u_i + sum_S red(S) = sum_i u_i + sum_i red(S_i) / |S_i|
+           <= sum_i u_i + sum_i d_i,   where d_i = max(0, max over valid S containing i of red(S) / |S|).
+
+Any ``u`` gives a bound; the good ones are the duals of the set-partitioning LP (each placed peer in
+exactly one group, most fit) over the groups listed so far (columns). The ``d_i`` are found *exactly*
+by ``positive_groups``: a depth-first search over every valid group (members added in row order, so
+each group is met once) that prunes a branch only when an upper bound on ``red`` of every group
+completing it is at most 0. The groups it finds are new columns; after a few rounds few remain and
+the bound is close to the LP optimum. With exact ``d_i`` and the LP's optimal duals it *is* the
+set-partitioning LP bound, far tighter than a b-matching (which lets a peer's partners not be partners
+of each other).
+
+The upper bound used for pruning a partial group P (members so far, ``val = red(P)``) that still takes
+r members from the candidates C (compatible with all of P, later rows, keeping the language and
+department rules): each added member j brings ``w(j, P) - u_j`` plus its pairs with the other added
+members, and half of j's r - 1 best pair fits within C bounds j's share of those pairs, so
+``val + the r largest of (w(j, P) - u_j + half of j's r - 1 best fits in C)`` bounds every completion
+of size |P| + r. When C is large, j's best fits with *any* compatible peer stand in (larger, so still a
+bound).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+from ortools.linear_solver import pywraplp
+
+from services.matching.domain import MatchingInput, MatchingResult
+from services.matching.domain.rules import PairRules, Pool
+
+LOCAL_CANDIDATES = 700
+"""Up to this many candidates, each one's best pair fits are taken within the candidates (tighter);
+above, within all its compatible peers (precomputed, cheaper)."""
+EPS = 1e-6
+
+
+@dataclass
+class PeerProblem:
+    """The placed peers as rows: ``compat`` (every pairwise rule), ``fit`` (pair fits, symmetric, 0 on the
+    diagonal), ``lang`` (language bits; all ones when a shared language is not required), ``dept``."""
+
+    compat: npt.NDArray[np.bool_]
+    fit: npt.NDArray[np.int32]
+    lang: npt.NDArray[np.uint64]
+    dept: npt.NDArray[np.int64]
+    size_min: int
+    size_max: int
+    dept_limit: int | None
+
+    def value(self, group: Sequence[int]) -> int:
+        g = list(group)
+        return int(self.fit[np.ix_(g, g)].sum()) // 2
+
+    def valid(self, group: Sequence[int]) -> bool:
+        g = sorted(group)
+        if not self.size_min <= len(g) <= self.size_max:
+            return False
+        if not all(self.compat[a, b] for k, a in enumerate(g) for b in g[k + 1 :]):
+            return False
+        spoken = np.bitwise_and.reduce(self.lang[g])
+        if spoken == 0:
+            return False
+        if self.dept_limit is not None and np.bincount(self.dept[g]).max() > self.dept_limit:
+            return False
+        return True
+
+
+@dataclass
+class Search:
+    """What one pass of ``positive_groups`` found: every valid group with red > EPS (up to ``keep``, the
+    best kept when more), each peer's d_i, and the nodes visited."""
+
+    best_share: npt.NDArray[np.float64]
+    found: list[tuple[float, tuple[int, ...]]] = field(default_factory=list)
+    nodes: int = 0
+    complete: bool = True
+
+
+def positive_groups(
+    pp: PeerProblem, u: npt.NDArray[np.float64], keep: int, root_cap: int | None = None
+) -> Search:
+    """Every valid group whose reduced fit ``w(S) - u(S)`` is positive: each peer's best share of one
+    (``best_share``, the d_i of the module's proof) and the groups (the ``keep`` best). ``root_cap``: leave
+    the groups of a lowest member after that many nodes (``complete`` False: the d_i are then no proof;
+    for rounds that only look for columns)."""
+    n = len(pp.compat)
+    fm = np.where(pp.compat, pp.fit, 0).astype(np.float64)
+    width = pp.size_max - 1
+    # each peer's best fits with any compatible peer, best first: the half-sums of its m best (m = 0..width)
+    best_any = -np.sort(-fm, axis=1)[:, :width] if n > width else -np.sort(-fm, axis=1)
+    half_any = np.zeros((n, width + 1))
+    half_any[:, 1 : best_any.shape[1] + 1] = np.cumsum(best_any, axis=1) / 2
+    out = Search(best_share=np.zeros(n))
+    n_dept = int(pp.dept.max()) + 1 if n else 1
+    limit = pp.dept_limit if pp.dept_limit is not None else pp.size_max
+
+    def record(members: list[int], red: float) -> None:
+        share = red / len(members)
+        for m in members:
+            if share > out.best_share[m]:
+                out.best_share[m] = share
+        out.found.append((red, tuple(members)))
+        if len(out.found) > 4 * keep:
+            out.found.sort(reverse=True)
+            del out.found[keep:]
+
+    def bound(members: list[int], val: float, cand: npt.NDArray[np.int64], w_p: npt.NDArray[np.float64]) -> float:
+        p = len(members)
+        rmax = min(pp.size_max - p, len(cand))
+        rmin = max(1, pp.size_min - p)
+        if rmax < rmin:
+            return -np.inf
+        base = w_p - u[cand]
+        if len(cand) <= LOCAL_CANDIDATES:
+            within = fm[np.ix_(cand, cand)]
+            m = min(rmax - 1, len(cand) - 1)
+            half = np.zeros((len(cand), rmax))
+            if m > 0:
+                top = -np.partition(-within, m - 1, axis=1)[:, :m] if len(cand) > m else within
+                top = -np.sort(-top, axis=1)
+                half[:, 1 : m + 1] = np.cumsum(top, axis=1) / 2
+        else:
+            half = half_any[cand, :rmax]
+        best = -np.inf
+        for r in range(rmin, rmax + 1):
+            s = base + half[:, r - 1]
+            top_r = np.partition(s, len(s) - r)[len(s) - r :].sum() if len(s) > r else s.sum()
+            best = max(best, val + float(top_r))
+        return best
+
+    def grow(
+        members: list[int], val: float, cand: npt.NDArray[np.int64], w_p: npt.NDArray[np.float64],
+        spoken: np.uint64, depts: npt.NDArray[np.int64],
+    ) -> None:  # fmt: skip
+        out.nodes += 1
+        if root_cap is not None and out.nodes > stop[0]:
+            out.complete = False
+            return
+        if len(members) >= pp.size_min and val > EPS:
+            record(members, val)
+        if len(members) == pp.size_max or not len(cand):
+            return
+        if bound(members, val, cand, w_p) <= EPS:
+            return
+        for k in range(len(cand)):
+            j = int(cand[k])
+            if depts[pp.dept[j]] + 1 > limit:
+                continue
+            rest = cand[k + 1 :]
+            now = spoken & pp.lang[j]
+            ok = pp.compat[j, rest] & ((pp.lang[rest] & now) != 0)
+            depts[pp.dept[j]] += 1
+            if pp.dept_limit is not None:
+                ok &= depts[pp.dept[rest]] < limit
+            members.append(j)
+            grow(members, val + w_p[k] - u[j], rest[ok], w_p[k + 1 :][ok] + fm[j, rest[ok]], now, depts)
+            members.pop()
+            depts[pp.dept[j]] -= 1
+            if root_cap is not None and out.nodes > stop[0]:
+                return
+
+    stop = [0]
+    for i in range(n):
+        stop[0] = out.nodes + (root_cap or 0)
+        later = np.arange(i + 1, n, dtype=np.int64)
+        ok = pp.compat[i, later] & ((pp.lang[later] & pp.lang[i]) != 0)
+        depts = np.zeros(n_dept, dtype=np.int64)
+        depts[pp.dept[i]] = 1
+        if pp.dept_limit is not None:
+            ok &= depts[pp.dept[later]] < limit
+        cand = later[ok]
+        grow([i], -float(u[i]), cand, fm[i, cand].copy(), pp.lang[i], depts)
+    out.found.sort(reverse=True)
+    del out.found[keep:]
+    return out
+
+
+@dataclass
+class Bound:
+    value: float
+    """sum u + sum d: the proven bound (None-like inf if the last search was cut)."""
+    lp: float
+    """The restricted LP's optimum over the columns listed (not a bound by itself)."""
+    rounds: int
+    columns: int
+    nodes: int
+    seconds: float
+    proven: bool
+
+
+def restricted_lp(
+    pp: PeerProblem, columns: list[tuple[int, ...]]
+) -> tuple[float, npt.NDArray[np.float64]]:
+    """The set-partitioning LP over ``columns`` (each row covered exactly once), by GLOP: its value and
+    the cover constraints' duals."""
+    solver = pywraplp.Solver.CreateSolver("GLOP")
+    n = len(pp.compat)
+    xs = [solver.NumVar(0.0, 1.0, "") for _ in columns]
+    cover: list[list[pywraplp.Variable]] = [[] for _ in range(n)]
+    for var, group in zip(xs, columns, strict=True):
+        for m in group:
+            cover[m].append(var)
+    rows = [solver.Add(solver.Sum(vs) == 1) for vs in cover]
+    solver.Maximize(solver.Sum([pp.value(g) * var for g, var in zip(columns, xs, strict=True)]))
+    status = solver.Solve()
+    if status != pywraplp.Solver.OPTIMAL:
+        raise RuntimeError(f"restricted set-partitioning LP: status {status}")
+    return solver.Objective().Value(), np.array([c.dual_value() for c in rows])
+
+
+def fit_bound(
+    pp: PeerProblem,
+    groupings: Sequence[Sequence[Sequence[int]]],
+    seconds: float = 600.0,
+    per_round: int = 3_000,
+    root_cap: int = 60,
+    smoothing: float = 0.5,
+    log: bool = False,
+) -> Bound:
+    """Column generation from the groups of ``groupings`` (valid groupings of all rows, e.g. the run's).
+
+    Pools above ``QUICK_ROWS`` rows first run quick rounds (at most ``root_cap`` nodes per lowest member:
+    new columns and an estimate, no proof) for up to a third of ``seconds``. Then complete searches (each
+    a proof): at the duals of the restricted LP smoothed towards the best duals so far (the LP is
+    degenerate and its duals jump; Wentges' smoothing), or at the LP's own duals when the last search
+    found no group that gains at them; until a search finds no group that gains at the LP's duals (the
+    bound is then the LP optimum) or ``seconds`` pass. The bound is the least ``sum u + sum d`` of the
+    complete searches."""
+    started = time.perf_counter()
+    columns = sorted({tuple(sorted(g)) for grouping in groupings for g in grouping})
+    listed = set(columns)
+    center: npt.NDArray[np.float64] | None = None
+    center_value = np.inf
+    lp, nodes, done = 0.0, 0, 0
+
+    def add(found: Search) -> list[tuple[int, ...]]:
+        new = [g for _, g in found.found if g not in listed]
+        columns.extend(new)
+        listed.update(new)
+        return new
+
+    def say(text: str) -> None:
+        if log:
+            print(f"{text} ({time.perf_counter() - started:.0f} s)", flush=True)
+
+    quick = len(pp.compat) > QUICK_ROWS
+    while quick and time.perf_counter() - started < seconds / 3:
+        done += 1
+        lp, u_lp = restricted_lp(pp, columns)
+        u = u_lp if center is None else smoothing * center + (1 - smoothing) * u_lp
+        found = positive_groups(pp, u, per_round, root_cap)
+        nodes += found.nodes
+        estimate = float(u.sum() + found.best_share.sum())
+        if estimate < center_value:
+            center, center_value = u, estimate
+        new = add(found)
+        say(f"quick round {done}: lp {lp:.1f} estimate {estimate:.1f} new {len(new)} nodes {found.nodes}")
+        if len(new) < max(10, len(pp.compat) // 50):
+            break
+    best, proven = np.inf, False
+    while True:
+        done += 1
+        lp, u_lp = restricted_lp(pp, columns)
+        u = u_lp if center is None else smoothing * center + (1 - smoothing) * u_lp
+        found = positive_groups(pp, u, per_round)
+        nodes += found.nodes
+        value = float(u.sum() + found.best_share.sum())
+        proven, best = True, min(best, value)
+        if value <= best:
+            center = u
+        new = add(found)
+        gains_at_lp = [g for g in new if pp.value(g) - u_lp[list(g)].sum() > EPS]
+        say(f"complete search {done}: lp {lp:.1f} at {value:.1f} best {best:.1f} new {len(new)} "
+            f"({len(gains_at_lp)} gain at the LP's duals) nodes {found.nodes}")  # fmt: skip
+        if center is u_lp and not new:
+            best = min(best, lp)  # no group gains at the LP's duals: the LP optimum is the bound
+            break
+        if best - lp < 0.5 or time.perf_counter() - started > seconds:
+            break
+        if not gains_at_lp:
+            center = None  # a mispricing: the next search at the LP's own duals
+    return Bound(best, lp, done, len(columns), nodes, time.perf_counter() - started, proven)
+
+
+QUICK_ROWS = 120
+"""Pools above this many placed peers get quick rounds (capped searches) before the complete ones."""
+
+
+def problem_of(inp: MatchingInput, placed_ids: Collection[str]) -> PeerProblem:
+    """The placed peers of a run as a ``PeerProblem``, computed from the input's rules here (the
+    benchmark's ``_compatible_row``, ``PairRules.fit``), not from the solver's matrices."""
+    from bench.matching_bench import _compatible_row  # the benchmark imports this module
+
+    people = sorted(inp.participants, key=lambda p: p.participant_id)
+    rows = np.array([i for i, p in enumerate(people) if p.participant_id in placed_ids], dtype=np.int64)
+    pol = inp.policy
+    rules = PairRules(Pool.encode(people), pol, rows)
+    n = len(rows)
+    compat = np.zeros((n, n), dtype=bool)
+    fit = np.zeros((n, n), dtype=np.int32)
+    for a in range(n):
+        compat[a] = _compatible_row(inp, people, rows, rules, a)
+        fit[a] = rules.fit(int(rows[a]))
+    np.fill_diagonal(fit, 0)
+    members = [people[int(i)] for i in rows]
+    if pol.require_shared_language:
+        vocab = {tag: k for k, tag in enumerate(sorted({t for p in members for t in p.languages}))}
+        if len(vocab) > 64:
+            raise ValueError("more than 64 languages: the bound's language bits do not hold them")
+        lang = np.array([sum(1 << vocab[t] for t in set(p.languages)) for p in members], dtype=np.uint64)
+    else:
+        lang = np.full(n, np.iinfo(np.uint64).max, dtype=np.uint64)
+    departments = {d: k for k, d in enumerate(sorted({p.department for p in members}))}
+    dept = np.array([departments[p.department] for p in members], dtype=np.int64)
+    return PeerProblem(
+        compat, fit, lang, dept, pol.group_members_min, pol.group_members_max, pol.max_same_department
+    )
+
+
+def run_groupings(inp: MatchingInput, result: MatchingResult) -> list[list[int]]:
+    """The run's groups as rows of ``problem_of(inp, placed)``."""
+    people = sorted(p.participant_id for p in inp.participants)
+    placed = {m.participant_id for g in result.groups for m in g.members}
+    row = {pid: k for k, pid in enumerate(pid for pid in people if pid in placed)}
+    return [sorted(row[m.participant_id] for m in g.members) for g in result.groups]
+
+
+def lp_fit_bound(inp: MatchingInput, result: MatchingResult, seconds: float = 600.0) -> Bound:
+    """The module's bound for the run's placed set, columns seeded with the run's groups."""
+    placed = {m.participant_id for g in result.groups for m in g.members}
+    pp = problem_of(inp, placed)
+    groups = run_groupings(inp, result)
+    if not groups:
+        return Bound(0.0, 0.0, 0, 0, 0, 0.0, True)
+    return fit_bound(pp, [groups], seconds=seconds)
