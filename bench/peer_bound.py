@@ -90,7 +90,8 @@ class Search:
     best_share: npt.NDArray[np.float64]
     found: list[tuple[float, tuple[int, ...]]] = field(default_factory=list)
     nodes: int = 0
-    complete: bool = True
+    capped: int = 0
+    """Branches not searched (``root_cap``): their bound was credited instead, so d stays a proof."""
 
 
 def positive_groups(
@@ -121,12 +122,16 @@ def positive_groups(
             out.found.sort(reverse=True)
             del out.found[keep:]
 
-    def bound(members: list[int], val: float, cand: npt.NDArray[np.int64], w_p: npt.NDArray[np.float64]) -> float:
+    def bound(
+        members: list[int], val: float, cand: npt.NDArray[np.int64], w_p: npt.NDArray[np.float64]
+    ) -> tuple[float, float]:
+        """Upper bounds on red(S) and on red(S) / |S| over every group S completing ``members`` from
+        ``cand`` (the module's docstring says why they hold)."""
         p = len(members)
         rmax = min(pp.size_max - p, len(cand))
         rmin = max(1, pp.size_min - p)
         if rmax < rmin:
-            return -np.inf
+            return -np.inf, -np.inf
         base = w_p - u[cand]
         if len(cand) <= LOCAL_CANDIDATES:
             within = fm[np.ix_(cand, cand)]
@@ -138,26 +143,33 @@ def positive_groups(
                 half[:, 1 : m + 1] = np.cumsum(top, axis=1) / 2
         else:
             half = half_any[cand, :rmax]
-        best = -np.inf
+        best, share = -np.inf, -np.inf
         for r in range(rmin, rmax + 1):
             s = base + half[:, r - 1]
             top_r = np.partition(s, len(s) - r)[len(s) - r :].sum() if len(s) > r else s.sum()
             best = max(best, val + float(top_r))
-        return best
+            share = max(share, (val + float(top_r)) / (p + r))
+        return best, share
 
     def grow(
         members: list[int], val: float, cand: npt.NDArray[np.int64], w_p: npt.NDArray[np.float64],
         spoken: np.uint64, depts: npt.NDArray[np.int64],
     ) -> None:  # fmt: skip
         out.nodes += 1
-        if root_cap is not None and out.nodes > stop[0]:
-            out.complete = False
-            return
         if len(members) >= pp.size_min and val > EPS:
             record(members, val)
         if len(members) == pp.size_max or not len(cand):
             return
-        if bound(members, val, cand, w_p) <= EPS:
+        most, share = bound(members, val, cand, w_p)
+        if most <= EPS:
+            return
+        if root_cap is not None and out.nodes > stop[0]:
+            # not searched further: every group below holds ``members`` and some of ``cand``, and each of
+            # its members' share is at most ``share``: credit it to all of them (a looser proof)
+            out.capped += 1
+            for m in (*members, *map(int, cand)):
+                if share > out.best_share[m]:
+                    out.best_share[m] = share
             return
         for k in range(len(cand)):
             j = int(cand[k])
@@ -173,8 +185,6 @@ def positive_groups(
             grow(members, val + w_p[k] - u[j], rest[ok], w_p[k + 1 :][ok] + fm[j, rest[ok]], now, depts)
             members.pop()
             depts[pp.dept[j]] -= 1
-            if root_cap is not None and out.nodes > stop[0]:
-                return
 
     stop = [0]
     for i in range(n):
@@ -236,67 +246,48 @@ def fit_bound(
 ) -> Bound:
     """Column generation from the groups of ``groupings`` (valid groupings of all rows, e.g. the run's).
 
-    Pools above ``QUICK_ROWS`` rows first run quick rounds (at most ``root_cap`` nodes per lowest member:
-    new columns and an estimate, no proof) for up to a third of ``seconds``. Then complete searches (each
-    a proof): at the duals of the restricted LP smoothed towards the best duals so far (the LP is
-    degenerate and its duals jump; Wentges' smoothing), or at the LP's own duals when the last search
-    found no group that gains at them; until a search finds no group that gains at the LP's duals (the
-    bound is then the LP optimum) or ``seconds`` pass. The bound is the least ``sum u + sum d`` of the
-    complete searches."""
+    Each round solves the restricted LP, searches at its duals smoothed towards the duals of the best
+    bound so far (the LP is degenerate and its duals jump; Wentges' smoothing), or at the LP's own duals
+    when the last search found no group that gains at them, and adds the groups found as columns. Every
+    search is a proof (``sum u + sum d``); pools above ``QUICK_ROWS`` rows search with ``root_cap`` nodes
+    per lowest member, four times more each time a round adds few columns. Ends when a complete search
+    at the LP's duals finds nothing (the bound is then the LP optimum), when the bound is within 0.5 of
+    the LP, or after ``seconds`` (checked between rounds). The bound is the least of the rounds'."""
     started = time.perf_counter()
     columns = sorted({tuple(sorted(g)) for grouping in groupings for g in grouping})
     listed = set(columns)
     center: npt.NDArray[np.float64] | None = None
-    center_value = np.inf
-    lp, nodes, done = 0.0, 0, 0
-
-    def add(found: Search) -> list[tuple[int, ...]]:
-        new = [g for _, g in found.found if g not in listed]
-        columns.extend(new)
-        listed.update(new)
-        return new
-
-    def say(text: str) -> None:
-        if log:
-            print(f"{text} ({time.perf_counter() - started:.0f} s)", flush=True)
-
-    quick = len(pp.compat) > QUICK_ROWS
-    while quick and time.perf_counter() - started < seconds / 3:
-        done += 1
-        lp, u_lp = restricted_lp(pp, columns)
-        u = u_lp if center is None else smoothing * center + (1 - smoothing) * u_lp
-        found = positive_groups(pp, u, per_round, root_cap)
-        nodes += found.nodes
-        estimate = float(u.sum() + found.best_share.sum())
-        if estimate < center_value:
-            center, center_value = u, estimate
-        new = add(found)
-        say(f"quick round {done}: lp {lp:.1f} estimate {estimate:.1f} new {len(new)} nodes {found.nodes}")
-        if len(new) < max(10, len(pp.compat) // 50):
-            break
-    best, proven = np.inf, False
+    cap: int | None = root_cap if len(pp.compat) > QUICK_ROWS else None
+    best, lp, nodes, done = np.inf, 0.0, 0, 0
     while True:
         done += 1
         lp, u_lp = restricted_lp(pp, columns)
         u = u_lp if center is None else smoothing * center + (1 - smoothing) * u_lp
-        found = positive_groups(pp, u, per_round)
+        found = positive_groups(pp, u, per_round, cap)
         nodes += found.nodes
         value = float(u.sum() + found.best_share.sum())
-        proven, best = True, min(best, value)
-        if value <= best:
-            center = u
-        new = add(found)
+        if value < best:
+            best, center = value, u
+        new = [g for _, g in found.found if g not in listed]
+        columns.extend(new)
+        listed.update(new)
         gains_at_lp = [g for g in new if pp.value(g) - u_lp[list(g)].sum() > EPS]
-        say(f"complete search {done}: lp {lp:.1f} at {value:.1f} best {best:.1f} new {len(new)} "
-            f"({len(gains_at_lp)} gain at the LP's duals) nodes {found.nodes}")  # fmt: skip
-        if center is u_lp and not new:
+        if log:
+            print(
+                f"round {done}: lp {lp:.1f} bound here {value:.1f} best {best:.1f} new {len(new)} ({len(gains_at_lp)} "
+                f"gain at the LP's duals) nodes {found.nodes} capped {found.capped} cap {cap} "
+                f"({time.perf_counter() - started:.0f} s)", flush=True,
+            )  # fmt: skip
+        if u is u_lp and not found.capped and not found.found:
             best = min(best, lp)  # no group gains at the LP's duals: the LP optimum is the bound
             break
         if best - lp < 0.5 or time.perf_counter() - started > seconds:
             break
+        if cap is not None and len(new) < max(10, len(pp.compat) // 50):
+            cap *= 4
         if not gains_at_lp:
             center = None  # a mispricing: the next search at the LP's own duals
-    return Bound(best, lp, done, len(columns), nodes, time.perf_counter() - started, proven)
+    return Bound(best, lp, done, len(columns), nodes, time.perf_counter() - started, True)
 
 
 QUICK_ROWS = 120

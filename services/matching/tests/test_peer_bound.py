@@ -90,8 +90,26 @@ def test_search_finds_every_group_that_gains() -> None:
     pp = problem_of(inp, {p.participant_id for p in inp.participants})
     listed = _valid_groups(pp)
     found = positive_groups(pp, np.zeros(len(pp.compat)), keep=len(listed) + 1)
-    assert found.complete
+    assert found.capped == 0
     assert sorted(g for _, g in found.found) == sorted(g for g in listed if pp.value(g) > 0)
     for r in range(len(pp.compat)):
         shares = [pp.value(g) / len(g) for g in listed if r in g] or [0.0]
         assert found.best_share[r] == pytest.approx(max(0.0, *shares))
+
+
+@pytest.mark.parametrize("cap", [1, 3, 10])
+def test_a_capped_search_is_still_a_bound(cap: int) -> None:
+    """A search cut short per lowest member credits the bound of each branch it leaves to every peer the
+    branch could hold: sum u + sum d stays at least the optimum, at any duals (here 0 and the run's
+    shares)."""
+    inp = _pool(20, 2)
+    result = match(inp, 2026)
+    pp = problem_of(inp, {m.participant_id for g in result.groups for m in g.members})
+    optimum = _optimum(pp)
+    shares = np.zeros(len(pp.compat))
+    for g in run_groupings(inp, result):
+        shares[g] = pp.value(g) / len(g)
+    for u in (np.zeros(len(pp.compat)), shares):
+        found = positive_groups(pp, u, keep=100, root_cap=cap)
+        assert found.capped > 0
+        assert u.sum() + found.best_share.sum() >= optimum - 1e-6
