@@ -88,10 +88,17 @@ class Search:
     best kept when more), each peer's d_i, and the nodes visited."""
 
     best_share: npt.NDArray[np.float64]
+    credit: npt.NDArray[np.float64]
+    """Each peer's bound on its share from the branches left (``capped``): d_i = max(best_share, credit)."""
     found: list[tuple[float, tuple[int, ...]]] = field(default_factory=list)
     nodes: int = 0
     capped: int = 0
     """Branches not searched (``root_cap``): their bound was credited instead, so d stays a proof."""
+
+    @property
+    def d(self) -> npt.NDArray[np.float64]:
+        """The d_i of the module's proof."""
+        return np.maximum(self.best_share, self.credit)
 
 
 def positive_groups(
@@ -108,7 +115,7 @@ def positive_groups(
     best_any = -np.sort(-fm, axis=1)[:, :width] if n > width else -np.sort(-fm, axis=1)
     half_any = np.zeros((n, width + 1))
     half_any[:, 1 : best_any.shape[1] + 1] = np.cumsum(best_any, axis=1) / 2
-    out = Search(best_share=np.zeros(n))
+    out = Search(best_share=np.zeros(n), credit=np.zeros(n))
     n_dept = int(pp.dept.max()) + 1 if n else 1
     limit = pp.dept_limit if pp.dept_limit is not None else pp.size_max
 
@@ -163,15 +170,15 @@ def positive_groups(
         most, share = bound(members, val, cand, w_p)
         if most <= EPS:
             return
-        if root_cap is not None and out.nodes > stop[0]:
-            # not searched further: every group below holds ``members`` and some of ``cand``, and each of
-            # its members' share is at most ``share``: credit it to all of them (a looser proof)
-            out.capped += 1
-            for m in (*members, *map(int, cand)):
-                if share > out.best_share[m]:
-                    out.best_share[m] = share
-            return
         for k in range(len(cand)):
+            if root_cap is not None and out.nodes > stop[0]:
+                # not searched further: every group below (with any of cand[k:]) holds ``members`` and
+                # some of cand[k:], and each of its members' share is at most ``share``: credited to
+                # all of them (a looser proof)
+                out.capped += 1
+                left = np.array([*members, *map(int, cand[k:])], dtype=np.int64)
+                out.credit[left] = np.maximum(out.credit[left], share)
+                return
             j = int(cand[k])
             if depts[pp.dept[j]] + 1 > limit:
                 continue
@@ -258,23 +265,25 @@ def fit_bound(
     listed = set(columns)
     center: npt.NDArray[np.float64] | None = None
     cap: int | None = root_cap if len(pp.compat) > QUICK_ROWS else None
-    best, lp, nodes, done = np.inf, 0.0, 0, 0
+    best, steer, lp, nodes, done = np.inf, np.inf, 0.0, 0, 0
     while True:
         done += 1
         lp, u_lp = restricted_lp(pp, columns)
         u = u_lp if center is None else smoothing * center + (1 - smoothing) * u_lp
         found = positive_groups(pp, u, per_round, cap)
         nodes += found.nodes
-        value = float(u.sum() + found.best_share.sum())
-        if value < best:
-            best, center = value, u
+        value = float(u.sum() + found.d.sum())
+        estimate = float(u.sum() + found.best_share.sum())  # the groups found only: steers, proves nothing
+        best = min(best, value)
+        if estimate < steer:
+            steer, center = estimate, u
         new = [g for _, g in found.found if g not in listed]
         columns.extend(new)
         listed.update(new)
         gains_at_lp = [g for g in new if pp.value(g) - u_lp[list(g)].sum() > EPS]
         if log:
             print(
-                f"round {done}: lp {lp:.1f} bound here {value:.1f} best {best:.1f} new {len(new)} ({len(gains_at_lp)} "
+                f"round {done}: lp {lp:.1f} bound here {value:.1f} estimate {estimate:.1f} best {best:.1f} new {len(new)} ({len(gains_at_lp)} "
                 f"gain at the LP's duals) nodes {found.nodes} capped {found.capped} cap {cap} "
                 f"({time.perf_counter() - started:.0f} s)", flush=True,
             )  # fmt: skip
@@ -284,7 +293,7 @@ def fit_bound(
         if best - lp < 0.5 or time.perf_counter() - started > seconds:
             break
         if cap is not None and len(new) < max(10, len(pp.compat) // 50):
-            cap *= 4
+            cap *= 4  # few new columns: the duals have settled, a tighter proof is worth the work
         if not gains_at_lp:
             center = None  # a mispricing: the next search at the LP's own duals
     return Bound(best, lp, done, len(columns), nodes, time.perf_counter() - started, True)

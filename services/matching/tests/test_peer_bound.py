@@ -112,4 +112,4 @@ def test_a_capped_search_is_still_a_bound(cap: int) -> None:
     for u in (np.zeros(len(pp.compat)), shares):
         found = positive_groups(pp, u, keep=100, root_cap=cap)
         assert found.capped > 0
-        assert u.sum() + found.best_share.sum() >= optimum - 1e-6
+        assert u.sum() + found.d.sum() >= optimum - 1e-6
