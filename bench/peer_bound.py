@@ -77,9 +77,7 @@ class PeerProblem:
         spoken = np.bitwise_and.reduce(self.lang[g])
         if spoken == 0:
             return False
-        if self.dept_limit is not None and np.bincount(self.dept[g]).max() > self.dept_limit:
-            return False
-        return True
+        return self.dept_limit is None or int(np.bincount(self.dept[g]).max()) <= self.dept_limit
 
 
 @dataclass
@@ -101,9 +99,7 @@ class Search:
         return np.maximum(self.best_share, self.credit)
 
 
-def positive_groups(
-    pp: PeerProblem, u: npt.NDArray[np.float64], keep: int, root_cap: int | None = None
-) -> Search:
+def positive_groups(pp: PeerProblem, u: npt.NDArray[np.float64], keep: int, root_cap: int | None = None) -> Search:
     """Every valid group whose reduced fit ``w(S) - u(S)`` is positive: each peer's best share of one
     (``best_share``, the d_i of the module's proof) and the groups (the ``keep`` best). ``root_cap``: leave
     the groups of a lowest member after that many nodes (``complete`` False: the d_i are then no proof;
@@ -222,14 +218,13 @@ class Bound:
     proven: bool
 
 
-def restricted_lp(
-    pp: PeerProblem, columns: list[tuple[int, ...]]
-) -> tuple[float, npt.NDArray[np.float64]]:
+def restricted_lp(pp: PeerProblem, columns: list[tuple[int, ...]]) -> tuple[float, npt.NDArray[np.float64]]:
     """The set-partitioning LP over ``columns`` (each row covered exactly once), by GLOP: its value and
     the cover constraints' duals."""
     solver = pywraplp.Solver.CreateSolver("GLOP")
     n = len(pp.compat)
-    xs = [solver.NumVar(0.0, 1.0, "") for _ in columns]
+    xs = [solver.NumVar(0.0, solver.infinity(), "") for _ in columns]  # no upper bound: the rows imply it, and
+    # a bound of 1 takes the value as its reduced cost and leaves the rows' duals at 0
     cover: list[list[pywraplp.Variable]] = [[] for _ in range(n)]
     for var, group in zip(xs, columns, strict=True):
         for m in group:
@@ -263,7 +258,7 @@ def fit_bound(
     started = time.perf_counter()
     columns = sorted({tuple(sorted(g)) for grouping in groupings for g in grouping})
     listed = set(columns)
-    center: npt.NDArray[np.float64] | None = None
+    center: npt.NDArray[np.float64] | None = _shares(pp, groupings[0]) if groupings else None
     cap: int | None = root_cap if len(pp.compat) > QUICK_ROWS else None
     best, steer, lp, nodes, done = np.inf, np.inf, 0.0, 0, 0
     while True:
@@ -283,10 +278,11 @@ def fit_bound(
         gains_at_lp = [g for g in new if pp.value(g) - u_lp[list(g)].sum() > EPS]
         if log:
             print(
-                f"round {done}: lp {lp:.1f} bound here {value:.1f} estimate {estimate:.1f} best {best:.1f} new {len(new)} ({len(gains_at_lp)} "
-                f"gain at the LP's duals) nodes {found.nodes} capped {found.capped} cap {cap} "
-                f"({time.perf_counter() - started:.0f} s)", flush=True,
-            )  # fmt: skip
+                f"round {done}: lp {lp:.1f} bound here {value:.1f} estimate {estimate:.1f} best {best:.1f} "
+                f"new {len(new)} ({len(gains_at_lp)} gain at the LP's duals) nodes {found.nodes} "
+                f"capped {found.capped} cap {cap} ({time.perf_counter() - started:.0f} s)",
+                flush=True,
+            )
         if u is u_lp and not found.capped and not found.found:
             best = min(best, lp)  # no group gains at the LP's duals: the LP optimum is the bound
             break
@@ -297,6 +293,16 @@ def fit_bound(
         if not gains_at_lp:
             center = None  # a mispricing: the next search at the LP's own duals
     return Bound(best, lp, done, len(columns), nodes, time.perf_counter() - started, True)
+
+
+def _shares(pp: PeerProblem, grouping: Sequence[Sequence[int]]) -> npt.NDArray[np.float64]:
+    """Each peer's half of its fit with its group in ``grouping``: duals to start from (they sum to the
+    grouping's fit; the restricted LP's own are degenerate and far off on large pools)."""
+    out = np.zeros(len(pp.compat))
+    for g in grouping:
+        members = list(g)
+        out[members] = pp.fit[np.ix_(members, members)].sum(axis=1) / 2
+    return out
 
 
 QUICK_ROWS = 120
@@ -329,9 +335,7 @@ def problem_of(inp: MatchingInput, placed_ids: Collection[str]) -> PeerProblem:
         lang = np.full(n, np.iinfo(np.uint64).max, dtype=np.uint64)
     departments = {d: k for k, d in enumerate(sorted({p.department for p in members}))}
     dept = np.array([departments[p.department] for p in members], dtype=np.int64)
-    return PeerProblem(
-        compat, fit, lang, dept, pol.group_members_min, pol.group_members_max, pol.max_same_department
-    )
+    return PeerProblem(compat, fit, lang, dept, pol.group_members_min, pol.group_members_max, pol.max_same_department)
 
 
 def run_groupings(inp: MatchingInput, result: MatchingResult) -> list[list[int]]:

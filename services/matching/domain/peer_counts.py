@@ -3,11 +3,12 @@
 The run's ``placed_bound`` counted the peers with enough compatible peers to form a group. With at most
 ``max_same_department`` of a department per group that is loose when a department dominates a region
 of the pool: on a tight probe pool (groups of 3-5, time zones within 2 h, equal levels, one per
-department) it said 492 where an exact CP-SAT model per component proved at most 478 (the run placed
-477). The count here holds for every grouping: two peers share a group only if compatible, so every
+department) it said 492 where the most any grouping places is 477, what the run placed (each component
+solved exactly: every valid group listed, set packing by CBC); this count says 480. The count here holds for every grouping: two peers share a group only if compatible, so every
 group lies inside one component of the compatibility graph; in a component whose groups number g,
 department d places at most min(c_d, limit x g) of its c_d peers and a group holds at most
-m = min(max, sum_d min(c_d, limit)) (none when m is below the minimum), so the component places at most the largest, over g up to (its size) / (group minimum), of
+m = min(max, sum_d min(c_d, limit)) (none when m is below the minimum), so the component places at
+most the largest, over g up to (its size) / (group minimum), of
 min(m x g, sum_d min(c_d, limit x g)).
 """
 

@@ -407,7 +407,12 @@ def solve_peer_groups(
     exact = all(pm.dense for pm in built) and fit_level  # without the fit level, fit is not proven
     chosen_groups = polished(chosen_groups, "solver's")
     return finish(
-        chosen_groups, combined, placed_bound=min(bound, most), proven_lottery=proven, exact=exact, fit_is_model_objective=False
+        chosen_groups,
+        combined,
+        placed_bound=min(bound, most),
+        proven_lottery=proven,
+        exact=exact,
+        fit_is_model_objective=False,
     )
 
 

@@ -49,7 +49,7 @@ def _optimum(pp: PeerProblem) -> int:
         solver.Add(solver.Sum([v for v, g in zip(chosen, groups, strict=True) if r in g]) == 1)
     solver.Maximize(solver.Sum([pp.value(g) * v for g, v in zip(groups, chosen, strict=True)]))
     assert solver.Solve() == pywraplp.Solver.OPTIMAL
-    return round(solver.Objective().Value())
+    return int(round(solver.Objective().Value()))
 
 
 POOLS = [
@@ -75,11 +75,11 @@ def test_bound_is_at_least_the_exact_optimum(size: int, seed: int, policy: dict[
     bound = fit_bound(pp, [groups], seconds=60)
     assert bound.proven
     assert bound.value >= optimum - 1e-6 >= result.stats.total_fit - 1e-6
-    # converged to the set-partitioning LP, which is never above the b-matching bound (an LP solution
-    # spread over its pairs is a fractional b-matching)
-    assert bound.value == pytest.approx(bound.lp)
+    # converged to the set-partitioning LP (its stopping rule: within 0.5), which is never above the
+    # b-matching bound (an LP solution spread over its pairs is a fractional b-matching)
+    assert bound.value <= bound.lp + 0.5
     b_matching = peer_fit_bound(inp, result)
-    assert b_matching is not None and bound.value <= b_matching + 1e-6
+    assert b_matching is not None and bound.value <= b_matching + 0.5
     print(f"{size} peers: optimum {optimum}, LP bound {bound.value:.1f}, b-matching {b_matching:.1f}")
 
 
