@@ -3,13 +3,14 @@
 The run's ``placed_bound`` counted the peers with enough compatible peers to form a group. With at most
 ``max_same_department`` of a department per group that is loose when a department dominates a region
 of the pool: on a tight probe pool (groups of 3-5, time zones within 2 h, equal levels, one per
-department) it said 492 where the most any grouping places is 477, what the run placed (each component
-solved exactly: every valid group listed, set packing by CBC); this count says 480. The count here holds for every grouping: two peers share a group only if compatible, so every
-group lies inside one component of the compatibility graph; in a component whose groups number g,
-department d places at most min(c_d, limit x g) of its c_d peers and a group holds at most
+department) it said 492 where the most any grouping places is 477, what the run placed (each
+component solved exactly: every valid group listed, set packing by CBC); this count says 480.
+
+The count holds for every grouping: two peers share a group only if compatible, so every group lies
+inside one component of the compatibility graph; in a component whose groups number g, department d
+places at most min(c_d, limit x g) of its c_d peers and a group holds at most
 m = min(max, sum_d min(c_d, limit)) (none when m is below the minimum), so the component places at
-most the largest, over g up to (its size) / (group minimum), of
-min(m x g, sum_d min(c_d, limit x g)).
+most the largest, over g up to (its size) / (group minimum), of min(m x g, sum_d min(c_d, limit x g)).
 """
 
 from __future__ import annotations
@@ -22,10 +23,10 @@ from services.matching.domain.rules import BoolArray, IntArray
 
 
 def components(compat: BoolArray, rows: Sequence[int]) -> list[list[int]]:
-    """The components of the compatibility graph among ``rows`` (breadth-first over matrix rows)."""
+    """The components of the compatibility graph among ``rows`` (breadth-first over matrix rows; the
+    matrix is symmetric, as the rules are, and is read as it is: a masked copy is 100 MB at 10,000)."""
     mask = np.zeros(len(compat), dtype=bool)
     mask[list(rows)] = True
-    linked = (compat | compat.T) & mask
     label = np.full(len(compat), -1, dtype=np.int64)
     out: list[list[int]] = []
     for r in rows:
@@ -35,7 +36,7 @@ def components(compat: BoolArray, rows: Sequence[int]) -> list[list[int]]:
         reached[r] = True
         frontier = reached.copy()
         while frontier.any():
-            frontier = linked[frontier].any(axis=0) & ~reached
+            frontier = compat[frontier].any(axis=0) & mask & ~reached
             reached |= frontier
         label[reached] = len(out)
         out.append([int(x) for x in np.flatnonzero(reached)])

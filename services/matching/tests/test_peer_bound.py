@@ -49,7 +49,8 @@ def _optimum(pp: PeerProblem) -> int:
         solver.Add(solver.Sum([v for v, g in zip(chosen, groups, strict=True) if r in g]) == 1)
     solver.Maximize(solver.Sum([pp.value(g) * v for g, v in zip(groups, chosen, strict=True)]))
     assert solver.Solve() == pywraplp.Solver.OPTIMAL
-    return int(round(solver.Objective().Value()))
+    value: float = solver.Objective().Value()
+    return round(value)
 
 
 POOLS = [
