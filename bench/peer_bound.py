@@ -24,12 +24,14 @@ set-partitioning LP bound, far tighter than a b-matching (which lets a peer's pa
 of each other).
 
 The upper bound used for pruning a partial group P (members so far, ``val = red(P)``) that still takes
-r members from the candidates C (compatible with all of P, later rows, keeping the language and
-department rules): each added member j brings ``w(j, P) - u_j`` plus its pairs with the other added
-members, and half of j's r - 1 best pair fits within C bounds j's share of those pairs, so
-``val + the r largest of (w(j, P) - u_j + half of j's r - 1 best fits in C)`` bounds every completion
-of size |P| + r. When C is large, j's best fits with *any* compatible peer stand in (larger, so still a
-bound).
+a set Q of r members from the candidates C (compatible with all of P, later rows, keeping the language
+and department rules): ``red(P + Q) = val + sum_{j in Q} (w(j, P) - u_j) + sum_{pairs j, l of Q} w_jl``.
+Spreading each added member's u over its r - 1 pairs in Q, this is
+``val + sum_{j in Q} (w(j, P) + half of sum_{l in Q, l != j} (w_jl - (u_j + u_l) / (r - 1)))``, and
+each term is at most j's value with its r - 1 best compatible l in C; so ``val + the r largest of
+those`` bounds every completion of size |P| + r (r = 1: ``val + max (w(j, P) - u_j)``). When C is large
+(above LOCAL_CANDIDATES), half of j's r - 1 best fits with *any* compatible peer, less u_j, stands in
+(larger, so still a bound).
 """
 
 from __future__ import annotations
@@ -136,19 +138,22 @@ def positive_groups(pp: PeerProblem, u: npt.NDArray[np.float64], keep: int, root
         if rmax < rmin:
             return -np.inf, -np.inf
         base = w_p - u[cand]
-        if len(cand) <= LOCAL_CANDIDATES:
-            within = fm[np.ix_(cand, cand)]
-            m = min(rmax - 1, len(cand) - 1)
-            half = np.zeros((len(cand), rmax))
-            if m > 0:
-                top = -np.partition(-within, m - 1, axis=1)[:, :m] if len(cand) > m else within
-                top = -np.sort(-top, axis=1)
-                half[:, 1 : m + 1] = np.cumsum(top, axis=1) / 2
-        else:
-            half = half_any[cand, :rmax]
+        local = len(cand) <= LOCAL_CANDIDATES
+        if local:
+            u_c = u[cand]
+            within = np.where(pp.compat[np.ix_(cand, cand)], fm[np.ix_(cand, cand)], -np.inf)
+            np.fill_diagonal(within, -np.inf)
         best, share = -np.inf, -np.inf
         for r in range(rmin, rmax + 1):
-            s = base + half[:, r - 1]
+            if r == 1:
+                s = base
+            elif local:
+                # the added members' u spread over their pairs: each pair of Q carries (u_j + u_l) / (r - 1)
+                reduced = within - (u_c[:, None] + u_c[None, :]) / (r - 1)
+                top = -np.partition(-reduced, r - 2, axis=1)[:, : r - 1]
+                s = w_p + top.sum(axis=1) / 2
+            else:
+                s = base + half_any[cand, r - 1]
             top_r = np.partition(s, len(s) - r)[len(s) - r :].sum() if len(s) > r else s.sum()
             best = max(best, val + float(top_r))
             share = max(share, (val + float(top_r)) / (p + r))
@@ -249,12 +254,13 @@ def fit_bound(
     """Column generation from the groups of ``groupings`` (valid groupings of all rows, e.g. the run's).
 
     Each round solves the restricted LP, searches at its duals smoothed towards the duals of the best
-    bound so far (the LP is degenerate and its duals jump; Wentges' smoothing), or at the LP's own duals
-    when the last search found no group that gains at them, and adds the groups found as columns. Every
-    search is a proof (``sum u + sum d``); pools above ``QUICK_ROWS`` rows search with ``root_cap`` nodes
-    per lowest member, four times more each time a round adds few columns. Ends when a complete search
-    at the LP's duals finds nothing (the bound is then the LP optimum), when the bound is within 0.5 of
-    the LP, or after ``seconds`` (checked between rounds). The bound is the least of the rounds'."""
+    estimate so far (the LP is degenerate and its duals jump; Wentges' smoothing), or at the LP's own
+    duals when the last search found no group that gains at them, and adds the groups found as columns.
+    Every search is a proof (``sum u + sum d``). Pools above ``QUICK_ROWS`` rows search with ``root_cap``
+    nodes per lowest member (a loose proof, quick) until a round adds few columns or its estimate (the
+    groups found only) is within 3 % of the LP, then completely. Ends when a complete search at the LP's
+    duals finds nothing (the bound is then the LP optimum), when the bound is within 0.5 of the LP, or
+    after ``seconds`` (checked between rounds). The bound is the least of the rounds'."""
     started = time.perf_counter()
     columns = sorted({tuple(sorted(g)) for grouping in groupings for g in grouping})
     listed = set(columns)
@@ -288,8 +294,8 @@ def fit_bound(
             break
         if best - lp < 0.5 or time.perf_counter() - started > seconds:
             break
-        if cap is not None and len(new) < max(10, len(pp.compat) // 50):
-            cap *= 4  # few new columns: the duals have settled, a tighter proof is worth the work
+        if cap is not None and (len(new) < max(10, len(pp.compat) // 50) or estimate - lp < 0.03 * lp):
+            cap = None  # the duals have settled: a complete search, the tight proof, is worth its work
         if not gains_at_lp:
             center = None  # a mispricing: the next search at the LP's own duals
     return Bound(best, lp, done, len(columns), nodes, time.perf_counter() - started, True)
