@@ -38,6 +38,7 @@ import numpy as np
 from ortools.graph.python import min_cost_flow
 from ortools.linear_solver import pywraplp
 
+from bench.peer_bound import lp_fit_bound
 from bench.synthetic_pool import instance
 from contracts.events import ParticipantProfile
 from contracts.policy import Form, Role
@@ -364,6 +365,20 @@ def peer_fit_bound(inp: MatchingInput, result: MatchingResult) -> float | None:
     return None if cost is None else -cost / 2
 
 
+def peer_lp_line(inp: MatchingInput, result: MatchingResult, old: float | None, seconds: float) -> str:
+    """The set-partitioning LP bound (``bench/peer_bound.py``) beside the row's bound, and the gap to the
+    tighter of the two: a line under a peer row (``--peer-lp``)."""
+    found = lp_fit_bound(inp, result, seconds)
+    tighter = found.value if old is None else min(old, found.value)
+    fit = result.stats.total_fit
+    gap = f"{(tighter - fit) / tighter:.2%}" if tighter else "-"
+    return (
+        f"  peer fit bound: row's {'-' if old is None else f'{old:,.0f}'}, set-partitioning LP {found.value:,.1f} "
+        f"(proven; restricted LP {found.lp:,.1f}, {found.rounds} rounds, {found.columns:,} columns, "
+        f"{found.nodes:,} nodes, {found.seconds:.0f} s); gap to the tighter {gap}"
+    )
+
+
 def team_fit_bound(inp: MatchingInput, result: MatchingResult) -> float | None:
     """A proven upper bound on the total fit of any assignment of mentors to the same placed teams within
     the run's max load ratio and with at least as many mentors used: a transportation relaxation (each
@@ -532,12 +547,16 @@ def digest(result: MatchingResult) -> str:
     return hashlib.sha256(json.dumps(groups).encode()).hexdigest()[:12]
 
 
-def run_case(name: str, inp: MatchingInput, seed: int, with_greedy: bool, show_digest: bool = False) -> None:
+def run_case(
+    name: str, inp: MatchingInput, seed: int, with_greedy: bool, show_digest: bool = False, peer_lp: float = 0.0
+) -> None:
     limit = inp.policy.time_limit_seconds if inp.form is not Form.ONE_TO_ONE else None
     result, seconds, cpu, peak, violations = measure(lambda: match(inp, seed), inp)
     idle, bound = idle_and_fit_bound(inp, result)
     row = line(Row(f"{name} solver", result, seconds, cpu, peak, violations, bound, idle), limit)
     print(row + (f" {digest(result)}" if show_digest else ""), flush=True)
+    if inp.form is Form.PEER_GROUP and peer_lp > 0:
+        print(peer_lp_line(inp, result, bound, peer_lp), flush=True)
     if with_greedy:
         base, seconds, cpu, peak, violations = measure(lambda: greedy(inp, seed), inp)
         idle, bound = idle_and_fit_bound(inp, base)
@@ -580,6 +599,12 @@ def main() -> None:
         help="switch the wall-clock deadline off (as the tests do): the result an unloaded machine gives, "
         "with its CPU seconds; on a shared machine wall time then overruns the limit by the load",
     )
+    parser.add_argument(
+        "--peer-lp",
+        type=float,
+        default=0.0,
+        help="seconds for the set-partitioning LP fit bound of each peer row (bench/peer_bound.py; 0: off)",
+    )
     args = parser.parse_args()
     if args.no_clock:
         levels.WALL_DEADLINE_SHARE = 1_000.0
@@ -590,7 +615,7 @@ def main() -> None:
         size = int(words[0].replace(",", ""))
         if args.only not in name or size > args.max_size:
             continue
-        run_case(name, build(), args.seed, greedy_too and not args.no_greedy, args.digest)
+        run_case(name, build(), args.seed, greedy_too and not args.no_greedy, args.digest, args.peer_lp)
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"\nprocess peak RSS {rss:.0f} MiB. fit bnd: transportation relaxation at the run's placed set and max")
     print("load ratio (computed here, not by the solver); gap = (fit bnd - fit) / fit bnd; secs = match + validate")

@@ -43,6 +43,7 @@ from services.matching.domain.peer_anneal import (
     restart_budget,
     restarted_walks,
 )
+from services.matching.domain.peer_counts import counted_most
 from services.matching.domain.peer_fit import polish_peer_groups
 from services.matching.domain.peer_lns import lns_budget, lns_peer_groups
 from services.matching.domain.peer_place import follow_the_lottery, merge_groups, place_more
@@ -128,6 +129,10 @@ def solve_peer_groups(
         frozen=frozenset(lock_rows),
     )
 
+    most = counted_most(
+        compat, [row_of[pid] for pid in active], search.dept, pol.group_members_min, pol.group_members_max,
+        pol.max_same_department,
+    )  # fmt: skip
     waiting_order = sorted((row_of[pid] for pid in active), key=lambda r: prep.ranks[peers[r]])
     rank = np.array([prep.ranks[pid] for pid in peers], dtype=np.int64)
 
@@ -199,7 +204,7 @@ def solve_peer_groups(
         return group_result(prep, Outcome(groups, gone, levels, notes=notes, **kw))  # type: ignore[arg-type]
 
     if greedy_only:
-        return finish(greedy, None, placed_bound=len(active), fallback=True, baseline=True)
+        return finish(greedy, None, placed_bound=most, fallback=True, baseline=True)
     greedy = polished(greedy, "greedy", final=False)
     lock_pairs: list[tuple[str, str]] = []
     for a, b in prep.locked:
@@ -337,11 +342,11 @@ def solve_peer_groups(
             else "the clock ran out while preparing the model: greedy groups in lottery order"
         )
         prep.locks_applied = 0  # the greedy applies none; the result's notes say so
-        return finish(re_split(greedy), None, placed_bound=len(active), fallback=True, why_greedy=why + _SEARCHED)
+        return finish(re_split(greedy), None, placed_bound=most, fallback=True, why_greedy=why + _SEARCHED)
     everyone = sum(len(members) for members in greedy) >= len(active)
     pruned = any(len(part) * max(1, len(part) // pol.group_members_min) > PEER_DENSE_LIMIT for part in parts)
     if everyone and pruned and not lock_pairs:
-        return finish(re_split(greedy), None, placed_bound=len(active), fallback=True, why_greedy=_EVERYONE)
+        return finish(re_split(greedy), None, placed_bound=most, fallback=True, why_greedy=_EVERYONE)
     fit_level = not searched_exhaustively(len(greedy))
     built = [build(part) for part in parts]
     if not fit_level:
@@ -366,7 +371,7 @@ def solve_peer_groups(
     solved = [(levels, pm, total, q) for levels, pm, total, q in zip(runs, built, firsts, quotas, strict=True)]
     solved = [entry for entry in solved if entry[3] is not None]
     if runs and not solved:
-        return finish(re_split(greedy), None, placed_bound=len(active), fallback=True, why_greedy=_NOTHING + _SEARCHED)
+        return finish(re_split(greedy), None, placed_bound=most, fallback=True, why_greedy=_NOTHING + _SEARCHED)
     proven = True
     for levels, pm, _, quota in solved:
         order = sorted((p for p in pm.placed if pm.allowed[p]), key=lambda p: prep.ranks[p])  # with a place to go
@@ -402,7 +407,12 @@ def solve_peer_groups(
     exact = all(pm.dense for pm in built) and fit_level  # without the fit level, fit is not proven
     chosen_groups = polished(chosen_groups, "solver's")
     return finish(
-        chosen_groups, combined, placed_bound=bound, proven_lottery=proven, exact=exact, fit_is_model_objective=False
+        chosen_groups,
+        combined,
+        placed_bound=min(bound, most),
+        proven_lottery=proven,
+        exact=exact,
+        fit_is_model_objective=False,
     )
 
 
