@@ -35,7 +35,7 @@ from services.matching.domain.facilitated_levels import (
     max_load_ratio,
     placed_levels,
 )
-from services.matching.domain.facilitated_lp import placement_lp_bound
+from services.matching.domain.facilitated_lp import department_rooms, placement_lp_bound
 from services.matching.domain.facilitated_prep import (
     Eligibility,
     best_mentors,
@@ -373,11 +373,7 @@ def _departments(prep: Prepared, active: list[str], free: IntArray) -> Departmen
     limit = prep.policy.max_same_department
     if limit is None or limit >= prep.policy.group_members_max + prep.policy.mentors_per_group:
         return None
-    names = sorted({prep.by_id[pid].department for pid in active})
-    code = {name: c for c, name in enumerate(names)}
-    of = np.array([code[prep.by_id[pid].department] for pid in active], dtype=np.int64)
-    own = np.array([code.get(prep.by_id[m].department, -1) for m in prep.mentor_ids], dtype=np.int64)
-    room = limit - (own[:, None] == np.arange(len(names))[None, :]).astype(np.int64)
+    of, room = department_rooms(prep, active, limit)
     return Departments(of, free[:, None] * np.maximum(0, room))
 
 

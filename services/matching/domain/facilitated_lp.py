@@ -108,12 +108,22 @@ def placement_lp_bound(prep: Prepared, el: Eligibility, active: list[str], free:
     limit = pol.max_same_department
     if limit is None or not active:
         return None
+    of, room = department_rooms(prep, active, limit)
+    departments = room.shape[1]
+    eligible = eligible_by_department(el, active, of, departments)
+    people = np.bincount(of, minlength=departments).astype(np.int64)
+    size_min, size_max = pol.group_members_min, pol.group_members_max
+    return department_lp_bound(eligible, people, np.maximum(0, room), free, size_min, size_max)
+
+
+def department_rooms(prep: Prepared, active: list[str], limit: int) -> tuple[IntArray, IntArray]:
+    """Each active seeker's department (a code), and each mentor's room for every department in a group
+    it leads: ``limit``, one less in the mentor's own department (negative where a limit of 0 would
+    already be broken by the mentor). One home for the department bound's counts, which the max flow's
+    bound and this LP both take."""
     names = sorted({prep.by_id[pid].department for pid in active})
     code = {name: c for c, name in enumerate(names)}
     of = np.array([code[prep.by_id[pid].department] for pid in active], dtype=np.int64)
     own = np.array([code.get(prep.by_id[m].department, -1) for m in prep.mentor_ids], dtype=np.int64)
     room = limit - (own[:, None] == np.arange(len(names))[None, :]).astype(np.int64)
-    eligible = eligible_by_department(el, active, of, len(names))
-    people = np.bincount(of, minlength=len(names)).astype(np.int64)
-    size_min, size_max = pol.group_members_min, pol.group_members_max
-    return department_lp_bound(eligible, people, np.maximum(0, room), free, size_min, size_max)
+    return of, room
