@@ -24,13 +24,12 @@ fixed amount of work (``FINISH_WORK`` rule checks), no clock.
 
 from __future__ import annotations
 
-import heapq
 from collections import Counter, defaultdict
 
 import numpy as np
 
 from services.matching.domain.common import Prepared, apart_pairs
-from services.matching.domain.facilitated_fill import FINISH_WORK, Finished, NamedGroup
+from services.matching.domain.facilitated_fill import FINISH_WORK, Finished, NamedGroup, lottery_pass
 from services.matching.domain.facilitated_prep import Eligibility
 from services.matching.domain.rules import IntArray
 
@@ -204,19 +203,7 @@ def finish_co(prep: Prepared, el: Eligibility, free: IntArray, groups: list[Name
         if f.join(pid):
             placed += 1
     out.taken_over = f.take_over()
-    heap = [(ranks[p], p) for p in left if p not in f.group_of]
-    heapq.heapify(heap)
-    while heap and f.work > 0:
-        _, u = heapq.heappop(heap)
-        if u in f.group_of:
-            continue
-        q = f.swap(u)
-        if q is None:
-            continue
-        out.swapped += 1
-        if not (placed < bound and f.join(q)):
-            heapq.heappush(heap, (ranks[q], q))
-        placed = len(f.group_of)
+    out.swapped = lottery_pass(f, left, ranks, f.group_of, f.join, bound)
     out.filled = len(f.group_of) - before
     out.out_of_work = f.work <= 0
     out.groups = f.groups()

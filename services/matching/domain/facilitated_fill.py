@@ -29,7 +29,9 @@ from __future__ import annotations
 
 import heapq
 from collections import Counter
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 
@@ -323,6 +325,44 @@ class _Finish:
         return None
 
 
+class Swaps(Protocol):
+    """What the lottery pass needs of a finish: its rule-check budget and the swap itself."""
+
+    work: int
+
+    def swap(self, u: str) -> str | None:
+        """``u`` takes the place of a later-drawn member (returned), or None."""
+
+
+def lottery_pass(
+    f: Swaps,
+    left: list[str],
+    ranks: Mapping[str, int],
+    group_of: Mapping[str, int],
+    place: Callable[[str], bool],
+    bound: int,
+) -> int:
+    """The lottery pass (see the module doc) over the seekers ``left`` out, in lottery order: each takes
+    the place of a later-drawn member where it can, and the displaced one is placed by ``place`` (while
+    placed is below ``bound``) or waits its turn. ``group_of`` is the finish's own, read as it changes.
+    Returns the swaps made."""
+    heap = [(ranks[p], p) for p in left if p not in group_of]
+    heapq.heapify(heap)
+    swapped, placed = 0, len(group_of)
+    while heap and f.work > 0:
+        _, u = heapq.heappop(heap)
+        if u in group_of:
+            continue
+        q = f.swap(u)
+        if q is None:
+            continue
+        swapped += 1
+        if not (placed < bound and place(q)):
+            heapq.heappush(heap, (ranks[q], q))
+        placed = len(group_of)
+    return swapped
+
+
 def finish(
     prep: Prepared, el: Eligibility, free: IntArray, groups: list[NamedGroup], bound: int, deadline: float | None = None
 ) -> Finished:
@@ -354,19 +394,7 @@ def finish(
         f = _Finish(prep, el, free, polished)
         f.work = work
         rep, s = f.rep, f.rep.s
-    heap = [(prep.ranks[p], p) for p in left if p not in s.group_of]
-    heapq.heapify(heap)
-    while heap and f.work > 0:
-        _, u = heapq.heappop(heap)
-        if u in s.group_of:
-            continue
-        q = f.swap(u)
-        if q is None:
-            continue
-        out.swapped += 1
-        if not (placed < bound and f.fill(q)):
-            heapq.heappush(heap, (prep.ranks[q], q))
-        placed = len(s.group_of)
+    out.swapped = lottery_pass(f, left, prep.ranks, s.group_of, f.fill, bound)
     out.filled = len(s.group_of) - before
     out.out_of_work = f.work <= 0
     out.groups = [([prep.mentor_ids[ms[0]]], members) for ms, members in f.positions()]
