@@ -5,6 +5,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from urllib.parse import urlsplit, urlunsplit
+
+
+def via(dsn: str, port: int) -> str:
+    """The same database URL through a proxy listening on ``port`` on loopback (user and path kept)."""
+    parts = urlsplit(dsn)
+    netloc = parts.netloc.rsplit("@", 1)
+    host = f"127.0.0.1:{port}"
+    return urlunsplit(parts._replace(netloc=f"{netloc[0]}@{host}" if len(netloc) == 2 else host))
 
 
 class TcpProxy:

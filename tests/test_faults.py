@@ -17,7 +17,7 @@ import tempfile
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import asyncpg
 import httpx
@@ -52,7 +52,7 @@ from tests.faultkit import (
     with_id,
     withdrawn,
 )
-from tests.faultproxy import TcpProxy
+from tests.faultproxy import TcpProxy, via
 from tests.probe import CONSUMER_SQL
 from tests.test_runtime_delivery import (
     LOGS,
@@ -149,13 +149,6 @@ async def test_a_dead_letter_whose_topic_is_missing_is_kept_and_replayed_once_th
 # 2. A database outage -------------------------------------------------------------------------------
 
 
-def _via(dsn: str, port: int) -> str:
-    parts = urlsplit(dsn)
-    netloc = parts.netloc.rsplit("@", 1)
-    host = f"127.0.0.1:{port}"
-    return urlunsplit(parts._replace(netloc=f"{netloc[0]}@{host}" if len(netloc) == 2 else host))
-
-
 async def test_a_database_outage_is_waited_out_with_readiness_503_and_nothing_is_dead_lettered(
     stack: StackEndpoints,
     scratch_schemas: list[str],
@@ -176,7 +169,7 @@ async def test_a_database_outage_is_waited_out_with_readiness_503_and_nothing_is
     (tmp_path / "migrations" / "0001_applied.sql").write_text(CONSUMER_SQL)
     group = unique("faults-outage")
     settings = ServiceSettings(
-        database_url=_via(stack.admin_dsn, proxy.port),
+        database_url=via(stack.admin_dsn, proxy.port),
         db_schema=dst_schema,
         kafka_bootstrap=stack.kafka_bootstrap,
         outbox_poll_seconds=0.1,

@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from functools import partial
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import aiokafka.client
 import httpx
@@ -33,17 +33,10 @@ from runtime.db import create_pool
 from runtime.service import ServiceContext, ServiceSpec, create_app
 from runtime.settings import ServiceSettings
 from tests.faultkit import HANDLERS, add_events, applied_at_least, send_raw, withdrawn
-from tests.faultproxy import TcpProxy
+from tests.faultproxy import TcpProxy, via
 from tests.probe import CONSUMER_SQL
 
 pytestmark = pytest.mark.stack
-
-
-def _via(dsn: str, port: int) -> str:
-    parts = urlsplit(dsn)
-    user = parts.netloc.rsplit("@", 1)
-    host = f"127.0.0.1:{port}"
-    return urlunsplit(parts._replace(netloc=f"{user[0]}@{host}" if len(user) == 2 else host))
 
 
 @pytest.fixture
@@ -90,7 +83,7 @@ async def test_readiness_is_back_once_the_database_is_without_waiting_for_the_co
     scratch_schemas.append(schema)
     group = unique("ready-db")
     settings = ServiceSettings(
-        database_url=_via(stack.admin_dsn, pg_proxy.port),
+        database_url=via(stack.admin_dsn, pg_proxy.port),
         db_schema=schema,
         kafka_bootstrap=stack.kafka_bootstrap,
         outbox_poll_seconds=0.1,
@@ -163,7 +156,7 @@ async def test_every_service_answers_503_in_the_one_error_shape_while_its_databa
             settings_class: Callable[..., ServiceSettings] = module.settings_class()
             schema = unique(f"outage_{name}")
             scratch_schemas.append(schema)
-            settings = settings_class(database_url=_via(stack.admin_dsn, pg_proxy.port), db_schema=schema,
+            settings = settings_class(database_url=via(stack.admin_dsn, pg_proxy.port), db_schema=schema,
                                       kafka_bootstrap=stack.kafka_bootstrap, consumer_offset_reset="latest",
                                       log_level="WARNING")  # fmt: skip
             apps[name] = module.create(settings)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import asyncpg
 import httpx
@@ -20,7 +20,7 @@ from runtime.db import create_pool
 from runtime.errors import install_http_errors
 from runtime.health import BrokerProbe, DatabaseProbe, OutageWatch, Readiness, install_unavailable_errors
 from runtime.supervision import Supervisor, TaskStatus
-from tests.faultproxy import TcpProxy
+from tests.faultproxy import TcpProxy, via
 
 # The outage watch -------------------------------------------------------------------------------------
 
@@ -80,13 +80,6 @@ def test_a_stopped_task_is_never_recovering() -> None:
 # The probes on the real stack -----------------------------------------------------------------------
 
 
-def _via(dsn: str, port: int) -> str:
-    parts = urlsplit(dsn)
-    user = parts.netloc.rsplit("@", 1)
-    host = f"127.0.0.1:{port}"
-    return urlunsplit(parts._replace(netloc=f"{user[0]}@{host}" if len(user) == 2 else host))
-
-
 @pytest.fixture
 async def pg_proxy(stack: StackEndpoints) -> AsyncIterator[TcpProxy]:
     pg = urlsplit(stack.admin_dsn)
@@ -110,7 +103,7 @@ async def kafka_proxy(stack: StackEndpoints) -> AsyncIterator[TcpProxy]:
 async def test_the_database_probe_answers_no_within_bounds_and_yes_once_the_database_is_back(
     stack: StackEndpoints, pg_proxy: TcpProxy, fault: str
 ) -> None:
-    probe = DatabaseProbe(_via(stack.admin_dsn, pg_proxy.port), "readiness_probe_test")
+    probe = DatabaseProbe(via(stack.admin_dsn, pg_proxy.port), "readiness_probe_test")
     try:
         assert await probe.check()
         await (pg_proxy.cut() if fault == "cut" else pg_proxy.blackhole())
@@ -142,7 +135,7 @@ async def test_the_broker_probe_answers_no_within_bounds_and_never_wedges_after_
 
 @pytest.mark.stack
 async def test_probes_asked_at_once_share_one_attempt(stack: StackEndpoints, pg_proxy: TcpProxy) -> None:
-    probe = DatabaseProbe(_via(stack.admin_dsn, pg_proxy.port), "readiness_probe_test")
+    probe = DatabaseProbe(via(stack.admin_dsn, pg_proxy.port), "readiness_probe_test")
     try:
         answers = await asyncio.gather(*(probe.check() for _ in range(5)))
         assert answers == [True] * 5
@@ -161,7 +154,7 @@ async def test_once_readiness_sees_the_database_back_the_pools_silenced_connecti
 ) -> None:
     """After a partition, an idle pool connection stays silent for good: without being replaced, its next
     statement would wait the whole statement timeout (60 s) before failing."""
-    dsn = _via(stack.admin_dsn, pg_proxy.port)
+    dsn = via(stack.admin_dsn, pg_proxy.port)
     pool = await create_pool(dsn, "public", min_size=2, max_size=2)
     probe = DatabaseProbe(dsn, "readiness_pool_test")
     readiness = Readiness(probe.check, _broker_fine, Supervisor(), on_database_back=pool.expire_connections)
@@ -189,7 +182,7 @@ async def test_a_connection_whose_statement_timed_out_is_closed_so_its_rollback_
 ) -> None:
     """In a partition the ``ROLLBACK`` after a timed-out statement waited a second statement timeout
     on the same silent connection; the pool closes such a connection instead (runtime/db.py)."""
-    pool = await create_pool(_via(stack.admin_dsn, pg_proxy.port), "public", min_size=1, max_size=1,
+    pool = await create_pool(via(stack.admin_dsn, pg_proxy.port), "public", min_size=1, max_size=1,
                              statement_timeout=1.0)  # fmt: skip
     try:
         async with pool.acquire() as conn:
