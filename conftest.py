@@ -17,6 +17,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import asyncpg
 import pytest
@@ -25,6 +26,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from contracts.topics import ENROLLMENT, Topic
 from runtime.kafka import ensure_topics
 from runtime.tail import TopicTail
+from tests.faultproxy import TcpProxy
 
 __all__ = ["ROOT", "PrivateTopics", "StackEndpoints", "TopicTail", "eventually", "unique"]
 
@@ -87,6 +89,17 @@ async def scratch_schemas(stack: StackEndpoints) -> AsyncIterator[list[str]]:
             await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
     finally:
         await conn.close()
+
+
+@pytest.fixture
+async def pg_proxy(stack: StackEndpoints) -> AsyncIterator[TcpProxy]:
+    """A loopback proxy in front of the stack's PostgreSQL, for a test to cut or black-hole
+    (``tests/faultproxy.py``): only the clients the test points at it see the outage."""
+    pg = urlsplit(stack.admin_dsn)
+    proxy = TcpProxy(pg.hostname or "127.0.0.1", pg.port or 5432)
+    await proxy.start()
+    yield proxy
+    await proxy.close()
 
 
 PrivateTopics = Callable[..., Awaitable[Topic]]

@@ -13,11 +13,10 @@ from __future__ import annotations
 
 import contextlib
 import importlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from functools import partial
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import aiokafka.client
 import httpx
@@ -43,15 +42,6 @@ pytestmark = pytest.mark.stack
 def quiet_logging(monkeypatch: pytest.MonkeyPatch) -> None:
     # The service's own logging set-up would replace pytest's capture handlers for the whole session.
     monkeypatch.setattr(service_module, "configure_logging", lambda *_: None)
-
-
-@pytest.fixture
-async def pg_proxy(stack: StackEndpoints) -> AsyncIterator[TcpProxy]:
-    pg = urlsplit(stack.admin_dsn)
-    proxy = TcpProxy(pg.hostname or "127.0.0.1", pg.port or 5432)
-    await proxy.start()
-    yield proxy
-    await proxy.close()
 
 
 def _consumer_migrations(tmp_path: Path) -> Path:

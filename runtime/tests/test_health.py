@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from urllib.parse import urlsplit
 
 import asyncpg
 import httpx
@@ -78,15 +77,6 @@ def test_a_stopped_task_is_never_recovering() -> None:
 
 
 # The probes on the real stack -----------------------------------------------------------------------
-
-
-@pytest.fixture
-async def pg_proxy(stack: StackEndpoints) -> AsyncIterator[TcpProxy]:
-    pg = urlsplit(stack.admin_dsn)
-    proxy = TcpProxy(pg.hostname or "127.0.0.1", pg.port or 5432)
-    await proxy.start()
-    yield proxy
-    await proxy.close()
 
 
 @pytest.fixture
