@@ -27,6 +27,7 @@ import contextlib
 import dataclasses
 import json
 import os
+import signal
 import socket
 import statistics
 import subprocess
@@ -200,6 +201,7 @@ async def running(name: str, admin_dsn: str, bootstrap: str, workers: int = 1, *
         cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **settings},
     )  # fmt: skip
     service = Service(name, f"http://127.0.0.1:{port}", schema, process)
+    failed = True  # the service's log is kept (its path printed) only when something went wrong
     try:
         async with httpx.AsyncClient(timeout=5) as client:
             deadline = time.monotonic() + 120
@@ -211,6 +213,7 @@ async def running(name: str, admin_dsn: str, bootstrap: str, workers: int = 1, *
                     raise SystemExit(f"{name} did not become ready; see {log.name}")
                 await asyncio.sleep(0.2)
         yield service
+        failed = False
     finally:
         process.terminate()
         try:
@@ -223,6 +226,11 @@ async def running(name: str, admin_dsn: str, bootstrap: str, workers: int = 1, *
             await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
         finally:
             await conn.close()
+        log.close()
+        if failed or process.returncode not in (0, -signal.SIGTERM):
+            print(f"  ({name}'s log: {log.name})")
+        else:
+            os.unlink(log.name)
 
 
 async def _pool_size(conn: asyncpg.Connection, schema: str, program_id: str) -> int:
