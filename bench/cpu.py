@@ -3,8 +3,11 @@ on a shared machine, CPU per event says what bounds a rate better than the rate 
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
+
+import asyncpg
 
 
 def cpu_seconds(pid: int) -> float:
@@ -14,3 +17,21 @@ def cpu_seconds(pid: int) -> float:
     except OSError:
         return 0.0
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU time of a process and its children still running (uvicorn's workers under its supervisor)."""
+    children: list[int] = []
+    with contextlib.suppress(OSError):
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            children += [int(c) for c in (task / "children").read_text().split()]
+    return cpu_seconds(pid) + sum(tree_cpu_seconds(c) for c in children)
+
+
+async def backend_pids(admin_dsn: str, schema: str) -> list[int]:
+    """The PostgreSQL backends of a service's pool (its application_name is its schema)."""
+    conn = await asyncpg.connect(admin_dsn)
+    try:
+        return [r[0] for r in await conn.fetch("SELECT pid FROM pg_stat_activity WHERE application_name = $1", schema)]
+    finally:
+        await conn.close()

@@ -23,19 +23,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import dataclasses
 import json
 import os
-import signal
-import socket
 import statistics
-import subprocess
-import sys
-import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import asyncpg
@@ -44,7 +38,8 @@ import uvloop
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
-from bench.cpu import cpu_seconds
+from bench.cpu import backend_pids, cpu_seconds, tree_cpu_seconds
+from bench.service_processes import CpuMeter, Service, running
 from bench.synthetic_org import Person, enrolments, org_chart
 from bench.timed_consumer import TimedConsumer
 from contracts.base import utcnow
@@ -140,7 +135,7 @@ async def projection_rate(admin_dsn: str, bootstrap: str, topic: str, total: int
             expected=total,
         )
         settle_heap()  # as a service does once started (runtime/service.py)
-        backends = {pid: cpu_seconds(pid) for pid in await _backend_pids(admin_dsn, schema)}
+        backends = {pid: cpu_seconds(pid) for pid in await backend_pids(admin_dsn, schema)}
         task = asyncio.create_task(consumer.run(bootstrap))
         try:
             await asyncio.wait([task, asyncio.create_task(consumer.done.wait())], return_when=asyncio.FIRST_COMPLETED)
@@ -150,7 +145,7 @@ async def projection_rate(admin_dsn: str, bootstrap: str, topic: str, total: int
             assert consumer.first_batch_at is not None
             elapsed = consumer.applied_at - consumer.first_batch_at
             cpu = time.process_time() - consumer.cpu_at_first_batch  # the same window as the rate
-            pids = await _backend_pids(admin_dsn, schema)  # a backend opened meanwhile started at 0
+            pids = await backend_pids(admin_dsn, schema)  # a backend opened meanwhile started at 0
             database = sum(cpu_seconds(pid) - backends.get(pid, 0.0) for pid in pids)
             in_pool = await pool.fetchval("SELECT count(*) FROM pool")
             if in_pool != total:
@@ -165,72 +160,7 @@ async def projection_rate(admin_dsn: str, bootstrap: str, topic: str, total: int
         await pool.close()
 
 
-# 3 + 4: the services as processes --------------------------------------------------------------------
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@dataclasses.dataclass
-class Service:
-    name: str
-    url: str
-    schema: str
-    process: subprocess.Popen[bytes]
-
-
-@contextlib.asynccontextmanager
-async def running(name: str, admin_dsn: str, bootstrap: str, workers: int = 1, **env: str) -> AsyncIterator[Service]:
-    port = _free_port()
-    schema = f"bench_{name}_{uuid.uuid4().hex[:8]}"
-    prefix = name.upper()
-    settings = {
-        f"{prefix}_DATABASE_URL": admin_dsn,
-        f"{prefix}_DB_SCHEMA": schema,
-        f"{prefix}_KAFKA_BOOTSTRAP": bootstrap,
-        f"{prefix}_LOG_LEVEL": "WARNING",
-        **{f"{prefix}_{k.upper()}": v for k, v in env.items()},
-    }
-    log = tempfile.NamedTemporaryFile(prefix=f"bench-{name}-", suffix=".log", delete=False)  # noqa: SIM115
-    process = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", f"services.{name}.app:app", "--host", "127.0.0.1", "--port", str(port),
-         "--log-level", "warning", "--no-access-log", "--timeout-keep-alive", "300", "--workers", str(workers)],
-        cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **settings},
-    )  # fmt: skip
-    service = Service(name, f"http://127.0.0.1:{port}", schema, process)
-    failed = True  # the service's log is kept (its path printed) only when something went wrong
-    try:
-        async with httpx.AsyncClient(timeout=5) as client:
-            deadline = time.monotonic() + 120
-            while True:
-                with contextlib.suppress(httpx.HTTPError):
-                    if (await client.get(f"{service.url}/health/ready")).status_code == 200:
-                        break
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise SystemExit(f"{name} did not become ready; see {log.name}")
-                await asyncio.sleep(0.2)
-        yield service
-        failed = False
-    finally:
-        process.terminate()
-        try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        conn = await asyncpg.connect(admin_dsn)
-        try:
-            await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-        finally:
-            await conn.close()
-        log.close()
-        if failed or process.returncode not in (0, -signal.SIGTERM):
-            print(f"  ({name}'s log: {log.name})")
-        else:
-            os.unlink(log.name)
+# 3 + 4: the services as processes (bench.service_processes) ------------------------------------------
 
 
 async def _pool_size(conn: asyncpg.Connection, schema: str, program_id: str) -> int:
@@ -323,9 +253,9 @@ async def request_floor(client: httpx.AsyncClient, service: Service, count: int 
             finally:
                 connection.close()
 
-        started = _tree_cpu_seconds(service.process.pid)
+        started = tree_cpu_seconds(service.process.pid)
         await asyncio.gather(*(worker() for _ in range(20)))
-        costs.append(1000 * (_tree_cpu_seconds(service.process.pid) - started) / count)
+        costs.append(1000 * (tree_cpu_seconds(service.process.pid) - started) / count)
     return f"liveness probe {costs[0]:.2f} ms, one authenticated read of a program {costs[1]:.2f} ms"
 
 
@@ -365,49 +295,6 @@ async def single_enrolments(
     if failures:
         raise SystemExit(f"{len(failures)} single enrolments failed (statuses {sorted(set(failures))}): no figures")
     return count / elapsed, latencies
-
-
-def _tree_cpu_seconds(pid: int) -> float:
-    """CPU time of a process and its children still running (uvicorn's workers under its supervisor)."""
-    children: list[int] = []
-    with contextlib.suppress(OSError):
-        for task in Path(f"/proc/{pid}/task").iterdir():
-            children += [int(c) for c in (task / "children").read_text().split()]
-    return cpu_seconds(pid) + sum(_tree_cpu_seconds(c) for c in children)
-
-
-async def _backend_pids(admin_dsn: str, schema: str) -> list[int]:
-    """The PostgreSQL backends of a service's pool (its application_name is its schema)."""
-    conn = await asyncpg.connect(admin_dsn)
-    try:
-        return [r[0] for r in await conn.fetch("SELECT pid FROM pg_stat_activity WHERE application_name = $1", schema)]
-    finally:
-        await conn.close()
-
-
-@dataclasses.dataclass
-class CpuMeter:
-    """CPU seconds spent by the service process, its database backends and this client meanwhile: on a
-    shared machine, CPU per request says what bounds the rate better than the rate itself."""
-
-    admin_dsn: str
-    service: Service
-    started: dict[str, float] = dataclasses.field(default_factory=dict)
-    backends: dict[int, float] = dataclasses.field(default_factory=dict)
-
-    async def start(self) -> None:
-        self.backends = {pid: cpu_seconds(pid) for pid in await _backend_pids(self.admin_dsn, self.service.schema)}
-        self.started = {"service": _tree_cpu_seconds(self.service.process.pid), "client": time.process_time()}
-
-    async def per_request_ms(self, count: int) -> str:
-        service = _tree_cpu_seconds(self.service.process.pid) - self.started["service"]
-        client = time.process_time() - self.started["client"]
-        pids = await _backend_pids(self.admin_dsn, self.service.schema)  # a backend opened meanwhile started at 0
-        database = sum(cpu_seconds(pid) - self.backends.get(pid, 0.0) for pid in pids)
-        return (
-            f"CPU per enrolment: {self.service.name} process {1000 * service / count:.2f} ms, its PostgreSQL"
-            f" backends {1000 * database / count:.2f} ms, this client {1000 * client / count:.2f} ms"
-        )
 
 
 def _quantile(values: list[float], q: float) -> float:
