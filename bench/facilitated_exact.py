@@ -25,7 +25,7 @@ import numpy as np
 from ortools.graph.python import max_flow
 from ortools.sat.python import cp_model
 
-from bench.matching_bench import facilitated
+from bench.matching_pools import facilitated
 from services.matching.domain import match
 from services.matching.domain.common import Prepared, apart_pairs
 from services.matching.domain.facilitated_prep import eligibility

@@ -1,6 +1,6 @@
 """A fit bound for facilitated groups that keeps the group minimum together with the department bound.
 
-The benchmark's transportation bound (``bench.matching_bench.idle_and_fit_bound``) lets each mentor take
+The benchmark's transportation bound (``bench.fit_bounds.idle_and_fit_bound``) lets each mentor take
 up to (its groups) x (the room one department has in a group) of each department and up to (its groups) x
 group maximum in all, with nothing that ties a mentor's people to a number of groups. Where most people
 are of one department (the *one-dept* rows: 80 % in one, at most 2 of a department per group, groups of

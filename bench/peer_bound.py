@@ -44,6 +44,7 @@ import numpy as np
 import numpy.typing as npt
 from ortools.linear_solver import pywraplp
 
+from bench.fit_bounds import _compatible_row
 from services.matching.domain import MatchingInput, MatchingResult
 from services.matching.domain.rules import PairRules, Pool
 
@@ -318,8 +319,6 @@ QUICK_ROWS = 120
 def problem_of(inp: MatchingInput, placed_ids: Collection[str]) -> PeerProblem:
     """The placed peers of a run as a ``PeerProblem``, computed from the input's rules here (the
     benchmark's ``_compatible_row``, ``PairRules.fit``), not from the solver's matrices."""
-    from bench.matching_bench import _compatible_row  # the benchmark imports this module
-
     people = sorted(inp.participants, key=lambda p: p.participant_id)
     rows = np.array([i for i, p in enumerate(people) if p.participant_id in placed_ids], dtype=np.int64)
     pol = inp.policy

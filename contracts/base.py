@@ -21,8 +21,13 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, StringConstraints
 
-NO_CONTROL = r"^[^\x00-\x1f\x7f]*$"
-"""An id or a tag: no C0 control character (U+0000 to U+001F) and no DEL (U+007F)."""
+CONTROL_CHARACTERS = r"\x00-\x1f\x7f"
+"""The C0 control characters (U+0000 to U+001F) and DEL (U+007F), as the inside of a regular expression's
+character class: the one place that says which characters a contract string refuses (``runtime.errors``
+checks path and query parameters with it too)."""
+
+NO_CONTROL = rf"^[^{CONTROL_CHARACTERS}]*$"
+"""An id or a tag: none of :data:`CONTROL_CHARACTERS`."""
 
 TEXT = r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f]*$"
 """Free text: as :data:`NO_CONTROL`, but tab, line feed and carriage return are allowed."""

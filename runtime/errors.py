@@ -28,7 +28,7 @@ from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
-from contracts.base import CONTROL_MESSAGE, NO_CONTROL, message
+from contracts.base import CONTROL_CHARACTERS, CONTROL_MESSAGE, NO_CONTROL, message
 
 log = logging.getLogger(__name__)
 
@@ -133,8 +133,8 @@ def _message(error: Any) -> str:
 MAX_PATH_PARAMETER = 128
 """A path parameter is an id (``contracts.base.Id``: at most 128 characters) or shorter."""
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-"""The characters ``contracts.base.NO_CONTROL`` refuses."""
+_CONTROL = re.compile(f"[{CONTROL_CHARACTERS}]")
+"""One of the characters ``contracts.base.NO_CONTROL`` refuses."""
 
 
 async def check_parameters(request: Request) -> None:

@@ -47,28 +47,12 @@ def _rosters(groups: list[dict[str, Any]]) -> set[frozenset[str]]:
 async def _facilitated_program(p: Platform, name: str, seed: int) -> str:
     """A facilitated-group program whose groups take 3-4 mentees, its pool complete in matching."""
     people = org_chart(160, seed=seed, prefix=f"F{seed}-")
-    r = await p.enrollment.post("/org-chart", json=[x.row() for x in people], headers=p.admin)
-    assert r.status_code == 200, r.text
-    policy = {"group_members_min": 3, "group_members_max": 4, "time_limit_seconds": 5}
-    r = await p.enrollment.post(
-        "/programs",
-        json={"name": name, "form": "facilitated_group", "starts_on": "2026-01-01", "policy": policy},
-        headers=p.admin,
-    )
-    assert r.status_code == 201, r.text
-    program_id: str = r.json()["program_id"]
     rows = enrolments(people, 100, seed=seed)
     for row in rows:
         if row["role"] == "mentor":
             row["capacity"] = 1
-    r = await p.enrollment.post(f"/programs/{program_id}/enrolments/bulk", json=rows, headers=p.admin)
-    assert r.status_code == 200, r.text
-
-    async def complete() -> bool:
-        return await p.pool_size(program_id) == len(rows)
-
-    await eventually(complete, 60, "matching to build the pool")
-    return program_id
+    policy = {"group_members_min": 3, "group_members_max": 4, "time_limit_seconds": 5}
+    return await p.enrolled(people, {"name": name, "form": "facilitated_group", "policy": policy}, rows)
 
 
 async def test_a_partial_what_if_keeps_the_programs_own_policy(platform: Platform) -> None:

@@ -52,7 +52,7 @@ import numpy as np
 from ortools.graph.python import min_cost_flow
 from ortools.sat.python import cp_model
 
-from bench.matching_bench import RATIO_SLACK, _excluded_mentors, _mentor_rows, idle_and_fit_bound
+from bench.fit_bounds import RATIO_SLACK, _excluded_mentors, _mentor_rows, idle_and_fit_bound
 from bench.probes.group_probe import cases
 from contracts.policy import Role
 from services.matching.domain import MatchingInput, MatchingResult, match

@@ -42,8 +42,8 @@ from collections.abc import Callable
 from itertools import combinations
 from typing import Any
 
-from bench.matching_bench import idle_and_fit_bound
-from bench.matching_bench import one_department as one_department  # the pool builders live here too
+from bench.fit_bounds import idle_and_fit_bound
+from bench.matching_pools import one_department as one_department  # the pool builders live here too
 from bench.synthetic_pool import instance
 from contracts.events import ParticipantProfile
 from contracts.policy import Form, Role, SeniorityRule

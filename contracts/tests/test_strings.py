@@ -13,7 +13,17 @@ from typing import Any
 import pytest
 from pydantic import Field, ValidationError
 
-from contracts.base import CONTROL_MESSAGE, ContractModel, Id, RequestModel, Tag, Text
+from contracts.base import (
+    CONTROL_CHARACTERS,
+    CONTROL_MESSAGE,
+    NO_CONTROL,
+    TEXT,
+    ContractModel,
+    Id,
+    RequestModel,
+    Tag,
+    Text,
+)
 from contracts.envelope import Envelope, InvalidMessage, from_kafka, to_kafka
 from contracts.events import ALL_EVENTS, ParticipantEnrolled
 from contracts.examples import EXAMPLES
@@ -46,6 +56,15 @@ def test_tabs_and_line_breaks_are_free_text_but_not_an_id(char: str) -> None:
     assert Sample.model_validate({"id": "E1", "text": f"line{char}next"}).text == f"line{char}next"
     assert _errors({"id": f"E{char}1"}) == [(("id",), "string_pattern_mismatch")]
     assert Sample.model_validate({"id": f"{char}E1{char}"}).id == "E1"  # stripped at the edges, as before
+
+
+def test_the_patterns_refuse_the_one_set_of_control_characters() -> None:
+    """TEXT spells its class out (a class cannot be subtracted from): it must stay the one set bar three."""
+    chars = [chr(code) for code in range(0x100)]
+    control = {c for c in chars if re.fullmatch(f"[{CONTROL_CHARACTERS}]", c)}
+    assert control == {chr(code) for code in range(0x20)} | {"\x7f"}
+    assert {c for c in chars if not re.fullmatch(NO_CONTROL, c)} == control
+    assert {c for c in chars if not re.fullmatch(TEXT, c)} == control - {"\t", "\n", "\r"}
 
 
 def test_ordinary_text_passes_unchanged_and_lengths_still_hold() -> None:

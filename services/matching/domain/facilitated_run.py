@@ -18,7 +18,6 @@ import numpy as np
 
 from services.matching.domain.common import Prepared, make_group
 from services.matching.domain.facilitated_bound import Routing
-from services.matching.domain.facilitated_cofinish import finish_co
 from services.matching.domain.facilitated_fill import finish
 from services.matching.domain.facilitated_prep import Eligibility, room_counts, sharing_matrix
 from services.matching.domain.facilitated_repair import MentorGroup
@@ -119,12 +118,8 @@ def run_result(
 ) -> MatchingResult:
     """The run's groups, each seeker left out with its reason, and the levels' statistics."""
     prep, pol, el, room = run.prep, run.prep.policy, run.el, run.room
-    # the fill, fair load's takeovers and the lottery pass, on every path (``facilitated_fill``; with
-    # co-facilitators ``facilitated_cofinish``)
-    if run.co_count:
-        finished = finish_co(prep, el, run.free, chosen_groups, placed_bound)
-    else:
-        finished = finish(prep, el, run.free, chosen_groups, placed_bound, run.polish_deadline())
+    # the fill, fair load's takeovers and the lottery pass, on every path (``facilitated_fill``)
+    finished = finish(prep, el, run.free, chosen_groups, placed_bound, run.polish_deadline())
     chosen_groups = finished.groups
     note = finished.note()
     if note:

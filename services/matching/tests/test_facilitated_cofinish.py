@@ -1,4 +1,4 @@
-"""The last steps of facilitated groups with co-facilitators (``facilitated_cofinish``): the fill puts
+"""The last steps of facilitated groups with co-facilitators (``facilitated_fill.finish``): the fill puts
 back someone who fits a group as it stands, the lottery pass gives a later-drawn member's place to
 someone drawn earlier, and an idle mentor takes the place of a mentor in two groups; every rule holds."""
 
@@ -12,7 +12,7 @@ from contracts.policy import Form, Role
 from services.matching.domain import MatchingInput, match, validate
 from services.matching.domain.common import Prepared
 from services.matching.domain.facilitated import _prepare
-from services.matching.domain.facilitated_cofinish import finish_co
+from services.matching.domain.facilitated_fill import finish
 from services.matching.domain.facilitated_run import FacilitatedRun, NamedGroup
 
 
@@ -39,7 +39,7 @@ def test_the_fill_puts_back_someone_who_fits_a_group_as_it_stands() -> None:
     g = next(k for k, (_, members) in enumerate(groups) if len(members) >= 3)
     out_one = groups[g][1][-1]
     groups[g] = (groups[g][0], groups[g][1][:-1])
-    out = finish_co(prep, run.el, run.free, groups, bound=_placed(groups) + 1)
+    out = finish(prep, run.el, run.free, groups, bound=_placed(groups) + 1)
     assert (_placed(out.groups), out.filled) == (_placed(groups) + 1, 1)
     assert any(out_one in members for _, members in out.groups)
     assert _all_ok(inp, out.groups)
@@ -54,7 +54,7 @@ def test_the_lottery_pass_gives_a_later_drawn_place_back_to_someone_drawn_earlie
     g = next(k for k, (_, members) in enumerate(groups) if len(members) >= 3)
     out_one = min(groups[g][1], key=prep.ranks.__getitem__)
     groups[g] = (groups[g][0], [p for p in groups[g][1] if p != out_one])
-    out = finish_co(prep, run.el, run.free, groups, bound=_placed(groups))
+    out = finish(prep, run.el, run.free, groups, bound=_placed(groups))
     assert (_placed(out.groups), out.filled) == (_placed(groups), 0)
     assert out.swapped >= 1
     assert any(out_one in members for _, members in out.groups)

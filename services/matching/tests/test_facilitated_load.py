@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from bench.matching_bench import facilitated
+from bench.matching_pools import facilitated
 from services.matching.domain import levels, match
 from services.matching.domain.model import MatchingResult
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from ortools.linear_solver import pywraplp
 
-from bench.matching_bench import peer_fit_bound
+from bench.fit_bounds import peer_fit_bound
 from bench.peer_bound import PeerProblem, fit_bound, positive_groups, problem_of, run_groupings
 from bench.synthetic_pool import instance
 from contracts.policy import Form

@@ -13,7 +13,7 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bench.matching_bench import peer_exact_fit, peer_fit_bound
+from bench.fit_bounds import peer_exact_fit, peer_fit_bound
 from services.matching.domain import MatchingInput, match, validate
 from services.matching.domain.peer_anneal import restart_budget, restarted_walks
 from services.matching.domain.peer_fit import polish_peer_groups
