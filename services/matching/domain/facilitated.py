@@ -220,13 +220,14 @@ def _departments_bind(
     time_limit: float,
 ) -> tuple[int, list[MentorGroup]]:
     """Where the greedy stays far below the max flow's bound (SHORTFALL_FOR_LP): the linear programme that
-    also counts group minimums with the department bound (``facilitated_lp``). Where it is lower, the
-    two bind together (one department at 80 % of a pool: the flow's bound 1,000, the LP's 474, the
-    greedy 287): the greedy that places by department is tried too, and the one placing more kept (the
-    chains then start from it). Returns (the bound, the groups). Before the chains, so that on a loaded
-    machine the clock does not stop the run before it (it did at 5,000 behind the chains' wasted search
-    for 3,400 places that do not exist); a small shortfall is the chains' to close, and the benchmark's
-    tight pools, which reach the flow's bound, never solve the LP."""
+    also counts group minimums with the department bound (``facilitated_lp``; the smaller of it and the
+    class LP, ``facilitated_class_lp``, which knows who may join whom). Where it is lower, the two bind
+    together (one department at 80 % of a pool: the flow's bound 1,000, the LPs' 474 and 471, the
+    greedy 287, with the chains 471): the greedy that places by department is tried too, and the one
+    placing more kept (the chains then start from it). Returns (the bound, the groups). Before the
+    chains, so that on a loaded machine the clock does not stop the run before it (it did at 5,000
+    behind the chains' wasted search for 3,400 places that do not exist); a small shortfall is the
+    chains' to close, and the benchmark's tight pools, which reach the flow's bound, never solve the LP."""
     placed = sum(len(members) for _, members in greedy)
     if placed >= bound - max(1, int(bound * SHORTFALL_FOR_LP)) or past_deadline(prep, time_limit):
         return bound, greedy
@@ -235,7 +236,8 @@ def _departments_bind(
         return bound, greedy
     prep.notes.append(
         f"placed_bound {max(lp, placed):,} is a linear programme's over (mentor, department) counts with the "
-        f"group minimum and the department bound (the max flow, which relaxes the minimum, gave {bound:,})"
+        f"group minimum and the department bound, also by classes of people and types of mentors (who may "
+        f"join whom; the max flow, which relaxes the minimum, gave {bound:,})"
     )
     bound = max(lp, placed)
     if past_deadline(prep, time_limit):
