@@ -119,10 +119,10 @@ def _prepare(prep: Prepared, time_limit: float) -> FacilitatedRun:
     cand = _first_candidates(prep, el, active, exact, flows_only)
     seeking = {pid: eligible_of[pid] for pid in active}
     greedy = _greedy(prep, seeking, fit_of, free, time_limit)
-    flow_bound = _placed_bound(prep, el, active, free, greedy, cand, time_limit)
-    flow_bound, greedy = _departments_bind(prep, el, active, free, seeking, greedy, flow_bound, time_limit)
+    relaxed_bound = _placed_bound(prep, el, active, free, greedy, cand, time_limit)
+    flow_bound, greedy = _departments_bind(prep, el, active, free, seeking, greedy, relaxed_bound, time_limit)
     if not co_count:
-        greedy = _chains(prep, el, free, greedy, flow_bound, time_limit)
+        greedy = _chains(prep, el, free, greedy, flow_bound, time_limit, settle=flow_bound < relaxed_bound)
     routing = None if co_count else _routing(prep, el, active, free)
     # the fit reassignment after the bound (2 s at 50,000): the proof must not wait behind 25 s of fit
     polished = not co_count and not past_deadline(prep, time_limit)
@@ -220,13 +220,14 @@ def _departments_bind(
     time_limit: float,
 ) -> tuple[int, list[MentorGroup]]:
     """Where the greedy stays far below the max flow's bound (SHORTFALL_FOR_LP): the linear programme that
-    also counts group minimums with the department bound (``facilitated_lp``). Where it is lower, the
-    two bind together (one department at 80 % of a pool: the flow's bound 1,000, the LP's 474, the
-    greedy 287): the greedy that places by department is tried too, and the one placing more kept (the
-    chains then start from it). Returns (the bound, the groups). Before the chains, so that on a loaded
-    machine the clock does not stop the run before it (it did at 5,000 behind the chains' wasted search
-    for 3,400 places that do not exist); a small shortfall is the chains' to close, and the benchmark's
-    tight pools, which reach the flow's bound, never solve the LP."""
+    also counts group minimums with the department bound (``facilitated_lp``; the smaller of it and the
+    class LP, ``facilitated_class_lp``, which knows who may join whom). Where it is lower, the two bind
+    together (one department at 80 % of a pool: the flow's bound 1,000, the LPs' 474 and 471, the
+    greedy 287, with the chains 471): the greedy that places by department is tried too, and the one
+    placing more kept (the chains then start from it). Returns (the bound, the groups). Before the
+    chains, so that on a loaded machine the clock does not stop the run before it (it did at 5,000
+    behind the chains' wasted search for 3,400 places that do not exist); a small shortfall is the
+    chains' to close, and the benchmark's tight pools, which reach the flow's bound, never solve the LP."""
     placed = sum(len(members) for _, members in greedy)
     if placed >= bound - max(1, int(bound * SHORTFALL_FOR_LP)) or past_deadline(prep, time_limit):
         return bound, greedy
@@ -235,7 +236,8 @@ def _departments_bind(
         return bound, greedy
     prep.notes.append(
         f"placed_bound {max(lp, placed):,} is a linear programme's over (mentor, department) counts with the "
-        f"group minimum and the department bound (the max flow, which relaxes the minimum, gave {bound:,})"
+        f"group minimum and the department bound, also by classes of people and types of mentors (who may "
+        f"join whom; the max flow, which relaxes the minimum, gave {bound:,})"
     )
     bound = max(lp, placed)
     if past_deadline(prep, time_limit):
@@ -245,15 +247,26 @@ def _departments_bind(
 
 
 def _chains(
-    prep: Prepared, el: Eligibility, free: IntArray, greedy: list[MentorGroup], bound: int, time_limit: float
+    prep: Prepared,
+    el: Eligibility,
+    free: IntArray,
+    greedy: list[MentorGroup],
+    bound: int,
+    time_limit: float,
+    *,
+    settle: bool = False,
 ) -> list[MentorGroup]:
-    """One mentor per group: chains of moves place whom the greedy left out, up to the bound."""
-    if sum(len(members) for _, members in greedy) >= bound:
+    """One mentor per group: chains of moves place whom the greedy left out, up to the bound. ``settle``
+    (the bound is a department LP's): every person left out is searched even once the bound is met, for
+    the chains' lottery moves, as when that bound was looser (474 on the one-dept 1,000 pool, where the
+    greedy by department and its chains place 471, the class LP's bound): the searches move people between
+    groups, and the fit reassignment then reached 3,752 from them against 3,673 without them."""
+    if sum(len(members) for _, members in greedy) >= bound and not settle:
         return greedy
     if past_deadline(prep, time_limit):
         prep.notes.append("the time limit cut the preparation before the chains that place more")
         return greedy
-    return place_more(prep, el, free, greedy, bound)
+    return place_more(prep, el, free, greedy, bound, settle=settle)
 
 
 def _co_options(

@@ -26,7 +26,9 @@ from __future__ import annotations
 import numpy as np
 from ortools.linear_solver import pywraplp
 
+from contracts.events import ParticipantProfile
 from services.matching.domain.common import Prepared
+from services.matching.domain.facilitated_class_lp import class_lp_bound, partition, reachable_by_type
 from services.matching.domain.facilitated_prep import BLOCK_CELLS, Eligibility
 from services.matching.domain.rules import IntArray
 
@@ -113,7 +115,43 @@ def placement_lp_bound(prep: Prepared, el: Eligibility, active: list[str], free:
     eligible = eligible_by_department(el, active, of, departments)
     people = np.bincount(of, minlength=departments).astype(np.int64)
     size_min, size_max = pol.group_members_min, pol.group_members_max
-    return department_lp_bound(eligible, people, np.maximum(0, room), free, size_min, size_max)
+    by_department = department_lp_bound(eligible, people, np.maximum(0, room), free, size_min, size_max)
+    if by_department is None:
+        return None  # too large, or it cannot be below the max flow: neither can the finer LP
+    by_class = placement_class_bound(prep, el, active, free, of, np.maximum(0, room))
+    return by_department if by_class is None else min(by_department, by_class)
+
+
+def placement_class_bound(
+    prep: Prepared, el: Eligibility, active: list[str], free: IntArray, of: IntArray, room: IntArray
+) -> int | None:
+    """``facilitated_class_lp``'s bound of the run's active seekers: a class per department and profile
+    (``profile_key``), a type per mentor department and profile (mentors with free groups only)."""
+    pol = prep.policy
+    person_class = partition([profile_key(prep.by_id[pid]) for pid in active])  # one department each
+    class_department = np.zeros(int(person_class.max()) + 1, dtype=np.int64)
+    class_department[person_class] = of
+    mentor_type = partition([profile_key(prep.by_id[m]) for m in prep.mentor_ids])  # one room row each
+    mentor_type[free <= 0] = -1
+    types = int(mentor_type.max()) + 1
+    if types <= 0:
+        return None
+    type_room = np.zeros((types, room.shape[1]), dtype=np.int64)
+    type_free = np.zeros(types, dtype=np.int64)
+    typed = np.flatnonzero(mentor_type >= 0)
+    type_room[mentor_type[typed]] = room[typed]
+    np.add.at(type_free, mentor_type[typed], free[typed])
+    rows = np.array([el.row[pid] for pid in active], dtype=np.int64)
+    reach = reachable_by_type(el.eligible, rows, mentor_type, types)
+    size_min, size_max = pol.group_members_min, pol.group_members_max
+    return class_lp_bound(reach, person_class, class_department, type_room, type_free, size_min, size_max)
+
+
+def profile_key(p: ParticipantProfile) -> tuple[str, tuple[str, ...], int, int]:
+    """What the mentor-side rules read from a profile besides pair lists (reporting lines, conflicts,
+    exclusions): department, languages, time zone, level. Any key keeps the class bound valid; this one
+    keeps it tight."""
+    return p.department, tuple(sorted(p.languages)), p.utc_offset_minutes, p.level
 
 
 def department_rooms(prep: Prepared, active: list[str], limit: int) -> tuple[IntArray, IntArray]:

@@ -242,17 +242,19 @@ class Repair:
 
 
 def place_more(
-    prep: Prepared, el: Eligibility, free: IntArray, groups: list[MentorGroup], want: int
+    prep: Prepared, el: Eligibility, free: IntArray, groups: list[MentorGroup], want: int, *, settle: bool = False
 ) -> list[MentorGroup]:
     """The greedy's groups (one mentor each) with more mentees placed by chains of moves, at most
-    ``want`` placed in all (the proven bound: beyond it no chain exists). Groups keep every rule."""
+    ``want`` placed in all (the proven bound: beyond it no chain exists). Groups keep every rule.
+    ``settle``: search every mentee left out even once ``want`` is met (a chain can then only apply a
+    lottery move: no chain places beyond a proven bound), within the same work cap."""
     repair = Repair(prep, el, free, groups)
     ranks = prep.ranks
     placed = sum(len(m) for m in repair.s.members)
     heap = [(ranks[p], p) for p in el.active if p not in repair.s.group_of and p not in repair.locked]
     heapq.heapify(heap)
     tried: set[str] = set()
-    while heap and placed < want and repair.work > 0:
+    while heap and (placed < want or settle) and repair.work > 0:
         _, u = heapq.heappop(heap)
         if u in repair.s.group_of or u in tried:
             continue

@@ -135,3 +135,19 @@ def test_chains_keep_the_group_minimum_on_pools_above_two(seed: int) -> None:
     groups = place_more(prep, el, free, greedy, want=len(el.active))
     assert _broken(prep, el, free, groups) == []
     assert sum(len(m) for _, m in groups) >= sum(len(m) for _, m in greedy)
+
+
+def test_settle_searches_past_a_met_bound_for_the_lottery_only() -> None:
+    """One mentor, one group of exactly two, three mentees: two is the most anyone can place. The greedy's
+    group holds the two drawn last; the first drawn is left out. Stopping at the bound keeps that group;
+    ``settle`` (a department LP's bound) still searches the one left out, whose chain takes the place of
+    the last drawn: placed stays two, now the first two drawn."""
+    people = [mentor("A", capacity=1), person("P"), person("Q"), person("R")]
+    prep = Prepared.of(pool(people, Form.FACILITATED_GROUP, group_members_min=2, group_members_max=2), 3)
+    el, free = _prepare(prep)
+    first, second, last = sorted(["P", "Q", "R"], key=lambda pid: prep.ranks[pid])
+    greedy: list[MentorGroup] = [([0], [second, last])]
+    assert place_more(prep, el, free, greedy, want=2) == greedy
+    settled = place_more(prep, el, free, [([0], [second, last])], want=2, settle=True)
+    assert [sorted(members) for _, members in settled] == [sorted([first, second])]
+    assert _broken(prep, el, free, settled) == []
