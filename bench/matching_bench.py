@@ -39,6 +39,7 @@ from ortools.graph.python import min_cost_flow
 from ortools.linear_solver import pywraplp
 
 from bench.peer_bound import lp_fit_bound
+from bench.peer_share import share_line
 from bench.synthetic_pool import instance
 from contracts.events import ParticipantProfile
 from contracts.policy import Form, Role
@@ -548,7 +549,13 @@ def digest(result: MatchingResult) -> str:
 
 
 def run_case(
-    name: str, inp: MatchingInput, seed: int, with_greedy: bool, show_digest: bool = False, peer_lp: float = 0.0
+    name: str,
+    inp: MatchingInput,
+    seed: int,
+    with_greedy: bool,
+    show_digest: bool = False,
+    peer_lp: float = 0.0,
+    peer_share: int = -1,
 ) -> None:
     limit = inp.policy.time_limit_seconds if inp.form is not Form.ONE_TO_ONE else None
     result, seconds, cpu, peak, violations = measure(lambda: match(inp, seed), inp)
@@ -557,6 +564,8 @@ def run_case(
     print(row + (f" {digest(result)}" if show_digest else ""), flush=True)
     if inp.form is Form.PEER_GROUP and peer_lp > 0:
         print(peer_lp_line(inp, result, bound, peer_lp), flush=True)
+    if inp.form is Form.PEER_GROUP and peer_share >= 0:
+        print(share_line(inp, result, bound, peer_share), flush=True)
     if with_greedy:
         base, seconds, cpu, peak, violations = measure(lambda: greedy(inp, seed), inp)
         idle, bound = idle_and_fit_bound(inp, base)
@@ -605,6 +614,13 @@ def main() -> None:
         default=0.0,
         help="seconds for the set-partitioning LP fit bound of each peer row (bench/peer_bound.py; 0: off)",
     )
+    parser.add_argument(
+        "--peer-share",
+        type=int,
+        default=-1,
+        help="expansions per peer of the best-first share bound under each peer row (bench/peer_share.py; "
+        "0: its root bound only; default: off)",
+    )
     args = parser.parse_args()
     if args.no_clock:
         levels.WALL_DEADLINE_SHARE = 1_000.0
@@ -615,7 +631,9 @@ def main() -> None:
         size = int(words[0].replace(",", ""))
         if args.only not in name or size > args.max_size:
             continue
-        run_case(name, build(), args.seed, greedy_too and not args.no_greedy, args.digest, args.peer_lp)
+        run_case(
+            name, build(), args.seed, greedy_too and not args.no_greedy, args.digest, args.peer_lp, args.peer_share
+        )
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"\nprocess peak RSS {rss:.0f} MiB. fit bnd: transportation relaxation at the run's placed set and max")
     print("load ratio (computed here, not by the solver); gap = (fit bnd - fit) / fit bnd; secs = match + validate")
