@@ -39,7 +39,7 @@ from ortools.graph.python import min_cost_flow
 from ortools.linear_solver import pywraplp
 
 from bench.peer_bound import lp_fit_bound
-from bench.peer_share import share_line
+from bench.peer_descent import share_line
 from bench.synthetic_pool import instance
 from contracts.events import ParticipantProfile
 from contracts.policy import Form, Role

@@ -23,16 +23,16 @@ F = npt.NDArray[np.float64]
 CHUNK = 1_000
 
 
-def _partners(pp: PeerProblem, u: F, r: int) -> tuple[F, npt.NDArray[np.int64]]:
+def partners(pp: PeerProblem, u: F, r: int) -> tuple[F, npt.NDArray[np.int64]]:
     """half_r and each peer's r - 1 chosen partners (rows)."""
     n, k = len(pp.compat), r - 1
     half = np.zeros(n)
     picks = np.zeros((n, max(k, 1)), dtype=np.int64)
     for a in range(0, n, CHUNK):
         rows = slice(a, min(n, a + CHUNK))
-        vals = np.where(pp.compat[rows], pp.fit[rows] - (u / k)[None, :], -1e9).astype(np.float32)
+        vals = np.where(pp.compat[rows], pp.fit[rows] - (u / k)[None, :], -1e9)
         idx = np.argpartition(-vals, k - 1, axis=1)[:, :k]
-        top = np.take_along_axis(vals, idx, axis=1).astype(np.float64)
+        top = np.take_along_axis(vals, idx, axis=1)
         half[rows] = (top.sum(axis=1) - u[rows]) / 2
         picks[rows] = idx
     return half, picks
@@ -58,7 +58,7 @@ def root_bounds(pp: PeerProblem, u: F) -> tuple[F, F]:
         if r == 1:
             half, parts[r] = -u.copy(), np.zeros((n, 0), dtype=np.int64)
         else:
-            half, parts[r] = _partners(pp, u, r)
+            half, parts[r] = partners(pp, u, r)
         for a in range(0, n, CHUNK):
             rows = slice(a, min(n, a + CHUNK))
             t = np.where(_allowed(pp, rows), pp.fit[rows] + half[None, :], -np.inf)

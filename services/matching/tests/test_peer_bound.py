@@ -10,8 +10,9 @@ from ortools.linear_solver import pywraplp
 
 from bench.matching_bench import peer_fit_bound
 from bench.peer_bound import PeerProblem, fit_bound, positive_groups, problem_of, run_groupings
+from bench.peer_descent import share_bound
 from bench.peer_root import root_bounds
-from bench.peer_share import share_bound, shares
+from bench.peer_share import shares
 from bench.synthetic_pool import instance
 from contracts.policy import Form
 from services.matching.domain import MatchingInput, match
@@ -164,3 +165,17 @@ def test_root_bound_is_a_bound_at_every_u() -> None:
         for r in range(len(pp.compat)):
             shares_r = [(pp.value(g) - u[list(g)].sum()) / len(g) for g in listed if r in g]
             assert max([-np.inf, *shares_r]) <= root[r] + 1e-9
+
+
+@pytest.mark.parametrize(("size", "seed", "policy"), POOLS[:4])
+def test_searched_steps_keep_the_bound_a_proof(size: int, seed: int, policy: dict[str, object]) -> None:
+    """Steps on the searched bound (its gradient from each peer's witness) only choose where to prove:
+    every step's value is still at least the optimum, and the bound kept is the least of them."""
+    inp = _pool(size, seed, **policy)
+    result = match(inp, 2026)
+    pp = problem_of(inp, {m.participant_id for g in result.groups for m in g.members})
+    found = share_bound(pp, run_groupings(inp, result), budget=2, steps=5)
+    optimum = _optimum(pp)
+    assert len(found.trace) == 5
+    assert min(found.trace) >= optimum - 1e-6
+    assert found.value == min(found.trace)
