@@ -1,29 +1,37 @@
-"""Proven upper bounds on each peer's d_i (``bench/peer_bound.py``) by a best-first search with a node
-budget: it always ends, and what it leaves open is bounded, so sum u + sum d_i stays a proof.
+"""Proven upper bounds on each peer's d_i (``bench/peer_bound.py``) by a best-first search with a
+budget of expansions: it always ends, and what it leaves open is bounded, so sum u + sum d_i stays a
+proof at any u (``bench/peer_descent.py`` chooses u).
 
 d_i = max(0, max over valid groups S containing i of red(S) / |S|), red(S) = w(S) - u(S). The search
-for peer i walks groups P containing i (i first, then members in candidate order, so each group is
-met once). A node is P with its candidates C: the peers after P's last member in the order that are
-compatible with all of P and keep the language and department rules. Every group below the node is
-P + Q with Q a subset of C of size r (``size_min - |P| <= r <= size_max - |P|``).
+for peer i walks groups P containing i (i first, then members in one fixed order of the others, so
+each group is met once). A node is P with its candidates C: the peers after P's last member in that
+order that are compatible with all of P, speak a language all of P speak and keep the department
+rule. Every group below the node is P + Q, Q a subset of C of size r (``size_min - |P| <= r <=
+size_max - |P|``), its members pairwise compatible with a language in common.
 
 Node bound (why it holds). red(P + Q) = red(P) + sum_{j in Q} (w(j, P) - u_j) + sum_{pairs j, l in Q} w_jl.
 Spread each added member's u_j over its r - 1 pairs in Q: the last two sums equal
 sum_{j in Q} (w(j, P) + h_j), h_j = half of sum_{l in Q, l != j} (w_jl - (u_j + u_l) / (r - 1)), and
-h_j is at most ``half_r[j]``: half of j's r - 1 largest values of (w_jl - (u_j + u_l) / (r - 1)) over
-*every* peer l compatible with j (r = 1: h_j = -u_j). So red(P + Q) <= red(P) + the r largest of
-(w(j, P) + half_r[j]) over C, and the share is that over |P| + r; the node's bound is the largest over r.
-A child's groups are some of its parent's, so a child is bounded by the smaller of the two.
+h_j <= ``half_r[j]``: half of (j's r - 1 largest (w_jl - u_l / (r - 1)) over a set of l holding
+Q - j, less u_j) (r = 1: h_j = -u_j). That set is every peer compatible with j (``partners``,
+computed once per u) or, at nodes of at most LOCAL_HALF candidates, the candidates that are compatible
+with j and share a language with it (``local_half``: tighter). So red(P + Q) <= red(P) + the r
+largest of (w(j, P) + half_r[j]) over C, the share is that over |P| + r, and the node's bound is the
+largest over r. A child's groups are some of its parent's, so a child takes the smaller of the two.
 
-Best first: the open node with the largest bound is expanded (all its children bounded at once);
-groups met are incumbents. When the budget of expansions is spent, every group containing i not yet
-met lies below an open node, so d_i <= max(0, best share met, largest open bound). A node is dropped
-once its bound is at most the best share met (it cannot raise d_i) or at most 0.
+Best first: the open node with the largest bound is expanded (all its children bounded at once, each
+built only when popped); groups met raise their members' ``Met``. When the budget is spent, every
+group containing i not yet met lies below an open node, so d_i <= max(0, best share met, largest open
+bound). A node is dropped once its bound is at most max(0, i's best share met): it cannot raise d_i.
+A peer j whose proven bound (a finished search's) is at most that leaves i's candidates: every group
+with i and j has share <= d_j's bound. Children's candidate pairs are read from a table of pairs
+that are compatible and share a language (a superset of those sharing the group's language: looser,
+so still a bound); a popped child's candidates are then cut to the group's language exactly.
 
-Two reductions keep it small, both proofs by the same inequality: a peer j whose proven bound D_j
-(``root`` bounds for all, then the finished searches) is at most i's best share met leaves i's
-candidates (every group with i and j has share <= D_j), and a search stops when its largest open bound
-is within ``slack`` of its best share (d_i is then credited that open bound).
+The gradient (``with_slope``): each d_i is, at its witness, a function linear in u: a group met
+(-1 / |S| on each member) or the open node's bound (``row_slope``: at its best r and its r largest,
+-1 / (|P| + r) on each member of P, on each chosen j -1 / (|P| + r), or half that for r > 1, and
+-1 / (2 (r - 1) (|P| + r)) on each of j's chosen partners). It only steers the choice of u.
 """
 
 from __future__ import annotations
@@ -39,6 +47,8 @@ from bench.peer_bound import PeerProblem
 from bench.peer_root import partners
 
 F = npt.NDArray[np.float64]
+Local = tuple[npt.NDArray[np.bool_], npt.NDArray[np.float32]]
+"""A node's candidate pairs that may meet and their fits (``local_half``)."""
 LOCAL_HALF = 250
 """Nodes with at most this many candidates take each candidate's partners among them (``local_half``:
 tighter); larger ones use the precomputed partners among all its compatible peers (cheaper)."""
@@ -81,7 +91,7 @@ class Pricing:
     def __init__(self, pp: PeerProblem, u: F) -> None:
         self.pp, self.u = pp, u
         n = len(pp.compat)
-        self.fm = np.where(pp.compat, pp.fit, 0).astype(np.float64)
+        self.fm = np.where(pp.compat, pp.fit, 0).astype(np.float32)  # integer fits: exact, half the memory
         self.half = np.zeros((pp.size_max, n))
         self.half[1] = -u
         self.picks: dict[int, Ix] = {}
@@ -90,7 +100,7 @@ class Pricing:
         self.limit = pp.dept_limit if pp.dept_limit is not None else pp.size_max
         self.pairs, self.same = _pair_tables(pp)
 
-    def local_half(self, cols: Ix, pair_ok: npt.NDArray[np.bool_], sub: F, r: int) -> F:
+    def local_half(self, cols: Ix, pair_ok: npt.NDArray[np.bool_], sub: npt.NDArray[np.float32], r: int) -> F:
         """``half_r`` with each j's partners l taken among ``cols`` where ``pair_ok`` (a superset of
         every Q below the node): at most the global one, still a bound."""
         if r == 1:
@@ -103,7 +113,7 @@ class Pricing:
         return np.asarray((top.sum(axis=1) - self.u[cols]) / 2)
 
     def share_bounds(self, p: int, val: F, terms: F, allowed: npt.NDArray[np.bool_], cols: Ix,
-                     local: tuple[npt.NDArray[np.bool_], F] | None = None) -> F:  # fmt: skip
+                     local: Local | None = None) -> F:  # fmt: skip
         """Per row, a node with |P| = p, red(P) = ``val``, candidates ``cols[allowed]`` and w(j, P) =
         ``terms``: the largest over r of (val + the r largest of terms + half_r) / (p + r)."""
         pp = self.pp
@@ -153,7 +163,7 @@ class Pricing:
         return Kids(node, vals, allowed, terms, np.minimum(mine, node.bound), local, mine), own
 
     def row_slope(self, members: tuple[int, ...], val: float, terms: F, allowed: npt.NDArray[np.bool_],
-                  cols: Ix, local: tuple[npt.NDArray[np.bool_], F] | None, slope: F) -> None:  # fmt: skip
+                  cols: Ix, local: Local | None, slope: F) -> None:  # fmt: skip
         """Adds to ``slope`` the gradient in u of one node's bound (``share_bounds`` for one row): each
         member of P and each chosen j less its weight in the bound, each of j's chosen partners less
         its u's share (the formula of the module's docstring, at its best r and its r largest)."""
@@ -176,7 +186,7 @@ class Pricing:
         if r > 1:
             np.subtract.at(slope, self._partners_of(cols, q, r, local).ravel(), weight / (2 * (r - 1)))
 
-    def _partners_of(self, cols: Ix, q: Ix, r: int, local: tuple[npt.NDArray[np.bool_], F] | None) -> Ix:
+    def _partners_of(self, cols: Ix, q: Ix, r: int, local: Local | None) -> Ix:
         """The r - 1 partners each chosen j of ``q`` took in its half_r."""
         if local is None:
             return self.picks[r][cols[q]]
@@ -223,7 +233,7 @@ class Kids:
     allowed: npt.NDArray[np.bool_]
     terms: F
     bounds: F
-    local: tuple[npt.NDArray[np.bool_], F] | None
+    local: Local | None
     own: F
     """The children's bounds before the parent's is taken into account (``bounds`` is the smaller)."""
 
