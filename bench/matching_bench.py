@@ -555,7 +555,7 @@ def run_case(
     with_greedy: bool,
     show_digest: bool = False,
     peer_lp: float = 0.0,
-    peer_share: int = -1,
+    peer_share: tuple[int, int] = (-1, 0),
 ) -> None:
     limit = inp.policy.time_limit_seconds if inp.form is not Form.ONE_TO_ONE else None
     result, seconds, cpu, peak, violations = measure(lambda: match(inp, seed), inp)
@@ -564,8 +564,8 @@ def run_case(
     print(row + (f" {digest(result)}" if show_digest else ""), flush=True)
     if inp.form is Form.PEER_GROUP and peer_lp > 0:
         print(peer_lp_line(inp, result, bound, peer_lp), flush=True)
-    if inp.form is Form.PEER_GROUP and peer_share >= 0:
-        print(share_line(inp, result, bound, peer_share), flush=True)
+    if inp.form is Form.PEER_GROUP and peer_share[0] >= 0:
+        print(share_line(inp, result, bound, *peer_share), flush=True)
     if with_greedy:
         base, seconds, cpu, peak, violations = measure(lambda: greedy(inp, seed), inp)
         idle, bound = idle_and_fit_bound(inp, base)
@@ -621,6 +621,9 @@ def main() -> None:
         help="expansions per peer of the best-first share bound under each peer row (bench/peer_share.py; "
         "0: its root bound only; default: off)",
     )
+    parser.add_argument(
+        "--peer-share-steps", type=int, default=0, help="steps on that bound at one expansion a peer, first"
+    )
     args = parser.parse_args()
     if args.no_clock:
         levels.WALL_DEADLINE_SHARE = 1_000.0
@@ -632,7 +635,13 @@ def main() -> None:
         if args.only not in name or size > args.max_size:
             continue
         run_case(
-            name, build(), args.seed, greedy_too and not args.no_greedy, args.digest, args.peer_lp, args.peer_share
+            name,
+            build(),
+            args.seed,
+            greedy_too and not args.no_greedy,
+            args.digest,
+            args.peer_lp,
+            (args.peer_share, args.peer_share_steps),
         )
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"\nprocess peak RSS {rss:.0f} MiB. fit bnd: transportation relaxation at the run's placed set and max")

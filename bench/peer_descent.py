@@ -56,27 +56,33 @@ def refine(pp: PeerProblem, u: F, budget: int, steps: int, first: float = 1.0) -
     return best_u, best
 
 
-def share_bound(pp: PeerProblem, groupings: list[list[int]], budget: int, steps: int = 1) -> ShareBound:
-    """The proof at u from ``descend`` (from the shares of the run's grouping ``groupings``), refined by
-    ``steps`` searched steps (1: none)."""
+def share_bound(pp: PeerProblem, groupings: list[list[int]], budget: int, steps: int = 0) -> ShareBound:
+    """The proof with ``budget`` expansions a peer at u from ``descend`` (from the shares of the run's
+    grouping ``groupings``), refined first by ``steps`` steps on the bound with one expansion a peer
+    (cheap; the u they find also serve the larger budget: at 500 peers, 12 such steps then 100
+    expansions proved 9,396 in 143 s of CPU, 140 expansions alone 9,558 in 128 s)."""
     started = time.process_time()
     u, root, _ = descend(pp, _shares(pp, groupings))
-    _, found = refine(pp, u, budget, steps)
-    found.root = root
+    spent = 0
+    if steps > 1:
+        u, refined = refine(pp, u, 1, steps)
+        spent = refined.expansions
+    _, found = refine(pp, u, budget, 1)
+    found.root, found.expansions = root, found.expansions + spent
     found.seconds = time.process_time() - started
     return found
 
 
-def share_line(inp: MatchingInput, result: MatchingResult, old: float | None, budget: int) -> str:
+def share_line(inp: MatchingInput, result: MatchingResult, old: float | None, budget: int, steps: int = 0) -> str:
     """This module's bound beside the row's, and the gap to the tighter: a line under a peer row."""
     placed = {m.participant_id for g in result.groups for m in g.members}
     pp = problem_of(inp, placed)
-    found = share_bound(pp, run_groupings(inp, result), budget)
+    found = share_bound(pp, run_groupings(inp, result), budget, steps)
     tighter = found.value if old is None else min(old, found.value)
     fit = result.stats.total_fit
     gap = f"{(tighter - fit) / tighter:.2%}" if tighter else "-"
     return (
         f"  peer fit bound: row's {'-' if old is None else f'{old:,.0f}'}, best-first shares {found.value:,.1f} "
-        f"(proven; root {found.root:,.1f}, groups met {found.estimate:,.1f}, {budget} expansions a peer, "
-        f"{found.expansions:,} in all, {found.seconds:.0f} s CPU); gap to the tighter {gap}"
+        f"(proven; root {found.root:,.1f}, groups met {found.estimate:,.1f}, {budget} expansions a peer after {steps} "
+        f"steps, {found.expansions:,} in all, {found.seconds:.0f} s CPU); gap to the tighter {gap}"
     )

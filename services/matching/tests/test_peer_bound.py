@@ -10,7 +10,7 @@ from ortools.linear_solver import pywraplp
 
 from bench.matching_bench import peer_fit_bound
 from bench.peer_bound import PeerProblem, fit_bound, positive_groups, problem_of, run_groupings
-from bench.peer_descent import share_bound
+from bench.peer_descent import refine, share_bound
 from bench.peer_root import root_bounds
 from bench.peer_share import shares
 from bench.synthetic_pool import instance
@@ -174,8 +174,13 @@ def test_searched_steps_keep_the_bound_a_proof(size: int, seed: int, policy: dic
     inp = _pool(size, seed, **policy)
     result = match(inp, 2026)
     pp = problem_of(inp, {m.participant_id for g in result.groups for m in g.members})
-    found = share_bound(pp, run_groupings(inp, result), budget=2, steps=5)
+    groups = run_groupings(inp, result)
+    start = np.zeros(len(pp.compat))
+    for g in groups:
+        start[g] = pp.value(g) / len(g)
+    _, found = refine(pp, start, budget=2, steps=5)
     optimum = _optimum(pp)
     assert len(found.trace) == 5
     assert min(found.trace) >= optimum - 1e-6
     assert found.value == min(found.trace)
+    assert share_bound(pp, groups, budget=2, steps=3).value >= optimum - 1e-6
