@@ -7,8 +7,9 @@ root_i(u) is the node bound of ``bench/peer_share.py`` at the node {i}: for r ad
 only chooses which u to prove at: a wrong step costs tightness, never validity.
 
 It is a maximum of functions linear in u, so convex; its subgradient at u takes, for each peer with
-root_i > 0 at its best r, -1 / (1 + r) on u_i, -1 / (2 (1 + r)) on each chosen j, and
--1 / (2 (r - 1) (1 + r)) on each of those j's chosen partners l; plus 1 for every u_l (the sum u).
+root_i > 0 at its best r, -1 / (1 + r) on u_i, -1 / (2 (1 + r)) on each chosen j (-1 / (1 + r) for
+r = 1), and -1 / (2 (r - 1) (1 + r)) on each of those j's chosen partners l; plus 1 for every u_l
+(the sum u). (Where j has no partners for r, half_r[j] is -1e9, so j is never chosen.)
 """
 
 from __future__ import annotations
@@ -49,7 +50,6 @@ def root_bounds(pp: PeerProblem, u: F) -> tuple[F, F]:
     n = len(pp.compat)
     best = np.full(n, -np.inf)
     grad = np.ones(n)
-    chosen: list[tuple[int, int, npt.NDArray[np.int64]]] = []  # (row, r, its Q)
     parts: dict[int, npt.NDArray[np.int64]] = {}
     r_lo, r_hi = max(1, pp.size_min - 1), pp.size_max - 1
     best_r = np.zeros(n, dtype=np.int64)
@@ -73,10 +73,9 @@ def root_bounds(pp: PeerProblem, u: F) -> tuple[F, F]:
         r = int(best_r[i])
         q = best_q[i]
         grad[i] -= 1 / (1 + r)
-        np.subtract.at(grad, q, 1 / (2 * (1 + r)))
+        np.subtract.at(grad, q, 1 / (1 + r) if r == 1 else 1 / (2 * (1 + r)))
         if r > 1:
             np.subtract.at(grad, parts[r][q].ravel(), 1 / (2 * (r - 1) * (1 + r)))
-    del chosen
     return best, grad
 
 

@@ -91,7 +91,7 @@ class Pricing:
     def __init__(self, pp: PeerProblem, u: F) -> None:
         self.pp, self.u = pp, u
         n = len(pp.compat)
-        self.fm = np.where(pp.compat, pp.fit, 0).astype(np.float32)  # integer fits: exact, half the memory
+        self.fm = np.where(pp.compat, pp.fit, 0).astype(np.float32)  # integers: exact; sums with u in float64
         self.half = np.zeros((pp.size_max, n))
         self.half[1] = -u
         self.picks: dict[int, Ix] = {}
@@ -131,7 +131,7 @@ class Pricing:
         """The node {i} with every peer allowed beside i as candidates, strongest first (``order``)."""
         pp = self.pp
         cand = order[self.allowed_with(i, order, pp.lang[i], {int(pp.dept[i]): 1})]
-        return Node((0.0, 0), (i,), -float(self.u[i]), cand, self.fm[i, cand].copy(), pp.lang[i],
+        return Node((0.0, 0), (i,), -float(self.u[i]), cand, self.fm[i, cand].astype(np.float64), pp.lang[i],
                      {int(pp.dept[i]): 1})  # fmt: skip
 
     def allowed_with(self, j: int, cand: Ix, spoken: np.uint64, dcount: dict[int, int]) -> npt.NDArray[np.bool_]:
