@@ -39,6 +39,7 @@ from dataclasses import dataclass
 from bench.fit_bounds import EXACT_PEERS, idle_and_fit_bound
 from bench.matching_pools import facilitated, facilitated_one_department, pairs, peers, teams
 from bench.peer_bound import lp_fit_bound
+from bench.peer_descent import share_line
 from contracts.policy import Form
 from services.matching.domain import MatchingInput, MatchingResult, greedy, levels, match, validate
 
@@ -127,7 +128,13 @@ def digest(result: MatchingResult) -> str:
 
 
 def run_case(
-    name: str, inp: MatchingInput, seed: int, with_greedy: bool, show_digest: bool = False, peer_lp: float = 0.0
+    name: str,
+    inp: MatchingInput,
+    seed: int,
+    with_greedy: bool,
+    show_digest: bool = False,
+    peer_lp: float = 0.0,
+    peer_share: tuple[int, int] = (-1, 0),
 ) -> None:
     limit = inp.policy.time_limit_seconds if inp.form is not Form.ONE_TO_ONE else None
     result, seconds, cpu, peak, violations = measure(lambda: match(inp, seed), inp)
@@ -136,6 +143,8 @@ def run_case(
     print(row + (f" {digest(result)}" if show_digest else ""), flush=True)
     if inp.form is Form.PEER_GROUP and peer_lp > 0:
         print(peer_lp_line(inp, result, bound, peer_lp), flush=True)
+    if inp.form is Form.PEER_GROUP and peer_share[0] >= 0:
+        print(share_line(inp, result, bound, *peer_share), flush=True)
     if with_greedy:
         base, seconds, cpu, peak, violations = measure(lambda: greedy(inp, seed), inp)
         idle, bound = idle_and_fit_bound(inp, base)
@@ -184,6 +193,16 @@ def main() -> None:
         default=0.0,
         help="seconds for the set-partitioning LP fit bound of each peer row (bench/peer_bound.py; 0: off)",
     )
+    parser.add_argument(
+        "--peer-share",
+        type=int,
+        default=-1,
+        help="expansions per peer of the best-first share bound under each peer row (bench/peer_share.py; "
+        "0: its root bound only; default: off)",
+    )
+    parser.add_argument(
+        "--peer-share-steps", type=int, default=0, help="steps on that bound at one expansion a peer, first"
+    )
     args = parser.parse_args()
     if args.no_clock:
         levels.WALL_DEADLINE_SHARE = 1_000.0
@@ -194,7 +213,15 @@ def main() -> None:
         size = int(words[0].replace(",", ""))
         if args.only not in name or size > args.max_size:
             continue
-        run_case(name, build(), args.seed, greedy_too and not args.no_greedy, args.digest, args.peer_lp)
+        run_case(
+            name,
+            build(),
+            args.seed,
+            greedy_too and not args.no_greedy,
+            args.digest,
+            args.peer_lp,
+            (args.peer_share, args.peer_share_steps),
+        )
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"\nprocess peak RSS {rss:.0f} MiB. fit bnd: transportation relaxation at the run's placed set and max")
     print("load ratio (computed here, not by the solver), for facilitated rows up to 400,000 kept arcs the smaller")

@@ -10,6 +10,9 @@ from ortools.linear_solver import pywraplp
 
 from bench.fit_bounds import peer_fit_bound
 from bench.peer_bound import PeerProblem, fit_bound, positive_groups, problem_of, run_groupings
+from bench.peer_descent import refine, share_bound
+from bench.peer_root import root_bounds
+from bench.peer_share import shares
 from bench.synthetic_pool import instance
 from contracts.policy import Form
 from services.matching.domain import MatchingInput, match
@@ -114,3 +117,70 @@ def test_a_capped_search_is_still_a_bound(cap: int) -> None:
         found = positive_groups(pp, u, keep=100, root_cap=cap)
         assert found.capped > 0
         assert u.sum() + found.d.sum() >= optimum - 1e-6
+
+
+@pytest.mark.parametrize(("size", "seed", "policy"), POOLS)
+@pytest.mark.parametrize("budget", [0, 2, 10, 1_000_000])
+def test_best_first_shares_bound_the_optimum(size: int, seed: int, policy: dict[str, object], budget: int) -> None:
+    """The best-first share bound (``bench/peer_share.py``) is a proof at every budget, and once its
+    searches end (an unlimited budget) it is below the b-matching bound on these pools."""
+    inp = _pool(size, seed, **policy)
+    result = match(inp, 2026)
+    pp = problem_of(inp, {m.participant_id for g in result.groups for m in g.members})
+    found = share_bound(pp, run_groupings(inp, result), budget)
+    optimum = _optimum(pp)
+    assert found.value >= optimum - 1e-6
+    assert found.value <= found.root + 1e-6
+    assert found.estimate <= found.value + 1e-6
+    if budget == 1_000_000:
+        b_matching = peer_fit_bound(inp, result)
+        assert b_matching is not None and found.value <= b_matching
+
+
+@pytest.mark.parametrize("budget", [1, 4, 1_000_000])
+def test_best_first_share_is_each_peers_best_group_when_complete(budget: int) -> None:
+    """At any u, each peer's bound is at least the best share of a valid group holding it (checked
+    against every valid group listed), and equals it once the search is complete."""
+    inp = _pool(14, 9, group_members_min=2, group_members_max=4)
+    pp = problem_of(inp, {p.participant_id for p in inp.participants})
+    listed = _valid_groups(pp)
+    u = np.random.default_rng(3).uniform(0, 6, len(pp.compat))
+    found = shares(pp, u, budget)
+    for r in range(len(pp.compat)):
+        best = max([0.0, *((pp.value(g) - u[list(g)].sum()) / len(g) for g in listed if r in g)])
+        assert found.d[r] >= best - 1e-9
+        assert found.met[r] <= best + 1e-9
+        if budget == 1_000_000:
+            assert found.d[r] == pytest.approx(best)
+
+
+def test_root_bound_is_a_bound_at_every_u() -> None:
+    """``root_bounds`` never falls below a peer's best share, at any u (a few drawn)."""
+    inp = _pool(16, 11, group_members_min=2, group_members_max=5)
+    pp = problem_of(inp, {p.participant_id for p in inp.participants})
+    listed = _valid_groups(pp)
+    for seed in range(4):
+        u = np.random.default_rng(seed).uniform(-2, 8, len(pp.compat))
+        root, _ = root_bounds(pp, u)
+        for r in range(len(pp.compat)):
+            shares_r = [(pp.value(g) - u[list(g)].sum()) / len(g) for g in listed if r in g]
+            assert max([-np.inf, *shares_r]) <= root[r] + 1e-9
+
+
+@pytest.mark.parametrize(("size", "seed", "policy"), POOLS[:4])
+def test_searched_steps_keep_the_bound_a_proof(size: int, seed: int, policy: dict[str, object]) -> None:
+    """Steps on the searched bound (its gradient from each peer's witness) only choose where to prove:
+    every step's value is still at least the optimum, and the bound kept is the least of them."""
+    inp = _pool(size, seed, **policy)
+    result = match(inp, 2026)
+    pp = problem_of(inp, {m.participant_id for g in result.groups for m in g.members})
+    groups = run_groupings(inp, result)
+    start = np.zeros(len(pp.compat))
+    for g in groups:
+        start[g] = pp.value(g) / len(g)
+    _, found = refine(pp, start, budget=2, steps=5)
+    optimum = _optimum(pp)
+    assert len(found.trace) == 5
+    assert min(found.trace) >= optimum - 1e-6
+    assert found.value == min(found.trace)
+    assert share_bound(pp, groups, budget=2, steps=3).value >= optimum - 1e-6
