@@ -9,6 +9,13 @@ with what their risk scores need, because the risk score is the domain's.
 
 Every statement takes the scope, the window's start and its end (:mod:`services.metrics.adapters.sql`),
 and :func:`tallies` runs them in one repeatable-read snapshot.
+
+Sums and means of fractional values (fits, scores, sessions expected per cadence) are taken over
+``numeric``, then cast back: a ``float8`` sum depends on the order its rows are read in, which is the
+order they were stored in, so a schema rebuilt from the topics (its rows written in other batches)
+gave some figures one unit in the last place apart from the live one's, and a test comparing the two
+failed now and then. Each value's conversion is exact to 15 digits and the ``numeric`` sum is exact, so
+the same events give the same figures whatever order they were projected in.
 """
 
 from __future__ import annotations
@@ -98,7 +105,7 @@ SELECT
     (SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY d) FROM days) AS days_median,
     (SELECT percentile_disc(0.9) WITHIN GROUP (ORDER BY d) FROM days) AS days_p90,
     (SELECT count(*) FROM days) AS days_n,
-    (SELECT avg(fit) FROM formed) AS mean_fit,
+    (SELECT avg(fit::numeric)::float8 FROM formed) AS mean_fit,
     (SELECT count(DISTINCT m.participant_id) FROM formed JOIN members m ON m.group_id = formed.group_id) AS fit_people,
     (SELECT COALESCE(jsonb_object_agg(reason, n), '{{}}') FROM unplaced)::text AS unplaced,
     (SELECT count(*) FROM overridden) AS overrides,
@@ -174,7 +181,7 @@ SELECT
     (SELECT count(*) FROM held) AS held,
     (SELECT count(DISTINCT m.participant_id) FROM members m WHERE m.group_id IN (SELECT group_id FROM held))
         AS held_people,
-    (SELECT COALESCE(sum({days("stop", "start")} / cadence), 0) FROM counted) AS expected,
+    (SELECT COALESCE(sum(({days("stop", "start")} / cadence)::numeric)::float8, 0) FROM counted) AS expected,
     (SELECT count(DISTINCT m.participant_id) FROM members m WHERE m.group_id IN (SELECT group_id FROM counted))
         AS expected_people,
     (SELECT COALESCE(sum(LEAST(attendees, size)), 0)::bigint FROM held) AS attended,
@@ -227,13 +234,13 @@ SELECT
     (SELECT count(*) FROM cohort) AS cohort,
     (SELECT count(*) FROM cohort WHERE kept) AS kept
 FROM (SELECT
-    avg(session_rating) AS mean_rating, count(session_rating) AS ratings,
+    avg(session_rating::numeric)::float8 AS mean_rating, count(session_rating) AS ratings,
     count(*) FILTER (WHERE would_recommend >= $4) AS promoters,
     count(*) FILTER (WHERE would_recommend <= $5) AS detractors,
     count(would_recommend) AS recommend,
     count(*) FILTER (WHERE mentor_helps >= $6) AS helps_agree, count(mentor_helps) AS helps,
     count(*) FILTER (WHERE mentee_engaged >= $6) AS engaged_agree, count(mentee_engaged) AS engaged,
-    avg(pairing_fit) AS mean_pairing_fit, count(pairing_fit) AS pairing
+    avg(pairing_fit::numeric)::float8 AS mean_pairing_fit, count(pairing_fit) AS pairing
     FROM answer) a""")
 
 
@@ -267,10 +274,10 @@ WITH {SEEKERS},
 placed_in AS (
     SELECT g.group_id, g.program_id, g.fit FROM groups g WHERE {scope("g.program_id")} AND g.matched_at < $3),
 rated AS (
-    SELECT f.group_id, f.respondent_role, sum(f.session_rating) AS total, count(f.session_rating) AS n FROM feedback f
-    WHERE {scope("f.program_id")} AND {in_window("f.given_at")} GROUP BY f.group_id, f.respondent_role),
+    SELECT f.group_id, f.respondent_role, sum(f.session_rating::numeric) AS total, count(f.session_rating) AS n
+    FROM feedback f WHERE {scope("f.program_id")} AND {in_window("f.given_at")} GROUP BY f.group_id, f.respondent_role),
 per_person AS (
-    SELECT s.program_id, s.participant_id, sum(g.fit) AS fit_sum, count(*) AS fit_n,
+    SELECT s.program_id, s.participant_id, sum(g.fit::numeric) AS fit_sum, count(*) AS fit_n,
         sum(r.total) AS rating_sum, sum(r.n) AS rating_n
     FROM seekers s JOIN members m ON m.participant_id = s.participant_id
     JOIN placed_in g ON g.group_id = m.group_id AND g.program_id = s.program_id
@@ -284,8 +291,8 @@ person AS (
 SELECT GROUPING(department) = 0 AS by_department, GROUPING(level) = 0 AS by_level, department, level, location,
     count(*) AS people, count(*) FILTER (WHERE placed) AS placed,
     percentile_cont(0.5) WITHIN GROUP (ORDER BY days) AS days_median,
-    sum(fit_sum) / NULLIF(sum(fit_n), 0)::float8 AS mean_fit,
-    sum(rating_sum) / NULLIF(sum(rating_n), 0)::float8 AS mean_rating
+    (sum(fit_sum) / NULLIF(sum(fit_n), 0))::float8 AS mean_fit,
+    (sum(rating_sum) / NULLIF(sum(rating_n), 0))::float8 AS mean_rating
 FROM person GROUP BY GROUPING SETS ((department), (level), (location))""")
 
 
