@@ -96,6 +96,7 @@ class _Finish:
         self.grid = np.array(rows, dtype=np.int64).reshape(len(groups), self.width)
         """Per group its mentors as a row, the lead first (one mentor per group unless co-facilitated)."""
         lookups = Repair(prep, el, free, [])  # the chain repair's rule lookups, built once there; the groups are ours
+        self.lookups = lookups
         self.dept, self.mentor_dept, self.locked = lookups.dept, lookups.mentor_dept, lookups.locked
         self.apart, self.free_to_pair = lookups.apart, lookups.free_to_pair
         self.members: list[list[str]] = [[] for _ in groups]
@@ -203,18 +204,8 @@ class _Finish:
 
     def fits(self, pid: str, g: int, without: str | None = None) -> bool:
         """``pid`` may join group ``g`` (in the place of ``without``, if given), its mentors' eligibility
-        aside (the callers' array lookup): nobody apart, the department bound, the size maximum."""
-        members = self.members[g]
-        if without is None and len(members) >= self.size_max:
-            return False
-        mine = self.apart.get(pid)
-        if mine and any(o in mine and o != without for o in members):
-            return False
-        if self.limit is not None:
-            same = self.depts[g][self.dept[pid]] - (1 if without and self.dept[without] == self.dept[pid] else 0)
-            if same + 1 > self.limit:
-                return False
-        return True
+        aside (the callers' array lookup): the chain repair's rule, on this finish's groups."""
+        return self.lookups.joins(self.members[g], self.depts[g], pid, without)
 
     def _eligible(self, pid: str) -> BoolArray:
         """Per group, whether every mentor of it is eligible for ``pid`` (one array lookup)."""

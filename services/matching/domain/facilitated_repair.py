@@ -130,14 +130,19 @@ class Repair:
 
     def fits(self, pid: str, g: int, without: str | None = None) -> bool:
         """``pid`` may join group ``g`` (in the place of ``without``, if given): every rule of ``g``."""
-        members = self.s.members[g]
+        return self.joins(self.s.members[g], self.s.depts[g], pid, without)
+
+    def joins(self, members: list[str], depts: Counter[str], pid: str, without: str | None = None) -> bool:
+        """``pid`` may join a group of ``members`` whose departments (its mentors' included) are ``depts``,
+        in the place of ``without`` if given: nobody apart, the department bound, the size maximum (the
+        mentors' eligibility is the caller's). The co-facilitated finish asks it of its own groups."""
         if without is None and len(members) >= self.size_max:
             return False
         mine = self.apart.get(pid)
         if mine and any(o in mine and o != without for o in members):
             return False
         if self.limit is not None:
-            same = self.s.depts[g][self.dept[pid]] - (1 if without and self.dept[without] == self.dept[pid] else 0)
+            same = depts[self.dept[pid]] - (1 if without and self.dept[without] == self.dept[pid] else 0)
             if same + 1 > self.limit:
                 return False
         return True
