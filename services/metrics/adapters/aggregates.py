@@ -11,11 +11,12 @@ Every statement takes the scope, the window's start and its end (:mod:`services.
 and :func:`tallies` runs them in one repeatable-read snapshot.
 
 Sums and means of fractional values (fits, scores, sessions expected per cadence) are taken over
-``numeric``, then cast back: a ``float8`` sum depends on the order its rows are read in, which is the
-order they were stored in, so a schema rebuilt from the topics (its rows written in other batches)
-gave some figures one unit in the last place apart from the live one's, and a test comparing the two
-failed now and then. Each value's conversion is exact to 15 digits and the ``numeric`` sum is exact, so
-the same events give the same figures whatever order they were projected in.
+``numeric``, then cast back: a ``float8`` sum depends on the order the plan reads its rows in, which
+may follow how they were stored, so a schema rebuilt from the topics (its rows written in other
+batches) gave some figures one unit in the last place apart from the live one's, and a test comparing
+the two failed now and then. Each value converts to ``numeric`` the same way wherever it is read, and
+the ``numeric`` sum is exact, so the same events give the same figures whatever order they were
+projected in.
 """
 
 from __future__ import annotations
