@@ -38,7 +38,7 @@ from dataclasses import dataclass
 
 from bench.fit_bounds import EXACT_PEERS, idle_and_fit_bound
 from bench.matching_pools import facilitated, facilitated_one_department, pairs, peers, teams
-from bench.peer_bound import lp_fit_bound
+from bench.peer_bound import beside_row, lp_fit_bound
 from bench.peer_descent import share_line
 from contracts.policy import Form
 from services.matching.domain import MatchingInput, MatchingResult, greedy, levels, match, validate
@@ -90,11 +90,9 @@ def peer_lp_line(inp: MatchingInput, result: MatchingResult, old: float | None, 
     """The set-partitioning LP bound (``bench/peer_bound.py``) beside the row's bound, and the gap to the
     tighter of the two: a line under a peer row (``--peer-lp``)."""
     found = lp_fit_bound(inp, result, seconds)
-    tighter = found.value if old is None else min(old, found.value)
-    fit = result.stats.total_fit
-    gap = f"{(tighter - fit) / tighter:.2%}" if tighter else "-"
+    row, gap = beside_row(old, found.value, result.stats.total_fit)
     return (
-        f"  peer fit bound: row's {'-' if old is None else f'{old:,.0f}'}, set-partitioning LP {found.value:,.1f} "
+        f"  peer fit bound: row's {row}, set-partitioning LP {found.value:,.1f} "
         f"(proven; restricted LP {found.lp:,.1f}, {found.rounds} rounds, {found.columns:,} columns, "
         f"{found.nodes:,} nodes, {found.seconds:.0f} s); gap to the tighter {gap}"
     )

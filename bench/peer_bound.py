@@ -359,3 +359,11 @@ def lp_fit_bound(inp: MatchingInput, result: MatchingResult, seconds: float = 60
     if not groups:
         return Bound(0.0, 0.0, 0, 0, 0, 0.0, True)
     return fit_bound(pp, [groups], seconds=seconds)
+
+
+def beside_row(old: float | None, value: float, fit: float) -> tuple[str, str]:
+    """The row's bound as printed, and the gap of ``fit`` to the tighter of it and ``value`` (a proven
+    bound computed here): what a line under a peer row says about both."""
+    tighter = value if old is None else min(old, value)
+    gap = f"{(tighter - fit) / tighter:.2%}" if tighter else "-"
+    return ("-" if old is None else f"{old:,.0f}"), gap

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from bench.peer_bound import PeerProblem, _shares, problem_of, run_groupings
+from bench.peer_bound import PeerProblem, _shares, beside_row, problem_of, run_groupings
 from bench.peer_root import descend
 from bench.peer_share import shares
 from services.matching.domain import MatchingInput, MatchingResult
@@ -78,11 +78,9 @@ def share_line(inp: MatchingInput, result: MatchingResult, old: float | None, bu
     placed = {m.participant_id for g in result.groups for m in g.members}
     pp = problem_of(inp, placed)
     found = share_bound(pp, run_groupings(inp, result), budget, steps)
-    tighter = found.value if old is None else min(old, found.value)
-    fit = result.stats.total_fit
-    gap = f"{(tighter - fit) / tighter:.2%}" if tighter else "-"
+    row, gap = beside_row(old, found.value, result.stats.total_fit)
     return (
-        f"  peer fit bound: row's {'-' if old is None else f'{old:,.0f}'}, best-first shares {found.value:,.1f} "
+        f"  peer fit bound: row's {row}, best-first shares {found.value:,.1f} "
         f"(proven; root {found.root:,.1f}, groups met {found.estimate:,.1f}, {budget} expansions a peer after {steps} "
         f"steps, {found.expansions:,} in all, {found.seconds:.0f} s CPU); gap to the tighter {gap}"
     )
