@@ -60,10 +60,7 @@ CASE_SETS: dict[str, Callable[[], dict[str, Builder]]] = {"small": small_cases, 
 
 def extra_kernels() -> list[str]:
     """The CPU features numpy dispatches to on this machine beyond its baseline."""
-    from numpy._core._multiarray_umath import (  # type: ignore[attr-defined]
-        __cpu_dispatch__,
-        __cpu_features__,
-    )
+    from numpy._core._multiarray_umath import __cpu_dispatch__, __cpu_features__
 
     return [f for f in __cpu_dispatch__ if __cpu_features__.get(f)]
 

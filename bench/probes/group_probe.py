@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import hashlib
 import json
 import os
 import random
@@ -43,6 +42,7 @@ from itertools import combinations
 from typing import Any
 
 from bench.fit_bounds import idle_and_fit_bound
+from bench.matching_bench import digest
 from bench.matching_pools import one_department as one_department  # the pool builders live here too
 from bench.synthetic_pool import instance
 from contracts.events import ParticipantProfile
@@ -397,11 +397,6 @@ def reason_lies(inp: MatchingInput, res: MatchingResult) -> list[str]:
         if code in ("lost_lottery", "group_size") and not room:
             out.append(f"{me.participant_id}: {code} but no eligible mentor with room")
     return out
-
-
-def digest(res: MatchingResult) -> str:
-    groups = sorted(sorted(m.participant_id for m in g.members) for g in res.groups)
-    return hashlib.sha256(json.dumps(groups).encode()).hexdigest()[:12]
 
 
 def run_one(name: str, seed: int, time_limit: float | None = None) -> dict[str, Any]:

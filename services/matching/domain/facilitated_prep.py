@@ -215,6 +215,17 @@ def _remembered(el: Eligibility, people: list[str], leads: IntArray, top: int) -
     return who[keep], mentor[at[keep]], fit[at[keep]]
 
 
+def _best_first(ok: BoolArray, fit: npt.NDArray[np.integer[Any]]) -> npt.NDArray[np.int64]:
+    """A key per cell, smallest first: eligible cells by fit (best first), equal fits by column (the lower
+    first), then the cells not eligible. Every eligible cell's key is unique, so which ones a partition
+    keeps and in what order they come never depend on how numpy's kernels, which differ by CPU, order
+    equal keys (a fit-only key gave other groups with numpy held to its baseline kernels:
+    ``bench.probes.any_cpu``)."""
+    columns = ok.shape[1]
+    col = np.arange(columns, dtype=np.int64)[None, :]
+    return np.where(ok, -fit.astype(np.int64) * (columns + 1) + col, np.iinfo(np.int64).max)
+
+
 def top_arcs(el: Eligibility, people: list[str], leads: IntArray, top: int) -> tuple[IntArray, IntArray, IntArray]:
     """(Person index into ``people``, mentor position, fit) of each person's ``top`` best-fitting eligible
     mentors among ``leads``, as arrays, by blocks, with no Python call per person.
@@ -234,11 +245,12 @@ def top_arcs(el: Eligibility, people: list[str], leads: IntArray, top: int) -> t
                 if every
                 else (el.eligible[np.ix_(part, leads)], el.fit[np.ix_(part, leads)])
             )
-            key = np.where(ok, -fit.astype(np.int32), 1)
+            key = _best_first(ok, fit)
             best = (
                 np.argpartition(key, k - 1, axis=1)[:, :k] if k < len(leads) else np.tile(np.arange(k), (len(part), 1))
             )
-            keep = np.take_along_axis(key, best, axis=1) <= 0
+            best = np.take_along_axis(best, np.argsort(np.take_along_axis(key, best, axis=1), axis=1), axis=1)
+            keep = np.take_along_axis(ok, best, axis=1)
             r, c = np.nonzero(keep)
             cols = best[r, c]
             who_parts.append(start + r)

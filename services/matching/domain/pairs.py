@@ -107,7 +107,7 @@ class Candidates:
                 # fill up, and random extra candidates keep the graph wide enough to place nearly everyone
                 half = top_k // 2
                 key = fit[pos] * (len(mentor_rank) + 1) - mentor_rank[pos]  # unique: fit first, then lottery
-                top = np.argpartition(-key, half)[:half]
+                top = np.sort(np.argpartition(-key, half)[:half])  # by position: the order never the kernel's
                 rest = np.delete(np.arange(len(pos)), top)
                 rng = np.random.default_rng([prep.seed % 2**32, row])
                 draws = rng.integers(0, len(rest), size=2 * (top_k - half))
