@@ -10,10 +10,16 @@ Every proposal keeps every rule of both groups (the same checks as the descent: 
 every member, one common language, the department bound), so every state it visits is a valid
 grouping of the same peers: placed and the lottery keep their values exactly, only fit changes.
 
-Deterministic: the proposals come from ``random.Random(seed)`` and their number is fixed by the pool's
-size and the limit (``anneal_budget``), never by the clock. The wall-clock deadline is checked only
-between blocks of ``BLOCK`` proposals; the best grouping seen at a block's end stands, so a loaded
-machine returns the grouping of an earlier block, the same one for the same input and seed.
+Pools of more than ``BATCHED_GROUPS`` groups judge their proposals in batches (``peer_batch``: almost
+every proposal is turned down, and judging them one at a time in Python was where the time went);
+smaller pools walk one proposal at a time (``_anneal_one_at_a_time``).
+
+Deterministic: the proposals come from ``numpy.random.default_rng(seed)`` (doubles only; small pools:
+``random.Random(seed)``) and their number is fixed by the pool's size and the limit
+(``anneal_budget``), never by the clock; a batch's size is fixed by the number of groups. The
+wall-clock deadline is checked only between blocks of ``BLOCK`` proposals; the best grouping seen at a
+block's end stands, so a loaded machine returns the grouping of an earlier block, the same one for
+the same input and seed.
 """
 
 from __future__ import annotations
