@@ -104,3 +104,28 @@ def test_partners_do_not_depend_on_how_ties_are_broken() -> None:
     partners = _partners(pg, [0, 1], np.ones(n, dtype=bool))
     assert partners[0] == [30, *range(1, 24)]
     assert partners[1] == [0, *range(2, 25)]
+
+
+@settings(max_examples=20, deadline=None)
+@given(st.integers(0, 10_000), st.floats(0.05, 5.0))
+def test_a_floor_turns_down_only_what_the_draw_would_turn_down(seed: int, temperature: float) -> None:
+    """With the caller's floor (T ln draw), every proposal the acceptance would take is judged as
+    without it (the same move or swap and gain); only proposals at or below the floor may be turned
+    down early."""
+    pg, start = random_problem(seed)
+    groups, _ = anneal_peer_groups(pg, start, seed, 500)
+    walk = _Walk(pg, groups)
+    rng = np.random.default_rng(seed)
+    n = len(pg.compat)
+    rows = np.array([r for r in range(n) if r not in pg.frozen], dtype=np.int64)
+    r, q = rng.choice(rows, 2_000), rng.integers(0, n, 2_000)
+    glang = np.array([_bits(x) for x in walk.glang], dtype=np.uint64)
+    frozen = np.zeros(n, dtype=bool)
+    frozen[list(pg.frozen)] = True
+    floor = temperature * np.log(rng.random(2_000))
+    full = judge(walk.state, glang, frozen, r, q)
+    early = judge(walk.state, glang, frozen, r, q, floor)
+    taken = full.valid & (full.gain > floor)
+    assert np.array_equal(taken, early.valid & (early.gain > floor))
+    for name in ("move", "other", "gain"):
+        assert np.array_equal(getattr(full, name)[taken], getattr(early, name)[taken]), name
