@@ -10,10 +10,16 @@ Every proposal keeps every rule of both groups (the same checks as the descent: 
 every member, one common language, the department bound), so every state it visits is a valid
 grouping of the same peers: placed and the lottery keep their values exactly, only fit changes.
 
-Deterministic: the proposals come from ``random.Random(seed)`` and their number is fixed by the pool's
-size and the limit (``anneal_budget``), never by the clock. The wall-clock deadline is checked only
-between blocks of ``BLOCK`` proposals; the best grouping seen at a block's end stands, so a loaded
-machine returns the grouping of an earlier block, the same one for the same input and seed.
+Pools of more than ``BATCHED_GROUPS`` groups judge their proposals in batches (``peer_batch``: almost
+every proposal is turned down, and judging them one at a time in Python was where the time went);
+smaller pools walk one proposal at a time (``_anneal_one_at_a_time``).
+
+Deterministic: the proposals come from ``numpy.random.default_rng(seed)`` (doubles only; small pools:
+``random.Random(seed)``) and their number is fixed by the pool's size and the limit
+(``anneal_budget``), never by the clock; a batch's size is fixed by the number of groups. The
+wall-clock deadline is checked only between blocks of ``BLOCK`` proposals; the best grouping seen at a
+block's end stands, so a loaded machine returns the grouping of an earlier block, the same one for
+the same input and seed.
 """
 
 from __future__ import annotations
@@ -25,48 +31,80 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from services.matching.domain.peer_batch import judge
 from services.matching.domain.peer_fit import polish_peer_groups
 from services.matching.domain.peer_state import GroupState, PeerGroups
 
-PER_PEER = 600
-"""Proposals per placed peer at most (on 500 peers, 150,000 proposals gained 2.5 %, 300,000 gained 3.8 %)."""
-PER_SECOND = 25_000
-"""Proposals per second of the time limit at most, up to ``FULL_RATE_PEERS`` peers; above, fewer in
-proportion (a proposal costs more on large pools: 26,000 a second at 10,000 peers, 65,000 at 2,000 and
-80,000 at 500 on this machine), so that preparation, the descent, building and validating the result
-fit in the limit too. 40,000 was tried (2026-11-30, peer4), to use the time the benchmark's runs left
-(500 peers: 1.2-1.6 s of 3; 2,000: 7.2-7.7 s of 10; 10,000: 41-43 s of 60): fit gained 0.2-0.5 %
-(500: 7,821 to 7,857; 2,000: 35,213 to 35,268; 10,000: 190,202 to 190,667), but with other work on the
-machine the runs reached the wall-clock safety stop (2,000: 8.8 s against its deadline at 8.5 s, and a
-fit of 35,180 instead of 35,268; 10,000: 51.4 s against 51 s), so a loaded machine would no longer give
-the same groups; not kept. (The proposals now cost less: 2,000 peers' 250,000 in 1.3-1.5 s of CPU
-instead of 2.4; the budget is unchanged, so the walks, and the groups, are the same.)"""
-FULL_RATE_PEERS = 1_000
-BLOCK = 4_000
+PER_PEER = 2_000
+"""Proposals per placed peer at most (pools of more than ``BATCHED_GROUPS`` groups)."""
+PER_SECOND = 300_000
+"""Proposals per second of the time limit at most, up to ``FULL_RATE_PEERS`` peers; above, fewer by the
+square root of the ratio, as a batched proposal costs more on large pools (CPU microseconds a proposal,
+2026-12-01, this machine: 0.57 at 500 peers, 0.89 at 2,000, 2.6 at 10,000), so that preparation, the
+descent, building and validating the result fit in the limit too, with room for a machine twice as
+slow: 500 peers get 900,000 proposals (0.5 s of CPU), 2,000 get 1.5 million (1.3 s), 10,000 get 4.0
+million (10 s). History: one at a time (``_anneal_one_at_a_time``), 25,000 a second up to 1,000 peers
+(75,000 at 500, 125,000 at 2,000, 150,000 at 10,000); 40,000 gained 0.2-0.5 % but brought the 2,000 and
+10,000 runs to their wall-clock safety stop on a loaded machine (2026-11-30, peer4). Judged in batches
+(``peer_batch``) a proposal costs a quarter to a seventh of what it did, and the same CPU buys four to
+eight times the proposals: 500 peers 7,798 to 8,100, 2,000 35,057 to 35,911, 10,000 189,561 to 196,006
+(2026-12-01, seed 2026)."""
+FULL_RATE_PEERS = 500
+BLOCK = 4_096
+"""The clock is checked, and the best grouping kept, between blocks of this many proposals."""
+BATCH_PER_GROUP = 12
+BATCH_MOST = 1_024
+BATCH_LEAST = 16
+"""Proposals judged at once (``peer_batch.judge``): this many per group, within these bounds. A
+proposal turned down was judged against groups up to a batch old; with about one proposal in a
+hundred taken, a batch sees a few changes. On 500 peers (85 groups), four seeds of 300,000 proposals:
+batches of 1, 16, 64 and 256 ended at 7,950, 7,973, 7,951 and 7,972 on average (the seeds spread
++-50); 1,000,000 in batches of 256, 512, 1,024 and 4,096: 8,055, 8,061, 8,069, 8,036, in 0.83, 0.66,
+0.57 and 0.49 s; at 2,000 peers 4,096 lost 0.4 % against 1,024 for no time saved."""
+FLOOR_MARGIN = 1e-6
+"""``judge`` turns down a swap whose every member's gain is at most T ln(draw) less this: below what the
+acceptance (draw < exp(gain / T)) could take, whatever the rounding of exp and log."""
+BATCHED_GROUPS = 20
+"""Pools of at most this many groups keep the walk of one proposal at a time (``_anneal_one_at_a_time``)
+and its budget (``SMALL_PER_PEER``, ``SMALL_PER_SECOND``): there a batch would be judged against groups
+most of which it changes, and the vector work of a small batch costs more than the Python it replaces
+(30 peers, seeds 2020-2031: batches of 4 per group reached the proven optimum 235 for 11 of 12 in
+1.05 s of CPU a run, where one at a time reaches it for 12 of 12 in 0.60 s)."""
+SMALL_PER_PEER = 600
+SMALL_PER_SECOND = 25_000
+SMALL_BLOCK = 4_000
 PARTNERS = 24
 """A proposal brings a peer to the group of one of its this many best-fitting compatible partners."""
 T_START = 3.0
 T_END = 0.05
 
 
-def anneal_budget(peers: int, time_limit: float) -> int:
+def anneal_budget(peers: int, groups: int, time_limit: float) -> int:
     """How many proposals a pool gets: a count, so the same input gives the same walk."""
-    rate = PER_SECOND * min(1.0, FULL_RATE_PEERS / max(1, peers))
+    if groups <= BATCHED_GROUPS:
+        return int(min(SMALL_PER_PEER * peers, SMALL_PER_SECOND * time_limit))
+    rate = PER_SECOND * math.sqrt(min(1.0, FULL_RATE_PEERS / max(1, peers)))
     return int(min(PER_PEER * peers, rate * time_limit))
 
 
 def _partners(pg: PeerGroups, rows: Sequence[int], placed: np.ndarray) -> list[list[int]]:
-    """Each row's best-fitting compatible placed partners (positive fit), best first."""
+    """Each row's best-fitting compatible placed partners (positive fit), best first, ties to the lower
+    row. The key is unique (fit, then the row), so which of several equal fits make the cut does not
+    depend on how ``argpartition`` breaks ties: with equal keys it chose other partners on a CPU with
+    AVX-512 (NumPy's SIMD sort) than without, and the benchmark's 500 peers ended at 7,798 or 7,821."""
+    n = len(pg.compat)
     out: list[list[int]] = []
+    later = np.arange(n - 1, -1, -1, dtype=np.int64)  # n-1 for row 0 ... 0 for the last: the lower row wins
     for start in range(0, len(rows), 512):
         block = np.asarray(rows[start : start + 512], dtype=np.int64)
-        key = np.where(pg.compat[block] & placed[None, :], pg.fit[block], -1)
+        fit = pg.fit[block].astype(np.int64)
+        key = np.where(pg.compat[block] & placed[None, :], fit * n + later[None, :], -1)
         top = min(PARTNERS, key.shape[1])
         best = np.argpartition(-key, top - 1, axis=1)[:, :top]
-        values = np.take_along_axis(key, best, axis=1)
-        order = np.lexsort((best, -values), axis=1)  # most fit first, then the lower row
-        best, values = np.take_along_axis(best, order, axis=1), np.take_along_axis(values, order, axis=1)
-        out.extend(row[v > 0].tolist() for row, v in zip(best, values, strict=True))
+        keys = np.take_along_axis(key, best, axis=1)
+        order = np.argsort(-keys, axis=1)  # unique keys: most fit first, then the lower row
+        best, keys = np.take_along_axis(best, order, axis=1), np.take_along_axis(keys, order, axis=1)
+        out.extend(row[k >= n].tolist() for row, k in zip(best, keys, strict=True))  # fit > 0
     return out
 
 
@@ -180,7 +218,82 @@ def anneal_peer_groups(
     deadline: float | None = None,
 ) -> tuple[list[list[int]], bool]:
     """The best grouping of the same peers the walk finds (never worse than ``groups``), and whether
-    the clock cut it short (after a complete block)."""
+    the clock cut it short (after a complete block). Proposals come in batches of ``BATCH``, judged
+    at once (``peer_batch.judge``) against the groups as they stood at the batch's start; each one
+    accepted is made in order, judged again one at a time if a group it reads changed earlier in the
+    batch. A proposal turned down was judged against groups at most a batch old."""
+    if len([g for g in groups if g]) <= BATCHED_GROUPS:
+        return _anneal_one_at_a_time(pg, groups, seed, proposals, deadline)
+    walk = _Walk(pg, groups)
+    rows = [r for r, k in enumerate(walk.home) if k >= 0 and r not in pg.frozen]
+    if not rows or proposals <= 0:
+        return walk.groups(), False
+    table, counts = _partner_table(_partners(pg, rows, walk.state.home >= 0))  # of rows[i], at i
+    row_of = np.asarray(rows, dtype=np.int64)
+    frozen = np.zeros(len(pg.compat), dtype=bool)
+    frozen[list(pg.frozen)] = True
+    glang = np.array([_bits(x) for x in walk.glang], dtype=np.uint64)
+    rng = np.random.default_rng(seed)
+    batch = min(BATCH_MOST, max(BATCH_LEAST, BATCH_PER_GROUP * len(walk.state.members)))
+    home, n_rows = walk.home, len(rows)
+    current = best = 0
+    best_home = list(home)
+    slope = math.log(T_END / T_START) / proposals
+    done, cut = 0, False
+    while done < proposals:
+        if done and done % BLOCK == 0:
+            if current > best:
+                best, best_home = current, list(home)
+            if deadline is not None and time.perf_counter() > deadline:
+                cut = True
+                break
+        size = min(batch, proposals - done, BLOCK - done % BLOCK)
+        draws = rng.random((3, size))
+        pick = (draws[0] * n_rows).astype(np.int64)
+        count = counts[pick]
+        at = np.flatnonzero(count > 0)
+        r = row_of[pick[at]]
+        q = table[pick[at], (draws[1][at] * count[at]).astype(np.int64)]
+        temps = T_START * np.exp(slope * (done + 1 + at))
+        draw = draws[2][at]
+        with np.errstate(divide="ignore"):  # a draw of 0 accepts anything: floor -inf
+            floor = temps * np.log(draw) - FLOOR_MARGIN
+        judged = judge(walk.state, glang, frozen, r, q, floor)
+        take = judged.valid & ((judged.gain >= 0) | (draw < np.exp(np.minimum(judged.gain, 0) / temps)))
+        changed: set[int] = set()
+        for t in map(int, np.flatnonzero(take)):
+            ri, qi = int(r[t]), int(q[t])
+            a, k = int(judged.home[t]), int(judged.target[t])
+            if a in changed or k in changed:  # judged again as the groups stand now, one at a time
+                step = _judge_one(walk, ri, qi, float(draw[t]), float(temps[t]))
+                if step is None:
+                    continue
+                a, k, other, gain = step
+            else:
+                other, gain = (-1 if judged.move[t] else int(judged.other[t])), int(judged.gain[t])
+            if other < 0:
+                walk.apply_move(ri, k)
+            else:
+                walk.apply_swap(ri, other)
+            glang[a], glang[k] = _bits(walk.glang[a]), _bits(walk.glang[k])
+            changed.update((a, k))
+            current += gain
+        done += size
+    if current > best:
+        return walk.groups(), cut
+    return walk.groups(best_home), cut
+
+
+def _anneal_one_at_a_time(
+    pg: PeerGroups,
+    groups: Sequence[Sequence[int]],
+    seed: int,
+    proposals: int,
+    deadline: float | None = None,
+) -> tuple[list[list[int]], bool]:
+    """``anneal_peer_groups`` for pools of at most ``BATCHED_GROUPS`` groups: each proposal judged as
+    the groups stand (``_Walk``), its draws from ``random.Random(seed)``, the best grouping kept at
+    each block's end."""
     walk = _Walk(pg, groups)
     rows = [r for r, k in enumerate(walk.home) if k >= 0 and r not in pg.frozen]
     if not rows or proposals <= 0:
@@ -194,7 +307,7 @@ def anneal_peer_groups(
     temperature, cooling = T_START, (T_END / T_START) ** (1.0 / proposals)
     cut = False
     for i in range(proposals):
-        if i % BLOCK == 0 and i:
+        if i % SMALL_BLOCK == 0 and i:
             if current > best:
                 best, best_home = current, list(home)
             if deadline is not None and time.perf_counter() > deadline:
@@ -226,6 +339,38 @@ def anneal_peer_groups(
     if current > best:
         return walk.groups(), cut
     return walk.groups(best_home), cut
+
+
+def _judge_one(walk: _Walk, r: int, q: int, draw: float, temperature: float) -> tuple[int, int, int, int] | None:
+    """Proposal (r, q) judged as the groups stand now: (r's group, q's group, the member to swap with
+    or -1 for a move, the gain) if a rule allows it and the draw accepts it, else None."""
+    a, k = walk.home[r], walk.home[q]
+    if a == k:
+        return None
+    gain = walk.move_gain(r, a, k)
+    other = -1
+    if gain is None:
+        swap = walk.best_swap(r, a, q, k)
+        if swap is None:
+            return None
+        other, gain = swap
+    if gain < 0 and draw >= math.exp(gain / temperature):
+        return None
+    return a, k, other, gain
+
+
+def _bits(languages: int) -> np.uint64:
+    """A language set of ``_Walk`` (a Python int, -1 for all) as the uint64 of ``peer_state``."""
+    return np.uint64(languages & 0xFFFF_FFFF_FFFF_FFFF)
+
+
+def _partner_table(partners: Sequence[Sequence[int]]) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's partners as one padded table, and how many each row has."""
+    counts = np.array([len(p) for p in partners], dtype=np.int64)
+    table = np.zeros((len(partners), max(1, int(counts.max(initial=0)))), dtype=np.int64)
+    for i, p in enumerate(partners):
+        table[i, : len(p)] = p
+    return table, counts
 
 
 RESTARTS = 8

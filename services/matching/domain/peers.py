@@ -150,7 +150,7 @@ def solve_peer_groups(
         deadline = run_deadline(prep.started, time_limit)
         better, cut = polish_peer_groups(search, rows, deadline)
         if not cut:
-            budget = anneal_budget(sum(len(members) for members in better), time_limit)
+            budget = anneal_budget(sum(len(members) for members in better), len(better), time_limit)
             better, cut = anneal_peer_groups(search, better, prep.seed, budget, deadline)
             if not cut:
                 better, cut = polish_peer_groups(search, better, deadline)

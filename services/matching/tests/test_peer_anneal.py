@@ -114,5 +114,5 @@ def test_annealing_leaves_a_local_optimum_of_moves_and_swaps_for_the_optimum() -
     n = 9
     stuck, _ = polish_peer_groups(search, start)
     assert search.total(stuck) == search.total(start) == 72  # no move or swap gains: a local optimum
-    walked, _ = anneal_peer_groups(search, start, 7, anneal_budget(n, 3.0))
+    walked, _ = anneal_peer_groups(search, start, 7, anneal_budget(n, len(start), 3.0))
     assert search.total(walked) == _brute_force_best(search, list(range(n))) == 90
