@@ -25,6 +25,7 @@ from typing import Any
 
 from bench.synthetic_org import enrolments, org_chart, to_csv
 from deploy.local import services, simulate
+from deploy.local.stack import Stack
 from runtime.auth import issue_token, jwt_config_from_env
 
 ORG_COLUMNS = ["employee_id", "manager_id", "department", "level", "location", "utc_offset_minutes", "languages"]
@@ -266,7 +267,8 @@ def main() -> int:
         print(f"\nan unplaced person: {unplaced[0]['participant_id']}: {unplaced[0]['reason']}")
     live_weeks(urls, token, pid, run_id, args)
     docs = " ".join(f"{url}/docs" for url in urls.values())
-    print(f"\nThe services keep running (make status / make down). Events: mentoring.*.v1 on 127.0.0.1:19092; "
+    kafka = Stack().endpoints().kafka_bootstrap
+    print(f"\nThe services keep running (make status / make down). Events: mentoring.*.v1 on {kafka}; "
           f"API docs: {docs}")  # fmt: skip
     return 0
 
