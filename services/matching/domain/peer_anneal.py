@@ -35,20 +35,22 @@ from services.matching.domain.peer_batch import judge
 from services.matching.domain.peer_fit import polish_peer_groups
 from services.matching.domain.peer_state import GroupState, PeerGroups
 
-PER_PEER = 2_000
-"""Proposals per placed peer at most (pools of more than ``BATCHED_GROUPS`` groups)."""
-PER_SECOND = 300_000
+PER_PEER = 1_800
+"""Proposals per placed peer at most (pools of more than ``BATCHED_GROUPS`` groups): on 500 peers, six
+seeds (2026-2031) of 900,000 proposals ended at 8,058 on average, of 1,200,000 at 8,048: no gain."""
+PER_SECOND = 400_000
 """Proposals per second of the time limit at most, up to ``FULL_RATE_PEERS`` peers; above, fewer by the
 square root of the ratio, as a batched proposal costs more on large pools (CPU microseconds a proposal,
-2026-12-01, this machine: 0.57 at 500 peers, 0.89 at 2,000, 2.6 at 10,000), so that preparation, the
+2026-12-01, this machine: 0.4 at 500 peers, 0.6 at 2,000, 1.4 at 10,000), so that preparation, the
 descent, building and validating the result fit in the limit too, with room for a machine twice as
-slow: 500 peers get 900,000 proposals (0.5 s of CPU), 2,000 get 1.5 million (1.3 s), 10,000 get 4.0
-million (10 s). History: one at a time (``_anneal_one_at_a_time``), 25,000 a second up to 1,000 peers
-(75,000 at 500, 125,000 at 2,000, 150,000 at 10,000); 40,000 gained 0.2-0.5 % but brought the 2,000 and
-10,000 runs to their wall-clock safety stop on a loaded machine (2026-11-30, peer4). Judged in batches
-(``peer_batch``) a proposal costs a quarter to a seventh of what it did, and the same CPU buys four to
-eight times the proposals: 500 peers 7,798 to 8,100, 2,000 35,057 to 35,911, 10,000 189,561 to 196,006
-(2026-12-01, seed 2026)."""
+slow: 500 peers get 898,200 proposals (0.4 s of CPU), 2,000 get 2.0 million (1.2 s), 10,000 get 5.4
+million (7.5 s); each whole run then takes about a fifth to a quarter of its limit in CPU. History:
+one at a time (``_anneal_one_at_a_time``), 25,000 a second up to 1,000 peers (75,000 at 500, 125,000 at
+2,000, 150,000 at 10,000); 40,000 gained 0.2-0.5 % but brought the 2,000 and 10,000 runs to their
+wall-clock safety stop on a loaded machine (2026-11-30, peer4). Judged in batches (``peer_batch``) a
+proposal costs a tenth to a fifth of what it did. 300,000 a second (1.5 million proposals at 2,000
+peers, 4.0 million at 10,000) gave 35,929 and 195,715 on average (six and two seeds); 400,000 gives
+36,017 and 196,291, for 0.1 and 1.4 s more CPU."""
 FULL_RATE_PEERS = 500
 BLOCK = 4_096
 """The clock is checked, and the best grouping kept, between blocks of this many proposals."""
