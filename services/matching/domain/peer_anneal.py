@@ -227,10 +227,11 @@ def anneal_peer_groups(
     deadline: float | None = None,
 ) -> tuple[list[list[int]], bool]:
     """The best grouping of the same peers the walk finds (never worse than ``groups``), and whether
-    the clock cut it short (after a complete block). Proposals come in batches of ``BATCH``, judged
-    at once (``peer_batch.judge``) against the groups as they stood at the batch's start; each one
-    accepted is made in order, judged again one at a time if a group it reads changed earlier in the
-    batch. A proposal turned down was judged against groups at most a batch old."""
+    the clock cut it short (after a complete block). Pools of more than ``BATCHED_GROUPS`` groups: the
+    proposals come in batches (``BATCH_PER_GROUP`` per group), judged at once (``peer_batch.judge``)
+    against the groups as they stood at the batch's start; each one accepted is made in order, judged
+    again one at a time if a group it reads changed earlier in the batch. A proposal turned down was
+    judged against groups at most a batch old. Smaller pools: ``_anneal_one_at_a_time``."""
     if len([g for g in groups if g]) <= BATCHED_GROUPS:
         return _anneal_one_at_a_time(pg, groups, seed, proposals, deadline)
     walk = _Walk(pg, groups)
