@@ -28,30 +28,39 @@ import math
 import random
 import time
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from services.matching.domain.peer_batch import judge
 from services.matching.domain.peer_fit import polish_peer_groups
 from services.matching.domain.peer_state import GroupState, PeerGroups
 
-PER_PEER = 2_000
-"""Proposals per placed peer at most (pools of more than ``BATCHED_GROUPS`` groups)."""
-PER_SECOND = 300_000
+PER_PEER = 1_800
+"""Proposals per placed peer at most (pools of more than ``BATCHED_GROUPS`` groups): on 500 peers, six
+seeds (2026-2031) of 900,000 proposals ended at 8,058 on average, of 1,200,000 at 8,048: no gain."""
+PER_SECOND = 400_000
 """Proposals per second of the time limit at most, up to ``FULL_RATE_PEERS`` peers; above, fewer by the
 square root of the ratio, as a batched proposal costs more on large pools (CPU microseconds a proposal,
-2026-12-01, this machine: 0.57 at 500 peers, 0.89 at 2,000, 2.6 at 10,000), so that preparation, the
+2026-12-01, this machine: 0.4 at 500 peers, 0.6 at 2,000, 1.4 at 10,000), so that preparation, the
 descent, building and validating the result fit in the limit too, with room for a machine twice as
-slow: 500 peers get 900,000 proposals (0.5 s of CPU), 2,000 get 1.5 million (1.3 s), 10,000 get 4.0
-million (10 s). History: one at a time (``_anneal_one_at_a_time``), 25,000 a second up to 1,000 peers
-(75,000 at 500, 125,000 at 2,000, 150,000 at 10,000); 40,000 gained 0.2-0.5 % but brought the 2,000 and
-10,000 runs to their wall-clock safety stop on a loaded machine (2026-11-30, peer4). Judged in batches
-(``peer_batch``) a proposal costs a quarter to a seventh of what it did, and the same CPU buys four to
-eight times the proposals: 500 peers 7,798 to 8,100, 2,000 35,057 to 35,911, 10,000 189,561 to 196,006
-(2026-12-01, seed 2026)."""
+slow: 500 peers get 898,200 proposals (0.4 s of CPU), 2,000 get 2.0 million (1.2 s), 10,000 get 5.4
+million (7.5 s); each whole run then takes about a fifth to a quarter of its limit in CPU. History:
+one at a time (``_anneal_one_at_a_time``), 25,000 a second up to 1,000 peers (75,000 at 500, 125,000 at
+2,000, 150,000 at 10,000); 40,000 gained 0.2-0.5 % but brought the 2,000 and 10,000 runs to their
+wall-clock safety stop on a loaded machine (2026-11-30, peer4). Judged in batches (``peer_batch``) a
+proposal costs a tenth to a fifth of what it did. 300,000 a second (1.5 million proposals at 2,000
+peers, 4.0 million at 10,000) gave 35,929 and 195,715 on average (six and two seeds); 400,000 gives
+36,017 and 196,291, for 0.1 and 1.4 s more CPU."""
 FULL_RATE_PEERS = 500
 BLOCK = 4_096
-"""The clock is checked, and the best grouping kept, between blocks of this many proposals."""
+"""The best grouping is kept between blocks of this many proposals, and the clock checked there."""
+CLOCK_READINGS = 32
+"""The clock is read at most about this many times a walk (every so many blocks): each reading costs
+little, but a clock that runs fast (a loaded machine, or the tests' virtual clock of 10 ms a reading)
+sees time go by the reading; with 360,000 proposals for 200 peers (88 blocks) a reading per block
+used that clock's 85 readings before the deadline. The blocks, and so the groups, are as they were."""
 BATCH_PER_GROUP = 12
 BATCH_MOST = 1_024
 BATCH_LEAST = 16
@@ -79,12 +88,30 @@ T_START = 3.0
 T_END = 0.05
 
 
+DESCENT_FIRST_MOST = 1_000
+WITHOUT_DESCENT = 1.5
+"""Pools of more than ``DESCENT_FIRST_MOST`` placed peers (and more than ``BATCHED_GROUPS`` groups) skip
+the descent before the walk (``descend_first``) and get this many times the walk's proposals instead:
+the walk's first, hot stretch does what the descent did, for less. Seeds 2026-2029 at 2,000 peers: the
+descent then 2.0 million proposals ended at 36,038 on average in 1.83 s of CPU, 3.0 million from the
+merged groups at 36,132 (+0.26 %) in 1.98 s; 10,000 peers, seeds 2026-2027: 196,291 in 11.2 s, 7.9
+million from the merged groups 197,125 (+0.4 %) in 11.1 s (the descent alone took 3.9 s there). At
+500 peers the descent pays: the same 898,200 proposals without it ended at 8,033 against 8,066 (six
+seeds), so smaller pools keep it."""
+
+
+def descend_first(peers: int, groups: int) -> bool:
+    """Whether the descent runs before the walk (see ``DESCENT_FIRST_MOST``)."""
+    return groups <= BATCHED_GROUPS or peers <= DESCENT_FIRST_MOST
+
+
 def anneal_budget(peers: int, groups: int, time_limit: float) -> int:
     """How many proposals a pool gets: a count, so the same input gives the same walk."""
     if groups <= BATCHED_GROUPS:
         return int(min(SMALL_PER_PEER * peers, SMALL_PER_SECOND * time_limit))
     rate = PER_SECOND * math.sqrt(min(1.0, FULL_RATE_PEERS / max(1, peers)))
-    return int(min(PER_PEER * peers, rate * time_limit))
+    budget = min(PER_PEER * peers, rate * time_limit)
+    return int(budget if descend_first(peers, groups) else WITHOUT_DESCENT * budget)
 
 
 def _partners(pg: PeerGroups, rows: Sequence[int], placed: np.ndarray) -> list[list[int]]:
@@ -94,17 +121,22 @@ def _partners(pg: PeerGroups, rows: Sequence[int], placed: np.ndarray) -> list[l
     AVX-512 (NumPy's SIMD sort) than without, and the benchmark's 500 peers ended at 7,798 or 7,821."""
     n = len(pg.compat)
     out: list[list[int]] = []
-    later = np.arange(n - 1, -1, -1, dtype=np.int64)  # n-1 for row 0 ... 0 for the last: the lower row wins
+    # int32 keys when they fit (half the memory traffic of int64: at 10,000 peers this took 1.1 s)
+    dtype = np.int32 if (int(pg.fit.max(initial=0)) + 1) * n < 2**31 else np.int64
+    later = np.arange(n - 1, -1, -1, dtype=dtype)  # n-1 for row 0 ... 0 for the last: the lower row wins
     for start in range(0, len(rows), 512):
         block = np.asarray(rows[start : start + 512], dtype=np.int64)
-        fit = pg.fit[block].astype(np.int64)
-        key = np.where(pg.compat[block] & placed[None, :], fit * n + later[None, :], -1)
-        top = min(PARTNERS, key.shape[1])
-        best = np.argpartition(-key, top - 1, axis=1)[:, :top]
-        keys = np.take_along_axis(key, best, axis=1)
-        order = np.argsort(-keys, axis=1)  # unique keys: most fit first, then the lower row
+        neg: npt.NDArray[np.signedinteger[Any]] = pg.fit[block].astype(dtype, copy=False)  # a copy already
+        np.multiply(neg, n, out=neg)  # (fancy indexing), so negated in place: -(fit * n + later)
+        np.add(neg, later[None, :], out=neg)
+        np.negative(neg, out=neg)
+        neg[~(pg.compat[block] & placed[None, :])] = 1  # below every key (-key), never kept (fit > 0)
+        top = min(PARTNERS, neg.shape[1])
+        best = np.argpartition(neg, top - 1, axis=1)[:, :top]
+        keys = np.take_along_axis(neg, best, axis=1)
+        order = np.argsort(keys, axis=1)  # unique keys: most fit first, then the lower row
         best, keys = np.take_along_axis(best, order, axis=1), np.take_along_axis(keys, order, axis=1)
-        out.extend(row[k >= n].tolist() for row, k in zip(best, keys, strict=True))  # fit > 0
+        out.extend(row[k <= -n].tolist() for row, k in zip(best, keys, strict=True))  # fit > 0
     return out
 
 
@@ -218,10 +250,11 @@ def anneal_peer_groups(
     deadline: float | None = None,
 ) -> tuple[list[list[int]], bool]:
     """The best grouping of the same peers the walk finds (never worse than ``groups``), and whether
-    the clock cut it short (after a complete block). Proposals come in batches of ``BATCH``, judged
-    at once (``peer_batch.judge``) against the groups as they stood at the batch's start; each one
-    accepted is made in order, judged again one at a time if a group it reads changed earlier in the
-    batch. A proposal turned down was judged against groups at most a batch old."""
+    the clock cut it short (after a complete block). Pools of more than ``BATCHED_GROUPS`` groups: the
+    proposals come in batches (``BATCH_PER_GROUP`` per group), judged at once (``peer_batch.judge``)
+    against the groups as they stood at the batch's start; each one accepted is made in order, judged
+    again one at a time if a group it reads changed earlier in the batch. A proposal turned down was
+    judged against groups at most a batch old. Smaller pools: ``_anneal_one_at_a_time``."""
     if len([g for g in groups if g]) <= BATCHED_GROUPS:
         return _anneal_one_at_a_time(pg, groups, seed, proposals, deadline)
     walk = _Walk(pg, groups)
@@ -240,11 +273,12 @@ def anneal_peer_groups(
     best_home = list(home)
     slope = math.log(T_END / T_START) / proposals
     done, cut = 0, False
+    every = BLOCK * max(1, -(-proposals // (BLOCK * CLOCK_READINGS)))  # the clock read at most ~CLOCK_READINGS times
     while done < proposals:
         if done and done % BLOCK == 0:
             if current > best:
                 best, best_home = current, list(home)
-            if deadline is not None and time.perf_counter() > deadline:
+            if done % every == 0 and deadline is not None and time.perf_counter() > deadline:
                 cut = True
                 break
         size = min(batch, proposals - done, BLOCK - done % BLOCK)

@@ -40,6 +40,7 @@ from services.matching.domain.peer_anneal import (
     RESTART_GROUPS,
     anneal_budget,
     anneal_peer_groups,
+    descend_first,
     restart_budget,
     restarted_walks,
 )
@@ -148,9 +149,12 @@ def solve_peer_groups(
         rows = follow_the_lottery(search, rows, left_out, rank)
         rows = merge_groups(search, rows)
         deadline = run_deadline(prep.started, time_limit)
-        better, cut = polish_peer_groups(search, rows, deadline)
+        placed = sum(len(members) for members in rows)
+        better, cut = rows, False
+        if descend_first(placed, len(rows)):  # large pools: the walk's hot start does it for less
+            better, cut = polish_peer_groups(search, rows, deadline)
         if not cut:
-            budget = anneal_budget(sum(len(members) for members in better), len(better), time_limit)
+            budget = anneal_budget(placed, len(better), time_limit)
             better, cut = anneal_peer_groups(search, better, prep.seed, budget, deadline)
             if not cut:
                 better, cut = polish_peer_groups(search, better, deadline)
