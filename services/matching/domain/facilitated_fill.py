@@ -46,6 +46,7 @@ from services.matching.domain.common import Prepared
 from services.matching.domain.facilitated_fit import polish_groups
 from services.matching.domain.facilitated_prep import BLOCK_CELLS, Eligibility
 from services.matching.domain.facilitated_repair import Repair
+from services.matching.domain.load_swaps import rechoose, swap_budget
 from services.matching.domain.rules import BoolArray, IntArray
 
 NamedGroup = tuple[list[str], list[str]]
@@ -439,6 +440,24 @@ def lottery_pass(
     return swapped
 
 
+def _rechosen(f: _Finish, left: list[str], bound: int, deadline: float | None) -> _Finish:
+    """The groups with other mentors leading them (``load_swaps``), if that gains fit and leaves the lottery
+    pass nothing to do (so the placed set is the same); fair load's takeovers run on them first."""
+    prep, el, free = f.prep, f.el, f.free
+    groups = rechoose(prep, el, free, f.positions(), swap_budget(prep, len(f.group_of)), deadline)
+    if groups is None:
+        return f
+    ids = prep.mentor_ids
+    g = _Finish(prep, el, free, [([ids[k] for k in ms], members) for ms, members in groups])
+    g.work = f.work
+    if g.take_over():
+        g = _Finish(prep, el, free, polish_groups(prep, g.positions(), el, ids, g.locked, deadline, flow_only=True))
+        g.work = f.work
+    if set(g.group_of) != set(f.group_of) or lottery_pass(g, left, prep.ranks, g.group_of, g.fill, bound):
+        return f
+    return g
+
+
 def finish(
     prep: Prepared, el: Eligibility, free: IntArray, groups: list[NamedGroup], bound: int, deadline: float | None = None
 ) -> Finished:
@@ -470,6 +489,8 @@ def finish(
         f = _Finish(prep, el, free, polished)
         f.work = work
     out.swapped = lottery_pass(f, left, prep.ranks, f.group_of, f.fill, bound)
+    if f.width == 1:  # which mentors lead the groups, for fit (``load_swaps``)
+        f = _rechosen(f, left, bound, deadline)
     out.filled = len(f.group_of) - before
     out.out_of_work = f.work <= 0
     out.groups = f.named()
