@@ -79,7 +79,7 @@ def test_the_load_flow_bounds_the_groups_fit_at_their_loads_and_dealing_keeps_si
         _, prep, run, groups = _run(150, seed)
         pol = prep.policy
         g = np.zeros(len(prep.mentor_ids), dtype=np.int64)
-        own = {}
+        own: dict[str, int] = {}
         for (k,), members in groups:
             g[k] += 1
             own.update((pid, k) for pid in members)
