@@ -116,7 +116,24 @@ def _rows(h: highspy.Highs, rows: list[tuple[float, float, list[int], list[float
               np.array(index, dtype=np.int32), np.array(value, dtype=np.float64))  # fmt: skip
 
 
-def solve(inst: Instance, pol_min: int, pol_max: int, seconds: float, fair: bool) -> dict[str, object]:
+@dataclass
+class Found:
+    """The MILP's answer: sizes, mentors used (most, its bound, status), fit found and proven bound, and
+    the optimum's assignment (placed row -> mentor position) and groups per mentor."""
+
+    arcs: int
+    rows: int
+    mentors: int
+    used: tuple[int, int, str] | None = None
+    fit: float = 0.0
+    bound: float = 0.0
+    status: str = ""
+    seconds: float = 0.0
+    assign: dict[int, int] = field(default_factory=dict)
+    groups: dict[int, int] = field(default_factory=dict)
+
+
+def solve(inst: Instance, pol_min: int, pol_max: int, seconds: float, fair: bool) -> Found:
     """The MILP of the module doc; with ``fair``, mentors used maximised first. Returns figures and the
     optimum's assignment (mentor per placed mentee, groups per mentor)."""
     inf = highspy.kHighsInf
@@ -158,14 +175,14 @@ def solve(inst: Instance, pol_min: int, pol_max: int, seconds: float, fair: bool
                 rows.append((-inf, 0.0, [at[(a, k)], at[(b, k)], gcol[k]], [1.0, 1.0, -1.0]))
     rows += [(-inf, 0.0, [u, gcol[k]], [1.0, -1.0]) for k, u in ucol.items()]
     _rows(h, rows)
-    out: dict[str, object] = {"arcs": n_x, "rows": len(rows), "mentors": len(mentors)}
+    out = Found(n_x, len(rows), len(mentors))
     started = time.perf_counter()
     if fair:
         h.changeColsCost(len(ucol), np.array(list(ucol.values()), dtype=np.int32), np.ones(len(ucol)))
         h.changeObjectiveSense(highspy.ObjSense.kMaximize)
         h.run()
         used = round(h.getInfo().objective_function_value)
-        out["used"] = (used, round(h.getInfo().mip_dual_bound), h.modelStatusToString(h.getModelStatus()))
+        out.used = (used, round(h.getInfo().mip_dual_bound), h.modelStatusToString(h.getModelStatus()))
         _rows(h, [(float(used), inf, list(ucol.values()), [1.0] * len(ucol))])
         h.changeColsCost(len(ucol), np.array(list(ucol.values()), dtype=np.int32), np.zeros(len(ucol)))
     cols = np.arange(n_x, dtype=np.int32)
@@ -173,13 +190,13 @@ def solve(inst: Instance, pol_min: int, pol_max: int, seconds: float, fair: bool
     h.changeObjectiveSense(highspy.ObjSense.kMaximize)
     h.run()
     info = h.getInfo()
-    out["fit"] = info.objective_function_value
-    out["bound"] = info.mip_dual_bound
-    out["status"] = h.modelStatusToString(h.getModelStatus())
-    out["seconds"] = time.perf_counter() - started
+    out.fit = info.objective_function_value
+    out.bound = info.mip_dual_bound
+    out.status = h.modelStatusToString(h.getModelStatus())
+    out.seconds = time.perf_counter() - started
     values = np.array(h.getSolution().col_value)
-    out["assign"] = {inst.arcs[c][0]: inst.arcs[c][1] for c in range(n_x) if values[c] > 0.5}
-    out["groups"] = {k: round(values[gcol[k]]) for k in mentors if values[gcol[k]] > 0.5}
+    out.assign = {inst.arcs[c][0]: inst.arcs[c][1] for c in range(n_x) if values[c] > 0.5}
+    out.groups = {k: round(values[gcol[k]]) for k in mentors if values[gcol[k]] > 0.5}
     return out
 
 
@@ -210,11 +227,10 @@ def split(prep: Prepared, inst: Instance, k: int, members: list[int], g: int) ->
 
 
 def realise(
-    inp: MatchingInput, prep: Prepared, inst: Instance, result: MatchingResult, found: dict[str, object]
+    inp: MatchingInput, prep: Prepared, inst: Instance, result: MatchingResult, found: Found
 ) -> tuple[float, int, list[str]]:
     """The MILP's optimum as groups: (their fit, idle wanted mentors, validate's problems)."""
-    assign: dict[int, int] = found["assign"]  # type: ignore[assignment]
-    counts: dict[int, int] = found["groups"]  # type: ignore[assignment]
+    assign, counts = found.assign, found.groups
     by_mentor: dict[int, list[int]] = defaultdict(list)
     for r, k in sorted(assign.items()):
         by_mentor[k].append(r)
@@ -227,6 +243,22 @@ def realise(
     realised = result.model_copy(update={"groups": groups})
     idle = int(sum(1 for k in np.flatnonzero(inst.wanted).tolist() if k not in by_mentor))
     return sum(g.fit for g in groups), idle, validate(inp, realised)
+
+
+def exact_line(inp: MatchingInput, result: MatchingResult, seed: int, seconds: float) -> str:
+    """A line under a facilitated benchmark row (``matching_bench --facil-exact``): the MILP's proven bound
+    at the row's placed set, max load ratio and most mentors used, and the row's gap to it."""
+    prep = Prepared.of(inp, seed)
+    inst = build(prep, result)
+    pol = inp.policy
+    found = solve(inst, pol.group_members_min, pol.group_members_max, seconds, True)
+    bound, fit = found.bound, result.stats.total_fit
+    used = found.used or (0, 0, "-")
+    return (
+        f"  exact fit (HiGHS MILP, {found.arcs:,} eligible pairs, most mentors used {used[0]} {used[2]}): "
+        f"best {found.fit:,.0f}, proven bound {bound:,.0f}, {found.status} in {found.seconds:.0f} s; "
+        f"gap to it {(bound - fit) / bound:.2%}"
+    )
 
 
 def main() -> None:
@@ -245,11 +277,11 @@ def main() -> None:
     print(f"{args.only} {args.size:,}: run placed {result.stats.placed_count:,}, fit {result.stats.total_fit:,.0f}, "
           f"max load ratio {result.stats.max_load_ratio}, groups {len(result.groups)}, idle {run_idle}")  # fmt: skip
     found = solve(inst, inp.policy.group_members_min, inp.policy.group_members_max, args.seconds, not args.loads_free)
-    print(f"  MILP: {found['arcs']:,} arcs, {found['rows']:,} rows, {found['mentors']} mentors")
-    if "used" in found:
-        print(f"  mentors used: most {found['used']}")
-    fit, bound, run = float(found["fit"]), float(found["bound"]), result.stats.total_fit  # type: ignore[arg-type]
-    print(f"  fit: best {fit:,.1f}, proven bound {bound:,.1f}, {found['status']} in {found['seconds']:.0f} s; "
+    print(f"  MILP: {found.arcs:,} arcs, {found.rows:,} rows, {found.mentors} mentors")
+    if found.used is not None:
+        print(f"  mentors used: most {found.used}")
+    fit, bound, run = found.fit, found.bound, result.stats.total_fit
+    print(f"  fit: best {fit:,.1f}, proven bound {bound:,.1f}, {found.status} in {found.seconds:.0f} s; "
           f"run {run:,.0f} is {(bound - run) / bound:.2%} below the bound")  # fmt: skip
     real, idle, problems = realise(inp, prep, inst, result, found)
     print(f"  realised as groups: fit {real:,.0f}, idle {idle}, violations {len(problems)} {problems[:3]}")

@@ -34,18 +34,18 @@ only the lottery pass runs (array work per seeker left out).
 
 from __future__ import annotations
 
-import heapq
+import time
 from collections import Counter
-from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Protocol
 
 import numpy as np
 
 from services.matching.domain.common import Prepared
 from services.matching.domain.facilitated_fit import polish_groups
+from services.matching.domain.facilitated_lottery import lottery_pass
 from services.matching.domain.facilitated_prep import BLOCK_CELLS, Eligibility
 from services.matching.domain.facilitated_repair import Repair
+from services.matching.domain.levels import run_deadline
 from services.matching.domain.load_swaps import rechoose, swap_budget
 from services.matching.domain.rules import BoolArray, IntArray
 
@@ -402,49 +402,14 @@ class _Finish:
         return None
 
 
-class Swaps(Protocol):
-    """What the lottery pass needs of a finish: its rule-check budget and the swap itself."""
-
-    work: int
-
-    def swap(self, u: str) -> str | None:
-        """``u`` takes the place of a later-drawn member (returned), or None."""
-
-
-def lottery_pass(
-    f: Swaps,
-    left: list[str],
-    ranks: Mapping[str, int],
-    group_of: Mapping[str, int],
-    place: Callable[[str], bool],
-    bound: int,
-) -> int:
-    """The lottery pass (see the module doc) over the seekers ``left`` out, in lottery order: each takes
-    the place of a later-drawn member where it can, and the displaced one is placed by ``place`` (while
-    placed is below ``bound``) or waits its turn. ``group_of`` is the finish's own, read as it changes.
-    Returns the swaps made."""
-    heap = [(ranks[p], p) for p in left if p not in group_of]
-    heapq.heapify(heap)
-    swapped, placed = 0, len(group_of)
-    while heap and f.work > 0:
-        _, u = heapq.heappop(heap)
-        if u in group_of:
-            continue
-        q = f.swap(u)
-        if q is None:
-            continue
-        swapped += 1
-        if not (placed < bound and place(q)):
-            heapq.heappush(heap, (ranks[q], q))
-        placed = len(group_of)
-    return swapped
-
-
-def _rechosen(f: _Finish, left: list[str], bound: int, deadline: float | None) -> _Finish:
+def _rechosen(f: _Finish, left: list[str], bound: int, deadline: float | None, time_limit: float) -> _Finish:
     """The groups with other mentors leading them (``load_swaps``), if that gains fit and leaves the lottery
-    pass nothing to do (so the placed set is the same); fair load's takeovers run on them first."""
+    pass nothing to do (so the placed set is the same); fair load's takeovers run on them first. Not
+    started past the run's deadline (the clock is the safety net, not a budget)."""
     prep, el, free = f.prep, f.el, f.free
-    groups = rechoose(prep, el, free, f.positions(), swap_budget(prep, len(f.group_of)), deadline)
+    if time.perf_counter() > run_deadline(prep.started, time_limit):
+        return f
+    groups = rechoose(prep, el, free, f.positions(), swap_budget(len(f.group_of), time_limit), deadline)
     if groups is None:
         return f
     ids = prep.mentor_ids
@@ -459,11 +424,18 @@ def _rechosen(f: _Finish, left: list[str], bound: int, deadline: float | None) -
 
 
 def finish(
-    prep: Prepared, el: Eligibility, free: IntArray, groups: list[NamedGroup], bound: int, deadline: float | None = None
+    prep: Prepared,
+    el: Eligibility,
+    free: IntArray,
+    groups: list[NamedGroup],
+    bound: int,
+    deadline: float | None = None,
+    time_limit: float | None = None,
 ) -> Finished:
     """The fill (unless placed already meets ``bound``), the takeovers of fair load (then, with one mentor
     per group, the fit reassignment again, ``deadline`` its wall-clock safety net), then the lottery pass;
-    see the module doc."""
+    see the module doc. With the run's ``time_limit``, one mentor per group, the groups are regrouped for
+    fit last (``load_swaps``, a budget the limit sets)."""
     f = _Finish(prep, el, free, groups)
     placed = len(f.group_of)
     left = sorted((p for p in el.active if p not in f.group_of and p not in f.locked), key=prep.ranks.__getitem__)
@@ -489,8 +461,8 @@ def finish(
         f = _Finish(prep, el, free, polished)
         f.work = work
     out.swapped = lottery_pass(f, left, prep.ranks, f.group_of, f.fill, bound)
-    if f.width == 1:  # which mentors lead the groups, for fit (``load_swaps``)
-        f = _rechosen(f, left, bound, deadline)
+    if f.width == 1 and time_limit is not None:  # which mentors lead the groups, for fit (``load_swaps``)
+        f = _rechosen(f, left, bound, deadline, time_limit)
     out.filled = len(f.group_of) - before
     out.out_of_work = f.work <= 0
     out.groups = f.named()

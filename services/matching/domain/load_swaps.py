@@ -264,10 +264,10 @@ class Search:
         return shape.limit - (d == shape.mentor_dept[k])
 
 
-def swap_budget(prep: Prepared, placed: int) -> int:
+def swap_budget(placed: int, time_limit: float) -> int:
     """Flows the search may solve: a count fixed by the pool's size and the configured limit."""
     arcs = max(1, placed * SWAP_OPTIONS)
-    return int(SWAP_WORK_PER_SECOND * prep.policy.time_limit_seconds / arcs**1.5)
+    return int(SWAP_WORK_PER_SECOND * time_limit / arcs**1.5)
 
 
 Positions = list[tuple[list[int], list[str]]]
