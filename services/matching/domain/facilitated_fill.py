@@ -46,7 +46,7 @@ from services.matching.domain.facilitated_lottery import lottery_pass
 from services.matching.domain.facilitated_prep import BLOCK_CELLS, Eligibility
 from services.matching.domain.facilitated_repair import Repair
 from services.matching.domain.levels import run_deadline
-from services.matching.domain.load_swaps import rechoose, swap_budget
+from services.matching.domain.load_swaps import SEARCH_FLOWS_LEAST, rechoose, swap_budget
 from services.matching.domain.rules import BoolArray, IntArray
 
 NamedGroup = tuple[list[str], list[str]]
@@ -402,14 +402,21 @@ class _Finish:
         return None
 
 
-def _rechosen(f: _Finish, left: list[str], bound: int, deadline: float | None, time_limit: float) -> _Finish:
+def _rechosen(
+    f: _Finish, lottery: tuple[list[str], int], deadline: float | None, time_limit: float, changed: bool
+) -> _Finish:
     """The groups with other mentors leading them (``load_swaps``), if that gains fit and leaves the lottery
-    pass nothing to do (so the placed set is the same); fair load's takeovers run on them first. Not
-    started past the run's deadline (the clock is the safety net, not a budget)."""
+    pass (``lottery``: those left out, the bound) nothing to do, so the placed set is the same; fair load's
+    takeovers run on them first. Without the swap search (a budget below ``SEARCH_FLOWS_LEAST``), only
+    groups the finish ``changed`` since their last reassignment are reassigned again (at 20,000 mentees a
+    reassignment that found nothing cost 2 s). Not started past the run's deadline (the clock is the safety
+    net, not a budget)."""
     prep, el, free = f.prep, f.el, f.free
-    if time.perf_counter() > run_deadline(prep.started, time_limit):
+    left, bound = lottery
+    budget = swap_budget(len(f.group_of), time_limit)
+    if (budget < SEARCH_FLOWS_LEAST and not changed) or time.perf_counter() > run_deadline(prep.started, time_limit):
         return f
-    groups = rechoose(prep, el, free, f.positions(), swap_budget(len(f.group_of), time_limit), deadline)
+    groups = rechoose(prep, el, free, f.positions(), budget, deadline)
     if groups is None:
         return f
     ids = prep.mentor_ids
@@ -462,7 +469,9 @@ def finish(
         f.work = work
     out.swapped = lottery_pass(f, left, prep.ranks, f.group_of, f.fill, bound)
     if f.width == 1 and time_limit is not None:  # which mentors lead the groups, for fit (``load_swaps``)
-        f = _rechosen(f, left, bound, deadline, time_limit)
+        # the groups as last reassigned unless the lottery pass, or a fill with no takeover after it, moved someone
+        changed = out.swapped > 0 or (len(f.group_of) > before and not out.taken_over)
+        f = _rechosen(f, (left, bound), deadline, time_limit, changed)
     out.filled = len(f.group_of) - before
     out.out_of_work = f.work <= 0
     out.groups = f.named()
