@@ -46,7 +46,7 @@ from services.matching.domain.facilitated_lottery import lottery_pass
 from services.matching.domain.facilitated_prep import BLOCK_CELLS, Eligibility
 from services.matching.domain.facilitated_repair import Repair
 from services.matching.domain.levels import run_deadline
-from services.matching.domain.load_swaps import SEARCH_FLOWS_LEAST, rechoose, swap_budget
+from services.matching.domain.load_swaps import rechoose, swap_budget
 from services.matching.domain.rules import BoolArray, IntArray
 
 NamedGroup = tuple[list[str], list[str]]
@@ -407,16 +407,16 @@ def _rechosen(
 ) -> _Finish:
     """The groups with other mentors leading them (``load_swaps``), if that gains fit and leaves the lottery
     pass (``lottery``: those left out, the bound) nothing to do, so the placed set is the same; fair load's
-    takeovers run on them first. Without the swap search (a budget below ``SEARCH_FLOWS_LEAST``), only
-    groups the finish ``changed`` since their last reassignment are reassigned again (at 20,000 mentees a
-    reassignment that found nothing cost 2 s). Not started past the run's deadline (the clock is the safety
-    net, not a budget)."""
+    takeovers run on them first. Without new loads, only groups the finish ``changed`` since their last
+    reassignment are reassigned again (at 20,000 mentees a reassignment that found nothing cost 2 s). Not
+    started past the run's deadline (the clock is the safety net, not a budget)."""
     prep, el, free = f.prep, f.el, f.free
     left, bound = lottery
-    budget = swap_budget(len(f.group_of), time_limit)
-    if (budget < SEARCH_FLOWS_LEAST and not changed) or time.perf_counter() > run_deadline(prep.started, time_limit):
+    stop_at = run_deadline(prep.started, time_limit)
+    if time.perf_counter() > stop_at:
         return f
-    groups = rechoose(prep, el, free, f.positions(), budget, deadline)
+    budget = swap_budget(len(f.group_of), time_limit)
+    groups = rechoose(prep, el, free, f.positions(), budget, deadline, changed, stop_at)
     if groups is None:
         return f
     ids = prep.mentor_ids

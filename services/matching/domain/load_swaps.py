@@ -25,6 +25,7 @@ keeps every rule, and keeps them only if the real fit is higher.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -36,15 +37,18 @@ from services.matching.domain.facilitated_fit import polish_groups
 from services.matching.domain.facilitated_prep import Eligibility, top_arcs
 from services.matching.domain.rules import BoolArray, IntArray
 
-SWAP_OPTIONS = 40
+SWAP_OPTIONS = 20
 """Each placed person's arcs in the load flow: its best-fitting eligible mentors with allowed groups
-(plus its own mentor)."""
-SWAP_WORK_PER_SECOND = 60_000_000
-"""The search's budget: flows of ``arcs ** 1.5`` work each (a flow's cost grew so, 5 ms at 19,000 arcs and
-90 ms at 113,000 on the benchmark machine) up to this much per second of the time limit."""
-SEARCH_FLOWS_LEAST = 20
-"""A smaller budget does not search (one-dept 5,000 would get 15 flows, 1.3 s for +16 of flow value):
-the groups' own loads are reassigned by the flow alone."""
+(plus its own mentor). The realisation reads 60 (``facilitated_fit.OPEN_OPTIONS``); with 40 here a
+flow cost twice as much for the same swaps found on the one-dept and 4-4 pools of 1,000."""
+SWAP_WORK_PER_SECOND = 25_000_000
+"""The search's budget: flows of ``arcs ** 1.5`` work each (a flow's cost grew about so: 3 ms at 9,400
+arcs, 12 ms at 20,000 and 45 ms at 56,000 on the benchmark machine) up to this much per second of the
+time limit: about a tenth of the limit in flows."""
+SEARCH_FLOWS_LEAST = 25
+"""A smaller budget does not search: a search pays for building its flow and for the reassignment of
+the loads it finds (one-dept 5,000 would get 18 flows, about 1 s, for +16 of flow value); the groups'
+own loads are then reassigned by the flow alone, and only when the finish moved someone."""
 NO_GAIN = -(10**9)
 """Below any real gain: a person not eligible for the mentor, a mentor no group can be formed for."""
 TRIED_GIVERS = 6
@@ -165,9 +169,13 @@ class Search:
     el: Eligibility
     allowed: IntArray
     budget: int
+    stop_at: float | None = None
+    """A wall-clock safety net, not a budget: past it the search is abandoned (``run`` returns None), so
+    the groups are those of the stage before it, never a half-searched one."""
 
     def run(self, groups: IntArray) -> tuple[IntArray, int] | None:
-        """The best loads found and their flow value, or None when the first flow fails."""
+        """The best loads found and their flow value; None when the first flow fails or the clock passed
+        ``stop_at``."""
         g = groups.copy()
         best = self.flow.value(g)
         if best is None:
@@ -177,26 +185,31 @@ class Search:
         fit = self.el.fit[rows].astype(np.int64)
         ok = self.el.eligible[rows]
         while self.flow.flows < self.budget:  # the flow's last solve is at ``g``: the estimates read it
-            gained = self._one_swap(g, best, used_least, self._takers(g, fit, ok))
+            gained = self._one_swap(g, best, used_least, self._takers(g, fit, ok), self._givers(g, fit, ok))
             if gained is None:
                 break
             best = gained
+        if self.stop_at is not None and time.perf_counter() > self.stop_at:
+            return None
         return g, best
 
-    def _one_swap(self, g: IntArray, best: int, used_least: int, takers: list[int]) -> int | None:
-        """Applies to ``g`` the first swap that gains (takers in the given order, each one's givers those
-        the relaxed flow leaves room empty with) and returns its value; None when none does within the
-        budget. A taker whose relaxed flow does not gain is passed over: that flow bounds every swap into it."""
+    def _one_swap(self, g: IntArray, best: int, used_least: int, takers: list[int], givers: list[int]) -> int | None:
+        """Applies to ``g`` the first swap that gains (takers in the given order; each one's givers those the
+        relaxed flow leaves places empty with, then ``givers`` in order, TRIED_GIVERS in all) and returns its
+        value; None when none does within the budget. A taker whose relaxed flow does not gain is passed
+        over: that flow bounds every swap into it."""
         for b in takers:
-            if self.flow.flows >= self.budget:
+            if self.flow.flows >= self.budget or self._stopped():
                 return None
             spare = (g > 0) & self._rooms_kept(g, b)
             g[b] += 1
             spare[b] = False
             relaxed = self.flow.value(g, spare)
             if relaxed is not None and relaxed > best:
-                for a in self.flow.givers()[:TRIED_GIVERS]:
-                    if self.flow.flows >= self.budget:
+                first = self.flow.givers()
+                tried = first + [a for a in givers if spare[a] and a not in first]
+                for a in tried[:TRIED_GIVERS]:
+                    if self.flow.flows >= self.budget or self._stopped():
                         break
                     if int((g > 0).sum()) - (g[a] == 1) < used_least:
                         continue
@@ -207,6 +220,9 @@ class Search:
                     g[a] += 1
             g[b] -= 1
         return None
+
+    def _stopped(self) -> bool:
+        return self.stop_at is not None and time.perf_counter() > self.stop_at
 
     def _takers(self, g: IntArray, fit: IntArray, ok: BoolArray) -> list[int]:
         """Mentors who may lead one more group, the best estimate first, TRIED_TAKERS of them: what each
@@ -227,6 +243,22 @@ class Search:
             takers.append((self._take(b, [(r, int(gain[r, c])) for r in rows]), b))
         takers.sort(key=lambda t: (-t[0], t[1]))
         return [b for value, b in takers[:TRIED_TAKERS] if value > NO_GAIN]
+
+    def _givers(self, g: IntArray, fit: IntArray, ok: BoolArray) -> list[int]:
+        """Mentors leading a group, the cheapest to close first by an estimate: what its ``size_min`` people
+        who lose least would lose, each against its best other mentor leading a group (rooms ignored)."""
+        mentor, now = self.flow.placed_fit()
+        alt = np.where(ok & (g > 0)[None, :], fit, NO_GAIN)
+        alt[np.arange(len(mentor)), mentor] = NO_GAIN
+        loss = now - alt.max(axis=1, initial=NO_GAIN)
+        order = np.lexsort((loss, mentor))
+        size_min = self.flow.shape.size_min
+        cost: dict[int, list[int]] = {}
+        for r in order.tolist():
+            k = int(mentor[r])
+            if k >= 0 and len(cost.setdefault(k, [])) < size_min:
+                cost[k].append(int(loss[r]))
+        return sorted(cost, key=lambda k: (sum(cost[k]), k))
 
     def _take(self, b: int, ranked: list[tuple[int, int]]) -> int:
         """The gain of ``b``'s best new group from people ranked by gain (department rooms kept)."""
@@ -275,30 +307,44 @@ Positions = list[tuple[list[int], list[str]]]
 
 
 def rechoose(
-    prep: Prepared, el: Eligibility, free: IntArray, groups: Positions, budget: int, deadline: float | None = None
+    prep: Prepared,
+    el: Eligibility,
+    free: IntArray,
+    groups: Positions,
+    budget: int,
+    deadline: float | None = None,
+    changed: bool = True,
+    stop_at: float | None = None,
 ) -> Positions | None:
     """The groups regrouped for fit, when that gains and keeps every rule; else None. The placed set is the
     same. With a ``budget`` of at least ``SEARCH_FLOWS_LEAST`` flows, the swap search (module doc) first
-    chooses the loads, and its flow's people, dealt into the groups, are the reassignment's start; with
-    less, the loads stay and only the reassignment's flow runs. ``deadline``: the reassignment's wall-clock
-    safety net."""
+    chooses the loads, and its flow's people, dealt into the groups, are the reassignment's start. Without
+    new loads, the groups are reassigned again (the flow alone) only when ``changed`` since their last
+    reassignment. ``stop_at`` (the search) and ``deadline`` (the reassignment) are wall-clock safety nets:
+    past either, the groups stay as they were (an earlier stage, not a half-done one)."""
     pol = prep.policy
     if pol.mentors_per_group != 1 or prep.locked or not groups:
         return None
-    start, searched = groups, budget >= SEARCH_FLOWS_LEAST
-    if searched:
-        start = _searched(prep, el, free, groups, budget) or groups
+    start = _searched(prep, el, free, groups, (budget, stop_at)) if budget >= SEARCH_FLOWS_LEAST else None
+    if start is None and not changed:
+        return None
     position = {pid: k for k, pid in enumerate(prep.mentor_ids)}
     regrouped = [
         ([position[ms[0]]], members)
-        for ms, members in polish_groups(prep, start, el, prep.mentor_ids, deadline=deadline, flow_only=not searched)
+        for ms, members in polish_groups(
+            prep, start or groups, el, prep.mentor_ids, deadline=deadline, flow_only=start is None
+        )
     ]
+    if deadline is not None and time.perf_counter() > deadline:
+        return None
     if not valid(prep, regrouped) or total_fit(el, regrouped) <= total_fit(el, groups):
         return None
     return regrouped
 
 
-def _searched(prep: Prepared, el: Eligibility, free: IntArray, groups: Positions, budget: int) -> Positions | None:
+def _searched(
+    prep: Prepared, el: Eligibility, free: IntArray, groups: Positions, budget: tuple[int, float | None]
+) -> Positions | None:
     """The swap search's loads with its flow's people dealt into them, or None when it found no better
     loads. Each mentor's allowed groups: the run's max load ratio (``take_over``'s reading), its room."""
     pol = prep.policy
@@ -318,7 +364,7 @@ def _searched(prep: Prepared, el: Eligibility, free: IntArray, groups: Positions
         [prep.by_id[pid].department for pid in prep.mentor_ids], pol.max_same_department,
     )  # fmt: skip
     flow = LoadFlow(el, people, own, allowed, shape)
-    found = Search(flow, el, allowed, budget).run(g)
+    found = Search(flow, el, allowed, *budget).run(g)
     if found is None or bool((found[0] == g).all()):
         return None
     flow.value(found[0])

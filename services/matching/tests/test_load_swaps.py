@@ -106,3 +106,11 @@ def test_a_one_dept_run_replays_and_validates() -> None:
     first, again = match(inp, 11), match(inp, 11)
     assert validate(inp, first) == []
     assert [g.members for g in first.groups] == [g.members for g in again.groups]
+
+
+def test_past_the_clock_the_groups_stay_as_they_were() -> None:
+    """The wall clock is only a safety net: a search or a reassignment it would cut leaves the groups of the
+    stage before (None), never half-searched ones."""
+    _, prep, run, groups = _run(150, 1)
+    assert rechoose(prep, run.el, run.free, groups, budget=200, changed=False, stop_at=0.0) is None
+    assert rechoose(prep, run.el, run.free, groups, budget=200, deadline=0.0) is None
