@@ -1,7 +1,7 @@
 """The most fit any facilitated grouping reaches for a run's placed set, load ratio and fair load, proven
 offline with a MILP (HiGHS): the truth behind a row's fit gap.
 
-    python -m bench.facilitated_fit_exact [--only one-dept] [--size 1000] [--seconds 600] [--loads-free]
+    python -m bench.facilitated_fit_exact [--only one-dept] [--size 1000] [--seconds 600] [--loads-free] [--arcs K]
 
 For a benchmark pool (``bench.matching_pools``; one mentor per group), the matcher runs once (its placed
 set P and max load ratio r are then fixed), and a MILP over every eligible (mentee of P, mentor) pair
@@ -61,10 +61,13 @@ class Instance:
     wanted: np.ndarray
     """Mentors with room whom some seeker (placed or not) may join: those fair load (b) counts."""
     run_leads: dict[int, int] = field(default_factory=dict)
+    next_best: dict[int, int] = field(default_factory=dict)
+    """With ``--arcs``: per placed row whose arcs were cut, the best fit of the arcs not kept."""
 
 
-def build(prep: Prepared, result: MatchingResult) -> Instance:
-    """Every eligible arc of the run's placed set at its max load ratio."""
+def build(prep: Prepared, result: MatchingResult, keep: int | None = None) -> Instance:
+    """Every eligible arc of the run's placed set at its max load ratio (with ``keep``, each person's
+    ``keep`` best, and the best fit of the others as ``next_best``)."""
     pol = prep.policy
     rules = PairRules(Pool.encode(prep.people), pol, np.array(prep.mentors, dtype=np.int64))
     free = np.array([prep.free(pid) for pid in prep.mentor_ids], dtype=np.int64)
@@ -86,19 +89,25 @@ def build(prep: Prepared, result: MatchingResult) -> Instance:
     mentor_dept = [prep.by_id[m].department for m in prep.mentor_ids]
     dept = [prep.by_id[p].department for p in placed]
     limit = pol.max_same_department
-    arcs, room = [], {}
+    arcs, room, next_best = [], {}, {}
     for r, pid in enumerate(placed):
         row = el.row[pid]
+        mine = []
         for k in np.flatnonzero(el.eligible[row] & (allowed > 0)).tolist():
             space = pol.group_members_max if limit is None else limit - (dept[r] == mentor_dept[k])
             if space <= 0:
                 continue
             room[(k, dept[r])] = space
-            arcs.append((r, k, int(el.fit[row, k])))
+            mine.append((r, k, int(el.fit[row, k])))
+        mine.sort(key=lambda a: (-a[2], a[1]))
+        if keep is not None and len(mine) > keep:
+            next_best[r] = mine[keep][2]
+            mine = mine[:keep]
+        arcs += mine
     index = {p: r for r, p in enumerate(placed)}
     apart = [(index[a], index[b]) for a, b in apart_pairs(prep, placed)]
     wanted = (el.eligible.any(axis=0)) & (free > 0)
-    return Instance(placed, arcs, allowed, room, dept, apart, wanted, dict(leads))
+    return Instance(placed, arcs, allowed, room, dept, apart, wanted, dict(leads), next_best)
 
 
 def _rows(h: highspy.Highs, rows: list[tuple[float, float, list[int], list[float]]]) -> None:
@@ -131,6 +140,8 @@ class Found:
     seconds: float = 0.0
     assign: dict[int, int] = field(default_factory=dict)
     groups: dict[int, int] = field(default_factory=dict)
+    virtual: int = 0
+    """People the optimum sends to the virtual mentor (``--arcs``): then it is a bound, not a grouping."""
 
 
 def solve(inst: Instance, pol_min: int, pol_max: int, seconds: float, fair: bool) -> Found:
@@ -141,7 +152,8 @@ def solve(inst: Instance, pol_min: int, pol_max: int, seconds: float, fair: bool
     mentors = sorted({k for _, k, _ in inst.arcs})
     gcol = {k: n_x + j for j, k in enumerate(mentors)}
     ucol = {k: n_x + len(mentors) + j for j, k in enumerate(mentors) if inst.wanted[k]}
-    n = n_x + len(mentors) + len(ucol)
+    vcol = {r: n_x + len(mentors) + len(ucol) + j for j, r in enumerate(sorted(inst.next_best))}
+    n = n_x + len(mentors) + len(ucol) + len(vcol)
     h = highspy.Highs()  # type: ignore[no-untyped-call]
     h.setOptionValue("output_flag", False)
     h.setOptionValue("time_limit", seconds)
@@ -162,6 +174,8 @@ def solve(inst: Instance, pol_min: int, pol_max: int, seconds: float, fair: bool
         of_dept[(k, inst.dept[r])].append(c)
         at[(r, k)] = c
     rows: list[tuple[float, float, list[int], list[float]]] = []
+    for r in vcol:  # a person whose arcs were cut may go to a mentor without rules, at its next-best fit
+        of_mentee[r].append(vcol[r])
     rows += [(1.0, 1.0, cs, [1.0] * len(cs)) for cs in of_mentee.values()]
     for k, cs in of_mentor.items():
         rows.append((0.0, inf, [*cs, gcol[k]], [1.0] * len(cs) + [-float(pol_min)]))
@@ -185,8 +199,9 @@ def solve(inst: Instance, pol_min: int, pol_max: int, seconds: float, fair: bool
         out.used = (used, round(h.getInfo().mip_dual_bound), h.modelStatusToString(h.getModelStatus()))
         _rows(h, [(float(used), inf, list(ucol.values()), [1.0] * len(ucol))])
         h.changeColsCost(len(ucol), np.array(list(ucol.values()), dtype=np.int32), np.zeros(len(ucol)))
-    cols = np.arange(n_x, dtype=np.int32)
-    h.changeColsCost(n_x, cols, np.array([float(f) for _, _, f in inst.arcs]))
+    cols = np.array([*range(n_x), *vcol.values()], dtype=np.int32)
+    costs = [float(f) for _, _, f in inst.arcs] + [float(inst.next_best[r]) for r in vcol]
+    h.changeColsCost(len(cols), cols, np.array(costs))
     h.changeObjectiveSense(highspy.ObjSense.kMaximize)
     h.run()
     info = h.getInfo()
@@ -197,6 +212,7 @@ def solve(inst: Instance, pol_min: int, pol_max: int, seconds: float, fair: bool
     values = np.array(h.getSolution().col_value)
     out.assign = {inst.arcs[c][0]: inst.arcs[c][1] for c in range(n_x) if values[c] > 0.5}
     out.groups = {k: round(values[gcol[k]]) for k in mentors if values[gcol[k]] > 0.5}
+    out.virtual = sum(1 for c in vcol.values() if values[c] > 0.5)
     return out
 
 
@@ -268,21 +284,28 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=600.0)
     parser.add_argument("--seed", type=int, default=2026)
     parser.add_argument("--loads-free", action="store_true", help="drop fair load (b): any mentors used")
+    parser.add_argument(
+        "--arcs", type=int, default=None, help="keep each person's best arcs, the rest as one virtual arc (a bound)"
+    )
     args = parser.parse_args()
     inp = facilitated_one_department(args.size) if args.only == "one-dept" else facilitated(args.size, args.only)
     result = match(inp, args.seed)
     prep = Prepared.of(inp, args.seed)
-    inst = build(prep, result)
+    inst = build(prep, result, args.arcs)
     run_idle = int(sum(1 for k in np.flatnonzero(inst.wanted).tolist() if k not in inst.run_leads))
     print(f"{args.only} {args.size:,}: run placed {result.stats.placed_count:,}, fit {result.stats.total_fit:,.0f}, "
           f"max load ratio {result.stats.max_load_ratio}, groups {len(result.groups)}, idle {run_idle}")  # fmt: skip
-    found = solve(inst, inp.policy.group_members_min, inp.policy.group_members_max, args.seconds, not args.loads_free)
+    fair = not args.loads_free and not inst.next_best  # the most mentors used needs every arc
+    found = solve(inst, inp.policy.group_members_min, inp.policy.group_members_max, args.seconds, fair)
     print(f"  MILP: {found.arcs:,} arcs, {found.rows:,} rows, {found.mentors} mentors")
     if found.used is not None:
         print(f"  mentors used: most {found.used}")
     fit, bound, run = found.fit, found.bound, result.stats.total_fit
     print(f"  fit: best {fit:,.1f}, proven bound {bound:,.1f}, {found.status} in {found.seconds:.0f} s; "
           f"run {run:,.0f} is {(bound - run) / bound:.2%} below the bound")  # fmt: skip
+    if found.virtual or not found.assign:
+        print(f"  not realised: {found.virtual} people at the virtual mentor (a bound only)")
+        return
     real, idle, problems = realise(inp, prep, inst, result, found)
     print(f"  realised as groups: fit {real:,.0f}, idle {idle}, violations {len(problems)} {problems[:3]}")
 
