@@ -153,7 +153,13 @@ def solve(inst: Instance, pol_min: int, pol_max: int, seconds: float, fair: bool
     gcol = {k: n_x + j for j, k in enumerate(mentors)}
     ucol = {k: n_x + len(mentors) + j for j, k in enumerate(mentors) if inst.wanted[k]}
     vcol = {r: n_x + len(mentors) + len(ucol) + j for j, r in enumerate(sorted(inst.next_best))}
-    n = n_x + len(mentors) + len(ucol) + len(vcol)
+    base = n_x + len(mentors) + len(ucol) + len(vcol)
+    scol = {k: base + j for j, k in enumerate(mentors)} if vcol else {}
+    """With cut arcs, the members of ``k``'s groups who came through a cut arc (``spill``): they count
+    towards its sizes, at most as many in all as the virtual arcs taken (some may be with mentors that
+    have no kept arc). Without them a grouping with such members would break the size rows and the
+    bound would not hold."""
+    n = base + len(scol)
     h = highspy.Highs()  # type: ignore[no-untyped-call]
     h.setOptionValue("output_flag", False)
     h.setOptionValue("time_limit", seconds)
@@ -162,6 +168,8 @@ def solve(inst: Instance, pol_min: int, pol_max: int, seconds: float, fair: bool
     upper = np.ones(n)
     for k, c in gcol.items():
         upper[c] = float(inst.allowed[k])
+    for k, c in scol.items():
+        upper[c] = float(inst.allowed[k] * pol_max)
     h.addVars(n, lower, upper)
     h.changeColsIntegrality(n, np.arange(n, dtype=np.int32), np.full(n, highspy.HighsVarType.kInteger))
     of_mentee: dict[int, list[int]] = defaultdict(list)
@@ -178,8 +186,11 @@ def solve(inst: Instance, pol_min: int, pol_max: int, seconds: float, fair: bool
         of_mentee[r].append(vcol[r])
     rows += [(1.0, 1.0, cs, [1.0] * len(cs)) for cs in of_mentee.values()]
     for k, cs in of_mentor.items():
-        rows.append((0.0, inf, [*cs, gcol[k]], [1.0] * len(cs) + [-float(pol_min)]))
-        rows.append((-inf, 0.0, [*cs, gcol[k]], [1.0] * len(cs) + [-float(pol_max)]))
+        spill = [scol[k]] if scol else []
+        rows.append((0.0, inf, [*cs, *spill, gcol[k]], [1.0] * (len(cs) + len(spill)) + [-float(pol_min)]))
+        rows.append((-inf, 0.0, [*cs, *spill, gcol[k]], [1.0] * (len(cs) + len(spill)) + [-float(pol_max)]))
+    if scol:
+        rows.append((-inf, 0.0, [*scol.values(), *vcol.values()], [1.0] * len(scol) + [-1.0] * len(vcol)))
     for (k, d), cs in of_dept.items():
         if len(cs) > inst.room[(k, d)]:
             rows.append((-inf, 0.0, [*cs, gcol[k]], [1.0] * len(cs) + [-float(inst.room[(k, d)])]))
