@@ -24,6 +24,14 @@ department and dealt round-robin into its g groups give each group floor or ceil
 min..max) and at most ceil(count of d / g) <= room of each d; with apart pairs the split is searched
 (CP-SAT, every rule) and the realised fit printed. When the realisation is valid (``validate``) and its fit
 equals the MILP's proven bound, it is the optimum. Prints figures; asserts nothing.
+
+Measured 2026-12-01 (seed 2026, load 2-7 with other work on the 2 cores): one-dept 1,000, 82,365 arcs,
+most mentors used 55 (proven, the run's), fit **3,890 proven optimal** in 45 s (10 s with
+``--loads-free``: 3,890 too), realised as 157 groups with 0 violations; the run had 3,794 (3,879 with
+``load_swaps``), the group fit LP says 4,178. One-dept 5,000 (2.5 M arcs): no bound in 900 s. With
+``--arcs K`` (a bound only: each person's K best arcs, and one to a virtual mentor without rules worth
+its next-best fit, counted towards the sizes of the mentor it stands for) 60 arcs give 4,189 at 1,000,
+looser than the LP.
 """
 
 from __future__ import annotations
