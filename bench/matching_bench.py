@@ -36,6 +36,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from bench.facilitated_fit_exact import exact_line
 from bench.fit_bounds import EXACT_PEERS, idle_and_fit_bound
 from bench.matching_pools import facilitated, facilitated_one_department, pairs, peers, teams
 from bench.peer_bound import beside_row, lp_fit_bound
@@ -133,12 +134,15 @@ def run_case(
     show_digest: bool = False,
     peer_lp: float = 0.0,
     peer_share: tuple[int, int] = (-1, 0),
+    facil_exact: float = 0.0,
 ) -> None:
     limit = inp.policy.time_limit_seconds if inp.form is not Form.ONE_TO_ONE else None
     result, seconds, cpu, peak, violations = measure(lambda: match(inp, seed), inp)
     idle, bound = idle_and_fit_bound(inp, result)
     row = line(Row(f"{name} solver", result, seconds, cpu, peak, violations, bound, idle), limit)
     print(row + (f" {digest(result)}" if show_digest else ""), flush=True)
+    if inp.form is Form.FACILITATED_GROUP and inp.policy.mentors_per_group == 1 and facil_exact > 0:
+        print(exact_line(inp, result, seed, facil_exact), flush=True)
     if inp.form is Form.PEER_GROUP and peer_lp > 0:
         print(peer_lp_line(inp, result, bound, peer_lp), flush=True)
     if inp.form is Form.PEER_GROUP and peer_share[0] >= 0:
@@ -201,6 +205,12 @@ def main() -> None:
     parser.add_argument(
         "--peer-share-steps", type=int, default=0, help="steps on that bound at one expansion a peer, first"
     )
+    parser.add_argument(
+        "--facil-exact",
+        type=float,
+        default=0.0,
+        help="seconds for the exact fit MILP under each facilitated row (bench/facilitated_fit_exact.py; 0: off)",
+    )
     args = parser.parse_args()
     if args.no_clock:
         levels.WALL_DEADLINE_SHARE = 1_000.0
@@ -219,6 +229,7 @@ def main() -> None:
             args.digest,
             args.peer_lp,
             (args.peer_share, args.peer_share_steps),
+            args.facil_exact,
         )
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"\nprocess peak RSS {rss:.0f} MiB. fit bnd: transportation relaxation at the run's placed set and max")

@@ -34,18 +34,19 @@ only the lottery pass runs (array work per seeker left out).
 
 from __future__ import annotations
 
-import heapq
+import time
 from collections import Counter
-from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Protocol
 
 import numpy as np
 
 from services.matching.domain.common import Prepared
 from services.matching.domain.facilitated_fit import polish_groups
+from services.matching.domain.facilitated_lottery import lottery_pass
 from services.matching.domain.facilitated_prep import BLOCK_CELLS, Eligibility
 from services.matching.domain.facilitated_repair import Repair
+from services.matching.domain.levels import run_deadline
+from services.matching.domain.load_swaps import rechoose, swap_budget
 from services.matching.domain.rules import BoolArray, IntArray
 
 NamedGroup = tuple[list[str], list[str]]
@@ -401,50 +402,47 @@ class _Finish:
         return None
 
 
-class Swaps(Protocol):
-    """What the lottery pass needs of a finish: its rule-check budget and the swap itself."""
-
-    work: int
-
-    def swap(self, u: str) -> str | None:
-        """``u`` takes the place of a later-drawn member (returned), or None."""
-
-
-def lottery_pass(
-    f: Swaps,
-    left: list[str],
-    ranks: Mapping[str, int],
-    group_of: Mapping[str, int],
-    place: Callable[[str], bool],
-    bound: int,
-) -> int:
-    """The lottery pass (see the module doc) over the seekers ``left`` out, in lottery order: each takes
-    the place of a later-drawn member where it can, and the displaced one is placed by ``place`` (while
-    placed is below ``bound``) or waits its turn. ``group_of`` is the finish's own, read as it changes.
-    Returns the swaps made."""
-    heap = [(ranks[p], p) for p in left if p not in group_of]
-    heapq.heapify(heap)
-    swapped, placed = 0, len(group_of)
-    while heap and f.work > 0:
-        _, u = heapq.heappop(heap)
-        if u in group_of:
-            continue
-        q = f.swap(u)
-        if q is None:
-            continue
-        swapped += 1
-        if not (placed < bound and place(q)):
-            heapq.heappush(heap, (ranks[q], q))
-        placed = len(group_of)
-    return swapped
+def _rechosen(
+    f: _Finish, lottery: tuple[list[str], int], deadline: float | None, time_limit: float, changed: bool
+) -> _Finish:
+    """The groups with other mentors leading them (``load_swaps``), if that gains fit and leaves the lottery
+    pass (``lottery``: those left out, the bound) nothing to do, so the placed set is the same; fair load's
+    takeovers run on them first. Without new loads, only groups the finish ``changed`` since their last
+    reassignment are reassigned again (at 20,000 mentees a reassignment that found nothing cost 2 s). Not
+    started past the run's deadline (the clock is the safety net, not a budget)."""
+    prep, el, free = f.prep, f.el, f.free
+    left, bound = lottery
+    stop_at = run_deadline(prep.started, time_limit)
+    if time.perf_counter() > stop_at:
+        return f
+    budget = swap_budget(len(f.group_of), time_limit)
+    groups = rechoose(prep, el, free, f.positions(), budget, deadline, changed, stop_at)
+    if groups is None:
+        return f
+    ids = prep.mentor_ids
+    g = _Finish(prep, el, free, [([ids[k] for k in ms], members) for ms, members in groups])
+    g.work = f.work
+    if g.take_over():
+        g = _Finish(prep, el, free, polish_groups(prep, g.positions(), el, ids, g.locked, deadline, flow_only=True))
+        g.work = f.work
+    if set(g.group_of) != set(f.group_of) or lottery_pass(g, left, prep.ranks, g.group_of, g.fill, bound):
+        return f
+    return g
 
 
 def finish(
-    prep: Prepared, el: Eligibility, free: IntArray, groups: list[NamedGroup], bound: int, deadline: float | None = None
+    prep: Prepared,
+    el: Eligibility,
+    free: IntArray,
+    groups: list[NamedGroup],
+    bound: int,
+    deadline: float | None = None,
+    time_limit: float | None = None,
 ) -> Finished:
     """The fill (unless placed already meets ``bound``), the takeovers of fair load (then, with one mentor
     per group, the fit reassignment again, ``deadline`` its wall-clock safety net), then the lottery pass;
-    see the module doc."""
+    see the module doc. With the run's ``time_limit``, one mentor per group, the groups are regrouped for
+    fit last (``load_swaps``, a budget the limit sets)."""
     f = _Finish(prep, el, free, groups)
     placed = len(f.group_of)
     left = sorted((p for p in el.active if p not in f.group_of and p not in f.locked), key=prep.ranks.__getitem__)
@@ -470,6 +468,10 @@ def finish(
         f = _Finish(prep, el, free, polished)
         f.work = work
     out.swapped = lottery_pass(f, left, prep.ranks, f.group_of, f.fill, bound)
+    if f.width == 1 and time_limit is not None:  # which mentors lead the groups, for fit (``load_swaps``)
+        # the groups as last reassigned unless the lottery pass, or a fill with no takeover after it, moved someone
+        changed = out.swapped > 0 or (len(f.group_of) > before and not out.taken_over)
+        f = _rechosen(f, (left, bound), deadline, time_limit, changed)
     out.filled = len(f.group_of) - before
     out.out_of_work = f.work <= 0
     out.groups = f.named()

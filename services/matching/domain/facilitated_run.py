@@ -119,7 +119,7 @@ def run_result(
     """The run's groups, each seeker left out with its reason, and the levels' statistics."""
     prep, pol, el, room = run.prep, run.prep.policy, run.el, run.room
     # the fill, fair load's takeovers and the lottery pass, on every path (``facilitated_fill``)
-    finished = finish(prep, el, run.free, chosen_groups, placed_bound, run.polish_deadline())
+    finished = finish(prep, el, run.free, chosen_groups, placed_bound, run.polish_deadline(), run.time_limit)
     chosen_groups = finished.groups
     note = finished.note()
     if note:
