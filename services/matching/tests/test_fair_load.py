@@ -12,7 +12,9 @@ from hypothesis import strategies as st
 from contracts.policy import Form, Role
 from services.matching.domain import MatchingInput, MatchingResult, match, validate
 from services.matching.domain import facilitated as facilitated_module
+from services.matching.domain import facilitated_fill as fill_module
 from services.matching.domain import levels as levels_module
+from services.matching.domain import load_swaps as load_swaps_module
 from services.matching.domain.rules import pair_fit
 from services.matching.tests.factories import mentor, person, pool
 from services.matching.tests.test_properties import _group_options, as_form, small_pools
@@ -155,12 +157,15 @@ def test_a_model_too_large_for_the_limit_is_not_built_and_the_greedy_fit_is_impr
     inp = instance(200, Form.FACILITATED_GROUP, seed=8)
     monkeypatch.setattr(facilitated_module, "FULL_MODEL_LIMIT", 0)
     monkeypatch.setattr(facilitated_module, "MODEL_VARS_PER_SECOND", 0)
-    with monkeypatch.context() as plain:  # the group greedy as it is: no reassignment
-        plain.setattr(
-            facilitated_module,
-            "polish_groups",
-            lambda prep, greedy, el, ids, *rest, **kw: [([ids[k] for k in ms], members) for ms, members in greedy],
-        )
+
+    def as_they_are(prep: object, greedy: list[tuple[list[int], list[str]]], el: object, ids: list[str],
+                    *rest: object, **kw: object) -> list[tuple[list[str], list[str]]]:  # fmt: skip
+        return [([ids[k] for k in ms], members) for ms, members in greedy]
+
+    with monkeypatch.context() as plain:  # the group greedy as it is: no reassignment, no other mentors chosen
+        for module in (facilitated_module, fill_module, load_swaps_module):
+            plain.setattr(module, "polish_groups", as_they_are)
+        plain.setattr(fill_module, "swap_budget", lambda placed, time_limit: 0)
         baseline = match(inp, 4, time_limit_s=5)
     result = match(inp, 4, time_limit_s=5)
     assert validate(inp, result) == []
