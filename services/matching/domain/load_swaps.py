@@ -342,17 +342,23 @@ def rechoose(
     return regrouped
 
 
+def loads_of(groups: Positions, mentors: int) -> tuple[IntArray, dict[str, int]]:
+    """The groups each mentor leads, and each member's mentor (groups of one mentor each)."""
+    g = np.zeros(mentors, dtype=np.int64)
+    own: dict[str, int] = {}
+    for (k,), members in groups:
+        g[k] += 1
+        own.update((pid, k) for pid in members)
+    return g, own
+
+
 def _searched(
     prep: Prepared, el: Eligibility, free: IntArray, groups: Positions, budget: tuple[int, float | None]
 ) -> Positions | None:
     """The swap search's loads with its flow's people dealt into them, or None when it found no better
     loads. Each mentor's allowed groups: the run's max load ratio (``take_over``'s reading), its room."""
     pol = prep.policy
-    g = np.zeros(len(prep.mentor_ids), dtype=np.int64)
-    own: dict[str, int] = {}
-    for (k,), members in groups:
-        g[k] += 1
-        own.update((pid, k) for pid in members)
+    g, own = loads_of(groups, len(prep.mentor_ids))
     cap = np.array([prep.capacity[pid] for pid in prep.mentor_ids], dtype=np.int64)
     load = np.array([prep.load[pid] for pid in prep.mentor_ids], dtype=np.int64)
     real = cap > 0

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 from collections import Counter
 
-import numpy as np
-
 from bench.matching_pools import one_department
 from bench.probes.group_probe import group_ok
 from bench.synthetic_pool import instance
@@ -15,7 +13,7 @@ from services.matching.domain import MatchingInput, match, validate
 from services.matching.domain.common import Prepared
 from services.matching.domain.facilitated import _prepare
 from services.matching.domain.facilitated_run import FacilitatedRun
-from services.matching.domain.load_swaps import LoadFlow, Positions, Shape, deal, rechoose, total_fit
+from services.matching.domain.load_swaps import LoadFlow, Positions, Shape, deal, loads_of, rechoose, total_fit
 
 
 def _one_dept(mentees: int, seed: int) -> MatchingInput:
@@ -78,11 +76,7 @@ def test_the_load_flow_bounds_the_groups_fit_at_their_loads_and_dealing_keeps_si
     for seed in range(3):
         _, prep, run, groups = _run(150, seed)
         pol = prep.policy
-        g = np.zeros(len(prep.mentor_ids), dtype=np.int64)
-        own: dict[str, int] = {}
-        for (k,), members in groups:
-            g[k] += 1
-            own.update((pid, k) for pid in members)
+        g, own = loads_of(groups, len(prep.mentor_ids))
         people = sorted(own)
         shape = Shape(
             pol.group_members_min, pol.group_members_max, {p: prep.by_id[p].department for p in people},
