@@ -255,12 +255,20 @@ def anneal_peer_groups(
     against the groups as they stood at the batch's start; each one accepted is made in order, judged
     again one at a time if a group it reads changed earlier in the batch. A proposal turned down was
     judged against groups at most a batch old. Smaller pools: ``_anneal_one_at_a_time``."""
-    if len([g for g in groups if g]) <= BATCHED_GROUPS:
-        return _anneal_one_at_a_time(pg, groups, seed, proposals, deadline)
     walk = _Walk(pg, groups)
     rows = [r for r, k in enumerate(walk.home) if k >= 0 and r not in pg.frozen]
     if not rows or proposals <= 0:
         return walk.groups(), False
+    if len([g for g in groups if g]) <= BATCHED_GROUPS:
+        return _anneal_one_at_a_time(walk, rows, seed, proposals, deadline)
+    return _anneal_in_batches(walk, rows, seed, proposals, deadline)
+
+
+def _anneal_in_batches(
+    walk: _Walk, rows: list[int], seed: int, proposals: int, deadline: float | None
+) -> tuple[list[list[int]], bool]:
+    """``anneal_peer_groups`` for pools of more than ``BATCHED_GROUPS`` groups (see its docstring)."""
+    pg = walk.pg
     table, counts = _partner_table(_partners(pg, rows, walk.state.home >= 0))  # of rows[i], at i
     row_of = np.asarray(rows, dtype=np.int64)
     frozen = np.zeros(len(pg.compat), dtype=bool)
@@ -319,19 +327,12 @@ def anneal_peer_groups(
 
 
 def _anneal_one_at_a_time(
-    pg: PeerGroups,
-    groups: Sequence[Sequence[int]],
-    seed: int,
-    proposals: int,
-    deadline: float | None = None,
+    walk: _Walk, rows: list[int], seed: int, proposals: int, deadline: float | None
 ) -> tuple[list[list[int]], bool]:
     """``anneal_peer_groups`` for pools of at most ``BATCHED_GROUPS`` groups: each proposal judged as
     the groups stand (``_Walk``), its draws from ``random.Random(seed)``, the best grouping kept at
     each block's end."""
-    walk = _Walk(pg, groups)
-    rows = [r for r, k in enumerate(walk.home) if k >= 0 and r not in pg.frozen]
-    if not rows or proposals <= 0:
-        return walk.groups(), False
+    pg = walk.pg
     partners = _partners(pg, rows, walk.state.home >= 0)  # of rows[i], at i
     rng = random.Random(seed)
     randrange, uniform, exp = rng.randrange, rng.random, math.exp  # bound once: the loop is the hot path
