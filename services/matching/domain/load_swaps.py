@@ -235,7 +235,10 @@ class Search:
             return []
         gain = np.where(ok[:, columns], fit[:, columns] - now[:, None], NO_GAIN)
         top = min(len(gain), shape.size_min * 4)
-        best = np.argpartition(-gain, top - 1, axis=0)[:top] if top < len(gain) else np.arange(len(gain))[:, None]
+        # a unique key (the gain, then the lower row) so that which rows make the cut never depends on how
+        # numpy's CPU-specific partition kernel orders equal gains (bench.probes.any_cpu)
+        key = gain * (len(gain) + 1) + (len(gain) - np.arange(len(gain), dtype=np.int64))[:, None]
+        best = np.argpartition(-key, top - 1, axis=0)[:top] if top < len(gain) else np.arange(len(gain))[:, None]
         best = np.broadcast_to(best, (top, len(columns)))
         takers = []
         for c, b in enumerate(columns.tolist()):
