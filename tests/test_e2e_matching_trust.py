@@ -232,12 +232,13 @@ async def test_a_run_stopped_with_its_service_is_recorded_failed_and_published_n
     program_id, _ = await p.enrolled_program("Shutdown", org_size=80, org_seed=11, enrol=40, enrol_seed=11)
     solving, release = threading.Event(), threading.Event()
 
-    def slow_match(*args: Any, **kwargs: Any) -> MatchingResult:
+    def slow_solve(inp: MatchingInput, seed: int, progress: Any, stop: threading.Event) -> MatchingResult:
+        """Stands for a solver still at work when the service stops (the real one is killed then)."""
         solving.set()
         release.wait(60)
-        return match(*args, **kwargs)
+        return match(inp, seed)
 
-    monkeypatch.setattr("services.matching.handlers.match", slow_match)
+    monkeypatch.setattr("services.matching.handlers.solve_within_limit", slow_solve)
     replica = create_matching(
         MatchingSettings(
             database_url=stack.admin_dsn, kafka_bootstrap=stack.kafka_bootstrap, db_schema=p.matching_schema,

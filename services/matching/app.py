@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 from pathlib import Path
 
 from fastapi import FastAPI
@@ -15,6 +16,7 @@ from runtime.settings import ServiceSettings
 from services.matching.adapters import runs as repo
 from services.matching.adapters.pool import HANDLERS
 from services.matching.adapters.run_metrics import run_metrics
+from services.matching.adapters.solver_process import warm_up
 from services.matching.api import install, router
 
 
@@ -70,6 +72,7 @@ def create(settings: MatchingSettings | None = None) -> FastAPI:
     app = create_app(build(settings))
     install(app)
     run_metrics(app.state.metrics.registry)  # registered now: /metrics shows the run series from the start
+    threading.Thread(target=warm_up, name="matching-fork-server", daemon=True).start()  # the solver's imports, once
     return app
 
 

@@ -12,6 +12,7 @@ import hashlib
 import json
 import logging
 import secrets
+import threading
 import time
 import uuid
 from collections import Counter
@@ -30,9 +31,10 @@ from runtime.metrics import RuntimeMetrics
 from runtime.outbox import add_to_outbox
 from services.matching.adapters import runs as repo
 from services.matching.adapters.run_metrics import RunMetrics, run_metrics
-from services.matching.domain import MatchingInput, MatchingResult, Override, match, validate
+from services.matching.adapters.solver_process import solve_within_limit
+from services.matching.domain import MatchingInput, MatchingResult, Override, validate
 from services.matching.domain.audit import code_version, diff_results
-from services.matching.domain.common import with_run_group_ids
+from services.matching.domain.common import Progress, with_run_group_ids
 
 log = logging.getLogger(__name__)
 
@@ -261,7 +263,7 @@ async def _solve_and_publish(
     input_digest = digest(inp)
     try:
         for attempt in range(1, CAPACITY_ATTEMPTS + 1):
-            result = await asyncio.to_thread(match, inp, seed, progress=progress)
+            result = await _solved(inp, seed, progress)
             result = with_run_group_ids(result, run_id)  # re-matching the same people later gives new ids
             if attempt > 1:
                 note = f"solved again on current mentor loads: another run published first ({attempt - 1}x)"
@@ -306,6 +308,17 @@ async def _solve_and_publish(
                 error=describe_exception(exc)[:2000],  # readable through the API: never quote input
             )  # fmt: skip
         return "failed"
+
+
+async def _solved(inp: MatchingInput, seed: int, progress: Progress) -> MatchingResult:
+    """The run's groups from a child process held to the time limit (``solver_process``); the child is
+    stopped too if this task is cancelled (the service stopping), so no solve outlives its run."""
+    stop = threading.Event()
+    try:
+        return await asyncio.to_thread(solve_within_limit, inp, seed, progress, stop)
+    except asyncio.CancelledError:
+        stop.set()
+        raise
 
 
 def _load_spread(inp: MatchingInput, result: MatchingResult) -> dict[str, float]:

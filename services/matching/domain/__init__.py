@@ -6,8 +6,10 @@ exact network flows; groups (facilitated, peer, team) with CP-SAT, level by leve
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from contracts.policy import Form
-from services.matching.domain.common import Prepared, Progress, no_progress
+from services.matching.domain.common import Checkpoint, Prepared, Progress, no_progress
 from services.matching.domain.greedy import greedy_match
 from services.matching.domain.groups import solve_groups
 from services.matching.domain.lottery import lottery_order, lottery_ranks
@@ -35,9 +37,17 @@ def is_pairs(inp: MatchingInput) -> bool:
 
 
 def match(
-    inp: MatchingInput, seed: int, *, time_limit_s: float | None = None, progress: Progress | None = None
+    inp: MatchingInput,
+    seed: int,
+    *,
+    time_limit_s: float | None = None,
+    progress: Progress | None = None,
+    on_stage: Callable[[Checkpoint], None] | None = None,
 ) -> MatchingResult:
+    """The run's groups. ``on_stage`` receives each complete grouping a group run reaches, so that a
+    supervisor may stop the run and keep the last (``stopped.stopped_result``)."""
     prep = Prepared.of(inp, seed)
+    prep.on_stage = on_stage
     report = progress or no_progress
     if is_pairs(inp):
         return solve_pairs(prep, report)

@@ -19,6 +19,22 @@ from services.matching.domain.rules import pair_fit
 
 Progress = Callable[[str, float], None]
 
+NamedGroup = tuple[list[str], list[str]]
+"""A group by ids: (its mentors, the lead first; its members)."""
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """A complete grouping a run has reached, every rule holding: what stands if the run is stopped
+    (``adapters.solver_process`` stops a run at its time limit and builds the result from the last one,
+    ``stopped.stopped_result``)."""
+
+    stage: str
+    """What the run had done, in words for the result's notes, e.g. "the greedy, fit reassigned"."""
+    groups: list[NamedGroup]
+    placed_bound: int
+    """The proven bound on placed people known at that stage (the counting bound at worst)."""
+
 
 def no_progress(_message: str, _fraction: float) -> None:
     return None
@@ -44,6 +60,8 @@ class Prepared:
     """Locks the solver actually enforced (a lock it cannot express is noted, not counted)."""
     started: float = field(default_factory=time.perf_counter)
     """When the run started (wall clock): the time limit counts preparation too."""
+    on_stage: Callable[[Checkpoint], None] | None = None
+    """Receives each complete grouping the run reaches (``stage_done``); None: nobody can stop the run."""
 
     @classmethod
     def of(cls, inp: MatchingInput, seed: int) -> Prepared:
@@ -120,6 +138,13 @@ class Prepared:
 
     def free(self, pid: str) -> int:
         return max(0, self.capacity.get(pid, 0) - self.load.get(pid, 0))
+
+    def stage_done(self, stage: str, groups: list[NamedGroup], placed_bound: int) -> None:
+        """Hand a complete, valid grouping to whoever may stop the run: the cost (copying ids) is paid
+        only when someone listens."""
+        if self.on_stage is not None:
+            named = [(list(mentors), list(members)) for mentors, members in groups]
+            self.on_stage(Checkpoint(stage, named, placed_bound))
 
 
 def group_id(seed: int, program_id: str, member_ids: list[str], run_id: str = "") -> str:

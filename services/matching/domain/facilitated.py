@@ -123,6 +123,7 @@ def _prepare(prep: Prepared, time_limit: float) -> FacilitatedRun:
     flow_bound, greedy = _departments_bind(prep, el, active, free, seeking, greedy, relaxed_bound, time_limit)
     if not co_count:
         greedy = _chains(prep, el, free, greedy, flow_bound, time_limit, settle=flow_bound < relaxed_bound)
+    _stage_done(prep, "the greedy placement", greedy, flow_bound)
     routing = None if co_count else _routing(prep, el, active, free)
     # the fit reassignment after the bound (2 s at 50,000): the proof must not wait behind 25 s of fit
     polished = not co_count and not past_deadline(prep, time_limit)
@@ -130,6 +131,7 @@ def _prepare(prep: Prepared, time_limit: float) -> FacilitatedRun:
         locked = frozenset(p for pair in prep.locked for p in pair)
         better = polish_groups(prep, greedy, el, mentor_ids, locked, deadline=polish_deadline(prep, time_limit))
         greedy = [([mpos[m] for m in ms], members) for ms, members in better]
+        _stage_done(prep, "the greedy placement, fit reassigned", greedy, flow_bound)
     elif not co_count:
         prep.notes.append("the time limit cut the preparation before the fit reassignment")
     for ms, members in greedy:
@@ -145,6 +147,11 @@ def _prepare(prep: Prepared, time_limit: float) -> FacilitatedRun:
         prep, time_limit, el, active, eligible_of, fit_of, free, mpos, seekers, exact, flows_only, search, greedy,
         flow_bound, routing, polished, candidates, co_options, mentor_apart, _model_notes(prep, exact, flows_only),
     )  # fmt: skip
+
+
+def _stage_done(prep: Prepared, stage: str, groups: list[MentorGroup], placed_bound: int) -> None:
+    ids = prep.mentor_ids
+    prep.stage_done(stage, [([ids[k] for k in ms], members) for ms, members in groups], placed_bound)
 
 
 def _first_candidates(

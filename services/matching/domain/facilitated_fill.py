@@ -40,7 +40,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from services.matching.domain.common import Prepared
+from services.matching.domain.common import NamedGroup, Prepared
 from services.matching.domain.facilitated_fit import polish_groups
 from services.matching.domain.facilitated_lottery import lottery_pass
 from services.matching.domain.facilitated_prep import BLOCK_CELLS, Eligibility
@@ -48,9 +48,6 @@ from services.matching.domain.facilitated_repair import Repair
 from services.matching.domain.levels import run_deadline
 from services.matching.domain.load_swaps import rechoose, swap_budget
 from services.matching.domain.rules import BoolArray, IntArray
-
-NamedGroup = tuple[list[str], list[str]]
-"""A group by ids: (its mentors, the lead first; its members)."""
 
 OPEN_TRIED = 8
 """Idle eligible mentors a seeker left out tries to open a group with (each a scan of who could join)."""

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from ortools.sat.python import cp_model
 
-from services.matching.domain.common import Prepared, Progress, apart_pairs
+from services.matching.domain.common import NamedGroup, Prepared, Progress, apart_pairs
 from services.matching.domain.components import component_runs, facilitated_components
 from services.matching.domain.facilitated_bound import Routing
 from services.matching.domain.facilitated_fit import fit_start, polish_groups
@@ -35,7 +35,7 @@ from services.matching.domain.facilitated_model import (
 )
 from services.matching.domain.facilitated_placed import add_placed_cuts, placed_by_hint
 from services.matching.domain.facilitated_repair import MentorGroup
-from services.matching.domain.facilitated_run import FacilitatedRun, NamedGroup, run_result
+from services.matching.domain.facilitated_run import FacilitatedRun, run_result
 from services.matching.domain.group_result import proven_most, quota_of
 from services.matching.domain.levels import CombinedLevels, LevelOutcome, Levels, lottery_level
 from services.matching.domain.load_levels import idle_under_shared_ratio, load_terms, min_max_ratio, settle_ratio

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from services.matching.domain.common import Prepared, make_group
+from services.matching.domain.common import NamedGroup, Prepared, make_group
 from services.matching.domain.facilitated_bound import Routing
 from services.matching.domain.facilitated_fill import finish
 from services.matching.domain.facilitated_prep import Eligibility, room_counts, sharing_matrix
@@ -29,9 +29,6 @@ from services.matching.domain.rules import BoolArray, IntArray
 POLISH_SLACK = 0.07
 """The fit reassignment of the standing solution may start up to this share of the limit after the
 solves' deadline (85 % + 7 %): the rest is for building and validating the result."""
-
-NamedGroup = tuple[list[str], list[str]]
-"""A group by ids: (its mentors, the lead first; its members)."""
 
 
 @dataclass
@@ -118,9 +115,11 @@ def run_result(
 ) -> MatchingResult:
     """The run's groups, each seeker left out with its reason, and the levels' statistics."""
     prep, pol, el, room = run.prep, run.prep.policy, run.el, run.room
+    prep.stage_done("the solver's groups", chosen_groups, placed_bound)
     # the fill, fair load's takeovers and the lottery pass, on every path (``facilitated_fill``)
     finished = finish(prep, el, run.free, chosen_groups, placed_bound, run.polish_deadline(), run.time_limit)
     chosen_groups = finished.groups
+    prep.stage_done("the finished groups", chosen_groups, placed_bound)
     note = finished.note()
     if note:
         run.notes.append(note)

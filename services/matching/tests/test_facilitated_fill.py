@@ -7,10 +7,10 @@ from bench.probes.group_probe import group_ok
 from bench.synthetic_pool import instance
 from contracts.policy import Form
 from services.matching.domain import MatchingInput
-from services.matching.domain.common import Prepared
+from services.matching.domain.common import NamedGroup, Prepared
 from services.matching.domain.facilitated import _prepare
 from services.matching.domain.facilitated_fill import finish
-from services.matching.domain.facilitated_run import FacilitatedRun, NamedGroup
+from services.matching.domain.facilitated_run import FacilitatedRun
 
 
 def _run(seed: int, smallest: int = 3) -> tuple[MatchingInput, Prepared, FacilitatedRun]:

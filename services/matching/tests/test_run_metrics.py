@@ -4,6 +4,7 @@ that marks it failed."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from dataclasses import dataclass
 from typing import Any
@@ -78,25 +79,24 @@ async def test_a_run_stopped_with_its_service_is_counted_as_cancelled(
 ) -> None:
     metrics = RuntimeMetrics("matching")
     await _program(db, "prg-stop")
-    release = threading.Event()
-    real_match = domain.match
+    stopped = threading.Event()
 
-    def slow_match(*args: Any, **kwargs: Any) -> Any:
-        release.wait(30)
-        return real_match(*args, **kwargs)
+    def slow_solve(inp: Any, seed: int, progress: Any, stop: threading.Event) -> Any:
+        """Stands for a solver still at work: it ends when the run stops it (or the test gives up)."""
+        if stop.wait(30):
+            stopped.set()
+        return domain.match(inp, seed)
 
-    monkeypatch.setattr(handlers, "match", slow_match)
+    monkeypatch.setattr(handlers, "solve_within_limit", slow_solve)
     run_id, task = await handlers.start_run(db, "prg-stop", handlers.RunRequest(), "admin", metrics)
 
     async def solving() -> bool:
         return metrics.registry.get_sample_value("matching_runs_in_progress") == 1
 
-    try:
-        await eventually(solving, 10, "the run to be solving")
-        await handlers.cancel_runs({task})
-    finally:
-        release.set()
+    await eventually(solving, 10, "the run to be solving")
+    await handlers.cancel_runs({task})
     assert await db.fetchval("SELECT status FROM runs WHERE run_id = $1", run_id) == "failed"
+    assert await asyncio.to_thread(stopped.wait, 10), "the solve was told to stop with its run"
     assert _value(metrics, "matching_runs_total", outcome="cancelled", dry_run="false") == 1
     assert _value(metrics, "matching_runs_in_progress") == 0
 
