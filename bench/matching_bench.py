@@ -29,6 +29,8 @@ import argparse
 import functools
 import hashlib
 import json
+import multiprocessing
+import os
 import resource
 import sys
 import threading
@@ -42,15 +44,30 @@ from bench.matching_pools import facilitated, facilitated_one_department, pairs,
 from bench.peer_bound import beside_row, lp_fit_bound
 from bench.peer_descent import share_line
 from contracts.policy import Form
+from services.matching.adapters.solver_process import solve_within_limit
 from services.matching.domain import MatchingInput, MatchingResult, greedy, levels, match, validate
 
 
-def _rss_mib() -> float:
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
+def _rss_mib(pid: int | str = "self") -> float:
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            for line in status:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+    except FileNotFoundError:  # a child that has just ended
+        pass
     return 0.0
+
+
+def _rss_with_children_mib() -> float:
+    """This process and its live children (a run solved in a child process, ``--in-child``)."""
+    return _rss_mib() + sum(_rss_mib(child.pid) for child in multiprocessing.active_children() if child.pid)
+
+
+def _cpu_seconds() -> float:
+    """This process's CPU time and its finished children's (the solver's child is joined in the run)."""
+    times = os.times()
+    return time.process_time() + times.children_user + times.children_system
 
 
 @dataclass
@@ -69,19 +86,19 @@ def measure(run: Callable[[], MatchingResult], inp: MatchingInput) -> tuple[Matc
     """Wall time of the run plus its validation, the process's CPU time in it (on a machine shared with
     other work, wall time far above CPU time is the machine's load, not the solver), and peak resident
     memory (sampled every 20 ms)."""
-    peak = [_rss_mib()]
+    peak = [_rss_with_children_mib()]
     done = threading.Event()
 
     def sample() -> None:
         while not done.wait(0.02):
-            peak[0] = max(peak[0], _rss_mib())
+            peak[0] = max(peak[0], _rss_with_children_mib())
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
-    started, cpu = time.perf_counter(), time.process_time()
+    started, cpu = time.perf_counter(), _cpu_seconds()
     result = run()
     violations = len(validate(inp, result))
-    seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
+    seconds, cpu = time.perf_counter() - started, _cpu_seconds() - cpu
     done.set()
     sampler.join()
     return result, seconds, cpu, peak[0], violations
@@ -135,9 +152,11 @@ def run_case(
     peer_lp: float = 0.0,
     peer_share: tuple[int, int] = (-1, 0),
     facil_exact: float = 0.0,
+    in_child: bool = False,
 ) -> None:
     limit = inp.policy.time_limit_seconds if inp.form is not Form.ONE_TO_ONE else None
-    result, seconds, cpu, peak, violations = measure(lambda: match(inp, seed), inp)
+    solve = (lambda: solve_within_limit(inp, seed)) if in_child else (lambda: match(inp, seed))
+    result, seconds, cpu, peak, violations = measure(solve, inp)
     idle, bound = idle_and_fit_bound(inp, result)
     row = line(Row(f"{name} solver", result, seconds, cpu, peak, violations, bound, idle), limit)
     print(row + (f" {digest(result)}" if show_digest else ""), flush=True)
@@ -211,6 +230,12 @@ def main() -> None:
         default=0.0,
         help="seconds for the exact fit MILP under each facilitated row (bench/facilitated_fit_exact.py; 0: off)",
     )
+    parser.add_argument(
+        "--in-child",
+        action="store_true",
+        help="solve as the service does, in a child process stopped at the limit (adapters/solver_process.py); "
+        "secs, cpu and peakMiB then count the child too (--no-clock does not reach the child)",
+    )
     args = parser.parse_args()
     if args.no_clock:
         levels.WALL_DEADLINE_SHARE = 1_000.0
@@ -230,6 +255,7 @@ def main() -> None:
             args.peer_lp,
             (args.peer_share, args.peer_share_steps),
             args.facil_exact,
+            args.in_child,
         )
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"\nprocess peak RSS {rss:.0f} MiB. fit bnd: transportation relaxation at the run's placed set and max")
