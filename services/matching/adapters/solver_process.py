@@ -135,15 +135,22 @@ def _listen(
 ) -> None:
     """Read the child's messages until its result, its failure, the deadline or ``stop``."""
     while watch.result is None:
-        if time.monotonic() >= deadline or (stop is not None and stop.is_set()):
+        if stop is not None and stop.is_set():
             return
-        if not receiver.poll(POLL_SECONDS):
-            continue
-        try:
-            kind, payload = receiver.recv()
-        except EOFError:
-            raise SolverFailed("the solver's process ended without a result (killed, e.g. for memory)") from None
-        _take(kind, payload, watch, progress)
+        if time.monotonic() >= deadline:  # what the child sent before the deadline still counts
+            while watch.result is None and receiver.poll(0):
+                _take(*_received(receiver), watch, progress)
+            return
+        if receiver.poll(POLL_SECONDS):
+            _take(*_received(receiver), watch, progress)
+
+
+def _received(receiver: Connection) -> tuple[str, Any]:
+    try:
+        kind, payload = receiver.recv()
+    except EOFError:
+        raise SolverFailed("the solver's process ended without a result (killed, e.g. for memory)") from None
+    return kind, payload
 
 
 def _take(kind: str, payload: Any, watch: _Watch, progress: Progress) -> None:

@@ -114,11 +114,12 @@ def _prepare(prep: Prepared, time_limit: float) -> FacilitatedRun:
     # a pruned model of this many candidate variables would exceed MODEL_VARS_MAX: no candidates needed
     flows_only = not exact and len(active) * TOP_MENTORS > MODEL_VARS_MAX
     search = bool(co_count) or len(active) < SEARCH_MENTEES_MAX
-    if flows_only or not search:  # the reassignment's options as on the large pools (+3 fit at 1,000)
-        remember_best(el)
     cand = _first_candidates(prep, el, active, exact, flows_only)
     seeking = {pid: eligible_of[pid] for pid in active}
     greedy = _greedy(prep, seeking, fit_of, free, time_limit)
+    _stage_done(prep, "the greedy", greedy, counting_bound(prep, active, free))
+    if flows_only or not search:  # the reassignment's options as on the large pools (+3 fit at 1,000)
+        remember_best(el)  # after the greedy, which does not read it: its groups stand 6 s sooner at 50,000
     relaxed_bound = _placed_bound(prep, el, active, free, greedy, cand, time_limit)
     flow_bound, greedy = _departments_bind(prep, el, active, free, seeking, greedy, relaxed_bound, time_limit)
     if not co_count:
@@ -147,6 +148,12 @@ def _prepare(prep: Prepared, time_limit: float) -> FacilitatedRun:
         prep, time_limit, el, active, eligible_of, fit_of, free, mpos, seekers, exact, flows_only, search, greedy,
         flow_bound, routing, polished, candidates, co_options, mentor_apart, _model_notes(prep, exact, flows_only),
     )  # fmt: skip
+
+
+def counting_bound(prep: Prepared, active: list[str], free: IntArray) -> int:
+    """The placement bound that needs no flow: min(seekers with a mentor, free groups x group maximum)."""
+    pol = prep.policy
+    return min(len(active), (int(free.sum()) // max(1, pol.mentors_per_group)) * pol.group_members_max)
 
 
 def _stage_done(prep: Prepared, stage: str, groups: list[MentorGroup], placed_bound: int) -> None:
@@ -194,9 +201,8 @@ def _placed_bound(
     """The placement bound: the greedy's count when it meets the counting bound, else the max flow on the
     full graph (``_placement_bound``), whose mentors join the candidates; the counting bound, noted, when
     the clock or the flow's path limit stops it."""
-    pol = prep.policy
     greedy_placed = sum(len(members) for _, members in greedy)
-    placed_cap = min(len(active), (int(free.sum()) // max(1, pol.mentors_per_group)) * pol.group_members_max)
+    placed_cap = counting_bound(prep, active, free)
     if greedy_placed >= placed_cap:  # the greedy meets the counting bound: no flow needed to prove it
         return greedy_placed
     if past_deadline(prep, time_limit):
