@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from bench.matching_bench import cases, digest
-from services.matching.adapters.solver_process import solve_within_limit, warm_up
+from services.matching.adapters.solver_process import StoppedEmpty, solve_within_limit, warm_up
 from services.matching.domain import MatchingInput, MatchingResult, match, validate
 
 
@@ -51,7 +51,14 @@ def solve(mode: str, inp: MatchingInput, seed: int) -> MatchingResult:
 
 def probe_line(name: str, mode: str, inp: MatchingInput, seed: int) -> str:
     started = time.perf_counter()
-    result = solve(mode, inp, seed)
+    try:
+        result = solve(mode, inp, seed)
+    except StoppedEmpty as exc:
+        seconds = time.perf_counter() - started
+        return (
+            f"{name:<24} {mode:<6} {seconds:7.1f} of {inp.policy.time_limit_seconds:g} s  FAILED: {exc}  "
+            f"load {os.getloadavg()[0]:.1f}"
+        )
     violations = len(validate(inp, result))
     seconds = time.perf_counter() - started
     s = result.stats

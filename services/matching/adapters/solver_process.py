@@ -51,10 +51,11 @@ def _preloaded() -> list[str]:
 CONTEXT = multiprocessing.get_context("forkserver")
 CONTEXT.set_forkserver_preload(_preloaded())
 
-STOP_AT_SHARE = 0.97
+STOP_AT_SHARE = 0.9
 """The child is stopped this share of the limit after the run started: the rest (and the issue's 10 %
-allowance) builds the result from the last checkpoint and validates it. Building it took 2.4 s at
-50,000 mentees (120 s limit) on this machine when idle."""
+allowance) builds the result from the last checkpoint and validates it. At 50,000 mentees (120 s) that
+took 4.6 s and 1.8 s on this 2-core machine with one other busy process; beside three busy loops, a run
+stopped at 97 % of the limit ended at 130.8 s (``bench.probes.hard_limit``), too near 132 s."""
 POLL_SECONDS = 0.05
 """How often the supervisor looks at the clock and the stop flag while the child is silent."""
 
