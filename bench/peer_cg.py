@@ -54,6 +54,9 @@ class Master:
         self.h = highspy.Highs()  # type: ignore[no-untyped-call]
         self.h.setOptionValue("output_flag", False)
         self.h.setOptionValue("threads", 1)
+        # primal simplex: added columns keep the last basis primal feasible (at 500 peers, 18,000 columns
+        # added to 24,000 re-solved in 11 s of CPU where the default dual simplex took 51 s)
+        self.h.setOptionValue("simplex_strategy", 4)
         self.h.changeObjectiveSense(highspy.ObjSense.kMaximize)
         n = len(pp.compat)
         empty_i, empty_f = np.zeros(0, dtype=np.int32), np.zeros(0)
@@ -194,7 +197,8 @@ def cg_bound(
     log: bool = False,
 ) -> CgBound:
     """The module's bound for ``pp``, columns seeded with ``groupings`` (valid groupings of every row).
-    Greedy rounds while they add more than ``greedy_until`` x the peers in columns, then exact rounds
+    Greedy rounds while they add more than ``greedy_until`` x the peers in columns (and for at most half of
+    ``seconds``), then exact rounds
     (``budget`` nodes a peer) until one finds no group that gains or ``seconds`` have passed (checked
     between rounds; the bound is then the least proof of the exact rounds, still a proof)."""
     wall, cpu = time.perf_counter(), time.process_time()
@@ -216,7 +220,7 @@ def cg_bound(
         else:
             found = [g for i in range(n) for g in greedy_groups(pp, ok, fm, u, i)]
             done = Round(False, lp, None, master.add(found), 0, time.perf_counter() - wall)
-            exact = done.added <= greedy_until * n
+            exact = done.added <= greedy_until * n or done.seconds > seconds / 2
         out.rounds.append(done)
         out.lp = lp
         if log:
@@ -237,11 +241,13 @@ def _round_text(k: int, r: Round, best: float) -> str:
     )
 
 
-def run_bound(inp: MatchingInput, result: MatchingResult, seconds: float, log: bool = False) -> CgBound:
+def run_bound(
+    inp: MatchingInput, result: MatchingResult, seconds: float, budget: int = 5_000_000, log: bool = False
+) -> CgBound:
     """The bound for the run's placed set, columns seeded with the run's groups."""
     placed = {m.participant_id for g in result.groups for m in g.members}
     pp = problem_of(inp, placed)
-    return cg_bound(pp, [run_groupings(inp, result)], seconds=seconds, log=log)
+    return cg_bound(pp, [run_groupings(inp, result)], seconds=seconds, budget=budget, log=log)
 
 
 def cg_line(inp: MatchingInput, result: MatchingResult, old: float | None, seconds: float) -> str:
@@ -266,6 +272,7 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=500, help="the benchmark's peer pool (500, 2000, 10000)")
     parser.add_argument("--seconds", type=float, default=1_800.0, help="no exact round starts after this")
     parser.add_argument("--seed", type=int, default=2026)
+    parser.add_argument("--budget", type=int, default=5_000_000, help="nodes a peer's exact search may take")
     parser.add_argument("--save", type=Path, default=None, help="pickle the run's problem and groups here")
     args = parser.parse_args()
     inp = peers(args.size)
@@ -278,7 +285,7 @@ def main() -> None:
     if args.save:
         placed = {m.participant_id for g in result.groups for m in g.members}
         args.save.write_bytes(pickle.dumps((problem_of(inp, placed), run_groupings(inp, result))))
-    found = run_bound(inp, result, args.seconds, log=True)
+    found = run_bound(inp, result, args.seconds, args.budget, log=True)
     b_matching = peer_fit_bound(inp, result)
     row, gap = beside_row(b_matching, found.value, result.stats.total_fit)
     print(
