@@ -166,6 +166,8 @@ class CgBound:
     cpu: float
     columns: int
     rounds: list[Round] = field(default_factory=list)
+    duals: F | None = None
+    """The last restricted LP's duals."""
 
     @property
     def proven_lp(self) -> bool:
@@ -222,7 +224,7 @@ def cg_bound(
             done = Round(False, lp, None, master.add(found), 0, time.perf_counter() - wall)
             exact = done.added <= greedy_until * n or done.seconds > seconds / 2
         out.rounds.append(done)
-        out.lp = lp
+        out.lp, out.duals = lp, u
         if log:
             print(_round_text(len(out.rounds), done, out.value), flush=True)
         if (done.exact and done.added == 0) or (out.value < np.inf and done.seconds > seconds):
@@ -266,15 +268,22 @@ def cg_line(inp: MatchingInput, result: MatchingResult, old: float | None, secon
 def main() -> None:
     from bench.fit_bounds import peer_fit_bound
     from bench.matching_pools import peers
-    from services.matching.domain import match
+    from services.matching.domain import levels, match
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", type=int, default=500, help="the benchmark's peer pool (500, 2000, 10000)")
     parser.add_argument("--seconds", type=float, default=1_800.0, help="no exact round starts after this")
     parser.add_argument("--seed", type=int, default=2026)
     parser.add_argument("--budget", type=int, default=5_000_000, help="nodes a peer's exact search may take")
-    parser.add_argument("--save", type=Path, default=None, help="pickle the run's problem and groups here")
+    parser.add_argument(
+        "--no-clock", action="store_true", help="the run without its wall-clock deadline (the quiet machine's groups)"
+    )
+    parser.add_argument(
+        "--save", type=Path, default=None, help="pickle the problem, the run's groups and the last duals here"
+    )
     args = parser.parse_args()
+    if args.no_clock:
+        levels.WALL_DEADLINE_SHARE = 1_000.0
     inp = peers(args.size)
     started = time.perf_counter()
     result = match(inp, args.seed)
@@ -282,10 +291,10 @@ def main() -> None:
         f"run: fit {result.stats.total_fit:,.0f}, placed {result.stats.placed_count:,} "
         f"({time.perf_counter() - started:.1f} s)"
     )
+    found = run_bound(inp, result, args.seconds, args.budget, log=True)
     if args.save:
         placed = {m.participant_id for g in result.groups for m in g.members}
-        args.save.write_bytes(pickle.dumps((problem_of(inp, placed), run_groupings(inp, result))))
-    found = run_bound(inp, result, args.seconds, args.budget, log=True)
+        args.save.write_bytes(pickle.dumps((problem_of(inp, placed), run_groupings(inp, result), found.duals)))
     b_matching = peer_fit_bound(inp, result)
     row, gap = beside_row(b_matching, found.value, result.stats.total_fit)
     print(

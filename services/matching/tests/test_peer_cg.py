@@ -11,6 +11,7 @@ import pytest
 from bench.fit_bounds import peer_fit_bound
 from bench.peer_bound import problem_of, run_groupings
 from bench.peer_cg import cg_bound
+from bench.peer_cg_cpsat import price
 from bench.peer_cg_search import EPS, Tables, price_root
 from services.matching.domain import match
 from services.matching.tests.test_peer_bound import POOLS, _optimum, _pool, _valid_groups
@@ -54,3 +55,22 @@ def test_bound_is_the_lp_and_at_least_the_exact_optimum(size: int, seed: int, po
     b_matching = peer_fit_bound(inp, result)
     assert b_matching is not None and found.value <= b_matching + 1e-6
     print(f"{size} peers: optimum {optimum}, exact-pricing LP bound {found.value:.2f}, b-matching {b_matching:.1f}")
+
+
+def test_cp_sat_pricing_is_each_roots_best_group_of_a_size() -> None:
+    """The CP-SAT model of one root's pricing (``bench/peer_cg_cpsat.py``, kept to measure it) finds, for
+    each size, the best red of a valid group of that size holding the root (all listed), within the
+    rounding of u to thousandths, and its proven bound is at least that."""
+    inp = _pool(14, 9, group_members_min=2, group_members_max=4)
+    pp = problem_of(inp, {p.participant_id for p in inp.participants})
+    listed = [g for g in _valid_groups(pp) if pp.valid(g)]
+    u = np.random.default_rng(5).uniform(0, 6, len(pp.compat))
+    for i in range(0, len(pp.compat), 3):
+        for size in range(pp.size_min, pp.size_max + 1):
+            reds = [pp.value(g) - u[list(g)].sum() for g in listed if i in g and len(g) == size]
+            found = price(pp, u, i, size, 10.0)
+            if not reds:
+                assert found.status == "INFEASIBLE"
+                continue
+            assert found.status == "OPTIMAL"
+            assert max(reds) - 1e-9 <= found.bound <= max(reds) + size * 1e-3
