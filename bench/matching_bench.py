@@ -42,6 +42,7 @@ from bench.facilitated_fit_exact import exact_line
 from bench.fit_bounds import EXACT_PEERS, idle_and_fit_bound
 from bench.matching_pools import facilitated, facilitated_one_department, pairs, peers, teams
 from bench.peer_bound import beside_row, lp_fit_bound
+from bench.peer_cg import cg_line
 from bench.peer_descent import share_line
 from contracts.policy import Form
 from services.matching.adapters.solver_process import solve_within_limit
@@ -153,6 +154,7 @@ def run_case(
     peer_share: tuple[int, int] = (-1, 0),
     facil_exact: float = 0.0,
     in_child: bool = False,
+    peer_cg: float = 0.0,
 ) -> None:
     limit = inp.policy.time_limit_seconds if inp.form is not Form.ONE_TO_ONE else None
     solve = (lambda: solve_within_limit(inp, seed)) if in_child else (lambda: match(inp, seed))
@@ -166,6 +168,8 @@ def run_case(
         print(peer_lp_line(inp, result, bound, peer_lp), flush=True)
     if inp.form is Form.PEER_GROUP and peer_share[0] >= 0:
         print(share_line(inp, result, bound, *peer_share), flush=True)
+    if inp.form is Form.PEER_GROUP and peer_cg > 0:
+        print(cg_line(inp, result, bound, peer_cg), flush=True)
     if with_greedy:
         base, seconds, cpu, peak, violations = measure(lambda: greedy(inp, seed), inp)
         idle, bound = idle_and_fit_bound(inp, base)
@@ -225,6 +229,13 @@ def main() -> None:
         "--peer-share-steps", type=int, default=0, help="steps on that bound at one expansion a peer, first"
     )
     parser.add_argument(
+        "--peer-cg",
+        type=float,
+        default=0.0,
+        help="seconds after which no exact round of the set-partitioning LP bound by exact pricing starts, under "
+        "each peer row (bench/peer_cg.py; 0: off)",
+    )
+    parser.add_argument(
         "--facil-exact",
         type=float,
         default=0.0,
@@ -256,6 +267,7 @@ def main() -> None:
             (args.peer_share, args.peer_share_steps),
             args.facil_exact,
             args.in_child,
+            args.peer_cg,
         )
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"\nprocess peak RSS {rss:.0f} MiB. fit bnd: transportation relaxation at the run's placed set and max")
