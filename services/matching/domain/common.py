@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -139,9 +139,9 @@ class Prepared:
     def free(self, pid: str) -> int:
         return max(0, self.capacity.get(pid, 0) - self.load.get(pid, 0))
 
-    def stage_done(self, stage: str, groups: list[NamedGroup], placed_bound: int) -> None:
-        """Hand a complete, valid grouping to whoever may stop the run: the cost (copying ids) is paid
-        only when someone listens."""
+    def stage_done(self, stage: str, groups: Iterable[tuple[Sequence[str], Sequence[str]]], placed_bound: int) -> None:
+        """Hand a complete, valid grouping to whoever may stop the run. Callers pass a generator, so the
+        cost (building the lists of ids) is paid only when someone listens."""
         if self.on_stage is not None:
             named = [(list(mentors), list(members)) for mentors, members in groups]
             self.on_stage(Checkpoint(stage, named, placed_bound))

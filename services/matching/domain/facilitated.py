@@ -158,7 +158,7 @@ def counting_bound(prep: Prepared, active: list[str], free: IntArray) -> int:
 
 def _stage_done(prep: Prepared, stage: str, groups: list[MentorGroup], placed_bound: int) -> None:
     ids = prep.mentor_ids
-    prep.stage_done(stage, [([ids[k] for k in ms], members) for ms, members in groups], placed_bound)
+    prep.stage_done(stage, (([ids[k] for k in ms], members) for ms, members in groups), placed_bound)
 
 
 def _first_candidates(

@@ -184,7 +184,7 @@ def solve_peer_groups(
         return [[peers[r] for r in members] for members in better]
 
     def finish(chosen_groups: list[list[str]], levels: Levels | CombinedLevels | None, **kw: object) -> MatchingResult:
-        prep.stage_done("the solver's peer groups", [([], members) for members in chosen_groups], most)
+        prep.stage_done("the solver's peer groups", (([], members) for members in chosen_groups), most)
         groups = [make_group(prep, [], members) for members in chosen_groups]
         placed_ids = {pid for members in chosen_groups for pid in members}
 
@@ -210,9 +210,9 @@ def solve_peer_groups(
 
     if greedy_only:
         return finish(greedy, None, placed_bound=most, fallback=True, baseline=True)
-    prep.stage_done("the greedy peer groups", [([], members) for members in greedy], most)
+    prep.stage_done("the greedy peer groups", (([], members) for members in greedy), most)
     greedy = polished(greedy, "greedy", final=False)
-    prep.stage_done("the greedy peer groups, fit improved", [([], members) for members in greedy], most)
+    prep.stage_done("the greedy peer groups, fit improved", (([], members) for members in greedy), most)
     lock_pairs: list[tuple[str, str]] = []
     for a, b in prep.locked:
         if a in row_of and b in row_of:

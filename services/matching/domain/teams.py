@@ -178,7 +178,7 @@ def solve_teams(prep: Prepared, progress: Progress, time_limit: float, greedy_on
     greedy = greedy_teams(prep, sorted(order, key=lambda t: -sizes[t]), eligible_of, fit_of, free)
     prep.stage_done(
         "the greedy teams",
-        [([mentor_ids[k] for k in ks], members_of[team]) for team, ks in sorted(greedy.items())],
+        (([mentor_ids[k] for k in ks], members_of[team]) for team, ks in sorted(greedy.items())),
         sum(sizes.values()),
     )
     option_of, exact = team_options(eligible_of, fit_of, greedy, lock_of)
@@ -248,7 +248,7 @@ def solve_teams(prep: Prepared, progress: Progress, time_limit: float, greedy_on
         return extend(must, 0)
 
     def finish(chosen: dict[str, list[str]], levels: Levels | CombinedLevels | None, **kw: object) -> MatchingResult:
-        prep.stage_done("the solver's teams", [(chosen[t], members_of[t]) for t in sorted(chosen)], sum(sizes.values()))
+        prep.stage_done("the solver's teams", ((chosen[t], members_of[t]) for t in sorted(chosen)), sum(sizes.values()))
         groups = [make_group(prep, chosen[team], members_of[team]) for team in sorted(chosen)]
         done = {u.participant_id for u in gone}
         lost_all = list(gone)
