@@ -245,9 +245,11 @@ def main() -> None:
         "--in-child",
         action="store_true",
         help="solve as the service does, in a child process stopped at the limit (adapters/solver_process.py); "
-        "secs, cpu and peakMiB then count the child too (--no-clock does not reach the child)",
+        "secs, cpu and peakMiB then count the child too (not with --no-clock: the child keeps the service's clock)",
     )
     args = parser.parse_args()
+    if args.no_clock and args.in_child:
+        parser.error("--no-clock cannot reach a child process: the child is stopped at the policy's limit")
     if args.no_clock:
         levels.WALL_DEADLINE_SHARE = 1_000.0
     print(HEADER)

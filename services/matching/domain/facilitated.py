@@ -44,8 +44,9 @@ from services.matching.domain.facilitated_prep import (
     slots_reachable,
 )
 from services.matching.domain.facilitated_repair import MentorGroup, place_more
-from services.matching.domain.facilitated_run import FacilitatedRun, past_deadline, polish_deadline, run_result
+from services.matching.domain.facilitated_run import FacilitatedRun, polish_deadline, run_result
 from services.matching.domain.group_greedy import greedy_facilitated
+from services.matching.domain.levels import past_deadline
 from services.matching.domain.model import MatchingResult
 from services.matching.domain.rules import BoolArray, IntArray, PairRules, Pool
 
@@ -127,7 +128,7 @@ def _prepare(prep: Prepared, time_limit: float) -> FacilitatedRun:
     _stage_done(prep, "the greedy placement", greedy, flow_bound)
     routing = None if co_count else _routing(prep, el, active, free)
     # the fit reassignment after the bound (2 s at 50,000): the proof must not wait behind 25 s of fit
-    polished = not co_count and not past_deadline(prep, time_limit)
+    polished = not co_count and not past_deadline(prep.started, time_limit)
     if polished:  # fit first on the greedy's placement: what stands if the clock stops the solver
         locked = frozenset(p for pair in prep.locked for p in pair)
         better = polish_groups(prep, greedy, el, mentor_ids, locked, deadline=polish_deadline(prep, time_limit))
@@ -182,7 +183,7 @@ def _greedy(
     too). With one mentor per group the fit reassignment does far better than that second pass."""
     co_count = prep.policy.mentors_per_group - 1
     passes = [greedy_facilitated(prep, seeking, fit_of, free, fill_first=True)]
-    if co_count and not past_deadline(prep, time_limit):
+    if co_count and not past_deadline(prep.started, time_limit):
         passes.append(greedy_facilitated(prep, seeking, fit_of, free, fill_first=False))
     elif co_count:
         prep.notes.append("the time limit cut the preparation: one greedy pass of two")
@@ -205,7 +206,7 @@ def _placed_bound(
     placed_cap = counting_bound(prep, active, free)
     if greedy_placed >= placed_cap:  # the greedy meets the counting bound: no flow needed to prove it
         return greedy_placed
-    if past_deadline(prep, time_limit):
+    if past_deadline(prep.started, time_limit):
         prep.notes.append(
             "placed_bound is the counting bound (min(seekers, free groups x group maximum)): the time limit cut "
             "the preparation before the max flow"
@@ -242,7 +243,7 @@ def _departments_bind(
     behind the chains' wasted search for 3,400 places that do not exist); a small shortfall is the
     chains' to close, and the benchmark's tight pools, which reach the flow's bound, never solve the LP."""
     placed = sum(len(members) for _, members in greedy)
-    if placed >= bound - max(1, int(bound * SHORTFALL_FOR_LP)) or past_deadline(prep, time_limit):
+    if placed >= bound - max(1, int(bound * SHORTFALL_FOR_LP)) or past_deadline(prep.started, time_limit):
         return bound, greedy
     lp = placement_lp_bound(prep, el, active, free)
     if lp is None or max(lp, placed) >= bound:
@@ -253,7 +254,7 @@ def _departments_bind(
         f"join whom; the max flow, which relaxes the minimum, gave {bound:,})"
     )
     bound = max(lp, placed)
-    if past_deadline(prep, time_limit):
+    if past_deadline(prep.started, time_limit):
         return bound, greedy
     by_department = greedy_facilitated(prep, seeking, el.fit_of, free, by_department=True)
     return bound, _better_greedy([greedy, by_department], el.fit_of)
@@ -276,7 +277,7 @@ def _chains(
     groups, and the fit reassignment then reached 3,752 from them against 3,673 without them."""
     if sum(len(members) for _, members in greedy) >= bound and not settle:
         return greedy
-    if past_deadline(prep, time_limit):
+    if past_deadline(prep.started, time_limit):
         prep.notes.append("the time limit cut the preparation before the chains that place more")
         return greedy
     return place_more(prep, el, free, greedy, bound, settle=settle)
@@ -324,7 +325,7 @@ def _why_no_model(run: FacilitatedRun) -> str | None:
     else:
         size = _model_size(run.candidates, run.free, prep.policy.group_members_min)
     too_large = run.flows_only or size > max(FULL_MODEL_LIMIT, min(MODEL_VARS_MAX, time_limit * MODEL_VARS_PER_SECOND))
-    if not too_large and not past_deadline(prep, time_limit):
+    if not too_large and not past_deadline(prep.started, time_limit):
         return None
     why = (
         f"the CP-SAT model ({'at least ' * run.flows_only}{size:,} mentee-group variables) is too large to build "

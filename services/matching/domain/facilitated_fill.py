@@ -34,7 +34,6 @@ only the lottery pass runs (array work per seeker left out).
 
 from __future__ import annotations
 
-import time
 from collections import Counter
 from dataclasses import dataclass
 
@@ -45,7 +44,7 @@ from services.matching.domain.facilitated_fit import polish_groups
 from services.matching.domain.facilitated_lottery import lottery_pass
 from services.matching.domain.facilitated_prep import BLOCK_CELLS, Eligibility
 from services.matching.domain.facilitated_repair import Repair
-from services.matching.domain.levels import run_deadline
+from services.matching.domain.levels import past_deadline, run_deadline
 from services.matching.domain.load_swaps import rechoose, swap_budget
 from services.matching.domain.rules import BoolArray, IntArray
 
@@ -409,9 +408,9 @@ def _rechosen(
     started past the run's deadline (the clock is the safety net, not a budget)."""
     prep, el, free = f.prep, f.el, f.free
     left, bound = lottery
-    stop_at = run_deadline(prep.started, time_limit)
-    if time.perf_counter() > stop_at:
+    if past_deadline(prep.started, time_limit):
         return f
+    stop_at = run_deadline(prep.started, time_limit)
     budget = swap_budget(len(f.group_of), time_limit)
     groups = rechoose(prep, el, free, f.positions(), budget, deadline, changed, stop_at)
     if groups is None:

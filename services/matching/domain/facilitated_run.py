@@ -9,7 +9,6 @@ with room; or no valid group could be formed with them).
 from __future__ import annotations
 
 import functools
-import time
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -90,11 +89,6 @@ class FacilitatedRun:
 
     def polish_deadline(self) -> float:
         return polish_deadline(self.prep, self.time_limit)
-
-
-def past_deadline(prep: Prepared, time_limit: float) -> bool:
-    """Past the run's wall-clock deadline for solving (preparation included): skip optional work."""
-    return time.perf_counter() > run_deadline(prep.started, time_limit)
 
 
 def polish_deadline(prep: Prepared, time_limit: float) -> float:

@@ -66,6 +66,11 @@ def run_deadline(started: float, time_limit_s: float) -> float:
     return started + time_limit_s * WALL_DEADLINE_SHARE
 
 
+def past_deadline(started: float, time_limit_s: float) -> bool:
+    """Past the run's wall-clock deadline for solving (preparation included): skip optional work."""
+    return time.perf_counter() > run_deadline(started, time_limit_s)
+
+
 @dataclass
 class LevelOutcome:
     name: str

@@ -85,10 +85,10 @@ class LoadFlow:
         names = {d: i for i, d in enumerate(sorted({*shape.dept.values(), *shape.mentor_dept}))}
         person_dept = np.array([names[shape.dept[pid]] for pid in people], dtype=np.int64)
         of_mentor = np.array([names[d] for d in shape.mentor_dept], dtype=np.int64)
-        limit = shape.size_max if shape.limit is None else shape.limit
-        room = limit - (person_dept[who] == of_mentor[mentor]).astype(np.int64)
         if shape.limit is None:
             room = np.full(len(who), shape.size_max, dtype=np.int64)
+        else:
+            room = shape.limit - (person_dept[who] == of_mentor[mentor]).astype(np.int64)
         keep = room > 0
         who, mentor, fit, room = who[keep], mentor[keep], fit[keep], room[keep]
         self.who, self.mentor, self.fit = who, mentor, fit
