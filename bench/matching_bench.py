@@ -38,6 +38,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from bench.facilitated_cg import cg_fit_line
 from bench.facilitated_fit_exact import exact_line
 from bench.fit_bounds import EXACT_PEERS, idle_and_fit_bound
 from bench.matching_pools import facilitated, facilitated_one_department, pairs, peers, teams
@@ -155,6 +156,7 @@ def run_case(
     facil_exact: float = 0.0,
     in_child: bool = False,
     peer_cg: float = 0.0,
+    facil_cg: float = 0.0,
 ) -> None:
     limit = inp.policy.time_limit_seconds if inp.form is not Form.ONE_TO_ONE else None
     solve = (lambda: solve_within_limit(inp, seed)) if in_child else (lambda: match(inp, seed))
@@ -164,6 +166,8 @@ def run_case(
     print(row + (f" {digest(result)}" if show_digest else ""), flush=True)
     if inp.form is Form.FACILITATED_GROUP and inp.policy.mentors_per_group == 1 and facil_exact > 0:
         print(exact_line(inp, result, seed, facil_exact), flush=True)
+    if inp.form is Form.FACILITATED_GROUP and inp.policy.mentors_per_group == 1 and facil_cg > 0:
+        print(cg_fit_line(inp, result, seed, facil_cg), flush=True)
     if inp.form is Form.PEER_GROUP and peer_lp > 0:
         print(peer_lp_line(inp, result, bound, peer_lp), flush=True)
     if inp.form is Form.PEER_GROUP and peer_share[0] >= 0:
@@ -242,6 +246,13 @@ def main() -> None:
         help="seconds for the exact fit MILP under each facilitated row (bench/facilitated_fit_exact.py; 0: off)",
     )
     parser.add_argument(
+        "--facil-cg",
+        type=float,
+        default=0.0,
+        help="seconds for the whole-group fit bound by column generation under each facilitated row "
+        "(bench/facilitated_cg.py; 0: off)",
+    )
+    parser.add_argument(
         "--in-child",
         action="store_true",
         help="solve as the service does, in a child process stopped at the limit (adapters/solver_process.py); "
@@ -270,6 +281,7 @@ def main() -> None:
             args.facil_exact,
             args.in_child,
             args.peer_cg,
+            args.facil_cg,
         )
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"\nprocess peak RSS {rss:.0f} MiB. fit bnd: transportation relaxation at the run's placed set and max")
