@@ -21,9 +21,18 @@ is the prefix of the kept ones in order of value, and ``best_k`` is the best pre
 group's minimum and maximum. Pairs kept apart are left out of the pricing, and so is fair load: both
 only loosen the bound (a relaxation of every rule still bounds what the rules allow).
 
-Column generation (HiGHS, the LP's duals as ``pi``) drives ``L`` down; every iteration's ``L`` is a
-proven bound, so the best one printed is. The run's own groups start the master, so it is feasible from
-the first iteration. Prints figures; asserts nothing.
+Subgradient steps from each person's best fit, then column generation (HiGHS, priced halfway between
+the best prices and the master's duals) drive ``L`` down; every ``L`` is a proven bound whatever the
+prices, so the bound printed (the least ``L``) does not rest on the LP solver's answer, only on the
+pricing being exact. When the master's own prices price no group in, the master is the LP's optimum and
+``L`` at those prices equals its value. The run's own groups start the master. Prints figures; asserts
+nothing.
+
+Measured 2026-12-02 00:13-00:25 UTC (seed 2026, quiet but for one other process): one-dept 1,000, 82,365
+eligible pairs, 3,891 in 8 s (the exact MILP's optimum is 3,890, the group fit LP said 4,178; the run's
+3,879 is 0.31 % below); one-dept 5,000, 2.5 million pairs, the LP's optimum 27,299.4 in 438 s (1,020
+subgradient steps, 17 master solves, 56,273 columns; the group fit LP said 29,755): the run's 27,218 is
+0.30 % below it.
 """
 
 from __future__ import annotations
@@ -262,9 +271,8 @@ def smoothed(
         if report and out.generation % report == 0:
             print(f"  iteration {out.generation}: LP {out.lp:,.2f}, bound {out.bound:,.2f}, "
                   f"columns {master.columns:,}, {time.perf_counter() - began:.0f} s", flush=True)  # fmt: skip
-        if not new:
+        if not new:  # the bound stays the best L (the last, at the master's prices, equals the LP's value)
             out.optimal = True
-            out.bound = min(out.bound, out.lp)
             return
 
 
