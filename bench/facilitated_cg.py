@@ -47,7 +47,7 @@ import highspy
 import numpy as np
 
 from bench.facilitated_fit_exact import Instance, build
-from bench.matching_pools import facilitated, facilitated_one_department
+from bench.matching_pools import facilitated_family
 from contracts.policy import Role
 from services.matching.domain import MatchingInput, MatchingResult, match
 from services.matching.domain.common import Prepared
@@ -323,9 +323,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=2026)
     parser.add_argument("--report", type=int, default=10, help="a progress line every this many iterations")
     args = parser.parse_args()
-    inp: MatchingInput = (
-        facilitated_one_department(args.size) if args.only == "one-dept" else facilitated(args.size, args.only)
-    )
+    inp = facilitated_family(args.only, args.size)
     result = match(inp, args.seed)
     prep = Prepared.of(inp, args.seed)
     inst = build(prep, result)

@@ -45,7 +45,7 @@ import highspy
 import numpy as np
 from ortools.sat.python import cp_model
 
-from bench.matching_pools import facilitated, facilitated_one_department
+from bench.matching_pools import facilitated_family
 from contracts.policy import Role
 from services.matching.domain import MatchingInput, MatchingResult, match, validate
 from services.matching.domain.common import Prepared, apart_pairs, make_group
@@ -307,7 +307,7 @@ def main() -> None:
         "--arcs", type=int, default=None, help="keep each person's best arcs, the rest as one virtual arc (a bound)"
     )
     args = parser.parse_args()
-    inp = facilitated_one_department(args.size) if args.only == "one-dept" else facilitated(args.size, args.only)
+    inp = facilitated_family(args.only, args.size)
     result = match(inp, args.seed)
     prep = Prepared.of(inp, args.seed)
     inst = build(prep, result, args.arcs)

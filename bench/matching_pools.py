@@ -66,6 +66,12 @@ def facilitated_one_department(mentees: int) -> MatchingInput:
     return one_department(inp.model_copy(update={"policy": policy}), 16)
 
 
+def facilitated_family(family: str, mentees: int) -> MatchingInput:
+    """A facilitated pool by its family's name (``one-dept``, ``capacity`` or ``tight``), as the offline
+    bound scripts take it on their command line."""
+    return facilitated_one_department(mentees) if family == "one-dept" else facilitated(mentees, family)
+
+
 def peers(size: int) -> MatchingInput:
     inp = instance(size * 4 // 5, Form.PEER_GROUP, seed=size)
     return inp.model_copy(update={"policy": inp.policy.model_copy(update={"time_limit_seconds": _limit(size)})})
