@@ -53,7 +53,7 @@ from services.matching.domain import MatchingInput, MatchingResult, match
 from services.matching.domain.common import Prepared
 
 TOLERANCE = 1e-6
-"""Reduced values above this price a column in."""
+"""A column enters the master when its reduced value at the master's prices is above this."""
 
 SMOOTHING = 0.5
 """Column generation prices at this share of the best prices so far plus the rest of the master's."""
@@ -129,7 +129,7 @@ def price(arcs: Arcs, pi: FloatArray, lo: int, hi: int) -> Priced:
         if k not in best or v > best[k][0]:
             best[k] = (v, j)
     for k, (v, j) in best.items():
-        if v > TOLERANCE:
+        if v > 0.0:  # every positive value counts in L (a proof); TOLERANCE only decides what enters the master
             out.value[k] = v
             out.members[k] = arcs.row[kept[first[j] : j + 1]].tolist()
     return out
