@@ -28,11 +28,11 @@ pricing being exact. When the master's own prices price no group in, the master 
 ``L`` at those prices equals its value. The run's own groups start the master. Prints figures; asserts
 nothing.
 
-Measured 2026-12-02 00:13-00:25 UTC (seed 2026, quiet but for one other process): one-dept 1,000, 82,365
-eligible pairs, 3,891 in 8 s (the exact MILP's optimum is 3,890, the group fit LP said 4,178; the run's
-3,879 is 0.31 % below); one-dept 5,000, 2.5 million pairs, the LP's optimum 27,299.4 in 438 s (1,020
-subgradient steps, 17 master solves, 56,273 columns; the group fit LP said 29,755): the run's 27,218 is
-0.30 % below it.
+Measured 2026-12-02 00:52-01:03 UTC (seed 2026; the test suite running beside the 5,000 row): one-dept
+1,000, 82,365 eligible pairs, 3,891 in 8 s (the exact MILP's optimum is 3,890, the group fit LP said
+4,178; the run's 3,879 is 0.31 % below); one-dept 5,000, 2.5 million pairs, the LP's optimum 27,299.4 in
+478 s (1,049 subgradient steps, 14 master solves, 56,595 columns; the group fit LP said 29,755): the
+run's 27,218 is 0.30 % below it.
 """
 
 from __future__ import annotations
