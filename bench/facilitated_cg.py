@@ -149,6 +149,9 @@ class Master:
         self.placed = placed
         self.h = highspy.Highs()  # type: ignore[no-untyped-call]
         self.h.setOptionValue("output_flag", False)
+        # one thread, as bench/peer_cg.py's master: HiGHS keeps one global scheduler per process, and an
+        # instance asking for another thread count than the first one's fails to run (status kNotset)
+        self.h.setOptionValue("threads", 1)
         self.h.changeObjectiveSense(highspy.ObjSense.kMaximize)
         lower = np.concatenate((np.ones(placed), np.zeros(len(allowed))))
         upper = np.concatenate((np.ones(placed), allowed.astype(np.float64)))
