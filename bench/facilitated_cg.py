@@ -47,6 +47,7 @@ import highspy
 import numpy as np
 
 from bench.facilitated_fit_exact import Instance, build
+from bench.highs import quiet_highs
 from bench.matching_pools import facilitated_family
 from contracts.policy import Role
 from services.matching.domain import MatchingInput, MatchingResult, match
@@ -147,11 +148,7 @@ class Master:
 
     def __init__(self, placed: int, allowed: IntArray, penalty: float) -> None:
         self.placed = placed
-        self.h = highspy.Highs()  # type: ignore[no-untyped-call]
-        self.h.setOptionValue("output_flag", False)
-        # one thread, as bench/peer_cg.py's master: HiGHS keeps one global scheduler per process, and an
-        # instance asking for another thread count than the first one's fails to run (status kNotset)
-        self.h.setOptionValue("threads", 1)
+        self.h = quiet_highs()
         self.h.changeObjectiveSense(highspy.ObjSense.kMaximize)
         lower = np.concatenate((np.ones(placed), np.zeros(len(allowed))))
         upper = np.concatenate((np.ones(placed), allowed.astype(np.float64)))

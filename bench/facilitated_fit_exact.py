@@ -45,6 +45,7 @@ import highspy
 import numpy as np
 from ortools.sat.python import cp_model
 
+from bench.highs import quiet_highs
 from bench.matching_pools import facilitated_family
 from contracts.policy import Role
 from services.matching.domain import MatchingInput, MatchingResult, match, validate
@@ -168,10 +169,8 @@ def solve(inst: Instance, pol_min: int, pol_max: int, seconds: float, fair: bool
     have no kept arc). Without them a grouping with such members would break the size rows and the
     bound would not hold."""
     n = base + len(scol)
-    h = highspy.Highs()  # type: ignore[no-untyped-call]
-    h.setOptionValue("output_flag", False)
+    h = quiet_highs()
     h.setOptionValue("time_limit", seconds)
-    h.setOptionValue("threads", 2)
     lower = np.zeros(n)
     upper = np.ones(n)
     for k, c in gcol.items():

@@ -37,6 +37,7 @@ import highspy
 import numpy as np
 import numpy.typing as npt
 
+from bench.highs import quiet_highs
 from bench.peer_bound import PeerProblem, beside_row, problem_of, run_groupings
 from bench.peer_cg_search import EPS, Tables, price_root
 from services.matching.domain import MatchingInput, MatchingResult
@@ -51,9 +52,7 @@ class Master:
 
     def __init__(self, pp: PeerProblem) -> None:
         self.pp = pp
-        self.h = highspy.Highs()  # type: ignore[no-untyped-call]
-        self.h.setOptionValue("output_flag", False)
-        self.h.setOptionValue("threads", 1)
+        self.h = quiet_highs()
         # primal simplex: added columns keep the last basis primal feasible (at 500 peers, 18,000 columns
         # added to 24,000 re-solved in 11 s of CPU where the default dual simplex took 51 s)
         self.h.setOptionValue("simplex_strategy", 4)
