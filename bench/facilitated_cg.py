@@ -157,8 +157,12 @@ class Master:
         self.h.addCols(placed, np.full(placed, -penalty), np.zeros(placed), np.ones(placed), placed,
                        np.arange(placed, dtype=np.int32), np.arange(placed, dtype=np.int32),
                        np.ones(placed))  # fmt: skip
-        self.columns = 0
         self.seen: set[tuple[int, tuple[int, ...]]] = set()
+        """The groups listed (mentor, sorted rows): none is added twice."""
+
+    @property
+    def columns(self) -> int:
+        return len(self.seen)
 
     def add(self, groups: list[Column]) -> int:
         """Adds (mentor, placed rows, fit) columns not added before; returns how many were new."""
@@ -178,7 +182,6 @@ class Master:
             self.h.addCols(n, np.array(costs), np.zeros(n), np.full(n, highspy.kHighsInf), len(index),
                            np.array(starts, dtype=np.int32), np.array(index, dtype=np.int32),
                            np.ones(len(index)))  # fmt: skip
-            self.columns += n
         return len(costs)
 
     def solve(self) -> tuple[float, FloatArray, FloatArray]:
@@ -189,11 +192,11 @@ class Master:
         return float(self.h.getInfo().objective_function_value), duals[: self.placed], duals[self.placed :]
 
 
-def run_columns(prep: Prepared, inst: Instance, result: MatchingResult) -> list[Column]:
+def run_columns(prep: Prepared, inst: Instance, arcs: Arcs, result: MatchingResult) -> list[Column]:
     """The run's groups as columns: they place exactly P, so the master is feasible from the start."""
     index = {p: r for r, p in enumerate(inst.placed)}
     position = {m: k for k, m in enumerate(prep.mentor_ids)}
-    fits = {(r, k): float(f) for r, k, f in inst.arcs}
+    fits = arcs.fit_of
     out = []
     for g in result.groups:
         mentor = next(position[m.participant_id] for m in g.members if m.role is Role.MENTOR)
@@ -299,19 +302,49 @@ def bound_fit(
     return out
 
 
+@dataclass
+class RowBound:
+    """The bound at a benchmark row's placed set and max load ratio: the search, its eligible pairs, and
+    the bound rounded down (fits are whole numbers; 1e-3 of slack for the LP's floating point)."""
+
+    got: Progress
+    pairs: int
+    bound: int
+
+
+@dataclass
+class Row:
+    """A benchmark row's question: its placed set's eligible pairs and groups allowed, and its own groups
+    as the master's first columns."""
+
+    inst: Instance
+    arcs: Arcs
+    start: list[Column]
+    lo: int
+    hi: int
+
+    @classmethod
+    def of(cls, inp: MatchingInput, result: MatchingResult, seed: int) -> Row:
+        prep = Prepared.of(inp, seed)
+        inst = build(prep, result)
+        arcs = Arcs.of(inst)
+        pol = inp.policy
+        return cls(inst, arcs, run_columns(prep, inst, arcs, result), pol.group_members_min, pol.group_members_max)
+
+    def bound(self, seconds: float, report: int = 0) -> RowBound:
+        got = bound_fit(self.inst, self.arcs, self.start, self.lo, self.hi, seconds, report)
+        return RowBound(got, len(self.arcs.row), math.floor(got.bound + 1e-3))
+
+
 def cg_fit_line(inp: MatchingInput, result: MatchingResult, seed: int, seconds: float) -> str:
     """A line under a facilitated benchmark row (``matching_bench --facil-cg``): this bound at the row's
     placed set and max load ratio, and the row's gap to it."""
-    prep = Prepared.of(inp, seed)
-    inst = build(prep, result)
-    arcs = Arcs.of(inst)
-    pol = inp.policy
-    got = bound_fit(inst, arcs, run_columns(prep, inst, result), pol.group_members_min, pol.group_members_max, seconds)
-    bound, fit = math.floor(got.bound + 1e-3), result.stats.total_fit
+    found, fit = Row.of(inp, result, seed).bound(seconds), result.stats.total_fit
+    got = found.got
     state = "the LP's optimum" if got.optimal else f"best Lagrangian bound (LP at {got.lp:,.1f})"
     return (
-        f"  whole-group fit bound (column generation, {len(arcs.row):,} eligible pairs, {got.seconds:.0f} s): "
-        f"{bound:,}, {state}; gap to it {(bound - fit) / bound:.2%}"
+        f"  whole-group fit bound (column generation, {found.pairs:,} eligible pairs, {got.seconds:.0f} s): "
+        f"{found.bound:,}, {state}; gap to it {(found.bound - fit) / found.bound:.2%}"
     )
 
 
@@ -325,16 +358,13 @@ def main() -> None:
     args = parser.parse_args()
     inp = facilitated_family(args.only, args.size)
     result = match(inp, args.seed)
-    prep = Prepared.of(inp, args.seed)
-    inst = build(prep, result)
-    arcs = Arcs.of(inst)
     fit = result.stats.total_fit
+    row = Row.of(inp, result, args.seed)
+    pairs = len(row.arcs.row)
     print(f"{args.only} {args.size:,}: run placed {result.stats.placed_count:,}, fit {fit:,.0f}, "
-          f"max load ratio {result.stats.max_load_ratio}, {len(arcs.row):,} eligible pairs", flush=True)  # fmt: skip
-    pol = inp.policy
-    got = bound_fit(inst, arcs, run_columns(prep, inst, result), pol.group_members_min, pol.group_members_max,
-                    args.seconds, args.report)  # fmt: skip
-    bound = math.floor(got.bound + 1e-3)
+          f"max load ratio {result.stats.max_load_ratio}, {pairs:,} eligible pairs", flush=True)  # fmt: skip
+    found = row.bound(args.seconds, args.report)
+    got, bound = found.got, found.bound
     state = "the LP's optimum" if got.optimal else "stopped by --seconds"
     print(f"  {got.subgradient} subgradient steps, {got.generation} master solves, {got.columns:,} columns, "
           f"{got.seconds:.0f} s, {state}; LP {got.lp:,.2f}, proven bound {bound:,}; "
