@@ -36,7 +36,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from bench.facilitated_cg import cg_fit_line
 from bench.facilitated_fit_exact import exact_line
@@ -145,36 +145,52 @@ def digest(result: MatchingResult) -> str:
     return hashlib.sha256(json.dumps(groups).encode()).hexdigest()[:12]
 
 
-def run_case(
-    name: str,
-    inp: MatchingInput,
-    seed: int,
-    with_greedy: bool,
-    show_digest: bool = False,
-    peer_lp: float = 0.0,
-    peer_share: tuple[int, int] = (-1, 0),
-    facil_exact: float = 0.0,
-    in_child: bool = False,
-    peer_cg: float = 0.0,
-    facil_cg: float = 0.0,
-) -> None:
+@dataclass(frozen=True)
+class CaseOptions:
+    """What the command line asks of every row: the greedy baseline beside it, its digest, and the bound
+    lines printed under it (0 or -1: off)."""
+
+    with_greedy: bool = True
+    show_digest: bool = False
+    peer_lp: float = 0.0
+    peer_share: tuple[int, int] = (-1, 0)
+    facil_exact: float = 0.0
+    in_child: bool = False
+    peer_cg: float = 0.0
+    facil_cg: float = 0.0
+
+    @classmethod
+    def of(cls, args: argparse.Namespace) -> CaseOptions:
+        return cls(
+            with_greedy=not args.no_greedy,
+            show_digest=args.digest,
+            peer_lp=args.peer_lp,
+            peer_share=(args.peer_share, args.peer_share_steps),
+            facil_exact=args.facil_exact,
+            in_child=args.in_child,
+            peer_cg=args.peer_cg,
+            facil_cg=args.facil_cg,
+        )
+
+
+def run_case(name: str, inp: MatchingInput, seed: int, opts: CaseOptions) -> None:
     limit = inp.policy.time_limit_seconds if inp.form is not Form.ONE_TO_ONE else None
-    solve = (lambda: solve_within_limit(inp, seed)) if in_child else (lambda: match(inp, seed))
+    solve = (lambda: solve_within_limit(inp, seed)) if opts.in_child else (lambda: match(inp, seed))
     result, seconds, cpu, peak, violations = measure(solve, inp)
     idle, bound = idle_and_fit_bound(inp, result)
     row = line(Row(f"{name} solver", result, seconds, cpu, peak, violations, bound, idle), limit)
-    print(row + (f" {digest(result)}" if show_digest else ""), flush=True)
-    if inp.form is Form.FACILITATED_GROUP and inp.policy.mentors_per_group == 1 and facil_exact > 0:
-        print(exact_line(inp, result, seed, facil_exact), flush=True)
-    if inp.form is Form.FACILITATED_GROUP and inp.policy.mentors_per_group == 1 and facil_cg > 0:
-        print(cg_fit_line(inp, result, seed, facil_cg), flush=True)
-    if inp.form is Form.PEER_GROUP and peer_lp > 0:
-        print(peer_lp_line(inp, result, bound, peer_lp), flush=True)
-    if inp.form is Form.PEER_GROUP and peer_share[0] >= 0:
-        print(share_line(inp, result, bound, *peer_share), flush=True)
-    if inp.form is Form.PEER_GROUP and peer_cg > 0:
-        print(cg_line(inp, result, bound, peer_cg), flush=True)
-    if with_greedy:
+    print(row + (f" {digest(result)}" if opts.show_digest else ""), flush=True)
+    if inp.form is Form.FACILITATED_GROUP and inp.policy.mentors_per_group == 1 and opts.facil_exact > 0:
+        print(exact_line(inp, result, seed, opts.facil_exact), flush=True)
+    if inp.form is Form.FACILITATED_GROUP and inp.policy.mentors_per_group == 1 and opts.facil_cg > 0:
+        print(cg_fit_line(inp, result, seed, opts.facil_cg), flush=True)
+    if inp.form is Form.PEER_GROUP and opts.peer_lp > 0:
+        print(peer_lp_line(inp, result, bound, opts.peer_lp), flush=True)
+    if inp.form is Form.PEER_GROUP and opts.peer_share[0] >= 0:
+        print(share_line(inp, result, bound, *opts.peer_share), flush=True)
+    if inp.form is Form.PEER_GROUP and opts.peer_cg > 0:
+        print(cg_line(inp, result, bound, opts.peer_cg), flush=True)
+    if opts.with_greedy:
         base, seconds, cpu, peak, violations = measure(lambda: greedy(inp, seed), inp)
         idle, bound = idle_and_fit_bound(inp, base)
         print(line(Row(f"{name} greedy", base, seconds, cpu, peak, violations, bound, idle), None), flush=True)
@@ -263,6 +279,7 @@ def main() -> None:
         parser.error("--no-clock cannot reach a child process: the child is stopped at the policy's limit")
     if args.no_clock:
         levels.WALL_DEADLINE_SHARE = 1_000.0
+    options = CaseOptions.of(args)
     print(HEADER)
     print("-" * len(HEADER))
     for name, build, greedy_too in cases(args):
@@ -270,19 +287,7 @@ def main() -> None:
         size = int(words[0].replace(",", ""))
         if args.only not in name or size > args.max_size:
             continue
-        run_case(
-            name,
-            build(),
-            args.seed,
-            greedy_too and not args.no_greedy,
-            args.digest,
-            args.peer_lp,
-            (args.peer_share, args.peer_share_steps),
-            args.facil_exact,
-            args.in_child,
-            args.peer_cg,
-            args.facil_cg,
-        )
+        run_case(name, build(), args.seed, replace(options, with_greedy=greedy_too and options.with_greedy))
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"\nprocess peak RSS {rss:.0f} MiB. fit bnd: transportation relaxation at the run's placed set and max")
     print("load ratio (computed here, not by the solver), for facilitated rows up to 400,000 kept arcs the smaller")
