@@ -17,9 +17,9 @@ from services.matching.domain.common import Prepared, apart_pairs
 from services.matching.domain.facilitated_model import FacilitatedModel
 from services.matching.domain.facilitated_prep import Eligibility, top_arcs
 from services.matching.domain.fit_polish import POLISH_ROUNDS, improve
-from services.matching.domain.flow_open import extra_groups
+from services.matching.domain.flow_open import Departments, extra_groups, fit_loads
 from services.matching.domain.levels import Levels
-from services.matching.domain.reassignment import Arcs, Reassignment
+from services.matching.domain.reassignment import Arcs, Reassignment, Slot
 from services.matching.domain.rules import IntArray
 
 OPEN_OPTIONS = 60
@@ -31,24 +31,69 @@ POLISH_MOVES = 10_000
 30 rounds took 9 s at 5,000 mentees on the tight benchmark pool)."""
 
 
-def extra_groups_within_ratio(
-    prep: Prepared, el: Eligibility, placed: list[str], count: Mapping[int, int], mentor_ids: list[str]
-) -> dict[int, int]:
-    """Groups worth opening beyond the greedy's (``flow_open``), within the greedy's max load ratio."""
+FLOW_CHOSEN_MOST = 5_000
+"""Placed mentees up to which the reassignment also starts from the groups a fit-optimal flow chooses
+(``flow_chosen``), and keeps whichever of the two is fitter: a second reassignment, about 0.3 s at 1,000
+mentees. Why: the greedy's groups stay open in the reassignment, each with at least its minimum; on a
+pool where a tenth of the mentors take twenty groups (probe ``fac skewed-cap 2-4 s18 1000``) the greedy
+opened 259 groups at 35 mentors in lottery order, which held 518 people away from their better mentors,
+and the fit ended 5.9 % below the proven optimum for the placed set, max load ratio and mentors used."""
+FLOW_CHOSEN_REPAIRS = 8
+"""Flows the reassignment into the chosen groups may take to repair broken member-member rules (the
+greedy's groups get ``fit_polish.REPAIR_ROUNDS``): where many pairs are kept apart (probe ``fac
+conflicts0.5 dept1 s17 1000``) 60 rounds took 0.4 s and still found no grouping, so the chosen groups
+are given up sooner there."""
+
+
+def _allowed(prep: Prepared, el: Eligibility, count: Mapping[int, int], mentor_ids: list[str]) -> IntArray:
+    """Groups each mentor may lead in all under the greedy's max load ratio (level (a) of fair load)."""
     cap = np.array([prep.capacity[m] for m in mentor_ids], dtype=np.int64)
     load = np.array([prep.load[m] for m in mentor_ids], dtype=np.int64)
-    groups = np.array([count.get(k, 0) for k in range(len(mentor_ids))], dtype=np.int64)
     loads = [
         (prep.load[m] + count.get(mpos, 0)) / c for mpos, m in enumerate(mentor_ids) if (c := prep.capacity[m]) > 0
     ]
     loads += [prep.load[m] / c for m, c in prep.capacity.items() if c > 0]
     ratio = max(loads, default=0.0)
-    allowed = np.clip(np.minimum(el.free, np.floor(ratio * cap + 1e-9).astype(np.int64) - load), 0, None)
-    pol = prep.policy
+    allowed: IntArray = np.clip(np.minimum(el.free, np.floor(ratio * cap + 1e-9).astype(np.int64) - load), 0, None)
+    return allowed
+
+
+def _departments(prep: Prepared, placed: list[str], mentor_ids: list[str]) -> Departments:
     dept = {pid: prep.by_id[pid].department for pid in placed}
-    mentor_dept = [prep.by_id[m].department for m in mentor_ids]
+    return dept, [prep.by_id[m].department for m in mentor_ids], prep.policy.max_same_department
+
+
+def extra_groups_within_ratio(
+    prep: Prepared, el: Eligibility, placed: list[str], count: Mapping[int, int], mentor_ids: list[str]
+) -> dict[int, int]:
+    """Groups worth opening beyond the greedy's (``flow_open``), within the greedy's max load ratio."""
+    groups = np.array([count.get(k, 0) for k in range(len(mentor_ids))], dtype=np.int64)
+    pol = prep.policy
     sizes = (pol.group_members_min, pol.group_members_max)
-    return extra_groups(el, placed, groups, allowed, sizes, (dept, mentor_dept, pol.max_same_department))
+    allowed = _allowed(prep, el, count, mentor_ids)
+    return extra_groups(el, placed, groups, allowed, sizes, _departments(prep, placed, mentor_ids))
+
+
+def flow_chosen(
+    prep: Prepared, el: Eligibility, placed: list[str], count: Mapping[int, int], mentor_ids: list[str]
+) -> list[Slot] | None:
+    """Groups chosen afresh for fit, not the greedy's: a fit-optimal flow of the placed people (each to
+    its OPEN_OPTIONS best-fitting eligible mentors) in which every mentor with allowed groups and at least
+    a group's minimum of eligible placed people takes at least that minimum (so none of them is left
+    idle: level (b) of fair load at its most), within the greedy's max load ratio; each mentor then leads
+    as many groups as its people fill at their minimum, within its allowed groups. None when the flow
+    cannot give every such mentor its minimum."""
+    pol = prep.policy
+    allowed = _allowed(prep, el, count, mentor_ids)
+    rows = np.array([el.row[pid] for pid in placed], dtype=np.int64)
+    eligible = el.eligible[rows].sum(axis=0)
+    least = np.where((allowed > 0) & (eligible >= pol.group_members_min), pol.group_members_min, 0)
+    departments = _departments(prep, placed, mentor_ids)
+    load = fit_loads(el, placed, allowed, pol.group_members_max, departments, least.astype(np.int64), OPEN_OPTIONS)
+    if load is None:
+        return None
+    groups = np.minimum(allowed, load // max(1, pol.group_members_min))
+    return [(int(k), s) for k in np.flatnonzero(groups > 0) for s in range(int(groups[k]))]
 
 
 def _open_arcs(
@@ -88,9 +133,11 @@ def polish_groups(
     """The greedy's groups (one mentor each) with their mentees reassigned between them for a better fit
     (``fit_polish``: every rule kept, the same open groups, so the same placed set and mentor loads).
     Each mentee may move to the open groups of its OPEN_OPTIONS best-fitting eligible mentors among those
-    who lead one (not its best mentors overall, most of whom may lead none)."""
-    assign: dict[str, tuple[int, int]] = {}
-    slot_of_group: list[tuple[int, int]] = []
+    who lead one (not its best mentors overall, most of whom may lead none). Up to FLOW_CHOSEN_MOST
+    placed, the same people are also reassigned into the groups ``flow_chosen`` opens instead, and that
+    grouping is kept when it is fitter and leaves no more mentors idle."""
+    assign: dict[str, Slot] = {}
+    slot_of_group: list[Slot] = []
     count: dict[int, int] = defaultdict(int)
     for ms, members in greedy:
         slot = (ms[0], count[ms[0]])
@@ -98,38 +145,68 @@ def polish_groups(
         slot_of_group.append(slot)
         for pid in members:
             assign[pid] = slot
-    extra: list[tuple[int, int]] = []
+    extra: list[Slot] = []
     for k, more in extra_groups_within_ratio(prep, el, sorted(assign), count, mentor_ids).items():
         extra += [(k, count[k] + s) for s in range(more)]
-    slot_of_group += extra
-    open_by_mentor: dict[int, list[tuple[int, int]]] = defaultdict(list)
-    for slot in slot_of_group:
-        open_by_mentor[slot[0]].append(slot)
-    leads = np.array(sorted(open_by_mentor), dtype=np.int64)
     # no local search above POLISH_MOVES mentees: after the exact flow it found nothing at 20,000 (3 s a round)
     # ``flow_only``: the exact flow without the local search (after a few groups changed mentor, the
     # rounds cost 2 s at 5,000 mentees for little: ``facilitated_fill``)
     rounds = 0 if flow_only else min(POLISH_ROUNDS, POLISH_MOVES // max(1, len(assign)))
-    problem = Reassignment(
+    problem = _reassignment(prep, el, mentor_ids, assign, slot_of_group + extra, frozen, extra)
+    better = improve(problem, rounds=rounds, deadline=deadline)
+    if problem.total(better) <= problem.total(assign):
+        better = assign
+    order = slot_of_group + extra
+    chosen = flow_chosen(prep, el, sorted(assign), count, mentor_ids) if len(assign) <= FLOW_CHOSEN_MOST else None
+    if chosen is not None:
+        kept = {assign[pid] for pid in frozen if pid in assign}  # a locked mentee's group stays open
+        opened = set(chosen) | kept
+        other = _reassignment(
+            prep, el, mentor_ids, assign, sorted(opened | set(slot_of_group)), frozen,
+            sorted(opened - set(slot_of_group)), set(slot_of_group) - opened, leads_of=opened,
+        )  # fmt: skip
+        regrouped = improve(other, rounds=rounds, deadline=deadline, repairs=FLOW_CHOSEN_REPAIRS)
+        if other.total(regrouped) > problem.total(better) and _mentors_used(regrouped) >= _mentors_used(better):
+            better, order = regrouped, sorted(set(regrouped.values()))
+    members_of: dict[Slot, list[str]] = defaultdict(list)
+    for pid, slot in sorted(better.items()):
+        members_of[slot].append(pid)
+    return [([mentor_ids[slot[0]]], members_of[slot]) for slot in order if members_of[slot]]
+
+
+def _mentors_used(assign: Mapping[str, Slot]) -> int:
+    return len({slot[0] for slot in assign.values()})
+
+
+def _reassignment(
+    prep: Prepared,
+    el: Eligibility,
+    mentor_ids: list[str],
+    assign: dict[str, Slot],
+    slots: list[Slot],
+    frozen: frozenset[str],
+    extra: list[Slot],
+    closing: set[Slot] | None = None,
+    leads_of: set[Slot] | None = None,
+) -> Reassignment:
+    """The reassignment of ``assign`` over ``slots`` (its own groups among them): ``extra`` open empty,
+    ``closing`` may be left empty; each mentee's options are the open groups of its best-fitting mentors
+    among those who lead one of ``leads_of`` (default: of ``slots``)."""
+    leads = np.array(sorted({s[0] for s in (slots if leads_of is None else leads_of)}), dtype=np.int64)
+    return Reassignment(
         assign=assign,
-        arcs=_open_arcs(el, assign, sorted(slot_of_group), leads),
+        arcs=_open_arcs(el, assign, sorted(slots), leads),
         dept={pid: prep.by_id[pid].department for pid in assign},
-        mentor_dept={s: prep.by_id[mentor_ids[s[0]]].department for s in slot_of_group},
+        mentor_dept={s: prep.by_id[mentor_ids[s[0]]].department for s in slots},
         apart=frozenset(frozenset(pair) for pair in apart_pairs(prep, sorted(assign))),
         size_min=prep.policy.group_members_min,
         size_max=prep.policy.group_members_max,
         max_same_department=prep.policy.max_same_department,
         frozen=frozen,
         extra=frozenset(extra),
+        closing=frozenset(closing or ()),
         may_join=lambda pid, s: int(el.fit[el.row[pid], s[0]]) if el.eligible[el.row[pid], s[0]] else None,
     )
-    better = improve(problem, rounds=rounds, deadline=deadline)
-    if problem.total(better) <= problem.total(assign):
-        better = assign
-    members_of: dict[tuple[int, int], list[str]] = defaultdict(list)
-    for pid, slot in sorted(better.items()):
-        members_of[slot].append(pid)
-    return [([mentor_ids[slot[0]]], members_of[slot]) for slot in slot_of_group if members_of[slot]]
 
 
 def fit_start(

@@ -49,7 +49,7 @@ def _flow(problem: Reassignment, banned: set[tuple[str, Slot]]) -> dict[str, Slo
     that cost widened the cost range the cost-scaling solver works through (7 s against 3 s for 20,000
     mentees in 5,000 groups). Arcs are built as arrays."""
     people = sorted(problem.assign)
-    slots = sorted(set(problem.assign.values()) | problem.extra)
+    slots = sorted((set(problem.assign.values()) - problem.closing) | problem.extra)
     slot_pos = {s: n for n, s in enumerate(slots)}
     n, m = len(people), len(slots)
     who, where, cost = _arcs(problem, people, slot_pos, banned)
@@ -127,12 +127,14 @@ def _arcs(
     return who[keep], where[keep], -fit[keep]
 
 
-def _flow_repaired(problem: Reassignment, deadline: float | None = None) -> dict[str, Slot] | None:
+def _flow_repaired(
+    problem: Reassignment, deadline: float | None = None, repairs: int = REPAIR_ROUNDS
+) -> dict[str, Slot] | None:
     """The flow, with each member who breaks a member-member rule moved out by the best single move or
     swap that keeps every rule (one flow, then a few moves: a second flow cost 3 s at 20,000 mentees);
     members no move can repair lose their arc to that group and the flow is solved again."""
     banned: set[tuple[str, Slot]] = set()
-    for _ in range(REPAIR_ROUNDS):
+    for _ in range(repairs):
         if deadline is not None and time.perf_counter() > deadline:
             return None
         assign = _flow(problem, banned)
@@ -154,17 +156,19 @@ def _flow_repaired(problem: Reassignment, deadline: float | None = None) -> dict
     return None
 
 
-def improve(problem: Reassignment, rounds: int = POLISH_ROUNDS, deadline: float | None = None) -> dict[str, Slot]:
+def improve(
+    problem: Reassignment, rounds: int = POLISH_ROUNDS, deadline: float | None = None, repairs: int = REPAIR_ROUNDS
+) -> dict[str, Slot]:
     """A reassignment at least as fit as ``problem.assign`` that keeps every rule and every group's size
     within bounds; the open groups and the placed set do not change. ``rounds`` bounds the local search
     (a deterministic amount of work, for large pools under a time limit). ``deadline`` (wall clock) stops
     the repair and the rounds early: then the result is the best stage reached, which depends on the
     machine's speed (the same trade-off as the solver's levels; the caller notes it)."""
     best = dict(problem.assign)
-    flowed = _flow_repaired(problem, deadline)
-    if flowed is None and problem.extra:
+    flowed = _flow_repaired(problem, deadline, repairs)
+    if flowed is None and problem.extra and not problem.closing:  # the flow's own choice has no fallback here
         problem = replace(problem, extra=frozenset())
-        flowed = _flow_repaired(problem, deadline)
+        flowed = _flow_repaired(problem, deadline, repairs)
     if flowed is not None and problem.total(flowed) > problem.total(best):
         best = flowed
     if rounds > 0:

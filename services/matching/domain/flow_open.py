@@ -25,26 +25,49 @@ FLOW_OPTIONS = 10
 """Each placed person's arcs in the flow: its best-fitting eligible mentors with allowed groups."""
 
 
+Departments = tuple[Mapping[str, str], Sequence[str], int | None]
+"""Each person's department, each mentor's, and the bound per group (None: no bound)."""
+
+
 def extra_groups(
     el: Eligibility,
     people: list[str],
     groups: IntArray,
     allowed: IntArray,
     sizes: tuple[int, int],
-    departments: tuple[Mapping[str, str], Sequence[str], int | None],
+    departments: Departments,
 ) -> dict[int, int]:
     """Mentor position -> groups to open beyond ``groups`` (the greedy's per mentor), at most ``allowed``
     per mentor in all, where the fit-optimal flow of ``people`` puts enough people for them.
 
-    ``departments`` is (each person's department, each mentor's, the bound per group): with a bound, a
-    person reaches a mentor through a (mentor, department) node that takes at most the mentor's allowed
-    groups x the room that department has in one of them."""
-    size_min, size_max = sizes
+    With a department bound, a person reaches a mentor through a (mentor, department) node that takes at
+    most the mentor's allowed groups x the room that department has in one of them."""
+    load = fit_loads(el, people, allowed, sizes[1], departments)
+    if load is None:
+        return {}
+    fillable = load // max(1, sizes[0])
+    extra = np.minimum(allowed, fillable) - groups
+    return {int(k): int(extra[k]) for k in np.flatnonzero(extra > 0)}
+
+
+def fit_loads(
+    el: Eligibility,
+    people: list[str],
+    allowed: IntArray,
+    size_max: int,
+    departments: Departments,
+    least: IntArray | None = None,
+    options: int = FLOW_OPTIONS,
+) -> IntArray | None:
+    """People per mentor in the fit-optimal flow of ``people`` (each to its ``options`` best-fitting
+    eligible mentors with allowed groups, a mentor taking at most its allowed groups x the group
+    maximum, cost -fit). Without ``least`` as many people as the arcs can carry are routed (a max flow
+    of least cost); with it every person is routed and mentor k takes at least ``least[k]``, else None."""
     dept, mentor_dept, limit = departments
     leads = np.flatnonzero(allowed > 0).astype(np.int64)
     if not people or not len(leads):
-        return {}
-    who, mentor, fit = top_arcs(el, people, leads, FLOW_OPTIONS)
+        return None
+    who, mentor, fit = top_arcs(el, people, leads, options)
     n, m = len(people), len(allowed)
     head = 2 + n + mentor
     f = min_cost_flow.SimpleMinCostFlow()
@@ -70,17 +93,27 @@ def extra_groups(
     )  # fmt: skip
     first = f.num_arcs()
     f.add_arcs_with_capacity_and_unit_cost(2 + who, head, np.ones(len(who), dtype=np.int64), -fit)
+    floor = np.zeros(m, dtype=np.int64) if least is None else least.astype(np.int64)
+    top = (allowed * size_max).astype(np.int64)
+    if (floor > top).any() or floor.sum() > n:
+        return None
     f.add_arcs_with_capacity_and_unit_cost(
-        2 + n + np.arange(m, dtype=np.int64), np.ones(m, dtype=np.int64),
-        (allowed * size_max).astype(np.int64), np.zeros(m, dtype=np.int64),
-    )  # fmt: skip
-    f.set_node_supply(0, n)
-    f.set_node_supply(1, -n)
-    if f.solve_max_flow_with_min_cost() != f.OPTIMAL:
-        return {}
+        2 + n + np.arange(m, dtype=np.int64), np.ones(m, dtype=np.int64), top - floor, np.zeros(m, dtype=np.int64)
+    )
+    if least is None:
+        f.set_node_supply(0, n)
+        f.set_node_supply(1, -n)
+        if f.solve_max_flow_with_min_cost() != f.OPTIMAL:
+            return None
+    else:  # the minimums as demands of the mentor nodes, the rest on to the sink
+        mentor_node = 2 + n + np.arange(m, dtype=np.int64)
+        f.set_nodes_supplies(
+            np.array([0, 1, *mentor_node.tolist()], dtype=np.int64),
+            np.array([n, -(n - int(floor.sum())), *(-floor).tolist()], dtype=np.int64),
+        )
+        if f.solve() != f.OPTIMAL:
+            return None
     flows = f.flows(first + np.arange(len(who), dtype=np.int64))
     load = np.zeros(m, dtype=np.int64)
     np.add.at(load, mentor, flows)
-    fillable = load // max(1, size_min)
-    extra = np.minimum(allowed, fillable) - groups
-    return {int(k): int(extra[k]) for k in np.flatnonzero(extra > 0)}
+    return load

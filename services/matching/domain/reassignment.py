@@ -130,6 +130,9 @@ class Reassignment:
     extra: frozenset[Slot] = frozenset()
     """Open groups with nobody in them yet: the flow fills each to at least its minimum (or, if it
     cannot, the reassignment keeps the groups of ``assign``)."""
+    closing: frozenset[Slot] = frozenset()
+    """Open groups of ``assign`` the flow may leave empty: it fills the others and ``extra`` instead (the
+    groups a fit-optimal flow chose, ``facilitated_fit.flow_chosen``)."""
     may_join: Callable[[str, Slot], int | None] | None = None
     """Fit of a mentee in any open group it is eligible for (None: not eligible), beyond its options: a
     repair may swap someone into a group outside their options to take a rule-breaker's place."""
