@@ -131,7 +131,9 @@ def _prepare(prep: Prepared, time_limit: float) -> FacilitatedRun:
     polished = not co_count and not past_deadline(prep.started, time_limit)
     if polished:  # fit first on the greedy's placement: what stands if the clock stops the solver
         locked = frozenset(p for pair in prep.locked for p in pair)
-        better = polish_groups(prep, greedy, el, mentor_ids, locked, deadline=polish_deadline(prep, time_limit))
+        better = polish_groups(
+            prep, greedy, el, mentor_ids, locked, deadline=polish_deadline(prep, time_limit), rechoose=True
+        )
         greedy = [([mpos[m] for m in ms], members) for ms, members in better]
         _stage_done(prep, "the greedy placement, fit reassigned", greedy, flow_bound)
     elif not co_count:

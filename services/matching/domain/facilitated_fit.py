@@ -16,7 +16,7 @@ import numpy as np
 from services.matching.domain.common import Prepared, apart_pairs
 from services.matching.domain.facilitated_model import FacilitatedModel
 from services.matching.domain.facilitated_prep import Eligibility, top_arcs
-from services.matching.domain.fit_polish import POLISH_ROUNDS, improve
+from services.matching.domain.fit_polish import POLISH_ROUNDS, improve, moved
 from services.matching.domain.flow_open import Departments, extra_groups, fit_loads
 from services.matching.domain.levels import Levels
 from services.matching.domain.reassignment import Arcs, Reassignment, Slot
@@ -33,11 +33,14 @@ POLISH_MOVES = 10_000
 
 FLOW_CHOSEN_MOST = 5_000
 """Placed mentees up to which the reassignment also starts from the groups a fit-optimal flow chooses
-(``flow_chosen``), and keeps whichever of the two is fitter: a second reassignment, about 0.3 s at 1,000
-mentees. Why: the greedy's groups stay open in the reassignment, each with at least its minimum; on a
-pool where a tenth of the mentors take twenty groups (probe ``fac skewed-cap 2-4 s18 1000``) the greedy
-opened 259 groups at 35 mentors in lottery order, which held 518 people away from their better mentors,
-and the fit ended 5.9 % below the proven optimum for the placed set, max load ratio and mentors used."""
+(``flow_chosen``) and keeps whichever of the two is fitter. Why: the greedy's groups stay open in the
+reassignment, each with at least its minimum; on a pool where a tenth of the mentors take twenty groups
+(probe ``fac skewed-cap 2-4 s18 1000``) the greedy opened 259 groups at 35 mentors in lottery order,
+which held 518 people away from their better mentors, and the fit ended 5.9 % below the proven optimum
+for the placed set, max load ratio and mentors used. Cost (CPU of the whole run, 2026-12-02): at 5,000
+mentees 0.6-0.8 s more (benchmark capacity 5,000: 2.2 -> 3.0 s, and 53,587 -> 53,596 with no eligible
+mentor idle instead of 9; probe ``fac 2-6 cap1 s12 5000`` 2.8 -> 3.4 s, no gain); at 20,000 3.5-6.8 s
+more for no gain on either benchmark family, so not above 5,000."""
 FLOW_CHOSEN_REPAIRS = 8
 """Flows the reassignment into the chosen groups may take to repair broken member-member rules (the
 greedy's groups get ``fit_polish.REPAIR_ROUNDS``): where many pairs are kept apart (probe ``fac
@@ -129,13 +132,15 @@ def polish_groups(
     frozen: frozenset[str] = frozenset(),
     deadline: float | None = None,
     flow_only: bool = False,
+    rechoose: bool = False,
 ) -> list[tuple[list[str], list[str]]]:
     """The greedy's groups (one mentor each) with their mentees reassigned between them for a better fit
     (``fit_polish``: every rule kept, the same open groups, so the same placed set and mentor loads).
     Each mentee may move to the open groups of its OPEN_OPTIONS best-fitting eligible mentors among those
-    who lead one (not its best mentors overall, most of whom may lead none). Up to FLOW_CHOSEN_MOST
-    placed, the same people are also reassigned into the groups ``flow_chosen`` opens instead, and that
-    grouping is kept when it is fitter and leaves no more mentors idle."""
+    who lead one (not its best mentors overall, most of whom may lead none). With ``rechoose`` (the
+    greedy's groups, opened in lottery order) and up to FLOW_CHOSEN_MOST placed, the same people are also
+    reassigned into the groups ``flow_chosen`` opens instead, and that grouping is kept when it is fitter
+    and leaves no more mentors idle; later calls start from groups already chosen for fit."""
     assign: dict[str, Slot] = {}
     slot_of_group: list[Slot] = []
     count: dict[int, int] = defaultdict(int)
@@ -157,7 +162,8 @@ def polish_groups(
     if problem.total(better) <= problem.total(assign):
         better = assign
     order = slot_of_group + extra
-    chosen = flow_chosen(prep, el, sorted(assign), count, mentor_ids) if len(assign) <= FLOW_CHOSEN_MOST else None
+    enough = rechoose and len(assign) <= FLOW_CHOSEN_MOST
+    chosen = flow_chosen(prep, el, sorted(assign), count, mentor_ids) if enough else None
     if chosen is not None:
         kept = {assign[pid] for pid in frozen if pid in assign}  # a locked mentee's group stays open
         opened = set(chosen) | kept
@@ -165,9 +171,11 @@ def polish_groups(
             prep, el, mentor_ids, assign, sorted(opened | set(slot_of_group)), frozen,
             sorted(opened - set(slot_of_group)), set(slot_of_group) - opened, leads_of=opened,
         )  # fmt: skip
-        regrouped = improve(other, rounds=rounds, deadline=deadline, repairs=FLOW_CHOSEN_REPAIRS)
+        # the flow first; the local search only for a grouping that already beats the greedy's groups
+        regrouped = improve(other, rounds=0, deadline=deadline, repairs=FLOW_CHOSEN_REPAIRS)
         if other.total(regrouped) > problem.total(better) and _mentors_used(regrouped) >= _mentors_used(better):
-            better, order = regrouped, sorted(set(regrouped.values()))
+            better = moved(other, regrouped, rounds, deadline)
+            order = sorted(set(better.values()))
     members_of: dict[Slot, list[str]] = defaultdict(list)
     for pid, slot in sorted(better.items()):
         members_of[slot].append(pid)

@@ -171,8 +171,15 @@ def improve(
         flowed = _flow_repaired(problem, deadline, repairs)
     if flowed is not None and problem.total(flowed) > problem.total(best):
         best = flowed
+    return moved(problem, best, rounds, deadline)
+
+
+def moved(
+    problem: Reassignment, start: dict[str, Slot], rounds: int = POLISH_ROUNDS, deadline: float | None = None
+) -> dict[str, Slot]:
+    """``start`` after ``rounds`` of the local search (moves and swaps that keep every rule), if fitter."""
     if rounds > 0:
-        polished = polish(problem, best, rounds, deadline)
-        if problem.total(polished) > problem.total(best) and not problem.broken(polished):
-            best = polished
-    return best
+        polished = polish(problem, start, rounds, deadline)
+        if problem.total(polished) > problem.total(start) and not problem.broken(polished):
+            return polished
+    return start
