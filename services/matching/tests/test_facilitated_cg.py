@@ -5,9 +5,10 @@ the same placed people, and it is never above the group fit LP (its groups are w
 from __future__ import annotations
 
 import itertools
+import math
 
 import numpy as np
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from bench.facilitated_cg import Arcs, bound_fit, price
@@ -79,7 +80,11 @@ def test_pricing_finds_the_best_single_group(draw: Priced) -> None:
 
 @settings(max_examples=150, deadline=None)
 @given(pools())
+@example(([[0, 0], [0, 0], [0, 1], [0, 1]], ["eng", "eng", "ops", "ops"], ["eng", "hr"], [1, 1], 2, 3, 2, 2))
 def test_between_the_best_grouping_and_the_group_lp(pool: Pool) -> None:
+    """The group LP's figure is its optimum rounded down (fits are whole), so this bound is compared
+    rounded down too: on the example both LPs are 1.5 (whole groups half each), the group LP prints 1
+    (CI found it on 2026-12-02, comparing 1.5 with 1)."""
     fits, people, mentors, allowed, lo, hi, limit, _ = pool
     best = best_grouping(fits, people, mentors, allowed, lo, hi, limit)
     if best is None:  # a placed set always has a grouping in the bench; here some draws have none
@@ -92,7 +97,7 @@ def test_between_the_best_grouping_and_the_group_lp(pool: Pool) -> None:
     )  # fmt: skip
     assert got.optimal
     assert got.bound >= best - 1e-6
-    assert lp is not None and got.bound <= lp + 1e-3
+    assert lp is not None and math.floor(got.bound + 1e-3) <= lp
 
 
 def test_whole_groups_where_the_lp_splits_them() -> None:
