@@ -78,25 +78,52 @@ def extra_groups_within_ratio(
 
 
 def flow_chosen(
-    prep: Prepared, el: Eligibility, placed: list[str], count: Mapping[int, int], mentor_ids: list[str]
+    prep: Prepared,
+    el: Eligibility,
+    placed: list[str],
+    count: Mapping[int, int],
+    mentor_ids: list[str],
+    used: set[int],
 ) -> list[Slot] | None:
     """Groups chosen afresh for fit, not the greedy's: a fit-optimal flow of the placed people (each to
     its OPEN_OPTIONS best-fitting eligible mentors) in which every mentor with allowed groups and at least
     a group's minimum of eligible placed people takes at least that minimum (so none of them is left
-    idle: level (b) of fair load at its most), within the greedy's max load ratio; each mentor then leads
-    as many groups as its people fill at their minimum, within its allowed groups. None when the flow
-    cannot give every such mentor its minimum."""
+    idle: level (b) of fair load at its most), within the greedy's max load ratio; when the people cannot
+    give each of them a minimum, every mentor of ``used`` (those the groups at hand use) takes one
+    instead. The loads become groups by ``_rounded``. None when neither flow exists."""
     pol = prep.policy
     allowed = _allowed(prep, el, count, mentor_ids)
     rows = np.array([el.row[pid] for pid in placed], dtype=np.int64)
     eligible = el.eligible[rows].sum(axis=0)
-    least = np.where((allowed > 0) & (eligible >= pol.group_members_min), pol.group_members_min, 0)
+    usable = (allowed > 0) & (eligible >= pol.group_members_min)
+    in_use = np.zeros(len(mentor_ids), dtype=bool)
+    in_use[sorted(used)] = True
     departments = _departments(prep, placed, mentor_ids)
-    load = fit_loads(el, placed, allowed, pol.group_members_max, departments, least.astype(np.int64), OPEN_OPTIONS)
+    load = None
+    for must in (usable, usable & in_use):
+        least = np.where(must, pol.group_members_min, 0).astype(np.int64)
+        load = fit_loads(el, placed, allowed, pol.group_members_max, departments, least, OPEN_OPTIONS)
+        if load is not None:
+            break
     if load is None:
         return None
-    groups = np.minimum(allowed, load // max(1, pol.group_members_min))
+    groups = _rounded(load, allowed, pol.group_members_min, pol.group_members_max)
     return [(int(k), s) for k in np.flatnonzero(groups > 0) for s in range(int(groups[k]))]
+
+
+def _rounded(load: IntArray, allowed: IntArray, size_min: int, size_max: int) -> IntArray:
+    """Groups per mentor for the flow's loads: as many as each load fills at the minimum, then one more
+    at the mentors with the most people left over while the groups cannot hold everyone and there are
+    people enough for another minimum (groups of exactly four need the loads in fours)."""
+    groups = np.minimum(allowed, load // max(1, size_min))
+    people = int(load.sum())
+    left = load - groups * size_min
+    for k in np.lexsort((np.arange(len(load)), -left)):
+        if int(groups.sum()) * size_max >= people or people - int(groups.sum()) * size_min < size_min:
+            break
+        if left[k] > 0 and groups[k] < allowed[k]:
+            groups[k] += 1
+    return groups
 
 
 def _open_arcs(
@@ -163,7 +190,8 @@ def polish_groups(
         better = assign
     order = slot_of_group + extra
     enough = rechoose and len(assign) <= FLOW_CHOSEN_MOST
-    chosen = flow_chosen(prep, el, sorted(assign), count, mentor_ids) if enough else None
+    used = {slot[0] for slot in better.values()}
+    chosen = flow_chosen(prep, el, sorted(assign), count, mentor_ids, used) if enough else None
     if chosen is not None:
         kept = {assign[pid] for pid in frozen if pid in assign}  # a locked mentee's group stays open
         opened = set(chosen) | kept
