@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Mapping
+from dataclasses import replace
 
 import numpy as np
 
@@ -195,10 +196,15 @@ def polish_groups(
     if chosen is not None:
         kept = {assign[pid] for pid in frozen if pid in assign}  # a locked mentee's group stays open
         opened = set(chosen) | kept
-        other = _reassignment(
-            prep, el, mentor_ids, assign, sorted(opened | set(slot_of_group)), frozen,
-            sorted(opened - set(slot_of_group)), set(slot_of_group) - opened, leads_of=opened,
-        )  # fmt: skip
+        slots = sorted(opened | set(slot_of_group))
+        leads = np.array(sorted({s[0] for s in opened}), dtype=np.int64)
+        other = replace(  # the same people, departments and apart pairs: only the open groups differ
+            problem,
+            arcs=_open_arcs(el, assign, slots, leads),
+            mentor_dept={s: prep.by_id[mentor_ids[s[0]]].department for s in slots},
+            extra=frozenset(opened - set(slot_of_group)),
+            closing=frozenset(set(slot_of_group) - opened),
+        )
         # the flow first; the local search only for a grouping that already beats the greedy's groups
         regrouped = improve(other, rounds=0, deadline=deadline, repairs=FLOW_CHOSEN_REPAIRS)
         if other.total(regrouped) > problem.total(better) and _mentors_used(regrouped) >= _mentors_used(better):
@@ -222,13 +228,10 @@ def _reassignment(
     slots: list[Slot],
     frozen: frozenset[str],
     extra: list[Slot],
-    closing: set[Slot] | None = None,
-    leads_of: set[Slot] | None = None,
 ) -> Reassignment:
-    """The reassignment of ``assign`` over ``slots`` (its own groups among them): ``extra`` open empty,
-    ``closing`` may be left empty; each mentee's options are the open groups of its best-fitting mentors
-    among those who lead one of ``leads_of`` (default: of ``slots``)."""
-    leads = np.array(sorted({s[0] for s in (slots if leads_of is None else leads_of)}), dtype=np.int64)
+    """The reassignment of ``assign`` over ``slots`` (its own groups among them), ``extra`` open empty;
+    each mentee's options are the open groups of its best-fitting mentors among those who lead one."""
+    leads = np.array(sorted({s[0] for s in slots}), dtype=np.int64)
     return Reassignment(
         assign=assign,
         arcs=_open_arcs(el, assign, sorted(slots), leads),
@@ -240,7 +243,6 @@ def _reassignment(
         max_same_department=prep.policy.max_same_department,
         frozen=frozen,
         extra=frozenset(extra),
-        closing=frozenset(closing or ()),
         may_join=lambda pid, s: int(el.fit[el.row[pid], s[0]]) if el.eligible[el.row[pid], s[0]] else None,
     )
 
