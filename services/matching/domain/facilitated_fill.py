@@ -421,9 +421,21 @@ def _rechosen(
     if g.take_over():
         g = _Finish(prep, el, free, polish_groups(prep, g.positions(), el, ids, g.locked, deadline, flow_only=True))
         g.work = f.work
-    if set(g.group_of) != set(f.group_of) or lottery_pass(g, left, prep.ranks, g.group_of, g.fill, bound):
+    _joined(g, left, bound)  # groups the reassignment opened may have room for someone left out
+    if not set(f.group_of) <= set(g.group_of) or lottery_pass(g, left, prep.ranks, g.group_of, g.fill, bound):
         return f
     return g
+
+
+def _joined(f: _Finish, left: list[str], bound: int) -> int:
+    """Those ``left`` out who can join a group as it is join it, in lottery order; returns placed."""
+    placed = len(f.group_of)
+    for pid in left:
+        if f.work <= 0 or placed >= bound:
+            break
+        if pid not in f.group_of and f.join(pid):
+            placed = len(f.group_of)
+    return placed
 
 
 def finish(
@@ -453,16 +465,14 @@ def finish(
                     placed = len(f.group_of)
     out.taken_over = f.take_over()
     if out.taken_over and placed < bound:  # a new mentor may take someone left out
-        for pid in left:
-            if f.work <= 0 or placed >= bound:
-                break
-            if pid not in f.group_of and f.join(pid):
-                placed = len(f.group_of)
+        placed = _joined(f, left, bound)
     if out.taken_over and f.width == 1:  # the members were reassigned for their old mentors: fit again
         work = f.work
         polished = polish_groups(prep, f.positions(), el, prep.mentor_ids, f.locked, deadline, flow_only=True)
         f = _Finish(prep, el, free, polished)
         f.work = work
+        if placed < bound:  # the reassignment may open groups (``fit_polish._fewer_extras``) with room
+            placed = _joined(f, left, bound)
     out.swapped = lottery_pass(f, left, prep.ranks, f.group_of, f.fill, bound)
     if f.width == 1 and time_limit is not None:  # which mentors lead the groups, for fit (``load_swaps``)
         # the groups as last reassigned unless the lottery pass, or a fill with no takeover after it, moved someone
