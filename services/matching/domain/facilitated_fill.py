@@ -44,6 +44,7 @@ from services.matching.domain.facilitated_fit import polish_groups
 from services.matching.domain.facilitated_lottery import lottery_pass
 from services.matching.domain.facilitated_prep import BLOCK_CELLS, Eligibility
 from services.matching.domain.facilitated_repair import Repair
+from services.matching.domain.flow_place import placed_by_flow
 from services.matching.domain.levels import past_deadline, run_deadline
 from services.matching.domain.load_swaps import rechoose, swap_budget
 from services.matching.domain.rules import BoolArray, IntArray
@@ -427,6 +428,17 @@ def _rechosen(
     return g
 
 
+def _flow_placed(f: _Finish, left: list[str], bound: int, deadline: float | None) -> tuple[_Finish, int]:
+    """The groups with more of ``left`` placed by ``flow_place`` (moving the placed between groups and
+    opening new ones), if it places more; and the number placed."""
+    groups = placed_by_flow(f.prep, f.el, f.free, f.positions(), left, f.locked, bound, deadline)
+    if groups is None:
+        return f, len(f.group_of)
+    g = _Finish(f.prep, f.el, f.free, groups)
+    g.work = f.work
+    return g, len(g.group_of)
+
+
 def _joined(f: _Finish, left: list[str], bound: int) -> int:
     """Those ``left`` out who can join a group as it is join it, in lottery order; returns placed."""
     placed = len(f.group_of)
@@ -463,6 +475,8 @@ def finish(
                     break
                 if pid not in f.group_of and step(pid):
                     placed = len(f.group_of)
+    if placed < bound and f.width == 1:  # a flow that moves the placed too, with groups opened for the rest
+        f, placed = _flow_placed(f, left, bound, deadline)
     out.taken_over = f.take_over()
     if out.taken_over and placed < bound:  # a new mentor may take someone left out
         placed = _joined(f, left, bound)

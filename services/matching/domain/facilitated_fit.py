@@ -9,7 +9,7 @@ max load ratio keep their values; mentors used can only grow.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 
 import numpy as np
@@ -128,11 +128,16 @@ def _rounded(load: IntArray, allowed: IntArray, size_min: int, size_max: int) ->
 
 
 def _open_arcs(
-    el: Eligibility, assign: Mapping[str, tuple[int, int]], slots: list[tuple[int, int]], leads: IntArray
+    el: Eligibility,
+    assign: Mapping[str, tuple[int, int]],
+    slots: list[tuple[int, int]],
+    leads: IntArray,
+    optional: Sequence[str] = (),
 ) -> Arcs:
-    """Each placed mentee's options, as arrays sorted by mentee then group: its own group and every open
-    group of its OPEN_OPTIONS best-fitting eligible mentors among ``leads`` (those who lead one)."""
-    people = sorted(assign)
+    """Each placed (and ``optional``) mentee's options, as arrays sorted by mentee then group: its own
+    group and every open group of its OPEN_OPTIONS best-fitting eligible mentors among ``leads`` (those
+    who lead one)."""
+    people = sorted({*assign, *optional})
     width = max(1, len(slots))
     slot_index = {s: c for c, s in enumerate(slots)}
     slot_mentor = np.array([s[0] for s in slots], dtype=np.int64)
@@ -143,13 +148,28 @@ def _open_arcs(
     reps = count[mentor]
     offset = np.arange(int(reps.sum()), dtype=np.int64) - np.repeat(np.cumsum(reps) - reps, reps)
     where = np.repeat(first[mentor], reps) + offset
-    own = np.array([slot_index[assign[pid]] for pid in people], dtype=np.int64)
-    keys = np.sort(np.concatenate([np.repeat(who, reps) * width + where, np.arange(len(people)) * width + own]))
+    placed = np.array([r for r, pid in enumerate(people) if pid in assign], dtype=np.int64)
+    own = np.array([slot_index[assign[people[r]]] for r in placed.tolist()], dtype=np.int64)
+    keys = np.sort(np.concatenate([np.repeat(who, reps) * width + where, placed * width + own]))
     keys = keys[np.concatenate([[True], keys[1:] != keys[:-1]])] if len(keys) else keys  # np.unique's hash: 1 s
     who, where = keys // width, keys % width
     rows = np.array([el.row[pid] for pid in people], dtype=np.int64)
     fit = el.fit[rows[who], slot_mentor[where]].astype(np.int64)
     return Arcs(people, slots, who, where, fit)
+
+
+def numbered(groups: list[tuple[list[int], list[str]]]) -> tuple[dict[str, Slot], list[Slot], dict[int, int]]:
+    """Groups (one mentor each, by position) as slots numbered per mentor: each member's slot, the
+    slots in the groups' order, and the groups per mentor."""
+    assign: dict[str, Slot] = {}
+    order: list[Slot] = []
+    count: dict[int, int] = defaultdict(int)
+    for ms, members in groups:
+        slot = (ms[0], count[ms[0]])
+        count[ms[0]] += 1
+        order.append(slot)
+        assign.update((pid, slot) for pid in members)
+    return assign, order, count
 
 
 def polish_groups(
@@ -169,15 +189,7 @@ def polish_groups(
     greedy's groups, opened in lottery order) and up to FLOW_CHOSEN_MOST placed, the same people are also
     reassigned into the groups ``flow_chosen`` opens instead, and that grouping is kept when it is fitter
     and leaves no more mentors idle; later calls start from groups already chosen for fit."""
-    assign: dict[str, Slot] = {}
-    slot_of_group: list[Slot] = []
-    count: dict[int, int] = defaultdict(int)
-    for ms, members in greedy:
-        slot = (ms[0], count[ms[0]])
-        count[ms[0]] += 1
-        slot_of_group.append(slot)
-        for pid in members:
-            assign[pid] = slot
+    assign, slot_of_group, count = numbered(greedy)
     extra: list[Slot] = []
     for k, more in extra_groups_within_ratio(prep, el, sorted(assign), count, mentor_ids).items():
         extra += [(k, count[k] + s) for s in range(more)]
@@ -185,7 +197,7 @@ def polish_groups(
     # ``flow_only``: the exact flow without the local search (after a few groups changed mentor, the
     # rounds cost 2 s at 5,000 mentees for little: ``facilitated_fill``)
     rounds = 0 if flow_only else min(POLISH_ROUNDS, POLISH_MOVES // max(1, len(assign)))
-    problem = _reassignment(prep, el, mentor_ids, assign, slot_of_group + extra, frozen, extra)
+    problem = reassignment_of(prep, el, mentor_ids, assign, slot_of_group + extra, frozen, extra)
     better = improve(problem, rounds=rounds, deadline=deadline)
     if problem.total(better) <= problem.total(assign):
         better = assign
@@ -220,7 +232,7 @@ def _mentors_used(assign: Mapping[str, Slot]) -> int:
     return len({slot[0] for slot in assign.values()})
 
 
-def _reassignment(
+def reassignment_of(
     prep: Prepared,
     el: Eligibility,
     mentor_ids: list[str],
@@ -228,22 +240,26 @@ def _reassignment(
     slots: list[Slot],
     frozen: frozenset[str],
     extra: list[Slot],
+    optional: tuple[str, ...] = (),
 ) -> Reassignment:
-    """The reassignment of ``assign`` over ``slots`` (its own groups among them), ``extra`` open empty;
-    each mentee's options are the open groups of its best-fitting mentors among those who lead one."""
+    """The reassignment of ``assign`` over ``slots`` (its own groups among them), ``extra`` open empty,
+    ``optional`` people left out placed where they can be; each mentee's options are the open groups of
+    its best-fitting mentors among those who lead one."""
     leads = np.array(sorted({s[0] for s in slots}), dtype=np.int64)
+    everyone = sorted({*assign, *optional})
     return Reassignment(
         assign=assign,
-        arcs=_open_arcs(el, assign, sorted(slots), leads),
-        dept={pid: prep.by_id[pid].department for pid in assign},
+        arcs=_open_arcs(el, assign, sorted(slots), leads, optional),
+        dept={pid: prep.by_id[pid].department for pid in everyone},
         mentor_dept={s: prep.by_id[mentor_ids[s[0]]].department for s in slots},
-        apart=frozenset(frozenset(pair) for pair in apart_pairs(prep, sorted(assign))),
+        apart=frozenset(frozenset(pair) for pair in apart_pairs(prep, everyone)),
         size_min=prep.policy.group_members_min,
         size_max=prep.policy.group_members_max,
         max_same_department=prep.policy.max_same_department,
         frozen=frozen,
         extra=frozenset(extra),
         may_join=lambda pid, s: int(el.fit[el.row[pid], s[0]]) if el.eligible[el.row[pid], s[0]] else None,
+        optional=optional,
     )
 
 

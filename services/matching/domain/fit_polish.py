@@ -47,55 +47,126 @@ def _flow(problem: Reassignment, banned: set[tuple[str, Slot]]) -> dict[str, Slo
     Group minimums are node demands (each group node must receive its minimum, the rest goes on to
     the sink through an arc of capacity maximum - minimum), not a large negative cost on a minimum arc:
     that cost widened the cost range the cost-scaling solver works through (7 s against 3 s for 20,000
-    mentees in 5,000 groups). Arcs are built as arrays."""
-    people = sorted(problem.assign)
+    mentees in 5,000 groups). Arcs are built as arrays. ``problem.optional`` people may also go straight
+    to the sink; their arcs into groups earn ``_bonuses`` (placed first, then the lottery, then fit)."""
+    solved = _solve(problem, banned, placeholders=False)
+    return None if solved is None else solved[0]
+
+
+def short_extras(problem: Reassignment) -> set[Slot] | None:
+    """The ``extra`` groups the flow cannot fill to their minimum: each may take up to its minimum of
+    placeholders, at a cost above what placing anyone earns, so the flow fills as many extra places
+    with people as it can and the groups still holding a placeholder are those to give up (None: not
+    even so can the placed stay placed)."""
+    solved = _solve(problem, set(), placeholders=True)
+    return None if solved is None else solved[1]
+
+
+def _solve(
+    problem: Reassignment, banned: set[tuple[str, Slot]], placeholders: bool
+) -> tuple[dict[str, Slot], set[Slot]] | None:
+    """The flow of ``_flow`` (with ``placeholders``, those of ``short_extras``): the assignment, and the
+    extra groups that took a placeholder."""
+    people = sorted({*problem.assign, *problem.optional})
     slots = sorted((set(problem.assign.values()) - problem.closing) | problem.extra)
     slot_pos = {s: n for n, s in enumerate(slots)}
     n, m = len(people), len(slots)
     who, where, cost = _arcs(problem, people, slot_pos, banned)
     group_node = 2 + n + np.arange(m, dtype=np.int64)
-    head = group_node[where]
     f = min_cost_flow.SimpleMinCostFlow()
-    f.add_arcs_with_capacity_and_unit_cost(
-        np.zeros(n, dtype=np.int64),
-        2 + np.arange(n, dtype=np.int64),
-        np.ones(n, dtype=np.int64),
-        np.zeros(n, dtype=np.int64),
-    )
-    if problem.max_same_department is not None:
-        names = {d: i for i, d in enumerate(sorted({*problem.dept.values(), *problem.mentor_dept.values()}))}
-        person_dept = np.array([names[problem.dept[pid]] for pid in people], dtype=np.int64)
-        slot_dept = np.array([names[problem.mentor_dept[s]] for s in slots], dtype=np.int64)
-        room = problem.max_same_department - (person_dept[who] == slot_dept[where]).astype(np.int64)
-        keep = room > 0
-        who, where, cost, room = who[keep], where[keep], cost[keep], room[keep]
-        key = where * len(names) + person_dept[who]
-        nodes, node_of = np.unique(key, return_inverse=True)
-        node_room = np.zeros(len(nodes), dtype=np.int64)
-        node_room[node_of] = room
-        dept_node = 2 + n + m + np.arange(len(nodes), dtype=np.int64)
-        f.add_arcs_with_capacity_and_unit_cost(
-            dept_node, group_node[nodes // len(names)], node_room, np.zeros(len(nodes), dtype=np.int64)
-        )
-        head = dept_node[node_of]
+    _unit_arcs(f, np.zeros(n, dtype=np.int64), 2 + np.arange(n, dtype=np.int64), np.zeros(n, dtype=np.int64))
+    bonus = _bonuses(problem, people, cost)
+    cost = cost - bonus[who]
+    skip = np.flatnonzero(bonus > 0).astype(np.int64)  # optional people may stay out
+    _unit_arcs(f, 2 + skip, np.ones(len(skip), dtype=np.int64), np.zeros(len(skip), dtype=np.int64))
+    who, where, cost, head = _department_nodes(f, problem, people, slots, (who, where, cost), group_node)
     first = f.num_arcs()
-    f.add_arcs_with_capacity_and_unit_cost(2 + who, head, np.ones(len(who), dtype=np.int64), cost)
+    _unit_arcs(f, 2 + who, head, cost)
     spare = problem.size_max - problem.size_min
     f.add_arcs_with_capacity_and_unit_cost(
         group_node, np.ones(m, dtype=np.int64), np.full(m, spare, dtype=np.int64), np.zeros(m, dtype=np.int64)
     )
-    if n - m * problem.size_min < 0:
+    supply = n
+    short_arcs = np.zeros(0, dtype=np.int64)
+    extra = np.array([slot_pos[s] for s in sorted(problem.extra)], dtype=np.int64)
+    if placeholders and len(extra):  # a node supplying placeholders to the extra groups, the rest to the sink
+        held = f.num_nodes()
+        supply += len(extra) * problem.size_min
+        price = 2 * int(bonus.max(initial=0)) + 2 * int(np.abs(cost).max(initial=0)) + 1
+        short_arcs = f.num_arcs() + np.arange(len(extra), dtype=np.int64)
+        f.add_arcs_with_capacity_and_unit_cost(
+            np.full(len(extra), held, dtype=np.int64), group_node[extra],
+            np.full(len(extra), problem.size_min, dtype=np.int64), np.full(len(extra), price, dtype=np.int64),
+        )  # fmt: skip
+        f.add_arc_with_capacity_and_unit_cost(held, 1, len(extra) * problem.size_min, 0)
+        f.set_node_supply(held, len(extra) * problem.size_min)
+    if supply - m * problem.size_min < 0:
         return None
     f.set_nodes_supplies(
         np.array([0, 1, *group_node.tolist()], dtype=np.int64),
-        np.array([n, -(n - m * problem.size_min), *([-problem.size_min] * m)], dtype=np.int64),
+        np.array([n, -(supply - m * problem.size_min), *([-problem.size_min] * m)], dtype=np.int64),
     )
     if f.solve() != f.OPTIMAL:
         return None
     flows = f.flows(first + np.arange(len(who), dtype=np.int64))
     used = np.flatnonzero(flows > 0)
     out = {people[int(who[a])]: slots[int(where[a])] for a in used}
-    return out if len(out) == n else None
+    if not all(pid in out for pid in problem.assign):
+        return None
+    short = f.flows(short_arcs) if len(short_arcs) else short_arcs
+    return out, {slots[int(extra[c])] for c in np.flatnonzero(short > 0).tolist()}
+
+
+def _unit_arcs(f: min_cost_flow.SimpleMinCostFlow, tails: IntArray, heads: IntArray, costs: IntArray) -> None:
+    f.add_arcs_with_capacity_and_unit_cost(tails, heads, np.ones(len(tails), dtype=np.int64), costs)
+
+
+def _department_nodes(
+    f: min_cost_flow.SimpleMinCostFlow,
+    problem: Reassignment,
+    people: list[str],
+    slots: list[Slot],
+    arcs: tuple[IntArray, IntArray, IntArray],
+    group_node: IntArray,
+) -> tuple[IntArray, IntArray, IntArray, IntArray]:
+    """With a department bound, the (group, department) nodes between people and groups, each with the
+    room that department has there; returns the arcs (who, where, cost) kept and each one's head node
+    (its group's node when there is no bound)."""
+    who, where, cost = arcs
+    if problem.max_same_department is None:
+        return who, where, cost, group_node[where]
+    n, m = len(people), len(slots)
+    names = {d: i for i, d in enumerate(sorted({*problem.dept.values(), *problem.mentor_dept.values()}))}
+    person_dept = np.array([names[problem.dept[pid]] for pid in people], dtype=np.int64)
+    slot_dept = np.array([names[problem.mentor_dept[s]] for s in slots], dtype=np.int64)
+    room = problem.max_same_department - (person_dept[who] == slot_dept[where]).astype(np.int64)
+    keep = room > 0
+    who, where, cost, room = who[keep], where[keep], cost[keep], room[keep]
+    key = where * len(names) + person_dept[who]
+    nodes, node_of = np.unique(key, return_inverse=True)
+    node_room = np.zeros(len(nodes), dtype=np.int64)
+    node_room[node_of] = room
+    dept_node = 2 + n + m + np.arange(len(nodes), dtype=np.int64)
+    f.add_arcs_with_capacity_and_unit_cost(
+        dept_node, group_node[nodes // len(names)], node_room, np.zeros(len(nodes), dtype=np.int64)
+    )
+    return who, where, cost, dept_node[node_of]
+
+
+def _bonuses(problem: Reassignment, people: list[str], cost: IntArray) -> IntArray:
+    """Per person (in ``people`` order) what placing it earns in the flow: 0 for the placed (they must
+    be placed), and for the ``optional`` person drawn i-th of L, ``step x (L + 1) x L + step x (L - i)``
+    with ``step`` above any difference in fit: one more person placed outweighs any choice among the
+    drawn, and an earlier draw any fit."""
+    out = np.zeros(len(people), dtype=np.int64)
+    if not problem.optional:
+        return out
+    step = (int(np.abs(cost).max(initial=0)) + 1) * len(people) + 1  # fits are never negative
+    count = len(problem.optional)
+    index = {pid: r for r, pid in enumerate(people)}
+    for i, pid in enumerate(problem.optional):
+        out[index[pid]] = step * (count + 1) * count + step * (count - i)
+    return out
 
 
 def _arcs(
@@ -127,7 +198,7 @@ def _arcs(
     return who[keep], where[keep], -fit[keep]
 
 
-def _flow_repaired(
+def flow_repaired(
     problem: Reassignment, deadline: float | None = None, repairs: int = REPAIR_ROUNDS
 ) -> dict[str, Slot] | None:
     """The flow, with each member who breaks a member-member rule moved out by the best single move or
@@ -167,7 +238,7 @@ def improve(
     best = dict(problem.assign)
     flowed = None
     for trial in _fewer_extras(problem):
-        flowed = _flow_repaired(trial, deadline, repairs)
+        flowed = flow_repaired(trial, deadline, repairs)
         if flowed is not None:
             problem = trial
             break

@@ -136,9 +136,13 @@ class Reassignment:
     may_join: Callable[[str, Slot], int | None] | None = None
     """Fit of a mentee in any open group it is eligible for (None: not eligible), beyond its options: a
     repair may swap someone into a group outside their options to take a rule-breaker's place."""
+    optional: tuple[str, ...] = ()
+    """People left out, in lottery order, whom the flow places where it can (placing more comes first,
+    then the earlier drawn, then fit: ``fit_polish._flow``); the placed stay placed."""
 
     def __post_init__(self) -> None:
-        assert self.arcs.people == sorted(self.assign), "the arcs are those of the placed mentees"
+        everyone = sorted({*self.assign, *self.optional})
+        assert self.arcs.people == everyone, "the arcs are those of the placed and optional mentees"
 
     def option_fit(self, pid: str, s: Slot) -> int:
         """``pid``'s fit in ``s`` when ``s`` is among its options, else 0 (the rule-breaker's order)."""
